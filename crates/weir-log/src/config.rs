@@ -1,0 +1,179 @@
+//! Configuration: the log's options, durability, and per-topic settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::HEADER_LEN;
+use crate::error::{Error, Result};
+
+/// When appended data is forced to stable storage, and so what a crash can take back.
+///
+/// | mode | process crash | OS crash / power loss |
+/// |---|---|---|
+/// | `None` | nothing lost (data is in the page cache) | writes since the kernel last flushed (Linux: up to ~30 s) |
+/// | `Interval(d)` | nothing lost | writes of the last `d` (plus one `fdatasync`) |
+/// | `EveryBatch` | nothing lost | nothing acknowledged: `append` returns after `fdatasync` |
+///
+/// In every mode a crash never corrupts the log: recovery cuts off a torn tail, and offsets stay
+/// dense. Under `EveryBatch`, consumers see a record only once it is durable, so nothing a
+/// consumer saw can be taken back by a crash; concurrent appenders to a partition share one
+/// `fdatasync` (group commit). A failed `fdatasync` poisons the partition (it refuses further
+/// appends until the log is reopened), because after such a failure the kernel may have dropped
+/// the dirty pages and what is on disk is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Leave flushing to the operating system.
+    None,
+    /// A background thread `fdatasync`s partitions with new data at this interval.
+    Interval(Duration),
+    /// Every append is durable before it returns.
+    #[default]
+    EveryBatch,
+}
+
+/// Options for [`Log::open`](crate::Log::open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Durability of appends. Default: [`Durability::EveryBatch`].
+    pub durability: Durability,
+    /// How often a background thread applies retention. Default: 5 minutes (Kafka's
+    /// `log.retention.check.interval.ms`). Retention also runs whenever a segment rolls.
+    pub retention_check_interval: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { durability: Durability::default(), retention_check_interval: Duration::from_secs(300) }
+    }
+}
+
+impl LogOptions {
+    /// Sets [`LogOptions::durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let Durability::Interval(d) = self.durability {
+            if d.is_zero() {
+                return Err(invalid("durability", "Interval(0) would sync continuously; use EveryBatch"));
+            }
+        }
+        if self.retention_check_interval.is_zero() {
+            return Err(invalid("retention_check_interval", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Settings of one topic, fixed at creation and stored with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Number of partitions, 1 to 10 000. Default: 1.
+    pub partitions: u32,
+    /// Retention by size, per partition: the oldest segments are deleted while the partition
+    /// stays at least this large without them. Default: `None` (unlimited).
+    pub retention_bytes: Option<u64>,
+    /// Retention by age: a segment is deleted once its newest record is older than this many
+    /// milliseconds. Default: `None` (unlimited).
+    pub retention_ms: Option<u64>,
+    /// A segment is rolled before it would grow past this size, 4 KiB to 1 GiB. Default: 128 MiB.
+    pub segment_bytes: u64,
+    /// A non-empty active segment older than this many milliseconds is rolled on the next append.
+    /// Default: `None` (roll by size only).
+    pub segment_ms: Option<u64>,
+    /// Bytes between sparse index entries, 64 B to 1 MiB. Default: 4 KiB.
+    pub index_interval_bytes: u64,
+    /// Largest batch written, 1 KiB to 64 MiB; a larger append is split into several batches, and a
+    /// single record that does not fit is refused. Default: 8 MiB.
+    pub max_batch_bytes: u32,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            retention_bytes: None,
+            retention_ms: None,
+            segment_bytes: 128 << 20,
+            segment_ms: None,
+            index_interval_bytes: 4096,
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+impl TopicConfig {
+    /// The default configuration with `partitions` partitions.
+    pub fn with_partitions(partitions: u32) -> Self {
+        TopicConfig { partitions, ..TopicConfig::default() }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=10_000).contains(&self.partitions) {
+            return Err(invalid("partitions", format!("{} is not between 1 and 10000", self.partitions)));
+        }
+        if !(4096..=1 << 30).contains(&self.segment_bytes) {
+            return Err(invalid(
+                "segment_bytes",
+                format!("{} is not between 4 KiB and 1 GiB", self.segment_bytes),
+            ));
+        }
+        if !(64..=1 << 20).contains(&self.index_interval_bytes) {
+            let v = self.index_interval_bytes;
+            return Err(invalid("index_interval_bytes", format!("{v} is not between 64 B and 1 MiB")));
+        }
+        if !(1024..=64 << 20).contains(&self.max_batch_bytes) || (self.max_batch_bytes as usize) < HEADER_LEN
+        {
+            let v = self.max_batch_bytes;
+            return Err(invalid("max_batch_bytes", format!("{v} is not between 1 KiB and 64 MiB")));
+        }
+        if self.retention_ms == Some(0) {
+            return Err(invalid(
+                "retention_ms",
+                "0 would delete every sealed segment at once; use None for no limit",
+            ));
+        }
+        if self.segment_ms == Some(0) {
+            return Err(invalid("segment_ms", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidConfig { field, reason: reason.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        TopicConfig::default().validate().unwrap();
+        LogOptions::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(TopicConfig, &str)> = vec![
+            (TopicConfig::with_partitions(0), "partitions"),
+            (TopicConfig { segment_bytes: 10, ..Default::default() }, "segment_bytes"),
+            (TopicConfig { index_interval_bytes: 1, ..Default::default() }, "index_interval_bytes"),
+            (TopicConfig { max_batch_bytes: 100 << 20, ..Default::default() }, "max_batch_bytes"),
+            (TopicConfig { retention_ms: Some(0), ..Default::default() }, "retention_ms"),
+            (TopicConfig { segment_ms: Some(0), ..Default::default() }, "segment_ms"),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { field: f, .. } if f == field), "{err}");
+        }
+        let err = LogOptions::default().durability(Durability::Interval(Duration::ZERO)).validate();
+        assert!(matches!(err, Err(Error::InvalidConfig { field: "durability", .. })));
+    }
+}

@@ -1,0 +1,148 @@
+//! The log's error type.
+//!
+//! Every variant names what failed and with which input (path, topic, partition, offset), so an
+//! error printed at the top of a program is enough to act on. Variants split into the caller's
+//! mistakes (bad names, bad configuration, unknown topics, offsets out of range) and the
+//! environment's failures (I/O, corruption found on disk, a poisoned partition).
+
+use std::io;
+use std::path::PathBuf;
+
+/// The log's `Result` alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call on a file or directory failed (permission denied, disk full, …).
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What the log was doing, e.g. "append to segment".
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A topic or group name breaks the naming rule (`[a-zA-Z0-9._-]`, 1–249 characters, not `.`
+    /// or `..`).
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// `"topic"` or `"group"`.
+        kind: &'static str,
+        /// The name as given.
+        name: String,
+        /// Which part of the rule it breaks.
+        reason: &'static str,
+    },
+
+    /// A configuration value is out of range; `field` names the setting.
+    #[error("invalid configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The configuration field, e.g. `"partitions"`.
+        field: &'static str,
+        /// Why the value is rejected.
+        reason: String,
+    },
+
+    /// `create_topic` named a topic that already exists.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+
+    /// The topic does not exist (or was deleted).
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+
+    /// The partition number is not below the topic's partition count.
+    #[error("topic {topic:?} has {partitions} partitions; there is no partition {partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+
+    /// The offset is outside `[earliest, latest]` for the partition. Offsets below `earliest` were
+    /// removed by retention.
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition}: available offsets are {earliest}..={latest}"
+    )]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// The log start offset: the earliest offset still stored.
+        earliest: u64,
+        /// The log end offset: the offset the next record will get.
+        latest: u64,
+    },
+
+    /// Stored data failed verification (CRC mismatch, impossible header) where the log expected
+    /// intact data. The data is not returned; nothing is skipped silently.
+    #[error("corrupt data in {topic}/{partition} at offset {offset} ({path}, byte {position}): {reason}")]
+    Corrupt {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The base offset of the damaged batch.
+        offset: u64,
+        /// The segment file.
+        path: PathBuf,
+        /// The byte position of the damaged batch in the segment file.
+        position: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// A single record does not fit in a batch of the configured maximum size.
+    #[error("record of {size} bytes exceeds the maximum batch size of {max} bytes ({topic}/{partition})")]
+    RecordTooLarge {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The encoded size of the record.
+        size: usize,
+        /// `TopicConfig::max_batch_bytes`.
+        max: usize,
+    },
+
+    /// An earlier `fdatasync` or failed write left the partition's on-disk state unknown, so it
+    /// refuses further appends. Reopen the log to recover it from disk.
+    #[error("{topic}/{partition} refuses writes after an earlier I/O failure; reopen the log to recover")]
+    Poisoned {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+
+    /// Another process (or another `Log` in this process) holds the directory's lock.
+    #[error("log directory {0} is in use by another process")]
+    Locked(PathBuf),
+
+    /// A metadata file (topic configuration, committed offsets) cannot be parsed.
+    #[error("cannot parse {path}: {reason}")]
+    Metadata {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}

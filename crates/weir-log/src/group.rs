@@ -1,0 +1,324 @@
+//! Consumer groups: durable committed offsets and in-process membership.
+//!
+//! Committed offsets of group `g` live in `groups/g.json`, replaced atomically on every commit
+//! (temporary file, fsync, rename, fsync of the directory): after a crash the file holds either
+//! the previous or the new commit, never a mix.
+//!
+//! Members of a group (consumers in this process) share the partitions of the topics they
+//! subscribe to. Every join or leave starts a new generation; each member picks up its new
+//! assignment on its next poll. The assignment is Kafka's range assignor: for each topic, the
+//! subscribed members in join order each get a contiguous range of partitions. A partition that
+//! moves to another member resumes from the group's committed offset, so records consumed but
+//! not committed before a rebalance are delivered again (at-least-once, as in Kafka).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::name;
+
+/// A member's identity within its group.
+pub(crate) type MemberId = u64;
+
+/// One partition of a group: where the group stands and how far behind it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The committed offset (the next offset the group will read), if any.
+    pub committed: Option<u64>,
+    /// The partition's end offset.
+    pub end_offset: u64,
+    /// `end_offset - committed`, if the group has committed.
+    pub lag: Option<u64>,
+    /// The member that owns the partition now, if one does.
+    pub member: Option<u64>,
+}
+
+/// A group's members and partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupDescription {
+    /// The group's name.
+    pub group: String,
+    /// Live members in this process.
+    pub members: usize,
+    /// The generation (bumped on every join and leave).
+    pub generation: u64,
+    /// Every partition the group has committed to or owns, by topic and partition.
+    pub partitions: Vec<GroupPartition>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OffsetsFile {
+    version: u32,
+    offsets: Vec<CommittedOffset>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommittedOffset {
+    topic: String,
+    partition: u32,
+    offset: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct GroupState {
+    path: PathBuf,
+    offsets: BTreeMap<(String, u32), u64>,
+    /// Members in join order, with the topics each subscribes to.
+    members: BTreeMap<MemberId, Vec<String>>,
+    generation: u64,
+}
+
+impl GroupState {
+    pub(crate) fn committed(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.offsets.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The partitions of `topic` (with `partitions` partitions) that `member` owns.
+    pub(crate) fn assigned(&self, member: MemberId, topic: &str, partitions: u32) -> std::ops::Range<u32> {
+        let subscribed: Vec<MemberId> =
+            self.members.iter().filter(|(_, t)| t.iter().any(|t| t == topic)).map(|(m, _)| *m).collect();
+        let Some(k) = subscribed.iter().position(|m| *m == member) else { return 0..0 };
+        range_assign(partitions, subscribed.len() as u32, k as u32)
+    }
+
+    fn owner(&self, topic: &str, partitions: u32, partition: u32) -> Option<MemberId> {
+        self.members.keys().copied().find(|&m| self.assigned(m, topic, partitions).contains(&partition))
+    }
+
+    /// Records and persists committed offsets.
+    pub(crate) fn commit(&mut self, offsets: impl IntoIterator<Item = (String, u32, u64)>) -> Result<()> {
+        for (topic, partition, offset) in offsets {
+            self.offsets.insert((topic, partition), offset);
+        }
+        self.persist()
+    }
+
+    fn persist(&self) -> Result<()> {
+        let file = OffsetsFile {
+            version: 1,
+            offsets: self
+                .offsets
+                .iter()
+                .map(|((topic, partition), offset)| CommittedOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| Error::Metadata { path: self.path.clone(), reason: e.to_string() })?;
+        fsutil::write_atomic(&self.path, &json)
+    }
+}
+
+/// Partition range `[start, end)` of member `k` of `members` under the range assignor: the first
+/// `partitions % members` members get one extra partition.
+pub(crate) fn range_assign(partitions: u32, members: u32, k: u32) -> std::ops::Range<u32> {
+    if members == 0 || k >= members {
+        return 0..0;
+    }
+    let per = partitions / members;
+    let extra = partitions % members;
+    let start = k * per + k.min(extra);
+    let len = per + u32::from(k < extra);
+    start..start + len
+}
+
+/// All groups of a log.
+pub(crate) struct Groups {
+    dir: PathBuf,
+    groups: Mutex<HashMap<String, Arc<Mutex<GroupState>>>>,
+    next_member: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Groups {
+    pub(crate) fn open(dir: PathBuf) -> Result<Groups> {
+        fsutil::create_dir_all(&dir)?;
+        Ok(Groups { dir, groups: Mutex::new(HashMap::new()), next_member: 1.into() })
+    }
+
+    /// The state of `group`, loading its committed offsets on first use.
+    pub(crate) fn get(&self, group: &str) -> Result<Arc<Mutex<GroupState>>> {
+        name::validate("group", group)?;
+        let mut groups = lock(&self.groups);
+        if let Some(g) = groups.get(group) {
+            return Ok(g.clone());
+        }
+        let path = self.dir.join(format!("{group}.json"));
+        let mut state = GroupState { path: path.clone(), ..GroupState::default() };
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: OffsetsFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Metadata { path: path.clone(), reason: e.to_string() })?;
+                if file.version != 1 {
+                    let reason = format!("unsupported version {}", file.version);
+                    return Err(Error::Metadata { path, reason });
+                }
+                state.offsets =
+                    file.offsets.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("read committed offsets", &path)(e)),
+        }
+        let state = Arc::new(Mutex::new(state));
+        groups.insert(group.to_owned(), state.clone());
+        Ok(state)
+    }
+
+    /// Adds a member subscribed to `topics`; starts a new generation.
+    pub(crate) fn join(&self, group: &str, topics: Vec<String>) -> Result<MemberId> {
+        let state = self.get(group)?;
+        let id = self.next_member.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut s = lock(&state);
+        s.members.insert(id, topics);
+        s.generation += 1;
+        Ok(id)
+    }
+
+    /// Removes a member; starts a new generation.
+    pub(crate) fn leave(&self, group: &str, member: MemberId) {
+        if let Some(state) = lock(&self.groups).get(group) {
+            let mut s = lock(state);
+            if s.members.remove(&member).is_some() {
+                s.generation += 1;
+            }
+        }
+    }
+
+    /// Names of groups with committed offsets on disk or members in this process, sorted.
+    pub(crate) fn list(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = lock(&self.groups).keys().cloned().collect();
+        for entry in std::fs::read_dir(&self.dir).map_err(Error::io("list groups", &self.dir))? {
+            let entry = entry.map_err(Error::io("list groups", &self.dir))?;
+            let file = entry.file_name();
+            if let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) {
+                if name::validate("group", name).is_ok() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Forgets the committed offsets of a deleted topic in every group that has them.
+    pub(crate) fn forget_topic(&self, topic: &str) -> Result<()> {
+        for group in self.list()? {
+            let state = self.get(&group)?;
+            let mut s = lock(&state);
+            let before = s.offsets.len();
+            s.offsets.retain(|(t, _), _| t != topic);
+            if s.offsets.len() != before {
+                s.persist()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Describes a group: for each partition it committed to or owns, the committed offset, the
+    /// end offset (from `end_offset`, `None` for a topic that no longer exists) and the lag.
+    pub(crate) fn describe(
+        &self,
+        group: &str,
+        partitions_of: impl Fn(&str) -> Option<u32>,
+        end_offset: impl Fn(&str, u32) -> Option<u64>,
+    ) -> Result<GroupDescription> {
+        let state = self.get(group)?;
+        let s = lock(&state);
+        let mut keys: Vec<(String, u32)> = s.offsets.keys().cloned().collect();
+        let mut topics: Vec<&String> = s.members.values().flatten().collect();
+        topics.sort();
+        topics.dedup();
+        for topic in topics {
+            if let Some(n) = partitions_of(topic) {
+                keys.extend((0..n).filter(|&p| s.owner(topic, n, p).is_some()).map(|p| (topic.clone(), p)));
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        let partitions = keys
+            .into_iter()
+            .filter_map(|(topic, partition)| {
+                let end = end_offset(&topic, partition)?;
+                let committed = s.committed(&topic, partition);
+                let member = partitions_of(&topic).and_then(|n| s.owner(&topic, n, partition));
+                Some(GroupPartition {
+                    lag: committed.map(|c| end.saturating_sub(c)),
+                    topic,
+                    partition,
+                    committed,
+                    end_offset: end,
+                    member,
+                })
+            })
+            .collect();
+        Ok(GroupDescription {
+            group: group.to_owned(),
+            members: s.members.len(),
+            generation: s.generation,
+            partitions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_assignor_covers_every_partition_once() {
+        for partitions in 0..20 {
+            for members in 1..8 {
+                let mut seen = vec![0; partitions as usize];
+                for k in 0..members {
+                    for p in range_assign(partitions, members, k) {
+                        seen[p as usize] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&n| n == 1), "{partitions} partitions, {members} members: {seen:?}");
+            }
+        }
+        assert_eq!(range_assign(5, 2, 0), 0..3);
+        assert_eq!(range_assign(5, 2, 1), 3..5);
+        assert_eq!(range_assign(1, 2, 1), 1..1);
+    }
+
+    #[test]
+    fn commits_survive_reopen_and_bad_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let groups = Groups::open(dir.path().to_owned()).unwrap();
+            let g = groups.get("g").unwrap();
+            lock(&g).commit([("t".to_owned(), 0, 5), ("t".to_owned(), 1, 7)]).unwrap();
+        }
+        let groups = Groups::open(dir.path().to_owned()).unwrap();
+        let g = groups.get("g").unwrap();
+        assert_eq!(lock(&g).committed("t", 1), Some(7));
+        assert_eq!(groups.list().unwrap(), vec!["g".to_owned()]);
+
+        std::fs::write(dir.path().join("bad.json"), b"{not json").unwrap();
+        let err = groups.get("bad").unwrap_err();
+        assert!(matches!(err, Error::Metadata { .. }), "{err}");
+        assert!(matches!(groups.get("../x"), Err(Error::InvalidName { kind: "group", .. })));
+    }
+}

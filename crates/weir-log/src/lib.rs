@@ -1,0 +1,119 @@
+//! `weir-log`: Weir's embedded, persistent, partitioned log.
+//!
+//! A [`Log`] opened on a directory holds topics; a topic has N partitions; a partition is an
+//! append-only sequence of records numbered by dense offsets `0, 1, 2, …`. Producers append
+//! batches; consumers read batches from an offset or a timestamp, wait for new data, and, as
+//! members of a consumer group, share partitions and commit their positions. Retention deletes
+//! old segments by size and age. It is Kafka's log, embedded: no broker, no network, one
+//! directory.
+//!
+//! ```text
+//!   Topic::append / send ──► Partition (one writer) ──► active segment ──► page cache ──► disk
+//!                                  │  roll by size/age          ▲ fdatasync: None / Interval / EveryBatch
+//!                                  ▼                            │
+//!                     sealed segments … (retention deletes the oldest)
+//!   Consumer::poll ◄── reads by offset (index) or timestamp (time column of the index), lock-free
+//! ```
+//!
+//! # On-disk format
+//!
+//! ```text
+//! <dir>/.lock                              OS lock: one process per directory
+//! <dir>/topics/<topic>/topic.json          the TopicConfig, written atomically at creation
+//! <dir>/topics/<topic>/<partition>/
+//!     00000000000000000000.log             segment: batches back to back; name = base offset
+//!     00000000000000000000.index           sparse offset + time index of that segment
+//!     00000000000000081920.log             next segment: base offset = previous end offset
+//! <dir>/groups/<group>.json                committed offsets of a consumer group
+//! <dir>/tmp/, <dir>/trash/                 topic creation and deletion in progress
+//! ```
+//!
+//! A segment is a sequence of record batches. A batch has a 38-byte header — base offset,
+//! length, CRC-32C, format version, record count, first and max timestamp — followed by its
+//! records, each varint-delta encoded against the batch header (the shape of Kafka's RecordBatch
+//! v2; the exact layout is in the `batch` module). The CRC covers every byte of the batch but
+//! the CRC field itself, base offset included. All integers are little-endian.
+//!
+//! The index (the `index` module) has one 16-byte entry per ~4 KiB of segment: relative offset,
+//! byte position, and the largest timestamp of everything before that position, so one file
+//! answers both "where is offset o" and "where can a scan for time t start".
+//!
+//! # Invariants
+//!
+//! 1. Offsets are dense: in a partition, every batch starts at the offset where the previous one
+//!    ended, across segments too; a segment file is named by its first offset.
+//! 2. A batch is written whole by one positional write and published to readers only after the
+//!    write completed (under `EveryBatch`: after `fdatasync`). Readers never see a partial batch.
+//! 3. Only the last (active) segment is written to; the others are sealed and immutable until
+//!    retention deletes them whole. Retention never deletes the active segment.
+//! 4. Indexes are caches, never the truth: each is checked against its segment on open, cut back,
+//!    and extended or rebuilt from the segment's batches.
+//! 5. Names of topics and groups are validated (Kafka's rule) before they touch a path.
+//!
+//! # Recovery
+//!
+//! On open, for every segment in offset order: the index entries are checked from the last one
+//! backwards until one points at a batch header with the expected offset; from there every batch
+//! to the end of the file is verified (header shape, offset sequence, CRC-32C). The first batch
+//! that fails marks a torn or corrupt tail: the file is truncated there, the index cut back, and
+//! every later segment removed (offsets must stay dense). What was cut is logged as a `tracing`
+//! warning with byte counts and listed by [`Log::recovery`]. Appends then continue at the
+//! recovered end offset. A damaged batch *inside* a sealed segment (bit rot) is not cut at open:
+//! reading it fails with [`Error::Corrupt`] naming topic, partition, offset and file — data is
+//! never skipped silently.
+//!
+//! # Durability
+//!
+//! See [`Durability`] for what each mode survives. Under `EveryBatch`, concurrent appenders to a
+//! partition share one `fdatasync` (group commit); a rolled segment is synced, and its directory
+//! entry made durable, before the next segment takes writes. Committed group offsets are always
+//! written durably and atomically.
+//!
+//! # Concurrency
+//!
+//! [`Log`], [`Topic`] are cheap-to-clone handles, `Send + Sync`. Appends to one partition are
+//! serialized by its writer lock; appends to different partitions run in parallel; reads take
+//! no lock held during I/O (see the `partition` module). Async waiting for new data uses tokio's
+//! `Notify` and needs a tokio runtime; everything else is plain blocking code.
+
+mod batch;
+mod config;
+mod consumer;
+mod error;
+mod fsutil;
+mod group;
+mod index;
+mod log;
+mod name;
+mod partition;
+mod partitioner;
+mod record;
+mod segment;
+mod topic;
+
+pub use config::{Durability, LogOptions, TopicConfig};
+pub use consumer::{AutoOffsetReset, ConsumedBatch, Consumer, ConsumerConfig};
+pub use error::{Error, Result};
+pub use group::{GroupDescription, GroupPartition};
+pub use log::Log;
+pub use name::MAX_NAME_LEN;
+pub use partition::{Appended, PartitionInfo, PartitionRecovery};
+pub use partitioner::{murmur2, partition_for_key};
+pub use record::{Header, Record, StoredRecord};
+pub use topic::{RecordPosition, Topic, TopicDescription};
+
+/// Bytes of a batch header, for callers sizing buffers and benchmarks.
+pub const BATCH_HEADER_LEN: usize = batch::HEADER_LEN;
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<super::Log>();
+        assert_send_sync::<super::Topic>();
+        assert_send_sync::<super::Consumer>();
+        assert_send_sync::<super::Error>();
+    }
+}

@@ -1,0 +1,371 @@
+//! The log: a directory of topics, their consumer groups, and the background maintenance.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::config::{Durability, LogOptions, TopicConfig};
+use crate::consumer::{Consumer, ConsumerConfig};
+use crate::error::{Error, Result};
+use crate::group::{GroupDescription, Groups};
+use crate::partition::{Partition, PartitionRecovery};
+use crate::segment::Origin;
+use crate::topic::{Topic, TopicDescription, now_ms};
+use crate::{fsutil, name};
+
+const TOPIC_META: &str = "topic.json";
+
+/// An embedded, persistent, partitioned log, opened on a directory.
+///
+/// Cheap to clone: clones share one open log. Safe to use from many threads and tasks at once.
+/// One process at a time may open a directory (an OS file lock enforces it).
+///
+/// # Examples
+///
+/// ```
+/// use weir_log::{Log, LogOptions, Record, TopicConfig};
+///
+/// # fn main() -> weir_log::Result<()> {
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// let topic = log.create_topic("events", TopicConfig::with_partitions(1))?;
+/// let appended = topic.append(0, &[Record::new("hello").with_key("k")])?;
+/// assert_eq!(appended.base_offset, 0);
+/// let records = topic.read(0, 0, 1 << 20)?;
+/// assert_eq!(&records[0].value[..], b"hello");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<LogInner>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("dir", &self.inner.shared.dir).finish_non_exhaustive()
+    }
+}
+
+/// What the maintenance thread needs; it never holds [`LogInner`], so dropping the last `Log`
+/// stops it.
+struct Shared {
+    dir: PathBuf,
+    options: LogOptions,
+    topics: RwLock<BTreeMap<String, Topic>>,
+}
+
+struct LogInner {
+    shared: Arc<Shared>,
+    groups: Groups,
+    recovery: Vec<PartitionRecovery>,
+    stop: Option<mpsc::Sender<()>>,
+    maintenance: Option<JoinHandle<()>>,
+    /// Held for the log's lifetime; dropped last.
+    _lock: File,
+}
+
+impl Shared {
+    fn topics(&self) -> Vec<Topic> {
+        self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    fn topics_dir(&self) -> PathBuf {
+        self.dir.join("topics")
+    }
+
+    fn flush_all(&self) {
+        for t in self.topics() {
+            if let Err(e) = t.flush() {
+                tracing::error!(topic = t.name(), error = %e, "background fdatasync failed");
+            }
+        }
+    }
+
+    fn enforce_retention(&self) -> Result<usize> {
+        let now = now_ms();
+        let mut removed = 0;
+        for t in self.topics() {
+            for p in &t.inner().partitions {
+                removed += p.enforce_retention(now)?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` and recovers every partition: torn or corrupt
+    /// segment tails are cut off (see the crate docs), and [`Log::recovery`] reports what was.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming a bad option; [`Error::Locked`] if another process has the
+    /// directory open; [`Error::Io`] and [`Error::Metadata`] for unreadable files.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        options.validate()?;
+        let dir = dir.as_ref().to_owned();
+        fsutil::create_dir_all(&dir)?;
+        let lock_path = dir.join(".lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io("open lock file", &lock_path))?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => Error::Locked(dir.clone()),
+            std::fs::TryLockError::Error(e) => Error::io("lock", &lock_path)(e),
+        })?;
+
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            options: options.clone(),
+            topics: RwLock::new(BTreeMap::new()),
+        });
+        let topics_dir = shared.topics_dir();
+        fsutil::create_dir_all(&topics_dir)?;
+        // Leftovers of a create or delete that a crash interrupted.
+        for leftover in ["tmp", "trash"] {
+            let path = dir.join(leftover);
+            if path.exists() {
+                std::fs::remove_dir_all(&path).map_err(Error::io("remove leftovers", &path))?;
+            }
+        }
+        let mut recovery = Vec::new();
+        let mut topics = BTreeMap::new();
+        for entry in std::fs::read_dir(&topics_dir).map_err(Error::io("list topics", &topics_dir))? {
+            let entry = entry.map_err(Error::io("list topics", &topics_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name::validate("topic", &name).is_err() {
+                tracing::warn!(path = %entry.path().display(), "ignoring directory that is not a topic");
+                continue;
+            }
+            let (topic, reports) = open_topic(&name, entry.path(), options.durability)?;
+            recovery.extend(reports.into_iter().filter(|r| r.truncated_bytes > 0));
+            topics.insert(name, topic);
+        }
+        *shared.topics.write().unwrap_or_else(PoisonError::into_inner) = topics;
+        let groups = Groups::open(dir.join("groups"))?;
+        shared.enforce_retention()?;
+
+        let (stop, stopped) = mpsc::channel();
+        let worker = shared.clone();
+        let maintenance = std::thread::Builder::new()
+            .name("weir-log-maintenance".into())
+            .spawn(move || maintain(&worker, &stopped))
+            .map_err(Error::io("start maintenance thread", &dir))?;
+        tracing::info!(dir = %dir.display(), durability = ?options.durability, topics = shared.topics().len(), "log opened");
+        Ok(Log {
+            inner: Arc::new(LogInner {
+                shared,
+                groups,
+                recovery,
+                stop: Some(stop),
+                maintenance: Some(maintenance),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &LogOptions {
+        &self.inner.shared.options
+    }
+
+    /// What recovery changed when this log was opened: one entry per partition that had a torn
+    /// or corrupt tail cut off. Empty after a clean shutdown.
+    pub fn recovery(&self) -> &[PartitionRecovery] {
+        &self.inner.recovery
+    }
+
+    pub(crate) fn groups(&self) -> &Groups {
+        &self.inner.groups
+    }
+
+    /// Creates a topic and returns a handle to it. Creation is atomic: the topic's directory is
+    /// built under `tmp/` and renamed into place.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`], [`Error::InvalidConfig`] (naming the field),
+    /// [`Error::TopicExists`], [`Error::Io`].
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        name::validate("topic", name)?;
+        config.validate()?;
+        let shared = &self.inner.shared;
+        let mut topics = shared.topics.write().unwrap_or_else(PoisonError::into_inner);
+        if topics.contains_key(name) {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        let tmp = shared.dir.join("tmp").join(name);
+        fsutil::create_dir_all(&tmp)?;
+        let meta = serde_json::to_vec_pretty(&config)
+            .map_err(|e| Error::Metadata { path: tmp.join(TOPIC_META), reason: e.to_string() })?;
+        fsutil::write_atomic(&tmp.join(TOPIC_META), &meta)?;
+        let final_dir = shared.topics_dir().join(name);
+        std::fs::rename(&tmp, &final_dir).map_err(Error::io("move new topic into place", &final_dir))?;
+        fsutil::sync_dir(&shared.topics_dir())?;
+        let (topic, _) = open_topic(name, final_dir, shared.options.durability)?;
+        topics.insert(name.to_owned(), topic.clone());
+        tracing::info!(topic = name, partitions = config.partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// A handle to an existing topic.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`].
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        let topics = self.inner.shared.topics.read().unwrap_or_else(PoisonError::into_inner);
+        topics.get(name).cloned().ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+    }
+
+    /// The topic if it exists, else creates it with `config`.
+    pub fn topic_or_create(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        match self.create_topic(name, config) {
+            Err(Error::TopicExists(_)) => self.topic(name),
+            other => other,
+        }
+    }
+
+    /// Names of all topics, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        self.inner.shared.topics.read().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+    }
+
+    /// A topic's configuration and partitions.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        Ok(self.topic(name)?.describe())
+    }
+
+    /// Deletes a topic, its data and the groups' committed offsets for it. Handles to it fail
+    /// from then on. The directory is first moved to `trash/`, so a crash mid-delete cannot leave
+    /// a half-deleted topic behind.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let shared = &self.inner.shared;
+        let topic = {
+            let mut topics = shared.topics.write().unwrap_or_else(PoisonError::into_inner);
+            topics.remove(name).ok_or_else(|| Error::UnknownTopic(name.to_owned()))?
+        };
+        for p in &topic.inner().partitions {
+            p.mark_deleted();
+        }
+        topic.inner().notify.notify_waiters();
+        let trash = shared.dir.join("trash");
+        fsutil::create_dir_all(&trash)?;
+        let doomed = trash.join(format!("{name}-{}", now_ms()));
+        std::fs::rename(&topic.inner().dir, &doomed).map_err(Error::io("move topic to trash", &doomed))?;
+        fsutil::sync_dir(&shared.topics_dir())?;
+        std::fs::remove_dir_all(&doomed).map_err(Error::io("delete topic", &doomed))?;
+        self.inner.groups.forget_topic(name)?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Applies retention to every partition now; returns how many segments were deleted.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        self.inner.shared.enforce_retention()
+    }
+
+    /// `fdatasync`s every partition with unsynced appends.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.shared.topics().iter().try_for_each(Topic::flush)
+    }
+
+    /// A consumer of the configured topics. With a group, it joins the group and shares the
+    /// topics' partitions with the group's other members.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`], [`Error::InvalidName`] for a bad group name,
+    /// [`Error::InvalidConfig`].
+    pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        Consumer::new(self.clone(), config)
+    }
+
+    /// Names of the groups with committed offsets or live members, sorted.
+    pub fn list_groups(&self) -> Result<Vec<String>> {
+        self.inner.groups.list()
+    }
+
+    /// A group's members, committed offsets, end offsets and lag per partition.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        self.inner.groups.describe(
+            group,
+            |t| self.topic(t).ok().map(|t| t.partition_count()),
+            |t, p| self.topic(t).ok().and_then(|t| t.end_offset(p).ok()),
+        )
+    }
+}
+
+fn open_topic(name: &str, dir: PathBuf, durability: Durability) -> Result<(Topic, Vec<PartitionRecovery>)> {
+    let meta_path = dir.join(TOPIC_META);
+    let bytes = std::fs::read(&meta_path).map_err(Error::io("read topic configuration", &meta_path))?;
+    let config: TopicConfig = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Metadata { path: meta_path.clone(), reason: e.to_string() })?;
+    config.validate()?;
+    let config = Arc::new(config);
+    let notify = Arc::new(Notify::new());
+    let mut partitions = Vec::with_capacity(config.partitions as usize);
+    let mut reports = Vec::new();
+    for p in 0..config.partitions {
+        let origin = Origin { topic: name.to_owned(), partition: p };
+        let (partition, report) =
+            Partition::open(dir.join(p.to_string()), origin, config.clone(), durability, notify.clone())?;
+        partitions.push(partition);
+        reports.push(report);
+    }
+    Ok((Topic::new(name, dir, config, partitions, notify), reports))
+}
+
+/// The maintenance thread: periodic `fdatasync` under `Durability::Interval`, periodic
+/// retention. Exits when the log is dropped (the channel disconnects).
+fn maintain(shared: &Shared, stopped: &mpsc::Receiver<()>) {
+    let sync_every = match shared.options.durability {
+        Durability::Interval(d) => Some(d),
+        _ => None,
+    };
+    let retention_every = shared.options.retention_check_interval;
+    let tick = sync_every.map_or(retention_every, |d| d.min(retention_every));
+    let mut last_retention = Instant::now();
+    loop {
+        match stopped.recv_timeout(tick) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if sync_every.is_some() {
+            shared.flush_all();
+        }
+        if last_retention.elapsed() >= retention_every {
+            last_retention = Instant::now();
+            if let Err(e) = shared.enforce_retention() {
+                tracing::error!(error = %e, "retention failed");
+            }
+        }
+    }
+}
+
+impl Drop for LogInner {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(handle) = self.maintenance.take() {
+            let _ = handle.join();
+        }
+        if matches!(self.shared.options.durability, Durability::Interval(_)) {
+            self.shared.flush_all();
+        }
+    }
+}

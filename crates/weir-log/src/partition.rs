@@ -1,0 +1,469 @@
+//! A partition: an ordered list of segments, one writer at a time, any number of readers.
+//!
+//! Locks and what they guard:
+//! - `writer` (mutex): the active segment's tail, the next offset, the encode buffer. Held for
+//!   the encode and the write of one append; never across an `fdatasync` of a group commit.
+//! - `segments` (rwlock): the list of segments. Readers hold it only to clone the `Arc`s they
+//!   need; the writer takes it to add a segment on roll, retention to drop old ones.
+//! - `sync` (mutex): one group commit at a time. Whoever holds it `fdatasync`s everything
+//!   written so far; appenders queued behind it find their data already durable and return.
+//!
+//! Publication order (what makes lock-free reads safe): the writer writes the bytes, stores the
+//! segment's size, then its visible size, then the high watermark; readers load the high
+//! watermark first, then the visible size, and read no further than either.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::batch::{self, EncodedBatch};
+use crate::config::{Durability, TopicConfig};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::record::{Record, StoredRecord};
+use crate::segment::{Origin, Segment};
+
+/// Where an append landed: its records got offsets `base_offset .. base_offset + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The partition written to.
+    pub partition: u32,
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Number of records appended.
+    pub count: u64,
+}
+
+/// What recovery on open changed in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecovery {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Bytes cut off torn or corrupt segment tails.
+    pub truncated_bytes: u64,
+    /// Whole segments removed because they followed a damaged one.
+    pub removed_segments: usize,
+    /// The log end offset after recovery.
+    pub end_offset: u64,
+}
+
+/// A snapshot of a partition's extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// The partition number.
+    pub partition: u32,
+    /// The earliest offset still stored (the log start offset).
+    pub start_offset: u64,
+    /// The offset the next record will get (the high watermark: readable up to here).
+    pub end_offset: u64,
+    /// Bytes on disk in segments.
+    pub size_bytes: u64,
+    /// Number of segments.
+    pub segments: usize,
+}
+
+struct Writer {
+    active: Arc<Segment>,
+    next_offset: u64,
+    buf: Vec<u8>,
+    batches: Vec<EncodedBatch>,
+    /// Written since the last `fdatasync`.
+    dirty: bool,
+}
+
+pub(crate) struct Partition {
+    pub(crate) origin: Origin,
+    dir: PathBuf,
+    config: Arc<TopicConfig>,
+    durability: Durability,
+    writer: Mutex<Writer>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    high_watermark: AtomicU64,
+    log_start: AtomicU64,
+    durable: AtomicU64,
+    sync: Mutex<()>,
+    poisoned: AtomicBool,
+    deleted: AtomicBool,
+    /// Woken (all waiters) whenever the high watermark of any partition of the topic moves.
+    notify: Arc<Notify>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Partition {
+    /// Opens the partition directory (creating it if new) and recovers its segments.
+    pub(crate) fn open(
+        dir: PathBuf,
+        origin: Origin,
+        config: Arc<TopicConfig>,
+        durability: Durability,
+        notify: Arc<Notify>,
+    ) -> Result<(Partition, PartitionRecovery)> {
+        fsutil::create_dir_all(&dir)?;
+        let mut bases = list_segments(&dir)?;
+        bases.sort_unstable();
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
+        let mut report = PartitionRecovery {
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            truncated_bytes: 0,
+            removed_segments: 0,
+            end_offset: 0,
+        };
+        let mut damaged = false;
+        for &base in &bases {
+            let follows = segments.last().is_none_or(|prev| prev.next_offset() == base);
+            if damaged || !follows {
+                // Offsets must stay dense: nothing may follow a cut-off tail or a gap.
+                let path = dir.join(crate::segment::file_name(base, "log"));
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                std::fs::remove_file(&path).map_err(Error::io("remove segment after damage", &path))?;
+                let _ = std::fs::remove_file(dir.join(crate::segment::file_name(base, "index")));
+                report.truncated_bytes += size;
+                report.removed_segments += 1;
+                damaged = true;
+                continue;
+            }
+            let (segment, cut) = Segment::recover(&dir, base, config.index_interval_bytes)?;
+            if let Some(cut) = cut {
+                report.truncated_bytes += cut.bytes;
+                damaged = true;
+                tracing::warn!(
+                    topic = %origin.topic, partition = origin.partition, segment = %segment.path.display(),
+                    position = cut.position, bytes = cut.bytes,
+                    "recovery cut a torn or corrupt tail off a segment"
+                );
+            }
+            segments.push(Arc::new(segment));
+        }
+        if report.removed_segments > 0 {
+            tracing::warn!(
+                topic = %origin.topic, partition = origin.partition, segments = report.removed_segments,
+                "recovery removed segments that followed a damaged one"
+            );
+        }
+        let active = match segments.last() {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(Segment::create(&dir, 0)?);
+                segments.push(s.clone());
+                s
+            }
+        };
+        let next_offset = active.next_offset();
+        report.end_offset = next_offset;
+        let start = segments[0].base_offset;
+        let partition = Partition {
+            origin,
+            dir,
+            config: config.clone(),
+            durability,
+            writer: Mutex::new(Writer {
+                active,
+                next_offset,
+                buf: Vec::new(),
+                batches: Vec::new(),
+                dirty: false,
+            }),
+            segments: RwLock::new(segments),
+            high_watermark: AtomicU64::new(next_offset),
+            log_start: AtomicU64::new(start),
+            durable: AtomicU64::new(next_offset),
+            sync: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            notify,
+        };
+        Ok((partition, report))
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.origin.partition
+    }
+
+    fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn info(&self) -> PartitionInfo {
+        let segments = self.segments();
+        PartitionInfo {
+            partition: self.id(),
+            start_offset: self.start_offset(),
+            end_offset: self.end_offset(),
+            size_bytes: segments.iter().map(|s| s.size()).sum(),
+            segments: segments.len(),
+        }
+    }
+
+    fn poisoned_error(&self) -> Error {
+        Error::Poisoned { topic: self.origin.topic.clone(), partition: self.id() }
+    }
+
+    fn poison(&self, err: Error) -> Error {
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(topic = %self.origin.topic, partition = self.id(), error = %err, "partition poisoned");
+        err
+    }
+
+    /// Appends `records` as one or more batches; see [`Topic::append`](crate::Topic::append).
+    pub(crate) fn append(&self, records: &[Record], now_ms: i64) -> Result<Appended> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        let mut guard = lock(&self.writer);
+        let w = &mut *guard;
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(Error::UnknownTopic(self.origin.topic.clone()));
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        let base_offset = w.next_offset;
+        if records.is_empty() {
+            return Ok(Appended { partition: self.id(), base_offset, count: 0 });
+        }
+        w.buf.clear();
+        w.batches.clear();
+        let max = self.config.max_batch_bytes as usize;
+        batch::encode(records, base_offset, now_ms, max, &mut w.buf, &mut w.batches).map_err(|size| {
+            Error::RecordTooLarge { topic: self.origin.topic.clone(), partition: self.id(), size, max }
+        })?;
+
+        // Write runs of batches that fit the active segment, rolling between them.
+        let mut first = 0;
+        while first < w.batches.len() {
+            let run_start = w.batches[first].start;
+            let first_len = (batch_end(&w.batches, w.buf.len(), first) - run_start) as u64;
+            let full = w.active.size() + first_len > self.config.segment_bytes;
+            if !w.active.is_empty() && (full || self.too_old(&w.active)) {
+                self.roll(w)?;
+            }
+            let room = self.config.segment_bytes.saturating_sub(w.active.size());
+            let mut last = first;
+            while last + 1 < w.batches.len()
+                && (batch_end(&w.batches, w.buf.len(), last + 1) - run_start) as u64 <= room
+            {
+                last += 1;
+            }
+            let run_end = batch_end(&w.batches, w.buf.len(), last);
+            let result = w.active.append(
+                &w.buf[run_start..run_end],
+                run_start,
+                &w.batches[first..=last],
+                self.config.index_interval_bytes,
+            );
+            if let Err((err, unknown)) = result {
+                // Batches of this call already written stay (they are whole and valid), but the
+                // call reports failure; the caller may retry the whole call (at-least-once).
+                return Err(if unknown { self.poison(err) } else { err });
+            }
+            w.next_offset = w.active.next_offset();
+            w.dirty = true;
+            if self.durability != Durability::EveryBatch {
+                w.active.publish();
+                self.high_watermark.store(w.next_offset, Ordering::Release);
+            }
+            first = last + 1;
+        }
+        let end = w.next_offset;
+        drop(guard);
+        if self.durability == Durability::EveryBatch {
+            self.sync_to(end)?;
+        } else {
+            self.notify.notify_waiters();
+        }
+        Ok(Appended { partition: self.id(), base_offset, count: end - base_offset })
+    }
+
+    fn too_old(&self, segment: &Segment) -> bool {
+        self.config.segment_ms.is_some_and(|ms| segment.opened.elapsed() >= Duration::from_millis(ms))
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        if self.durability != Durability::None {
+            w.active.sync().map_err(|e| self.poison(e))?;
+            w.dirty = false;
+        }
+        w.active.publish();
+        let segment = Arc::new(Segment::create(&self.dir, w.next_offset)?);
+        if self.durability != Durability::None {
+            fsutil::sync_dir(&self.dir)?;
+        }
+        self.segments.write().unwrap_or_else(PoisonError::into_inner).push(segment.clone());
+        w.active = segment;
+        tracing::debug!(topic = %self.origin.topic, partition = self.id(), base_offset = w.next_offset, "rolled segment");
+        Ok(())
+    }
+
+    /// Makes everything up to offset `end` durable, sharing one `fdatasync` with every appender
+    /// that wrote before it started (group commit), then publishes it to readers.
+    fn sync_to(&self, end: u64) -> Result<()> {
+        let _turn = lock(&self.sync);
+        if self.durable.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        let (segment, target, size) = {
+            let mut w = lock(&self.writer);
+            w.dirty = false;
+            (w.active.clone(), w.next_offset, w.active.size())
+        };
+        segment.sync().map_err(|e| self.poison(e))?;
+        self.durable.fetch_max(target, Ordering::AcqRel);
+        if self.durability == Durability::EveryBatch {
+            segment.publish_up_to(size);
+            self.high_watermark.fetch_max(target, Ordering::AcqRel);
+            self.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// `fdatasync`s the partition if anything was written since the last one.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let (dirty, end) = {
+            let w = lock(&self.writer);
+            (w.dirty, w.next_offset)
+        };
+        if dirty { self.sync_to(end) } else { Ok(()) }
+    }
+
+    fn out_of_range(&self, offset: u64) -> Error {
+        Error::OffsetOutOfRange {
+            topic: self.origin.topic.clone(),
+            partition: self.id(),
+            offset,
+            earliest: self.start_offset(),
+            latest: self.end_offset(),
+        }
+    }
+
+    /// Reads records from `offset` on, about `max_bytes` of batches (at least one batch if any
+    /// record is available). Empty at the end of the partition.
+    pub(crate) fn read(&self, offset: u64, max_bytes: usize, out: &mut Vec<StoredRecord>) -> Result<()> {
+        let end = self.end_offset();
+        if offset < self.start_offset() || offset > end {
+            return Err(self.out_of_range(offset));
+        }
+        if offset == end {
+            return Ok(());
+        }
+        let segments = self.segments();
+        let i = segments.partition_point(|s| s.base_offset <= offset);
+        if i == 0 {
+            return Err(self.out_of_range(offset));
+        }
+        let mut budget = max_bytes;
+        let mut from = offset;
+        for segment in &segments[i - 1..] {
+            if from >= end {
+                break;
+            }
+            let read = segment.read(&self.origin, from, end, budget, out)?;
+            budget = budget.saturating_sub(read);
+            if budget == 0 {
+                break;
+            }
+            from = from.max(segment.next_offset());
+        }
+        Ok(())
+    }
+
+    /// The first offset whose record has a timestamp `>= timestamp`, or `None` if no record has.
+    pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        let end = self.end_offset();
+        for segment in self.segments() {
+            if let Some(offset) = segment.offset_for_timestamp(&self.origin, timestamp, end)? {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the oldest sealed segments that retention no longer keeps. Returns how many.
+    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let (retention_bytes, retention_ms) = (self.config.retention_bytes, self.config.retention_ms);
+        if retention_bytes.is_none() && retention_ms.is_none() {
+            return Ok(0);
+        }
+        let removed: Vec<Arc<Segment>> = {
+            let mut segments = self.segments.write().unwrap_or_else(PoisonError::into_inner);
+            let mut total: u64 = segments.iter().map(|s| s.size()).sum();
+            let mut n = 0;
+            // Never the last (active) segment.
+            while n + 1 < segments.len() {
+                let s = &segments[n];
+                let too_big = retention_bytes.is_some_and(|max| total - s.size() >= max);
+                let too_old =
+                    retention_ms.is_some_and(|ms| s.max_timestamp() < now_ms.saturating_sub(ms as i64));
+                if !(too_big || too_old) {
+                    break;
+                }
+                total -= s.size();
+                n += 1;
+            }
+            let removed: Vec<_> = segments.drain(..n).collect();
+            self.log_start.store(segments[0].base_offset, Ordering::Release);
+            removed
+        };
+        for s in &removed {
+            s.delete_files()?;
+            tracing::debug!(topic = %self.origin.topic, partition = self.id(), base_offset = s.base_offset, "retention deleted segment");
+        }
+        Ok(removed.len())
+    }
+
+    /// Marks the partition deleted and waits out any append in progress.
+    pub(crate) fn mark_deleted(&self) {
+        let _w = lock(&self.writer);
+        self.deleted.store(true, Ordering::Release);
+    }
+}
+
+/// Where batch `i` of an encode buffer ends.
+fn batch_end(batches: &[EncodedBatch], buf_len: usize, i: usize) -> usize {
+    batches.get(i + 1).map_or(buf_len, |b| b.start)
+}
+
+/// Base offsets of the `.log` files in a partition directory; removes leftovers (index files
+/// without a segment, temporary files).
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io("list partition", dir))? {
+        let entry = entry.map_err(Error::io("list partition", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let parsed = name.split_once('.').and_then(|(stem, ext)| Some((stem.parse::<u64>().ok()?, ext)));
+        match parsed {
+            Some((base, "log")) => bases.push(base),
+            Some((base, "index")) => indexes.push(base),
+            _ => {
+                tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in partition directory")
+            }
+        }
+    }
+    for base in indexes.into_iter().filter(|b| !bases.contains(b)) {
+        let path = dir.join(crate::segment::file_name(base, "index"));
+        std::fs::remove_file(&path).map_err(Error::io("remove stray index", &path))?;
+    }
+    Ok(bases)
+}

@@ -1,0 +1,254 @@
+//! A topic: a named set of partitions sharing one configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::partition::{Appended, Partition, PartitionInfo};
+use crate::partitioner::partition_for_key;
+use crate::record::{Record, StoredRecord};
+
+/// Where one record of a [`Topic::send`] landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPosition {
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset in it.
+    pub offset: u64,
+}
+
+/// A topic's configuration and the extent of each partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// The topic's name.
+    pub name: String,
+    /// Its configuration.
+    pub config: TopicConfig,
+    /// One entry per partition, in order.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A handle to a topic, for producing and reading. Cheap to clone; every clone refers to the
+/// same topic. Operations on a handle to a deleted topic fail with [`Error::UnknownTopic`].
+#[derive(Clone)]
+pub struct Topic {
+    inner: Arc<TopicInner>,
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct TopicInner {
+    pub(crate) name: Arc<str>,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Arc<TopicConfig>,
+    pub(crate) partitions: Vec<Partition>,
+    round_robin: AtomicU32,
+    pub(crate) notify: Arc<Notify>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Topic {
+    pub(crate) fn new(
+        name: &str,
+        dir: PathBuf,
+        config: Arc<TopicConfig>,
+        partitions: Vec<Partition>,
+        notify: Arc<Notify>,
+    ) -> Topic {
+        Topic {
+            inner: Arc::new(TopicInner {
+                name: name.into(),
+                dir,
+                config,
+                partitions,
+                round_robin: AtomicU32::new(0),
+                notify,
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &TopicInner {
+        &self.inner
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The topic's name, shared.
+    pub fn name_arc(&self) -> Arc<str> {
+        self.inner.name.clone()
+    }
+
+    /// The topic's configuration.
+    pub fn config(&self) -> &TopicConfig {
+        &self.inner.config
+    }
+
+    /// Number of partitions.
+    pub fn partition_count(&self) -> u32 {
+        self.inner.partitions.len() as u32
+    }
+
+    pub(crate) fn partition(&self, partition: u32) -> Result<&Partition> {
+        self.inner.partitions.get(partition as usize).ok_or_else(|| Error::UnknownPartition {
+            topic: self.name().to_owned(),
+            partition,
+            partitions: self.partition_count(),
+        })
+    }
+
+    /// Appends `records` to one partition, in order, as one or more batches, and returns the
+    /// offsets they got (`base_offset .. base_offset + count`). This is the fast path: the
+    /// records are encoded straight into the partition's write buffer.
+    ///
+    /// Records without a timestamp get the current wall-clock time.
+    ///
+    /// This call does blocking file I/O (and, under `Durability::EveryBatch`, waits for
+    /// `fdatasync`): from async code, call it where blocking is acceptable (e.g.
+    /// `tokio::task::spawn_blocking`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownPartition`], [`Error::RecordTooLarge`] (nothing of the call is written),
+    /// [`Error::Io`] (disk full, permission denied: batches of this call written before the
+    /// failure stay, so a retry may duplicate them), [`Error::Poisoned`] after a failed
+    /// `fdatasync`, [`Error::UnknownTopic`] after the topic was deleted.
+    pub fn append(&self, partition: u32, records: &[Record]) -> Result<Appended> {
+        self.partition(partition)?.append(records, now_ms())
+    }
+
+    /// Appends records, choosing each one's partition: by key hash
+    /// ([`partition_for_key`]) for keyed records, round-robin for keyless ones. Returns each
+    /// record's partition and offset, in input order.
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::append`]; records of partitions appended before a failing one stay written.
+    pub fn send(&self, records: &[Record]) -> Result<Vec<RecordPosition>> {
+        let n = self.partition_count();
+        let mut targets = Vec::with_capacity(records.len());
+        for r in records {
+            targets.push(match &r.key {
+                Some(key) => partition_for_key(key, n),
+                None => self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+            });
+        }
+        let now = now_ms();
+        let mut positions = vec![RecordPosition { partition: 0, offset: 0 }; records.len()];
+        if targets.iter().all(|&p| p == targets.first().copied().unwrap_or(0)) {
+            if let Some(&p) = targets.first() {
+                let appended = self.partition(p)?.append(records, now)?;
+                for (i, pos) in positions.iter_mut().enumerate() {
+                    *pos = RecordPosition { partition: p, offset: appended.base_offset + i as u64 };
+                }
+            }
+            return Ok(positions);
+        }
+        let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); n as usize];
+        for (i, &p) in targets.iter().enumerate() {
+            buckets[p as usize].push(i);
+        }
+        for (p, indices) in buckets.iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+            let group: Vec<Record> = indices.iter().map(|&i| records[i].clone()).collect();
+            let appended = self.partition(p as u32)?.append(&group, now)?;
+            for (k, &i) in indices.iter().enumerate() {
+                positions[i] =
+                    RecordPosition { partition: p as u32, offset: appended.base_offset + k as u64 };
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Reads records of a partition from `offset` on: about `max_bytes` worth of batches, and
+    /// at least one batch if any record is available. Empty at the end of the partition.
+    /// Keys and values are slices of the read buffers, not copies.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OffsetOutOfRange`] below the log start offset (removed by retention; the error
+    /// carries the earliest available offset) or past the end; [`Error::Corrupt`] if a batch
+    /// fails its CRC check; [`Error::Io`].
+    pub fn read(&self, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        self.read_into(partition, offset, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`Topic::read`], appending to `out` (to reuse its allocation).
+    pub fn read_into(
+        &self,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        out: &mut Vec<StoredRecord>,
+    ) -> Result<()> {
+        self.partition(partition)?.read(offset, max_bytes, out)
+    }
+
+    /// The earliest offset whose record's timestamp is `>= timestamp_ms`, or `None` if there is
+    /// none yet (Kafka's `offsetsForTimes`). Uses the time index, then scans forward.
+    pub fn offset_for_timestamp(&self, partition: u32, timestamp_ms: i64) -> Result<Option<u64>> {
+        self.partition(partition)?.offset_for_timestamp(timestamp_ms)
+    }
+
+    /// The earliest offset still stored in a partition (the log start offset).
+    pub fn start_offset(&self, partition: u32) -> Result<u64> {
+        Ok(self.partition(partition)?.start_offset())
+    }
+
+    /// The offset the next record appended to a partition will get (the high watermark).
+    pub fn end_offset(&self, partition: u32) -> Result<u64> {
+        Ok(self.partition(partition)?.end_offset())
+    }
+
+    /// Waits until the partition holds a record at `offset` (its end offset passes `offset`), or
+    /// `timeout` runs out. Returns whether data is there. Wakes as soon as an append publishes;
+    /// no polling.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses nothing.
+    pub async fn wait_for(&self, partition: u32, offset: u64, timeout: Duration) -> Result<bool> {
+        let p = self.partition(partition)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if p.end_offset() > offset {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(p.end_offset() > offset);
+            }
+        }
+    }
+
+    /// `fdatasync`s every partition with unsynced appends.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.partitions.iter().try_for_each(Partition::flush)
+    }
+
+    /// The configuration and the extent of every partition.
+    pub fn describe(&self) -> TopicDescription {
+        TopicDescription {
+            name: self.name().to_owned(),
+            config: self.config().clone(),
+            partitions: self.inner.partitions.iter().map(Partition::info).collect(),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Example programs live beside this file, one per file.
