@@ -124,8 +124,7 @@ pub(crate) fn encode(
     out.reserve(payload + records.len() * 8 + HEADER_LEN);
 
     let mut open: Option<OpenBatch> = None;
-    let mut next = base_offset;
-    for record in records {
+    for (next, record) in (base_offset..).zip(records) {
         let ts = record.timestamp.unwrap_or(now_ms);
         let alone = framed_len(record_size(record, 0, 0));
         if HEADER_LEN + alone > max_batch_bytes {
@@ -146,7 +145,6 @@ pub(crate) fn encode(
         write_record(out, record, size, ts - batch.first_timestamp, next - batch.base_offset);
         batch.add(ts);
         open = Some(batch);
-        next += 1;
     }
     if let Some(b) = open {
         batches.push(b.finish(out));
@@ -246,7 +244,7 @@ fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
 pub(crate) fn varint_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
     // 1 byte per started group of 7 bits; 0 takes one byte.
-    ((64 - (z | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Writes a zigzag LEB128 varint.

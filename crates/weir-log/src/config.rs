@@ -56,10 +56,8 @@ impl LogOptions {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if let Durability::Interval(d) = self.durability {
-            if d.is_zero() {
-                return Err(invalid("durability", "Interval(0) would sync continuously; use EveryBatch"));
-            }
+        if self.durability == Durability::Interval(Duration::ZERO) {
+            return Err(invalid("durability", "Interval(0) would sync continuously; use EveryBatch"));
         }
         if self.retention_check_interval.is_zero() {
             return Err(invalid("retention_check_interval", "must be greater than zero"));

@@ -1,6 +1,6 @@
 //! Consumers: read topics in batches, alone or as members of a group.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -37,6 +37,10 @@ pub struct ConsumerConfig {
     /// Soft limit on the bytes one poll returns (at least one batch is returned when any record
     /// is available). Default: 1 MiB.
     pub max_poll_bytes: usize,
+    /// Read only these partitions of every topic (manual assignment, Kafka's `assign()`). Such a
+    /// consumer does not join the group's membership; with a group it still starts from, and
+    /// commits to, the group's offsets. Default: `None` (all partitions, or the group's share).
+    pub partitions: Option<Vec<u32>>,
 }
 
 impl ConsumerConfig {
@@ -47,12 +51,19 @@ impl ConsumerConfig {
             topics: vec![topic.into()],
             auto_offset_reset: AutoOffsetReset::default(),
             max_poll_bytes: 1 << 20,
+            partitions: None,
         }
     }
 
     /// Sets [`ConsumerConfig::group`].
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
+        self
+    }
+
+    /// Sets [`ConsumerConfig::partitions`].
+    pub fn partitions(mut self, partitions: impl IntoIterator<Item = u32>) -> Self {
+        self.partitions = Some(partitions.into_iter().collect());
         self
     }
 
@@ -90,13 +101,12 @@ pub struct Consumer {
     log: Log,
     config: ConsumerConfig,
     topics: Vec<Topic>,
-    group: Option<(Arc<Mutex<GroupState>>, MemberId)>,
+    /// The group's state and, unless manually assigned, this consumer's membership.
+    group: Option<(Arc<Mutex<GroupState>>, Option<MemberId>)>,
     generation: u64,
     assigned: Vec<Assigned>,
     next: usize,
 }
-
-use std::sync::Mutex;
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,11 +126,18 @@ impl Consumer {
             });
         }
         let topics = config.topics.iter().map(|t| log.topic(t)).collect::<Result<Vec<_>>>()?;
-        let group = match &config.group {
-            Some(g) => {
-                let member = log.groups().join(g, config.topics.clone())?;
-                Some((log.groups().get(g)?, member))
+        for t in &topics {
+            let n = t.partition_count();
+            if let Some(&partition) = config.partitions.iter().flatten().find(|&&p| p >= n) {
+                return Err(Error::UnknownPartition { topic: t.name().to_owned(), partition, partitions: n });
             }
+        }
+        let group = match &config.group {
+            Some(g) if config.partitions.is_none() => {
+                let member = log.groups().join(g, config.topics.clone())?;
+                Some((log.groups().get(g)?, Some(member)))
+            }
+            Some(g) => Some((log.groups().get(g)?, None)),
             None => None,
         };
         let mut consumer =
@@ -137,19 +154,14 @@ impl Consumer {
         }
     }
 
-    /// Picks up a new assignment after a rebalance; a consumer without a group owns everything.
+    /// Picks up a new assignment after a rebalance. A consumer outside a group's membership owns
+    /// its configured partitions, or all of them.
     fn refresh_assignment(&mut self) -> Result<()> {
+        let fixed = self.config.partitions.as_deref();
         let wanted: Vec<(usize, u32)> = match &self.group {
-            None if !self.assigned.is_empty() => return Ok(()),
-            None => self
-                .topics
-                .iter()
-                .enumerate()
-                .flat_map(|(i, t)| (0..t.partition_count()).map(move |p| (i, p)))
-                .collect(),
-            Some((state, member)) => {
+            Some((state, Some(member))) => {
                 let s = lock(state);
-                if s.generation() == self.generation && self.generation != 0 {
+                if s.generation() == self.generation {
                     return Ok(());
                 }
                 self.generation = s.generation();
@@ -161,6 +173,16 @@ impl Consumer {
                     })
                     .collect()
             }
+            _ if !self.assigned.is_empty() => return Ok(()),
+            _ => self
+                .topics
+                .iter()
+                .enumerate()
+                .flat_map(|(i, t)| {
+                    let n = t.partition_count();
+                    (0..n).filter(move |p| fixed.is_none_or(|f| f.contains(p))).map(move |p| (i, p))
+                })
+                .collect(),
         };
         let mut assigned = Vec::with_capacity(wanted.len());
         for (i, partition) in wanted {
@@ -287,7 +309,6 @@ impl Consumer {
             let mut records = Vec::new();
             let a = &self.assigned[i];
             match a.topic.read_into(a.partition, a.position, budget, &mut records) {
-                Ok(()) => {}
                 Err(Error::OffsetOutOfRange { earliest, latest, offset, .. })
                     if self.config.auto_offset_reset != AutoOffsetReset::None =>
                 {
@@ -302,9 +323,10 @@ impl Consumer {
                         "consumer position out of range; reset"
                     );
                     self.assigned[i].position = reset;
-                    continue;
+                    let a = &self.assigned[i];
+                    a.topic.read_into(a.partition, a.position, budget, &mut records)?;
                 }
-                Err(e) => return Err(e),
+                other => other?,
             }
             let Some(last) = records.last() else { continue };
             let a = &mut self.assigned[i];
@@ -366,7 +388,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if let (Some((_, member)), Some(group)) = (&self.group, &self.config.group) {
+        if let (Some((_, Some(member))), Some(group)) = (&self.group, &self.config.group) {
             self.log.groups().leave(group, *member);
             self.notify_topics();
         }

@@ -56,6 +56,10 @@ pub enum Error {
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
 
+    /// The group has neither committed offsets nor members.
+    #[error("unknown consumer group {0:?}")]
+    UnknownGroup(String),
+
     /// The partition number is not below the topic's partition count.
     #[error("topic {topic:?} has {partitions} partitions; there is no partition {partition}")]
     UnknownPartition {

@@ -156,12 +156,22 @@ impl Groups {
         Ok(Groups { dir, groups: Mutex::new(HashMap::new()), next_member: 1.into() })
     }
 
-    /// The state of `group`, loading its committed offsets on first use.
+    /// The state of `group`, loading its committed offsets on first use; a new group if it has
+    /// none.
     pub(crate) fn get(&self, group: &str) -> Result<Arc<Mutex<GroupState>>> {
+        self.load(group, true)?.ok_or_else(|| Error::UnknownGroup(group.to_owned()))
+    }
+
+    /// The state of a group that has committed offsets or members, else [`Error::UnknownGroup`].
+    pub(crate) fn existing(&self, group: &str) -> Result<Arc<Mutex<GroupState>>> {
+        self.load(group, false)?.ok_or_else(|| Error::UnknownGroup(group.to_owned()))
+    }
+
+    fn load(&self, group: &str, create: bool) -> Result<Option<Arc<Mutex<GroupState>>>> {
         name::validate("group", group)?;
         let mut groups = lock(&self.groups);
         if let Some(g) = groups.get(group) {
-            return Ok(g.clone());
+            return Ok(Some(g.clone()));
         }
         let path = self.dir.join(format!("{group}.json"));
         let mut state = GroupState { path: path.clone(), ..GroupState::default() };
@@ -176,12 +186,13 @@ impl Groups {
                 state.offsets =
                     file.offsets.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("read committed offsets", &path)(e)),
         }
         let state = Arc::new(Mutex::new(state));
         groups.insert(group.to_owned(), state.clone());
-        Ok(state)
+        Ok(Some(state))
     }
 
     /// Adds a member subscribed to `topics`; starts a new generation.
@@ -206,14 +217,21 @@ impl Groups {
 
     /// Names of groups with committed offsets on disk or members in this process, sorted.
     pub(crate) fn list(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = lock(&self.groups).keys().cloned().collect();
+        let mut names: Vec<String> = lock(&self.groups)
+            .iter()
+            .filter(|(_, g)| {
+                let g = lock(g);
+                !g.members.is_empty() || !g.offsets.is_empty()
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         for entry in std::fs::read_dir(&self.dir).map_err(Error::io("list groups", &self.dir))? {
             let entry = entry.map_err(Error::io("list groups", &self.dir))?;
             let file = entry.file_name();
-            if let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) {
-                if name::validate("group", name).is_ok() {
-                    names.push(name.to_owned());
-                }
+            if let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json"))
+                && name::validate("group", name).is_ok()
+            {
+                names.push(name.to_owned());
             }
         }
         names.sort();
@@ -224,7 +242,7 @@ impl Groups {
     /// Forgets the committed offsets of a deleted topic in every group that has them.
     pub(crate) fn forget_topic(&self, topic: &str) -> Result<()> {
         for group in self.list()? {
-            let state = self.get(&group)?;
+            let state = self.existing(&group)?;
             let mut s = lock(&state);
             let before = s.offsets.len();
             s.offsets.retain(|(t, _), _| t != topic);
@@ -243,7 +261,7 @@ impl Groups {
         partitions_of: impl Fn(&str) -> Option<u32>,
         end_offset: impl Fn(&str, u32) -> Option<u64>,
     ) -> Result<GroupDescription> {
-        let state = self.get(group)?;
+        let state = self.existing(group)?;
         let s = lock(&state);
         let mut keys: Vec<(String, u32)> = s.offsets.keys().cloned().collect();
         let mut topics: Vec<&String> = s.members.values().flatten().collect();
@@ -320,5 +338,10 @@ mod tests {
         let err = groups.get("bad").unwrap_err();
         assert!(matches!(err, Error::Metadata { .. }), "{err}");
         assert!(matches!(groups.get("../x"), Err(Error::InvalidName { kind: "group", .. })));
+        assert!(matches!(groups.existing("ghost"), Err(Error::UnknownGroup(_))));
+        assert!(
+            !groups.list().unwrap().contains(&"ghost".to_owned()),
+            "looking a group up must not create it"
+        );
     }
 }

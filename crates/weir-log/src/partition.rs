@@ -53,7 +53,7 @@ pub struct PartitionRecovery {
 }
 
 /// A snapshot of a partition's extent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionInfo {
     /// The partition number.
     pub partition: u32,

@@ -14,7 +14,7 @@ use crate::partitioner::partition_for_key;
 use crate::record::{Record, StoredRecord};
 
 /// Where one record of a [`Topic::send`] landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RecordPosition {
     /// The partition.
     pub partition: u32,
@@ -23,7 +23,7 @@ pub struct RecordPosition {
 }
 
 /// A topic's configuration and the extent of each partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TopicDescription {
     /// The topic's name.
     pub name: String,

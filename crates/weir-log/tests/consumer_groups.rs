@@ -1,6 +1,8 @@
 //! Consumer groups: committed offsets, resuming, members sharing partitions, independent
 //! groups, lag.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

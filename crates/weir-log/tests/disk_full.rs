@@ -2,6 +2,8 @@
 //! `EFBIG` just as a full disk fails them with `ENOSPC`) is an error, not a panic, and leaves the
 //! log readable, appendable once space returns, and intact on reopen.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use std::process::Command;
 
 use weir_log::{Durability, Error, Log, LogOptions, Record, TopicConfig};

@@ -1,5 +1,7 @@
 //! Retention by size and by age deletes whole old segments, never the active one.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use weir_log::{Durability, Error, Log, LogOptions, Record, TopicConfig};
 
 fn options() -> LogOptions {

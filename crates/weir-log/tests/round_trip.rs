@@ -1,5 +1,7 @@
 //! Appending and reading back: across segment rolls, by timestamp, after reopen.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use weir_log::{Durability, Error, Log, LogOptions, Record, TopicConfig};
 
 fn small_segments(partitions: u32) -> TopicConfig {
