@@ -167,3 +167,49 @@ async fn concurrent_producers_and_a_tailing_consumer_see_everything() {
     let want: BTreeSet<u64> = (0..4u64).flat_map(|t| (0..500).map(move |i| t * 10_000 + i)).collect();
     assert_eq!(seen, want);
 }
+
+#[test]
+fn manual_assignment_reads_only_its_partitions_and_commits_to_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.create_topic("t", TopicConfig::with_partitions(3)).unwrap();
+    produce(&log, "t", 0, 300);
+    let mut c = log.consumer(earliest("t", "g").partitions([1])).unwrap();
+    assert_eq!(c.assignment(), vec![("t".to_owned(), 1)]);
+    let got = drain(&mut c);
+    let topic = log.topic("t").unwrap();
+    assert_eq!(got.len() as u64, topic.end_offset(1).unwrap());
+    c.commit().unwrap();
+    let d = log.describe_group("g").unwrap();
+    assert_eq!(d.members, 0, "a manually assigned consumer is not a member");
+    assert_eq!(d.partitions.len(), 1);
+    assert_eq!(d.partitions[0].committed, Some(topic.end_offset(1).unwrap()));
+
+    let bad = log.consumer(ConsumerConfig::new("t").partitions([3]));
+    assert!(matches!(bad, Err(weir_log::Error::UnknownPartition { partition: 3, partitions: 3, .. })));
+}
+
+#[test]
+fn describing_an_unknown_group_is_an_error_and_does_not_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    assert!(matches!(log.describe_group("ghost"), Err(weir_log::Error::UnknownGroup(_))));
+    assert!(log.list_groups().unwrap().is_empty());
+}
+
+#[test]
+fn a_position_removed_by_retention_resets_and_reads_in_the_same_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let config = TopicConfig { segment_bytes: 4096, retention_bytes: Some(4096), ..TopicConfig::default() };
+    let topic = log.create_topic("t", config).unwrap();
+    let mut c = log.consumer(earliest("t", "g")).unwrap();
+    for i in 0..50u64 {
+        topic.append(0, &[Record::new(format!("{i:0>500}"))]).unwrap();
+    }
+    log.enforce_retention().unwrap();
+    let start = topic.start_offset(0).unwrap();
+    assert!(start > 0);
+    let first = c.poll_now().unwrap();
+    assert_eq!(first.first().map(|b| b.records[0].offset), Some(start));
+}
