@@ -1,0 +1,127 @@
+//! Command-line parsing and dispatch for the `weir` binary.
+//!
+//! Every command opens the log in `--dir` (default `./weir-data`, or `$WEIR_DIR`), does its work
+//! and closes the log. The log allows one process per directory, so two `weir` commands cannot
+//! run on the same directory at the same time; the second fails with a message saying so.
+//!
+//! # Output
+//!
+//! - Human-readable (default): aligned tables for `list` and `describe`; raw record values, one
+//!   per line, for `consume`; notes and summaries on stderr.
+//! - `--json`: [JSON Lines](https://jsonlines.org) on stdout, one JSON object per line: one per
+//!   item for `topic list` and `group list`, one per record for `consume`, one object for
+//!   `describe`, `create`, `delete` and `produce` (its summary).
+//!
+//! # Exit codes
+//!
+//! `0` on success (also when the reader of stdout went away, as in `weir consume t | head`);
+//! `1` for an error, with a one-line `weir: error: …` message on stderr naming the problem;
+//! `2` for a usage error (unknown flag, bad value), reported by the argument parser.
+//!
+//! # Logging
+//!
+//! `tracing` output goes to stderr, filtered by `RUST_LOG` (default `warn`).
+
+pub(crate) mod consume;
+pub(crate) mod group;
+pub(crate) mod output;
+pub(crate) mod produce;
+pub(crate) mod topic;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use weir::log::{Error, Log, LogOptions};
+
+use self::output::Output;
+
+/// `weir`: command-line access to a Weir log directory.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, long_about = None)]
+#[command(
+    about = "Manage topics, produce and consume records, and inspect consumer groups of a Weir log directory"
+)]
+#[command(after_help = "With --json, every command prints JSON Lines on stdout: one JSON object per line.\n\
+Logging goes to stderr; set RUST_LOG (default: warn) to see more.")]
+pub(crate) struct Cli {
+    /// The log directory.
+    #[arg(long, global = true, env = "WEIR_DIR", default_value = "./weir-data", value_name = "DIR")]
+    dir: PathBuf,
+    /// Machine-readable output: JSON Lines on stdout (one JSON object per line).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
+    /// Append lines read from stdin to a topic, one record per line.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records.
+    Consume(consume::ConsumeArgs),
+    /// List and describe consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
+}
+
+/// Sets up `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`).
+pub(crate) fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Runs one parsed command line.
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    let mut out = Output::new(cli.json);
+    match cli.command {
+        Command::Topic { command } => {
+            let creates = matches!(command, topic::TopicCommand::Create(_));
+            let log = open_log(&cli.dir, creates)?;
+            topic::run(&log, command, &mut out)?;
+        }
+        Command::Produce(args) => produce::run(&open_log(&cli.dir, false)?, &args, &mut out)?,
+        Command::Consume(args) => {
+            let log = open_log(&cli.dir, false)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
+            runtime.block_on(consume::run(&log, &args, &mut out))?;
+        }
+        Command::Group { command } => group::run(&open_log(&cli.dir, false)?, command, &mut out)?,
+    }
+    out.flush()
+}
+
+/// Opens the log in `dir`. Only `topic create` may create a new log: for every other command a
+/// directory that holds no log is an error (most likely a typo in `--dir`), not an empty log.
+fn open_log(dir: &Path, create: bool) -> Result<Log> {
+    if !create && !dir.join("topics").is_dir() {
+        bail!(
+            "no weir log in {} (create a topic with `weir topic create`, or point --dir or WEIR_DIR at a log)",
+            dir.display()
+        );
+    }
+    Log::open(dir, LogOptions::default()).map_err(|e| match e {
+        Error::Locked(_) => anyhow!(
+            "{e}: a log directory can be open in one process at a time (is a `weir consume --follow` running?)"
+        ),
+        e => e.into(),
+    })
+}

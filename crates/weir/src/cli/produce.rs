@@ -1,0 +1,152 @@
+//! `weir produce TOPIC`: append lines read from stdin, one record per line.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+use weir::log::{Log, Record, Topic};
+
+use super::output::Output;
+
+/// Arguments of `weir produce`.
+#[derive(Debug, Args)]
+#[command(after_help = "Each line read from stdin (bytes, not necessarily UTF-8) is one record; the \
+line ending (\\n or \\r\\n) is not part of it, and an empty line is a record with an empty value. \
+Records are appended in batches of --batch-size lines, so when typing lines by hand use \
+--batch-size 1 to append each at once. A summary goes to stderr (with --json: a JSON object on \
+stdout).")]
+pub(crate) struct ProduceArgs {
+    /// The topic to append to.
+    topic: String,
+    /// Split each line at the first SEP: the text before it is the record's key, the rest its
+    /// value. A line without SEP is a keyless record. Without this flag every record is keyless.
+    #[arg(long, short = 'k', value_name = "SEP", value_parser = non_empty)]
+    key_separator: Option<String>,
+    /// Append every record to this partition. Without it, keyed records go to the partition of
+    /// their key's hash and keyless records round-robin.
+    #[arg(long, short, value_name = "P")]
+    partition: Option<u32>,
+    /// Lines per append.
+    #[arg(long, short, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.is_empty() { Err("the separator must not be empty".to_owned()) } else { Ok(s.to_owned()) }
+}
+
+/// The summary of a `produce` run.
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    topic: String,
+    records: u64,
+    /// The partitions appended to, sorted.
+    partitions: BTreeSet<u32>,
+}
+
+/// Runs `weir produce`, reading stdin.
+pub(crate) fn run(log: &Log, args: &ProduceArgs, out: &mut Output) -> Result<()> {
+    let stdin = std::io::stdin().lock();
+    let summary = produce(log, args, BufReader::with_capacity(1 << 20, stdin))?;
+    if out.json() {
+        out.json_line(&summary)
+    } else {
+        let partitions: Vec<String> = summary.partitions.iter().map(u32::to_string).collect();
+        eprintln!(
+            "produced {} record{} to topic {} (partitions: {})",
+            summary.records,
+            if summary.records == 1 { "" } else { "s" },
+            summary.topic,
+            if partitions.is_empty() { "none".to_owned() } else { partitions.join(", ") },
+        );
+        Ok(())
+    }
+}
+
+fn produce(log: &Log, args: &ProduceArgs, mut input: impl BufRead) -> Result<Summary> {
+    let topic = log.topic(&args.topic)?;
+    if let Some(p) = args.partition
+        && p >= topic.partition_count()
+    {
+        bail!("topic {} has {} partitions; there is no partition {p}", topic.name(), topic.partition_count());
+    }
+    let separator = args.key_separator.as_deref().map(str::as_bytes);
+    let batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
+    let mut summary = Summary { topic: topic.name().to_owned(), ..Summary::default() };
+    let mut batch: Vec<Record> = Vec::with_capacity(batch_size.min(1 << 16));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = input.read_until(b'\n', &mut line).context("cannot read stdin")?;
+        if n == 0 {
+            break;
+        }
+        batch.push(to_record(&line, separator));
+        if batch.len() >= batch_size {
+            append(&topic, args.partition, &batch, &mut summary)?;
+            batch.clear();
+        }
+    }
+    append(&topic, args.partition, &batch, &mut summary)?;
+    Ok(summary)
+}
+
+/// One line as a record: without its line ending, split at the first separator if one is given.
+fn to_record(line: &[u8], separator: Option<&[u8]>) -> Record {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let split = separator.and_then(|sep| {
+        let at = line.windows(sep.len()).position(|w| w == sep)?;
+        Some((&line[..at], &line[at + sep.len()..]))
+    });
+    match split {
+        Some((key, value)) => Record::new(value.to_vec()).with_key(key.to_vec()),
+        None => Record::new(line.to_vec()),
+    }
+}
+
+fn append(topic: &Topic, partition: Option<u32>, batch: &[Record], summary: &mut Summary) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let written = summary.records;
+    let context = || format!("append to topic {} failed after {written} records were appended", topic.name());
+    match partition {
+        Some(p) => {
+            topic.append(p, batch).with_context(context)?;
+            summary.partitions.insert(p);
+        }
+        None => {
+            let positions = topic.send(batch).with_context(context)?;
+            summary.partitions.extend(positions.iter().map(|pos| pos.partition));
+        }
+    }
+    summary.records += batch.len() as u64;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_at_the_first_separator_and_lose_their_line_ending() {
+        let r = to_record(b"k::v::w\r\n", Some(b"::"));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(&r.value[..], b"v::w");
+        let r = to_record(b"no separator\n", Some(b"::"));
+        assert_eq!(r.key, None);
+        assert_eq!(&r.value[..], b"no separator");
+        let r = to_record(b"last line without newline", None);
+        assert_eq!(&r.value[..], b"last line without newline");
+        let r = to_record(b":leading\n", Some(b":"));
+        assert_eq!(r.key.as_deref(), Some(&b""[..]));
+        assert_eq!(&r.value[..], b"leading");
+        let r = to_record(b"\xff\xfe:\x80\n", Some(b":"));
+        assert_eq!(r.key.as_deref(), Some(&b"\xff\xfe"[..]));
+        assert_eq!(&r.value[..], b"\x80");
+    }
+}

@@ -1,0 +1,199 @@
+//! `weir topic create | list | describe | delete`.
+
+use anyhow::{Result, anyhow};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use weir::log::{Error, Log, PartitionInfo, TopicConfig, TopicDescription};
+
+use super::output::{Align, Output, Table};
+
+/// The `topic` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List topics with their partition count, record count and size.
+    List,
+    /// Show a topic's configuration and, per partition, its start and end offsets, size and
+    /// segment count.
+    Describe {
+        /// The topic.
+        name: String,
+    },
+    /// Delete a topic, its data, and the committed offsets of every group for it.
+    Delete {
+        /// The topic.
+        name: String,
+    },
+}
+
+/// Arguments of `weir topic create`.
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The topic's name: 1 to 249 characters from `a-z A-Z 0-9 . _ -`.
+    name: String,
+    /// Number of partitions, 1 to 10000.
+    #[arg(long, short, value_name = "N")]
+    partitions: u32,
+    /// Retention by size: delete a partition's oldest segments while it stays at least this
+    /// many bytes without them. [default: unlimited]
+    #[arg(long, value_name = "BYTES")]
+    retention_bytes: Option<u64>,
+    /// Retention by age: delete a segment once its newest record is older than this many
+    /// milliseconds. [default: unlimited]
+    #[arg(long, value_name = "MS")]
+    retention_ms: Option<u64>,
+    /// Roll to a new segment before one would grow past this size, 4096 to 1073741824 bytes.
+    /// [default: 134217728 (128 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    segment_bytes: Option<u64>,
+    /// Roll a non-empty segment older than this many milliseconds on the next append.
+    /// [default: roll by size only]
+    #[arg(long, value_name = "MS")]
+    segment_ms: Option<u64>,
+}
+
+/// Runs a `topic` subcommand.
+pub(crate) fn run(log: &Log, command: TopicCommand, out: &mut Output) -> Result<()> {
+    match command {
+        TopicCommand::Create(args) => create(log, args, out),
+        TopicCommand::List => list(log, out),
+        TopicCommand::Describe { name } => describe(log, &name, out),
+        TopicCommand::Delete { name } => {
+            log.delete_topic(&name)?;
+            if out.json() {
+                out.json_line(&serde_json::json!({ "deleted": name }))
+            } else {
+                out.bytes(format!("deleted topic {name}\n").as_bytes())
+            }
+        }
+    }
+}
+
+fn create(log: &Log, args: CreateArgs, out: &mut Output) -> Result<()> {
+    let defaults = TopicConfig::with_partitions(args.partitions);
+    let config = TopicConfig {
+        retention_bytes: args.retention_bytes,
+        retention_ms: args.retention_ms,
+        segment_bytes: args.segment_bytes.unwrap_or(defaults.segment_bytes),
+        segment_ms: args.segment_ms,
+        ..defaults
+    };
+    let topic = log.create_topic(&args.name, config).map_err(|e| match e {
+        // Name the flag, not the configuration field.
+        Error::InvalidConfig { field, reason } => anyhow!("invalid --{}: {reason}", field.replace('_', "-")),
+        e => e.into(),
+    })?;
+    if out.json() {
+        out.json_line(&TopicJson::from(&topic.describe()))
+    } else {
+        let n = topic.partition_count();
+        let plural = if n == 1 { "" } else { "s" };
+        out.bytes(format!("created topic {} with {n} partition{plural}\n", topic.name()).as_bytes())
+    }
+}
+
+fn list(log: &Log, out: &mut Output) -> Result<()> {
+    let mut table = Table::new(&[
+        ("TOPIC", Align::Left),
+        ("PARTITIONS", Align::Right),
+        ("RECORDS", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
+    for name in log.topics() {
+        // A topic deleted since `topics()` was read is simply not listed.
+        let Ok(d) = log.describe_topic(&name) else { continue };
+        let summary = TopicSummary {
+            records: d.partitions.iter().map(|p| p.end_offset - p.start_offset).sum(),
+            size_bytes: d.partitions.iter().map(|p| p.size_bytes).sum(),
+            partitions: d.config.partitions,
+            topic: d.name,
+        };
+        if out.json() {
+            out.json_line(&summary)?;
+        } else {
+            table.row(vec![
+                summary.topic,
+                summary.partitions.to_string(),
+                summary.records.to_string(),
+                summary.size_bytes.to_string(),
+            ]);
+        }
+    }
+    if out.json() {
+        Ok(())
+    } else if table.is_empty() {
+        eprintln!("no topics in {}", log.dir().display());
+        Ok(())
+    } else {
+        out.table(&table)
+    }
+}
+
+fn describe(log: &Log, name: &str, out: &mut Output) -> Result<()> {
+    let d = log.describe_topic(name)?;
+    if out.json() {
+        return out.json_line(&TopicJson::from(&d));
+    }
+    let c = &d.config;
+    let or = |v: Option<u64>, none: &str| v.map_or_else(|| none.to_owned(), |v| v.to_string());
+    let mut settings = Table::settings();
+    for (key, value) in [
+        ("topic", d.name.clone()),
+        ("partitions", c.partitions.to_string()),
+        ("retention.bytes", or(c.retention_bytes, "unlimited")),
+        ("retention.ms", or(c.retention_ms, "unlimited")),
+        ("segment.bytes", c.segment_bytes.to_string()),
+        ("segment.ms", or(c.segment_ms, "none")),
+        ("index.interval.bytes", c.index_interval_bytes.to_string()),
+        ("max.batch.bytes", c.max_batch_bytes.to_string()),
+    ] {
+        settings.row(vec![key.to_owned(), value]);
+    }
+    out.table(&settings)?;
+    out.bytes(b"\n")?;
+    let mut table = Table::new(&[
+        ("PARTITION", Align::Right),
+        ("START", Align::Right),
+        ("END", Align::Right),
+        ("RECORDS", Align::Right),
+        ("BYTES", Align::Right),
+        ("SEGMENTS", Align::Right),
+    ]);
+    for p in &d.partitions {
+        table.row(vec![
+            p.partition.to_string(),
+            p.start_offset.to_string(),
+            p.end_offset.to_string(),
+            (p.end_offset - p.start_offset).to_string(),
+            p.size_bytes.to_string(),
+            p.segments.to_string(),
+        ]);
+    }
+    out.table(&table)
+}
+
+/// One line of `topic list --json`.
+#[derive(Serialize)]
+struct TopicSummary {
+    topic: String,
+    partitions: u32,
+    /// Records stored now: the sum over partitions of end − start offset.
+    records: u64,
+    size_bytes: u64,
+}
+
+/// `topic describe --json` (and `topic create --json`): the log's [`TopicDescription`], with its
+/// `name` called `topic` as in every other output.
+#[derive(Serialize)]
+struct TopicJson<'a> {
+    topic: &'a str,
+    config: &'a TopicConfig,
+    partitions: &'a [PartitionInfo],
+}
+
+impl<'a> From<&'a TopicDescription> for TopicJson<'a> {
+    fn from(d: &'a TopicDescription) -> Self {
+        TopicJson { topic: &d.name, config: &d.config, partitions: &d.partitions }
+    }
+}

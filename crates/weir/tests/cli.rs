@@ -1,0 +1,476 @@
+//! The `weir` binary, run as a user would: real processes on a temporary log directory.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap (STYLE.md)")]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// A log directory and a way to run `weir` on it.
+struct Weir {
+    dir: tempfile::TempDir,
+}
+
+impl Weir {
+    fn new() -> Weir {
+        Weir { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        cmd.arg("--dir").arg(self.dir.path().join("log")).args(args);
+        cmd.env_remove("WEIR_DIR").env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs `weir ARGS` with `stdin` as its standard input.
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `weir ARGS`, which must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with_input(args, b"")
+    }
+
+    fn ok_with_input(&self, args: &[&str], stdin: &[u8]) -> String {
+        let out = self.run(args, stdin);
+        assert!(out.status.success(), "weir {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `weir ARGS`, which must fail with `code`; returns stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args, b"");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(code), "weir {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "weir {args:?} panicked: {stderr}");
+        stderr
+    }
+
+    /// `consume` output as sorted lines.
+    fn consume_sorted(&self, args: &[&str]) -> Vec<String> {
+        let mut lines: Vec<String> = self.ok(args).lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    }
+
+    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        self.ok(args).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// `group describe G --json`, as (topic, partition, committed, end, lag) rows.
+    fn group(&self, group: &str) -> Vec<GroupRow> {
+        let d = &self.json_lines(&["group", "describe", group, "--json"])[0];
+        d["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["topic"].as_str().unwrap().to_owned(),
+                    p["partition"].as_u64().unwrap(),
+                    p["committed"].as_u64(),
+                    p["end_offset"].as_u64().unwrap(),
+                    p["lag"].as_u64(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A row of `group describe --json`: (topic, partition, committed, end offset, lag).
+type GroupRow = (String, u64, Option<u64>, u64, Option<u64>);
+
+fn sorted(lines: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Cells of the table row whose first cell is `first`.
+fn row<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row {first:?} in\n{table}"))
+}
+
+#[test]
+fn topic_create_list_describe_delete() {
+    let weir = Weir::new();
+    let created = weir.ok(&[
+        "topic",
+        "create",
+        "events",
+        "--partitions",
+        "3",
+        "--retention-bytes",
+        "1000000",
+        "--segment-bytes",
+        "65536",
+    ]);
+    assert_eq!(created, "created topic events with 3 partitions\n");
+    weir.ok(&["topic", "create", "other", "--partitions", "1"]);
+
+    let list = weir.ok(&["topic", "list"]);
+    assert_eq!(row(&list, "TOPIC"), ["TOPIC", "PARTITIONS", "RECORDS", "BYTES"]);
+    assert_eq!(row(&list, "events"), ["events", "3", "0", "0"]);
+    assert_eq!(row(&list, "other"), ["other", "1", "0", "0"]);
+
+    weir.ok_with_input(&["produce", "events", "--partition", "2"], b"a\nb\n");
+    let describe = weir.ok(&["topic", "describe", "events"]);
+    assert_eq!(row(&describe, "partitions"), ["partitions", "3"]);
+    assert_eq!(row(&describe, "retention.bytes"), ["retention.bytes", "1000000"]);
+    assert_eq!(row(&describe, "retention.ms"), ["retention.ms", "unlimited"]);
+    assert_eq!(row(&describe, "segment.bytes"), ["segment.bytes", "65536"]);
+    assert_eq!(row(&describe, "PARTITION"), ["PARTITION", "START", "END", "RECORDS", "BYTES", "SEGMENTS"]);
+    assert_eq!(row(&describe, "0")[1..4], ["0", "0", "0"]);
+    assert_eq!(row(&describe, "2")[1..4], ["0", "2", "2"]);
+    assert!(row(&describe, "2")[4].parse::<u64>().unwrap() > 0);
+    assert_eq!(row(&describe, "2")[5], "1");
+    // Columns are aligned: every line of the partition table has the same width.
+    let widths: Vec<usize> =
+        describe.lines().skip_while(|l| !l.contains("PARTITION")).map(str::len).collect();
+    assert_eq!(widths.len(), 4);
+    assert!(widths.iter().all(|&w| w == widths[0]), "{describe}");
+
+    assert_eq!(weir.ok(&["topic", "delete", "events"]), "deleted topic events\n");
+    let list = weir.ok(&["topic", "list"]);
+    assert!(!list.contains("events"), "{list}");
+    assert!(list.contains("other"), "{list}");
+    let err = weir.fails(&["topic", "describe", "events"], 1);
+    assert!(err.contains("unknown topic \"events\""), "{err}");
+}
+
+#[test]
+fn produced_keyed_lines_are_consumed_from_the_beginning() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "3"]);
+    let input = b"a:1\nb:1\nc:1\na:2\nb:2\nkeyless\nc:2\na:3:with:colons\n\nlast-without-newline";
+    let out = weir.run(&["produce", "t", "--key-separator", ":", "--batch-size", "4"], input);
+    assert!(out.status.success());
+    let summary = String::from_utf8(out.stderr).unwrap();
+    assert!(summary.starts_with("produced 10 records to topic t (partitions: "), "{summary}");
+
+    let values = weir.consume_sorted(&["consume", "t", "--from-beginning"]);
+    let expected =
+        sorted(&["1", "1", "1", "2", "2", "keyless", "2", "3:with:colons", "", "last-without-newline"]);
+    assert_eq!(values, expected);
+    // Without a start flag and without a group, reading starts at the earliest offset too.
+    assert_eq!(weir.consume_sorted(&["consume", "t"]), expected);
+
+    // Records of one key stay in order (one partition), and keys come back with --print-key.
+    let keyed = weir.ok(&["consume", "t", "--print-key", "--key-separator", "="]);
+    let a: Vec<&str> = keyed.lines().filter(|l| l.starts_with("a=")).collect();
+    assert_eq!(a, ["a=1", "a=2", "a=3:with:colons"]);
+    assert!(keyed.lines().any(|l| l == "=keyless"), "{keyed}");
+
+    // --print-offset: partition, offset, value; offsets count from 0 in each partition.
+    let with_offsets = weir.ok(&["consume", "t", "--print-offset", "--key-separator", " "]);
+    assert_eq!(with_offsets.lines().count(), 10);
+    assert!(with_offsets.lines().any(|l| l.ends_with(" 0 1")), "{with_offsets}");
+}
+
+#[test]
+fn a_group_commits_what_it_printed_and_reports_lag() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "2"]);
+    weir.ok_with_input(&["produce", "t"], b"one\ntwo\nthree\nfour\n");
+
+    assert_eq!(
+        weir.consume_sorted(&["consume", "t", "--group", "g"]),
+        sorted(&["one", "two", "three", "four"])
+    );
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g"]), "", "a second run has nothing new");
+    assert_eq!(weir.group("g"), [("t".into(), 0, Some(2), 2, Some(0)), ("t".into(), 1, Some(2), 2, Some(0))]);
+
+    let table = weir.ok(&["group", "describe", "g"]);
+    assert_eq!(row(&table, "TOPIC"), ["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"]);
+    assert_eq!(row(&table, "t"), ["t", "0", "2", "2", "0", "-"]);
+    assert_eq!(row(&weir.ok(&["group", "list"]), "g"), ["g", "2", "0"]);
+
+    weir.ok_with_input(&["produce", "t", "--partition", "1"], b"five\nsix\nseven\n");
+    assert_eq!(weir.group("g")[1], ("t".into(), 1, Some(2), 5, Some(3)));
+    assert_eq!(row(&weir.ok(&["group", "list"]), "g"), ["g", "2", "3"]);
+
+    // -n stops mid-batch: only the printed records are committed.
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g", "-n", "1"]), "five\n");
+    assert_eq!(weir.group("g")[1], ("t".into(), 1, Some(3), 5, Some(2)));
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g"]), "six\nseven\n");
+    assert_eq!(weir.group("g")[1].4, Some(0));
+
+    // A start flag overrides the committed offsets (and commits the new position).
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g", "--offset", "4"]), "seven\n");
+    assert_eq!(
+        weir.ok(&["consume", "t", "--group", "other", "--from-beginning", "-n", "2"]).lines().count(),
+        2
+    );
+    let groups = weir.ok(&["group", "list"]);
+    assert_eq!(row(&groups, "other"), ["other", "2", "5"]);
+
+    // A run that prints nothing still commits where it started: here, the end.
+    assert_eq!(weir.ok(&["consume", "t", "--group", "late", "--since", "2999-01-01T00:00:00Z"]), "");
+    assert_eq!(
+        weir.group("late"),
+        [("t".into(), 0, Some(2), 2, Some(0)), ("t".into(), 1, Some(5), 5, Some(0))]
+    );
+
+    // Deleting the topic forgets its committed offsets.
+    weir.ok(&["topic", "delete", "t"]);
+    assert_eq!(weir.group("g"), []);
+}
+
+#[test]
+fn a_group_can_read_a_single_partition() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "2"]);
+    weir.ok_with_input(&["produce", "t", "--partition", "0"], b"p0-0\np0-1\n");
+    weir.ok_with_input(&["produce", "t", "--partition", "1"], b"p1-0\np1-1\np1-2\n");
+
+    // Only partition 1 is read, and only partition 1 is committed to the group.
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g", "--partition", "1"]), "p1-0\np1-1\np1-2\n");
+    assert_eq!(weir.group("g"), [("t".into(), 1, Some(3), 3, Some(0))]);
+    let table = weir.ok(&["group", "describe", "g"]);
+    assert_eq!(row(&table, "members"), ["members", "0"]);
+    assert_eq!(row(&table, "t"), ["t", "1", "3", "3", "0", "-"]);
+    assert_eq!(row(&weir.ok(&["group", "list"]), "g"), ["g", "1", "0"]);
+
+    // The next run starts from the group's committed offset; -n commits only what it printed.
+    weir.ok_with_input(&["produce", "t", "--partition", "1"], b"p1-3\np1-4\n");
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g", "--partition", "1", "-n", "1"]), "p1-3\n");
+    assert_eq!(weir.group("g"), [("t".into(), 1, Some(4), 5, Some(1))]);
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g", "-p", "1"]), "p1-4\n");
+    assert_eq!(weir.group("g"), [("t".into(), 1, Some(5), 5, Some(0))]);
+
+    // A start flag applies to the one partition, and its new position is committed.
+    assert_eq!(
+        weir.ok(&["consume", "t", "--group", "g", "--partition", "1", "--offset", "3"]),
+        "p1-3\np1-4\n"
+    );
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g", "--partition", "0", "--offset", "1"]), "p0-1\n");
+    assert_eq!(weir.group("g"), [("t".into(), 0, Some(2), 2, Some(0)), ("t".into(), 1, Some(5), 5, Some(0))]);
+
+    // The whole group then picks up from the offsets committed per partition.
+    weir.ok_with_input(&["produce", "t", "--partition", "0"], b"p0-2\n");
+    weir.ok_with_input(&["produce", "t", "--partition", "1"], b"p1-5\n");
+    assert_eq!(weir.consume_sorted(&["consume", "t", "--group", "g"]), sorted(&["p0-2", "p1-5"]));
+    assert_eq!(weir.group("g"), [("t".into(), 0, Some(3), 3, Some(0)), ("t".into(), 1, Some(6), 6, Some(0))]);
+
+    // A new group reading one partition starts at its earliest offset.
+    assert_eq!(weir.ok(&["consume", "t", "--group", "h", "--partition", "0", "--json"]).lines().count(), 3);
+    assert_eq!(weir.group("h"), [("t".into(), 0, Some(3), 3, Some(0))]);
+}
+
+#[test]
+fn json_output_is_one_object_per_line() {
+    let weir = Weir::new();
+    let created = weir.json_lines(&["topic", "create", "t", "--partitions", "2", "--json"]);
+    assert_eq!(created[0]["topic"], "t");
+    assert_eq!(created[0]["config"]["partitions"], 2);
+    weir.ok_with_input(&["produce", "t", "-k", ":"], b"k:v\nplain\n");
+    let summary = weir.json_lines(&["produce", "t", "--json"]);
+    assert_eq!(summary[0]["records"], 0);
+
+    let records = weir.json_lines(&["consume", "t", "--json"]);
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r["topic"], "t");
+        assert!(r["partition"].as_u64().unwrap() < 2, "{r}");
+        assert!(r["offset"].as_u64().unwrap() < 2, "{r}");
+        assert!(r["timestamp"].as_i64().unwrap() > 1_600_000_000_000, "{r}");
+        assert!(r["headers"].as_array().unwrap().is_empty(), "{r}");
+    }
+    assert_ne!(
+        (&records[0]["partition"], &records[0]["offset"]),
+        (&records[1]["partition"], &records[1]["offset"])
+    );
+    let keyed = records.iter().find(|r| r["value"] == "v").unwrap();
+    assert_eq!(keyed["key"], "k");
+    let keyless = records.iter().find(|r| r["value"] == "plain").unwrap();
+    assert!(keyless["key"].is_null(), "{keyless}");
+
+    let topics = weir.json_lines(&["topic", "list", "--json"]);
+    assert_eq!(
+        topics,
+        [
+            serde_json::json!({"topic": "t", "partitions": 2, "records": 2, "size_bytes": topics[0]["size_bytes"]})
+        ]
+    );
+    assert!(topics[0]["size_bytes"].as_u64().unwrap() > 0);
+    let described = weir.json_lines(&["topic", "describe", "t", "--json"]);
+    assert_eq!(described.len(), 1);
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&described[0]), ["config", "partitions", "topic"]);
+    assert_eq!(described[0]["topic"], "t");
+    assert_eq!(described[0]["config"], created[0]["config"]);
+    let partitions = described[0]["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2);
+    for (i, p) in partitions.iter().enumerate() {
+        assert_eq!(keys(p), ["end_offset", "partition", "segments", "size_bytes", "start_offset"]);
+        assert_eq!(p["partition"], i);
+        assert_eq!(p["start_offset"], 0);
+    }
+    assert_eq!(partitions.iter().map(|p| p["end_offset"].as_u64().unwrap()).sum::<u64>(), 2);
+    assert_eq!(partitions[0]["segments"], 1);
+
+    weir.ok(&["consume", "t", "--group", "g"]);
+    let groups = weir.json_lines(&["group", "list", "--json"]);
+    assert_eq!(groups, [serde_json::json!({"group": "g", "partitions": 2, "lag": 0})]);
+    assert_eq!(weir.json_lines(&["topic", "delete", "t", "--json"]), [serde_json::json!({"deleted": "t"})]);
+}
+
+#[test]
+fn bytes_that_are_not_utf8_round_trip() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "bin", "--partitions", "1"]);
+    let input = b"\xff\xfe\x00raw\n\xc3\x28\tk\xfftab\r\n";
+    weir.ok_with_input(&["produce", "bin", "--key-separator", "\t"], input);
+
+    let out = weir.run(&["consume", "bin"], b"");
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"\xff\xfe\x00raw\nk\xfftab\n", "values are printed as raw bytes");
+    let out = weir.run(&["consume", "bin", "--print-key"], b"");
+    assert_eq!(out.stdout, b"\t\xff\xfe\x00raw\n\xc3\x28\tk\xfftab\n", "keys too (empty when keyless)");
+
+    let lossy = weir.json_lines(&["consume", "bin", "--json"]);
+    assert_eq!(lossy[0]["value"], "\u{fffd}\u{fffd}\u{0}raw");
+    assert_eq!(lossy[1]["key"], "\u{fffd}(");
+    let exact = weir.json_lines(&["consume", "bin", "--json", "--base64"]);
+    assert_eq!(exact[0]["value"], "//4AcmF3");
+    assert_eq!(exact[1]["key"], "wyg=");
+}
+
+#[test]
+fn start_flags_pick_offsets_partitions_and_times() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "2"]);
+    weir.ok_with_input(&["produce", "t", "--partition", "1"], b"p1-0\np1-1\np1-2\np1-3\n");
+    weir.ok_with_input(&["produce", "t", "--partition", "0"], b"p0-0\n");
+
+    assert_eq!(weir.ok(&["consume", "t", "--partition", "1", "--offset", "2"]), "p1-2\np1-3\n");
+    assert_eq!(weir.ok(&["consume", "t", "--partition", "1", "--offset", "1", "-n", "2"]), "p1-1\np1-2\n");
+    assert_eq!(weir.ok(&["consume", "t", "--partition", "0"]), "p0-0\n");
+    // --offset applies to each partition; past a partition's end it starts at the end.
+    let out = weir.run(&["consume", "t", "--offset", "3"], b"");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "p1-3\n");
+    assert!(String::from_utf8(out.stderr).unwrap().contains("starting at 1 instead of 3"));
+
+    assert_eq!(weir.consume_sorted(&["consume", "t", "--since", "1h"]).len(), 5);
+    assert_eq!(weir.ok(&["consume", "t", "--since", "2999-01-01T00:00:00Z"]), "");
+    assert_eq!(weir.consume_sorted(&["consume", "t", "--since", "2000-01-01T02:00:00+02:00"]).len(), 5);
+}
+
+#[test]
+fn follow_stops_after_n_records() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "2"]);
+    weir.ok_with_input(&["produce", "t"], b"a\nb\nc\n");
+    assert_eq!(weir.ok(&["consume", "t", "--follow", "-n", "3"]).lines().count(), 3);
+}
+
+#[cfg(unix)]
+#[test]
+fn follow_commits_and_exits_cleanly_on_ctrl_c() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "2"]);
+    weir.ok_with_input(&["produce", "t"], b"a\nb\nc\n");
+    let mut child = weir
+        .command(&["consume", "t", "--follow", "--group", "g"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..3 {
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        assert!(["a\n", "b\n", "c\n"].contains(&line.as_str()), "{line:?}");
+    }
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("weir consume --follow did not exit on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let committed: u64 = weir.group("g").iter().map(|p| p.2.unwrap()).sum();
+    assert_eq!(committed, 3);
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let weir = Weir::new();
+    let err = weir.fails(&["topic", "list"], 1);
+    assert!(err.starts_with("weir: error: no weir log in "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let err = weir.fails(&["topic", "create", "a/b", "--partitions", "1"], 1);
+    assert!(err.contains("invalid topic name \"a/b\""), "{err}");
+    let err = weir.fails(&["topic", "create", "t", "--partitions", "0"], 1);
+    assert_eq!(err, "weir: error: invalid --partitions: 0 is not between 1 and 10000\n");
+    let err = weir.fails(&["topic", "create", "t", "--partitions", "1", "--segment-bytes", "10"], 1);
+    assert!(err.contains("invalid --segment-bytes: 10 is not between"), "{err}");
+    weir.ok(&["topic", "create", "t", "--partitions", "2"]);
+    let err = weir.fails(&["topic", "create", "t", "--partitions", "2"], 1);
+    assert!(err.contains("topic \"t\" already exists"), "{err}");
+
+    for args in [
+        &["consume", "nope"][..],
+        &["produce", "nope"],
+        &["topic", "describe", "nope"],
+        &["topic", "delete", "nope"],
+    ] {
+        let err = weir.fails(args, 1);
+        assert_eq!(err, "weir: error: unknown topic \"nope\"\n", "{args:?}");
+    }
+    for args in
+        [&["consume", "t", "--partition", "5"][..], &["consume", "t", "--group", "g", "--partition", "5"]]
+    {
+        let err = weir.fails(args, 1);
+        assert!(err.contains("there is no partition 5"), "{args:?}: {err}");
+    }
+    let err = weir.fails(&["produce", "t", "--partition", "2"], 1);
+    assert!(err.contains("there is no partition 2"), "{err}");
+    let err = weir.fails(&["consume", "t", "--group", "bad name"], 1);
+    assert!(err.contains("invalid group name \"bad name\""), "{err}");
+    let err = weir.fails(&["group", "describe", "ghost"], 1);
+    assert_eq!(err, "weir: error: unknown consumer group \"ghost\" (it has never committed an offset)\n");
+    // Neither a failed consume nor a failed describe leaves a group behind.
+    let err = weir.fails(&["group", "describe", "g"], 1);
+    assert!(err.contains("unknown consumer group \"g\""), "{err}");
+    assert_eq!(weir.json_lines(&["group", "list", "--json"]), Vec::<Value>::new());
+    let err = weir.fails(&["group", "describe", "../x"], 1);
+    assert!(err.contains("invalid group name"), "{err}");
+
+    // Usage errors come from the argument parser, with exit code 2.
+    let err = weir.fails(&["consume", "t", "--base64"], 2);
+    assert!(err.contains("--base64") && err.contains("--json"), "{err}");
+    let err = weir.fails(&["consume", "t", "--since", "yesterday"], 2);
+    assert!(err.contains("RFC 3339"), "{err}");
+    let err = weir.fails(&["consume", "t", "--offset", "1", "--from-beginning"], 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = weir.fails(&["produce", "t", "--batch-size", "0"], 2);
+    assert!(err.contains("--batch-size"), "{err}");
+}
