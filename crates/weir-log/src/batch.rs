@@ -136,13 +136,13 @@ pub(crate) fn encode(
             Some(b) => b,
             None => OpenBatch::start(out, next, ts),
         };
-        let mut size = record_size(record, ts - batch.first_timestamp, next - batch.base_offset);
+        let mut size = record_size(record, ts.wrapping_sub(batch.first_timestamp), next - batch.base_offset);
         if out.len() - batch.start + framed_len(size) > max_batch_bytes {
             batches.push(batch.finish(out));
             batch = OpenBatch::start(out, next, ts);
             size = record_size(record, 0, 0);
         }
-        write_record(out, record, size, ts - batch.first_timestamp, next - batch.base_offset);
+        write_record(out, record, size, ts.wrapping_sub(batch.first_timestamp), next - batch.base_offset);
         batch.add(ts);
         open = Some(batch);
     }

@@ -1,9 +1,10 @@
 //! The sparse offset-and-time index of one segment.
 //!
-//! An entry is 16 bytes, little-endian: `relative_offset: u32` (batch base offset minus the
+//! An entry is 20 bytes, little-endian: `relative_offset: u32` (batch base offset minus the
 //! segment's base offset), `position: u32` (byte position of that batch in the segment file),
 //! `max_timestamp_before: i64` (the largest record timestamp of all batches before `position`
-//! in the segment; `i64::MIN` if none). An entry is added for the first batch that starts at
+//! in the segment; `i64::MIN` if none), `crc: u32` (CRC-32C of the first 16 bytes, so a stale,
+//! torn or damaged entry is recognised and the index rebuilt from there). An entry is added for the first batch that starts at
 //! least `index_interval_bytes` after the previous entry; the segment's start is an implicit
 //! entry `(0, 0, i64::MIN)`.
 //!
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// Bytes per index entry.
-pub(crate) const ENTRY_LEN: usize = 16;
+pub(crate) const ENTRY_LEN: usize = 20;
 
 /// One index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,21 +43,27 @@ impl IndexEntry {
         b[0..4].copy_from_slice(&self.relative_offset.to_le_bytes());
         b[4..8].copy_from_slice(&self.position.to_le_bytes());
         b[8..16].copy_from_slice(&self.max_timestamp_before.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..16]);
+        b[16..20].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    fn from_bytes(b: &[u8]) -> IndexEntry {
+    fn from_bytes(b: &[u8]) -> Option<IndexEntry> {
+        let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
+        if crc != crc32c::crc32c(&b[..16]) {
+            return None;
+        }
         let mut r = [0u8; 4];
         let mut p = [0u8; 4];
         let mut t = [0u8; 8];
         r.copy_from_slice(&b[0..4]);
         p.copy_from_slice(&b[4..8]);
         t.copy_from_slice(&b[8..16]);
-        IndexEntry {
+        Some(IndexEntry {
             relative_offset: u32::from_le_bytes(r),
             position: u32::from_le_bytes(p),
             max_timestamp_before: i64::from_le_bytes(t),
-        }
+        })
     }
 }
 
@@ -84,7 +91,7 @@ impl Index {
         file.read_to_end(&mut raw).map_err(Error::io("read index", path))?;
         let mut entries: Vec<IndexEntry> = Vec::with_capacity(raw.len() / ENTRY_LEN);
         for chunk in raw.chunks_exact(ENTRY_LEN) {
-            let e = IndexEntry::from_bytes(chunk);
+            let Some(e) = IndexEntry::from_bytes(chunk) else { break };
             let prev = entries.last().copied().unwrap_or(IndexEntry::START);
             if e.relative_offset <= prev.relative_offset && !entries.is_empty()
                 || e.position <= prev.position

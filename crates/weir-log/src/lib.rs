@@ -34,9 +34,9 @@
 //! v2; the exact layout is in the `batch` module). The CRC covers every byte of the batch but
 //! the CRC field itself, base offset included. All integers are little-endian.
 //!
-//! The index (the `index` module) has one 16-byte entry per ~4 KiB of segment: relative offset,
-//! byte position, and the largest timestamp of everything before that position, so one file
-//! answers both "where is offset o" and "where can a scan for time t start".
+//! The index (the `index` module) has one 20-byte entry per ~4 KiB of segment: relative offset,
+//! byte position, the largest timestamp of everything before that position, and a CRC, so one
+//! file answers both "where is offset o" and "where can a scan for time t start".
 //!
 //! # Invariants
 //!
@@ -56,11 +56,15 @@
 //! backwards until one points at a batch header with the expected offset; from there every batch
 //! to the end of the file is verified (header shape, offset sequence, CRC-32C). The first batch
 //! that fails marks a torn or corrupt tail: the file is truncated there, the index cut back, and
-//! every later segment removed (offsets must stay dense). What was cut is logged as a `tracing`
-//! warning with byte counts and listed by [`Log::recovery`]. Appends then continue at the
-//! recovered end offset. A damaged batch *inside* a sealed segment (bit rot) is not cut at open:
-//! reading it fails with [`Error::Corrupt`] naming topic, partition, offset and file — data is
-//! never skipped silently.
+//! every later segment removed (offsets must stay dense); the cut is fsynced. What was cut is
+//! logged as a `tracing` warning with byte counts and listed by [`Log::recovery`]. Appends then
+//! continue at the recovered end offset.
+//!
+//! A batch that fails its checks but lies whole inside a sealed segment is bit rot, not a torn
+//! write (a sealed segment was synced before the next one was created, except under
+//! `Durability::None`): it is kept, logged, and reading it fails with [`Error::Corrupt`] naming
+//! topic, partition, offset and file. Data is never skipped silently, and one flipped bit never
+//! deletes the segments after it.
 //!
 //! # Durability
 //!

@@ -44,7 +44,8 @@ pub struct PartitionRecovery {
     pub topic: String,
     /// The partition.
     pub partition: u32,
-    /// Bytes cut off torn or corrupt segment tails.
+    /// Bytes removed: torn or corrupt segment tails cut off, plus the whole segments that
+    /// followed them.
     pub truncated_bytes: u64,
     /// Whole segments removed because they followed a damaged one.
     pub removed_segments: usize,
@@ -118,7 +119,7 @@ impl Partition {
             end_offset: 0,
         };
         let mut damaged = false;
-        for &base in &bases {
+        for (k, &base) in bases.iter().enumerate() {
             let follows = segments.last().is_none_or(|prev| prev.next_offset() == base);
             if damaged || !follows {
                 // Offsets must stay dense: nothing may follow a cut-off tail or a gap.
@@ -131,7 +132,8 @@ impl Partition {
                 damaged = true;
                 continue;
             }
-            let (segment, cut) = Segment::recover(&dir, base, config.index_interval_bytes)?;
+            let (segment, cut) =
+                Segment::recover(&dir, base, config.index_interval_bytes, bases.get(k + 1).copied())?;
             if let Some(cut) = cut {
                 report.truncated_bytes += cut.bytes;
                 damaged = true;
@@ -144,6 +146,7 @@ impl Partition {
             segments.push(Arc::new(segment));
         }
         if report.removed_segments > 0 {
+            fsutil::sync_dir(&dir)?;
             tracing::warn!(
                 topic = %origin.topic, partition = origin.partition, segments = report.removed_segments,
                 "recovery removed segments that followed a damaged one"
@@ -247,12 +250,14 @@ impl Partition {
 
         // Write runs of batches that fit the active segment, rolling between them.
         let mut first = 0;
+        let mut rolled = false;
         while first < w.batches.len() {
             let run_start = w.batches[first].start;
             let first_len = (batch_end(&w.batches, w.buf.len(), first) - run_start) as u64;
             let full = w.active.size() + first_len > self.config.segment_bytes;
             if !w.active.is_empty() && (full || self.too_old(&w.active)) {
                 self.roll(w)?;
+                rolled = true;
             }
             let room = self.config.segment_bytes.saturating_sub(w.active.size());
             let mut last = first;
@@ -287,6 +292,11 @@ impl Partition {
             self.sync_to(end)?;
         } else {
             self.notify.notify_waiters();
+        }
+        if rolled {
+            if let Err(e) = self.enforce_retention(now_ms) {
+                tracing::error!(topic = %self.origin.topic, partition = self.id(), error = %e, "retention after roll failed");
+            }
         }
         Ok(Appended { partition: self.id(), base_offset, count: end - base_offset })
     }

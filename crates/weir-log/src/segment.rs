@@ -104,6 +104,14 @@ impl Scan<'_> {
         Ok(Some(ScannedBatch { position: pos, header, bytes }))
     }
 
+    /// The length of the batch at `pos` if its header is readable and the whole batch lies
+    /// before `end`, whatever else is wrong with it.
+    fn whole_batch_len(&mut self, pos: u64) -> Option<u64> {
+        let header = BatchHeader::parse(&self.peek(pos, HEADER_LEN).ok()??)?;
+        let len = header.total_len() as u64;
+        (len >= HEADER_LEN as u64 && pos + len <= self.end).then_some(len)
+    }
+
     /// `len` bytes at `pos` (from the current chunk, or read anew), `None` if they pass `end`.
     fn peek(&mut self, pos: u64, len: usize) -> std::result::Result<Option<Bytes>, String> {
         if pos + len as u64 > self.end {
@@ -166,11 +174,13 @@ impl Segment {
 
     /// Opens an existing segment and recovers it: checks the index against the data, then
     /// verifies every batch after the last good index entry (header, sequence, CRC), cuts off a
-    /// torn or corrupt tail, and adds the index entries that were missing.
+    /// torn or corrupt tail, and adds the index entries that were missing. `sealed_end` is the
+    /// next segment's base offset, `None` for the active segment.
     pub(crate) fn recover(
         dir: &Path,
         base_offset: u64,
         index_interval: u64,
+        sealed_end: Option<u64>,
     ) -> Result<(Segment, Option<Truncation>)> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
@@ -201,24 +211,32 @@ impl Segment {
             chunk_position: 0,
         };
         let mut last_indexed = u64::from(start.position);
-        let mut bad: Option<(u64, String)> = None;
+        // A batch that fails is a torn tail, cut with everything after it -- unless it sits whole
+        // inside a sealed segment: that is bit rot, kept (reads of it report `Corrupt`) while the
+        // scan resumes after it and accepts the next intact batch's offset.
+        let mut cut: Option<(u64, String)> = None;
+        let mut resync = false;
+        let mut rotten = false;
         loop {
-            match scan.next() {
+            let checked = match scan.next() {
                 Ok(None) => break,
-                Err(e) => {
-                    bad = Some(e);
-                    break;
-                }
+                Err((position, reason)) => Err((position, reason, scan.whole_batch_len(position))),
                 Ok(Some(b)) => {
-                    if b.header.base_offset != next {
-                        let reason = format!("batch offset {} where {next} was due", b.header.base_offset);
-                        bad = Some((b.position, reason));
-                        break;
+                    let due = if resync { b.header.base_offset } else { next };
+                    let failure = if b.header.base_offset != due {
+                        Some(format!("batch offset {} where {due} was due", b.header.base_offset))
+                    } else {
+                        batch::verify(&b.header, &b.bytes).err().map(str::to_owned)
+                    };
+                    match failure {
+                        None => Ok(b),
+                        Some(reason) => Err((b.position, reason, Some(b.bytes.len() as u64))),
                     }
-                    if let Err(e) = batch::verify(&b.header, &b.bytes) {
-                        bad = Some((b.position, e.to_owned()));
-                        break;
-                    }
+                }
+            };
+            match checked {
+                Ok(b) => {
+                    resync = false;
                     if b.position >= last_indexed + index_interval {
                         index.push(IndexEntry {
                             relative_offset: (b.header.base_offset - base_offset) as u32,
@@ -230,14 +248,31 @@ impl Segment {
                     max_ts = max_ts.max(b.header.max_timestamp);
                     next = b.header.next_offset();
                 }
+                Err((position, reason, Some(len))) if sealed_end.is_some() => {
+                    tracing::warn!(
+                        path = %path.display(), position, reason,
+                        "sealed segment holds a damaged batch; reads of it will fail"
+                    );
+                    scan.position = position + len;
+                    resync = true;
+                    rotten = true;
+                }
+                Err((position, reason, _)) => {
+                    cut = Some((position, reason));
+                    break;
+                }
             }
         }
+        if let (true, Some(end)) = (rotten, sealed_end) {
+            next = end;
+        }
         let mut truncation = None;
-        let size = match bad {
+        let size = match cut {
             None => len,
             Some((position, reason)) => {
                 tracing::debug!(path = %path.display(), position, reason, "segment tail fails verification");
                 file.set_len(position).map_err(Error::io("truncate torn segment tail", &path))?;
+                file.sync_all().map_err(Error::io("fsync truncated segment", &path))?;
                 index.truncate_to_position(position)?;
                 truncation = Some(Truncation { bytes: len - position, position });
                 position
@@ -419,7 +454,11 @@ impl Segment {
             }),
             Ok(Some(b)) if b.header.base_offset != expected => {
                 let reason = format!("batch offset {} where {expected} was due", b.header.base_offset);
-                Err(self.corrupt(origin, &b, &reason))
+                let mut err = self.corrupt(origin, &b, &reason);
+                if let Error::Corrupt { offset, .. } = &mut err {
+                    *offset = expected;
+                }
+                Err(err)
             }
             Ok(Some(b)) => Ok(Some(b)),
         }

@@ -20,11 +20,10 @@ fn retention_by_size_keeps_at_least_the_limit_and_the_active_segment() {
     let log = Log::open(dir.path(), options()).unwrap();
     let config = TopicConfig { segment_bytes: 4096, retention_bytes: Some(10_000), ..TopicConfig::default() };
     let topic = log.create_topic("t", config).unwrap();
+    // Retention runs as segments roll: 200 × ~550 bytes is ~110 KB written, ~10 KB kept.
     fill(&topic, 200, |_| 1);
-    let before = topic.describe().partitions[0];
-    log.enforce_retention().unwrap();
     let after = topic.describe().partitions[0];
-    assert!(after.segments < before.segments, "{before:?} -> {after:?}");
+    assert_eq!(log.enforce_retention().unwrap(), 0, "rolling already applied retention");
     assert!(after.size_bytes >= 10_000, "kept {} bytes", after.size_bytes);
     assert!(after.size_bytes < 10_000 + 4096, "kept {} bytes", after.size_bytes);
     assert!(after.start_offset > 0);
@@ -57,8 +56,7 @@ fn retention_by_age_deletes_segments_whose_newest_record_is_too_old() {
     // 100 records from two hours ago, then 30 fresh ones.
     fill(&topic, 100, |_| now - 7_200_000);
     fill(&topic, 30, |_| now);
-    let removed = log.enforce_retention().unwrap();
-    assert!(removed > 0);
+    log.enforce_retention().unwrap();
     let info = topic.describe().partitions[0];
     let first = topic.read(0, info.start_offset, 1 << 20).unwrap();
     assert!(first[0].offset <= 100, "a segment with fresh records was deleted: start {}", info.start_offset);
