@@ -293,10 +293,8 @@ impl Partition {
         } else {
             self.notify.notify_waiters();
         }
-        if rolled {
-            if let Err(e) = self.enforce_retention(now_ms) {
-                tracing::error!(topic = %self.origin.topic, partition = self.id(), error = %e, "retention after roll failed");
-            }
+        if rolled && let Err(e) = self.enforce_retention(now_ms) {
+            tracing::error!(topic = %self.origin.topic, partition = self.id(), error = %e, "retention after roll failed");
         }
         Ok(Appended { partition: self.id(), base_offset, count: end - base_offset })
     }
