@@ -12,9 +12,12 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use common::{BatchInfo, Fixture, batches, build_fixture, files_with_ext, fresh_copy, truncate};
 use weir_log::{Durability, Error, Log, LogOptions, Record, StoredRecord, Topic, TopicConfig};
 
 const TOPIC: &str = "events";
@@ -34,34 +37,15 @@ fn record(i: u64) -> Record {
     if i.is_multiple_of(5) { r } else { r.with_key(format!("key-{}", i % 4)) }
 }
 
-struct Fixture {
-    tmp: tempfile::TempDir,
-    dir: PathBuf,
-    records: Vec<Record>,
-}
-
 fn build() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    let log = Log::open(&dir, options()).unwrap();
     let config = TopicConfig {
         partitions: 2,
         segment_bytes: 4096,
         index_interval_bytes: 256,
         ..TopicConfig::default()
     };
-    let topic = log.create_topic(TOPIC, config).unwrap();
-    let mut records = Vec::new();
-    for n in [4u64, 9, 2, 6, 11, 3, 5, 8].into_iter().cycle().take(60) {
-        let batch: Vec<Record> = (records.len() as u64..records.len() as u64 + n).map(record).collect();
-        for p in 0..2 {
-            assert_eq!(topic.append(p, &batch).unwrap().base_offset, records.len() as u64);
-        }
-        records.extend(batch);
-    }
-    drop(topic);
-    drop(log);
-    let fixture = Fixture { tmp, dir, records };
+    let sizes = [4u64, 9, 2, 6, 11, 3, 5, 8].into_iter().cycle().take(60);
+    let fixture = build_fixture(options(), TOPIC, config, sizes, record);
     let segments = segment_files(&fixture.dir);
     assert!(segments.len() >= VICTIM + 3, "fixture needs more segments: {segments:?}");
     let victim = &segments[VICTIM];
@@ -75,13 +59,7 @@ fn partition_dir(log_dir: &Path) -> PathBuf {
 }
 
 fn segment_files(log_dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(partition_dir(log_dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
+    files_with_ext(&partition_dir(log_dir), "log")
 }
 
 /// (relative offset, position) of each entry of an index file.
@@ -94,54 +72,10 @@ fn index_entries(path: &Path) -> Vec<(u32, u32)> {
         .collect()
 }
 
-#[derive(Debug, Clone, Copy)]
-struct BatchInfo {
-    position: u64,
-    len: u64,
-    base_offset: u64,
-    count: u64,
-}
-
-impl BatchInfo {
-    fn next_offset(&self) -> u64 {
-        self.base_offset + self.count
-    }
-}
-
-fn batches(segment: &Path) -> Vec<BatchInfo> {
-    let bytes = std::fs::read(segment).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        let h = &bytes[pos..];
-        let base_offset = u64::from_le_bytes(h[0..8].try_into().unwrap());
-        let len = 12 + u64::from(u32::from_le_bytes(h[8..12].try_into().unwrap()));
-        let count = u64::from(u32::from_le_bytes(h[18..22].try_into().unwrap()));
-        out.push(BatchInfo { position: pos as u64, len, base_offset, count });
-        pos += len as usize;
-    }
-    assert_eq!(pos, bytes.len(), "{} does not end on a batch boundary", segment.display());
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A fresh copy of the fixture's directory to damage.
 fn scratch(fixture: &Fixture, name: &str) -> PathBuf {
     let dir = fixture.tmp.path().join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&fixture.dir, &dir);
+    fresh_copy(&fixture.dir, &dir);
     dir
 }
 
@@ -368,7 +302,7 @@ fn a_torn_tail_in_a_sealed_segment_is_cut_and_later_segments_removed() {
     for cut in [last.position + 1, last.position + 37, last.position + 38, last.position + last.len - 1] {
         let dir = scratch(&fixture, "torn");
         let segments = segment_files(&dir);
-        std::fs::OpenOptions::new().write(true).open(&segments[VICTIM]).unwrap().set_len(cut).unwrap();
+        truncate(&segments[VICTIM], cut);
         check_cut_back(&dir, &fixture, last.base_offset, cut - last.position, &segments[VICTIM + 1..]);
     }
 }

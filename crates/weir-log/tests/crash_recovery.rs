@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -18,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use weir_log::{Durability, Log, LogOptions, Record, Topic, TopicConfig};
 
 const CHILD_DIR_ENV: &str = "WEIR_CRASH_CHILD_DIR";
@@ -50,23 +53,6 @@ fn record(partition: u32, offset: u64) -> Record {
     let mut value = format!("rec-{partition}-{offset}-").into_bytes();
     value.resize(value.len() + (offset as usize * 7919) % 300, b'.');
     Record::new(value).with_timestamp(offset as i64)
-}
-
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
 }
 
 /// The child: appends to both partitions, one thread each, and acknowledges every append on

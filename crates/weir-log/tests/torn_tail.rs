@@ -10,9 +10,12 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use common::{Fixture, Rng, append_bytes, batches, build_fixture, files_with_ext, fresh_copy, truncate};
 use weir_log::{Durability, Error, Log, LogOptions, Record, Topic, TopicConfig};
 
 const TOPIC: &str = "t";
@@ -49,30 +52,8 @@ fn record(i: u64) -> Record {
 /// one is a batch of its own at the end of the active segment.
 const APPENDS: [u64; 16] = [3, 1, 17, 40, 5, 60, 2, 33, 8, 1, 25, 4, 12, 7, 3, 5];
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    /// Records appended to each partition (offset = index).
-    records: Vec<Record>,
-}
-
 fn build() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    let log = Log::open(&dir, options()).unwrap();
-    let topic = log.create_topic(TOPIC, config()).unwrap();
-    let mut records = Vec::new();
-    for n in APPENDS {
-        let batch: Vec<Record> = (records.len() as u64..records.len() as u64 + n).map(record).collect();
-        for p in 0..2 {
-            let appended = topic.append(p, &batch).unwrap();
-            assert_eq!(appended.base_offset, records.len() as u64);
-        }
-        records.extend(batch);
-    }
-    drop(topic);
-    drop(log);
-    let fixture = Fixture { _tmp: tmp, dir, records };
+    let fixture = build_fixture(options(), TOPIC, config(), APPENDS, record);
     let segments = segment_files(&fixture.dir, DAMAGED);
     assert!(segments.len() >= 3, "fixture needs sealed segments, has {} segments", segments.len());
     let active = batches(segments.last().unwrap());
@@ -87,90 +68,12 @@ fn partition_dir(log_dir: &Path, partition: u32) -> PathBuf {
     log_dir.join("topics").join(TOPIC).join(partition.to_string())
 }
 
-fn files_with_ext(log_dir: &Path, partition: u32, ext: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(partition_dir(log_dir, partition))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
-    files.sort();
-    files
-}
-
 fn segment_files(log_dir: &Path, partition: u32) -> Vec<PathBuf> {
-    files_with_ext(log_dir, partition, "log")
+    files_with_ext(&partition_dir(log_dir, partition), "log")
 }
 
 fn index_files(log_dir: &Path, partition: u32) -> Vec<PathBuf> {
-    files_with_ext(log_dir, partition, "index")
-}
-
-/// A batch as found by walking a segment file with the documented header layout.
-#[derive(Debug, Clone, Copy)]
-struct BatchInfo {
-    position: u64,
-    len: u64,
-    base_offset: u64,
-    count: u64,
-}
-
-fn batches(segment: &Path) -> Vec<BatchInfo> {
-    let bytes = std::fs::read(segment).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        let h = &bytes[pos..];
-        let base_offset = u64::from_le_bytes(h[0..8].try_into().unwrap());
-        let len = 12 + u64::from(u32::from_le_bytes(h[8..12].try_into().unwrap()));
-        let count = u64::from(u32::from_le_bytes(h[18..22].try_into().unwrap()));
-        out.push(BatchInfo { position: pos as u64, len, base_offset, count });
-        pos += len as usize;
-    }
-    assert_eq!(pos, bytes.len(), "{} does not end on a batch boundary", segment.display());
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn truncate(path: &Path, len: u64) {
-    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
-}
-
-fn append_bytes(path: &Path, bytes: &[u8]) {
-    use std::io::Write;
-    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
-}
-
-/// A small deterministic generator (SplitMix64), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+    files_with_ext(&partition_dir(log_dir, partition), "index")
 }
 
 // --- checks ---------------------------------------------------------------------------------
@@ -296,12 +199,11 @@ fn every_cut_inside_the_last_batch_keeps_the_complete_batches_before_it() {
         cuts = (0..400).map(|_| last.position + rng.below(last.len)).collect();
     }
     assert!(cuts.len() >= 50, "the last batch is too small for the test: {last:?}");
-    let scratch = fixture._tmp.path().join("scratch");
+    let scratch = fixture.tmp.path().join("scratch");
     for (i, cut) in cuts.into_iter().enumerate() {
         // Every cut gets the essential checks; the header, the first and every 16th the rest.
         let thorough = i % 16 == 0 || cut - last.position < 40 || cut + 1 == last.position + last.len;
-        let _ = std::fs::remove_dir_all(&scratch);
-        copy_dir(&fixture.dir, &scratch);
+        fresh_copy(&fixture.dir, &scratch);
         let name = segment.file_name().unwrap();
         truncate(&partition_dir(&scratch, DAMAGED).join(name), cut);
         let context =
@@ -318,12 +220,11 @@ fn random_cuts_anywhere_in_the_active_segment_keep_the_batches_before_them() {
     let all = batches(&segment);
     let size = std::fs::metadata(&segment).unwrap().len();
     let mut rng = Rng(0xc0ffee);
-    let scratch = fixture._tmp.path().join("scratch");
+    let scratch = fixture.tmp.path().join("scratch");
     for i in 0..40 {
         let cut = rng.below(size);
         let torn = all.iter().rfind(|b| b.position <= cut).unwrap();
-        let _ = std::fs::remove_dir_all(&scratch);
-        copy_dir(&fixture.dir, &scratch);
+        fresh_copy(&fixture.dir, &scratch);
         truncate(&partition_dir(&scratch, DAMAGED).join(segment.file_name().unwrap()), cut);
         let context = format!("cut at byte {cut} of the active segment (batch {torn:?})");
         let cut_bytes = cut - torn.position;
@@ -353,10 +254,9 @@ fn garbage_after_the_last_batch_is_cut_on_reopen() {
             b
         }),
     ];
-    let scratch = fixture._tmp.path().join("scratch");
+    let scratch = fixture.tmp.path().join("scratch");
     for (what, bytes) in garbage {
-        let _ = std::fs::remove_dir_all(&scratch);
-        copy_dir(&fixture.dir, &scratch);
+        fresh_copy(&fixture.dir, &scratch);
         append_bytes(&partition_dir(&scratch, DAMAGED).join(segment.file_name().unwrap()), &bytes);
         let context = format!("garbage after the last batch: {what}");
         reopen_and_check(&scratch, &fixture, fixture.records.len(), bytes.len() as u64, true, &context);
