@@ -118,37 +118,28 @@ pub(crate) fn encode(
     out: &mut Vec<u8>,
     batches: &mut Vec<EncodedBatch>,
 ) -> Result<(), usize> {
-    let initial_len = out.len();
-    let initial_batches = batches.len();
-    let payload: usize = records.iter().map(|r| r.value.len() + r.key.as_ref().map_or(0, Bytes::len)).sum();
-    out.reserve(payload + records.len() * 8 + HEADER_LEN);
-
-    let mut open: Option<OpenBatch> = None;
+    let Some(first) = records.first() else { return Ok(()) };
+    let (initial_len, initial_batches) = (out.len(), batches.len());
+    let mut batch = OpenBatch::start(out, base_offset, first.timestamp.unwrap_or(now_ms));
     for (next, record) in (base_offset..).zip(records) {
         let ts = record.timestamp.unwrap_or(now_ms);
-        let alone = framed_len(record_size(record, 0, 0));
-        if HEADER_LEN + alone > max_batch_bytes {
-            out.truncate(initial_len);
-            batches.truncate(initial_batches);
-            return Err(HEADER_LEN + alone);
-        }
-        let mut batch = match open.take() {
-            Some(b) => b,
-            None => OpenBatch::start(out, next, ts),
-        };
         let mut size = record_size(record, ts.wrapping_sub(batch.first_timestamp), next - batch.base_offset);
         if out.len() - batch.start + framed_len(size) > max_batch_bytes {
+            // The first record of a batch has zero deltas, so this is its size in a batch alone.
+            let alone = HEADER_LEN + framed_len(record_size(record, 0, 0));
+            if alone > max_batch_bytes {
+                out.truncate(initial_len);
+                batches.truncate(initial_batches);
+                return Err(alone);
+            }
             batches.push(batch.finish(out));
             batch = OpenBatch::start(out, next, ts);
             size = record_size(record, 0, 0);
         }
         write_record(out, record, size, ts.wrapping_sub(batch.first_timestamp), next - batch.base_offset);
         batch.add(ts);
-        open = Some(batch);
     }
-    if let Some(b) = open {
-        batches.push(b.finish(out));
-    }
+    batches.push(batch.finish(out));
     Ok(())
 }
 
@@ -215,18 +206,63 @@ fn record_size(r: &Record, ts_delta: i64, offset_delta: u64) -> usize {
 }
 
 fn write_record(out: &mut Vec<u8>, r: &Record, size: usize, ts_delta: i64, offset_delta: u64) {
-    put_varint(out, size as i64);
-    out.push(0);
-    put_varint(out, ts_delta);
-    put_varint(out, offset_delta as i64);
-    put_opt(out, r.key.as_deref());
-    put_varint(out, r.value.len() as i64);
+    // The fields before the value are a handful of varints: gather them on the stack and copy
+    // them with the key and the value, three copies instead of one per field.
+    out.reserve(size + 10);
+    let mut prefix = Prefix::default();
+    prefix.varint(size as i64);
+    prefix.byte(0);
+    prefix.varint(ts_delta);
+    prefix.varint(offset_delta as i64);
+    match &r.key {
+        None => prefix.varint(-1),
+        Some(key) => {
+            prefix.varint(key.len() as i64);
+            prefix.drain_into(out);
+            out.extend_from_slice(key);
+        }
+    }
+    prefix.varint(r.value.len() as i64);
+    prefix.drain_into(out);
     out.extend_from_slice(&r.value);
     put_varint(out, r.headers.len() as i64);
     for h in &r.headers {
         put_varint(out, h.key.len() as i64);
         out.extend_from_slice(h.key.as_bytes());
         put_opt(out, h.value.as_deref());
+    }
+}
+
+/// A few encoded varints on the stack (at most five of ten bytes, and the attributes byte).
+struct Prefix {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix { buf: [0; 64], len: 0 }
+    }
+}
+
+impl Prefix {
+    fn byte(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn varint(&mut self, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            self.byte((z as u8) | 0x80);
+            z >>= 7;
+        }
+        self.byte(z as u8);
+    }
+
+    fn drain_into(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.buf[..self.len]);
+        self.len = 0;
     }
 }
 
@@ -250,15 +286,11 @@ pub(crate) fn varint_len(v: i64) -> usize {
 /// Writes a zigzag LEB128 varint.
 pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    let mut tmp = [0u8; 10];
-    let mut i = 0;
     while z >= 0x80 {
-        tmp[i] = (z as u8) | 0x80;
+        out.push((z as u8) | 0x80);
         z >>= 7;
-        i += 1;
     }
-    tmp[i] = z as u8;
-    out.extend_from_slice(&tmp[..=i]);
+    out.push(z as u8);
 }
 
 /// A bounds-checked reader over a batch's record bytes.

@@ -71,9 +71,14 @@ impl IndexEntry {
 #[derive(Debug)]
 pub(crate) struct Index {
     entries: Vec<IndexEntry>,
+    /// How many entries at the end of `entries` are not in the file yet.
+    pending: usize,
     file: File,
     path: PathBuf,
 }
+
+/// Entries gathered before they are written out together.
+const WRITE_EVERY: usize = 64;
 
 impl Index {
     /// Opens (creating if absent) the index file and reads whatever well-formed entries it
@@ -102,7 +107,7 @@ impl Index {
             entries.push(e);
         }
         let well_formed = entries.len() * ENTRY_LEN == raw.len();
-        let mut index = Index { entries, file, path: path.to_owned() };
+        let mut index = Index { entries, pending: 0, file, path: path.to_owned() };
         if !well_formed {
             index.rewrite()?;
         }
@@ -131,10 +136,23 @@ impl Index {
         self.entries.last().copied().unwrap_or(IndexEntry::START)
     }
 
-    /// Appends an entry (in memory and to the file; no fsync: the index is a cache).
+    /// Appends an entry. It reaches the file with the next [`WRITE_EVERY`] entries, at
+    /// [`Index::write_pending`] or on drop (never fsynced: the index is a cache).
     pub(crate) fn push(&mut self, e: IndexEntry) -> Result<()> {
         self.entries.push(e);
-        self.file.write_all(&e.to_bytes()).map_err(Error::io("append to index", &self.path))
+        self.pending += 1;
+        if self.pending >= WRITE_EVERY { self.write_pending() } else { Ok(()) }
+    }
+
+    /// Writes the entries not yet in the file.
+    pub(crate) fn write_pending(&mut self) -> Result<()> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let start = self.entries.len() - self.pending;
+        let bytes: Vec<u8> = self.entries[start..].iter().flat_map(|e| e.to_bytes()).collect();
+        self.pending = 0;
+        self.file.write_all(&bytes).map_err(Error::io("append to index", &self.path))
     }
 
     /// The last entry whose batch starts at or before `relative_offset`.
@@ -151,10 +169,19 @@ impl Index {
 
     /// Writes the file anew from memory (after entries were dropped).
     fn rewrite(&mut self) -> Result<()> {
+        self.pending = 0;
         let bytes: Vec<u8> = self.entries.iter().flat_map(|e| e.to_bytes()).collect();
         self.file.set_len(0).map_err(Error::io("truncate index", &self.path))?;
         self.file.seek(SeekFrom::Start(0)).map_err(Error::io("rewrite index", &self.path))?;
         self.file.write_all(&bytes).map_err(Error::io("rewrite index", &self.path))
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_pending() {
+            tracing::warn!(error = %e, "index entries not written");
+        }
     }
 }
 

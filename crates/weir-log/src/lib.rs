@@ -61,17 +61,19 @@
 //! continue at the recovered end offset.
 //!
 //! A batch that fails its checks but lies whole inside a sealed segment is bit rot, not a torn
-//! write (a sealed segment was synced before the next one was created, except under
-//! `Durability::None`): it is kept, logged, and reading it fails with [`Error::Corrupt`] naming
+//! write (under `EveryBatch` a sealed segment was synced before the next one was
+//! created): it is kept, logged, and reading it fails with [`Error::Corrupt`] naming
 //! topic, partition, offset and file. Data is never skipped silently, and one flipped bit never
 //! deletes the segments after it.
 //!
 //! # Durability
 //!
 //! See [`Durability`] for what each mode survives. Under `EveryBatch`, concurrent appenders to a
-//! partition share one `fdatasync` (group commit); a rolled segment is synced, and its directory
-//! entry made durable, before the next segment takes writes. Committed group offsets are always
-//! written durably and atomically.
+//! partition share one `fdatasync` (group commit: whoever finds no sync in flight syncs everything
+//! written so far, the others wait for it), and a rolled segment is synced, with its directory
+//! entry, before the next segment takes writes. Under `Interval`, a roll syncs nothing; the next
+//! background flush syncs the segments sealed since the last one, the directory and the active
+//! segment. Committed group offsets are always written durably and atomically.
 //!
 //! # Concurrency
 //!

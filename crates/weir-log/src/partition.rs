@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -75,6 +75,10 @@ struct Writer {
     batches: Vec<EncodedBatch>,
     /// Written since the last `fdatasync`.
     dirty: bool,
+    /// Segments sealed without an `fdatasync` (every mode but `EveryBatch` rolls without one),
+    /// and whether the directory has entries not yet synced: the next flush syncs them.
+    unsynced: Vec<Arc<Segment>>,
+    dir_unsynced: bool,
 }
 
 pub(crate) struct Partition {
@@ -87,7 +91,9 @@ pub(crate) struct Partition {
     high_watermark: AtomicU64,
     log_start: AtomicU64,
     durable: AtomicU64,
-    sync: Mutex<()>,
+    /// Whether an `fdatasync` is in flight; `synced` is signalled when one ends.
+    sync: Mutex<bool>,
+    synced: Condvar,
     poisoned: AtomicBool,
     deleted: AtomicBool,
     /// Woken (all waiters) whenever the high watermark of any partition of the topic moves.
@@ -174,12 +180,15 @@ impl Partition {
                 buf: Vec::new(),
                 batches: Vec::new(),
                 dirty: false,
+                unsynced: Vec::new(),
+                dir_unsynced: false,
             }),
             segments: RwLock::new(segments),
             high_watermark: AtomicU64::new(next_offset),
             log_start: AtomicU64::new(start),
             durable: AtomicU64::new(next_offset),
-            sync: Mutex::new(()),
+            sync: Mutex::new(false),
+            synced: Condvar::new(),
             poisoned: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             notify,
@@ -303,16 +312,23 @@ impl Partition {
         self.config.segment_ms.is_some_and(|ms| segment.opened.elapsed() >= Duration::from_millis(ms))
     }
 
-    /// Seals the active segment and starts a new one at the next offset.
+    /// Seals the active segment and starts a new one at the next offset. Under `EveryBatch` the
+    /// sealed segment and the directory are synced first; in the other modes the next flush
+    /// syncs them (a roll every `segment_bytes` would otherwise cost a full `fdatasync` inside an
+    /// append).
     fn roll(&self, w: &mut Writer) -> Result<()> {
-        if self.durability != Durability::None {
+        if self.durability == Durability::EveryBatch {
             w.active.sync().map_err(|e| self.poison(e))?;
             w.dirty = false;
+        } else {
+            w.unsynced.push(w.active.clone());
         }
-        w.active.publish();
+        w.active.seal();
         let segment = Arc::new(Segment::create(&self.dir, w.next_offset)?);
-        if self.durability != Durability::None {
-            fsutil::sync_dir(&self.dir)?;
+        if self.durability == Durability::EveryBatch {
+            fsutil::sync_dir(&self.dir).map_err(|e| self.poison(e))?;
+        } else {
+            w.dir_unsynced = true;
         }
         self.segments.write().unwrap_or_else(PoisonError::into_inner).push(segment.clone());
         w.active = segment;
@@ -320,25 +336,54 @@ impl Partition {
         Ok(())
     }
 
-    /// Makes everything up to offset `end` durable, sharing one `fdatasync` with every appender
-    /// that wrote before it started (group commit), then publishes it to readers.
+    /// Makes everything up to offset `end` durable (group commit): if an `fdatasync` is in flight,
+    /// wait for it, since it may cover `end`; otherwise sync everything written so far, covering
+    /// every appender that wrote before it started. Under `EveryBatch`, then publishes to readers.
     fn sync_to(&self, end: u64) -> Result<()> {
-        let _turn = lock(&self.sync);
         if self.durable.load(Ordering::Acquire) >= end {
             return Ok(());
         }
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(self.poisoned_error());
+        let mut in_flight = lock(&self.sync);
+        loop {
+            if self.durable.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poisoned_error());
+            }
+            if !*in_flight {
+                break;
+            }
+            in_flight = self.synced.wait(in_flight).unwrap_or_else(PoisonError::into_inner);
         }
-        let (segment, target, size) = {
+        *in_flight = true;
+        drop(in_flight);
+        let result = self.sync_written();
+        *lock(&self.sync) = false;
+        self.synced.notify_all();
+        result
+    }
+
+    /// `fdatasync`s segments sealed since the last sync, the directory if it changed, and the
+    /// active segment; then records what is durable. Called by one thread at a time.
+    fn sync_written(&self) -> Result<()> {
+        let (active, target, size, sealed, dir) = {
             let mut w = lock(&self.writer);
             w.dirty = false;
-            (w.active.clone(), w.next_offset, w.active.size())
+            let sealed = std::mem::take(&mut w.unsynced);
+            let dir = std::mem::take(&mut w.dir_unsynced);
+            (w.active.clone(), w.next_offset, w.active.size(), sealed, dir)
         };
-        segment.sync().map_err(|e| self.poison(e))?;
+        for segment in &sealed {
+            segment.sync().map_err(|e| self.poison(e))?;
+        }
+        if dir {
+            fsutil::sync_dir(&self.dir).map_err(|e| self.poison(e))?;
+        }
+        active.sync().map_err(|e| self.poison(e))?;
         self.durable.fetch_max(target, Ordering::AcqRel);
         if self.durability == Durability::EveryBatch {
-            segment.publish_up_to(size);
+            active.publish_up_to(size);
             self.high_watermark.fetch_max(target, Ordering::AcqRel);
             self.notify.notify_waiters();
         }
