@@ -335,7 +335,8 @@ fn bytes_that_are_not_utf8_round_trip() {
     let weir = Weir::new();
     weir.ok(&["topic", "create", "bin", "--partitions", "1"]);
     let input = b"\xff\xfe\x00raw\n\xc3\x28\tk\xfftab\r\n";
-    weir.ok_with_input(&["produce", "bin", "--key-separator", "\t"], input);
+    // `\t` as two characters, as typed in a shell, stands for a tab.
+    weir.ok_with_input(&["produce", "bin", "--key-separator", "\\t"], input);
 
     let out = weir.run(&["consume", "bin"], b"");
     assert!(out.status.success());

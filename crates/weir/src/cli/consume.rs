@@ -81,8 +81,10 @@ pub(crate) struct ConsumeArgs {
     /// Print each record's partition and offset, each followed by the separator, first.
     #[arg(long)]
     print_offset: bool,
-    /// The separator printed after the fields of --print-offset and --print-key. [default: tab]
-    #[arg(long, short = 'k', value_name = "SEP", default_value = "\t", hide_default_value = true)]
+    /// The separator printed after the fields of --print-offset and --print-key (`\t` stands
+    /// for a tab). [default: tab]
+    #[arg(long, short = 'k', value_name = "SEP", default_value = "\t", hide_default_value = true,
+          value_parser = super::separator)]
     key_separator: String,
     /// With --json, give keys and values in base64 (lossless for binary data) instead of text.
     #[arg(long, requires = "json")]

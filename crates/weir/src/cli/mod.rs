@@ -125,3 +125,11 @@ fn open_log(dir: &Path, create: bool) -> Result<Log> {
         e => e.into(),
     })
 }
+
+/// A separator argument: non-empty, with `\t` for a tab (shells make a literal tab awkward).
+pub(crate) fn separator(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the separator must not be empty".to_owned());
+    }
+    Ok(s.replace("\\t", "\t"))
+}

@@ -22,7 +22,8 @@ pub(crate) struct ProduceArgs {
     topic: String,
     /// Split each line at the first SEP: the text before it is the record's key, the rest its
     /// value. A line without SEP is a keyless record. Without this flag every record is keyless.
-    #[arg(long, short = 'k', value_name = "SEP", value_parser = non_empty)]
+    /// `\t` stands for a tab.
+    #[arg(long, short = 'k', value_name = "SEP", value_parser = super::separator)]
     key_separator: Option<String>,
     /// Append every record to this partition. Without it, keyed records go to the partition of
     /// their key's hash and keyless records round-robin.
@@ -32,10 +33,6 @@ pub(crate) struct ProduceArgs {
     #[arg(long, short, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     batch_size: u64,
-}
-
-fn non_empty(s: &str) -> Result<String, String> {
-    if s.is_empty() { Err("the separator must not be empty".to_owned()) } else { Ok(s.to_owned()) }
 }
 
 /// The summary of a `produce` run.
