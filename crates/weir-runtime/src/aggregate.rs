@@ -1,0 +1,374 @@
+//! Aggregators: `create / add / merge / finish`, as Flink's `AggregateFunction`.
+//!
+//! Built in: [`Count`], [`Sum`], [`Min`], [`Max`], [`Avg`], [`DistinctCount`], [`Quantile`]
+//! (DDSketch: relative error 1 %), [`First`], [`Last`]. A tuple of aggregators is an aggregator of
+//! tuples, so `(Count, Avg::of(..), Quantile::of(0.99, ..))` computes all three in one pass. Any
+//! type implementing [`Aggregator`] works the same way.
+
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use sketches_ddsketch::{Config, DDSketch};
+
+/// An incremental aggregation over records of type `T`.
+pub trait Aggregator<T>: Send + Sync + 'static {
+    /// The running state.
+    type Acc: Send + 'static;
+    /// The result.
+    type Output: Send + 'static;
+    /// A fresh state.
+    fn create(&self) -> Self::Acc;
+    /// Adds one record.
+    fn add(&self, acc: &mut Self::Acc, record: &T);
+    /// Merges another state into `acc` (session windows merge).
+    fn merge(&self, acc: &mut Self::Acc, other: Self::Acc);
+    /// The result for a state.
+    fn finish(&self, acc: &Self::Acc) -> Self::Output;
+}
+
+/// Number of records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Count;
+
+impl<T> Aggregator<T> for Count {
+    type Acc = u64;
+    type Output = u64;
+    fn create(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _: &T) {
+        *acc += 1;
+    }
+    fn merge(&self, acc: &mut u64, other: u64) {
+        *acc += other;
+    }
+    fn finish(&self, acc: &u64) -> u64 {
+        *acc
+    }
+}
+
+/// Defines an aggregator over a value extracted from each record.
+macro_rules! extractor {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name<F, V> {
+            f: F,
+            _v: PhantomData<fn() -> V>,
+        }
+
+        impl<F, V> $name<F, V> {
+            /// Aggregates the value `f` extracts from each record.
+            pub fn of<T>(f: F) -> Self
+            where
+                F: Fn(&T) -> V,
+            {
+                $name { f, _v: PhantomData }
+            }
+        }
+    };
+}
+
+extractor!(
+    /// Sum of a numeric value.
+    Sum
+);
+extractor!(
+    /// Smallest value (`None` for no records).
+    Min
+);
+extractor!(
+    /// Largest value (`None` for no records).
+    Max
+);
+extractor!(
+    /// Number of distinct values (exact).
+    DistinctCount
+);
+extractor!(
+    /// The value of the first record added.
+    First
+);
+extractor!(
+    /// The value of the last record added.
+    Last
+);
+
+impl<T, F, V> Aggregator<T> for Sum<F, V>
+where
+    F: Fn(&T) -> V + Send + Sync + 'static,
+    V: Copy + Default + std::ops::AddAssign + Send + 'static,
+{
+    type Acc = V;
+    type Output = V;
+    fn create(&self) -> V {
+        V::default()
+    }
+    fn add(&self, acc: &mut V, record: &T) {
+        *acc += (self.f)(record);
+    }
+    fn merge(&self, acc: &mut V, other: V) {
+        *acc += other;
+    }
+    fn finish(&self, acc: &V) -> V {
+        *acc
+    }
+}
+
+macro_rules! extreme {
+    ($name:ident, $keep:expr) => {
+        impl<T, F, V> Aggregator<T> for $name<F, V>
+        where
+            F: Fn(&T) -> V + Send + Sync + 'static,
+            V: Copy + PartialOrd + Send + 'static,
+        {
+            type Acc = Option<V>;
+            type Output = Option<V>;
+            fn create(&self) -> Option<V> {
+                None
+            }
+            fn add(&self, acc: &mut Option<V>, record: &T) {
+                let v = (self.f)(record);
+                self.merge(acc, Some(v));
+            }
+            fn merge(&self, acc: &mut Option<V>, other: Option<V>) {
+                let keep: fn(&V, &V) -> bool = $keep;
+                *acc = match (*acc, other) {
+                    (Some(a), Some(b)) => Some(if keep(&a, &b) { a } else { b }),
+                    (a, b) => a.or(b),
+                };
+            }
+            fn finish(&self, acc: &Option<V>) -> Option<V> {
+                *acc
+            }
+        }
+    };
+}
+
+extreme!(Min, |a, b| a <= b);
+extreme!(Max, |a, b| a >= b);
+
+impl<T, F, V> Aggregator<T> for DistinctCount<F, V>
+where
+    F: Fn(&T) -> V + Send + Sync + 'static,
+    V: Hash + Eq + Send + 'static,
+{
+    type Acc = HashSet<V>;
+    type Output = u64;
+    fn create(&self) -> HashSet<V> {
+        HashSet::new()
+    }
+    fn add(&self, acc: &mut HashSet<V>, record: &T) {
+        acc.insert((self.f)(record));
+    }
+    fn merge(&self, acc: &mut HashSet<V>, other: HashSet<V>) {
+        acc.extend(other);
+    }
+    fn finish(&self, acc: &HashSet<V>) -> u64 {
+        acc.len() as u64
+    }
+}
+
+impl<T, F, V> Aggregator<T> for First<F, V>
+where
+    F: Fn(&T) -> V + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+{
+    type Acc = Option<V>;
+    type Output = Option<V>;
+    fn create(&self) -> Option<V> {
+        None
+    }
+    fn add(&self, acc: &mut Option<V>, record: &T) {
+        if acc.is_none() {
+            *acc = Some((self.f)(record));
+        }
+    }
+    /// Keeps `acc`'s value: merged states are in time order, earlier first.
+    fn merge(&self, acc: &mut Option<V>, other: Option<V>) {
+        if acc.is_none() {
+            *acc = other;
+        }
+    }
+    fn finish(&self, acc: &Option<V>) -> Option<V> {
+        acc.clone()
+    }
+}
+
+impl<T, F, V> Aggregator<T> for Last<F, V>
+where
+    F: Fn(&T) -> V + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+{
+    type Acc = Option<V>;
+    type Output = Option<V>;
+    fn create(&self) -> Option<V> {
+        None
+    }
+    fn add(&self, acc: &mut Option<V>, record: &T) {
+        *acc = Some((self.f)(record));
+    }
+    fn merge(&self, acc: &mut Option<V>, other: Option<V>) {
+        if other.is_some() {
+            *acc = other;
+        }
+    }
+    fn finish(&self, acc: &Option<V>) -> Option<V> {
+        acc.clone()
+    }
+}
+
+/// Arithmetic mean of a value (`None` for no records).
+pub struct Avg<F> {
+    f: F,
+}
+
+impl<F> Avg<F> {
+    /// Averages the value `f` extracts from each record.
+    pub fn of<T>(f: F) -> Self
+    where
+        F: Fn(&T) -> f64,
+    {
+        Avg { f }
+    }
+}
+
+impl<T, F> Aggregator<T> for Avg<F>
+where
+    F: Fn(&T) -> f64 + Send + Sync + 'static,
+{
+    type Acc = (f64, u64);
+    type Output = Option<f64>;
+    fn create(&self) -> (f64, u64) {
+        (0.0, 0)
+    }
+    fn add(&self, acc: &mut (f64, u64), record: &T) {
+        acc.0 += (self.f)(record);
+        acc.1 += 1;
+    }
+    fn merge(&self, acc: &mut (f64, u64), other: (f64, u64)) {
+        acc.0 += other.0;
+        acc.1 += other.1;
+    }
+    fn finish(&self, acc: &(f64, u64)) -> Option<f64> {
+        (acc.1 > 0).then(|| acc.0 / acc.1 as f64)
+    }
+}
+
+/// A quantile of a value, estimated with DDSketch (relative error 1 %; `None` for no records).
+pub struct Quantile<F> {
+    q: f64,
+    f: F,
+}
+
+impl<F> Quantile<F> {
+    /// The `q` quantile (0.0–1.0, clamped) of the value `f` extracts from each record.
+    pub fn of<T>(q: f64, f: F) -> Self
+    where
+        F: Fn(&T) -> f64,
+    {
+        Quantile { q: q.clamp(0.0, 1.0), f }
+    }
+}
+
+impl<T, F> Aggregator<T> for Quantile<F>
+where
+    F: Fn(&T) -> f64 + Send + Sync + 'static,
+{
+    type Acc = DDSketch;
+    type Output = Option<f64>;
+    fn create(&self) -> DDSketch {
+        DDSketch::new(Config::defaults())
+    }
+    fn add(&self, acc: &mut DDSketch, record: &T) {
+        acc.add((self.f)(record));
+    }
+    fn merge(&self, acc: &mut DDSketch, other: DDSketch) {
+        // Sketches built with the same configuration always merge.
+        let _ = acc.merge(&other);
+    }
+    fn finish(&self, acc: &DDSketch) -> Option<f64> {
+        acc.quantile(self.q).ok().flatten()
+    }
+}
+
+macro_rules! tuple_aggregator {
+    ($($a:ident $i:tt),+) => {
+        impl<T, $($a: Aggregator<T>),+> Aggregator<T> for ($($a,)+) {
+            type Acc = ($($a::Acc,)+);
+            type Output = ($($a::Output,)+);
+            fn create(&self) -> Self::Acc {
+                ($(self.$i.create(),)+)
+            }
+            fn add(&self, acc: &mut Self::Acc, record: &T) {
+                $(self.$i.add(&mut acc.$i, record);)+
+            }
+            fn merge(&self, acc: &mut Self::Acc, other: Self::Acc) {
+                $(self.$i.merge(&mut acc.$i, other.$i);)+
+            }
+            fn finish(&self, acc: &Self::Acc) -> Self::Output {
+                ($(self.$i.finish(&acc.$i),)+)
+            }
+        }
+    };
+}
+
+tuple_aggregator!(A 0);
+tuple_aggregator!(A 0, B 1);
+tuple_aggregator!(A 0, B 1, C 2);
+tuple_aggregator!(A 0, B 1, C 2, D 3);
+tuple_aggregator!(A 0, B 1, C 2, D 3, E 4);
+tuple_aggregator!(A 0, B 1, C 2, D 3, E 4, G 5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fold<A: Aggregator<i64>>(agg: &A, values: &[i64]) -> A::Output {
+        let mut acc = agg.create();
+        for v in values {
+            agg.add(&mut acc, v);
+        }
+        agg.finish(&acc)
+    }
+
+    #[test]
+    fn built_ins_compute_what_they_say() {
+        let v = [5i64, -2, 9, 9, 1];
+        assert_eq!(fold(&Count, &v), 5);
+        assert_eq!(fold(&Sum::of(|x: &i64| *x), &v), 22);
+        assert_eq!(fold(&Min::of(|x: &i64| *x), &v), Some(-2));
+        assert_eq!(fold(&Max::of(|x: &i64| *x), &v), Some(9));
+        assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &v), Some(4.4));
+        assert_eq!(fold(&DistinctCount::of(|x: &i64| *x), &v), 4);
+        assert_eq!(fold(&First::of(|x: &i64| *x), &v), Some(5));
+        assert_eq!(fold(&Last::of(|x: &i64| *x), &v), Some(1));
+        assert_eq!(fold(&Min::of(|x: &i64| *x), &[]), None);
+        assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &[]), None);
+    }
+
+    #[test]
+    fn merge_equals_adding_everything_to_one_state() {
+        let agg = (
+            Count,
+            Sum::of(|x: &i64| *x),
+            Min::of(|x: &i64| *x),
+            Max::of(|x: &i64| *x),
+            DistinctCount::of(|x: &i64| *x % 3),
+        );
+        let (a, b) = ([3i64, 8, 1], [7i64, 2]);
+        let mut left = agg.create();
+        a.iter().for_each(|x| agg.add(&mut left, x));
+        let mut right = agg.create();
+        b.iter().for_each(|x| agg.add(&mut right, x));
+        agg.merge(&mut left, right);
+        assert_eq!(agg.finish(&left), fold(&agg, &[3, 8, 1, 7, 2]));
+    }
+
+    #[test]
+    fn quantile_is_within_the_sketch_error() {
+        let values: Vec<i64> = (1..=10_000).collect();
+        let p99 = fold(&Quantile::of(0.99, |x: &i64| *x as f64), &values).unwrap();
+        assert!((p99 - 9_900.0).abs() / 9_900.0 <= 0.02, "p99 {p99}");
+    }
+}

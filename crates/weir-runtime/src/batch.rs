@@ -1,0 +1,66 @@
+//! Batches and the messages that carry them between tasks.
+
+/// Event time and watermarks: milliseconds since the Unix epoch.
+pub type Timestamp = i64;
+
+/// A batch of records, the unit that moves between operators and tasks.
+///
+/// `timestamps` is empty until event time is assigned (see
+/// [`Stream::assign_timestamps`](crate::Stream::assign_timestamps)); from then on it holds one
+/// timestamp per record, and one-to-one operators keep the two in step. `split` names the source
+/// split (partition, file) the records came from; watermarks are tracked per split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch<T> {
+    /// The records.
+    pub records: Vec<T>,
+    /// One event timestamp per record, or empty.
+    pub timestamps: Vec<Timestamp>,
+    /// The source split the records came from (0 after an exchange).
+    pub split: u32,
+}
+
+impl<T> Batch<T> {
+    /// A batch of records without timestamps from split 0.
+    pub fn new(records: Vec<T>) -> Self {
+        Batch { records, timestamps: Vec::new(), split: 0 }
+    }
+
+    /// A batch of records from a source split.
+    pub fn from_split(split: u32, records: Vec<T>) -> Self {
+        Batch { records, timestamps: Vec::new(), split }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch has no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The timestamp of record `i`, if timestamps are assigned.
+    pub fn timestamp(&self, i: usize) -> Option<Timestamp> {
+        self.timestamps.get(i).copied()
+    }
+}
+
+/// What flows through a channel or a chain of operators.
+///
+/// Ordering rules: messages from one sender arrive in order. A `Watermark(t)` promises that no
+/// record with a timestamp `<= t` follows on that input; watermarks only rise. `Barrier(id)`
+/// separates the records before checkpoint `id` from those after it. `End` is the last message
+/// an input sends; it is preceded by `Watermark(Timestamp::MAX)` on bounded inputs, which fires
+/// every window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message<T> {
+    /// Records.
+    Data(Batch<T>),
+    /// Event time has advanced to this timestamp.
+    Watermark(Timestamp),
+    /// A checkpoint barrier.
+    Barrier(u64),
+    /// The input is finished.
+    End,
+}

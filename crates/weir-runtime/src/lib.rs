@@ -1,0 +1,63 @@
+//! `weir-runtime`: Weir's dataflow runtime.
+//!
+//! Users compose `source → map/filter → assign_timestamps → key_by → window → aggregate → sink`
+//! with a [`Pipeline`]; the runtime runs it on tokio with batches, not single records, moving
+//! between operators and tasks.
+//!
+//! ```text
+//!  subtask 0: source ─► map ─► assign_timestamps ─┐ hash exchange ┌─► window ─► sink
+//!                       (one task, fused)          ├──────────────┤   (one task per subtask)
+//!  subtask 1: source ─► map ─► assign_timestamps ─┘ bounded chans └─► window ─► sink
+//! ```
+//!
+//! # Message protocol
+//!
+//! Between operators and tasks flow [`Message`]s: `Data(batch)`, `Watermark(t)`,
+//! `Barrier(id)` and `End`. Each upstream subtask's messages arrive in order. Watermarks only
+//! rise; `Watermark(t)` promises no more records with timestamps `<= t` from that input. A task
+//! with several inputs forwards the minimum watermark of its live inputs, a barrier once every
+//! live input sent it, and `End` once all inputs ended. Bounded sources send
+//! `Watermark(Timestamp::MAX)` before `End`, so every window fires and the job completes.
+//!
+//! # Execution
+//!
+//! One-to-one operators are fused into the task of their source subtask. `key_by` closes those
+//! tasks with a hash exchange: each downstream subtask reads one bounded channel, and a full
+//! channel makes the sender wait (backpressure, measured in [`JobReport::backpressure`]).
+//! Operators implement [`Operator`]: one required method, `process_batch`, and hooks for
+//! watermarks, barriers and the end of input.
+//!
+//! # Event time and windows
+//!
+//! See the `time` module for watermark rules and the `window` module for window semantics
+//! (half-open, epoch-aligned windows; allowed lateness; late records to a side output, counted).
+//!
+//! # Dead letters
+//!
+//! [`Stream::try_map`] sends records it fails on — origin, payload, error — to the dead-letter
+//! output, and the pipeline goes on. A panic in user code fails the job with
+//! [`Error::Panicked`] naming the task's operators.
+
+mod aggregate;
+mod batch;
+mod dead_letter;
+mod error;
+mod exchange;
+mod operator;
+mod ops;
+mod pipeline;
+mod sink;
+mod source;
+mod time;
+mod window;
+
+pub use aggregate::{Aggregator, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile, Sum};
+pub use batch::{Batch, Message, Timestamp};
+pub use dead_letter::{DeadLetter, Traceable};
+pub use error::{Error, Result};
+pub use operator::{Collector, Operator};
+pub use pipeline::{JobReport, KeyedStream, Pipeline, PipelineBuilder, Stream, WindowedStream};
+pub use sink::{CollectSink, DiscardSink, Sink, SinkWriter};
+pub use source::{MemoryReader, MemorySource, Source, SourceReader};
+pub use time::Watermarks;
+pub use window::{SessionWindows, SlidingWindows, TumblingWindows, WindowResult, WindowSpec};

@@ -1,0 +1,129 @@
+//! The stateless one-to-one operators: map, filter, flat_map, inspect, and the fallible map whose
+//! failures become dead letters.
+
+use std::sync::Arc;
+
+use crate::batch::Batch;
+use crate::dead_letter::{DeadLetter, DeadLetters, Traceable};
+use crate::operator::{Collector, Operator};
+
+pub(crate) struct Map<F>(pub(crate) Arc<F>);
+
+impl<In, Out, F> Operator<In, Out> for Map<F>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+    F: Fn(In) -> Out + Send + Sync + 'static,
+{
+    fn process_batch(&mut self, batch: Batch<In>, out: &mut Collector<Out>) {
+        let f = &*self.0;
+        out.batch(Batch {
+            records: batch.records.into_iter().map(f).collect(),
+            timestamps: batch.timestamps,
+            split: batch.split,
+        });
+    }
+}
+
+pub(crate) struct Filter<F>(pub(crate) Arc<F>);
+
+impl<T, F> Operator<T, T> for Filter<F>
+where
+    T: Send + 'static,
+    F: Fn(&T) -> bool + Send + Sync + 'static,
+{
+    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
+        let f = &*self.0;
+        if batch.timestamps.is_empty() {
+            let records: Vec<T> = batch.records.into_iter().filter(|r| f(r)).collect();
+            out.batch(Batch { records, timestamps: Vec::new(), split: batch.split });
+        } else {
+            let (records, timestamps) =
+                batch.records.into_iter().zip(batch.timestamps).filter(|(r, _)| f(r)).unzip();
+            out.batch(Batch { records, timestamps, split: batch.split });
+        }
+    }
+}
+
+pub(crate) struct FlatMap<F>(pub(crate) Arc<F>);
+
+impl<In, Out, I, F> Operator<In, Out> for FlatMap<F>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+    I: IntoIterator<Item = Out>,
+    F: Fn(In) -> I + Send + Sync + 'static,
+{
+    fn process_batch(&mut self, batch: Batch<In>, out: &mut Collector<Out>) {
+        let f = &*self.0;
+        let mut records = Vec::with_capacity(batch.records.len());
+        let mut timestamps = Vec::new();
+        if batch.timestamps.is_empty() {
+            for r in batch.records {
+                records.extend(f(r));
+            }
+        } else {
+            for (r, ts) in batch.records.into_iter().zip(batch.timestamps) {
+                records.extend(f(r));
+                timestamps.resize(records.len(), ts);
+            }
+        }
+        out.batch(Batch { records, timestamps, split: batch.split });
+    }
+}
+
+pub(crate) struct Inspect<F>(pub(crate) Arc<F>);
+
+impl<T, F> Operator<T, T> for Inspect<F>
+where
+    T: Send + 'static,
+    F: Fn(&T) + Send + Sync + 'static,
+{
+    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
+        batch.records.iter().for_each(|r| (self.0)(r));
+        out.batch(batch);
+    }
+}
+
+/// A map that can fail: failures go to the dead-letter output with the record's origin, raw
+/// payload and the error; the pipeline goes on.
+pub(crate) struct TryMap<F> {
+    pub(crate) f: Arc<F>,
+    pub(crate) operator: Arc<str>,
+    pub(crate) dead_letters: DeadLetters,
+}
+
+impl<In, Out, E, F> Operator<In, Out> for TryMap<F>
+where
+    In: Traceable + Send + 'static,
+    Out: Send + 'static,
+    E: std::fmt::Display,
+    F: Fn(&In) -> Result<Out, E> + Send + Sync + 'static,
+{
+    fn process_batch(&mut self, batch: Batch<In>, out: &mut Collector<Out>) {
+        let f = &*self.f;
+        let mut records = Vec::with_capacity(batch.records.len());
+        let mut timestamps = Vec::with_capacity(batch.timestamps.len());
+        let mut failed = Vec::new();
+        for (i, r) in batch.records.iter().enumerate() {
+            match f(r) {
+                Ok(v) => {
+                    records.push(v);
+                    if let Some(ts) = batch.timestamp(i) {
+                        timestamps.push(ts);
+                    }
+                }
+                Err(e) => failed.push(DeadLetter {
+                    operator: self.operator.to_string(),
+                    origin: r.origin(),
+                    payload: r.payload(),
+                    error: e.to_string(),
+                }),
+            }
+        }
+        if !failed.is_empty() {
+            self.dead_letters.send(failed);
+        }
+        out.batch(Batch { records, timestamps, split: batch.split });
+    }
+}

@@ -1,0 +1,739 @@
+//! The pipeline builder and its execution.
+//!
+//! A [`Stream`] is a set of parallel *lanes*, each a chain of operators not yet closed. One-to-one
+//! operators (`map`, `filter`, `try_map`, `assign_timestamps`, …) extend every lane: they are
+//! fused into the task that runs the lane, with no channel in between. `key_by` closes the lanes
+//! with a hash exchange and opens new ones, one per downstream subtask, each reading its own
+//! bounded channel. A sink closes the lanes for good; every closed lane becomes a tokio task
+//! when the pipeline runs.
+
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::aggregate::Aggregator;
+use crate::batch::{Batch, Message, Timestamp};
+use crate::dead_letter::{DeadLetter, DeadLetters, Traceable};
+use crate::error::{Error, Result};
+use crate::exchange::{ExchangeStage, Inputs, Tagged};
+use crate::operator::{OpStage, Operator, Stage};
+use crate::ops::{Filter, FlatMap, Inspect, Map, TryMap};
+use crate::sink::{Sink, SinkWriter};
+use crate::source::{Source, SourceReader};
+use crate::time::{AssignTimestamps, Watermarks};
+use crate::window::{LateRecords, WindowOperator, WindowResult, WindowSpec};
+
+/// What a task gets when the pipeline starts it.
+#[derive(Clone)]
+struct TaskContext {
+    stop: watch::Receiver<bool>,
+}
+
+type TaskFn = Box<dyn FnOnce(TaskContext) -> BoxFuture<'static, Result<()>> + Send>;
+
+struct Task {
+    name: String,
+    run: TaskFn,
+}
+
+/// A lane whose downstream is not known yet.
+struct Lane<T> {
+    name: String,
+    close: Box<dyn FnOnce(Box<dyn Stage<T>>) -> TaskFn + Send>,
+}
+
+type DeadLetterSink =
+    Box<dyn FnOnce(mpsc::UnboundedReceiver<Vec<DeadLetter>>) -> BoxFuture<'static, Result<()>> + Send>;
+
+struct Inner {
+    tasks: Vec<Task>,
+    dead_letter_sink: Option<DeadLetterSink>,
+}
+
+/// Counters a finished job reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobReport {
+    /// Records sent to the dead-letter output.
+    pub dead_letters: u64,
+    /// Records that arrived after their windows' allowed lateness.
+    pub late_records: u64,
+    /// Total time tasks waited on full channels (backpressure).
+    pub backpressure: Duration,
+}
+
+/// Settings of a [`Pipeline`]; see [`Pipeline::builder`].
+#[derive(Debug, Clone)]
+pub struct PipelineBuilder {
+    name: String,
+    parallelism: usize,
+    channel_capacity: usize,
+    handle_signals: bool,
+}
+
+impl PipelineBuilder {
+    /// Subtasks per operator. Default: the number of CPUs.
+    pub fn parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n;
+        self
+    }
+
+    /// Batches a channel between tasks holds before its sender waits. Default: 8.
+    pub fn channel_capacity(mut self, n: usize) -> Self {
+        self.channel_capacity = n;
+        self
+    }
+
+    /// Whether Ctrl-C / SIGTERM stop the job gracefully (sources stop, in-flight batches drain,
+    /// windows fire, sinks flush). Default: `true`.
+    pub fn handle_signals(mut self, yes: bool) -> Self {
+        self.handle_signals = yes;
+        self
+    }
+
+    /// Checks the settings and creates the pipeline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming `name`, `parallelism` or `channel_capacity`.
+    pub fn build(self) -> Result<Pipeline> {
+        if self.name.is_empty() {
+            return Err(Error::InvalidConfig { field: "name", reason: "must not be empty".into() });
+        }
+        if !(1..=1024).contains(&self.parallelism) {
+            let reason = format!("{} is not between 1 and 1024", self.parallelism);
+            return Err(Error::InvalidConfig { field: "parallelism", reason });
+        }
+        if self.channel_capacity == 0 {
+            return Err(Error::InvalidConfig {
+                field: "channel_capacity",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let (dead_letters, dead_rx, dead_count) = DeadLetters::new();
+        Ok(Pipeline {
+            settings: self,
+            inner: Arc::new(Mutex::new(Inner { tasks: Vec::new(), dead_letter_sink: None })),
+            dead_letters,
+            dead_rx: Some(dead_rx),
+            dead_count,
+            late_count: Arc::new(AtomicU64::new(0)),
+            blocked_ns: Arc::new(AtomicU64::new(0)),
+        })
+    }
+}
+
+/// A dataflow job: sources, operators and sinks, run on tokio.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_runtime::{Count, CollectSink, MemorySource, Pipeline, TumblingWindows, Watermarks};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> weir_runtime::Result<()> {
+/// let p = Pipeline::builder("counts").parallelism(2).build()?;
+/// let out = CollectSink::new();
+/// p.source(MemorySource::new(vec![(1_000i64, "a"), (1_500, "b"), (2_500, "a")]))
+///     .assign_timestamps(|e| e.0, Watermarks::monotonic())
+///     .key_by(|e| e.1)
+///     .window(TumblingWindows::of(Duration::from_secs(1)))
+///     .aggregate(Count)
+///     .sink(out.clone());
+/// p.run().await?;
+/// assert_eq!(out.take().len(), 3);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pipeline {
+    settings: PipelineBuilder,
+    inner: Arc<Mutex<Inner>>,
+    dead_letters: DeadLetters,
+    dead_rx: Option<mpsc::UnboundedReceiver<Vec<DeadLetter>>>,
+    dead_count: Arc<AtomicU64>,
+    late_count: Arc<AtomicU64>,
+    blocked_ns: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Shared by the streams of one pipeline.
+#[derive(Clone)]
+struct Context {
+    inner: Arc<Mutex<Inner>>,
+    parallelism: usize,
+    channel_capacity: usize,
+    dead_letters: DeadLetters,
+    late_count: Arc<AtomicU64>,
+    blocked_ns: Arc<AtomicU64>,
+}
+
+impl Context {
+    fn add_task(&self, task: Task) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).tasks.push(task);
+    }
+}
+
+impl Pipeline {
+    /// Starts configuring a pipeline called `name`.
+    pub fn builder(name: impl Into<String>) -> PipelineBuilder {
+        PipelineBuilder {
+            name: name.into(),
+            parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            channel_capacity: 8,
+            handle_signals: true,
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            inner: self.inner.clone(),
+            parallelism: self.settings.parallelism,
+            channel_capacity: self.settings.channel_capacity,
+            dead_letters: self.dead_letters.clone(),
+            late_count: self.late_count.clone(),
+            blocked_ns: self.blocked_ns.clone(),
+        }
+    }
+
+    /// Adds a source; its readers run at the pipeline's parallelism.
+    pub fn source<S: Source>(&self, source: S) -> Stream<S::Item> {
+        let ctx = self.context();
+        let source = Arc::new(source);
+        let parallelism = ctx.parallelism;
+        let lanes = (0..parallelism)
+            .map(|subtask| {
+                let source = source.clone();
+                let name = format!("source {}", source.name());
+                Lane {
+                    name,
+                    close: Box::new(move |mut head: Box<dyn Stage<S::Item>>| -> TaskFn {
+                        Box::new(move |ctx: TaskContext| {
+                            Box::pin(async move {
+                                let reader = source.reader(subtask, parallelism)?;
+                                run_source(reader, &mut *head, ctx.stop).await
+                            })
+                        })
+                    }),
+                }
+            })
+            .collect();
+        Stream { ctx, lanes }
+    }
+
+    /// Sends dead letters to `sink` (one writer) instead of logging them as warnings.
+    pub fn dead_letters<S: Sink<DeadLetter>>(&self, sink: S) {
+        let drain: DeadLetterSink = Box::new(move |mut rx| {
+            Box::pin(async move {
+                let mut writer = sink.writer(0, 1)?;
+                while let Some(letters) = rx.recv().await {
+                    writer.write_batch(Batch::new(letters)).await?;
+                }
+                writer.finish().await
+            })
+        });
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).dead_letter_sink = Some(drain);
+    }
+
+    /// Runs every task until the sources are exhausted (or the job is stopped by Ctrl-C/SIGTERM)
+    /// and every sink finished.
+    ///
+    /// # Errors
+    ///
+    /// The first task error: a connector's [`Error::Connector`], or [`Error::Panicked`] naming
+    /// the operators of a task whose user code panicked. The other tasks are stopped.
+    pub async fn run(mut self) -> Result<JobReport> {
+        let (tasks, dead_sink) = {
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            (std::mem::take(&mut inner.tasks), inner.dead_letter_sink.take())
+        };
+        if tasks.is_empty() {
+            return Err(Error::InvalidConfig { field: "sinks", reason: "the pipeline has no sink".into() });
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut set = JoinSet::new();
+        let mut names = std::collections::HashMap::new();
+        let dead_rx = self.dead_rx.take();
+        for task in tasks {
+            let ctx = TaskContext { stop: stop_rx.clone() };
+            let handle = set.spawn((task.run)(ctx));
+            names.insert(handle.id(), task.name);
+        }
+        // The operators hold the senders now; the channel closes when they finish.
+        drop(std::mem::replace(&mut self.dead_letters, DeadLetters::new().0));
+        let dead_task = tokio::spawn(drain_dead_letters(dead_rx, dead_sink));
+        let name = self.settings.name.clone();
+        tracing::info!(pipeline = %name, parallelism = self.settings.parallelism, tasks = names.len(), "pipeline started");
+
+        let signals = self.settings.handle_signals;
+        let mut first_error = None;
+        loop {
+            let joined = tokio::select! {
+                joined = set.join_next_with_id() => joined,
+                () = shutdown_signal(), if signals && !*stop_tx.borrow() => {
+                    tracing::info!(pipeline = %name, "stop requested; draining");
+                    let _ = stop_tx.send(true);
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            let failure = match joined {
+                Ok((_, Ok(()))) => None,
+                Ok((id, Err(e))) => Some((id, e)),
+                Err(e) => {
+                    let id = e.id();
+                    let operator = names.get(&id).cloned().unwrap_or_default();
+                    let message =
+                        if e.is_panic() { panic_message(e.into_panic()) } else { "cancelled".to_owned() };
+                    Some((id, Error::Panicked { operator, message }))
+                }
+            };
+            if let Some((id, e)) = failure {
+                if !matches!(e, Error::Cancelled) || first_error.is_none() {
+                    tracing::error!(pipeline = %name, task = names.get(&id).map_or("", String::as_str), error = %e, "task failed");
+                }
+                if first_error.is_none() || matches!(first_error, Some(Error::Cancelled)) {
+                    first_error = Some(e);
+                }
+                set.abort_all();
+            }
+        }
+        let dead = dead_task.await;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        match dead {
+            Ok(result) => result?,
+            Err(e) => {
+                return Err(Error::Panicked { operator: "dead letters".into(), message: e.to_string() });
+            }
+        }
+        Ok(JobReport {
+            dead_letters: self.dead_count.load(Ordering::Relaxed),
+            late_records: self.late_count.load(Ordering::Relaxed),
+            backpressure: Duration::from_nanos(self.blocked_ns.load(Ordering::Relaxed)),
+        })
+    }
+}
+
+async fn drain_dead_letters(
+    rx: Option<mpsc::UnboundedReceiver<Vec<DeadLetter>>>,
+    sink: Option<DeadLetterSink>,
+) -> Result<()> {
+    let Some(mut rx) = rx else { return Ok(()) };
+    match sink {
+        Some(drain) => drain(rx).await,
+        None => {
+            while let Some(letters) = rx.recv().await {
+                for l in letters {
+                    tracing::warn!(
+                        operator = l.operator,
+                        origin = l.origin,
+                        error = l.error,
+                        payload = l.payload,
+                        "dead letter"
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// Runs a source subtask: reads batches into the chain until the source is exhausted or the job
+/// stops, then ends the stream with the final watermark.
+async fn run_source<R: SourceReader>(
+    mut reader: R,
+    head: &mut dyn Stage<R::Item>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let next = tokio::select! {
+            next = reader.next_batch() => next?,
+            _ = stop.changed() => continue,
+        };
+        match next {
+            Some(batch) => head.push(Message::Data(batch)).await?,
+            None => break,
+        }
+    }
+    head.push(Message::Watermark(Timestamp::MAX)).await?;
+    head.push(Message::End).await
+}
+
+/// Reads a task's merged input channel into its chain.
+async fn run_inputs<T: Send + 'static>(mut inputs: Inputs<T>, head: &mut dyn Stage<T>) -> Result<()> {
+    while let Some(msg) = inputs.next().await {
+        let end = matches!(msg, Message::End);
+        head.push(msg).await?;
+        if end {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The end of a chain that writes to a sink.
+struct SinkStage<W> {
+    writer: W,
+}
+
+impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
+    fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            match msg {
+                Message::Data(batch) => self.writer.write_batch(batch).await,
+                Message::End => self.writer.finish().await,
+                Message::Watermark(_) | Message::Barrier(_) => Ok(()),
+            }
+        })
+    }
+}
+
+/// A stream of `T` records: the lanes of its parallel subtasks.
+pub struct Stream<T> {
+    ctx: Context,
+    lanes: Vec<Lane<T>>,
+}
+
+impl<T> std::fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("lanes", &self.lanes.len()).finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Stream<T> {
+    /// Extends every lane with an operator made by `make`, fused into the lane's task.
+    pub fn operator<U, O>(self, name: &str, make: impl Fn() -> O) -> Stream<U>
+    where
+        U: Send + 'static,
+        O: Operator<T, U>,
+    {
+        let lanes = self
+            .lanes
+            .into_iter()
+            .map(|lane| {
+                let op = make();
+                let close = lane.close;
+                Lane {
+                    name: format!("{} -> {name}", lane.name),
+                    close: Box::new(move |next: Box<dyn Stage<U>>| close(Box::new(OpStage::new(op, next)))),
+                }
+            })
+            .collect();
+        Stream { ctx: self.ctx, lanes }
+    }
+
+    /// Transforms every record.
+    pub fn map<U, F>(self, f: F) -> Stream<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator("map", || Map(f.clone()))
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter<F>(self, f: F) -> Stream<T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator("filter", || Filter(f.clone()))
+    }
+
+    /// Replaces every record by the records `f` returns (each keeps the input's timestamp).
+    pub fn flat_map<U, I, F>(self, f: F) -> Stream<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U>,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator("flat_map", || FlatMap(f.clone()))
+    }
+
+    /// Calls `f` on every record, passing it on unchanged.
+    pub fn inspect<F>(self, f: F) -> Stream<T>
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator("inspect", || Inspect(f.clone()))
+    }
+
+    /// Transforms every record with a function that can fail. A failure never stops the
+    /// pipeline: the record's origin, payload and the error go to the dead-letter output (see
+    /// [`Pipeline::dead_letters`]) and are counted in [`JobReport::dead_letters`].
+    pub fn try_map<U, E, F>(self, f: F) -> Stream<U>
+    where
+        T: Traceable,
+        U: Send + 'static,
+        E: std::fmt::Display,
+        F: Fn(&T) -> Result<U, E> + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let dead_letters = self.ctx.dead_letters.clone();
+        self.operator("try_map", || TryMap {
+            f: f.clone(),
+            operator: "try_map".into(),
+            dead_letters: dead_letters.clone(),
+        })
+    }
+
+    /// Gives every record an event timestamp (ms) and starts generating watermarks per source
+    /// split with `strategy` (see the `time` module for the rules).
+    pub fn assign_timestamps<F>(self, f: F, strategy: Watermarks) -> Stream<T>
+    where
+        F: Fn(&T) -> Timestamp + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator("assign_timestamps", || AssignTimestamps::new(f.clone(), strategy))
+    }
+
+    /// Merges another stream of the same records into this one.
+    pub fn union(mut self, other: Stream<T>) -> Stream<T> {
+        self.lanes.extend(other.lanes);
+        self
+    }
+
+    /// Partitions the stream by key: records with equal keys go to the same subtask (a hash
+    /// exchange over bounded channels).
+    pub fn key_by<K, KF>(self, key: KF) -> KeyedStream<K, T, KF>
+    where
+        K: Hash + Eq + Clone + Send + 'static,
+        KF: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        let key = Arc::new(key);
+        let n = self.ctx.parallelism;
+        let upstream = self.lanes.len();
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| mpsc::channel::<Tagged<T>>(self.ctx.channel_capacity)).unzip();
+        for (me, lane) in self.lanes.into_iter().enumerate() {
+            let stage = ExchangeStage {
+                key: key.clone(),
+                me,
+                senders: senders.clone(),
+                blocked_ns: self.ctx.blocked_ns.clone(),
+            };
+            self.ctx.add_task(Task {
+                name: format!("{} -> key_by", lane.name),
+                run: (lane.close)(Box::new(stage)),
+            });
+        }
+        drop(senders);
+        let lanes = receivers
+            .into_iter()
+            .map(|rx| Lane {
+                name: "keyed".to_owned(),
+                close: Box::new(move |mut head: Box<dyn Stage<T>>| -> TaskFn {
+                    Box::new(move |_ctx: TaskContext| {
+                        Box::pin(async move { run_inputs(Inputs::new(rx, upstream), &mut *head).await })
+                    })
+                }),
+            })
+            .collect();
+        KeyedStream { stream: Stream { ctx: self.ctx, lanes }, key, _k: std::marker::PhantomData }
+    }
+
+    /// Writes every record to `sink`, one writer per subtask.
+    pub fn sink<S: Sink<T>>(self, sink: S) {
+        let sink = Arc::new(sink);
+        let parallelism = self.lanes.len();
+        for (subtask, lane) in self.lanes.into_iter().enumerate() {
+            let sink = sink.clone();
+            let name = format!("{} -> sink {}", lane.name, sink.name());
+            let head = DeferredSink { sink, subtask, parallelism, writer: None };
+            self.ctx.add_task(Task { name, run: (lane.close)(Box::new(head)) });
+        }
+    }
+}
+
+/// A sink stage whose writer is created when the task starts.
+struct DeferredSink<S, W> {
+    sink: Arc<S>,
+    subtask: usize,
+    parallelism: usize,
+    writer: Option<SinkStage<W>>,
+}
+
+impl<T, S> Stage<T> for DeferredSink<S, S::Writer>
+where
+    T: Send + 'static,
+    S: Sink<T> + Sync,
+{
+    fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if self.writer.is_none() {
+                self.writer = Some(SinkStage { writer: self.sink.writer(self.subtask, self.parallelism)? });
+            }
+            match self.writer.as_mut() {
+                Some(w) => w.push(msg).await,
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// A stream partitioned by key; see [`Stream::key_by`].
+pub struct KeyedStream<K, T, KF> {
+    stream: Stream<T>,
+    key: Arc<KF>,
+    _k: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K, T, KF> KeyedStream<K, T, KF>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Send + 'static,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    /// Groups the records of each key into event-time windows.
+    pub fn window(self, spec: WindowSpec) -> WindowedStream<K, T, KF> {
+        WindowedStream { keyed: self, spec, lateness: 0, late: None }
+    }
+
+    /// The stream again, still partitioned by key.
+    pub fn into_stream(self) -> Stream<T> {
+        self.stream
+    }
+}
+
+/// A keyed stream cut into windows; see [`KeyedStream::window`].
+pub struct WindowedStream<K, T, KF> {
+    keyed: KeyedStream<K, T, KF>,
+    spec: WindowSpec,
+    lateness: i64,
+    late: Option<mpsc::UnboundedSender<Batch<T>>>,
+}
+
+impl<K, T, KF> WindowedStream<K, T, KF>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Send + 'static,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    /// Keeps windows open for `lateness` after they fire, updating and re-firing them for records
+    /// that arrive late but within it. Default: zero.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness = lateness.as_millis().min(i64::MAX as u128) as i64;
+        self
+    }
+
+    /// The records that arrive after their windows' allowed lateness, as a stream of their own
+    /// (one lane) to sink. Without it they are only counted ([`JobReport::late_records`]).
+    pub fn late_records(&mut self) -> Stream<T> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Batch<T>>();
+        self.late = Some(tx);
+        let lane = Lane {
+            name: "late records".to_owned(),
+            close: Box::new(move |mut head: Box<dyn Stage<T>>| -> TaskFn {
+                Box::new(move |_ctx: TaskContext| {
+                    Box::pin(async move {
+                        while let Some(batch) = rx.recv().await {
+                            head.push(Message::Data(batch)).await?;
+                        }
+                        head.push(Message::Watermark(Timestamp::MAX)).await?;
+                        head.push(Message::End).await
+                    })
+                })
+            }),
+        };
+        Stream { ctx: self.keyed.stream.ctx.clone(), lanes: vec![lane] }
+    }
+
+    /// Aggregates each window of each key with `agg`, emitting a [`WindowResult`] when the
+    /// window fires.
+    ///
+    /// # Panics
+    ///
+    /// Never; an invalid window size is reported by [`WindowSpec`]'s checks as a
+    /// [`Error::InvalidConfig`] when the pipeline runs.
+    pub fn aggregate<A: Aggregator<T>>(self, agg: A) -> Stream<WindowResult<K, A::Output>> {
+        let agg = Arc::new(agg);
+        let key = self.keyed.key.clone();
+        let spec = self.spec;
+        let lateness = self.lateness;
+        let late = LateRecords { tx: self.late.clone(), count: self.keyed.stream.ctx.late_count.clone() };
+        let invalid = spec.validate().err();
+        let stream = self.keyed.stream.operator("window", || {
+            WindowOperator::new(key.clone(), spec, agg.clone(), lateness, late.clone())
+        });
+        match invalid {
+            None => stream,
+            Some((field, reason)) => stream.fail(Error::InvalidConfig { field, reason }),
+        }
+    }
+}
+
+impl<T: Send + 'static> Stream<T> {
+    /// A stream whose tasks fail with `error` when the pipeline runs.
+    fn fail(self, error: Error) -> Stream<T> {
+        let message = error.to_string();
+        let lanes = self
+            .lanes
+            .into_iter()
+            .map(|lane| {
+                let message = message.clone();
+                Lane {
+                    name: lane.name,
+                    close: Box::new(move |_next: Box<dyn Stage<T>>| -> TaskFn {
+                        Box::new(move |_ctx| {
+                            Box::pin(async move { Err(Error::connector("window", message)) })
+                        })
+                    }),
+                }
+            })
+            .collect();
+        Stream { ctx: self.ctx, lanes }
+    }
+}

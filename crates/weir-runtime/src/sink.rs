@@ -1,0 +1,107 @@
+//! Sinks: where records leave a pipeline.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::batch::Batch;
+use crate::error::Result;
+
+/// A description of where records go; at run time it makes one [`SinkWriter`] per subtask.
+pub trait Sink<T>: Send + Sync + 'static {
+    /// The writer of one subtask.
+    type Writer: SinkWriter<T>;
+
+    /// A short name for task names and errors.
+    fn name(&self) -> String;
+
+    /// The writer of subtask `subtask` of `parallelism`.
+    fn writer(&self, subtask: usize, parallelism: usize) -> Result<Self::Writer>;
+}
+
+/// Writes batches for one subtask.
+pub trait SinkWriter<T>: Send + 'static {
+    /// Writes a batch.
+    fn write_batch(&mut self, batch: Batch<T>) -> impl Future<Output = Result<()>> + Send;
+
+    /// The input ended: flush and close.
+    fn finish(&mut self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Collects every record into a shared `Vec`, for tests and examples.
+#[derive(Debug)]
+pub struct CollectSink<T> {
+    records: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T> Clone for CollectSink<T> {
+    fn clone(&self) -> Self {
+        CollectSink { records: self.records.clone() }
+    }
+}
+
+impl<T: Send + 'static> Default for CollectSink<T> {
+    fn default() -> Self {
+        CollectSink { records: Arc::new(Mutex::new(Vec::new())) }
+    }
+}
+
+impl<T: Send + 'static> CollectSink<T> {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes what was collected so far.
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.records.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl<T: Send + 'static> Sink<T> for CollectSink<T> {
+    type Writer = CollectSink<T>;
+
+    fn name(&self) -> String {
+        "collect".to_owned()
+    }
+
+    fn writer(&self, _: usize, _: usize) -> Result<CollectSink<T>> {
+        Ok(self.clone())
+    }
+}
+
+impl<T: Send + 'static> SinkWriter<T> for CollectSink<T> {
+    async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner).extend(batch.records);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Drops every record (benchmarks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardSink;
+
+impl<T: Send + 'static> Sink<T> for DiscardSink {
+    type Writer = DiscardSink;
+
+    fn name(&self) -> String {
+        "discard".to_owned()
+    }
+
+    fn writer(&self, _: usize, _: usize) -> Result<DiscardSink> {
+        Ok(DiscardSink)
+    }
+}
+
+impl<T: Send + 'static> SinkWriter<T> for DiscardSink {
+    async fn write_batch(&mut self, _: Batch<T>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

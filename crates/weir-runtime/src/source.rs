@@ -1,0 +1,102 @@
+//! Sources: where records enter a pipeline.
+//!
+//! A [`Source`] is a description; at run time it makes one [`SourceReader`] per parallel subtask.
+//! A reader returns batches until it returns `Ok(None)` (a bounded source is exhausted); an
+//! unbounded reader waits for data instead. Batches carry the split they came from, so event
+//! time is tracked per split.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::batch::Batch;
+use crate::error::Result;
+
+/// A description of where records come from.
+pub trait Source: Send + Sync + 'static {
+    /// The records it produces.
+    type Item: Send + 'static;
+    /// The reader of one subtask.
+    type Reader: SourceReader<Item = Self::Item>;
+
+    /// A short name for task names and errors, e.g. `"file:access.log"`.
+    fn name(&self) -> String;
+
+    /// The reader of subtask `subtask` of `parallelism` (it reads its share of the splits).
+    fn reader(&self, subtask: usize, parallelism: usize) -> Result<Self::Reader>;
+}
+
+/// Reads batches for one subtask.
+pub trait SourceReader: Send + 'static {
+    /// The records it produces.
+    type Item: Send + 'static;
+
+    /// The next batch, or `None` when a bounded source is exhausted.
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel safe: the pipeline drops the future when it stops.
+    fn next_batch(&mut self) -> impl Future<Output = Result<Option<Batch<Self::Item>>>> + Send;
+}
+
+/// A bounded source over records in memory; subtask `i` of `p` reads chunks `i, i + p, …`, each
+/// chunk its own split. For tests and examples.
+#[derive(Debug, Clone)]
+pub struct MemorySource<T> {
+    records: Arc<Vec<T>>,
+    batch_size: usize,
+}
+
+impl<T: Clone + Send + Sync + 'static> MemorySource<T> {
+    /// A source of `records`, in batches of 1024.
+    pub fn new(records: Vec<T>) -> Self {
+        MemorySource { records: Arc::new(records), batch_size: 1024 }
+    }
+
+    /// Sets the batch size (at least 1). Default: 1024.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Source for MemorySource<T> {
+    type Item = T;
+    type Reader = MemoryReader<T>;
+
+    fn name(&self) -> String {
+        "memory".to_owned()
+    }
+
+    fn reader(&self, subtask: usize, parallelism: usize) -> Result<MemoryReader<T>> {
+        Ok(MemoryReader {
+            records: self.records.clone(),
+            batch_size: self.batch_size,
+            chunk: subtask,
+            step: parallelism.max(1),
+        })
+    }
+}
+
+/// The reader of a [`MemorySource`].
+#[derive(Debug)]
+pub struct MemoryReader<T> {
+    records: Arc<Vec<T>>,
+    batch_size: usize,
+    chunk: usize,
+    step: usize,
+}
+
+impl<T: Clone + Send + Sync + 'static> SourceReader for MemoryReader<T> {
+    type Item = T;
+
+    async fn next_batch(&mut self) -> Result<Option<Batch<T>>> {
+        let start = self.chunk * self.batch_size;
+        if start >= self.records.len() {
+            return Ok(None);
+        }
+        let end = (start + self.batch_size).min(self.records.len());
+        let batch = Batch::from_split(self.chunk as u32, self.records[start..end].to_vec());
+        self.chunk += self.step;
+        Ok(Some(batch))
+    }
+}

@@ -1,0 +1,160 @@
+//! Event time: timestamp assignment and watermark generation.
+//!
+//! Watermark rules:
+//! 1. Per source split (partition, file), the watermark is the largest timestamp seen minus the
+//!    out-of-orderness bound, minus 1 ms: `Watermark(t)` promises no later record has a timestamp
+//!    `<= t` (Flink's convention). With [`Watermarks::monotonic`] the bound is 0.
+//! 2. A task's watermark is the minimum over its splits that are not idle; a split is idle when it
+//!    sent nothing for the idle timeout ([`Watermarks::with_idle_timeout`]). A task emits a
+//!    watermark only when it rises.
+//! 3. A task with several inputs (after an exchange) forwards the minimum over its inputs that
+//!    have not ended.
+//! 4. A bounded source ends with `Watermark(Timestamp::MAX)`, which fires every window.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batch, Timestamp};
+use crate::operator::{Collector, Operator};
+
+/// How watermarks follow the timestamps of the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    bound_ms: i64,
+    idle_timeout: Option<Duration>,
+}
+
+impl Watermarks {
+    /// Records may arrive up to `bound` later than the largest timestamp seen so far.
+    pub fn bounded_out_of_orderness(bound: Duration) -> Self {
+        Watermarks { bound_ms: bound.as_millis() as i64, idle_timeout: None }
+    }
+
+    /// Timestamps never decrease within a split.
+    pub fn monotonic() -> Self {
+        Watermarks { bound_ms: 0, idle_timeout: None }
+    }
+
+    /// A split that sends nothing for `timeout` stops holding the watermark back, until it sends
+    /// again. Default: no timeout (a silent split holds the watermark back).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The out-of-orderness bound in milliseconds.
+    pub fn bound_ms(&self) -> i64 {
+        self.bound_ms
+    }
+}
+
+struct SplitState {
+    max_ts: Timestamp,
+    last_seen: Instant,
+}
+
+/// Assigns a timestamp to every record and emits watermarks.
+pub(crate) struct AssignTimestamps<F> {
+    pub(crate) f: Arc<F>,
+    pub(crate) strategy: Watermarks,
+    splits: HashMap<u32, SplitState>,
+    emitted: Timestamp,
+}
+
+impl<F> AssignTimestamps<F> {
+    pub(crate) fn new(f: Arc<F>, strategy: Watermarks) -> Self {
+        AssignTimestamps { f, strategy, splits: HashMap::new(), emitted: Timestamp::MIN }
+    }
+
+    /// The minimum watermark over the splits that are not idle.
+    fn current(&self, now: Instant) -> Option<Timestamp> {
+        self.splits
+            .values()
+            .filter(|s| self.strategy.idle_timeout.is_none_or(|t| now.duration_since(s.last_seen) < t))
+            .map(|s| s.max_ts.saturating_sub(self.strategy.bound_ms).saturating_sub(1))
+            .min()
+    }
+}
+
+impl<T, F> Operator<T, T> for AssignTimestamps<F>
+where
+    T: Send + 'static,
+    F: Fn(&T) -> Timestamp + Send + Sync + 'static,
+{
+    fn process_batch(&mut self, mut batch: Batch<T>, out: &mut Collector<T>) {
+        let f = &*self.f;
+        batch.timestamps.clear();
+        batch.timestamps.extend(batch.records.iter().map(f));
+        let max = batch.timestamps.iter().copied().max();
+        let now = Instant::now();
+        let split =
+            self.splits.entry(batch.split).or_insert(SplitState { max_ts: Timestamp::MIN, last_seen: now });
+        split.last_seen = now;
+        if let Some(max) = max {
+            split.max_ts = split.max_ts.max(max);
+        }
+        out.batch(batch);
+        if let Some(w) = self.current(now)
+            && w > self.emitted
+        {
+            self.emitted = w;
+            out.watermark(w);
+        }
+    }
+
+    /// Upstream watermarks are replaced by this operator's, except the final one.
+    fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<T>) {
+        if watermark == Timestamp::MAX && self.emitted < Timestamp::MAX {
+            self.emitted = Timestamp::MAX;
+            out.watermark(watermark);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Message;
+
+    fn run(
+        op: &mut AssignTimestamps<impl Fn(&i64) -> i64 + Send + Sync + 'static>,
+        split: u32,
+        ts: Vec<i64>,
+    ) -> Vec<i64> {
+        let mut out = Collector::default();
+        op.process_batch(Batch::from_split(split, ts), &mut out);
+        let mut marks = Vec::new();
+        for m in out.take_for_test() {
+            if let Message::Watermark(w) = m {
+                marks.push(w);
+            }
+        }
+        marks
+    }
+
+    #[test]
+    fn watermark_is_max_minus_bound_minus_one_and_only_rises() {
+        let mut op = AssignTimestamps::new(
+            Arc::new(|t: &i64| *t),
+            Watermarks::bounded_out_of_orderness(Duration::from_millis(100)),
+        );
+        assert_eq!(run(&mut op, 0, vec![1_000, 1_200, 1_100]), vec![1_099]);
+        assert_eq!(run(&mut op, 0, vec![900]), Vec::<i64>::new());
+        assert_eq!(run(&mut op, 0, vec![1_500]), vec![1_399]);
+    }
+
+    #[test]
+    fn splits_merge_by_minimum_and_idle_splits_stop_counting() {
+        let mut op = AssignTimestamps::new(
+            Arc::new(|t: &i64| *t),
+            Watermarks::monotonic().with_idle_timeout(Duration::from_millis(50)),
+        );
+        assert_eq!(run(&mut op, 0, vec![1_000]), vec![999]);
+        assert_eq!(run(&mut op, 1, vec![500]), Vec::<i64>::new(), "split 1 holds the watermark at 499");
+        assert_eq!(run(&mut op, 0, vec![2_000]), Vec::<i64>::new());
+        std::thread::sleep(Duration::from_millis(80));
+        // Split 1 is idle now; split 0's watermark counts alone.
+        assert_eq!(run(&mut op, 0, vec![3_000]), vec![2_999]);
+    }
+}

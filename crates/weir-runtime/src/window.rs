@@ -1,0 +1,420 @@
+//! Windows over event time: tumbling, sliding and session windows, keyed, with allowed lateness.
+//!
+//! Semantics (as Flink's):
+//! - Windows are half-open `[start, end)`. Tumbling and sliding windows are aligned to the epoch
+//!   plus an optional offset: a tumbling window of size `s` containing `t` starts at
+//!   `t - (t - offset) mod s`.
+//! - A window fires when the watermark reaches `end - 1`, emitting one [`WindowResult`] per key
+//!   with its aggregate. The result's timestamp is `end - 1`.
+//! - Session windows: each record opens `[t, t + gap)`; windows of a key that overlap or touch
+//!   (`a.start <= b.end && a.end >= b.start`) merge, their aggregates merged.
+//! - Allowed lateness `L`: a window's state is kept until the watermark reaches `end - 1 + L`. A
+//!   record for a window that already fired but is within `L` updates it, and the window fires
+//!   again with the updated result. A record whose window is past `end - 1 + L` is late: it goes
+//!   to the late side output (if the pipeline has one) and is counted, never silently dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::aggregate::Aggregator;
+use crate::batch::{Batch, Timestamp};
+use crate::operator::{Collector, Operator};
+
+/// The kind of window and its sizes, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// Fixed-size windows that do not overlap.
+    Tumbling {
+        /// Window length.
+        size: i64,
+        /// Shift from epoch alignment.
+        offset: i64,
+    },
+    /// Fixed-size windows starting every `slide`.
+    Sliding {
+        /// Window length.
+        size: i64,
+        /// Distance between window starts.
+        slide: i64,
+        /// Shift from epoch alignment.
+        offset: i64,
+    },
+    /// Windows that close after a gap of inactivity per key.
+    Session {
+        /// The inactivity gap.
+        gap: i64,
+    },
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// Tumbling windows.
+#[derive(Debug, Clone, Copy)]
+pub struct TumblingWindows;
+
+impl TumblingWindows {
+    /// Windows of `size`, aligned to the epoch.
+    pub fn of(size: Duration) -> WindowSpec {
+        WindowSpec::Tumbling { size: ms(size), offset: 0 }
+    }
+}
+
+/// Sliding (hopping) windows.
+#[derive(Debug, Clone, Copy)]
+pub struct SlidingWindows;
+
+impl SlidingWindows {
+    /// Windows of `size` starting every `slide`, aligned to the epoch.
+    pub fn of(size: Duration, slide: Duration) -> WindowSpec {
+        WindowSpec::Sliding { size: ms(size), slide: ms(slide), offset: 0 }
+    }
+}
+
+/// Session windows.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionWindows;
+
+impl SessionWindows {
+    /// Sessions that end after `gap` without records of the key.
+    pub fn with_gap(gap: Duration) -> WindowSpec {
+        WindowSpec::Session { gap: ms(gap) }
+    }
+}
+
+impl WindowSpec {
+    /// Shifts tumbling and sliding windows from epoch alignment by `offset`.
+    pub fn with_offset(self, offset: Duration) -> WindowSpec {
+        match self {
+            WindowSpec::Tumbling { size, .. } => WindowSpec::Tumbling { size, offset: ms(offset) },
+            WindowSpec::Sliding { size, slide, .. } => {
+                WindowSpec::Sliding { size, slide, offset: ms(offset) }
+            }
+            s @ WindowSpec::Session { .. } => s,
+        }
+    }
+
+    /// Checks sizes; the error names the bad one.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        match *self {
+            WindowSpec::Tumbling { size, .. } if size <= 0 => {
+                Err(("window size", "must be at least 1 ms".into()))
+            }
+            WindowSpec::Sliding { size, slide, .. } if size <= 0 || slide <= 0 => {
+                Err(("window size/slide", "must be at least 1 ms".into()))
+            }
+            WindowSpec::Sliding { size, slide, .. } if size % slide != 0 => Err((
+                "window slide",
+                format!("the size {size} ms must be a multiple of the slide {slide} ms"),
+            )),
+            WindowSpec::Session { gap } if gap <= 0 => Err(("session gap", "must be at least 1 ms".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Start of the last window of period `period` that starts at or before `t`.
+    fn aligned_start(t: i64, period: i64, offset: i64) -> i64 {
+        t - (t - offset).rem_euclid(period)
+    }
+
+    /// Calls `f(start, end)` for each (non-session) window containing `t`.
+    fn for_each_window(&self, t: i64, mut f: impl FnMut(i64, i64)) {
+        match *self {
+            WindowSpec::Tumbling { size, offset } => {
+                let start = Self::aligned_start(t, size, offset);
+                f(start, start + size);
+            }
+            WindowSpec::Sliding { size, slide, offset } => {
+                let mut start = Self::aligned_start(t, slide, offset);
+                while start > t - size {
+                    f(start, start + size);
+                    start -= slide;
+                }
+            }
+            WindowSpec::Session { gap } => f(t, t + gap),
+        }
+    }
+}
+
+/// One window's result for one key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowResult<K, V> {
+    /// The key.
+    pub key: K,
+    /// Window start (inclusive), ms since the epoch.
+    pub window_start: Timestamp,
+    /// Window end (exclusive), ms since the epoch.
+    pub window_end: Timestamp,
+    /// The aggregate.
+    pub value: V,
+}
+
+/// Where late records go.
+pub(crate) struct LateRecords<T> {
+    pub(crate) tx: Option<mpsc::UnboundedSender<Batch<T>>>,
+    pub(crate) count: Arc<AtomicU64>,
+}
+
+impl<T> Clone for LateRecords<T> {
+    fn clone(&self) -> Self {
+        LateRecords { tx: self.tx.clone(), count: self.count.clone() }
+    }
+}
+
+struct Session<A> {
+    start: i64,
+    end: i64,
+    acc: A,
+}
+
+/// The keyed window operator.
+pub(crate) struct WindowOperator<K, T, KF, A: Aggregator<T>> {
+    key: Arc<KF>,
+    spec: WindowSpec,
+    agg: Arc<A>,
+    lateness: i64,
+    late: LateRecords<T>,
+    watermark: Timestamp,
+    /// Tumbling and sliding: window end -> key -> state.
+    windows: BTreeMap<i64, HashMap<K, A::Acc>>,
+    /// Session windows of each key, sorted by start, and the ends to look at.
+    sessions: HashMap<K, Vec<Session<A::Acc>>>,
+    session_timers: BTreeMap<i64, Vec<K>>,
+}
+
+impl<K, T, KF, A> WindowOperator<K, T, KF, A>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Send + 'static,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+    A: Aggregator<T>,
+{
+    pub(crate) fn new(
+        key: Arc<KF>,
+        spec: WindowSpec,
+        agg: Arc<A>,
+        lateness: i64,
+        late: LateRecords<T>,
+    ) -> Self {
+        WindowOperator {
+            key,
+            spec,
+            agg,
+            lateness,
+            late,
+            watermark: Timestamp::MIN,
+            windows: BTreeMap::new(),
+            sessions: HashMap::new(),
+            session_timers: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a window ending at `end` is past its allowed lateness.
+    fn expired(&self, end: i64) -> bool {
+        (end - 1).saturating_add(self.lateness) <= self.watermark
+    }
+
+    fn result(&self, key: K, start: i64, end: i64, acc: &A::Acc, out: &mut Vec<WindowResult<K, A::Output>>) {
+        out.push(WindowResult { key, window_start: start, window_end: end, value: self.agg.finish(acc) });
+    }
+
+    /// Adds a record to a tumbling or sliding window; returns whether it was late for every window.
+    fn add_fixed(&mut self, key: &K, ts: i64, record: &T, refired: &mut Vec<(K, i64)>) -> bool {
+        let mut late = true;
+        let spec = self.spec;
+        spec.for_each_window(ts, |_start, end| {
+            if self.expired(end) {
+                return;
+            }
+            late = false;
+            let by_key = self.windows.entry(end).or_default();
+            let acc = match by_key.get_mut(key) {
+                Some(acc) => acc,
+                None => by_key.entry(key.clone()).or_insert_with(|| self.agg.create()),
+            };
+            self.agg.add(acc, record);
+            if end - 1 <= self.watermark {
+                refired.push((key.clone(), end));
+            }
+        });
+        late
+    }
+
+    /// Adds a record to the key's sessions, merging; returns whether it was late.
+    fn add_session(&mut self, key: &K, ts: i64, gap: i64, record: &T, refired: &mut Vec<(K, i64)>) -> bool {
+        let sessions = self.sessions.entry(key.clone()).or_default();
+        let (mut start, mut end) = (ts, ts.saturating_add(gap));
+        let mut acc = self.agg.create();
+        self.agg.add(&mut acc, record);
+        // Merge every session that overlaps or touches the new one.
+        let mut i = 0;
+        while i < sessions.len() {
+            let s = &sessions[i];
+            if s.start <= end && s.end >= start {
+                let s = sessions.remove(i);
+                start = start.min(s.start);
+                end = end.max(s.end);
+                let mut merged = s.acc;
+                self.agg.merge(&mut merged, acc);
+                acc = merged;
+            } else {
+                i += 1;
+            }
+        }
+        if (end - 1).saturating_add(self.lateness) <= self.watermark {
+            // Entirely late: put back nothing new (the merged sessions were already emitted
+            // and purged, so none can be here).
+            return true;
+        }
+        let pos = sessions.partition_point(|s| s.start < start);
+        sessions.insert(pos, Session { start, end, acc });
+        self.session_timers.entry(end).or_default().push(key.clone());
+        if end - 1 <= self.watermark {
+            refired.push((key.clone(), end));
+        }
+        false
+    }
+
+    fn emit_refired(&self, refired: Vec<(K, i64)>, out: &mut Collector<WindowResult<K, A::Output>>) {
+        if refired.is_empty() {
+            return;
+        }
+        let mut results = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (key, end) in refired {
+            if !seen.insert((key.clone(), end)) {
+                continue;
+            }
+            match self.spec {
+                WindowSpec::Session { .. } => {
+                    if let Some(s) = self.sessions.get(&key).and_then(|v| v.iter().find(|s| s.end == end)) {
+                        self.result(key, s.start, s.end, &s.acc, &mut results);
+                    }
+                }
+                WindowSpec::Tumbling { size, .. } | WindowSpec::Sliding { size, .. } => {
+                    if let Some(acc) = self.windows.get(&end).and_then(|m| m.get(&key)) {
+                        self.result(key, end - size, end, acc, &mut results);
+                    }
+                }
+            }
+        }
+        emit(results, out);
+    }
+}
+
+fn emit<K, V>(results: Vec<WindowResult<K, V>>, out: &mut Collector<WindowResult<K, V>>) {
+    let timestamps = results.iter().map(|r| r.window_end - 1).collect();
+    out.batch(Batch { records: results, timestamps, split: 0 });
+}
+
+impl<K, T, KF, A> Operator<T, WindowResult<K, A::Output>> for WindowOperator<K, T, KF, A>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Send + 'static,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+    A: Aggregator<T>,
+{
+    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<WindowResult<K, A::Output>>) {
+        if batch.timestamps.len() != batch.records.len() {
+            // Without event time there is nothing to window by: every record is late.
+            tracing::warn!(
+                records = batch.records.len(),
+                "records without timestamps reached a window; call assign_timestamps first"
+            );
+        }
+        let mut refired = Vec::new();
+        let mut late = Vec::new();
+        let key_fn = self.key.clone();
+        for (i, record) in batch.records.into_iter().enumerate() {
+            let Some(ts) = batch.timestamps.get(i).copied() else {
+                late.push(record);
+                continue;
+            };
+            let key = key_fn(&record);
+            let is_late = match self.spec {
+                WindowSpec::Session { gap } => self.add_session(&key, ts, gap, &record, &mut refired),
+                _ => self.add_fixed(&key, ts, &record, &mut refired),
+            };
+            if is_late {
+                late.push(record);
+            }
+        }
+        self.emit_refired(refired, out);
+        if !late.is_empty() {
+            self.late.count.fetch_add(late.len() as u64, Ordering::Relaxed);
+            if let Some(tx) = &self.late.tx {
+                let _ = tx.send(Batch::new(late));
+            }
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<WindowResult<K, A::Output>>) {
+        if watermark <= self.watermark {
+            return;
+        }
+        let previous = self.watermark;
+        self.watermark = watermark;
+        let mut results = Vec::new();
+        match self.spec {
+            WindowSpec::Session { .. } => {
+                // Fire sessions whose end passed, drop those past lateness.
+                let due: Vec<i64> =
+                    self.session_timers.range(..=watermark.saturating_add(1)).map(|(e, _)| *e).collect();
+                for end in due {
+                    let fire = end - 1 > previous && end - 1 <= watermark;
+                    let keys = if self.expired(end) {
+                        self.session_timers.remove(&end).unwrap_or_default()
+                    } else {
+                        self.session_timers.get(&end).cloned().unwrap_or_default()
+                    };
+                    for key in keys {
+                        let Some(list) = self.sessions.get_mut(&key) else { continue };
+                        if fire && let Some(s) = list.iter().find(|s| s.end == end) {
+                            results.push(WindowResult {
+                                key: key.clone(),
+                                window_start: s.start,
+                                window_end: s.end,
+                                value: self.agg.finish(&s.acc),
+                            });
+                        }
+                        if (end - 1).saturating_add(self.lateness) <= watermark {
+                            list.retain(|s| s.end != end);
+                            if list.is_empty() {
+                                self.sessions.remove(&key);
+                            }
+                        }
+                    }
+                }
+            }
+            WindowSpec::Tumbling { size, .. } | WindowSpec::Sliding { size, .. } => {
+                let first_unfired = previous.saturating_add(2);
+                for (&end, by_key) in self.windows.range(first_unfired..=watermark.saturating_add(1)) {
+                    for (key, acc) in by_key {
+                        results.push(WindowResult {
+                            key: key.clone(),
+                            window_start: end - size,
+                            window_end: end,
+                            value: self.agg.finish(acc),
+                        });
+                    }
+                }
+                let lateness = self.lateness;
+                while let Some((&end, _)) = self.windows.first_key_value() {
+                    if (end - 1).saturating_add(lateness) > watermark {
+                        break;
+                    }
+                    self.windows.pop_first();
+                }
+            }
+        }
+        emit(results, out);
+        out.watermark(watermark);
+    }
+}

@@ -1,0 +1,36 @@
+//! End-to-end: a windowed count at parallelism 1 and 4 equals a brute-force count.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use weir_runtime::{CollectSink, Count, MemorySource, Pipeline, Sum, TumblingWindows, Watermarks};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tumbling_count_and_sum_match_brute_force() {
+    let events: Vec<(i64, u16, u64)> = (0..10_000i64)
+        .map(|i| (i * 7 % 60_000, [200, 404, 500][(i % 3) as usize], (i % 13) as u64))
+        .collect();
+    let mut want: BTreeMap<(u16, i64), (u64, u64)> = BTreeMap::new();
+    for (ts, status, bytes) in &events {
+        let e = want.entry((*status, ts - ts.rem_euclid(10_000))).or_default();
+        e.0 += 1;
+        e.1 += bytes;
+    }
+    for parallelism in [1, 4] {
+        let p = Pipeline::builder("smoke").parallelism(parallelism).handle_signals(false).build().unwrap();
+        let out = CollectSink::new();
+        p.source(MemorySource::new(events.clone()).batch_size(100))
+            .assign_timestamps(|e| e.0, Watermarks::bounded_out_of_orderness(Duration::from_secs(60)))
+            .key_by(|e| e.1)
+            .window(TumblingWindows::of(Duration::from_secs(10)))
+            .aggregate((Count, Sum::of(|e: &(i64, u16, u64)| e.2)))
+            .sink(out.clone());
+        let report = p.run().await.unwrap();
+        assert_eq!(report.late_records, 0);
+        let got: BTreeMap<(u16, i64), (u64, u64)> =
+            out.take().into_iter().map(|r| ((r.key, r.window_start), r.value)).collect();
+        assert_eq!(got, want, "parallelism {parallelism}");
+    }
+}
