@@ -292,6 +292,49 @@ where
     }
 }
 
+/// Folds the records of a window with `f(accumulated, next)`, starting from the first record
+/// (`None` for no records). See [`WindowedStream::reduce`](crate::WindowedStream::reduce).
+pub struct Reduce<F> {
+    f: F,
+}
+
+impl<F> Reduce<F> {
+    /// Reduces with `f`.
+    pub fn with<T>(f: F) -> Self
+    where
+        F: Fn(T, &T) -> T,
+    {
+        Reduce { f }
+    }
+}
+
+impl<T, F> Aggregator<T> for Reduce<F>
+where
+    T: Clone + Send + 'static,
+    F: Fn(T, &T) -> T + Send + Sync + 'static,
+{
+    type Acc = Option<T>;
+    type Output = Option<T>;
+    fn create(&self) -> Option<T> {
+        None
+    }
+    fn add(&self, acc: &mut Option<T>, record: &T) {
+        *acc = Some(match acc.take() {
+            None => record.clone(),
+            Some(a) => (self.f)(a, record),
+        });
+    }
+    fn merge(&self, acc: &mut Option<T>, other: Option<T>) {
+        *acc = match (acc.take(), other) {
+            (Some(a), Some(b)) => Some((self.f)(a, &b)),
+            (a, b) => a.or(b),
+        };
+    }
+    fn finish(&self, acc: &Option<T>) -> Option<T> {
+        acc.clone()
+    }
+}
+
 macro_rules! tuple_aggregator {
     ($($a:ident $i:tt),+) => {
         impl<T, $($a: Aggregator<T>),+> Aggregator<T> for ($($a,)+) {
@@ -343,6 +386,7 @@ mod tests {
         assert_eq!(fold(&DistinctCount::of(|x: &i64| *x), &v), 4);
         assert_eq!(fold(&First::of(|x: &i64| *x), &v), Some(5));
         assert_eq!(fold(&Last::of(|x: &i64| *x), &v), Some(1));
+        assert_eq!(fold(&Reduce::with(|a: i64, b: &i64| a.max(*b) * 2), &[1, 5, 3]), Some(20));
         assert_eq!(fold(&Min::of(|x: &i64| *x), &[]), None);
         assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &[]), None);
     }

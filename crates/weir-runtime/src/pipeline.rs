@@ -715,6 +715,22 @@ where
     }
 }
 
+impl<K, T, KF> WindowedStream<K, T, KF>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Clone + Send + 'static,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    /// Folds each window of each key with `f(accumulated, next)`; the result's value is `None`
+    /// never (a window exists only once a record arrived) but typed as `Option<T>`.
+    pub fn reduce<F>(self, f: F) -> Stream<WindowResult<K, Option<T>>>
+    where
+        F: Fn(T, &T) -> T + Send + Sync + 'static,
+    {
+        self.aggregate(crate::aggregate::Reduce::with(f))
+    }
+}
+
 impl<T: Send + 'static> Stream<T> {
     /// A stream whose tasks fail with `error` when the pipeline runs.
     fn fail(self, error: Error) -> Stream<T> {
