@@ -279,38 +279,42 @@ impl Pipeline {
         let name = self.settings.name.clone();
         tracing::info!(pipeline = %name, parallelism = self.settings.parallelism, tasks = names.len(), "pipeline started");
 
-        let signals = self.settings.handle_signals;
-        let mut first_error = None;
+        let mut signal = std::pin::pin!(shutdown_signal());
+        let mut listening = self.settings.handle_signals;
+        let mut first_error: Option<Error> = None;
         loop {
             let joined = tokio::select! {
                 joined = set.join_next_with_id() => joined,
-                () = shutdown_signal(), if signals && !*stop_tx.borrow() => {
+                () = &mut signal, if listening => {
                     tracing::info!(pipeline = %name, "stop requested; draining");
+                    listening = false;
                     let _ = stop_tx.send(true);
                     continue;
                 }
             };
             let Some(joined) = joined else { break };
-            let failure = match joined {
-                Ok((_, Ok(()))) => None,
-                Ok((id, Err(e))) => Some((id, e)),
+            let (id, error) = match joined {
+                Ok((_, Ok(()))) => continue,
+                Ok((id, Err(e))) => (id, e),
                 Err(e) => {
                     let id = e.id();
-                    let operator = names.get(&id).cloned().unwrap_or_default();
-                    let message =
-                        if e.is_panic() { panic_message(e.into_panic()) } else { "cancelled".to_owned() };
-                    Some((id, Error::Panicked { operator, message }))
+                    if e.is_cancelled() {
+                        (id, Error::Cancelled)
+                    } else {
+                        let operator = names.get(&id).cloned().unwrap_or_default();
+                        (id, Error::Panicked { operator, message: panic_message(e.into_panic()) })
+                    }
                 }
             };
-            if let Some((id, e)) = failure {
-                if !matches!(e, Error::Cancelled) || first_error.is_none() {
-                    tracing::error!(pipeline = %name, task = names.get(&id).map_or("", String::as_str), error = %e, "task failed");
-                }
-                if first_error.is_none() || matches!(first_error, Some(Error::Cancelled)) {
-                    first_error = Some(e);
-                }
-                set.abort_all();
+            // Tasks cancelled because another failed report `Cancelled`; keep the cause.
+            if !matches!(error, Error::Cancelled) {
+                let task = names.get(&id).map_or("", String::as_str);
+                tracing::error!(pipeline = %name, task, error = %error, "task failed");
             }
+            if first_error.as_ref().is_none_or(|e| matches!(e, Error::Cancelled)) {
+                first_error = Some(error);
+            }
+            set.abort_all();
         }
         let dead = dead_task.await;
         if let Some(e) = first_error {
