@@ -1,0 +1,227 @@
+//! File sinks: records as JSON lines or CSV, one file per subtask.
+//!
+//! # Files
+//!
+//! With one subtask the sink writes exactly `path`. With `p > 1` subtasks, subtask `i` writes
+//! `path` with `-{i}` inserted before the extension — `out/events.jsonl` becomes
+//! `out/events-0.jsonl`, `out/events-1.jsonl`, … — so the files keep their extension and no two
+//! writers share one. [`FileSink::output_path`] computes the name. Missing parent directories
+//! are created; an existing file is replaced (truncated) when the writer starts.
+//!
+//! # Formats
+//!
+//! - JSON lines: one `serde_json` object (or value) per line.
+//! - CSV: a header line from `T`'s field names (written with the first record; a job that writes
+//!   nothing leaves an empty file), then one line per record. `T` must be flat (structs of
+//!   scalars, options, unit enums), as the `csv` crate requires; a nested field fails the job.
+//!
+//! # Durability
+//!
+//! Writes go through a 64 KiB buffer; [`SinkWriter::finish`] flushes it and `fsync`s the file,
+//! so a finished bounded job's output survives a crash. An unbounded job's file holds what the
+//! buffer has flushed so far. A record that cannot be serialized fails the job (it is a type
+//! that the format cannot represent, not a bad input); so does an I/O error. Output is not
+//! transactional yet: a failed job leaves what it wrote.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use weir_runtime::{Batch, Result, Sink, SinkWriter};
+
+use crate::connector_error;
+
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    JsonLines,
+    Csv,
+}
+
+/// Writes records of any `T: Serialize` to files, as JSON lines or CSV (see the module docs).
+///
+/// # Examples
+///
+/// ```no_run
+/// use weir_connectors::FileSink;
+/// use weir_runtime::{MemorySource, Pipeline};
+///
+/// # async fn run() -> weir_runtime::Result<()> {
+/// #[derive(Clone, serde::Serialize)]
+/// struct Hit { path: String, status: u16 }
+///
+/// let p = Pipeline::builder("export").parallelism(1).build()?;
+/// p.source(MemorySource::new(vec![Hit { path: "/".into(), status: 200 }]))
+///     .sink(FileSink::csv("out/hits.csv")); // header "path,status"
+/// p.run().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileSink {
+    path: PathBuf,
+    format: Format,
+}
+
+impl FileSink {
+    /// One JSON value per line.
+    pub fn json_lines(path: impl Into<PathBuf>) -> FileSink {
+        FileSink { path: path.into(), format: Format::JsonLines }
+    }
+
+    /// CSV with a header line from the records' field names.
+    pub fn csv(path: impl Into<PathBuf>) -> FileSink {
+        FileSink { path: path.into(), format: Format::Csv }
+    }
+
+    /// The file subtask `subtask` of `parallelism` writes: the path itself with one subtask,
+    /// else the path with `-{subtask}` before its extension.
+    pub fn output_path(&self, subtask: usize, parallelism: usize) -> PathBuf {
+        if parallelism <= 1 {
+            return self.path.clone();
+        }
+        let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = match self.path.extension() {
+            Some(ext) => format!("{stem}-{subtask}.{}", ext.to_string_lossy()),
+            None => format!("{stem}-{subtask}"),
+        };
+        self.path.with_file_name(name)
+    }
+}
+
+impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
+    type Writer = FileWriter;
+
+    fn name(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+
+    fn writer(&self, subtask: usize, parallelism: usize) -> Result<FileWriter> {
+        let path = self.output_path(subtask, parallelism);
+        let error = |action: &str, e: std::io::Error| {
+            connector_error("file sink", path.display(), format_args!("{action}: {e}"))
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| error("create directory", e))?;
+        }
+        let file = File::create(&path).map_err(|e| error("create", e))?;
+        let out = match self.format {
+            Format::JsonLines => Out::Json(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)),
+            Format::Csv => Out::Csv(Box::new(
+                csv::WriterBuilder::new().buffer_capacity(WRITE_BUFFER_BYTES).from_writer(file),
+            )),
+        };
+        Ok(FileWriter { path, out: Some(out), line: Vec::new() })
+    }
+}
+
+enum Out {
+    Json(BufWriter<File>),
+    Csv(Box<csv::Writer<File>>),
+}
+
+/// The writer of one [`FileSink`] subtask.
+pub struct FileWriter {
+    path: PathBuf,
+    /// `None` once finished.
+    out: Option<Out>,
+    /// Reused serialization buffer.
+    line: Vec<u8>,
+}
+
+impl std::fmt::Debug for FileWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWriter").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl FileWriter {
+    /// The file this writer writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, action: &str, e: impl std::fmt::Display) -> weir_runtime::Error {
+        connector_error("file sink", self.path.display(), format_args!("{action}: {e}"))
+    }
+}
+
+impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
+    async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
+        match self.out.as_mut() {
+            Some(Out::Json(w)) => {
+                for record in &batch.records {
+                    self.line.clear();
+                    if let Err(e) = serde_json::to_writer(&mut self.line, record) {
+                        return Err(self.error("serialize record as JSON", e));
+                    }
+                    self.line.push(b'\n');
+                    if let Err(e) = w.write_all(&self.line) {
+                        return Err(self.error("write", e));
+                    }
+                }
+                Ok(())
+            }
+            Some(Out::Csv(w)) => {
+                for record in &batch.records {
+                    if let Err(e) = w.serialize(record) {
+                        return Err(self.error("write CSV record", e));
+                    }
+                }
+                Ok(())
+            }
+            None => Err(self.error("write", "the writer was already finished")),
+        }
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        let file = match self.out.take() {
+            Some(Out::Json(w)) => w.into_inner().map_err(|e| self.error("flush", e.error()))?,
+            Some(Out::Csv(w)) => w.into_inner().map_err(|e| self.error("flush", e.error()))?,
+            None => return Ok(()),
+        };
+        file.sync_all().map_err(|e| self.error("fsync", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn subtask_files_keep_their_extension() {
+        let sink = FileSink::json_lines("out/events.jsonl");
+        assert_eq!(sink.output_path(0, 1), PathBuf::from("out/events.jsonl"));
+        assert_eq!(sink.output_path(1, 3), PathBuf::from("out/events-1.jsonl"));
+        assert_eq!(FileSink::csv("data").output_path(2, 4), PathBuf::from("data-2"));
+    }
+
+    #[tokio::test]
+    async fn csv_writes_a_header_and_unserializable_records_fail() {
+        #[derive(Serialize)]
+        struct Row {
+            a: u32,
+            b: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Nested {
+            inner: Vec<Vec<u32>>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FileSink::csv(dir.path().join("x/rows.csv"));
+        let mut w = <FileSink as Sink<Row>>::writer(&sink, 0, 1).unwrap();
+        w.write_batch(Batch::new(vec![Row { a: 1, b: "x,y" }, Row { a: 2, b: "z" }])).await.unwrap();
+        SinkWriter::<Row>::finish(&mut w).await.unwrap();
+        let text = std::fs::read_to_string(dir.path().join("x/rows.csv")).unwrap();
+        assert_eq!(text, "a,b\n1,\"x,y\"\n2,z\n");
+
+        let mut w = <FileSink as Sink<Nested>>::writer(&sink, 0, 1).unwrap();
+        let err = w.write_batch(Batch::new(vec![Nested { inner: vec![vec![1]] }])).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("file sink") && msg.contains("rows.csv"), "{msg}");
+    }
+}

@@ -1,0 +1,131 @@
+//! `weir-connectors`: where Weir's records come from and where they go.
+//!
+//! Every connector implements weir-runtime's [`Source`](weir_runtime::Source) /
+//! [`SourceReader`](weir_runtime::SourceReader) or [`Sink`](weir_runtime::Sink) /
+//! [`SinkWriter`](weir_runtime::SinkWriter) traits and moves **batches**, never single records.
+//! The runtime knows nothing of them; they know the runtime's traits and the log's public API.
+//!
+//! ```text
+//!  FileSource::lines / json_lines / csv ──┐                                ┌──► FileSink::json_lines / csv
+//!    (one split per file; follow mode,    │                                │      (one file per subtask)
+//!     rotation, truncation)               │                                ├──► StdoutSink::json / table
+//!  LogSource::topic (consumer group,      ├──► Pipeline (weir-runtime) ───┤
+//!    one split per partition, commits)    │     try_map / parsed():        ├──► LogSink::topic (JSON values,
+//!  GeneratorSource (n records, rate)  ────┘     bad records → dead letters ┘       keys, event time)
+//!                                                        │
+//!                                                        └──► Pipeline::dead_letters(LogSink::dead_letters)
+//!                                                               → topic `<pipeline>.dlq`
+//! ```
+//!
+//! | connector | kind | splits | module |
+//! |---|---|---|---|
+//! | [`FileSource`] | bounded, or unbounded with [`FileSource::follow`] | one per file | `file_source` |
+//! | [`LogSource`] | unbounded, or bounded with [`LogSource::bounded`] | one per partition | `log_source` |
+//! | [`GeneratorSource`] | bounded (`n` records), optionally rate-limited | one per subtask | `generator` |
+//! | [`FileSink`] | JSON lines or CSV, one file per subtask | — | `file_sink` |
+//! | [`StdoutSink`] | JSON lines or an aligned table per batch | — | `stdout` |
+//! | [`LogSink`] | JSON values into a log topic; dead-letter topics | — | `log_sink` |
+//!
+//! # Bad records
+//!
+//! A source cannot send dead letters: only the runtime's
+//! [`Stream::try_map`](weir_runtime::Stream::try_map) can. So sources never parse.
+//! [`FileSource::json_lines`] and [`FileSource::csv`] yield the raw lines typed with the record
+//! they should become ([`JsonLine<T>`], [`CsvLine<T>`]); [`ParseExt::parsed`] (which is
+//! `try_map(Parse::parse)`) turns them into `T`s and sends every line that fails, with its
+//! `path:line` origin, to the pipeline's dead-letter output. One bad line never stops a pipeline,
+//! and never affects the lines around it (a line is always one record).
+//!
+//! ```no_run
+//! use weir_connectors::{FileSource, LogSink, ParseExt, StdoutSink};
+//! use weir_runtime::Pipeline;
+//!
+//! #[derive(serde::Deserialize, serde::Serialize)]
+//! struct Trade { symbol: String, price: f64 }
+//!
+//! # async fn run(log: weir_log::Log) -> weir_runtime::Result<()> {
+//! let p = Pipeline::builder("trades").build()?;
+//! p.dead_letters(LogSink::dead_letters(&log, p.name())); // to topic `trades.dlq`
+//! p.source(FileSource::csv::<Trade>("trades/*.csv")).parsed().sink(StdoutSink::table());
+//! p.run().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Errors
+//!
+//! I/O and log failures are [`weir_runtime::Error::Connector`] whose operator names the connector
+//! and its path or topic (e.g. `file source /var/log/app.log`, `log sink events`); they fail the
+//! job. Invalid settings (a batch size of 0) are [`weir_runtime::Error::InvalidConfig`] naming the
+//! field, reported when the pipeline starts the connector.
+//!
+//! # Blocking I/O
+//!
+//! File reads and writes are buffered, blocking calls made inside the async reader and writer: a
+//! batch costs microseconds from the page cache, and keeping them synchronous keeps
+//! [`SourceReader::next_batch`](weir_runtime::SourceReader::next_batch) cancel safe (its only
+//! await points hold no data). Log appends and commits, which may wait for `fdatasync`, run on
+//! tokio's blocking pool (`spawn_blocking`) in the log sink; the log source's commit is a
+//! blocking call on the task (one per poll, not per record).
+
+mod file_sink;
+mod file_source;
+mod generator;
+mod log_sink;
+mod log_source;
+mod parse;
+mod stdout;
+
+pub use file_sink::{FileSink, FileWriter};
+pub use file_source::{Csv, FileReader, FileSource, JsonLines, Line, LineFormat, Lines};
+pub use generator::{GeneratorReader, GeneratorSource};
+pub use log_sink::{LogSink, LogWriter};
+pub use log_source::{LogReader, LogRecord, LogSource};
+pub use parse::{CsvHeader, CsvLine, JsonLine, Parse, ParseError, ParseExt, parse_json};
+pub use stdout::{StdoutSink, StdoutWriter};
+
+/// Default records per batch of every source here.
+pub const DEFAULT_BATCH_SIZE: usize = 1024;
+
+/// A connector error: `operator` names the connector and its path or topic.
+pub(crate) fn connector_error(
+    connector: &str,
+    target: impl std::fmt::Display,
+    message: impl std::fmt::Display,
+) -> weir_runtime::Error {
+    weir_runtime::Error::connector(format!("{connector} {target}"), message)
+}
+
+/// Checks a batch size setting.
+pub(crate) fn check_batch_size(n: usize) -> weir_runtime::Result<()> {
+    if n == 0 {
+        return Err(weir_runtime::Error::InvalidConfig {
+            field: "batch_size",
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<super::FileSource>();
+        assert_send_sync::<super::FileSource<super::Csv<u32>>>();
+        assert_send_sync::<super::FileSink>();
+        assert_send_sync::<super::StdoutSink>();
+        assert_send_sync::<super::LogSource>();
+        assert_send_sync::<super::LogSink<u32>>();
+        assert_send_sync::<super::Line>();
+        assert_send_sync::<super::LogRecord>();
+        assert_send_sync::<super::ParseError>();
+        assert_send::<super::FileReader<super::Lines>>();
+        assert_send::<super::LogReader>();
+        assert_send::<super::FileWriter>();
+        assert_send::<super::LogWriter<u32>>();
+    }
+}

@@ -1,0 +1,230 @@
+//! The log sink: records as JSON values appended to a weir-log topic, and dead-letter topics.
+//!
+//! Each batch becomes one [`Topic::send`]: a record's value is its `serde_json` encoding, its
+//! key the bytes of the [`LogSink::key_by`] extractor (keyed records go to the partition of
+//! their key's hash, keyless ones round-robin), its timestamp the record's event time if the
+//! stream assigned one, else the append's wall clock. `Topic::send` is blocking (it may wait for
+//! `fdatasync`, per the log's durability), so it runs on tokio's blocking pool; the writer waits
+//! for it, so batches keep their order. [`SinkWriter::finish`] flushes the topic.
+//!
+//! The topic must exist when the writer starts, unless [`LogSink::create_if_missing`] gives the
+//! configuration to create it with.
+//!
+//! # Dead letters
+//!
+//! [`LogSink::dead_letters`] sends a pipeline's dead letters to the topic `<pipeline>.dlq`
+//! (created with one partition if missing), each a JSON object with `operator`, `origin`,
+//! `payload` and `error`:
+//!
+//! ```no_run
+//! # use weir_connectors::LogSink;
+//! # fn f(log: weir_log::Log) -> weir_runtime::Result<()> {
+//! let p = weir_runtime::Pipeline::builder("clicks").build()?;
+//! p.dead_letters(LogSink::dead_letters(&log, p.name())); // topic `clicks.dlq`
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use weir_log::{Log, Record, Topic, TopicConfig};
+use weir_runtime::{Batch, DeadLetter, Result, Sink, SinkWriter};
+
+use crate::connector_error;
+
+type KeyFn<T> = Arc<dyn Fn(&T) -> Bytes + Send + Sync>;
+
+/// Appends records of any `T: Serialize` to a log topic as JSON; see the module docs.
+///
+/// # Examples
+///
+/// ```no_run
+/// use weir_connectors::{LogSink, LogSource};
+/// use weir_runtime::Pipeline;
+///
+/// # async fn run(log: weir_log::Log) -> weir_runtime::Result<()> {
+/// #[derive(serde::Serialize)]
+/// struct Click { user: String, page: String }
+///
+/// let p = Pipeline::builder("copy").build()?;
+/// p.source(LogSource::topic(&log, "raw", "copier"))
+///     .map(|r| Click { user: r.payload(), page: String::new() })
+///     .sink(LogSink::topic(&log, "clicks").key_by(|c: &Click| c.user.clone()));
+/// # use weir_runtime::Traceable;
+/// # Ok(())
+/// # }
+/// ```
+pub struct LogSink<T> {
+    log: Log,
+    topic: String,
+    create: Option<TopicConfig>,
+    key: Option<KeyFn<T>>,
+}
+
+impl<T> std::fmt::Debug for LogSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink")
+            .field("topic", &self.topic)
+            .field("create", &self.create)
+            .field("keyed", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Clone for LogSink<T> {
+    fn clone(&self) -> Self {
+        LogSink {
+            log: self.log.clone(),
+            topic: self.topic.clone(),
+            create: self.create.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<T: Serialize + Send + 'static> LogSink<T> {
+    /// Appends to the existing topic `topic`, keyless.
+    pub fn topic(log: &Log, topic: impl Into<String>) -> LogSink<T> {
+        LogSink { log: log.clone(), topic: topic.into(), create: None, key: None }
+    }
+
+    /// Keys every record with the bytes of `key(record)`: equal keys go to the same partition.
+    /// Default: keyless (round-robin).
+    pub fn key_by<K, F>(mut self, key: F) -> Self
+    where
+        K: AsRef<[u8]>,
+        F: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        self.key = Some(Arc::new(move |t: &T| Bytes::copy_from_slice(key(t).as_ref())));
+        self
+    }
+
+    /// Creates the topic with `config` if it does not exist when the writer starts. Default:
+    /// the topic must exist.
+    pub fn create_if_missing(mut self, config: TopicConfig) -> Self {
+        self.create = Some(config);
+        self
+    }
+
+    /// The topic's name.
+    pub fn topic_name(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl LogSink<DeadLetter> {
+    /// A sink for a pipeline's dead letters (see
+    /// [`Pipeline::dead_letters`](weir_runtime::Pipeline::dead_letters)): the topic
+    /// [`LogSink::dead_letter_topic`]`(pipeline)`, created with one partition if missing.
+    pub fn dead_letters(log: &Log, pipeline: &str) -> LogSink<DeadLetter> {
+        LogSink::topic(log, LogSink::dead_letter_topic(pipeline)).create_if_missing(TopicConfig::default())
+    }
+
+    /// The dead-letter topic of a pipeline: `<pipeline>.dlq`, with every character a topic name
+    /// cannot hold (anything but `[a-zA-Z0-9._-]`) replaced by `_`, cut to the longest topic
+    /// name.
+    pub fn dead_letter_topic(pipeline: &str) -> String {
+        let max = weir_log::MAX_NAME_LEN - ".dlq".len();
+        let mut name: String = pipeline
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+            .take(max)
+            .collect();
+        if name.is_empty() {
+            name.push('_');
+        }
+        name.push_str(".dlq");
+        name
+    }
+}
+
+impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
+    type Writer = LogWriter<T>;
+
+    fn name(&self) -> String {
+        format!("log:{}", self.topic)
+    }
+
+    fn writer(&self, _: usize, _: usize) -> Result<LogWriter<T>> {
+        let topic = match &self.create {
+            Some(config) => self.log.topic_or_create(&self.topic, config.clone()),
+            None => self.log.topic(&self.topic),
+        }
+        .map_err(|e| connector_error("log sink", &self.topic, e))?;
+        Ok(LogWriter { topic, key: self.key.clone(), scratch: Vec::new() })
+    }
+}
+
+/// The writer of one [`LogSink`] subtask.
+pub struct LogWriter<T> {
+    topic: Topic,
+    key: Option<KeyFn<T>>,
+    scratch: Vec<u8>,
+}
+
+impl<T> std::fmt::Debug for LogWriter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter").field("topic", &self.topic.name()).finish_non_exhaustive()
+    }
+}
+
+impl<T> LogWriter<T> {
+    fn error(&self, e: impl std::fmt::Display) -> weir_runtime::Error {
+        connector_error("log sink", self.topic.name(), e)
+    }
+
+    /// Runs a blocking call on the topic on tokio's blocking pool.
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Topic) -> weir_log::Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let topic = self.topic.clone();
+        match tokio::task::spawn_blocking(move || f(&topic)).await {
+            Ok(result) => result.map_err(|e| self.error(e)),
+            Err(e) => Err(self.error(format_args!("append task failed: {e}"))),
+        }
+    }
+}
+
+impl<T: Serialize + Send + 'static> SinkWriter<T> for LogWriter<T> {
+    async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
+        let mut records = Vec::with_capacity(batch.len());
+        for (i, r) in batch.records.iter().enumerate() {
+            self.scratch.clear();
+            if let Err(e) = serde_json::to_writer(&mut self.scratch, r) {
+                return Err(self.error(format_args!("serialize record as JSON: {e}")));
+            }
+            let mut record = Record::new(Bytes::copy_from_slice(&self.scratch));
+            if let Some(key) = &self.key {
+                record.key = Some(key(r));
+            }
+            record.timestamp = batch.timestamp(i);
+            records.push(record);
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |topic| topic.send(&records)).await.map(drop)
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.blocking(Topic::flush).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_topics_are_valid_names() {
+        assert_eq!(LogSink::dead_letter_topic("clicks"), "clicks.dlq");
+        assert_eq!(LogSink::dead_letter_topic("log analytics/v2"), "log_analytics_v2.dlq");
+        assert_eq!(LogSink::dead_letter_topic(""), "_.dlq");
+        let long = LogSink::dead_letter_topic(&"x".repeat(500));
+        assert_eq!(long.len(), weir_log::MAX_NAME_LEN);
+        assert!(long.ends_with(".dlq"));
+    }
+}
