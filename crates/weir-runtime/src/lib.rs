@@ -56,7 +56,7 @@ pub use batch::{Batch, Message, Timestamp};
 pub use dead_letter::{DeadLetter, Traceable};
 pub use error::{Error, Result};
 pub use operator::{Collector, Operator};
-pub use pipeline::{JobReport, KeyedStream, Pipeline, PipelineBuilder, Stream, WindowedStream};
+pub use pipeline::{JobReport, KeyedStream, Pipeline, PipelineBuilder, StopHandle, Stream, WindowedStream};
 pub use sink::{CollectSink, DiscardSink, Sink, SinkWriter};
 pub use source::{MemoryReader, MemorySource, Source, SourceReader};
 pub use time::Watermarks;

@@ -55,6 +55,18 @@ struct Inner {
     dead_letter_sink: Option<DeadLetterSink>,
 }
 
+/// Stops a running pipeline gracefully: sources stop reading, in-flight batches drain, every
+/// window fires, sinks flush. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<watch::Sender<bool>>);
+
+impl StopHandle {
+    /// Requests the stop; [`Pipeline::run`] returns once the job drained.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// Counters a finished job reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobReport {
@@ -117,6 +129,7 @@ impl PipelineBuilder {
         let (dead_letters, dead_rx, dead_count) = DeadLetters::new();
         Ok(Pipeline {
             settings: self,
+            stop: Arc::new(watch::channel(false).0),
             inner: Arc::new(Mutex::new(Inner { tasks: Vec::new(), dead_letter_sink: None })),
             dead_letters,
             dead_rx: Some(dead_rx),
@@ -152,6 +165,7 @@ impl PipelineBuilder {
 /// ```
 pub struct Pipeline {
     settings: PipelineBuilder,
+    stop: Arc<watch::Sender<bool>>,
     inner: Arc<Mutex<Inner>>,
     dead_letters: DeadLetters,
     dead_rx: Option<mpsc::UnboundedReceiver<Vec<DeadLetter>>>,
@@ -197,6 +211,11 @@ impl Pipeline {
     /// The pipeline's name.
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// A handle that stops the running job gracefully, as Ctrl-C does.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
     }
 
     fn context(&self) -> Context {
@@ -264,7 +283,8 @@ impl Pipeline {
         if tasks.is_empty() {
             return Err(Error::InvalidConfig { field: "sinks", reason: "the pipeline has no sink".into() });
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = self.stop.clone();
+        let stop_rx = stop_tx.subscribe();
         let mut set = JoinSet::new();
         let mut names = std::collections::HashMap::new();
         let dead_rx = self.dead_rx.take();
