@@ -445,6 +445,38 @@ async fn run_inputs<T: Send + 'static>(mut inputs: Inputs<T>, head: &mut dyn Sta
     Ok(())
 }
 
+/// A lane that reads a channel fed by `upstream` senders.
+fn inputs_lane<T: Send + 'static>(name: String, rx: mpsc::Receiver<Tagged<T>>, upstream: usize) -> Lane<T> {
+    Lane {
+        name,
+        close: Box::new(move |mut head: Box<dyn Stage<T>>| -> TaskFn {
+            Box::new(move |_ctx: TaskContext| {
+                Box::pin(async move { run_inputs(Inputs::new(rx, upstream), &mut *head).await })
+            })
+        }),
+    }
+}
+
+/// A lane that reads a channel with a single sender.
+fn channel_lane<T: Send + 'static>(name: String, rx: mpsc::Receiver<Tagged<T>>) -> Lane<T> {
+    inputs_lane(name, rx, 1)
+}
+
+/// The end of a chain that hands every message to two channels.
+struct Broadcast<T> {
+    senders: [mpsc::Sender<Tagged<T>>; 2],
+    blocked_ns: Arc<AtomicU64>,
+}
+
+impl<T: Clone + Send + 'static> Stage<T> for Broadcast<T> {
+    fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            crate::exchange::send(&self.senders[0], (0, msg.clone()), &self.blocked_ns).await?;
+            crate::exchange::send(&self.senders[1], (0, msg), &self.blocked_ns).await
+        })
+    }
+}
+
 /// The end of a chain that writes to a sink.
 struct SinkStage<W> {
     writer: W,
@@ -564,6 +596,30 @@ impl<T: Send + 'static> Stream<T> {
         self.operator("assign_timestamps", || AssignTimestamps::new(f.clone(), strategy))
     }
 
+    /// Two streams with the same records, so one stream can feed several sinks or branches. Each
+    /// lane hands every message to both branches over bounded channels (a slow branch holds
+    /// back both, as in Flink).
+    pub fn fork(self) -> (Stream<T>, Stream<T>)
+    where
+        T: Clone,
+    {
+        let capacity = self.ctx.channel_capacity;
+        let mut left = Vec::with_capacity(self.lanes.len());
+        let mut right = Vec::with_capacity(self.lanes.len());
+        for lane in self.lanes {
+            let (ltx, lrx) = mpsc::channel::<Tagged<T>>(capacity);
+            let (rtx, rrx) = mpsc::channel::<Tagged<T>>(capacity);
+            let stage = Broadcast { senders: [ltx, rtx], blocked_ns: self.ctx.blocked_ns.clone() };
+            self.ctx.add_task(Task {
+                name: format!("{} -> fork", lane.name),
+                run: (lane.close)(Box::new(stage)),
+            });
+            left.push(channel_lane(format!("{} (left)", lane.name), lrx));
+            right.push(channel_lane(format!("{} (right)", lane.name), rrx));
+        }
+        (Stream { ctx: self.ctx.clone(), lanes: left }, Stream { ctx: self.ctx, lanes: right })
+    }
+
     /// Merges another stream of the same records into this one.
     pub fn union(mut self, other: Stream<T>) -> Stream<T> {
         self.lanes.extend(other.lanes);
@@ -595,17 +651,7 @@ impl<T: Send + 'static> Stream<T> {
             });
         }
         drop(senders);
-        let lanes = receivers
-            .into_iter()
-            .map(|rx| Lane {
-                name: "keyed".to_owned(),
-                close: Box::new(move |mut head: Box<dyn Stage<T>>| -> TaskFn {
-                    Box::new(move |_ctx: TaskContext| {
-                        Box::pin(async move { run_inputs(Inputs::new(rx, upstream), &mut *head).await })
-                    })
-                }),
-            })
-            .collect();
+        let lanes = receivers.into_iter().map(|rx| inputs_lane("keyed".to_owned(), rx, upstream)).collect();
         KeyedStream { stream: Stream { ctx: self.ctx, lanes }, key, _k: std::marker::PhantomData }
     }
 

@@ -80,3 +80,25 @@ async fn a_stop_handle_drains_an_unbounded_job_and_fires_open_windows() {
     let counted: u64 = results.iter().map(|r| r.value).sum();
     assert!(counted > 10, "the open window fired on stop with {counted} records");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_stream_feeds_two_sinks_and_unions_back() {
+    let p = Pipeline::builder("fork").parallelism(2).handle_signals(false).build().unwrap();
+    let (all, evens) = (CollectSink::new(), CollectSink::new());
+    let (left, right) = p.source(MemorySource::new((0..1_000u32).collect()).batch_size(64)).fork();
+    left.sink(all.clone());
+    right.filter(|n| n % 2 == 0).sink(evens.clone());
+    p.run().await.unwrap();
+    let mut all = all.take();
+    all.sort_unstable();
+    assert_eq!(all, (0..1_000).collect::<Vec<_>>());
+    assert_eq!(evens.take().len(), 500);
+
+    let p = Pipeline::builder("union").parallelism(2).handle_signals(false).build().unwrap();
+    let out = CollectSink::new();
+    let a = p.source(MemorySource::new(vec![1u32; 10]));
+    let b = p.source(MemorySource::new(vec![2u32; 5]));
+    a.union(b).sink(out.clone());
+    p.run().await.unwrap();
+    assert_eq!(out.take().iter().sum::<u32>(), 20);
+}
