@@ -52,7 +52,7 @@ impl<T> Batch<T> {
 /// record with a timestamp `<= t` follows on that input; watermarks only rise. `Barrier(id)`
 /// separates the records before checkpoint `id` from those after it. `End` is the last message
 /// an input sends; it is preceded by `Watermark(Timestamp::MAX)` on bounded inputs, which fires
-/// every window.
+/// every window. `Idle` excludes a sender from the watermark minimum until it sends again.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message<T> {
     /// Records.
@@ -61,6 +61,10 @@ pub enum Message<T> {
     Watermark(Timestamp),
     /// A checkpoint barrier.
     Barrier(u64),
+    /// The sender has nothing to send for now: leave it out of the watermark minimum until it
+    /// sends data or a watermark again. A source sends it every tick it is silent;
+    /// `assign_timestamps` turns those ticks into one `Idle` once all its splits are idle.
+    Idle,
     /// The input is finished.
     End,
 }

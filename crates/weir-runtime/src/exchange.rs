@@ -111,18 +111,22 @@ impl<T> Message<T> {
         match self {
             Message::Watermark(w) => Message::Watermark(*w),
             Message::Barrier(id) => Message::Barrier(*id),
+            Message::Idle => Message::Idle,
             Message::Data(_) | Message::End => Message::End,
         }
     }
 }
 
 /// Merges the tagged messages of `n` upstream subtasks into one ordered input: data passes
-/// through; the watermark is the minimum over the inputs that have not ended and is forwarded
-/// when it rises; a barrier is forwarded once every live input sent it; `End` once all ended.
+/// through; the watermark is the minimum over the inputs that have neither ended nor gone idle
+/// and is forwarded when it rises; an input is idle from its `Idle` until it sends data or a
+/// watermark, and `Idle` is forwarded when every live input is idle; a barrier is forwarded once
+/// every live input sent it; `End` once all ended.
 pub(crate) struct Inputs<T> {
     rx: mpsc::Receiver<Tagged<T>>,
     watermarks: Vec<Timestamp>,
     ended: Vec<bool>,
+    idle: Vec<bool>,
     current: Timestamp,
     barriers: Vec<(u64, usize)>,
 }
@@ -133,6 +137,7 @@ impl<T> Inputs<T> {
             rx,
             watermarks: vec![Timestamp::MIN; n],
             ended: vec![false; n],
+            idle: vec![false; n],
             current: Timestamp::MIN,
             barriers: Vec::new(),
         }
@@ -142,16 +147,15 @@ impl<T> Inputs<T> {
         self.ended.iter().filter(|e| !**e).count()
     }
 
-    /// The merged watermark if it rose.
+    /// The merged watermark if it rose. Idle inputs do not count; when every live input is
+    /// idle the watermark stays where it is.
     fn advance(&mut self) -> Option<Timestamp> {
-        let min = self
-            .watermarks
-            .iter()
-            .zip(&self.ended)
-            .filter(|(_, ended)| !**ended)
-            .map(|(w, _)| *w)
-            .min()
-            .unwrap_or(Timestamp::MAX);
+        let live = || self.ended.iter().zip(&self.idle).enumerate().filter(|(_, (ended, _))| !**ended);
+        let min = match live().filter(|(_, (_, idle))| !**idle).map(|(i, _)| self.watermarks[i]).min() {
+            Some(min) => min,
+            None if live().next().is_some() => return None,
+            None => Timestamp::MAX,
+        };
         (min > self.current).then(|| {
             self.current = min;
             min
@@ -166,8 +170,23 @@ impl<T> Inputs<T> {
                 return if self.live() == 0 { None } else { Some(Message::End) };
             };
             match msg {
-                Message::Data(b) => return Some(Message::Data(b)),
+                Message::Data(b) => {
+                    self.idle[from] = false;
+                    return Some(Message::Data(b));
+                }
+                Message::Idle => {
+                    if !self.idle[from] {
+                        self.idle[from] = true;
+                        if let Some(w) = self.advance() {
+                            return Some(Message::Watermark(w));
+                        }
+                        if (0..self.idle.len()).all(|i| self.ended[i] || self.idle[i]) {
+                            return Some(Message::Idle);
+                        }
+                    }
+                }
                 Message::Watermark(w) => {
+                    self.idle[from] = false;
                     self.watermarks[from] = self.watermarks[from].max(w);
                     if let Some(w) = self.advance() {
                         return Some(Message::Watermark(w));

@@ -40,6 +40,11 @@ impl<T> Collector<T> {
         self.messages.push(Message::Barrier(id));
     }
 
+    /// Says this operator's output is idle (see [`Message::Idle`]).
+    pub fn idle(&mut self) {
+        self.messages.push(Message::Idle);
+    }
+
     fn take(&mut self) -> Vec<Message<T>> {
         std::mem::take(&mut self.messages)
     }
@@ -67,6 +72,11 @@ pub trait Operator<In, Out>: Send + 'static {
     /// A checkpoint barrier passed. Default: forward it.
     fn on_barrier(&mut self, id: u64, out: &mut Collector<Out>) {
         out.barrier(id);
+    }
+
+    /// The input is idle (see [`Message::Idle`]). Default: forward it.
+    fn on_idle(&mut self, out: &mut Collector<Out>) {
+        out.idle();
     }
 
     /// The input ended; emit what is still held. Default: nothing. The chain forwards `End`.
@@ -104,6 +114,7 @@ where
             Message::Data(batch) => self.op.process_batch(batch, &mut self.out),
             Message::Watermark(w) => self.op.on_watermark(w, &mut self.out),
             Message::Barrier(id) => self.op.on_barrier(id, &mut self.out),
+            Message::Idle => self.op.on_idle(&mut self.out),
             Message::End => self.op.on_end(&mut self.out),
         }
         let mut messages = self.out.take();

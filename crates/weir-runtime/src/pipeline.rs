@@ -409,20 +409,28 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
+/// How often a silent source subtask sends [`Message::Idle`] down its chain, so that
+/// `assign_timestamps` can tell when its splits went idle without waiting for a batch.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+
 /// Runs a source subtask: reads batches into the chain until the source is exhausted or the job
-/// stops, then ends the stream with the final watermark.
+/// stops, then ends the stream with the final watermark. While the reader has nothing, the chain
+/// gets `Idle` every [`IDLE_TICK`].
 async fn run_source<R: SourceReader>(
     mut reader: R,
     head: &mut dyn Stage<R::Item>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        let next = tokio::select! {
-            next = reader.next_batch() => next?,
-            _ = stop.changed() => continue,
+    'read: while !*stop.borrow() {
+        // The same read stays pending across idle ticks: only a stop cancels it.
+        let read = reader.next_batch();
+        tokio::pin!(read);
+        let next = loop {
+            tokio::select! {
+                next = &mut read => break next?,
+                _ = stop.changed() => continue 'read,
+                () = tokio::time::sleep(IDLE_TICK) => head.push(Message::Idle).await?,
+            }
         };
         match next {
             Some(batch) => head.push(Message::Data(batch)).await?,
@@ -488,7 +496,7 @@ impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
             match msg {
                 Message::Data(batch) => self.writer.write_batch(batch).await,
                 Message::End => self.writer.finish().await,
-                Message::Watermark(_) | Message::Barrier(_) => Ok(()),
+                Message::Watermark(_) | Message::Barrier(_) | Message::Idle => Ok(()),
             }
         })
     }

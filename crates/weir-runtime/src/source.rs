@@ -38,8 +38,8 @@ pub trait SourceReader: Send + 'static {
     fn next_batch(&mut self) -> impl Future<Output = Result<Option<Batch<Self::Item>>>> + Send;
 }
 
-/// A bounded source over records in memory; subtask `i` of `p` reads chunks `i, i + p, …`, each
-/// chunk its own split. For tests and examples.
+/// A bounded source over records in memory; subtask `i` of `p` reads chunks `i, i + p, …` of
+/// `batch_size` records, in order, as one split (split `i`). For tests and examples.
 #[derive(Debug, Clone)]
 pub struct MemorySource<T> {
     records: Arc<Vec<T>>,
@@ -73,6 +73,7 @@ impl<T: Clone + Send + Sync + 'static> Source for MemorySource<T> {
             batch_size: self.batch_size,
             chunk: subtask,
             step: parallelism.max(1),
+            split: u32::try_from(subtask).unwrap_or(u32::MAX),
         })
     }
 }
@@ -84,6 +85,9 @@ pub struct MemoryReader<T> {
     batch_size: usize,
     chunk: usize,
     step: usize,
+    /// The subtask's chunks are one split: a chunk read to its end must not hold the watermark
+    /// back as a split of its own that never advances again.
+    split: u32,
 }
 
 impl<T: Clone + Send + Sync + 'static> SourceReader for MemoryReader<T> {
@@ -95,7 +99,7 @@ impl<T: Clone + Send + Sync + 'static> SourceReader for MemoryReader<T> {
             return Ok(None);
         }
         let end = (start + self.batch_size).min(self.records.len());
-        let batch = Batch::from_split(self.chunk as u32, self.records[start..end].to_vec());
+        let batch = Batch::from_split(self.split, self.records[start..end].to_vec());
         self.chunk += self.step;
         Ok(Some(batch))
     }

@@ -60,11 +60,22 @@ pub(crate) struct AssignTimestamps<F> {
     pub(crate) strategy: Watermarks,
     splits: HashMap<u32, SplitState>,
     emitted: Timestamp,
+    /// When the first message arrived: a subtask without any split is idle from then on.
+    started: Option<Instant>,
+    /// Whether `Idle` was sent since the last batch.
+    idle: bool,
 }
 
 impl<F> AssignTimestamps<F> {
     pub(crate) fn new(f: Arc<F>, strategy: Watermarks) -> Self {
-        AssignTimestamps { f, strategy, splits: HashMap::new(), emitted: Timestamp::MIN }
+        AssignTimestamps {
+            f,
+            strategy,
+            splits: HashMap::new(),
+            emitted: Timestamp::MIN,
+            started: None,
+            idle: false,
+        }
     }
 
     /// The minimum watermark over the splits that are not idle.
@@ -74,6 +85,17 @@ impl<F> AssignTimestamps<F> {
             .filter(|s| self.strategy.idle_timeout.is_none_or(|t| now.duration_since(s.last_seen) < t))
             .map(|s| s.max_ts.saturating_sub(self.strategy.bound_ms).saturating_sub(1))
             .min()
+    }
+
+    /// Whether every split (or, before the first batch, the subtask) has been silent for the
+    /// idle timeout.
+    fn all_idle(&self, now: Instant) -> bool {
+        let Some(timeout) = self.strategy.idle_timeout else { return false };
+        let silent = |since: Instant| now.duration_since(since) >= timeout;
+        match self.started {
+            Some(started) if self.splits.is_empty() => silent(started),
+            _ => !self.splits.is_empty() && self.splits.values().all(|s| silent(s.last_seen)),
+        }
     }
 }
 
@@ -88,6 +110,8 @@ where
         batch.timestamps.extend(batch.records.iter().map(f));
         let max = batch.timestamps.iter().copied().max();
         let now = Instant::now();
+        self.started.get_or_insert(now);
+        self.idle = false;
         let split =
             self.splits.entry(batch.split).or_insert(SplitState { max_ts: Timestamp::MIN, last_seen: now });
         split.last_seen = now;
@@ -100,6 +124,23 @@ where
         {
             self.emitted = w;
             out.watermark(w);
+        }
+    }
+
+    /// The source was silent for a tick: a split may have gone idle. Emits the watermark if it
+    /// rose (an idle split stopped holding it back), and `Idle` once every split is idle.
+    fn on_idle(&mut self, out: &mut Collector<T>) {
+        let now = Instant::now();
+        self.started.get_or_insert(now);
+        if let Some(w) = self.current(now)
+            && w > self.emitted
+        {
+            self.emitted = w;
+            out.watermark(w);
+        }
+        if !self.idle && self.all_idle(now) {
+            self.idle = true;
+            out.idle();
         }
     }
 

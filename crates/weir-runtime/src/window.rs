@@ -13,7 +13,7 @@
 //!   again with the updated result. A record whose window is past `end - 1 + L` is late: it goes
 //!   to the late side output (if the pipeline has one) and is counted, never silently dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,21 +121,29 @@ impl WindowSpec {
 
     /// Start of the last window of period `period` that starts at or before `t`.
     fn aligned_start(t: i64, period: i64, offset: i64) -> i64 {
-        t - (t - offset).rem_euclid(period)
+        // In i128: `t - offset` overflows for `t` near `i64::MIN`; the remainder fits an i64.
+        t - (i128::from(t) - i128::from(offset)).rem_euclid(i128::from(period)) as i64
     }
 
     /// Calls `f(start, end)` for each (non-session) window containing `t`.
     fn for_each_window(&self, t: i64, mut f: impl FnMut(i64, i64)) {
         match *self {
+            // A window that would end after `i64::MAX` does not exist: a record only in such
+            // windows is late.
             WindowSpec::Tumbling { size, offset } => {
                 let start = Self::aligned_start(t, size, offset);
-                f(start, start + size);
+                if let Some(end) = start.checked_add(size) {
+                    f(start, end);
+                }
             }
             WindowSpec::Sliding { size, slide, offset } => {
                 let mut start = Self::aligned_start(t, slide, offset);
-                while start > t - size {
-                    f(start, start + size);
-                    start -= slide;
+                while start > t.saturating_sub(size) {
+                    if let Some(end) = start.checked_add(size) {
+                        f(start, end);
+                    }
+                    let Some(next) = start.checked_sub(slide) else { break };
+                    start = next;
                 }
             }
             WindowSpec::Session { gap } => f(t, t + gap),
@@ -186,7 +194,7 @@ pub(crate) struct WindowOperator<K, T, KF, A: Aggregator<T>> {
     windows: BTreeMap<i64, HashMap<K, A::Acc>>,
     /// Session windows of each key, sorted by start, and the ends to look at.
     sessions: HashMap<K, Vec<Session<A::Acc>>>,
-    session_timers: BTreeMap<i64, Vec<K>>,
+    session_timers: BTreeMap<i64, HashSet<K>>,
 }
 
 impl<K, T, KF, A> WindowOperator<K, T, KF, A>
@@ -251,9 +259,14 @@ where
     fn add_session(&mut self, key: &K, ts: i64, gap: i64, record: &T, refired: &mut Vec<(K, i64)>) -> bool {
         let sessions = self.sessions.entry(key.clone()).or_default();
         let (mut start, mut end) = (ts, ts.saturating_add(gap));
-        let mut acc = self.agg.create();
-        self.agg.add(&mut acc, record);
-        // Merge every session that overlaps or touches the new one.
+        let mut new = self.agg.create();
+        self.agg.add(&mut new, record);
+        // Merge every session that overlaps or touches the new one, handing the aggregator the
+        // states in time order (earlier first), as `Aggregator::merge` expects: the sessions by
+        // start (the list is sorted), the new record's state after those that start at or
+        // before it.
+        let mut before: Option<A::Acc> = None;
+        let mut after: Option<A::Acc> = None;
         let mut i = 0;
         while i < sessions.len() {
             let s = &sessions[i];
@@ -261,12 +274,24 @@ where
                 let s = sessions.remove(i);
                 start = start.min(s.start);
                 end = end.max(s.end);
-                let mut merged = s.acc;
-                self.agg.merge(&mut merged, acc);
-                acc = merged;
+                let side = if s.start <= ts { &mut before } else { &mut after };
+                match side {
+                    Some(acc) => self.agg.merge(acc, s.acc),
+                    None => *side = Some(s.acc),
+                }
             } else {
                 i += 1;
             }
+        }
+        let mut acc = match before {
+            Some(mut acc) => {
+                self.agg.merge(&mut acc, new);
+                acc
+            }
+            None => new,
+        };
+        if let Some(later) = after {
+            self.agg.merge(&mut acc, later);
         }
         if (end - 1).saturating_add(self.lateness) <= self.watermark {
             // Entirely late: put back nothing new (the merged sessions were already emitted
@@ -275,7 +300,8 @@ where
         }
         let pos = sessions.partition_point(|s| s.start < start);
         sessions.insert(pos, Session { start, end, acc });
-        self.session_timers.entry(end).or_default().push(key.clone());
+        // A set: records that join a session without moving its end must not fire it again.
+        self.session_timers.entry(end).or_default().insert(key.clone());
         if end - 1 <= self.watermark {
             refired.push((key.clone(), end));
         }

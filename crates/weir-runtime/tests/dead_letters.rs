@@ -1,0 +1,205 @@
+//! Bad records never stop a pipeline, and broken user code does.
+//!
+//! A log of 2 000 text lines, 5 % of them malformed in various ways, is parsed with `try_map`:
+//! every good line is counted in the window results, every bad one reaches the dead-letter sink
+//! with its origin (`file:line`), its payload and the parse error, `JobReport::dead_letters`
+//! counts them, and the job succeeds. A panic in a `map` closure, on the other hand, fails
+//! `run()` promptly with `Error::Panicked` naming the task that holds the map.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use weir_runtime::{
+    CollectSink, Count, DeadLetter, Error, MemorySource, Pipeline, Sum, Traceable, TumblingWindows,
+    Watermarks,
+};
+
+const FILE: &str = "access.log";
+
+/// A line of a file, as a file source would produce it.
+#[derive(Debug, Clone, PartialEq)]
+struct Line {
+    file: &'static str,
+    /// 1-based.
+    number: usize,
+    text: String,
+}
+
+impl Traceable for Line {
+    fn origin(&self) -> String {
+        format!("{}:{}", self.file, self.number)
+    }
+
+    fn payload(&self) -> String {
+        self.text.clone()
+    }
+}
+
+/// A parsed line: `timestamp,user,bytes`.
+#[derive(Debug, Clone, PartialEq)]
+struct Hit {
+    ts: i64,
+    user: String,
+    bytes: u64,
+}
+
+fn parse(line: &Line) -> Result<Hit, String> {
+    let fields: Vec<&str> = line.text.split(',').collect();
+    let [ts, user, bytes] = fields[..] else {
+        return Err(format!("expected 3 fields, found {}", fields.len()));
+    };
+    let ts = ts.parse().map_err(|e| format!("timestamp {ts:?}: {e}"))?;
+    if user.is_empty() {
+        return Err("empty user".to_owned());
+    }
+    let bytes = bytes.parse().map_err(|e| format!("bytes {bytes:?}: {e}"))?;
+    Ok(Hit { ts, user: user.to_owned(), bytes })
+}
+
+/// 2 000 lines; every 20th (5 %) is malformed, in one of several ways.
+fn lines() -> Vec<Line> {
+    (1..=2_000usize)
+        .map(|number| {
+            let ts = number as i64 * 100;
+            let user = ["ann", "bob", "cy"][number % 3];
+            let text = if number % 20 == 7 {
+                match (number / 20) % 6 {
+                    0 => format!("{ts},{user}"),
+                    1 => format!("yesterday,{user},{number}"),
+                    2 => String::new(),
+                    3 => format!("{ts},{user},-{number}"),
+                    4 => format!("{ts},,{number}"),
+                    _ => format!("{ts},{user},{number},extra"),
+                }
+            } else {
+                format!("{ts},{user},{number}")
+            };
+            Line { file: FILE, number, text }
+        })
+        .collect()
+}
+
+/// (user, window start) -> (count, bytes), brute force over the good lines.
+fn expected(lines: &[Line]) -> BTreeMap<(String, i64), (u64, u64)> {
+    let mut want: BTreeMap<(String, i64), (u64, u64)> = BTreeMap::new();
+    for hit in lines.iter().filter_map(|l| parse(l).ok()) {
+        let w = want.entry((hit.user, hit.ts - hit.ts.rem_euclid(10_000))).or_default();
+        w.0 += 1;
+        w.1 += hit.bytes;
+    }
+    want
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_become_dead_letters_and_the_good_ones_are_counted() {
+    let lines = lines();
+    let bad: Vec<&Line> = lines.iter().filter(|l| parse(l).is_err()).collect();
+    assert_eq!(bad.len(), 100, "5 % of the lines are malformed");
+    let want = expected(&lines);
+    for parallelism in [1, 4] {
+        let p =
+            Pipeline::builder("dead letters").parallelism(parallelism).handle_signals(false).build().unwrap();
+        let (out, dead) = (CollectSink::new(), CollectSink::new());
+        p.dead_letters(dead.clone());
+        p.source(MemorySource::new(lines.clone()).batch_size(64))
+            .try_map(parse)
+            .assign_timestamps(|h: &Hit| h.ts, Watermarks::bounded_out_of_orderness(Duration::from_secs(1)))
+            .key_by(|h: &Hit| h.user.clone())
+            .window(TumblingWindows::of(Duration::from_secs(10)))
+            .aggregate((Count, Sum::of(|h: &Hit| h.bytes)))
+            .sink(out.clone());
+        let report = tokio::time::timeout(Duration::from_secs(20), p.run())
+            .await
+            .expect("the job completes")
+            .expect("bad records do not fail the job");
+
+        assert_eq!(report.dead_letters, 100, "p{parallelism}");
+        assert_eq!(report.late_records, 0, "p{parallelism}");
+        let got: BTreeMap<(String, i64), (u64, u64)> =
+            out.take().into_iter().map(|r| ((r.key, r.window_start), r.value)).collect();
+        assert_eq!(
+            got.values().map(|v| v.0).sum::<u64>(),
+            1_900,
+            "p{parallelism}: every good line is counted"
+        );
+        assert_eq!(got, want, "p{parallelism}");
+
+        let mut letters: Vec<DeadLetter> = dead.take();
+        letters.sort_by_key(|l| l.origin.split(':').nth(1).and_then(|n| n.parse::<usize>().ok()));
+        let want_letters: Vec<DeadLetter> = bad
+            .iter()
+            .map(|l| DeadLetter {
+                operator: "try_map".to_owned(),
+                origin: format!("{FILE}:{}", l.number),
+                payload: l.text.clone(),
+                error: parse(l).unwrap_err(),
+            })
+            .collect();
+        assert_eq!(letters, want_letters, "p{parallelism}: each bad line with origin, payload and error");
+        assert!(
+            letters.iter().any(|l| l.error.contains("timestamp \"yesterday\"")),
+            "the error text is the parser's"
+        );
+    }
+}
+
+/// Without a dead-letter sink the bad lines are logged and still counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_counted_without_a_dead_letter_sink() {
+    let p = Pipeline::builder("dead letters").parallelism(2).handle_signals(false).build().unwrap();
+    let out = CollectSink::new();
+    p.source(MemorySource::new(lines()).batch_size(100)).try_map(parse).sink(out.clone());
+    let report = tokio::time::timeout(Duration::from_secs(20), p.run()).await.unwrap().unwrap();
+    assert_eq!(report.dead_letters, 100);
+    assert_eq!(out.take().len(), 1_900);
+}
+
+/// A panic in user code fails the job with `Error::Panicked` naming the task of the map (before
+/// and after the exchange), and `run()` returns instead of hanging on the other tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_map_fails_the_job_and_names_the_map() {
+    fn explode(line: Line) -> Line {
+        if line.number == 1_234 {
+            panic!("boom at line {}", line.number);
+        }
+        line
+    }
+    for parallelism in [1, 4] {
+        for after_exchange in [false, true] {
+            let p =
+                Pipeline::builder("panics").parallelism(parallelism).handle_signals(false).build().unwrap();
+            let (out, dead) = (CollectSink::new(), CollectSink::new());
+            p.dead_letters(dead.clone());
+            let lines = p.source(MemorySource::new(lines()).batch_size(16));
+            let lines = if after_exchange {
+                lines.key_by(|l: &Line| l.number % 7).into_stream().map(explode)
+            } else {
+                lines.map(explode)
+            };
+            lines
+                .try_map(parse)
+                .assign_timestamps(|h: &Hit| h.ts, Watermarks::monotonic())
+                .key_by(|h: &Hit| h.user.clone())
+                .window(TumblingWindows::of(Duration::from_secs(10)))
+                .aggregate(Count)
+                .sink(out.clone());
+            let result = tokio::time::timeout(Duration::from_secs(10), p.run())
+                .await
+                .unwrap_or_else(|_| panic!("p{parallelism}: run() returns after a panic"));
+            let Err(Error::Panicked { operator, message }) = result else {
+                panic!("p{parallelism}: expected Error::Panicked, got {result:?}");
+            };
+            assert!(
+                operator.contains("-> map"),
+                "p{parallelism} after exchange {after_exchange}: {operator:?}"
+            );
+            assert!(
+                operator.starts_with(if after_exchange { "keyed" } else { "source" }),
+                "p{parallelism}: the task that ran the map: {operator:?}"
+            );
+            assert_eq!(message, "boom at line 1234");
+        }
+    }
+}
