@@ -1,0 +1,1168 @@
+//! `window_throughput`: a keyed tumbling-window aggregation over 10 million CSV access events,
+//! end to end through `weir-runtime`, printed next to a hand-written single-threaded loop that
+//! computes the same result from the same lines, measured in the same run.
+//!
+//! ```text
+//! cargo bench -p weir-benches --bench window_throughput                # full run, about 3 minutes
+//! cargo bench -p weir-benches --bench window_throughput -- --quick     # smoke run for CI, seconds
+//! cargo bench -p weir-benches --bench window_throughput -- str/p2      # only rows whose id contains this
+//! ```
+//!
+//! The input is generated before anything is timed: CSV lines
+//! `ts,ip,method,path,status,bytes,latency_ms`, ten per millisecond of event time, each up to 2 s
+//! older than the newest line before it (`--quick`: 200,000 lines). The same lines in four forms,
+//! named in the row ids:
+//!
+//! - `str`: in memory, one big string, each line a `&'static str` slice of it. `MemorySource`
+//!   copies 16-byte slices into its batches, so the rows measure the framework and the parsing.
+//! - `string`: in memory, a `Vec<String>`. `MemorySource` clones every `String` into its batches
+//!   (an allocation and a copy per line, freed after parsing), as a source handing out owned
+//!   lines would.
+//! - `file`: two CSV files on disk (a header, then the first and the second half of the lines),
+//!   read by `weir_connectors::FileSource::lines`, the header skipped by a `filter`, parsed by the
+//!   same `try_map` as the in-memory lines. The files were just written, so they are read from
+//!   the page cache.
+//! - `file-csv`: the same files through `FileSource::csv::<Event>` and `.parsed()`: the
+//!   connector's own CSV parsing (the `csv` crate and serde), mapping columns by the header.
+//!
+//! Rows:
+//!
+//! - `hand/<input>`: a single-threaded loop over the lines (for `file`: reading the two files
+//!   with a `BufReader` line by line): the same `parse` function, then a
+//!   `HashMap<(status, window_start), (count, sum_latency, sum_bytes)>`. The floor on overhead.
+//! - `weir/<input>/p<parallelism>/b<batch size>`: the source → `try_map(parse)` →
+//!   `assign_timestamps` (bounded out-of-orderness 2 s) → `key_by(status)` →
+//!   `TumblingWindows::of(10 s)` → `aggregate((Count, Avg::of(latency), Sum::of(bytes)))` → a sink
+//!   that counts the results, on a tokio multi-thread runtime with one worker per CPU.
+//!
+//! Before the timed rounds, one verification run per input form collects Weir's results with a
+//! `CollectSink` and checks them against the hand loop's, window by window; the bench fails
+//! (non-zero exit) if they differ. Every timed run checks the number of results, the events they
+//! cover, and that there were no dead letters and no late records. Files go to a temporary
+//! directory under `WEIR_BENCH_DIR` if that is set, else under Cargo's `CARGO_TARGET_TMPDIR`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write as _};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use tokio::runtime::Runtime;
+use weir_connectors::{FileSource, ParseExt};
+use weir_runtime::{
+    Avg, Batch, CollectSink, Count, JobReport, MemorySource, Pipeline, Sink, SinkWriter, Stream, Sum,
+    Traceable, TumblingWindows, Watermarks, WindowResult,
+};
+
+const USAGE: &str =
+    "usage: window_throughput [--quick] [FILTER]   (FILTER: substring of row ids, e.g. str/p2)";
+
+/// The targets the figures are held against.
+const TARGET_MEMORY_EVENTS_PER_SEC: f64 = 2_000_000.0;
+const TARGET_FILE_EVENTS_PER_SEC: f64 = 1_000_000.0;
+const TARGET_HAND_RATIO: f64 = 1.5;
+
+const WINDOW: Duration = Duration::from_secs(10);
+const WINDOW_MS: i64 = 10_000;
+const DISORDER: Duration = Duration::from_secs(2);
+const DISORDER_MS: u64 = 2_000;
+/// Event time of the first line: 2023-11-14T22:13:20Z.
+const START_MS: i64 = 1_700_000_000_000;
+const EVENTS_PER_MS: i64 = 10;
+const CSV_HEADER: &str = "ts,ip,method,path,status,bytes,latency_ms";
+/// The CSV files the lines are split into (each subtask reads its share of the files).
+const FILES: usize = 2;
+
+const PARALLELISMS: [usize; 2] = [1, 2];
+const MEMORY_BATCH_SIZES: [usize; 2] = [1024, 4096];
+/// Why a full run leaves the `file-csv` rows out unless a filter selects them.
+const FILE_CSV_NOTE: &str = "file-csv rows (FileSource::csv + parsed()) are left out of a full run without a \
+     filter:\n  that path parses far slower than the others (see --quick), so 10 million lines take \
+     minutes per run;\n  select them with the filter `file-csv`.";
+/// File sources run at their default batch size only.
+const FILE_BATCH_SIZE: usize = weir_connectors::DEFAULT_BATCH_SIZE;
+
+/// Status codes and their weight per mille.
+const STATUSES: [(u16, u64); 8] =
+    [(200, 800), (304, 60), (404, 50), (500, 25), (301, 20), (400, 20), (401, 15), (503, 10)];
+const PATHS: [(&str, bool); 6] = [
+    ("/api/v1/items/", true),
+    ("/api/v1/users/", true),
+    ("/api/v1/orders/", true),
+    ("/static/app.", true),
+    ("/healthz", false),
+    ("/", false),
+];
+
+struct Budget {
+    events: usize,
+    /// Timed runs of every row; each round runs every row once, the order reversed every other
+    /// round, so drift on the machine falls on all rows alike.
+    rounds: usize,
+}
+
+impl Budget {
+    fn full() -> Budget {
+        Budget { events: 10_000_000, rounds: 3 }
+    }
+
+    fn quick() -> Budget {
+        Budget { events: 200_000, rounds: 1 }
+    }
+}
+
+struct Args {
+    quick: bool,
+    filter: Option<String>,
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut args = Args { quick: false, filter: None };
+        for arg in std::env::args().skip(1) {
+            match arg.as_str() {
+                // Cargo passes `--bench` to harness-less bench binaries.
+                "--bench" => {}
+                "--quick" => args.quick = true,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                flag if flag.starts_with('-') => bail!("unknown flag {flag}\n{USAGE}"),
+                filter => {
+                    if args.filter.replace(filter.to_owned()).is_some() {
+                        bail!("more than one filter given\n{USAGE}");
+                    }
+                }
+            }
+        }
+        Ok(args)
+    }
+
+    fn selects(&self, id: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| id.contains(f))
+    }
+}
+
+/// Where the lines are: each form has its hand loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Input {
+    Str,
+    Owned,
+    File,
+}
+
+impl Input {
+    fn name(self) -> &'static str {
+        match self {
+            Input::Str => "str",
+            Input::Owned => "string",
+            Input::File => "file",
+        }
+    }
+}
+
+/// How a pipeline gets its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    /// `MemorySource` of `&'static str` lines, then `try_map(parse)`.
+    Str,
+    /// `MemorySource` of `String` lines, then `try_map(parse)`.
+    Owned,
+    /// `FileSource::lines`, then `filter` (header) and `try_map(parse)`.
+    File,
+    /// `FileSource::csv::<Event>`, then `.parsed()`.
+    FileCsv,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Str => "str",
+            Source::Owned => "string",
+            Source::File => "file",
+            Source::FileCsv => "file-csv",
+        }
+    }
+
+    /// The lines it reads, and so the hand loop it is compared with.
+    fn input(self) -> Input {
+        match self {
+            Source::Str => Input::Str,
+            Source::Owned => Input::Owned,
+            Source::File | Source::FileCsv => Input::File,
+        }
+    }
+
+    fn target(self) -> (f64, &'static str) {
+        match self.input() {
+            Input::File => (TARGET_FILE_EVENTS_PER_SEC, "from CSV files, parsing included"),
+            Input::Str | Input::Owned => (TARGET_MEMORY_EVENTS_PER_SEC, "from memory"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Row {
+    Hand(Input),
+    Weir { source: Source, parallelism: usize, batch: usize },
+}
+
+impl Row {
+    fn id(self) -> String {
+        match self {
+            Row::Hand(input) => format!("hand/{}", input.name()),
+            Row::Weir { source, parallelism, batch } => {
+                format!("weir/{}/p{parallelism}/b{batch}", source.name())
+            }
+        }
+    }
+
+    fn input(self) -> Input {
+        match self {
+            Row::Hand(input) => input,
+            Row::Weir { source, .. } => source.input(),
+        }
+    }
+}
+
+/// The selected rows: the hand loop of every input a selected Weir row reads (its ratio needs
+/// it) and the selected hand rows, then the Weir rows. The `file-csv` rows run in `--quick` and
+/// when a filter names them, not in a full run without one (see [`FILE_CSV_NOTE`]).
+fn select_rows(args: &Args) -> Vec<Row> {
+    let mut weir = Vec::new();
+    for source in [Source::Str, Source::Owned, Source::File, Source::FileCsv] {
+        let batches: &[usize] =
+            if source.input() == Input::File { &[FILE_BATCH_SIZE] } else { &MEMORY_BATCH_SIZES };
+        for parallelism in PARALLELISMS {
+            for &batch in batches {
+                let row = Row::Weir { source, parallelism, batch };
+                let opt_in = source == Source::FileCsv && !args.quick && args.filter.is_none();
+                if args.selects(&row.id()) && !opt_in {
+                    weir.push(row);
+                }
+            }
+        }
+    }
+    let mut rows: Vec<Row> = [Input::Str, Input::Owned, Input::File]
+        .into_iter()
+        .map(Row::Hand)
+        .filter(|h| args.selects(&h.id()) || weir.iter().any(|w| w.input() == h.input()))
+        .collect();
+    rows.extend(weir);
+    rows
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse()?;
+    let budget = if args.quick { Budget::quick() } else { Budget::full() };
+    let rows = select_rows(&args);
+    if rows.is_empty() {
+        bail!("no row id contains {:?}\n{USAGE}", args.filter.as_deref().unwrap_or(""));
+    }
+    let wants = |input: Input| rows.iter().any(|r| r.input() == input);
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
+    let started = Instant::now();
+
+    println!("weir-runtime windowed aggregation benchmark");
+    println!(
+        "  mode: {}   filter: {}   cpus: {}   tokio worker threads: {workers}",
+        if args.quick { "--quick (smoke run; figures not meaningful)" } else { "full" },
+        args.filter.as_deref().unwrap_or("(none)"),
+        std::thread::available_parallelism().map_or(0, usize::from),
+    );
+    println!("  load average at start: {}", load_average());
+
+    let generated = Instant::now();
+    let text: &'static str = generate(budget.events)?.leak();
+    let lines: Vec<StrLine> = text.lines().map(StrLine).collect();
+    ensure!(lines.len() == budget.events, "generated {} lines, not {}", lines.len(), budget.events);
+    let owned: Option<Vec<String>> =
+        wants(Input::Owned).then(|| lines.iter().map(|l| l.0.to_owned()).collect());
+    let files = if wants(Input::File) { Some(CsvFiles::write(&lines)?) } else { None };
+    let generated = generated.elapsed();
+    let input_bytes = text.len() as u64;
+    let events = lines.len() as u64;
+
+    // The expected result, from the hand loop (untimed; it also warms up its code and memory).
+    let expected = hand_loop(&lines);
+    ensure!(expected.bad == 0, "{} generated lines do not parse", expected.bad);
+    if let Some(owned) = &owned {
+        ensure!(hand_loop(owned).groups == expected.groups, "the String lines aggregate differently");
+    }
+    if let Some(files) = &files {
+        ensure!(hand_files(files)?.groups == expected.groups, "the CSV files aggregate differently");
+    }
+    let status_share = status_share(&expected.groups, events);
+
+    println!(
+        "  input: {} CSV lines `{CSV_HEADER}`, {:.1} MB ({:.1} B/line),",
+        group(events),
+        input_bytes as f64 / 1e6,
+        input_bytes as f64 / events as f64
+    );
+    println!(
+        "    {EVENTS_PER_MS} per ms of event time ({:.0} s), each 0–{DISORDER_MS} ms older than its place in the",
+        events as f64 / EVENTS_PER_MS as f64 / 1e3
+    );
+    println!(
+        "    sequence (up to 2 s of disorder); generated untimed in {:.1} s; statuses: {status_share}",
+        generated.as_secs_f64()
+    );
+    println!("    expected result: {} windows (status × 10 s window)", expected.groups.len());
+    println!("  input forms: str = &'static str slices of one string (the source copies 16-byte slices);");
+    println!("    string = Vec<String>, which MemorySource clones line by line into each batch;");
+    if let Some(files) = &files {
+        println!(
+            "    file = {FILES} CSV files (header + one half of the lines each, in event-time order) in"
+        );
+        println!("      {} ({}),", files.dir.path().display(), describe_fs(files.dir.path()));
+        println!("      just written, so read from the page cache.");
+    }
+    println!("  hand/<input>: 1 thread; the same parse fn, then HashMap<(status, window_start), (count,");
+    println!("    sum_latency, sum_bytes)> (std SipHash, as the window operator's maps); hand/file reads");
+    println!("    the files with a 64 KiB BufReader, read_line into one String.");
+    println!("  weir/<input>/p<P>/b<B>: source(batch B) -> try_map(parse) -> assign_timestamps(bounded");
+    println!("    out-of-orderness 2 s) -> key_by(status) -> TumblingWindows::of(10 s) -> aggregate((Count,");
+    println!("    Avg::of(latency), Sum::of(bytes))) -> counting sink; parallelism P (P source subtasks and");
+    println!(
+        "    P window subtasks, as tokio tasks on the {workers} workers), channel capacity 8 (default)."
+    );
+    println!("    str, string: MemorySource. file: FileSource::lines -> filter(not the header) -> try_map.");
+    println!("    file-csv: FileSource::csv::<Event> -> parsed() (csv crate + serde, by column name).");
+    println!("    The wall time covers building the pipeline and run() until every sink finished.");
+    println!(
+        "  {} timed round(s); each runs every row once, in reverse order every other round. Figures are",
+        budget.rounds
+    );
+    println!("    medians over the rounds; `range` is the fastest and slowest run.");
+    println!("  cpu = CPU time of all the process's threads during the run (/proc/self/task/*/schedstat).");
+    println!("  wall/hand = row's wall time / its input's hand loop wall time (target ≤ 1.5, held at p1");
+    println!("    and at p2 alike; note p1 already runs source and window tasks on 2 threads); cpu/hand is");
+    println!("    the same ratio of CPU time.");
+    println!("  backpr = time source tasks waited on full channels (JobReport::backpressure), summed.");
+    println!("  rq wait = time the process's threads were runnable but waited for a CPU: other load on the");
+    println!("    machine (the bench never has more busy threads than CPUs); runs where it passes 5 % of");
+    println!("    the wall time (and 10 ms) are listed after the table.");
+    println!("  1st out = when the first window result reached the sink, as a share of the wall time.");
+
+    let sources = Sources::new(&lines, owned.as_deref(), files.as_ref(), &rows);
+
+    // Verification: for each source form, Weir's results, collected, against the hand loop's.
+    println!();
+    for source in [Source::Str, Source::Owned, Source::File, Source::FileCsv] {
+        let max_p = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Weir { source: s, parallelism, .. } if *s == source => Some(*parallelism),
+                _ => None,
+            })
+            .max();
+        let row = rows.iter().copied().find(
+            |r| matches!(r, Row::Weir { source: s, parallelism, .. } if *s == source && Some(*parallelism) == max_p),
+        );
+        if let Some(row) = row {
+            verify(&runtime, &sources, row, &expected)?;
+        }
+    }
+
+    let mut samples: Vec<Vec<Sample>> = rows.iter().map(|_| Vec::new()).collect();
+    for round in 0..budget.rounds {
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..rows.len()).collect() } else { (0..rows.len()).rev().collect() };
+        for i in order {
+            let row = rows[i];
+            let sample = match row {
+                Row::Hand(Input::Str) => time_hand(|| Ok(hand_loop(&lines)), &expected),
+                Row::Hand(Input::Owned) => match &owned {
+                    Some(owned) => time_hand(|| Ok(hand_loop(owned)), &expected),
+                    None => bail!("no String lines were built"),
+                },
+                Row::Hand(Input::File) => match &files {
+                    Some(files) => time_hand(|| hand_files(files), &expected),
+                    None => bail!("no CSV files were written"),
+                },
+                Row::Weir { .. } => time_weir(&runtime, &sources, row, &expected, events),
+            }
+            .with_context(|| format!("{}: round {round}", row.id()))?;
+            samples[i].push(sample);
+        }
+    }
+
+    let mut targets = Vec::new();
+    print_table(&rows, &samples, events, input_bytes, &mut targets);
+    print_disturbed(&rows, &samples);
+    print_skew(&rows, &samples, events);
+    if !args.quick && args.filter.is_none() {
+        println!();
+        println!("{FILE_CSV_NOTE}");
+    }
+
+    println!();
+    println!("targets");
+    for t in &targets {
+        println!("  {t}");
+    }
+    println!();
+    println!("total time {:.1} s; load average at end: {}", started.elapsed().as_secs_f64(), load_average());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The events and their parsing, shared by the hand loops and the pipelines.
+
+/// One CSV line, a slice of the input text (which lives for the whole process).
+#[derive(Debug, Clone, Copy)]
+struct StrLine(&'static str);
+
+impl Traceable for StrLine {
+    fn origin(&self) -> String {
+        String::new()
+    }
+
+    fn payload(&self) -> String {
+        self.0.to_owned()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+    Head,
+}
+
+/// A parsed access event. The path is checked but not kept: nothing reads it, and keeping it
+/// would cost an allocation per event for owned lines. (`file-csv` maps CSV columns to these
+/// fields by name; its `path` column has no field and is skipped.)
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+struct Event {
+    ts: i64,
+    #[expect(dead_code, reason = "parsed as a real job would; the aggregation does not read it")]
+    ip: Ipv4Addr,
+    #[expect(dead_code, reason = "parsed as a real job would; the aggregation does not read it")]
+    method: Method,
+    status: u16,
+    bytes: u64,
+    latency_ms: u32,
+}
+
+/// A line that does not parse; names the field.
+#[derive(Debug)]
+struct ParseError(&'static str);
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad or missing field `{}`", self.0)
+    }
+}
+
+fn parse(line: &str) -> Result<Event, ParseError> {
+    let mut fields = line.split(',');
+    let mut field = |name: &'static str| fields.next().ok_or(ParseError(name));
+    let ts = field("ts")?.parse().map_err(|_| ParseError("ts"))?;
+    let ip = field("ip")?.parse().map_err(|_| ParseError("ip"))?;
+    let method = match field("method")? {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        _ => return Err(ParseError("method")),
+    };
+    if !field("path")?.starts_with('/') {
+        return Err(ParseError("path"));
+    }
+    let status = field("status")?.parse().map_err(|_| ParseError("status"))?;
+    if !(100..=599).contains(&status) {
+        return Err(ParseError("status"));
+    }
+    let bytes = field("bytes")?.parse().map_err(|_| ParseError("bytes"))?;
+    let latency_ms = field("latency_ms")?.parse().map_err(|_| ParseError("latency_ms"))?;
+    if fields.next().is_some() {
+        return Err(ParseError("end of line"));
+    }
+    Ok(Event { ts, ip, method, status, bytes, latency_ms })
+}
+
+/// splitmix64: deterministic, and good enough to spread the fields.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// `n` CSV lines, each ending in `\n`.
+fn generate(n: usize) -> Result<String> {
+    let mut rng = Rng(0x5eed);
+    let mut text = String::with_capacity(n * 64);
+    for i in 0..n {
+        let place = START_MS + i as i64 / EVENTS_PER_MS;
+        let ts = place - (rng.next() % (DISORDER_MS + 1)) as i64;
+        let r = rng.next();
+        let ip = Ipv4Addr::new(10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8);
+        let method = match (r >> 32) % 100 {
+            0..70 => "GET",
+            70..88 => "POST",
+            88..94 => "PUT",
+            94..98 => "DELETE",
+            _ => "HEAD",
+        };
+        let (path, with_id) = PATHS[((r >> 40) % PATHS.len() as u64) as usize];
+        let r = rng.next();
+        let mut pick = r % 1000;
+        let mut status = STATUSES[0].0;
+        for (code, weight) in STATUSES {
+            if pick < weight {
+                status = code;
+                break;
+            }
+            pick -= weight;
+        }
+        let bytes = 200 + (r >> 10) % 60_000;
+        let u = (r >> 30) % 1000;
+        let latency = 1 + u * u / 1000 + (r >> 40) % 20;
+        write!(text, "{ts},{ip},{method},{path}")?;
+        if with_id {
+            write!(text, "{}", (r >> 48) % 100_000)?;
+        }
+        writeln!(text, ",{status},{bytes},{latency}")?;
+    }
+    Ok(text)
+}
+
+/// The lines as CSV files with a header, in a temporary directory removed on drop.
+struct CsvFiles {
+    dir: tempfile::TempDir,
+    paths: Vec<PathBuf>,
+}
+
+impl CsvFiles {
+    /// File `k` holds the `k`-th of [`FILES`] consecutive parts of `lines`, so the files are in
+    /// event-time order: a subtask reading several one after the other sees time go forward
+    /// (a split first seen after another split ended cannot hold the watermark back).
+    fn write(lines: &[StrLine]) -> Result<CsvFiles> {
+        let dir = tempfile::tempdir_in(bench_root()?)?;
+        let per = lines.len().div_ceil(FILES);
+        let mut paths = Vec::new();
+        for (k, part) in lines.chunks(per.max(1)).enumerate() {
+            let path = dir.path().join(format!("access-{k}.csv"));
+            let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+            writeln!(out, "{CSV_HEADER}")?;
+            for line in part {
+                out.write_all(line.0.as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            paths.push(path);
+        }
+        Ok(CsvFiles { dir, paths })
+    }
+
+    /// The glob the file sources read.
+    fn pattern(&self) -> Result<String> {
+        let dir = self.dir.path().to_str().context("the bench directory's path is not UTF-8")?;
+        Ok(format!("{dir}/access-*.csv"))
+    }
+}
+
+/// Where the benchmark's temporary directories go.
+fn bench_root() -> Result<PathBuf> {
+    let root = match std::env::var_os("WEIR_BENCH_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-window-bench"),
+    };
+    std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+    Ok(root.canonicalize()?)
+}
+
+/// The file system `path` is on, from `/proc/self/mounts` (the longest matching mount point).
+fn describe_fs(path: &Path) -> String {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return "file system unknown".to_owned();
+    };
+    let found = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(target).then_some((target.len(), source, fstype))
+        })
+        .max_by_key(|(len, _, _)| *len);
+    match found {
+        Some((_, source, fstype)) => format!("{fstype} on {source}"),
+        None => "file system unknown".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hand-written loops.
+
+/// count, sum of latency_ms, sum of bytes.
+type Acc = (u64, u64, u64);
+
+struct HandResult {
+    groups: HashMap<(u16, i64), Acc>,
+    bad: u64,
+}
+
+impl HandResult {
+    fn new() -> HandResult {
+        HandResult { groups: HashMap::new(), bad: 0 }
+    }
+
+    fn add(&mut self, line: &str) {
+        match parse(line) {
+            Ok(e) => {
+                let start = e.ts - e.ts.rem_euclid(WINDOW_MS);
+                let acc = self.groups.entry((e.status, start)).or_default();
+                acc.0 += 1;
+                acc.1 += u64::from(e.latency_ms);
+                acc.2 += e.bytes;
+            }
+            Err(_) => self.bad += 1,
+        }
+    }
+}
+
+fn hand_loop<L: AsRef<str>>(lines: &[L]) -> HandResult {
+    let mut result = HandResult::new();
+    for line in lines {
+        result.add(line.as_ref());
+    }
+    result
+}
+
+impl AsRef<str> for StrLine {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+/// The hand loop over the CSV files: a 64 KiB `BufReader` each (as `FileSource`), one `String`
+/// reused for every line, the header skipped.
+fn hand_files(files: &CsvFiles) -> Result<HandResult> {
+    let mut result = HandResult::new();
+    let mut line = String::new();
+    for path in &files.paths {
+        let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+        let mut reader = BufReader::with_capacity(64 << 10, file);
+        let mut first = true;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            if std::mem::take(&mut first) {
+                continue;
+            }
+            result.add(line.trim_end_matches(['\n', '\r']));
+        }
+    }
+    Ok(result)
+}
+
+fn time_hand(run: impl FnOnce() -> Result<HandResult>, expected: &HandResult) -> Result<Sample> {
+    let before = Sched::now();
+    let start = Instant::now();
+    let result = std::hint::black_box(run()?);
+    let wall = start.elapsed();
+    let sched = Sched::since(before);
+    ensure!(result.groups == expected.groups, "the hand loop's result changed between runs");
+    Ok(Sample { wall, sched, backpressure: None, first_out: None, per_subtask: Vec::new() })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipelines.
+
+/// (count, average latency, sum of bytes) of one status in one window.
+type Value = (u64, Option<f64>, u64);
+type Out = WindowResult<u16, Value>;
+
+/// The sources of the selected rows, built once (cloning a memory source shares its records).
+struct Sources {
+    str_lines: Option<MemorySource<StrLine>>,
+    owned_lines: Option<MemorySource<String>>,
+    pattern: Option<String>,
+}
+
+impl Sources {
+    fn new(lines: &[StrLine], owned: Option<&[String]>, files: Option<&CsvFiles>, rows: &[Row]) -> Sources {
+        let wants = |source| rows.iter().any(|r| matches!(r, Row::Weir { source: s, .. } if *s == source));
+        Sources {
+            str_lines: wants(Source::Str).then(|| MemorySource::new(lines.to_vec())),
+            owned_lines: if wants(Source::Owned) {
+                owned.map(|o| MemorySource::new(o.to_vec()))
+            } else {
+                None
+            },
+            pattern: files.and_then(|f| f.pattern().ok()),
+        }
+    }
+}
+
+/// The part every pipeline shares, after the events are parsed.
+fn window_and_sink<S: Sink<Out>>(events: Stream<Event>, sink: S) {
+    events
+        .assign_timestamps(|e: &Event| e.ts, Watermarks::bounded_out_of_orderness(DISORDER))
+        .key_by(|e: &Event| e.status)
+        .window(TumblingWindows::of(WINDOW))
+        .aggregate((Count, Avg::of(|e: &Event| f64::from(e.latency_ms)), Sum::of(|e: &Event| e.bytes)))
+        .sink(sink);
+}
+
+/// Builds `row`'s pipeline, writing to `sink`, and runs it on the runtime.
+fn run_row<S: Sink<Out>>(runtime: &Runtime, sources: &Sources, row: Row, sink: S) -> Result<JobReport> {
+    let Row::Weir { source, parallelism, batch } = row else { bail!("{} is not a Weir row", row.id()) };
+    let missing = || anyhow::anyhow!("no source was prepared for {}", row.id());
+    let p = Pipeline::builder("window_throughput").parallelism(parallelism).handle_signals(false).build()?;
+    let events = match source {
+        Source::Str => {
+            let lines = sources.str_lines.as_ref().ok_or_else(missing)?;
+            p.source(lines.clone().batch_size(batch)).try_map(|l: &StrLine| parse(l.0))
+        }
+        Source::Owned => {
+            let lines = sources.owned_lines.as_ref().ok_or_else(missing)?;
+            p.source(lines.clone().batch_size(batch)).try_map(|l: &String| parse(l))
+        }
+        Source::File => {
+            let pattern = sources.pattern.as_ref().ok_or_else(missing)?;
+            p.source(FileSource::lines(pattern.as_str()).batch_size(batch))
+                .filter(|l| l.line != 1)
+                .try_map(|l: &weir_connectors::Line| parse(&l.text))
+        }
+        Source::FileCsv => {
+            let pattern = sources.pattern.as_ref().ok_or_else(missing)?;
+            p.source(FileSource::csv::<Event>(pattern.as_str()).batch_size(batch)).parsed()
+        }
+    };
+    window_and_sink(events, sink);
+    Ok(runtime.block_on(p.run())?)
+}
+
+fn time_weir(
+    runtime: &Runtime,
+    sources: &Sources,
+    row: Row,
+    expected: &HandResult,
+    events: u64,
+) -> Result<Sample> {
+    let Row::Weir { parallelism, .. } = row else { bail!("{} is not a Weir row", row.id()) };
+    let sink = CountSink::new(parallelism);
+    let before = Sched::now();
+    let start = Instant::now();
+    let report = run_row(runtime, sources, row, sink.clone())?;
+    let wall = start.elapsed();
+    let sched = Sched::since(before);
+    check_report(&report)?;
+    let results = sink.inner.results.load(Ordering::Relaxed);
+    let per_subtask: Vec<u64> = sink.inner.events.iter().map(|e| e.load(Ordering::Relaxed)).collect();
+    ensure!(
+        results == expected.groups.len() as u64,
+        "{results} window results, expected {}",
+        expected.groups.len()
+    );
+    let counted: u64 = per_subtask.iter().sum();
+    ensure!(counted == events, "the results cover {counted} events, not {events}");
+    Ok(Sample {
+        wall,
+        sched,
+        backpressure: Some(report.backpressure),
+        first_out: sink.inner.first.get().map(|t| t.saturating_duration_since(start)),
+        per_subtask,
+    })
+}
+
+fn check_report(report: &JobReport) -> Result<()> {
+    ensure!(report.dead_letters == 0, "{} dead letters", report.dead_letters);
+    ensure!(report.late_records == 0, "{} late records", report.late_records);
+    Ok(())
+}
+
+/// One collecting run of `row`, its results compared with the hand loop's window by window.
+fn verify(runtime: &Runtime, sources: &Sources, row: Row, expected: &HandResult) -> Result<()> {
+    let out = CollectSink::new();
+    let report = run_row(runtime, sources, row, out.clone())
+        .with_context(|| format!("verification run of {}", row.id()))?;
+    check_report(&report).with_context(|| format!("verification run of {}", row.id()))?;
+    let mut got: BTreeMap<(u16, i64), Value> = BTreeMap::new();
+    let mut bad_ends = 0;
+    let mut duplicates = 0;
+    for r in out.take() {
+        if r.window_end != r.window_start + WINDOW_MS {
+            bad_ends += 1;
+        }
+        if got.insert((r.key, r.window_start), r.value).is_some() {
+            duplicates += 1;
+        }
+    }
+    let want: BTreeMap<(u16, i64), Value> = expected
+        .groups
+        .iter()
+        .map(|(&k, &(count, latency, bytes))| (k, (count, Some(latency as f64 / count as f64), bytes)))
+        .collect();
+    let keys: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).copied().collect();
+    let differing: Vec<_> = keys.into_iter().filter(|k| got.get(k) != want.get(k)).collect();
+    if differing.is_empty() && bad_ends == 0 && duplicates == 0 {
+        println!(
+            "verification of {} (CollectSink): {} window results equal the hand loop's (count, avg",
+            row.id(),
+            got.len()
+        );
+        println!("  latency, sum of bytes, exact), no duplicates, window_end = start + 10 s: OK");
+        return Ok(());
+    }
+    println!("verification of {} FAILED: {} windows differ", row.id(), differing.len());
+    for k in differing.iter().take(10) {
+        println!("  status {} window {}: weir {:?}, hand loop {:?}", k.0, k.1, got.get(k), want.get(k));
+    }
+    bail!(
+        "{}: Weir's results differ from the hand loop's: {} windows differ, {duplicates} duplicates, \
+         {bad_ends} bad window ends",
+        row.id(),
+        differing.len()
+    )
+}
+
+/// A sink that counts window results and the events they cover, per window subtask, and notes
+/// when the first result arrived.
+#[derive(Clone)]
+struct CountSink {
+    inner: Arc<Counts>,
+}
+
+struct Counts {
+    results: AtomicU64,
+    events: Vec<AtomicU64>,
+    first: OnceLock<Instant>,
+}
+
+impl CountSink {
+    fn new(parallelism: usize) -> CountSink {
+        let events = (0..parallelism).map(|_| AtomicU64::new(0)).collect();
+        CountSink { inner: Arc::new(Counts { results: AtomicU64::new(0), events, first: OnceLock::new() }) }
+    }
+}
+
+struct CountWriter {
+    inner: Arc<Counts>,
+    subtask: usize,
+}
+
+impl Sink<Out> for CountSink {
+    type Writer = CountWriter;
+
+    fn name(&self) -> String {
+        "count".to_owned()
+    }
+
+    fn writer(&self, subtask: usize, parallelism: usize) -> weir_runtime::Result<CountWriter> {
+        if subtask >= self.inner.events.len() {
+            return Err(weir_runtime::Error::connector(
+                "sink count",
+                format!("subtask {subtask} of {parallelism}, made for {}", self.inner.events.len()),
+            ));
+        }
+        Ok(CountWriter { inner: self.inner.clone(), subtask })
+    }
+}
+
+impl SinkWriter<Out> for CountWriter {
+    async fn write_batch(&mut self, batch: Batch<Out>) -> weir_runtime::Result<()> {
+        self.inner.first.get_or_init(Instant::now);
+        let events: u64 = batch.records.iter().map(|r| r.value.0).sum();
+        self.inner.events[self.subtask].fetch_add(events, Ordering::Relaxed);
+        self.inner.results.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> weir_runtime::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting.
+
+/// What one timed run measured.
+struct Sample {
+    wall: Duration,
+    /// CPU and run-queue time of the process's threads during the run.
+    sched: Option<Sched>,
+    backpressure: Option<Duration>,
+    /// When the first window result reached the sink, from the start of the run.
+    first_out: Option<Duration>,
+    /// Events covered by the results of each window subtask.
+    per_subtask: Vec<u64>,
+}
+
+/// Median (the upper one of an even count) of some durations.
+fn median(mut v: Vec<Duration>) -> Option<Duration> {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
+}
+
+/// One target held against one figure.
+struct Target {
+    what: String,
+    measured: String,
+    met: bool,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:<70} measured {}", pass(self.met), self.what, self.measured)
+    }
+}
+
+fn print_table(
+    rows: &[Row],
+    samples: &[Vec<Sample>],
+    events: u64,
+    input_bytes: u64,
+    targets: &mut Vec<Target>,
+) {
+    let hand = |pick: fn(&Sample) -> Option<Duration>| -> HashMap<Input, Duration> {
+        rows.iter()
+            .zip(samples)
+            .filter_map(|(row, s)| match row {
+                Row::Hand(input) => Some((*input, median(s.iter().filter_map(pick).collect())?)),
+                Row::Weir { .. } => None,
+            })
+            .collect()
+    };
+    let hand_wall = hand(|s| Some(s.wall));
+    let hand_cpu = hand(|s| Some(s.sched?.cpu));
+    println!();
+    println!(
+        "{:<22} {:>4} {:>8} {:>15} {:>9} {:>8} {:>7} {:>7} {:>9} {:>8} {:>7} {:>7} {:>7}  targets",
+        "id",
+        "runs",
+        "wall",
+        "range",
+        "events/s",
+        "MB/s in",
+        "cpu",
+        "cpu/ev",
+        "wall/hand",
+        "cpu/hand",
+        "backpr",
+        "rq wait",
+        "1st out"
+    );
+    for (row, s) in rows.iter().zip(samples) {
+        let id = row.id();
+        let Some(wall) = median(s.iter().map(|s| s.wall).collect()) else { continue };
+        let low = s.iter().map(|s| s.wall).min().unwrap_or(wall);
+        let high = s.iter().map(|s| s.wall).max().unwrap_or(wall);
+        let cpu = median(s.iter().filter_map(|s| Some(s.sched?.cpu)).collect());
+        let wait = median(s.iter().filter_map(|s| Some(s.sched?.wait)).collect());
+        let rate = events as f64 / wall.as_secs_f64().max(1e-9);
+        let mb = input_bytes as f64 / wall.as_secs_f64().max(1e-9) / 1e6;
+        let wall_ratio = hand_wall.get(&row.input()).map(|h| wall.as_secs_f64() / h.as_secs_f64().max(1e-9));
+        let cpu_ratio =
+            cpu.zip(hand_cpu.get(&row.input())).map(|(c, h)| c.as_secs_f64() / h.as_secs_f64().max(1e-9));
+        let backpressure = median(s.iter().filter_map(|s| s.backpressure).collect());
+        let first_out = median(s.iter().filter_map(|s| s.first_out).collect());
+        let mut verdicts = Vec::new();
+        if let Row::Weir { source, parallelism, .. } = row {
+            let (target, what) = source.target();
+            let met = rate >= target;
+            verdicts.push(format!("≥{}M ev/s {}", target / 1e6, pass(met)));
+            targets.push(Target {
+                what: format!("{id}: ≥ {} events/s {what}", group(target as u64)),
+                measured: format!("{} events/s", si(rate)),
+                met,
+            });
+            if let Some(ratio) = wall_ratio {
+                let met = ratio <= TARGET_HAND_RATIO;
+                verdicts.push(format!("≤1.5x hand {}", pass(met)));
+                targets.push(Target {
+                    what: format!(
+                        "{id}: ≤ 1.5 × hand/{} wall time (parallelism {parallelism})",
+                        row.input().name()
+                    ),
+                    measured: format!(
+                        "{ratio:.2} × wall, {} × CPU",
+                        cpu_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}"))
+                    ),
+                    met,
+                });
+            }
+        }
+        println!(
+            "{:<22} {:>4} {:>8} {:>15} {:>9} {:>8.1} {:>7} {:>7} {:>9} {:>8} {:>7} {:>7} {:>7}  {}",
+            id,
+            s.len(),
+            secs(wall),
+            format!("{}–{}", secs(low), secs(high)),
+            si(rate),
+            mb,
+            cpu.map_or("n/a".to_owned(), secs),
+            cpu.map_or("n/a".to_owned(), |c| format!("{:.0}ns", c.as_nanos() as f64 / events as f64)),
+            wall_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}")),
+            cpu_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}")),
+            backpressure.map_or("-".to_owned(), secs),
+            wait.map_or("n/a".to_owned(), secs),
+            first_out.map_or("-".to_owned(), |f| format!(
+                "{:.0} %",
+                100.0 * f.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+            )),
+            verdicts.join(", "),
+        );
+    }
+}
+
+/// Lists the runs other load on the machine slowed down noticeably.
+fn print_disturbed(rows: &[Row], samples: &[Vec<Sample>]) {
+    let mut disturbed = Vec::new();
+    for (row, s) in rows.iter().zip(samples) {
+        for (round, sample) in s.iter().enumerate() {
+            if let Some(sched) = sample.sched
+                && sched.wait.as_secs_f64() > 0.05 * sample.wall.as_secs_f64()
+                && sched.wait > Duration::from_millis(10)
+            {
+                disturbed.push(format!(
+                    "{} round {round}: waited {} for a CPU in {} wall",
+                    row.id(),
+                    secs(sched.wait),
+                    secs(sample.wall)
+                ));
+            }
+        }
+    }
+    if disturbed.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "WARNING: other load on the machine slowed these runs (rq wait > 5 % of wall); rerun when idle:"
+    );
+    for d in disturbed {
+        println!("  {d}");
+    }
+}
+
+/// How the events spread over the window subtasks (key_by(status) has few keys).
+fn print_skew(rows: &[Row], samples: &[Vec<Sample>], events: u64) {
+    let shown = rows.iter().zip(samples).find_map(|(row, s)| match row {
+        Row::Weir { parallelism, .. } if *parallelism > 1 => Some((row.id(), s.last()?)),
+        _ => None,
+    });
+    let Some((id, sample)) = shown else { return };
+    let shares: Vec<String> = sample
+        .per_subtask
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("subtask {i}: {:.1} %", 100.0 * *e as f64 / events.max(1) as f64))
+        .collect();
+    println!();
+    println!("events per window subtask at p>1 ({id}, counted by the sink): {}", shares.join(", "));
+    println!(
+        "  key_by(status) has 8 keys and one takes 80 % of the events, so one window subtask does most of"
+    );
+    println!("  the windowing at any parallelism.");
+}
+
+/// The share of each status, most frequent first.
+fn status_share(groups: &HashMap<(u16, i64), Acc>, events: u64) -> String {
+    let mut per: BTreeMap<u16, u64> = BTreeMap::new();
+    for (&(status, _), acc) in groups {
+        *per.entry(status).or_default() += acc.0;
+    }
+    let mut per: Vec<_> = per.into_iter().collect();
+    per.sort_by_key(|&(status, n)| (std::cmp::Reverse(n), status));
+    per.iter()
+        .map(|(status, n)| format!("{status} {:.1} %", 100.0 * *n as f64 / events.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Scheduler times summed over the process's threads (`/proc/self/task/*/schedstat`).
+#[derive(Debug, Clone, Copy)]
+struct Sched {
+    /// Time on a CPU.
+    cpu: Duration,
+    /// Time runnable but waiting for a CPU: other load on the machine (the bench's busy threads,
+    /// the runtime's workers or the main thread, never outnumber the CPUs).
+    wait: Duration,
+}
+
+impl Sched {
+    /// The times so far (threads that exited are not counted).
+    fn now() -> Option<Sched> {
+        let (mut cpu, mut wait) = (0u64, 0u64);
+        for entry in std::fs::read_dir("/proc/self/task").ok()? {
+            let Ok(entry) = entry else { continue };
+            // A thread that exited between the listing and the read is skipped.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
+            let mut fields = stat.split_whitespace();
+            cpu += fields.next()?.parse::<u64>().ok()?;
+            wait += fields.next()?.parse::<u64>().ok()?;
+        }
+        Some(Sched { cpu: Duration::from_nanos(cpu), wait: Duration::from_nanos(wait) })
+    }
+
+    /// The times since `before`.
+    fn since(before: Option<Sched>) -> Option<Sched> {
+        let (before, now) = (before?, Sched::now()?);
+        Some(Sched { cpu: now.cpu.saturating_sub(before.cpu), wait: now.wait.saturating_sub(before.wait) })
+    }
+}
+
+/// `/proc/loadavg`'s first three fields: other work on the machine skews every figure.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn pass(met: bool) -> &'static str {
+    if met { "PASS" } else { "MISS" }
+}
+
+/// A rate with a k/M/G suffix.
+fn si(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2}G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Seconds with three decimals.
+fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+/// An integer with thousands separators.
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
