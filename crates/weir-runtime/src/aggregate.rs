@@ -1,11 +1,11 @@
 //! Aggregators: `create / add / merge / finish`, as Flink's `AggregateFunction`.
 //!
 //! Built in: [`Count`], [`Sum`], [`Min`], [`Max`], [`Avg`], [`DistinctCount`], [`Quantile`]
-//! (DDSketch: relative error 1 %), [`First`], [`Last`]. A tuple of aggregators is an aggregator of
+//! (DDSketch: relative error 1 %), [`TopK`], [`First`], [`Last`], [`Reduce`]. A tuple of aggregators is an aggregator of
 //! tuples, so `(Count, Avg::of(..), Quantile::of(0.99, ..))` computes all three in one pass. Any
 //! type implementing [`Aggregator`] works the same way.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::marker::PhantomData;
 
@@ -292,6 +292,50 @@ where
     }
 }
 
+/// The `k` most frequent values with their counts, most frequent first (ties: smaller value
+/// first). Exact: the state holds a count per distinct value.
+pub struct TopK<F, V> {
+    k: usize,
+    f: F,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl<F, V> TopK<F, V> {
+    /// The `k` most frequent values of what `f` extracts.
+    pub fn of<T>(k: usize, f: F) -> Self
+    where
+        F: Fn(&T) -> V,
+    {
+        TopK { k, f, _v: PhantomData }
+    }
+}
+
+impl<T, F, V> Aggregator<T> for TopK<F, V>
+where
+    F: Fn(&T) -> V + Send + Sync + 'static,
+    V: Hash + Eq + Ord + Clone + Send + 'static,
+{
+    type Acc = HashMap<V, u64>;
+    type Output = Vec<(V, u64)>;
+    fn create(&self) -> HashMap<V, u64> {
+        HashMap::new()
+    }
+    fn add(&self, acc: &mut HashMap<V, u64>, record: &T) {
+        *acc.entry((self.f)(record)).or_insert(0) += 1;
+    }
+    fn merge(&self, acc: &mut HashMap<V, u64>, other: HashMap<V, u64>) {
+        for (v, n) in other {
+            *acc.entry(v).or_insert(0) += n;
+        }
+    }
+    fn finish(&self, acc: &HashMap<V, u64>) -> Vec<(V, u64)> {
+        let mut all: Vec<(V, u64)> = acc.iter().map(|(v, n)| (v.clone(), *n)).collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(self.k);
+        all
+    }
+}
+
 /// Folds the records of a window with `f(accumulated, next)`, starting from the first record
 /// (`None` for no records). See [`WindowedStream::reduce`](crate::WindowedStream::reduce).
 pub struct Reduce<F> {
@@ -387,6 +431,8 @@ mod tests {
         assert_eq!(fold(&First::of(|x: &i64| *x), &v), Some(5));
         assert_eq!(fold(&Last::of(|x: &i64| *x), &v), Some(1));
         assert_eq!(fold(&Reduce::with(|a: i64, b: &i64| a.max(*b) * 2), &[1, 5, 3]), Some(20));
+        assert_eq!(fold(&TopK::of(2, |x: &i64| *x), &[3, 1, 3, 2, 1, 3, 7]), vec![(3, 3), (1, 2)]);
+        assert_eq!(fold(&TopK::of(2, |x: &i64| *x), &[9, 8]), vec![(8, 1), (9, 1)], "ties by value");
         assert_eq!(fold(&Min::of(|x: &i64| *x), &[]), None);
         assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &[]), None);
     }

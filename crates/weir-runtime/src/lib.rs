@@ -51,7 +51,9 @@ mod source;
 mod time;
 mod window;
 
-pub use aggregate::{Aggregator, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile, Reduce, Sum};
+pub use aggregate::{
+    Aggregator, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile, Reduce, Sum, TopK,
+};
 pub use batch::{Batch, Message, Timestamp};
 pub use dead_letter::{DeadLetter, Traceable};
 pub use error::{Error, Result};
