@@ -628,6 +628,13 @@ impl<T: Send + 'static> Stream<T> {
         (Stream { ctx: self.ctx.clone(), lanes: left }, Stream { ctx: self.ctx, lanes: right })
     }
 
+    /// Gives every record the wall-clock time it arrives as its timestamp, with watermarks that
+    /// follow the clock: windows after this are processing-time windows, and they close on time
+    /// even when no record arrives.
+    pub fn assign_processing_time(self) -> Stream<T> {
+        self.operator("assign_processing_time", crate::time::ProcessingTime::new)
+    }
+
     /// Merges another stream of the same records into this one.
     pub fn union(mut self, other: Stream<T>) -> Stream<T> {
         self.lanes.extend(other.lanes);

@@ -153,6 +153,55 @@ where
     }
 }
 
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub(crate) fn now_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Timestamp)
+}
+
+/// Processing time: every record gets the wall-clock time it passes this operator, and the
+/// watermark follows the clock, also while the source is silent (on its idle ticks), so
+/// processing-time windows close on time without new data.
+pub(crate) struct ProcessingTime {
+    emitted: Timestamp,
+}
+
+impl ProcessingTime {
+    pub(crate) fn new() -> Self {
+        ProcessingTime { emitted: Timestamp::MIN }
+    }
+
+    fn advance<T>(&mut self, out: &mut Collector<T>) {
+        let w = now_ms() - 1;
+        if w > self.emitted {
+            self.emitted = w;
+            out.watermark(w);
+        }
+    }
+}
+
+impl<T: Send + 'static> Operator<T, T> for ProcessingTime {
+    fn process_batch(&mut self, mut batch: Batch<T>, out: &mut Collector<T>) {
+        let now = now_ms();
+        batch.timestamps.clear();
+        batch.timestamps.resize(batch.records.len(), now);
+        out.batch(batch);
+        self.advance(out);
+    }
+
+    fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<T>) {
+        if watermark == Timestamp::MAX {
+            self.emitted = Timestamp::MAX;
+            out.watermark(watermark);
+        }
+    }
+
+    fn on_idle(&mut self, out: &mut Collector<T>) {
+        self.advance(out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

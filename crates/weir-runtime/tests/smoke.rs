@@ -102,3 +102,50 @@ async fn a_forked_stream_feeds_two_sinks_and_unions_back() {
     p.run().await.unwrap();
     assert_eq!(out.take().iter().sum::<u32>(), 20);
 }
+
+/// Five records, then silence.
+struct Burst;
+
+struct BurstReader(bool);
+
+impl weir_runtime::Source for Burst {
+    type Item = u32;
+    type Reader = BurstReader;
+    fn name(&self) -> String {
+        "burst".into()
+    }
+    fn reader(&self, subtask: usize, _: usize) -> weir_runtime::Result<BurstReader> {
+        Ok(BurstReader(subtask != 0))
+    }
+}
+
+impl weir_runtime::SourceReader for BurstReader {
+    type Item = u32;
+    async fn next_batch(&mut self) -> weir_runtime::Result<Option<weir_runtime::Batch<u32>>> {
+        if std::mem::replace(&mut self.0, true) {
+            std::future::pending::<()>().await;
+        }
+        Ok(Some(weir_runtime::Batch::new(vec![1, 2, 3, 4, 5])))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_time_windows_close_on_the_clock_without_new_data() {
+    let p = Pipeline::builder("processing-time").parallelism(2).handle_signals(false).build().unwrap();
+    let out = CollectSink::new();
+    p.source(Burst)
+        .assign_processing_time()
+        .key_by(|_| 0u8)
+        .window(TumblingWindows::of(Duration::from_millis(100)))
+        .aggregate(Count)
+        .sink(out.clone());
+    let stop = p.stop_handle();
+    let job = tokio::spawn(p.run());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The sources went silent after the burst; the window closed by the clock alone.
+    let closed = out.take();
+    assert_eq!(closed.iter().map(|w| w.value).sum::<u64>(), 5, "{closed:?}");
+    assert!(closed.iter().all(|w| w.window_end - w.window_start == 100));
+    stop.stop();
+    tokio::time::timeout(Duration::from_secs(10), job).await.unwrap().unwrap().unwrap();
+}
