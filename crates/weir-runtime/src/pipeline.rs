@@ -727,6 +727,16 @@ where
         WindowedStream { keyed: self, spec, lateness: 0, late: None }
     }
 
+    /// Runs `process` on every record with its key, with event-time timers (see
+    /// [`KeyedProcess`](crate::KeyedProcess)). Each subtask gets its own clone of `process`.
+    pub fn process<P>(self, process: P) -> Stream<P::Out>
+    where
+        P: crate::process::KeyedProcess<K, T> + Clone,
+    {
+        let key = self.key.clone();
+        self.stream.operator("process", || crate::process::ProcessOperator::new(key.clone(), process.clone()))
+    }
+
     /// The stream again, still partitioned by key.
     pub fn into_stream(self) -> Stream<T> {
         self.stream
