@@ -1,6 +1,7 @@
 //! Aggregators: `create / add / merge / finish`, as Flink's `AggregateFunction`.
 //!
-//! Built in: [`Count`], [`Sum`], [`Min`], [`Max`], [`Avg`], [`DistinctCount`], [`Quantile`]
+//! Built in: [`Count`], [`Sum`], [`Min`], [`Max`], [`Avg`], [`DistinctCount`],
+//! [`ApproxDistinctCount`] (HyperLogLog), [`Quantile`]
 //! (DDSketch: relative error 1 %), [`TopK`], [`First`], [`Last`], [`Reduce`]. A tuple of aggregators is an aggregator of
 //! tuples, so `(Count, Avg::of(..), Quantile::of(0.99, ..))` computes all three in one pass. Any
 //! type implementing [`Aggregator`] works the same way.
@@ -292,6 +293,45 @@ where
     }
 }
 
+/// Number of distinct values, estimated with a HyperLogLog++-style sketch (Cloudflare's
+/// `cardinality-estimator`: exact up to a few values, then about 1.6 % standard error in 3 KiB
+/// of state, however many values).
+pub struct ApproxDistinctCount<F, V> {
+    f: F,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl<F, V> ApproxDistinctCount<F, V> {
+    /// Estimates the number of distinct values `f` extracts.
+    pub fn of<T>(f: F) -> Self
+    where
+        F: Fn(&T) -> V,
+    {
+        ApproxDistinctCount { f, _v: PhantomData }
+    }
+}
+
+impl<T, F, V> Aggregator<T> for ApproxDistinctCount<F, V>
+where
+    F: Fn(&T) -> V + Send + Sync + 'static,
+    V: Hash + Send + 'static,
+{
+    type Acc = cardinality_estimator::CardinalityEstimator<V>;
+    type Output = u64;
+    fn create(&self) -> Self::Acc {
+        cardinality_estimator::CardinalityEstimator::new()
+    }
+    fn add(&self, acc: &mut Self::Acc, record: &T) {
+        acc.insert(&(self.f)(record));
+    }
+    fn merge(&self, acc: &mut Self::Acc, other: Self::Acc) {
+        acc.merge(&other);
+    }
+    fn finish(&self, acc: &Self::Acc) -> u64 {
+        acc.estimate() as u64
+    }
+}
+
 /// The `k` most frequent values with their counts, most frequent first (ties: smaller value
 /// first). Exact: the state holds a count per distinct value.
 pub struct TopK<F, V> {
@@ -453,6 +493,23 @@ mod tests {
         b.iter().for_each(|x| agg.add(&mut right, x));
         agg.merge(&mut left, right);
         assert_eq!(agg.finish(&left), fold(&agg, &[3, 8, 1, 7, 2]));
+    }
+
+    #[test]
+    fn approximate_distinct_count_is_exact_when_small_and_close_when_large() {
+        let small: Vec<i64> = (0..5).chain(0..5).collect();
+        assert_eq!(fold(&ApproxDistinctCount::of(|x: &i64| *x), &small), 5);
+        let large: Vec<i64> = (0..100_000).map(|x| x % 50_000).collect();
+        let est = fold(&ApproxDistinctCount::of(|x: &i64| *x), &large) as f64;
+        assert!((est - 50_000.0).abs() / 50_000.0 < 0.05, "estimate {est}");
+        // Merged sketches estimate the union.
+        let agg = ApproxDistinctCount::of(|x: &i64| *x);
+        let (mut a, mut b) = (agg.create(), agg.create());
+        (0..3_000i64).for_each(|x| agg.add(&mut a, &x));
+        (2_000..5_000i64).for_each(|x| agg.add(&mut b, &x));
+        agg.merge(&mut a, b);
+        let union = agg.finish(&a) as f64;
+        assert!((union - 5_000.0).abs() / 5_000.0 < 0.05, "union {union}");
     }
 
     #[test]
