@@ -53,7 +53,8 @@ mod time;
 mod window;
 
 pub use aggregate::{
-    Aggregator, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile, Reduce, Sum, TopK,
+    Aggregator, ApproxDistinctCount, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile, Reduce, Sum,
+    TopK,
 };
 pub use batch::{Batch, Message, Timestamp};
 pub use dead_letter::{DeadLetter, Traceable};
