@@ -45,19 +45,61 @@ pub(crate) async fn send<T>(
     }
 }
 
-/// The end of an upstream chain: splits batches by key over the downstream channels.
-pub(crate) struct ExchangeStage<T, KF> {
-    pub(crate) key: Arc<KF>,
+/// Decides which downstream subtask gets which records of a batch.
+///
+/// [`Stream::key_by`](crate::Stream::key_by) uses [`KeyPartitioner`]: one key per record. A
+/// batch type whose elements hold many rows (an Arrow `RecordBatch`) implements its own, splitting
+/// each element by hashed key columns; the rest of the exchange (channels, backpressure, watermark
+/// merging) is the same for both.
+pub trait Partitioner<T>: Send + Sync + 'static {
+    /// Splits `batch` into `n` batches, one per downstream subtask (empty ones are skipped).
+    fn partition(&self, batch: Batch<T>, n: usize) -> Vec<Batch<T>>;
+}
+
+/// Routes each record to subtask `hash(key) mod n`.
+pub struct KeyPartitioner<KF>(pub(crate) Arc<KF>);
+
+impl<T, K, KF> Partitioner<T> for KeyPartitioner<KF>
+where
+    T: Send + 'static,
+    K: Hash,
+    KF: Fn(&T) -> K + Send + Sync + 'static,
+{
+    fn partition(&self, batch: Batch<T>, n: usize) -> Vec<Batch<T>> {
+        let has_ts = !batch.timestamps.is_empty();
+        let per = batch.records.len() / n + 1;
+        let mut parts: Vec<Batch<T>> = (0..n)
+            .map(|_| Batch {
+                records: Vec::with_capacity(per),
+                timestamps: Vec::with_capacity(if has_ts { per } else { 0 }),
+                split: 0,
+            })
+            .collect();
+        let mut timestamps = batch.timestamps.into_iter();
+        for record in batch.records {
+            let target = (key_hash(&(self.0)(&record)) % n as u64) as usize;
+            let part = &mut parts[target];
+            part.records.push(record);
+            if let Some(ts) = timestamps.next() {
+                part.timestamps.push(ts);
+            }
+        }
+        parts
+    }
+}
+
+/// The end of an upstream chain: partitions batches over the downstream channels.
+pub(crate) struct ExchangeStage<T, P> {
+    pub(crate) partitioner: Arc<P>,
     pub(crate) me: usize,
     pub(crate) senders: Vec<mpsc::Sender<Tagged<T>>>,
     pub(crate) blocked_ns: Arc<AtomicU64>,
 }
 
-impl<T, K, KF> Stage<T> for ExchangeStage<T, KF>
+impl<T, P> Stage<T> for ExchangeStage<T, P>
 where
     T: Send + 'static,
-    K: Hash,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
+    P: Partitioner<T>,
 {
     fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
@@ -68,24 +110,7 @@ where
                         return send(&self.senders[0], (self.me, Message::Data(batch)), &self.blocked_ns)
                             .await;
                     }
-                    let has_ts = !batch.timestamps.is_empty();
-                    let per = batch.records.len() / n + 1;
-                    let mut parts: Vec<Batch<T>> = (0..n)
-                        .map(|_| Batch {
-                            records: Vec::with_capacity(per),
-                            timestamps: Vec::with_capacity(if has_ts { per } else { 0 }),
-                            split: 0,
-                        })
-                        .collect();
-                    let mut timestamps = batch.timestamps.into_iter();
-                    for record in batch.records {
-                        let target = (key_hash(&(self.key)(&record)) % n as u64) as usize;
-                        let part = &mut parts[target];
-                        part.records.push(record);
-                        if let Some(ts) = timestamps.next() {
-                            part.timestamps.push(ts);
-                        }
-                    }
+                    let parts = self.partitioner.partition(batch, n);
                     for (target, part) in parts.into_iter().enumerate() {
                         if !part.is_empty() {
                             send(&self.senders[target], (self.me, Message::Data(part)), &self.blocked_ns)

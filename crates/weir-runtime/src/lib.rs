@@ -59,6 +59,7 @@ pub use aggregate::{
 pub use batch::{Batch, Message, Timestamp};
 pub use dead_letter::{DeadLetter, Traceable};
 pub use error::{Error, Result};
+pub use exchange::{KeyPartitioner, Partitioner};
 pub use operator::{Collector, Operator};
 pub use pipeline::{JobReport, KeyedStream, Pipeline, PipelineBuilder, StopHandle, Stream, WindowedStream};
 pub use process::{KeyedProcess, ProcessContext};

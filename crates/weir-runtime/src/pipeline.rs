@@ -20,7 +20,7 @@ use crate::aggregate::Aggregator;
 use crate::batch::{Batch, Message, Timestamp};
 use crate::dead_letter::{DeadLetter, DeadLetters, Traceable};
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeStage, Inputs, Tagged};
+use crate::exchange::{ExchangeStage, Inputs, KeyPartitioner, Partitioner, Tagged};
 use crate::operator::{OpStage, Operator, Stage};
 use crate::ops::{Filter, FlatMap, Inspect, Map, TryMap};
 use crate::sink::{Sink, SinkWriter};
@@ -649,25 +649,38 @@ impl<T: Send + 'static> Stream<T> {
         KF: Fn(&T) -> K + Send + Sync + 'static,
     {
         let key = Arc::new(key);
+        let stream = self.exchange(KeyPartitioner(key.clone()), "key_by", "keyed");
+        KeyedStream { stream, key, _k: std::marker::PhantomData }
+    }
+
+    /// Redistributes the stream over the pipeline's subtasks with `partitioner` (the exchange
+    /// behind [`Stream::key_by`], for batch types that route rows themselves).
+    pub fn partition_by<P: Partitioner<T>>(self, partitioner: P) -> Stream<T> {
+        self.exchange(partitioner, "exchange", "exchanged")
+    }
+
+    /// Closes the lanes with an exchange named `closing` and opens new ones named `opening`.
+    fn exchange<P: Partitioner<T>>(self, partitioner: P, closing: &str, opening: &str) -> Stream<T> {
+        let partitioner = Arc::new(partitioner);
         let n = self.ctx.parallelism;
         let upstream = self.lanes.len();
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::channel::<Tagged<T>>(self.ctx.channel_capacity)).unzip();
         for (me, lane) in self.lanes.into_iter().enumerate() {
             let stage = ExchangeStage {
-                key: key.clone(),
+                partitioner: partitioner.clone(),
                 me,
                 senders: senders.clone(),
                 blocked_ns: self.ctx.blocked_ns.clone(),
             };
             self.ctx.add_task(Task {
-                name: format!("{} -> key_by", lane.name),
+                name: format!("{} -> {closing}", lane.name),
                 run: (lane.close)(Box::new(stage)),
             });
         }
         drop(senders);
-        let lanes = receivers.into_iter().map(|rx| inputs_lane("keyed".to_owned(), rx, upstream)).collect();
-        KeyedStream { stream: Stream { ctx: self.ctx, lanes }, key, _k: std::marker::PhantomData }
+        let lanes = receivers.into_iter().map(|rx| inputs_lane(opening.to_owned(), rx, upstream)).collect();
+        Stream { ctx: self.ctx, lanes }
     }
 
     /// Writes every record to `sink`, one writer per subtask.

@@ -149,3 +149,43 @@ async fn processing_time_windows_close_on_the_clock_without_new_data() {
     stop.stop();
     tokio::time::timeout(Duration::from_secs(10), job).await.unwrap().unwrap().unwrap();
 }
+
+/// Elements that hold many rows, like an Arrow `RecordBatch`: the partitioner splits inside them.
+struct RowsByParity;
+
+impl weir_runtime::Partitioner<Vec<u32>> for RowsByParity {
+    fn partition(
+        &self,
+        batch: weir_runtime::Batch<Vec<u32>>,
+        n: usize,
+    ) -> Vec<weir_runtime::Batch<Vec<u32>>> {
+        let mut parts: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
+        for rows in batch.records {
+            let mut split: Vec<Vec<u32>> = vec![Vec::new(); n];
+            for r in rows {
+                split[r as usize % n].push(r);
+            }
+            for (i, s) in split.into_iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+                parts[i].push(s);
+            }
+        }
+        parts.into_iter().map(weir_runtime::Batch::new).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_partitioner_routes_rows_inside_elements() {
+    let p = Pipeline::builder("rows").parallelism(2).handle_signals(false).build().unwrap();
+    let out = CollectSink::new();
+    let elements: Vec<Vec<u32>> = (0..50u32).map(|i| (i * 10..i * 10 + 10).collect()).collect();
+    p.source(MemorySource::new(elements).batch_size(4))
+        .partition_by(RowsByParity)
+        .map(|rows: Vec<u32>| {
+            let parity = rows[0] % 2;
+            assert!(rows.iter().all(|r| r % 2 == parity), "rows of one element share a subtask: {rows:?}");
+            rows.len()
+        })
+        .sink(out.clone());
+    p.run().await.unwrap();
+    assert_eq!(out.take().into_iter().sum::<usize>(), 500);
+}
