@@ -33,6 +33,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
+use weir_benches::{Args, Target, bench_root, describe_fs, load_average, pass, si};
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
@@ -103,43 +104,10 @@ impl Budget {
     }
 }
 
-struct Args {
-    quick: bool,
-    filter: Option<String>,
-}
-
-impl Args {
-    fn parse() -> Result<Args> {
-        let mut args = Args { quick: false, filter: None };
-        for arg in std::env::args().skip(1) {
-            match arg.as_str() {
-                // Cargo passes `--bench` to harness-less bench binaries.
-                "--bench" => {}
-                "--quick" => args.quick = true,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                flag if flag.starts_with('-') => bail!("unknown flag {flag}\n{USAGE}"),
-                filter => {
-                    if args.filter.replace(filter.to_owned()).is_some() {
-                        bail!("more than one filter given\n{USAGE}");
-                    }
-                }
-            }
-        }
-        Ok(args)
-    }
-
-    fn selects(&self, id: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| id.contains(f))
-    }
-}
-
 fn main() -> Result<()> {
-    let args = Args::parse()?;
+    let args = Args::parse(USAGE)?;
     let budget = if args.quick { Budget::quick() } else { Budget::full() };
-    let root = bench_root()?;
+    let root = bench_root(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-log-bench"))?;
     let data = pseudo_random(DATA_POOL);
     let started = Instant::now();
 
@@ -181,25 +149,12 @@ fn main() -> Result<()> {
         println!();
         println!("targets");
         for t in &targets {
-            println!("  {} {t}", if t.met { "PASS" } else { "MISS" });
+            println!("  {t}");
         }
     }
     println!();
     println!("total time {:.1} s; load average at end: {}", started.elapsed().as_secs_f64(), load_average());
     Ok(())
-}
-
-/// One target held against one figure.
-struct Target {
-    what: String,
-    measured: String,
-    met: bool,
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:<58} measured {}", self.what, self.measured)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -927,49 +882,10 @@ impl Ballast {
     }
 }
 
-/// `/proc/loadavg`'s first three fields: other work on the machine skews every figure.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
 /// KiB of free memory this (virtual) machine has reported to its host so far, if it does that.
 fn reported_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/sys/module/page_reporting/parameters/reported_kib").ok()?;
     s.trim().parse().ok()
-}
-
-/// Where the benchmark's temporary directories go.
-fn bench_root() -> Result<PathBuf> {
-    let root = match std::env::var_os("WEIR_BENCH_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-log-bench"),
-    };
-    std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
-    Ok(root.canonicalize()?)
-}
-
-/// The file system `path` is on, from `/proc/self/mounts` (the longest matching mount point).
-fn describe_fs(path: &Path) -> String {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
-        return "file system unknown".to_owned();
-    };
-    let found = mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            path.starts_with(target).then_some((target.len(), source, fstype))
-        })
-        .max_by_key(|(len, _, _)| *len);
-    match found {
-        Some((_, _, fstype)) if fstype == "tmpfs" || fstype == "ramfs" => {
-            format!("{fstype}: WARNING, in memory; set WEIR_BENCH_DIR to a directory on a real disk")
-        }
-        Some((_, source, fstype)) => format!("{fstype} on {source}"),
-        None => "file system unknown".to_owned(),
-    }
 }
 
 /// `len` bytes of xorshift output: nothing compresses or dedupes it.
@@ -993,23 +909,6 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn pass(met: bool) -> &'static str {
-    if met { "PASS" } else { "MISS" }
-}
-
-/// A rate with a k/M/G suffix.
-fn si(v: f64) -> String {
-    if v >= 1e9 {
-        format!("{:.2}G", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
 }
 
 /// Nanoseconds, in the unit that reads best.

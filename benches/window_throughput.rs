@@ -46,10 +46,11 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write as _};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use weir_benches::{Args, Target, bench_root, describe_fs, load_average, pass, si};
 
 use anyhow::{Context, Result, bail, ensure};
 use tokio::runtime::Runtime;
@@ -113,39 +114,6 @@ impl Budget {
 
     fn quick() -> Budget {
         Budget { events: 200_000, rounds: 1 }
-    }
-}
-
-struct Args {
-    quick: bool,
-    filter: Option<String>,
-}
-
-impl Args {
-    fn parse() -> Result<Args> {
-        let mut args = Args { quick: false, filter: None };
-        for arg in std::env::args().skip(1) {
-            match arg.as_str() {
-                // Cargo passes `--bench` to harness-less bench binaries.
-                "--bench" => {}
-                "--quick" => args.quick = true,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                flag if flag.starts_with('-') => bail!("unknown flag {flag}\n{USAGE}"),
-                filter => {
-                    if args.filter.replace(filter.to_owned()).is_some() {
-                        bail!("more than one filter given\n{USAGE}");
-                    }
-                }
-            }
-        }
-        Ok(args)
-    }
-
-    fn selects(&self, id: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| id.contains(f))
     }
 }
 
@@ -259,7 +227,7 @@ fn select_rows(args: &Args) -> Vec<Row> {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse()?;
+    let args = Args::parse(USAGE)?;
     let budget = if args.quick { Budget::quick() } else { Budget::full() };
     let rows = select_rows(&args);
     if rows.is_empty() {
@@ -557,7 +525,9 @@ impl CsvFiles {
     /// event-time order: a subtask reading several one after the other sees time go forward
     /// (a split first seen after another split ended cannot hold the watermark back).
     fn write(lines: &[StrLine]) -> Result<CsvFiles> {
-        let dir = tempfile::tempdir_in(bench_root()?)?;
+        let dir = tempfile::tempdir_in(bench_root(
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-window-bench"),
+        )?)?;
         let per = lines.len().div_ceil(FILES);
         let mut paths = Vec::new();
         for (k, part) in lines.chunks(per.max(1)).enumerate() {
@@ -578,35 +548,6 @@ impl CsvFiles {
     fn pattern(&self) -> Result<String> {
         let dir = self.dir.path().to_str().context("the bench directory's path is not UTF-8")?;
         Ok(format!("{dir}/access-*.csv"))
-    }
-}
-
-/// Where the benchmark's temporary directories go.
-fn bench_root() -> Result<PathBuf> {
-    let root = match std::env::var_os("WEIR_BENCH_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-window-bench"),
-    };
-    std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
-    Ok(root.canonicalize()?)
-}
-
-/// The file system `path` is on, from `/proc/self/mounts` (the longest matching mount point).
-fn describe_fs(path: &Path) -> String {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
-        return "file system unknown".to_owned();
-    };
-    let found = mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            path.starts_with(target).then_some((target.len(), source, fstype))
-        })
-        .max_by_key(|(len, _, _)| *len);
-    match found {
-        Some((_, source, fstype)) => format!("{fstype} on {source}"),
-        None => "file system unknown".to_owned(),
     }
 }
 
@@ -917,19 +858,6 @@ fn median(mut v: Vec<Duration>) -> Option<Duration> {
     v.get(v.len() / 2).copied()
 }
 
-/// One target held against one figure.
-struct Target {
-    what: String,
-    measured: String,
-    met: bool,
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {:<70} measured {}", pass(self.met), self.what, self.measured)
-    }
-}
-
 fn print_table(
     rows: &[Row],
     samples: &[Vec<Sample>],
@@ -1122,30 +1050,6 @@ impl Sched {
     fn since(before: Option<Sched>) -> Option<Sched> {
         let (before, now) = (before?, Sched::now()?);
         Some(Sched { cpu: now.cpu.saturating_sub(before.cpu), wait: now.wait.saturating_sub(before.wait) })
-    }
-}
-
-/// `/proc/loadavg`'s first three fields: other work on the machine skews every figure.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-fn pass(met: bool) -> &'static str {
-    if met { "PASS" } else { "MISS" }
-}
-
-/// A rate with a k/M/G suffix.
-fn si(v: f64) -> String {
-    if v >= 1e9 {
-        format!("{:.2}G", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
     }
 }
 
