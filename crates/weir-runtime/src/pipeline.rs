@@ -818,7 +818,7 @@ where
         });
         match invalid {
             None => stream,
-            Some((field, reason)) => stream.fail(Error::InvalidConfig { field, reason }),
+            Some((field, reason)) => stream.invalid(field, reason),
         }
     }
 }
@@ -840,19 +840,19 @@ where
 }
 
 impl<T: Send + 'static> Stream<T> {
-    /// A stream whose tasks fail with `error` when the pipeline runs.
-    fn fail(self, error: Error) -> Stream<T> {
-        let message = error.to_string();
+    /// A stream whose tasks fail with [`Error::InvalidConfig`] naming `field` when the pipeline
+    /// runs.
+    fn invalid(self, field: &'static str, reason: String) -> Stream<T> {
         let lanes = self
             .lanes
             .into_iter()
             .map(|lane| {
-                let message = message.clone();
+                let reason = reason.clone();
                 Lane {
                     name: lane.name,
                     close: Box::new(move |_next: Box<dyn Stage<T>>| -> TaskFn {
                         Box::new(move |_ctx| {
-                            Box::pin(async move { Err(Error::connector("window", message)) })
+                            Box::pin(async move { Err(Error::InvalidConfig { field, reason }) })
                         })
                     }),
                 }

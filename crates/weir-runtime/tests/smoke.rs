@@ -189,3 +189,16 @@ async fn a_custom_partitioner_routes_rows_inside_elements() {
     p.run().await.unwrap();
     assert_eq!(out.take().into_iter().sum::<usize>(), 500);
 }
+
+#[tokio::test]
+async fn an_invalid_window_fails_the_run_naming_the_setting() {
+    let p = Pipeline::builder("bad-window").parallelism(1).handle_signals(false).build().unwrap();
+    p.source(MemorySource::new(vec![1i64]))
+        .assign_timestamps(|t| *t, Watermarks::monotonic())
+        .key_by(|_| 0u8)
+        .window(weir_runtime::SlidingWindows::of(Duration::from_secs(10), Duration::from_secs(3)))
+        .aggregate(Count)
+        .sink(CollectSink::new());
+    let err = p.run().await.unwrap_err();
+    assert!(matches!(err, weir_runtime::Error::InvalidConfig { field: "window slide", .. }), "{err}");
+}
