@@ -14,8 +14,8 @@ pub mod prelude {
         StoredRecord, Topic, TopicConfig,
     };
     pub use weir_runtime::{
-        Avg, Batch, CollectSink, Count, DistinctCount, First, Last, Max, MemorySource, Min, Pipeline,
-        Quantile, SessionWindows, SlidingWindows, Stream, Sum, Timestamp, Traceable, TumblingWindows,
-        Watermarks, WindowResult,
+        ApproxDistinctCount, Avg, Batch, CollectSink, Count, DistinctCount, First, KeyedProcess, Last, Max,
+        MemorySource, Min, Pipeline, ProcessContext, Quantile, Reduce, SessionWindows, SlidingWindows,
+        StopHandle, Stream, Sum, Timestamp, TopK, Traceable, TumblingWindows, Watermarks, WindowResult,
     };
 }
