@@ -3,12 +3,17 @@
 //! This facade re-exports Weir's crates; depend on `weir` and `use weir::prelude::*`.
 //! - [`log`]: the embedded partitioned log (topics, partitions, consumer groups, retention).
 //! - [`runtime`]: the dataflow runtime (pipelines, event time, windows, aggregation).
+//! - [`connectors`]: sources and sinks (files, log topics, generators, stdout).
 
+pub use weir_connectors as connectors;
 pub use weir_log as log;
 pub use weir_runtime as runtime;
 
 /// The names most programs need.
 pub mod prelude {
+    pub use weir_connectors::{
+        FileSink, FileSource, GeneratorSource, Line, LogRecord, LogSink, LogSource, ParseExt, StdoutSink,
+    };
     pub use weir_log::{
         AutoOffsetReset, ConsumedBatch, Consumer, ConsumerConfig, Durability, Log, LogOptions, Record,
         StoredRecord, Topic, TopicConfig,
