@@ -33,7 +33,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
-use weir_benches::{Args, Target, bench_root, describe_fs, load_average, pass, si};
+use weir_benches::{Args, Target, bench_root, describe_fs, load_average, pass, print_summary, si};
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
@@ -145,15 +145,7 @@ fn main() -> Result<()> {
     concurrent_section(&args, &budget, &root, &data)?;
     consume_section(&args, &budget, &root, &data, &mut targets)?;
 
-    if !targets.is_empty() {
-        println!();
-        println!("targets");
-        for t in &targets {
-            println!("  {t}");
-        }
-    }
-    println!();
-    println!("total time {:.1} s; load average at end: {}", started.elapsed().as_secs_f64(), load_average());
+    print_summary(&targets, started);
     Ok(())
 }
 

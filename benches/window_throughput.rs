@@ -50,7 +50,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use weir_benches::{Args, Target, bench_root, describe_fs, load_average, pass, si};
+use weir_benches::{Args, Target, bench_root, describe_fs, load_average, pass, print_summary, si};
 
 use anyhow::{Context, Result, bail, ensure};
 use tokio::runtime::Runtime;
@@ -372,13 +372,7 @@ fn main() -> Result<()> {
         println!("{FILE_CSV_NOTE}");
     }
 
-    println!();
-    println!("targets");
-    for t in &targets {
-        println!("  {t}");
-    }
-    println!();
-    println!("total time {:.1} s; load average at end: {}", started.elapsed().as_secs_f64(), load_average());
+    print_summary(&targets, started);
     Ok(())
 }
 

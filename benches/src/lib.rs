@@ -122,3 +122,16 @@ pub fn si(v: f64) -> String {
         format!("{v:.0}")
     }
 }
+
+/// Prints the targets and the closing line every benchmark ends with.
+pub fn print_summary(targets: &[Target], started: std::time::Instant) {
+    if !targets.is_empty() {
+        println!();
+        println!("targets");
+        for t in targets {
+            println!("  {t}");
+        }
+    }
+    println!();
+    println!("total time {:.1} s; load average at end: {}", started.elapsed().as_secs_f64(), load_average());
+}
