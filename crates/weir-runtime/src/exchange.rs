@@ -172,13 +172,17 @@ impl<T> Inputs<T> {
         self.ended.iter().filter(|e| !**e).count()
     }
 
-    /// The merged watermark if it rose. Idle inputs do not count; when every live input is
-    /// idle the watermark stays where it is.
+    /// The merged watermark if it rose. Idle inputs do not count, but while one is idle the
+    /// watermark is carried only by inputs still running: not by inputs at `Timestamp::MAX`
+    /// (finished), which would fire every window before the idle input's next records.
     fn advance(&mut self) -> Option<Timestamp> {
-        let live = || self.ended.iter().zip(&self.idle).enumerate().filter(|(_, (ended, _))| !**ended);
-        let min = match live().filter(|(_, (_, idle))| !**idle).map(|(i, _)| self.watermarks[i]).min() {
+        let live = || (0..self.ended.len()).filter(|&i| !self.ended[i]);
+        let any_idle = live().any(|i| self.idle[i]);
+        let min = match live().filter(|&i| !self.idle[i]).map(|i| self.watermarks[i]).min() {
+            // An idle input may still send: inputs that finished (at MAX) or none at all must not
+            // carry the watermark past it. Only inputs that are still running can.
+            Some(Timestamp::MAX) | None if any_idle => return None,
             Some(min) => min,
-            None if live().next().is_some() => return None,
             None => Timestamp::MAX,
         };
         (min > self.current).then(|| {

@@ -10,30 +10,33 @@ use weir_runtime::{
 };
 
 /// For each key: counts the records in the second after its first record, and emits the count
-/// when a timer fires at the end of that second.
+/// when a timer fires at the end of that second. Records of a key reach the function in any
+/// order (they come from several source subtasks), so it keeps the timestamps seen, moves the
+/// start when an earlier record arrives, and answers when the timer of the current start fires:
+/// by then the watermark guarantees every record of that second has arrived.
 #[derive(Clone, Default)]
 struct CountFirstSecond {
-    open: HashMap<u8, (Timestamp, u64)>,
+    seen: HashMap<u8, Vec<Timestamp>>,
 }
 
 impl KeyedProcess<u8, (Timestamp, u8)> for CountFirstSecond {
     type Out = (u8, Timestamp, u64);
 
     fn process(&mut self, key: &u8, record: (Timestamp, u8), ctx: &mut ProcessContext<'_, u8, Self::Out>) {
-        match self.open.get_mut(key) {
-            Some((start, n)) if record.0 < *start + 1_000 => *n += 1,
-            Some(_) => {}
-            None => {
-                self.open.insert(*key, (record.0, 1));
-                ctx.register_timer(record.0 + 1_000);
-                ctx.register_timer(record.0 + 1_000); // twice: fires once
-            }
+        let seen = self.seen.entry(*key).or_default();
+        if seen.iter().all(|&t| record.0 < t) {
+            ctx.register_timer(record.0 + 1_000);
+            ctx.register_timer(record.0 + 1_000); // twice: fires once
         }
+        seen.push(record.0);
     }
 
     fn on_timer(&mut self, key: &u8, at: Timestamp, ctx: &mut ProcessContext<'_, u8, Self::Out>) {
-        if let Some((start, n)) = self.open.get(key) {
-            ctx.emit_at((*key, *start, *n), at);
+        let Some(seen) = self.seen.get(key) else { return };
+        let start = seen.iter().copied().min().unwrap_or(at);
+        if at == start + 1_000 {
+            let n = seen.iter().filter(|&&t| t < at).count() as u64;
+            ctx.emit_at((*key, start, n), at);
         }
     }
 }
