@@ -4,7 +4,8 @@
 //!
 //! The path is resolved once, when the first subtask starts: a pattern with `*`, `?` or `[` is a
 //! glob (directories it matches are skipped), anything else a literal path. The matches are
-//! sorted; file `k` of that list is split `k` (each [`Batch::split`] is the file's index) and
+//! sorted by modification time, oldest first (then by path), so rotated logs are read in the
+//! order they were written; file `k` of that list is split `k` (each [`Batch::split`] is the file's index) and
 //! subtask `i` of `p` reads files `i, i + p, i + 2p, …` (a subtask left without a file ends at
 //! once, even in follow mode). A pattern matching nothing, or a missing
 //! literal path, is an error: a typo must not look like an empty input. Files created after the
@@ -21,7 +22,9 @@
 //! # Bounded and follow mode
 //!
 //! Bounded (the default), a subtask reads its files one after the other to their end; a last
-//! line without a final newline is still a line. Then the subtask ends.
+//! line without a final newline is still a line. A file read to its end is reported as a
+//! finished split, so it stops holding the watermark back and windows fire while the next file
+//! is read. Then the subtask ends.
 //!
 //! With [`FileSource::follow`] the source never ends. Every file is read from its start (like
 //! `tail -n +1 -F`); at the end it waits for more, checking every `poll_interval`
@@ -335,6 +338,7 @@ impl<F: LineFormat> Source for FileSource<F> {
             format: self.format.clone(),
             files,
             cursor: 0,
+            finished: Vec::new(),
             follow: self.follow,
             poll_interval: self.poll_interval,
             batch_size: self.batch_size,
@@ -347,7 +351,7 @@ fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
 
-/// The files `pattern` names, sorted; an error message if none.
+/// The files `pattern` names, oldest first; an error message if none.
 fn resolve(pattern: &str) -> std::result::Result<Vec<PathBuf>, String> {
     if !is_glob(pattern) {
         let path = PathBuf::from(pattern);
@@ -368,7 +372,10 @@ fn resolve(pattern: &str) -> std::result::Result<Vec<PathBuf>, String> {
     if files.is_empty() {
         return Err("the pattern matches no file".to_owned());
     }
-    files.sort();
+    // Oldest first: rotated logs (`access.log.2`, `access.log.1`, `access.log`) are read in the
+    // order they were written, so event time rises from file to file.
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    files.sort_by_cached_key(|p| (modified(p), p.clone()));
     Ok(files)
 }
 
@@ -378,6 +385,8 @@ pub struct FileReader<F> {
     files: Vec<TailedFile>,
     /// The file to read first on the next call.
     cursor: usize,
+    /// Splits (files) read to their end and not reported yet.
+    finished: Vec<u32>,
     follow: bool,
     poll_interval: Duration,
     batch_size: usize,
@@ -409,6 +418,9 @@ impl<F: LineFormat> SourceReader for FileReader<F> {
                 }
                 let mut records = Vec::new();
                 file.read(&*self.format, self.batch_size, self.follow, &mut records)?;
+                if file.done {
+                    self.finished.push(file.index);
+                }
                 if !records.is_empty() {
                     // Follow mode takes the files in turn; bounded mode finishes one first.
                     self.cursor = if self.follow { (i + 1) % n } else { i };
@@ -426,6 +438,10 @@ impl<F: LineFormat> SourceReader for FileReader<F> {
                 tokio::time::sleep(self.poll_interval).await;
             }
         }
+    }
+
+    fn finished_split(&mut self) -> Option<u32> {
+        self.finished.pop()
     }
 }
 

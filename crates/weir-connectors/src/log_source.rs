@@ -187,6 +187,7 @@ impl Source for LogSource {
             ends,
             queue: VecDeque::new(),
             uncommitted: false,
+            finished: Vec::new(),
         };
         if !reader.partitions.is_empty() {
             reader.consumer = Some(reader.consume(reader.partitions.clone())?);
@@ -207,6 +208,8 @@ pub struct LogReader {
     queue: VecDeque<Batch<LogRecord>>,
     /// Records were handed downstream since the last commit.
     uncommitted: bool,
+    /// Bounded mode: partitions read to their end and not reported yet.
+    finished: Vec<u32>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -255,6 +258,7 @@ impl LogReader {
             // consumer goes.
             self.commit()?;
             self.consumer = None;
+            self.finished.extend(self.partitions.iter().filter(|p| !left.contains(p)));
             if !left.is_empty() {
                 self.consumer = Some(self.consume(left.clone())?);
             }
@@ -320,5 +324,9 @@ impl SourceReader for LogReader {
             let polled = consumer.poll(POLL_TIMEOUT).await.map_err(|e| self.source.error(e))?;
             self.enqueue(polled)?;
         }
+    }
+
+    fn finished_split(&mut self) -> Option<u32> {
+        self.finished.pop()
     }
 }

@@ -65,6 +65,10 @@ pub enum Message<T> {
     /// sends data or a watermark again. A source sends it every tick it is silent;
     /// `assign_timestamps` turns those ticks into one `Idle` once all its splits are idle.
     Idle,
+    /// The source split with this id (see [`Batch::split`]) sent its last record: it no longer
+    /// counts in the watermark of the subtask that read it. Local to a task's chain; an exchange
+    /// does not forward it (after an exchange, splits have no meaning).
+    SplitEnd(u32),
     /// The input is finished.
     End,
 }

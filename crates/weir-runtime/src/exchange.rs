@@ -119,6 +119,8 @@ where
                     }
                     Ok(())
                 }
+                // Splits are local to the task that read them.
+                Message::SplitEnd(_) => Ok(()),
                 other => {
                     for tx in &self.senders {
                         send(tx, (self.me, other.clone_control()), &self.blocked_ns).await?;
@@ -137,6 +139,7 @@ impl<T> Message<T> {
             Message::Watermark(w) => Message::Watermark(*w),
             Message::Barrier(id) => Message::Barrier(*id),
             Message::Idle => Message::Idle,
+            Message::SplitEnd(split) => Message::SplitEnd(*split),
             Message::Data(_) | Message::End => Message::End,
         }
     }
@@ -236,6 +239,8 @@ impl<T> Inputs<T> {
                         return Some(Message::Barrier(id));
                     }
                 }
+                // Only a fork's channel carries it (an exchange drops it): same task's splits.
+                Message::SplitEnd(split) => return Some(Message::SplitEnd(split)),
                 Message::End => {
                     self.ended[from] = true;
                     if self.live() == 0 {

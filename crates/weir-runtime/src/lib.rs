@@ -13,10 +13,12 @@
 //! # Message protocol
 //!
 //! Between operators and tasks flow [`Message`]s: `Data(batch)`, `Watermark(t)`,
-//! `Barrier(id)` and `End`. Each upstream subtask's messages arrive in order. Watermarks only
-//! rise; `Watermark(t)` promises no more records with timestamps `<= t` from that input. A task
-//! with several inputs forwards the minimum watermark of its live inputs, a barrier once every
-//! live input sent it, and `End` once all inputs ended. Bounded sources send
+//! `Barrier(id)`, `Idle`, `SplitEnd(split)` and `End`. Each upstream subtask's messages arrive
+//! in order. Watermarks only rise; `Watermark(t)` promises no more records with timestamps
+//! `<= t` from that input. A task with several inputs forwards the minimum watermark of its live
+//! inputs that are not idle, a barrier once every live input sent it, and `End` once all inputs
+//! ended. `SplitEnd` stays inside the task that read the split (a file or partition read to its
+//! end stops holding that task's watermark back); exchanges drop it. Bounded sources send
 //! `Watermark(Timestamp::MAX)` before `End`, so every window fires and the job completes.
 //!
 //! # Execution

@@ -45,6 +45,11 @@ impl<T> Collector<T> {
         self.messages.push(Message::Idle);
     }
 
+    /// Says a source split ended (see [`Message::SplitEnd`]).
+    pub fn split_end(&mut self, split: u32) {
+        self.messages.push(Message::SplitEnd(split));
+    }
+
     fn take(&mut self) -> Vec<Message<T>> {
         std::mem::take(&mut self.messages)
     }
@@ -77,6 +82,11 @@ pub trait Operator<In, Out>: Send + 'static {
     /// The input is idle (see [`Message::Idle`]). Default: forward it.
     fn on_idle(&mut self, out: &mut Collector<Out>) {
         out.idle();
+    }
+
+    /// A source split ended (see [`Message::SplitEnd`]). Default: forward it.
+    fn on_split_end(&mut self, split: u32, out: &mut Collector<Out>) {
+        out.split_end(split);
     }
 
     /// The input ended; emit what is still held. Default: nothing. The chain forwards `End`.
@@ -115,6 +125,7 @@ where
             Message::Watermark(w) => self.op.on_watermark(w, &mut self.out),
             Message::Barrier(id) => self.op.on_barrier(id, &mut self.out),
             Message::Idle => self.op.on_idle(&mut self.out),
+            Message::SplitEnd(split) => self.op.on_split_end(split, &mut self.out),
             Message::End => self.op.on_end(&mut self.out),
         }
         let mut messages = self.out.take();

@@ -422,19 +422,22 @@ async fn run_source<R: SourceReader>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     'read: while !*stop.borrow() {
-        // The same read stays pending across idle ticks: only a stop cancels it.
-        let read = reader.next_batch();
-        tokio::pin!(read);
-        let next = loop {
-            tokio::select! {
-                next = &mut read => break next?,
-                _ = stop.changed() => continue 'read,
-                () = tokio::time::sleep(IDLE_TICK) => head.push(Message::Idle).await?,
+        let next = {
+            // The same read stays pending across idle ticks: only a stop cancels it.
+            let read = reader.next_batch();
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    next = &mut read => break next?,
+                    _ = stop.changed() => continue 'read,
+                    () = tokio::time::sleep(IDLE_TICK) => head.push(Message::Idle).await?,
+                }
             }
         };
-        match next {
-            Some(batch) => head.push(Message::Data(batch)).await?,
-            None => break,
+        let Some(batch) = next else { break };
+        head.push(Message::Data(batch)).await?;
+        while let Some(split) = reader.finished_split() {
+            head.push(Message::SplitEnd(split)).await?;
         }
     }
     head.push(Message::Watermark(Timestamp::MAX)).await?;
@@ -496,7 +499,7 @@ impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
             match msg {
                 Message::Data(batch) => self.writer.write_batch(batch).await,
                 Message::End => self.writer.finish().await,
-                Message::Watermark(_) | Message::Barrier(_) | Message::Idle => Ok(()),
+                Message::Watermark(_) | Message::Barrier(_) | Message::Idle | Message::SplitEnd(_) => Ok(()),
             }
         })
     }

@@ -36,6 +36,17 @@ pub trait SourceReader: Send + 'static {
     ///
     /// Must be cancel safe: the pipeline drops the future when it stops.
     fn next_batch(&mut self) -> impl Future<Output = Result<Option<Batch<Self::Item>>>> + Send;
+
+    /// A split this reader has read to its end and will send nothing more from, if any. The
+    /// pipeline asks after every batch, until `None`, and sends [`Message::SplitEnd`] down the
+    /// chain: from then on the split no longer holds the subtask's watermark back. A split must
+    /// be reported only after its last batch was returned. Default: none (the splits of a
+    /// bounded source end with it).
+    ///
+    /// [`Message::SplitEnd`]: crate::Message::SplitEnd
+    fn finished_split(&mut self) -> Option<u32> {
+        None
+    }
 }
 
 /// A bounded source over records in memory; subtask `i` of `p` reads chunks `i, i + p, …` of

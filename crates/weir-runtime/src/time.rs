@@ -7,6 +7,8 @@
 //! 2. A task's watermark is the minimum over its splits that are not idle; a split is idle when it
 //!    sent nothing for the idle timeout ([`Watermarks::with_idle_timeout`]). A task emits a
 //!    watermark only when it rises.
+//!    A split that ended ([`Message::SplitEnd`](crate::Message::SplitEnd): a file read to its
+//!    end, a bounded partition) leaves the minimum; the watermark never goes down.
 //! 3. A task with several inputs (after an exchange) forwards the minimum over its inputs that
 //!    have not ended.
 //! 4. A bounded source ends with `Watermark(Timestamp::MAX)`, which fires every window.
@@ -144,6 +146,18 @@ where
         }
     }
 
+    /// A finished split stops holding the watermark back.
+    fn on_split_end(&mut self, split: u32, out: &mut Collector<T>) {
+        if self.splits.remove(&split).is_some()
+            && let Some(w) = self.current(Instant::now())
+            && w > self.emitted
+        {
+            self.emitted = w;
+            out.watermark(w);
+        }
+        out.split_end(split);
+    }
+
     /// Upstream watermarks are replaced by this operator's, except the final one.
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<T>) {
         if watermark == Timestamp::MAX && self.emitted < Timestamp::MAX {
@@ -246,5 +260,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         // Split 1 is idle now; split 0's watermark counts alone.
         assert_eq!(run(&mut op, 0, vec![3_000]), vec![2_999]);
+    }
+
+    #[test]
+    fn an_ended_split_stops_counting() {
+        let mut op = AssignTimestamps::new(Arc::new(|t: &i64| *t), Watermarks::monotonic());
+        assert_eq!(run(&mut op, 0, vec![1_000]), vec![999]);
+        assert_eq!(run(&mut op, 1, vec![5_000]), Vec::<i64>::new(), "split 0 holds the watermark at 999");
+        let mut out = Collector::default();
+        op.on_split_end(0, &mut out);
+        assert_eq!(out.take_for_test(), vec![Message::Watermark(4_999), Message::SplitEnd(0)]);
+        op.on_split_end(1, &mut out);
+        assert_eq!(out.take_for_test(), vec![Message::SplitEnd(1)], "no split left: the watermark stays");
     }
 }
