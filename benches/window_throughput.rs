@@ -24,6 +24,7 @@
 //!   the page cache.
 //! - `file-csv`: the same files through `FileSource::csv::<Event>` and `.parsed()`: the
 //!   connector's own CSV parsing (the `csv` crate and serde), mapping columns by the header.
+//!   Its wall/hand ratio compares two different parsers, so the ≤ 1.5 × target is not applied.
 //!
 //! Rows:
 //!
@@ -81,10 +82,6 @@ const FILES: usize = 2;
 
 const PARALLELISMS: [usize; 2] = [1, 2];
 const MEMORY_BATCH_SIZES: [usize; 2] = [1024, 4096];
-/// Why a full run leaves the `file-csv` rows out unless a filter selects them.
-const FILE_CSV_NOTE: &str = "file-csv rows (FileSource::csv + parsed()) are left out of a full run without a \
-     filter:\n  that path parses far slower than the others (see --quick), so 10 million lines take \
-     minutes per run;\n  select them with the filter `file-csv`.";
 /// File sources run at their default batch size only.
 const FILE_BATCH_SIZE: usize = weir_connectors::DEFAULT_BATCH_SIZE;
 
@@ -200,8 +197,7 @@ impl Row {
 }
 
 /// The selected rows: the hand loop of every input a selected Weir row reads (its ratio needs
-/// it) and the selected hand rows, then the Weir rows. The `file-csv` rows run in `--quick` and
-/// when a filter names them, not in a full run without one (see [`FILE_CSV_NOTE`]).
+/// it) and the selected hand rows, then the Weir rows.
 fn select_rows(args: &Args) -> Vec<Row> {
     let mut weir = Vec::new();
     for source in [Source::Str, Source::Owned, Source::File, Source::FileCsv] {
@@ -210,8 +206,7 @@ fn select_rows(args: &Args) -> Vec<Row> {
         for parallelism in PARALLELISMS {
             for &batch in batches {
                 let row = Row::Weir { source, parallelism, batch };
-                let opt_in = source == Source::FileCsv && !args.quick && args.filter.is_none();
-                if args.selects(&row.id()) && !opt_in {
+                if args.selects(&row.id()) {
                     weir.push(row);
                 }
             }
@@ -367,10 +362,6 @@ fn main() -> Result<()> {
     print_table(&rows, &samples, events, input_bytes, &mut targets);
     print_disturbed(&rows, &samples);
     print_skew(&rows, &samples, events);
-    if !args.quick && args.filter.is_none() {
-        println!();
-        println!("{FILE_CSV_NOTE}");
-    }
 
     print_summary(&targets, started);
     Ok(())
@@ -911,7 +902,10 @@ fn print_table(
                 measured: format!("{} events/s", si(rate)),
                 met,
             });
-            if let Some(ratio) = wall_ratio {
+            // The overhead target compares like with like: the hand loop parses with the same
+            // function as the `str`, `string` and `file` rows; `file-csv` parses with the csv
+            // crate and serde, so its ratio is printed but is not a framework-overhead figure.
+            if let Some(ratio) = wall_ratio.filter(|_| *source != Source::FileCsv) {
                 let met = ratio <= TARGET_HAND_RATIO;
                 verdicts.push(format!("≤1.5x hand {}", pass(met)));
                 targets.push(Target {
