@@ -82,6 +82,10 @@ const FILES: usize = 2;
 
 const PARALLELISMS: [usize; 2] = [1, 2];
 const MEMORY_BATCH_SIZES: [usize; 2] = [1024, 4096];
+/// The batch size of the rows run with metrics on as well.
+const METRICS_BATCH_SIZE: usize = 1024;
+/// Most extra wall time metrics may cost.
+const TARGET_METRICS_OVERHEAD: f64 = 0.03;
 /// File sources run at their default batch size only.
 const FILE_BATCH_SIZE: usize = weir_connectors::DEFAULT_BATCH_SIZE;
 
@@ -175,15 +179,22 @@ impl Source {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Row {
     Hand(Input),
-    Weir { source: Source, parallelism: usize, batch: usize },
+    /// `metrics`: the pipeline exports its metrics to a registry (nobody scrapes it).
+    Weir {
+        source: Source,
+        parallelism: usize,
+        batch: usize,
+        metrics: bool,
+    },
 }
 
 impl Row {
     fn id(self) -> String {
         match self {
             Row::Hand(input) => format!("hand/{}", input.name()),
-            Row::Weir { source, parallelism, batch } => {
-                format!("weir/{}/p{parallelism}/b{batch}", source.name())
+            Row::Weir { source, parallelism, batch, metrics } => {
+                let m = if metrics { "+metrics" } else { "" };
+                format!("weir/{}/p{parallelism}/b{batch}{m}", source.name())
             }
         }
     }
@@ -205,9 +216,14 @@ fn select_rows(args: &Args) -> Vec<Row> {
             if source.input() == Input::File { &[FILE_BATCH_SIZE] } else { &MEMORY_BATCH_SIZES };
         for parallelism in PARALLELISMS {
             for &batch in batches {
-                let row = Row::Weir { source, parallelism, batch };
+                let row = Row::Weir { source, parallelism, batch, metrics: false };
                 if args.selects(&row.id()) {
                     weir.push(row);
+                }
+                // Metrics on vs off, in the same run: the in-memory rows at the default batch.
+                let metered = Row::Weir { source, parallelism, batch, metrics: true };
+                if source == Source::Str && batch == METRICS_BATCH_SIZE && args.selects(&metered.id()) {
+                    weir.push(metered);
                 }
             }
         }
@@ -360,6 +376,7 @@ fn main() -> Result<()> {
 
     let mut targets = Vec::new();
     print_table(&rows, &samples, events, input_bytes, &mut targets);
+    print_metrics_overhead(&rows, &samples, &mut targets);
     print_disturbed(&rows, &samples);
     print_skew(&rows, &samples, events);
 
@@ -654,9 +671,15 @@ fn window_and_sink<S: Sink<Out>>(events: Stream<Event>, sink: S) {
 
 /// Builds `row`'s pipeline, writing to `sink`, and runs it on the runtime.
 fn run_row<S: Sink<Out>>(runtime: &Runtime, sources: &Sources, row: Row, sink: S) -> Result<JobReport> {
-    let Row::Weir { source, parallelism, batch } = row else { bail!("{} is not a Weir row", row.id()) };
+    let Row::Weir { source, parallelism, batch, metrics } = row else {
+        bail!("{} is not a Weir row", row.id())
+    };
     let missing = || anyhow::anyhow!("no source was prepared for {}", row.id());
-    let p = Pipeline::builder("window_throughput").parallelism(parallelism).handle_signals(false).build()?;
+    let mut builder = Pipeline::builder("window_throughput").parallelism(parallelism).handle_signals(false);
+    if metrics {
+        builder = builder.metrics(weir_runtime::Metrics::new());
+    }
+    let p = builder.build()?;
     let events = match source {
         Source::Str => {
             let lines = sources.str_lines.as_ref().ok_or_else(missing)?;
@@ -941,6 +964,47 @@ fn print_table(
             )),
             verdicts.join(", "),
         );
+    }
+}
+
+/// Compares each `+metrics` row with the same row without metrics (median wall and CPU).
+fn print_metrics_overhead(rows: &[Row], samples: &[Vec<Sample>], targets: &mut Vec<Target>) {
+    let medians = |row: &Row| {
+        let s = &samples[rows.iter().position(|r| r == row)?];
+        Some((
+            median(s.iter().map(|s| s.wall).collect())?,
+            median(s.iter().filter_map(|s| Some(s.sched?.cpu)).collect()),
+        ))
+    };
+    let mut lines = Vec::new();
+    for row in rows {
+        let Row::Weir { metrics: true, source, parallelism, batch } = *row else { continue };
+        let plain = Row::Weir { source, parallelism, batch, metrics: false };
+        let (Some((wall_on, cpu_on)), Some((wall_off, cpu_off))) = (medians(row), medians(&plain)) else {
+            continue;
+        };
+        let wall = wall_on.as_secs_f64() / wall_off.as_secs_f64().max(1e-9) - 1.0;
+        let cpu = cpu_on.zip(cpu_off).map(|(a, b)| a.as_secs_f64() / b.as_secs_f64().max(1e-9) - 1.0);
+        let cpu_text = cpu.map_or("n/a".to_owned(), |c| format!("{:+.1} %", 100.0 * c));
+        lines.push(format!("  {}: wall {:+.1} %, cpu {cpu_text}", row.id(), 100.0 * wall));
+        // The cost of metrics is CPU time spent on them; wall time at p2 also moves with how the
+        // two workers happen to be scheduled. Judged on CPU (wall where CPU time is unknown).
+        let overhead = cpu.unwrap_or(wall);
+        targets.push(Target {
+            what: format!(
+                "{}: metrics cost ≤ {:.0} % (vs {})",
+                row.id(),
+                100.0 * TARGET_METRICS_OVERHEAD,
+                plain.id()
+            ),
+            measured: format!("wall {:+.1} %, cpu {cpu_text}", 100.0 * wall),
+            met: overhead <= TARGET_METRICS_OVERHEAD,
+        });
+    }
+    if !lines.is_empty() {
+        println!();
+        println!("metrics on vs off (same run, medians):");
+        lines.iter().for_each(|l| println!("{l}"));
     }
 }
 

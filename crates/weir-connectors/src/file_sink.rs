@@ -113,7 +113,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
                 csv::WriterBuilder::new().buffer_capacity(WRITE_BUFFER_BYTES).from_writer(file),
             )),
         };
-        Ok(FileWriter { path, out: Some(out), line: Vec::new() })
+        Ok(FileWriter { path, out: Some(out), line: Vec::new(), written: 0 })
     }
 }
 
@@ -129,6 +129,8 @@ pub struct FileWriter {
     out: Option<Out>,
     /// Reused serialization buffer.
     line: Vec<u8>,
+    /// Bytes of JSON lines written (CSV output is not measured).
+    written: u64,
 }
 
 impl std::fmt::Debug for FileWriter {
@@ -161,6 +163,7 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
                     if let Err(e) = w.write_all(&self.line) {
                         return Err(self.error("write", e));
                     }
+                    self.written += self.line.len() as u64;
                 }
                 Ok(())
             }
@@ -174,6 +177,10 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
             }
             None => Err(self.error("write", "the writer was already finished")),
         }
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     async fn finish(&mut self) -> Result<()> {

@@ -443,6 +443,10 @@ impl<F: LineFormat> SourceReader for FileReader<F> {
     fn finished_split(&mut self) -> Option<u32> {
         self.finished.pop()
     }
+
+    fn bytes_read(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes_read).sum()
+    }
 }
 
 /// A file's identity: device and inode where there are inodes.
@@ -499,6 +503,8 @@ struct TailedFile {
     reopen: bool,
     /// Read to the end (bounded mode).
     done: bool,
+    /// Bytes of the lines read, line ends included.
+    bytes_read: u64,
 }
 
 /// What one read found at the end.
@@ -512,7 +518,7 @@ enum Step {
 impl TailedFile {
     fn new(index: u32, path: PathBuf) -> TailedFile {
         let name: Arc<str> = path.to_string_lossy().into();
-        TailedFile { index, path, name, open: None, reopen: false, done: false }
+        TailedFile { index, path, name, open: None, reopen: false, done: false, bytes_read: 0 }
     }
 
     fn error(&self, action: &str, e: impl std::fmt::Display) -> weir_runtime::Error {
@@ -595,6 +601,7 @@ impl TailedFile {
     fn push_line<F: LineFormat>(&mut self, format: &F, mut bytes: Vec<u8>, out: &mut Vec<F::Item>) {
         let Some(open) = self.open.as_mut() else { return };
         open.line += 1;
+        self.bytes_read += bytes.len() as u64;
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
             if bytes.last() == Some(&b'\r') {

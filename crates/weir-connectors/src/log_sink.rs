@@ -153,7 +153,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
             None => self.log.topic(&self.topic),
         }
         .map_err(|e| connector_error("log sink", &self.topic, e))?;
-        Ok(LogWriter { topic, key: self.key.clone(), scratch: Vec::new() })
+        Ok(LogWriter { topic, key: self.key.clone(), scratch: Vec::new(), written: 0 })
     }
 }
 
@@ -162,6 +162,8 @@ pub struct LogWriter<T> {
     topic: Topic,
     key: Option<KeyFn<T>>,
     scratch: Vec<u8>,
+    /// Bytes of the serialized values sent.
+    written: u64,
 }
 
 impl<T> std::fmt::Debug for LogWriter<T> {
@@ -196,6 +198,7 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for LogWriter<T> {
             if let Err(e) = serde_json::to_writer(&mut self.scratch, r) {
                 return Err(self.error(format_args!("serialize record as JSON: {e}")));
             }
+            self.written += self.scratch.len() as u64;
             let mut record = Record::new(Bytes::copy_from_slice(&self.scratch));
             if let Some(key) = &self.key {
                 record.key = Some(key(r));
@@ -211,6 +214,10 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for LogWriter<T> {
 
     async fn finish(&mut self) -> Result<()> {
         self.blocking(Topic::flush).await
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
     }
 }
 

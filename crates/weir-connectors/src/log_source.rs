@@ -188,6 +188,7 @@ impl Source for LogSource {
             queue: VecDeque::new(),
             uncommitted: false,
             finished: Vec::new(),
+            bytes_read: 0,
         };
         if !reader.partitions.is_empty() {
             reader.consumer = Some(reader.consume(reader.partitions.clone())?);
@@ -210,6 +211,8 @@ pub struct LogReader {
     uncommitted: bool,
     /// Bounded mode: partitions read to their end and not reported yet.
     finished: Vec<u32>,
+    /// Bytes of the keys and values read.
+    bytes_read: u64,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -283,6 +286,10 @@ impl LogReader {
                     c.seek(&consumed.topic, partition, end).map_err(|e| self.source.error(e))?;
                 }
             }
+            self.bytes_read += records
+                .iter()
+                .map(|r| (r.key.as_ref().map_or(0, |k| k.len()) + r.value.len()) as u64)
+                .sum::<u64>();
             let mut records = records.into_iter().map(|r| LogRecord {
                 topic: consumed.topic.clone(),
                 partition,
@@ -328,5 +335,9 @@ impl SourceReader for LogReader {
 
     fn finished_split(&mut self) -> Option<u32> {
         self.finished.pop()
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 }

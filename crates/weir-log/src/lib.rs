@@ -75,6 +75,13 @@
 //! background flush syncs the segments sealed since the last one, the directory and the active
 //! segment. Committed group offsets are always written durably and atomically.
 //!
+//! # Metrics
+//!
+//! [`Log::register_metrics`] exports the log to a `weir_metrics::Metrics` registry: appended
+//! records and bytes, append and `fdatasync` durations, recovery truncations, and, computed when
+//! the registry is scraped, each partition's offsets, segments and size and each consumer group's
+//! committed offsets and lag. Until it is called, the append path pays one atomic load per call.
+//!
 //! # Concurrency
 //!
 //! [`Log`], [`Topic`] are cheap-to-clone handles, `Send + Sync`. Appends to one partition are
@@ -90,6 +97,7 @@ mod fsutil;
 mod group;
 mod index;
 mod log;
+mod metrics;
 mod name;
 mod partition;
 mod partitioner;

@@ -8,14 +8,17 @@
 //! - `sync` (mutex): one group commit at a time. Whoever holds it `fdatasync`s everything
 //!   written so far; appenders queued behind it find their data already durable and return.
 //!
+//! Metrics (`metrics`, set at most once when metrics are registered) cost one `OnceLock::get` per
+//! append call and per `fdatasync` when absent; see the `metrics` module.
+//!
 //! Publication order (what makes lock-free reads safe): the writer writes the bytes, stores the
 //! segment's size, then its visible size, then the high watermark; readers load the high
 //! watermark first, then the visible size, and read no further than either.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -23,6 +26,7 @@ use crate::batch::{self, EncodedBatch};
 use crate::config::{Durability, TopicConfig};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::metrics::{PartitionMetrics, Written};
 use crate::record::{Record, StoredRecord};
 use crate::segment::{Origin, Segment};
 
@@ -98,6 +102,8 @@ pub(crate) struct Partition {
     deleted: AtomicBool,
     /// Woken (all waiters) whenever the high watermark of any partition of the topic moves.
     notify: Arc<Notify>,
+    /// Metric handles, set once by `Log::register_metrics` (or at creation after it).
+    pub(crate) metrics: OnceLock<PartitionMetrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,6 +198,7 @@ impl Partition {
             poisoned: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             notify,
+            metrics: OnceLock::new(),
         };
         Ok((partition, report))
     }
@@ -235,6 +242,18 @@ impl Partition {
 
     /// Appends `records` as one or more batches; see [`Topic::append`](crate::Topic::append).
     pub(crate) fn append(&self, records: &[Record], now_ms: i64) -> Result<Appended> {
+        let Some(metrics) = self.metrics.get() else {
+            return self.append_unmetered(records, now_ms, &mut Written::default());
+        };
+        let start = Instant::now();
+        let mut written = Written::default();
+        let result = self.append_unmetered(records, now_ms, &mut written);
+        metrics.appended(written, start.elapsed());
+        result
+    }
+
+    /// [`Partition::append`] without metrics; `written` follows what reached the segment files.
+    fn append_unmetered(&self, records: &[Record], now_ms: i64, written: &mut Written) -> Result<Appended> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poisoned_error());
         }
@@ -289,6 +308,7 @@ impl Partition {
             }
             w.next_offset = w.active.next_offset();
             w.dirty = true;
+            *written = Written { records: w.next_offset - base_offset, bytes: run_end as u64 };
             if self.durability != Durability::EveryBatch {
                 w.active.publish();
                 self.high_watermark.store(w.next_offset, Ordering::Release);
@@ -318,7 +338,7 @@ impl Partition {
     /// append).
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if self.durability == Durability::EveryBatch {
-            w.active.sync().map_err(|e| self.poison(e))?;
+            self.sync_active(&w.active).map_err(|e| self.poison(e))?;
             w.dirty = false;
         } else {
             w.unsynced.push(w.active.clone());
@@ -380,7 +400,7 @@ impl Partition {
         if dir {
             fsutil::sync_dir(&self.dir).map_err(|e| self.poison(e))?;
         }
-        active.sync().map_err(|e| self.poison(e))?;
+        self.sync_active(&active).map_err(|e| self.poison(e))?;
         self.durable.fetch_max(target, Ordering::AcqRel);
         if self.durability == Durability::EveryBatch {
             active.publish_up_to(size);
@@ -388,6 +408,11 @@ impl Partition {
             self.notify.notify_waiters();
         }
         Ok(())
+    }
+
+    /// `fdatasync`s the active segment (timed when metrics are registered).
+    fn sync_active(&self, active: &Segment) -> Result<()> {
+        crate::metrics::time_fsync(self.metrics.get(), || active.sync())
     }
 
     /// `fdatasync`s the partition if anything was written since the last one.

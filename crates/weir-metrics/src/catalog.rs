@@ -300,7 +300,7 @@ pub const LOG_SIZE: GaugeDef<2> =
 pub const LOG_RECOVERY_TRUNCATIONS: CounterDef<2> = counter(
     "weir_log_recovery_truncations_total",
     "truncations",
-    "Torn tails cut off a partition when the log was opened after a crash.",
+    "Partitions whose tail was cut when the log was opened (a torn or corrupt tail after a crash).",
     TOPIC_PARTITION,
 );
 
@@ -324,7 +324,8 @@ pub const GROUP_LAG: GaugeDef<3> = gauge(
 pub const GROUP_LAG_SECONDS: GaugeDef<3> = gauge(
     "weir_consumer_group_lag_seconds",
     "seconds",
-    "Time since the oldest record a consumer group has not committed was written (0 when caught up).",
+    "Wall-clock time minus the timestamp of the first record a consumer group has not committed \
+     (0 when caught up).",
     GROUP_PARTITION,
 );
 

@@ -25,7 +25,7 @@ mod server;
 
 pub use prometheus::core::{Collector, Desc};
 pub use prometheus::proto::MetricFamily;
-pub use prometheus::{Gauge, Histogram, IntCounter};
+pub use prometheus::{Counter, Gauge, Histogram, IntCounter};
 pub use registry::{Metrics, TEXT_CONTENT_TYPE};
 #[cfg(feature = "server")]
 pub use server::{MetricsServer, ServerConfig, serve};

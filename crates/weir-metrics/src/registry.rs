@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, Opts,
 };
 
 use crate::catalog::{CounterDef, GaugeDef, HistogramDef, MetricInfo};
@@ -65,6 +66,13 @@ impl Metrics {
     pub fn counter<const N: usize>(&self, def: &CounterDef<N>, labels: [&str; N]) -> IntCounter {
         let info = def.info;
         self.family(&info, || IntCounterVec::new(Opts::new(info.name, info.help), info.labels))
+            .with_label_values(&labels)
+    }
+
+    /// The counter of `def` with these label values, counting fractions (seconds).
+    pub fn float_counter<const N: usize>(&self, def: &CounterDef<N>, labels: [&str; N]) -> Counter {
+        let info = def.info;
+        self.family(&info, || CounterVec::new(Opts::new(info.name, info.help), info.labels))
             .with_label_values(&labels)
     }
 

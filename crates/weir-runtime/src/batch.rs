@@ -1,5 +1,7 @@
 //! Batches and the messages that carry them between tasks.
 
+use std::time::Instant;
+
 /// Event time and watermarks: milliseconds since the Unix epoch.
 pub type Timestamp = i64;
 
@@ -8,7 +10,9 @@ pub type Timestamp = i64;
 /// `timestamps` is empty until event time is assigned (see
 /// [`Stream::assign_timestamps`](crate::Stream::assign_timestamps)); from then on it holds one
 /// timestamp per record, and one-to-one operators keep the two in step. `split` names the source
-/// split (partition, file) the records came from; watermarks are tracked per split.
+/// split (partition, file) the records came from; watermarks are tracked per split. An
+/// operator that makes new records from a batch builds its output with [`Batch::derive`], which
+/// keeps the split and the time the source read the input (for the end-to-end latency metric).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch<T> {
     /// The records.
@@ -17,17 +21,36 @@ pub struct Batch<T> {
     pub timestamps: Vec<Timestamp>,
     /// The source split the records came from (0 after an exchange).
     pub split: u32,
+    /// When a source read the records this batch stems from.
+    read_at: Option<Instant>,
 }
 
 impl<T> Batch<T> {
     /// A batch of records without timestamps from split 0.
     pub fn new(records: Vec<T>) -> Self {
-        Batch { records, timestamps: Vec::new(), split: 0 }
+        Batch { records, timestamps: Vec::new(), split: 0, read_at: None }
     }
 
     /// A batch of records from a source split.
     pub fn from_split(split: u32, records: Vec<T>) -> Self {
-        Batch { records, timestamps: Vec::new(), split }
+        Batch { records, timestamps: Vec::new(), split, read_at: None }
+    }
+
+    /// A batch of other records made from this one: same split and read time, and
+    /// `timestamps` (one per record, or empty).
+    pub fn derive<U>(&self, records: Vec<U>, timestamps: Vec<Timestamp>) -> Batch<U> {
+        Batch { records, timestamps, split: self.split, read_at: self.read_at }
+    }
+
+    /// When a source read the records this batch stems from (set by the pipeline as a source
+    /// hands a batch on; kept by [`Batch::derive`]).
+    pub fn read_at(&self) -> Option<Instant> {
+        self.read_at
+    }
+
+    /// Sets the time a source read the records this batch stems from.
+    pub fn set_read_at(&mut self, at: Option<Instant>) {
+        self.read_at = at;
     }
 
     /// Number of records.

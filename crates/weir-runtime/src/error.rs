@@ -31,6 +31,9 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// The metrics endpoint could not be started (e.g. its port is in use).
+    #[error("metrics: {0}")]
+    Metrics(String),
     /// A task stopped because another failed or the job was cancelled.
     #[error("job cancelled")]
     Cancelled,

@@ -69,10 +69,11 @@ where
         let has_ts = !batch.timestamps.is_empty();
         let per = batch.records.len() / n + 1;
         let mut parts: Vec<Batch<T>> = (0..n)
-            .map(|_| Batch {
-                records: Vec::with_capacity(per),
-                timestamps: Vec::with_capacity(if has_ts { per } else { 0 }),
-                split: 0,
+            .map(|_| {
+                let mut part =
+                    batch.derive(Vec::with_capacity(per), Vec::with_capacity(if has_ts { per } else { 0 }));
+                part.split = 0;
+                part
             })
             .collect();
         let mut timestamps = batch.timestamps.into_iter();

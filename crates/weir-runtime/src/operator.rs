@@ -5,29 +5,55 @@
 //! chain: each pushes its output into a [`Collector`], and the chain hands the collected messages
 //! to the next operator in the same task, with no channel or copy in between.
 
+use std::time::Instant;
+
 use futures::future::BoxFuture;
 
 use crate::batch::{Batch, Message, Timestamp};
 use crate::error::Result;
+use crate::metrics::OperatorMetrics;
+
+/// Why records left an operator's main output (counted in
+/// `weir_operator_dropped_records_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Behind the watermark plus the allowed lateness (sent to the late side output).
+    Late,
+    /// The user function failed (sent to the dead-letter output).
+    DeadLetter,
+}
 
 /// Collects what an operator emits while it handles one message.
 #[derive(Debug)]
 pub struct Collector<T> {
     messages: Vec<Message<T>>,
+    /// When the source read the newest input this operator saw: given to output batches that
+    /// do not carry a read time (window results, process output).
+    read_at: Option<Instant>,
+    /// Records dropped while handling the current message, by [`DropReason`].
+    dropped: [u64; 2],
 }
 
 impl<T> Default for Collector<T> {
     fn default() -> Self {
-        Collector { messages: Vec::new() }
+        Collector { messages: Vec::new(), read_at: None, dropped: [0; 2] }
     }
 }
 
 impl<T> Collector<T> {
     /// Emits a batch (empty batches are dropped).
-    pub fn batch(&mut self, batch: Batch<T>) {
+    pub fn batch(&mut self, mut batch: Batch<T>) {
         if !batch.is_empty() {
+            if batch.read_at().is_none() {
+                batch.set_read_at(self.read_at);
+            }
             self.messages.push(Message::Data(batch));
         }
+    }
+
+    /// Counts `n` records taken out of the main output for `reason`.
+    pub fn dropped(&mut self, reason: DropReason, n: u64) {
+        self.dropped[reason as usize] += n;
     }
 
     /// Emits a watermark.
@@ -91,6 +117,25 @@ pub trait Operator<In, Out>: Send + 'static {
 
     /// The input ended; emit what is still held. Default: nothing. The chain forwards `End`.
     fn on_end(&mut self, _out: &mut Collector<Out>) {}
+
+    /// The size of the operator's keyed state, for metrics; `None` (the default) for a
+    /// stateless operator. Called after watermarks, not per batch.
+    fn state_stats(&self) -> Option<StateStats> {
+        None
+    }
+}
+
+/// The size of an operator's keyed state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateStats {
+    /// Distinct keys with state.
+    pub keys: u64,
+    /// Windows (per key) holding state.
+    pub windows: u64,
+    /// Approximate bytes (entries times their in-memory size).
+    pub bytes: u64,
+    /// Window results emitted so far.
+    pub fired: u64,
 }
 
 /// One link of a task's chain: accepts messages, passes results on.
@@ -103,12 +148,13 @@ pub(crate) struct OpStage<In, Out, O> {
     op: O,
     out: Collector<Out>,
     next: Box<dyn Stage<Out>>,
+    metrics: Option<OperatorMetrics>,
     _in: std::marker::PhantomData<fn(In)>,
 }
 
 impl<In, Out, O> OpStage<In, Out, O> {
-    pub(crate) fn new(op: O, next: Box<dyn Stage<Out>>) -> Self {
-        OpStage { op, out: Collector::default(), next, _in: std::marker::PhantomData }
+    pub(crate) fn new(op: O, next: Box<dyn Stage<Out>>, metrics: Option<OperatorMetrics>) -> Self {
+        OpStage { op, out: Collector::default(), next, metrics, _in: std::marker::PhantomData }
     }
 }
 
@@ -120,15 +166,35 @@ where
 {
     fn push(&mut self, msg: Message<In>) -> BoxFuture<'_, Result<()>> {
         let end = matches!(msg, Message::End);
+        let mut records_in = 0;
+        let mut watermark = None;
         match msg {
-            Message::Data(batch) => self.op.process_batch(batch, &mut self.out),
-            Message::Watermark(w) => self.op.on_watermark(w, &mut self.out),
+            Message::Data(batch) => {
+                records_in = batch.len();
+                if batch.read_at().is_some() {
+                    self.out.read_at = batch.read_at();
+                }
+                self.op.process_batch(batch, &mut self.out)
+            }
+            Message::Watermark(w) => {
+                watermark = Some(w);
+                self.op.on_watermark(w, &mut self.out)
+            }
             Message::Barrier(id) => self.op.on_barrier(id, &mut self.out),
             Message::Idle => self.op.on_idle(&mut self.out),
             Message::SplitEnd(split) => self.op.on_split_end(split, &mut self.out),
             Message::End => self.op.on_end(&mut self.out),
         }
         let mut messages = self.out.take();
+        let dropped = std::mem::take(&mut self.out.dropped);
+        if let Some(m) = &self.metrics {
+            let records_out =
+                messages.iter().map(|m| if let Message::Data(b) = m { b.len() } else { 0 }).sum();
+            m.record(records_in, records_out, dropped);
+            if watermark.is_some() || end {
+                m.watermark(watermark, self.op.state_stats());
+            }
+        }
         if end {
             messages.push(Message::End);
         }

@@ -17,11 +17,10 @@ where
 {
     fn process_batch(&mut self, batch: Batch<In>, out: &mut Collector<Out>) {
         let f = &*self.0;
-        out.batch(Batch {
-            records: batch.records.into_iter().map(f).collect(),
-            timestamps: batch.timestamps,
-            split: batch.split,
-        });
+        let mut batch = batch;
+        let timestamps = std::mem::take(&mut batch.timestamps);
+        let records = std::mem::take(&mut batch.records).into_iter().map(f).collect();
+        out.batch(batch.derive(records, timestamps));
     }
 }
 
@@ -34,13 +33,17 @@ where
 {
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
         let f = &*self.0;
+        let mut batch = batch;
         if batch.timestamps.is_empty() {
-            let records: Vec<T> = batch.records.into_iter().filter(|r| f(r)).collect();
-            out.batch(Batch { records, timestamps: Vec::new(), split: batch.split });
+            batch.records.retain(|r| f(r));
+            out.batch(batch);
         } else {
-            let (records, timestamps) =
-                batch.records.into_iter().zip(batch.timestamps).filter(|(r, _)| f(r)).unzip();
-            out.batch(Batch { records, timestamps, split: batch.split });
+            let (records, timestamps) = std::mem::take(&mut batch.records)
+                .into_iter()
+                .zip(std::mem::take(&mut batch.timestamps))
+                .filter(|(r, _)| f(r))
+                .unzip();
+            out.batch(batch.derive(records, timestamps));
         }
     }
 }
@@ -54,21 +57,22 @@ where
     I: IntoIterator<Item = Out>,
     F: Fn(In) -> I + Send + Sync + 'static,
 {
-    fn process_batch(&mut self, batch: Batch<In>, out: &mut Collector<Out>) {
+    fn process_batch(&mut self, mut batch: Batch<In>, out: &mut Collector<Out>) {
         let f = &*self.0;
         let mut records = Vec::with_capacity(batch.records.len());
         let mut timestamps = Vec::new();
+        let input = std::mem::take(&mut batch.records);
         if batch.timestamps.is_empty() {
-            for r in batch.records {
+            for r in input {
                 records.extend(f(r));
             }
         } else {
-            for (r, ts) in batch.records.into_iter().zip(batch.timestamps) {
+            for (r, ts) in input.into_iter().zip(std::mem::take(&mut batch.timestamps)) {
                 records.extend(f(r));
                 timestamps.resize(records.len(), ts);
             }
         }
-        out.batch(Batch { records, timestamps, split: batch.split });
+        out.batch(batch.derive(records, timestamps));
     }
 }
 
@@ -122,8 +126,9 @@ where
             }
         }
         if !failed.is_empty() {
+            out.dropped(crate::operator::DropReason::DeadLetter, failed.len() as u64);
             self.dead_letters.send(failed);
         }
-        out.batch(Batch { records, timestamps, split: batch.split });
+        out.batch(batch.derive(records, timestamps));
     }
 }

@@ -10,17 +10,19 @@
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use weir_metrics::{Metrics, ServerConfig};
 
 use crate::aggregate::Aggregator;
 use crate::batch::{Batch, Message, Timestamp};
 use crate::dead_letter::{DeadLetter, DeadLetters, Traceable};
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeStage, Inputs, KeyPartitioner, Partitioner, Tagged};
+use crate::metrics::{PipelineMetrics, SinkMetrics, SourceMetrics, TaskClock};
 use crate::operator::{OpStage, Operator, Stage};
 use crate::ops::{Filter, FlatMap, Inspect, Map, TryMap};
 use crate::sink::{Sink, SinkWriter};
@@ -29,15 +31,18 @@ use crate::time::{AssignTimestamps, Watermarks};
 use crate::window::{LateRecords, WindowOperator, WindowResult, WindowSpec};
 
 /// What a task gets when the pipeline starts it.
-#[derive(Clone)]
 struct TaskContext {
     stop: watch::Receiver<bool>,
+    clock: TaskClock,
 }
 
 type TaskFn = Box<dyn FnOnce(TaskContext) -> BoxFuture<'static, Result<()>> + Send>;
 
 struct Task {
     name: String,
+    subtask: usize,
+    /// Time the task's terminal stage waited on full channels.
+    blocked_ns: Arc<AtomicU64>,
     run: TaskFn,
 }
 
@@ -85,6 +90,8 @@ pub struct PipelineBuilder {
     parallelism: usize,
     channel_capacity: usize,
     handle_signals: bool,
+    metrics: Option<Metrics>,
+    serve_metrics: Option<ServerConfig>,
 }
 
 impl PipelineBuilder {
@@ -104,6 +111,22 @@ impl PipelineBuilder {
     /// windows fire, sinks flush). Default: `true`.
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;
+        self
+    }
+
+    /// Exports the pipeline's metrics (see the `metrics` module) into `metrics`, the
+    /// application's registry. Default: no metrics.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves the metrics at `GET /metrics` (and `GET /healthz`) while the pipeline runs, as
+    /// `config` says (default `127.0.0.1:9898`). Implies [`PipelineBuilder::metrics`] with a new
+    /// registry if none was given.
+    pub fn serve_metrics(mut self, config: ServerConfig) -> Self {
+        self.serve_metrics = Some(config);
+        self.metrics.get_or_insert_with(Metrics::new);
         self
     }
 
@@ -127,7 +150,9 @@ impl PipelineBuilder {
             });
         }
         let (dead_letters, dead_rx, dead_count) = DeadLetters::new();
+        let metrics = self.metrics.clone().map(|m| PipelineMetrics::new(m, &self.name));
         Ok(Pipeline {
+            metrics,
             settings: self,
             stop: Arc::new(watch::channel(false).0),
             inner: Arc::new(Mutex::new(Inner { tasks: Vec::new(), dead_letter_sink: None })),
@@ -135,7 +160,6 @@ impl PipelineBuilder {
             dead_rx: Some(dead_rx),
             dead_count,
             late_count: Arc::new(AtomicU64::new(0)),
-            blocked_ns: Arc::new(AtomicU64::new(0)),
         })
     }
 }
@@ -171,7 +195,7 @@ pub struct Pipeline {
     dead_rx: Option<mpsc::UnboundedReceiver<Vec<DeadLetter>>>,
     dead_count: Arc<AtomicU64>,
     late_count: Arc<AtomicU64>,
-    blocked_ns: Arc<AtomicU64>,
+    metrics: Option<PipelineMetrics>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -188,11 +212,12 @@ struct Context {
     channel_capacity: usize,
     dead_letters: DeadLetters,
     late_count: Arc<AtomicU64>,
-    blocked_ns: Arc<AtomicU64>,
+    metrics: Option<PipelineMetrics>,
 }
 
 impl Context {
-    fn add_task(&self, task: Task) {
+    fn add_task(&self, name: String, subtask: usize, blocked_ns: Arc<AtomicU64>, run: TaskFn) {
+        let task = Task { name, subtask, blocked_ns, run };
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).tasks.push(task);
     }
 }
@@ -205,6 +230,8 @@ impl Pipeline {
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             channel_capacity: 8,
             handle_signals: true,
+            metrics: None,
+            serve_metrics: None,
         }
     }
 
@@ -225,7 +252,7 @@ impl Pipeline {
             channel_capacity: self.settings.channel_capacity,
             dead_letters: self.dead_letters.clone(),
             late_count: self.late_count.clone(),
-            blocked_ns: self.blocked_ns.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -234,17 +261,19 @@ impl Pipeline {
         let ctx = self.context();
         let source = Arc::new(source);
         let parallelism = ctx.parallelism;
+        let label = ctx.metrics.as_ref().map(|m| m.unique_name("source"));
         let lanes = (0..parallelism)
             .map(|subtask| {
                 let source = source.clone();
                 let name = format!("source {}", source.name());
+                let metrics = ctx.metrics.as_ref().zip(label.as_deref()).map(|(m, l)| m.source(l, subtask));
                 Lane {
                     name,
                     close: Box::new(move |mut head: Box<dyn Stage<S::Item>>| -> TaskFn {
                         Box::new(move |ctx: TaskContext| {
                             Box::pin(async move {
                                 let reader = source.reader(subtask, parallelism)?;
-                                run_source(reader, &mut *head, ctx.stop).await
+                                run_source(reader, &mut *head, ctx, metrics).await
                             })
                         })
                     }),
@@ -283,14 +312,28 @@ impl Pipeline {
         if tasks.is_empty() {
             return Err(Error::InvalidConfig { field: "sinks", reason: "the pipeline has no sink".into() });
         }
+        let server = match (&self.settings.serve_metrics, &self.settings.metrics) {
+            (Some(config), Some(metrics)) => {
+                Some(weir_metrics::serve(metrics.clone(), config).await.map_err(|e| match e {
+                    weir_metrics::Error::InvalidConfig { field, reason } => {
+                        Error::InvalidConfig { field, reason }
+                    }
+                    other => Error::Metrics(other.to_string()),
+                })?)
+            }
+            _ => None,
+        };
         let stop_tx = self.stop.clone();
         let stop_rx = stop_tx.subscribe();
         let mut set = JoinSet::new();
         let mut names = std::collections::HashMap::new();
+        let mut blocked = Vec::with_capacity(tasks.len());
         let dead_rx = self.dead_rx.take();
         for task in tasks {
-            let ctx = TaskContext { stop: stop_rx.clone() };
-            let handle = set.spawn((task.run)(ctx));
+            let metrics = self.metrics.as_ref().map(|m| m.task(&task.name, task.subtask));
+            let clock = TaskClock::new(metrics, task.blocked_ns.clone());
+            blocked.push(task.blocked_ns);
+            let handle = set.spawn((task.run)(TaskContext { stop: stop_rx.clone(), clock }));
             names.insert(handle.id(), task.name);
         }
         // The operators hold the senders now; the channel closes when they finish.
@@ -337,6 +380,9 @@ impl Pipeline {
             set.abort_all();
         }
         let dead = dead_task.await;
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
         if let Some(e) = first_error {
             return Err(e);
         }
@@ -349,7 +395,7 @@ impl Pipeline {
         Ok(JobReport {
             dead_letters: self.dead_count.load(Ordering::Relaxed),
             late_records: self.late_count.load(Ordering::Relaxed),
-            backpressure: Duration::from_nanos(self.blocked_ns.load(Ordering::Relaxed)),
+            backpressure: Duration::from_nanos(blocked.iter().map(|b| b.load(Ordering::Relaxed)).sum()),
         })
     }
 }
@@ -419,9 +465,12 @@ const IDLE_TICK: Duration = Duration::from_millis(50);
 async fn run_source<R: SourceReader>(
     mut reader: R,
     head: &mut dyn Stage<R::Item>,
-    mut stop: watch::Receiver<bool>,
+    ctx: TaskContext,
+    mut metrics: Option<SourceMetrics>,
 ) -> Result<()> {
+    let TaskContext { mut stop, mut clock } = ctx;
     'read: while !*stop.borrow() {
+        let mut waiting = Instant::now();
         let next = {
             // The same read stays pending across idle ticks: only a stop cancels it.
             let read = reader.next_batch();
@@ -430,30 +479,68 @@ async fn run_source<R: SourceReader>(
                 tokio::select! {
                     next = &mut read => break next?,
                     _ = stop.changed() => continue 'read,
-                    () = tokio::time::sleep(IDLE_TICK) => head.push(Message::Idle).await?,
+                    () = tokio::time::sleep(IDLE_TICK) => {
+                        clock.idle(waiting.elapsed());
+                        let start = Instant::now();
+                        head.push(Message::Idle).await?;
+                        clock.pushed(start, false);
+                        waiting = Instant::now();
+                    }
                 }
             }
         };
-        let Some(batch) = next else { break };
+        clock.idle(waiting.elapsed());
+        let Some(mut batch) = next else { break };
+        let start = Instant::now();
+        if let Some(m) = metrics.as_mut() {
+            m.read(batch.len(), reader.bytes_read());
+        }
+        batch.set_read_at(Some(start));
         head.push(Message::Data(batch)).await?;
         while let Some(split) = reader.finished_split() {
             head.push(Message::SplitEnd(split)).await?;
         }
+        clock.pushed(start, true);
     }
     head.push(Message::Watermark(Timestamp::MAX)).await?;
     head.push(Message::End).await
 }
 
 /// Reads a task's merged input channel into its chain.
-async fn run_inputs<T: Send + 'static>(mut inputs: Inputs<T>, head: &mut dyn Stage<T>) -> Result<()> {
-    while let Some(msg) = inputs.next().await {
+async fn run_inputs<T: Send + 'static>(
+    mut inputs: Inputs<T>,
+    head: &mut dyn Stage<T>,
+    mut clock: TaskClock,
+) -> Result<()> {
+    loop {
+        let mut waiting = Instant::now();
+        let msg = if clock.enabled() {
+            // Idle time is flushed every tick, so a long wait shows as it happens.
+            let next = inputs.next();
+            tokio::pin!(next);
+            loop {
+                tokio::select! {
+                    msg = &mut next => break msg,
+                    () = tokio::time::sleep(IDLE_TICK) => {
+                        clock.idle(waiting.elapsed());
+                        waiting = Instant::now();
+                    }
+                }
+            }
+        } else {
+            inputs.next().await
+        };
+        clock.idle(waiting.elapsed());
+        let Some(msg) = msg else { return Ok(()) };
         let end = matches!(msg, Message::End);
+        let data = matches!(msg, Message::Data(_));
+        let start = Instant::now();
         head.push(msg).await?;
+        clock.pushed(start, data);
         if end {
-            break;
+            return Ok(());
         }
     }
-    Ok(())
 }
 
 /// A lane that reads a channel fed by `upstream` senders.
@@ -461,8 +548,8 @@ fn inputs_lane<T: Send + 'static>(name: String, rx: mpsc::Receiver<Tagged<T>>, u
     Lane {
         name,
         close: Box::new(move |mut head: Box<dyn Stage<T>>| -> TaskFn {
-            Box::new(move |_ctx: TaskContext| {
-                Box::pin(async move { run_inputs(Inputs::new(rx, upstream), &mut *head).await })
+            Box::new(move |ctx: TaskContext| {
+                Box::pin(async move { run_inputs(Inputs::new(rx, upstream), &mut *head, ctx.clock).await })
             })
         }),
     }
@@ -491,13 +578,24 @@ impl<T: Clone + Send + 'static> Stage<T> for Broadcast<T> {
 /// The end of a chain that writes to a sink.
 struct SinkStage<W> {
     writer: W,
+    metrics: Option<SinkMetrics>,
 }
 
 impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
     fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             match msg {
-                Message::Data(batch) => self.writer.write_batch(batch).await,
+                Message::Data(batch) => {
+                    let facts = self
+                        .metrics
+                        .is_some()
+                        .then(|| (batch.len(), batch.timestamps.iter().copied().max(), batch.read_at()));
+                    self.writer.write_batch(batch).await?;
+                    if let (Some(m), Some((records, newest, read_at))) = (self.metrics.as_mut(), facts) {
+                        m.wrote(records, newest, read_at, self.writer.bytes_written());
+                    }
+                    Ok(())
+                }
                 Message::End => self.writer.finish().await,
                 Message::Watermark(_) | Message::Barrier(_) | Message::Idle | Message::SplitEnd(_) => Ok(()),
             }
@@ -524,15 +622,26 @@ impl<T: Send + 'static> Stream<T> {
         U: Send + 'static,
         O: Operator<T, U>,
     {
+        let label = self.ctx.metrics.as_ref().map(|m| m.unique_name(name));
         let lanes = self
             .lanes
             .into_iter()
-            .map(|lane| {
+            .enumerate()
+            .map(|(subtask, lane)| {
                 let op = make();
+                let stateful = op.state_stats().is_some();
+                let metrics = self
+                    .ctx
+                    .metrics
+                    .as_ref()
+                    .zip(label.as_deref())
+                    .map(|(m, l)| m.operator(l, subtask, stateful));
                 let close = lane.close;
                 Lane {
                     name: format!("{} -> {name}", lane.name),
-                    close: Box::new(move |next: Box<dyn Stage<U>>| close(Box::new(OpStage::new(op, next)))),
+                    close: Box::new(move |next: Box<dyn Stage<U>>| {
+                        close(Box::new(OpStage::new(op, next, metrics)))
+                    }),
                 }
             })
             .collect();
@@ -617,14 +726,13 @@ impl<T: Send + 'static> Stream<T> {
         let capacity = self.ctx.channel_capacity;
         let mut left = Vec::with_capacity(self.lanes.len());
         let mut right = Vec::with_capacity(self.lanes.len());
-        for lane in self.lanes {
+        for (subtask, lane) in self.lanes.into_iter().enumerate() {
             let (ltx, lrx) = mpsc::channel::<Tagged<T>>(capacity);
             let (rtx, rrx) = mpsc::channel::<Tagged<T>>(capacity);
-            let stage = Broadcast { senders: [ltx, rtx], blocked_ns: self.ctx.blocked_ns.clone() };
-            self.ctx.add_task(Task {
-                name: format!("{} -> fork", lane.name),
-                run: (lane.close)(Box::new(stage)),
-            });
+            let blocked = Arc::new(AtomicU64::new(0));
+            let stage = Broadcast { senders: [ltx, rtx], blocked_ns: blocked.clone() };
+            let name = format!("{} -> fork", lane.name);
+            self.ctx.add_task(name, subtask, blocked, (lane.close)(Box::new(stage)));
             left.push(channel_lane(format!("{} (left)", lane.name), lrx));
             right.push(channel_lane(format!("{} (right)", lane.name), rrx));
         }
@@ -670,16 +778,15 @@ impl<T: Send + 'static> Stream<T> {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::channel::<Tagged<T>>(self.ctx.channel_capacity)).unzip();
         for (me, lane) in self.lanes.into_iter().enumerate() {
+            let blocked = Arc::new(AtomicU64::new(0));
             let stage = ExchangeStage {
                 partitioner: partitioner.clone(),
                 me,
                 senders: senders.clone(),
-                blocked_ns: self.ctx.blocked_ns.clone(),
+                blocked_ns: blocked.clone(),
             };
-            self.ctx.add_task(Task {
-                name: format!("{} -> {closing}", lane.name),
-                run: (lane.close)(Box::new(stage)),
-            });
+            let name = format!("{} -> {closing}", lane.name);
+            self.ctx.add_task(name, me, blocked, (lane.close)(Box::new(stage)));
         }
         drop(senders);
         let lanes = receivers.into_iter().map(|rx| inputs_lane(opening.to_owned(), rx, upstream)).collect();
@@ -690,11 +797,14 @@ impl<T: Send + 'static> Stream<T> {
     pub fn sink<S: Sink<T>>(self, sink: S) {
         let sink = Arc::new(sink);
         let parallelism = self.lanes.len();
+        let label = self.ctx.metrics.as_ref().map(|m| m.unique_name("sink"));
         for (subtask, lane) in self.lanes.into_iter().enumerate() {
             let sink = sink.clone();
             let name = format!("{} -> sink {}", lane.name, sink.name());
-            let head = DeferredSink { sink, subtask, parallelism, writer: None };
-            self.ctx.add_task(Task { name, run: (lane.close)(Box::new(head)) });
+            let metrics = self.ctx.metrics.as_ref().zip(label.as_deref()).map(|(m, l)| m.sink(l, subtask));
+            let head = DeferredSink { sink, subtask, parallelism, metrics, writer: None };
+            let run = (lane.close)(Box::new(head));
+            self.ctx.add_task(name, subtask, Arc::new(AtomicU64::new(0)), run);
         }
     }
 }
@@ -704,6 +814,7 @@ struct DeferredSink<S, W> {
     sink: Arc<S>,
     subtask: usize,
     parallelism: usize,
+    metrics: Option<SinkMetrics>,
     writer: Option<SinkStage<W>>,
 }
 
@@ -715,7 +826,8 @@ where
     fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             if self.writer.is_none() {
-                self.writer = Some(SinkStage { writer: self.sink.writer(self.subtask, self.parallelism)? });
+                let writer = self.sink.writer(self.subtask, self.parallelism)?;
+                self.writer = Some(SinkStage { writer, metrics: self.metrics.take() });
             }
             match self.writer.as_mut() {
                 Some(w) => w.push(msg).await,

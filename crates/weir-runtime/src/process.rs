@@ -78,7 +78,9 @@ impl<K, KF, P> ProcessOperator<K, KF, P> {
 fn emit<O>(results: Vec<(O, Option<Timestamp>)>, out: &mut Collector<O>) {
     let timed = results.iter().all(|(_, t)| t.is_some());
     let timestamps = if timed { results.iter().filter_map(|(_, t)| *t).collect() } else { Vec::new() };
-    out.batch(Batch { records: results.into_iter().map(|(o, _)| o).collect(), timestamps, split: 0 });
+    let mut batch = Batch::new(results.into_iter().map(|(o, _)| o).collect());
+    batch.timestamps = timestamps;
+    out.batch(batch);
 }
 
 impl<K, T, KF, P> Operator<T, P::Out> for ProcessOperator<K, KF, P>

@@ -25,6 +25,12 @@ pub trait SinkWriter<T>: Send + 'static {
 
     /// The input ended: flush and close.
     fn finish(&mut self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Bytes written so far, for the `weir_operator_output_bytes_total` metric. Default: 0
+    /// (not measured).
+    fn bytes_written(&self) -> u64 {
+        0
+    }
 }
 
 /// Collects every record into a shared `Vec`, for tests and examples.

@@ -47,6 +47,12 @@ pub trait SourceReader: Send + 'static {
     fn finished_split(&mut self) -> Option<u32> {
         None
     }
+
+    /// Bytes read so far (file bytes, record keys and values), for the
+    /// `weir_operator_input_bytes_total` metric. Default: 0 (not measured).
+    fn bytes_read(&self) -> u64 {
+        0
+    }
 }
 
 /// A bounded source over records in memory; subtask `i` of `p` reads chunks `i, i + p, …` of

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::aggregate::Aggregator;
 use crate::batch::{Batch, Timestamp};
-use crate::operator::{Collector, Operator};
+use crate::operator::{Collector, Operator, StateStats};
 
 /// The kind of window and its sizes, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +195,11 @@ pub(crate) struct WindowOperator<K, T, KF, A: Aggregator<T>> {
     /// Session windows of each key, sorted by start, and the ends to look at.
     sessions: HashMap<K, Vec<Session<A::Acc>>>,
     session_timers: BTreeMap<i64, HashSet<K>>,
+    /// Results emitted so far.
+    fired: u64,
+    /// The state size as last computed, and when (recomputed at most every second: it walks
+    /// the state).
+    stats: std::cell::Cell<Option<(std::time::Instant, StateStats)>>,
 }
 
 impl<K, T, KF, A> WindowOperator<K, T, KF, A>
@@ -221,6 +226,34 @@ where
             windows: BTreeMap::new(),
             sessions: HashMap::new(),
             session_timers: BTreeMap::new(),
+            fired: 0,
+            stats: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Walks the state: distinct keys, windows per key, and their approximate bytes.
+    fn measure(&self) -> StateStats {
+        let entry =
+            std::mem::size_of::<K>() + std::mem::size_of::<A::Acc>() + 2 * std::mem::size_of::<usize>();
+        let (keys, windows) = match self.spec {
+            WindowSpec::Session { .. } => {
+                (self.sessions.len(), self.sessions.values().map(Vec::len).sum::<usize>())
+            }
+            WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => {
+                let windows = self.windows.values().map(HashMap::len).sum::<usize>();
+                let keys = if self.windows.len() <= 1 {
+                    windows
+                } else {
+                    self.windows.values().flat_map(HashMap::keys).collect::<HashSet<_>>().len()
+                };
+                (keys, windows)
+            }
+        };
+        StateStats {
+            keys: keys as u64,
+            windows: windows as u64,
+            bytes: (windows * entry) as u64,
+            fired: self.fired,
         }
     }
 
@@ -308,9 +341,10 @@ where
         false
     }
 
-    fn emit_refired(&self, refired: Vec<(K, i64)>, out: &mut Collector<WindowResult<K, A::Output>>) {
+    /// Emits the windows `refired` names; returns how many.
+    fn emit_refired(&self, refired: Vec<(K, i64)>, out: &mut Collector<WindowResult<K, A::Output>>) -> u64 {
         if refired.is_empty() {
-            return;
+            return 0;
         }
         let mut results = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -331,13 +365,17 @@ where
                 }
             }
         }
+        let n = results.len() as u64;
         emit(results, out);
+        n
     }
 }
 
 fn emit<K, V>(results: Vec<WindowResult<K, V>>, out: &mut Collector<WindowResult<K, V>>) {
     let timestamps = results.iter().map(|r| r.window_end - 1).collect();
-    out.batch(Batch { records: results, timestamps, split: 0 });
+    let mut batch = Batch::new(results);
+    batch.timestamps = timestamps;
+    out.batch(batch);
 }
 
 impl<K, T, KF, A> Operator<T, WindowResult<K, A::Output>> for WindowOperator<K, T, KF, A>
@@ -372,8 +410,9 @@ where
                 late.push(record);
             }
         }
-        self.emit_refired(refired, out);
+        self.fired += self.emit_refired(refired, out);
         if !late.is_empty() {
+            out.dropped(crate::operator::DropReason::Late, late.len() as u64);
             self.late.count.fetch_add(late.len() as u64, Ordering::Relaxed);
             if let Some(tx) = &self.late.tx {
                 let _ = tx.send(Batch::new(late));
@@ -440,7 +479,22 @@ where
                 }
             }
         }
+        self.fired += results.len() as u64;
         emit(results, out);
         out.watermark(watermark);
+    }
+
+    fn state_stats(&self) -> Option<StateStats> {
+        let now = std::time::Instant::now();
+        match self.stats.get() {
+            Some((at, stats)) if now.duration_since(at) < std::time::Duration::from_secs(1) => {
+                Some(StateStats { fired: self.fired, ..stats })
+            }
+            _ => {
+                let stats = self.measure();
+                self.stats.set(Some((now, stats)));
+                Some(stats)
+            }
+        }
     }
 }

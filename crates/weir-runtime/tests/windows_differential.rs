@@ -151,7 +151,9 @@ impl Regions {
     fn new(kind: Kind, t_hi: i64, bound: i64, lateness: i64, candidate_edge: bool) -> Regions {
         let w = t_hi - bound - 1;
         match kind {
-            Kind::Session { gap } if candidate_edge => {
+            // With no bound and no lateness the edge layout leaves no room for regular records
+            // (`r_lo` would be `t_hi + 1`): use the other layout.
+            Kind::Session { gap } if candidate_edge && bound + lateness > 0 => {
                 let c_max = w - lateness - gap + 1;
                 Regions { w, r_lo: c_max + gap + 1, c_max }
             }

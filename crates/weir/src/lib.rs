@@ -4,9 +4,11 @@
 //! - [`log`]: the embedded partitioned log (topics, partitions, consumer groups, retention).
 //! - [`runtime`]: the dataflow runtime (pipelines, event time, windows, aggregation).
 //! - [`connectors`]: sources and sinks (files, log topics, generators, stdout).
+//! - [`metrics`]: the metric catalog, the registry and the `/metrics` endpoint.
 
 pub use weir_connectors as connectors;
 pub use weir_log as log;
+pub use weir_metrics as metrics;
 pub use weir_runtime as runtime;
 
 /// The names most programs need.
@@ -20,7 +22,8 @@ pub mod prelude {
     };
     pub use weir_runtime::{
         ApproxDistinctCount, Avg, Batch, CollectSink, Count, DistinctCount, First, KeyedProcess, Last, Max,
-        MemorySource, Min, Pipeline, ProcessContext, Quantile, Reduce, SessionWindows, SlidingWindows,
-        StopHandle, Stream, Sum, Timestamp, TopK, Traceable, TumblingWindows, Watermarks, WindowResult,
+        MemorySource, Metrics, Min, Pipeline, ProcessContext, Quantile, Reduce, ServerConfig, SessionWindows,
+        SlidingWindows, StopHandle, Stream, Sum, Timestamp, TopK, Traceable, TumblingWindows, Watermarks,
+        WindowResult,
     };
 }

@@ -10,7 +10,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing();
+    cli::init_tracing(args.log_format);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         // `weir consume … | head`: the reader went away, which is how such a pipeline ends.

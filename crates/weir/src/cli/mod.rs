@@ -20,7 +20,8 @@
 //!
 //! # Logging
 //!
-//! `tracing` output goes to stderr, filtered by `RUST_LOG` (default `warn`).
+//! `tracing` output goes to stderr, filtered by `RUST_LOG` (default `warn`), as text or, with
+//! `--log-format json`, as one JSON object per event.
 
 pub(crate) mod consume;
 pub(crate) mod group;
@@ -52,6 +53,9 @@ pub(crate) struct Cli {
     /// Machine-readable output: JSON Lines on stdout (one JSON object per line).
     #[arg(long, global = true)]
     json: bool,
+    /// The format of log messages on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,15 +78,24 @@ enum Command {
     },
 }
 
+/// How log messages are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event (for log shippers).
+    Json,
+}
+
 /// Sets up `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`).
-pub(crate) fn init_tracing() {
+pub(crate) fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 /// Runs one parsed command line.

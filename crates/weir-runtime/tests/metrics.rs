@@ -1,0 +1,164 @@
+//! Pipeline metrics: a job with dead letters, late records and windows exports what happened,
+//! per operator, and serves it over HTTP while it runs.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::time::Duration;
+
+use weir_runtime::{
+    CollectSink, Count, DiscardSink, Metrics, Pipeline, ServerConfig, Traceable, TumblingWindows, Watermarks,
+};
+
+#[derive(Debug, Clone)]
+struct Line(String);
+
+impl Traceable for Line {
+    fn origin(&self) -> String {
+        "memory".into()
+    }
+    fn payload(&self) -> String {
+        self.0.clone()
+    }
+}
+
+/// The sum of the samples of `name` whose labels include all of `labels`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, v) = line.rsplit_once(' ').unwrap();
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        if n == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
+            *found.get_or_insert(0.0) += v.parse::<f64>().unwrap();
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reports_records_drops_windows_and_latency() {
+    // In batches of 25: 1 000 good lines at 0..10 s, 50 malformed, 25 at 20 s, then 20 late
+    // lines (timestamp 0, in the batch after the watermark passed 10 s).
+    let mut lines: Vec<Line> = (0..1_000).map(|i| Line(format!("{}", i * 10))).collect();
+    lines.extend((0..50).map(|i| Line(format!("bad {i}"))));
+    lines.extend((0..25).map(|i| Line(format!("{}", 20_000 + i))));
+    lines.extend((0..20).map(|_| Line("0".into())));
+    let metrics = Metrics::new();
+    let p = Pipeline::builder("metered")
+        .parallelism(1)
+        .handle_signals(false)
+        .metrics(metrics.clone())
+        .build()
+        .unwrap();
+    let out = CollectSink::new();
+    p.source(weir_runtime::MemorySource::new(lines).batch_size(25))
+        .try_map(|l: &Line| l.0.parse::<i64>())
+        .assign_timestamps(|t| *t, Watermarks::monotonic())
+        .key_by(|_| 0u8)
+        .window(TumblingWindows::of(Duration::from_secs(10)))
+        .aggregate(Count)
+        .sink(out.clone());
+    let report = p.run().await.unwrap();
+    assert_eq!((report.dead_letters, report.late_records), (50, 20));
+    let results = out.take();
+    let text = metrics.encode();
+    let op =
+        |name: &str, operator: &str| value(&text, name, &[("pipeline", "metered"), ("operator", operator)]);
+
+    assert_eq!(op("weir_operator_records_out_total", "source"), Some(1_095.0), "{text}");
+    assert_eq!(op("weir_operator_records_in_total", "try_map"), Some(1_095.0));
+    assert_eq!(op("weir_operator_records_out_total", "try_map"), Some(1_045.0));
+    let dropped = |reason| {
+        value(&text, "weir_operator_dropped_records_total", &[("operator", "try_map"), ("reason", reason)])
+    };
+    assert_eq!(dropped("dead_letter"), Some(50.0));
+    assert_eq!(dropped("late"), Some(0.0), "label sets start at zero");
+    assert_eq!(
+        value(&text, "weir_operator_dropped_records_total", &[("operator", "window"), ("reason", "late")]),
+        Some(20.0)
+    );
+    assert_eq!(op("weir_operator_records_in_total", "window"), Some(1_045.0));
+    assert_eq!(op("weir_window_fired_total", "window"), Some(results.len() as f64));
+    assert_eq!(op("weir_operator_records_in_total", "sink"), Some(results.len() as f64));
+    // The window saw watermarks up to the last on-time record: 20 024 ms - 1.
+    assert_eq!(op("weir_operator_watermark_timestamp_seconds", "window"), Some(20.023));
+    let count = |name| value(&text, name, &[("pipeline", "metered")]);
+    // Two windows, fired by two watermarks: two batches reached the sink.
+    assert_eq!(results.len(), 2);
+    assert_eq!(count("weir_pipeline_end_to_end_latency_seconds_count"), Some(2.0));
+    assert!(count("weir_pipeline_event_time_lag_seconds_count").unwrap() >= 1.0);
+    // Event time is 1970: the lag is decades.
+    assert!(value(&text, "weir_pipeline_event_time_lag_seconds_bucket", &[("le", "86400")]) == Some(0.0));
+    assert!(count("weir_task_busy_seconds_total").unwrap() > 0.0);
+    assert!(count("weir_operator_batch_duration_seconds_count").unwrap() >= 44.0, "one per batch at least");
+}
+
+/// An endless source: one record every millisecond.
+struct Endless;
+
+struct EndlessReader(i64);
+
+impl weir_runtime::Source for Endless {
+    type Item = i64;
+    type Reader = EndlessReader;
+    fn name(&self) -> String {
+        "endless".into()
+    }
+    fn reader(&self, _: usize, _: usize) -> weir_runtime::Result<EndlessReader> {
+        Ok(EndlessReader(0))
+    }
+}
+
+impl weir_runtime::SourceReader for EndlessReader {
+    type Item = i64;
+    async fn next_batch(&mut self) -> weir_runtime::Result<Option<weir_runtime::Batch<i64>>> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        self.0 += 1;
+        Ok(Some(weir_runtime::Batch::new(vec![self.0])))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pipeline_serves_its_metrics() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let p = Pipeline::builder("served")
+        .parallelism(1)
+        .handle_signals(false)
+        .serve_metrics(ServerConfig::default().addr(addr))
+        .build()
+        .unwrap();
+    let stop = p.stop_handle();
+    p.source(Endless).map(|x| x * 2).sink(DiscardSink);
+    let job = tokio::spawn(p.run());
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+            s.read_to_string(&mut body).await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.stop();
+    job.await.unwrap().unwrap();
+    assert!(
+        body.contains("weir_operator_records_in_total{operator=\"map\",pipeline=\"served\",subtask=\"0\"}"),
+        "{body}"
+    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the endpoint outlived the pipeline");
+}
+
+#[tokio::test]
+async fn a_public_metrics_address_must_be_allowed() {
+    let p = Pipeline::builder("public")
+        .handle_signals(false)
+        .serve_metrics(ServerConfig::default().addr("0.0.0.0:0".parse().unwrap()))
+        .build()
+        .unwrap();
+    p.source(weir_runtime::MemorySource::new(vec![1])).sink(DiscardSink);
+    match p.run().await {
+        Err(weir_runtime::Error::InvalidConfig { field, .. }) => assert_eq!(field, "metrics.addr"),
+        other => panic!("{other:?}"),
+    }
+}
