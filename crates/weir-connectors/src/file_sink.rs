@@ -1,12 +1,15 @@
-//! File sinks: records as JSON lines or CSV, one file per subtask.
+//! File sinks: records as JSON lines or CSV, one file per subtask or one for all.
 //!
 //! # Files
 //!
 //! With one subtask the sink writes exactly `path`. With `p > 1` subtasks, subtask `i` writes
 //! `path` with `-{i}` inserted before the extension — `out/events.jsonl` becomes
 //! `out/events-0.jsonl`, `out/events-1.jsonl`, … — so the files keep their extension and no two
-//! writers share one. [`FileSink::output_path`] computes the name. Missing parent directories
-//! are created; an existing file is replaced (truncated) when the writer starts.
+//! writers share one. [`FileSink::output_path`] computes the name. With
+//! [`FileSink::single_file`] every subtask writes `path` itself: each batch is written whole
+//! under a lock, so lines never interleave, and the last subtask to finish flushes and syncs.
+//! Missing parent directories are created; an existing file is replaced (truncated) when the
+//! first writer starts.
 //!
 //! # Formats
 //!
@@ -26,6 +29,8 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::Serialize;
 use weir_runtime::{Batch, Result, Sink, SinkWriter};
@@ -63,23 +68,39 @@ enum Format {
 pub struct FileSink {
     path: PathBuf,
     format: Format,
+    /// Single-file mode: the file all subtasks share, opened by the first.
+    shared: Option<Arc<OnceLock<Shared>>>,
+}
+
+/// The output every subtask of a single-file sink writes to.
+#[derive(Debug)]
+struct Shared {
+    out: Arc<Mutex<Option<Out>>>,
+    /// Writers not finished yet.
+    open: Arc<AtomicUsize>,
 }
 
 impl FileSink {
     /// One JSON value per line.
     pub fn json_lines(path: impl Into<PathBuf>) -> FileSink {
-        FileSink { path: path.into(), format: Format::JsonLines }
+        FileSink { path: path.into(), format: Format::JsonLines, shared: None }
     }
 
     /// CSV with a header line from the records' field names.
     pub fn csv(path: impl Into<PathBuf>) -> FileSink {
-        FileSink { path: path.into(), format: Format::Csv }
+        FileSink { path: path.into(), format: Format::Csv, shared: None }
+    }
+
+    /// Every subtask writes to `path` itself, one batch at a time (see the module docs).
+    pub fn single_file(mut self) -> FileSink {
+        self.shared = Some(Arc::default());
+        self
     }
 
     /// The file subtask `subtask` of `parallelism` writes: the path itself with one subtask,
     /// else the path with `-{subtask}` before its extension.
     pub fn output_path(&self, subtask: usize, parallelism: usize) -> PathBuf {
-        if parallelism <= 1 {
+        if parallelism <= 1 || self.shared.is_some() {
             return self.path.clone();
         }
         let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -100,23 +121,46 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
 
     fn writer(&self, subtask: usize, parallelism: usize) -> Result<FileWriter> {
         let path = self.output_path(subtask, parallelism);
+        let (out, open) = match &self.shared {
+            None => (Arc::new(Mutex::new(Some(self.open(&path)?))), Arc::new(AtomicUsize::new(1))),
+            Some(shared) => {
+                let shared = match shared.get() {
+                    Some(s) => s,
+                    None => {
+                        let opened = Shared {
+                            out: Arc::new(Mutex::new(Some(self.open(&path)?))),
+                            open: Arc::new(AtomicUsize::new(parallelism.max(1))),
+                        };
+                        shared.get_or_init(|| opened)
+                    }
+                };
+                (shared.out.clone(), shared.open.clone())
+            }
+        };
+        Ok(FileWriter { path, out, open, finished: false, line: Vec::new(), written: 0 })
+    }
+}
+
+impl FileSink {
+    /// Creates (or truncates) `path` for writing.
+    fn open(&self, path: &Path) -> Result<Out> {
         let error = |action: &str, e: std::io::Error| {
             connector_error("file sink", path.display(), format_args!("{action}: {e}"))
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| error("create directory", e))?;
         }
-        let file = File::create(&path).map_err(|e| error("create", e))?;
-        let out = match self.format {
+        let file = File::create(path).map_err(|e| error("create", e))?;
+        Ok(match self.format {
             Format::JsonLines => Out::Json(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)),
             Format::Csv => Out::Csv(Box::new(
                 csv::WriterBuilder::new().buffer_capacity(WRITE_BUFFER_BYTES).from_writer(file),
             )),
-        };
-        Ok(FileWriter { path, out: Some(out), line: Vec::new(), written: 0 })
+        })
     }
 }
 
+#[derive(Debug)]
 enum Out {
     Json(BufWriter<File>),
     Csv(Box<csv::Writer<File>>),
@@ -125,8 +169,11 @@ enum Out {
 /// The writer of one [`FileSink`] subtask.
 pub struct FileWriter {
     path: PathBuf,
-    /// `None` once finished.
-    out: Option<Out>,
+    /// The output (shared by all subtasks in single-file mode); `None` once closed.
+    out: Arc<Mutex<Option<Out>>>,
+    /// Writers of `out` not finished yet; the last one closes it.
+    open: Arc<AtomicUsize>,
+    finished: bool,
     /// Reused serialization buffer.
     line: Vec<u8>,
     /// Bytes of JSON lines written (CSV output is not measured).
@@ -152,7 +199,9 @@ impl FileWriter {
 
 impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
-        match self.out.as_mut() {
+        let out = self.out.clone();
+        let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+        match out.as_mut().filter(|_| !self.finished) {
             Some(Out::Json(w)) => {
                 for record in &batch.records {
                     self.line.clear();
@@ -184,7 +233,11 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
     }
 
     async fn finish(&mut self) -> Result<()> {
-        let file = match self.out.take() {
+        if std::mem::replace(&mut self.finished, true) || self.open.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(()); // Another writer of the same file closes it.
+        }
+        let out = self.out.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let file = match out {
             Some(Out::Json(w)) => w.into_inner().map_err(|e| self.error("flush", e.error()))?,
             Some(Out::Csv(w)) => w.into_inner().map_err(|e| self.error("flush", e.error()))?,
             None => return Ok(()),

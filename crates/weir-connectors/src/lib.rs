@@ -68,6 +68,7 @@
 //! tokio's blocking pool (`spawn_blocking`) in the log sink; the log source's commit is a
 //! blocking call on the task (one per poll, not per record).
 
+mod access_log;
 mod file_sink;
 mod file_source;
 mod generator;
@@ -76,6 +77,7 @@ mod log_source;
 mod parse;
 mod stdout;
 
+pub use access_log::{AccessLogEntry, AccessLogError, parse_access_log};
 pub use file_sink::{FileSink, FileWriter};
 pub use file_source::{Csv, FileReader, FileSource, JsonLines, Line, LineFormat, Lines};
 pub use generator::{GeneratorReader, GeneratorSource};

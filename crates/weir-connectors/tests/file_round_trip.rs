@@ -97,3 +97,24 @@ async fn lines_round_trip_through_a_csv_file() {
     assert_eq!(report.dead_letters, 0);
     assert_eq!(sorted(back.take()), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_file_sink_gets_every_record_of_every_subtask_in_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.jsonl");
+    let p = weir_runtime::Pipeline::builder("single").parallelism(3).handle_signals(false).build().unwrap();
+    let records: Vec<(u32, String)> =
+        (0..10_000).map(|i| (i, format!("record {i} {}", "x".repeat(i as usize % 50)))).collect();
+    p.source(weir_runtime::MemorySource::new(records).batch_size(64))
+        .sink(weir_connectors::FileSink::json_lines(&path).single_file());
+    p.run().await.unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["all.jsonl"]);
+    let mut seen: Vec<u32> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<(u32, String)>(l).unwrap().0)
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..10_000).collect::<Vec<_>>());
+}

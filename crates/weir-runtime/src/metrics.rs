@@ -2,7 +2,7 @@
 //!
 //! Labels are `pipeline`, `operator` and `subtask`. An operator's label is its kind (`map`,
 //! `window`, …), made unique within the pipeline by a suffix (`map_2`); a task's label is the
-//! chain it runs (`source memory -> map -> key_by`); the subtask is the lane index.
+//! chain of kinds it runs (`source -> map -> key_by`); the subtask is the lane index.
 //!
 //! Where it is measured, and the cost:
 //! - per operator (in the fused chain, per message): records in/out, dropped records by reason,
@@ -76,7 +76,8 @@ impl PipelineMetrics {
     pub(crate) fn task(&self, name: &str, subtask: usize) -> TaskMetrics {
         let m = &self.metrics;
         let s = subtask.to_string();
-        let labels = [&*self.pipeline, name, &s];
+        let name = task_label(name);
+        let labels = [&*self.pipeline, name.as_str(), &s];
         TaskMetrics {
             busy: m.float_counter(&TASK_BUSY, labels),
             backpressured: m.float_counter(&TASK_BACKPRESSURED, labels),
@@ -108,6 +109,19 @@ impl PipelineMetrics {
             bytes_seen: 0,
         }
     }
+}
+
+/// A task's label: its chain of operator kinds, without the source's and sink's paths or
+/// topics (`source file:/var/log/a.log -> map -> key_by` becomes `source -> map -> key_by`), so
+/// the label stays short and does not change with an input's name.
+fn task_label(task: &str) -> String {
+    task.split(" -> ")
+        .map(|part| match part.split_once(' ') {
+            Some((kind @ ("source" | "sink"), _)) => kind,
+            _ => part,
+        })
+        .collect::<Vec<_>>()
+        .join(" -> ")
 }
 
 struct StateMetrics {
@@ -253,5 +267,17 @@ impl SourceMetrics {
         add(&self.records_out, records as u64);
         add(&self.bytes_in, bytes_read.saturating_sub(self.bytes_seen));
         self.bytes_seen = self.bytes_seen.max(bytes_read);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_label;
+
+    #[test]
+    fn task_labels_drop_paths() {
+        assert_eq!(task_label("source file:/tmp/a b.log -> map -> key_by"), "source -> map -> key_by");
+        assert_eq!(task_label("keyed -> window -> sink file:out/x.jsonl"), "keyed -> window -> sink");
+        assert_eq!(task_label("keyed (left) -> fork"), "keyed (left) -> fork");
     }
 }
