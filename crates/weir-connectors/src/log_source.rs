@@ -340,4 +340,8 @@ impl SourceReader for LogReader {
     fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
+
+    fn splits(&self) -> Vec<u32> {
+        self.partitions.clone()
+    }
 }

@@ -263,7 +263,8 @@ pub struct Quantile<F> {
 }
 
 impl<F> Quantile<F> {
-    /// The `q` quantile (0.0–1.0, clamped) of the value `f` extracts from each record.
+    /// The `q` quantile (0.0–1.0, clamped) of the value `f` extracts from each record; records
+    /// for which `f` returns NaN are skipped, and a window without values yields `None`.
     pub fn of<T>(q: f64, f: F) -> Self
     where
         F: Fn(&T) -> f64,
@@ -282,7 +283,11 @@ where
         DDSketch::new(Config::defaults())
     }
     fn add(&self, acc: &mut DDSketch, record: &T) {
-        acc.add((self.f)(record));
+        // NaN stands for "no value" (like SQL's NULL): skipped.
+        let v = (self.f)(record);
+        if !v.is_nan() {
+            acc.add(v);
+        }
     }
     fn merge(&self, acc: &mut DDSketch, other: DDSketch) {
         // Sketches built with the same configuration always merge.
@@ -290,6 +295,61 @@ where
     }
     fn finish(&self, acc: &DDSketch) -> Option<f64> {
         acc.quantile(self.q).ok().flatten()
+    }
+}
+
+/// The `n` records with the largest sort key, largest first: a per-window "top N" (e.g. the
+/// 10 paths with most requests, as `(requests, Reverse(path))` to break ties by path). Keeps at
+/// most `2n` records between compactions.
+pub struct TopBy<F> {
+    n: usize,
+    key: F,
+}
+
+impl<F> TopBy<F> {
+    /// The `n` records with the largest `key`.
+    pub fn of<T, K>(n: usize, key: F) -> Self
+    where
+        F: Fn(&T) -> K,
+        K: Ord,
+    {
+        TopBy { n, key }
+    }
+
+    fn compact<T, K: Ord>(&self, acc: &mut Vec<T>)
+    where
+        F: Fn(&T) -> K,
+    {
+        acc.sort_by_cached_key(|r| std::cmp::Reverse((self.key)(r)));
+        acc.truncate(self.n);
+    }
+}
+
+impl<T, K, F> Aggregator<T> for TopBy<F>
+where
+    T: Clone + Send + 'static,
+    K: Ord,
+    F: Fn(&T) -> K + Send + Sync + 'static,
+{
+    type Acc = Vec<T>;
+    type Output = Vec<T>;
+    fn create(&self) -> Vec<T> {
+        Vec::new()
+    }
+    fn add(&self, acc: &mut Vec<T>, record: &T) {
+        acc.push(record.clone());
+        if acc.len() >= 2 * self.n.max(1) {
+            self.compact(acc);
+        }
+    }
+    fn merge(&self, acc: &mut Vec<T>, other: Vec<T>) {
+        acc.extend(other);
+        self.compact(acc);
+    }
+    fn finish(&self, acc: &Vec<T>) -> Vec<T> {
+        let mut top = acc.clone();
+        self.compact(&mut top);
+        top
     }
 }
 
@@ -475,6 +535,36 @@ mod tests {
         assert_eq!(fold(&TopK::of(2, |x: &i64| *x), &[9, 8]), vec![(8, 1), (9, 1)], "ties by value");
         assert_eq!(fold(&Min::of(|x: &i64| *x), &[]), None);
         assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &[]), None);
+    }
+
+    #[test]
+    fn top_by_keeps_the_largest_and_breaks_ties_by_the_key() {
+        use std::cmp::Reverse;
+        let v: Vec<i64> = (0..100).map(|i| (i * 37) % 101).collect();
+        assert_eq!(fold(&TopBy::of(3, |x: &i64| *x), &v), vec![100, 99, 98]);
+        // By value / 10, ties by the smaller value first.
+        assert_eq!(fold(&TopBy::of(3, |x: &i64| (*x / 10, Reverse(*x))), &v), vec![100, 90, 91]);
+        let top = TopBy::of(2, |x: &i64| *x);
+        let (mut a, mut b) = (top.create(), top.create());
+        [1, 7, 3].iter().for_each(|x| top.add(&mut a, x));
+        [8, 2].iter().for_each(|x| top.add(&mut b, x));
+        top.merge(&mut a, b);
+        assert_eq!(top.finish(&a), vec![8, 7]);
+        assert!(fold(&TopBy::of(0, |x: &i64| *x), &v).is_empty());
+    }
+
+    #[test]
+    fn quantiles_skip_nan() {
+        let q = Quantile::of(0.5, |x: &f64| *x);
+        let mut acc = Aggregator::<f64>::create(&q);
+        for x in [f64::NAN, 10.0, f64::NAN] {
+            q.add(&mut acc, &x);
+        }
+        let p50 = q.finish(&acc).unwrap();
+        assert!((p50 - 10.0).abs() <= 0.1, "{p50}");
+        let mut empty = Aggregator::<f64>::create(&q);
+        q.add(&mut empty, &f64::NAN);
+        assert_eq!(q.finish(&empty), None);
     }
 
     #[test]

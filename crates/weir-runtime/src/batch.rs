@@ -88,6 +88,12 @@ pub enum Message<T> {
     /// sends data or a watermark again. A source sends it every tick it is silent;
     /// `assign_timestamps` turns those ticks into one `Idle` once all its splits are idle.
     Idle,
+    /// The subtask will read the source split with this id: it holds the watermark back
+    /// (like a split that sent records no newer than `Timestamp::MIN`) until it sends records,
+    /// goes idle or ends. Sent by sources that know their splits up front (log partitions), so
+    /// a split whose first records come later cannot find the watermark already past them.
+    /// Local to a task's chain, like `SplitEnd`.
+    SplitStart(u32),
     /// The source split with this id (see [`Batch::split`]) sent its last record: it no longer
     /// counts in the watermark of the subtask that read it. Local to a task's chain; an exchange
     /// does not forward it (after an exchange, splits have no meaning).

@@ -121,7 +121,7 @@ where
                     Ok(())
                 }
                 // Splits are local to the task that read them.
-                Message::SplitEnd(_) => Ok(()),
+                Message::SplitStart(_) | Message::SplitEnd(_) => Ok(()),
                 other => {
                     for tx in &self.senders {
                         send(tx, (self.me, other.clone_control()), &self.blocked_ns).await?;
@@ -140,6 +140,7 @@ impl<T> Message<T> {
             Message::Watermark(w) => Message::Watermark(*w),
             Message::Barrier(id) => Message::Barrier(*id),
             Message::Idle => Message::Idle,
+            Message::SplitStart(split) => Message::SplitStart(*split),
             Message::SplitEnd(split) => Message::SplitEnd(*split),
             Message::Data(_) | Message::End => Message::End,
         }
@@ -241,6 +242,7 @@ impl<T> Inputs<T> {
                     }
                 }
                 // Only a fork's channel carries it (an exchange drops it): same task's splits.
+                Message::SplitStart(split) => return Some(Message::SplitStart(split)),
                 Message::SplitEnd(split) => return Some(Message::SplitEnd(split)),
                 Message::End => {
                     self.ended[from] = true;

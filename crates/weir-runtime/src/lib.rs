@@ -13,12 +13,13 @@
 //! # Message protocol
 //!
 //! Between operators and tasks flow [`Message`]s: `Data(batch)`, `Watermark(t)`,
-//! `Barrier(id)`, `Idle`, `SplitEnd(split)` and `End`. Each upstream subtask's messages arrive
+//! `Barrier(id)`, `Idle`, `SplitStart(split)`, `SplitEnd(split)` and `End`. Each upstream subtask's messages arrive
 //! in order. Watermarks only rise; `Watermark(t)` promises no more records with timestamps
 //! `<= t` from that input. A task with several inputs forwards the minimum watermark of its live
 //! inputs that are not idle, a barrier once every live input sent it, and `End` once all inputs
-//! ended. `SplitEnd` stays inside the task that read the split (a file or partition read to its
-//! end stops holding that task's watermark back); exchanges drop it. Bounded sources send
+//! ended. `SplitStart` and `SplitEnd` stay inside the task that reads the split (a partition
+//! announced up front holds that task's watermark back until it sends records; a file or
+//! partition read to its end stops holding it back); exchanges drop them. Bounded sources send
 //! `Watermark(Timestamp::MAX)` before `End`, so every window fires and the job completes.
 //!
 //! # Execution
@@ -57,7 +58,7 @@ mod window;
 
 pub use aggregate::{
     Aggregator, ApproxDistinctCount, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile, Reduce, Sum,
-    TopK,
+    TopBy, TopK,
 };
 pub use batch::{Batch, Message, Timestamp};
 pub use dead_letter::{DeadLetter, Traceable};

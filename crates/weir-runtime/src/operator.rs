@@ -71,6 +71,11 @@ impl<T> Collector<T> {
         self.messages.push(Message::Idle);
     }
 
+    /// Says a source split will be read (see [`Message::SplitStart`]).
+    pub fn split_start(&mut self, split: u32) {
+        self.messages.push(Message::SplitStart(split));
+    }
+
     /// Says a source split ended (see [`Message::SplitEnd`]).
     pub fn split_end(&mut self, split: u32) {
         self.messages.push(Message::SplitEnd(split));
@@ -108,6 +113,11 @@ pub trait Operator<In, Out>: Send + 'static {
     /// The input is idle (see [`Message::Idle`]). Default: forward it.
     fn on_idle(&mut self, out: &mut Collector<Out>) {
         out.idle();
+    }
+
+    /// A source split will be read (see [`Message::SplitStart`]). Default: forward it.
+    fn on_split_start(&mut self, split: u32, out: &mut Collector<Out>) {
+        out.split_start(split);
     }
 
     /// A source split ended (see [`Message::SplitEnd`]). Default: forward it.
@@ -182,6 +192,7 @@ where
             }
             Message::Barrier(id) => self.op.on_barrier(id, &mut self.out),
             Message::Idle => self.op.on_idle(&mut self.out),
+            Message::SplitStart(split) => self.op.on_split_start(split, &mut self.out),
             Message::SplitEnd(split) => self.op.on_split_end(split, &mut self.out),
             Message::End => self.op.on_end(&mut self.out),
         }

@@ -469,6 +469,9 @@ async fn run_source<R: SourceReader>(
     mut metrics: Option<SourceMetrics>,
 ) -> Result<()> {
     let TaskContext { mut stop, mut clock } = ctx;
+    for split in reader.splits() {
+        head.push(Message::SplitStart(split)).await?;
+    }
     'read: while !*stop.borrow() {
         let mut waiting = Instant::now();
         let next = {
@@ -597,7 +600,11 @@ impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
                     Ok(())
                 }
                 Message::End => self.writer.finish().await,
-                Message::Watermark(_) | Message::Barrier(_) | Message::Idle | Message::SplitEnd(_) => Ok(()),
+                Message::Watermark(_)
+                | Message::Barrier(_)
+                | Message::Idle
+                | Message::SplitStart(_)
+                | Message::SplitEnd(_) => Ok(()),
             }
         })
     }

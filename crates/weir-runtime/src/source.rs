@@ -48,6 +48,14 @@ pub trait SourceReader: Send + 'static {
         None
     }
 
+    /// The splits this reader will read, if it knows them when it starts (log partitions); each
+    /// holds the watermark back until it sends records, goes idle or ends (see
+    /// [`Message::SplitStart`](crate::Message::SplitStart)). Default: none (splits count from
+    /// their first batch, as files read one after the other do).
+    fn splits(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// Bytes read so far (file bytes, record keys and values), for the
     /// `weir_operator_input_bytes_total` metric. Default: 0 (not measured).
     fn bytes_read(&self) -> u64 {

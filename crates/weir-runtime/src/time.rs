@@ -7,6 +7,9 @@
 //! 2. A task's watermark is the minimum over its splits that are not idle; a split is idle when it
 //!    sent nothing for the idle timeout ([`Watermarks::with_idle_timeout`]). A task emits a
 //!    watermark only when it rises.
+//!    A split announced up front ([`Message::SplitStart`](crate::Message::SplitStart): a log
+//!    partition) counts from the start, with no records yet, so its first records cannot be
+//!    late merely because another split was read first.
 //!    A split that ended ([`Message::SplitEnd`](crate::Message::SplitEnd): a file read to its
 //!    end, a bounded partition) leaves the minimum; the watermark never goes down.
 //! 3. A task with several inputs (after an exchange) forwards the minimum over its inputs that
@@ -146,6 +149,14 @@ where
         }
     }
 
+    /// A split announced before its first records holds the watermark back from now on.
+    fn on_split_start(&mut self, split: u32, out: &mut Collector<T>) {
+        let now = Instant::now();
+        self.started.get_or_insert(now);
+        self.splits.entry(split).or_insert(SplitState { max_ts: Timestamp::MIN, last_seen: now });
+        out.split_start(split);
+    }
+
     /// A finished split stops holding the watermark back.
     fn on_split_end(&mut self, split: u32, out: &mut Collector<T>) {
         if self.splits.remove(&split).is_some()
@@ -272,5 +283,16 @@ mod tests {
         assert_eq!(out.take_for_test(), vec![Message::Watermark(4_999), Message::SplitEnd(0)]);
         op.on_split_end(1, &mut out);
         assert_eq!(out.take_for_test(), vec![Message::SplitEnd(1)], "no split left: the watermark stays");
+    }
+
+    #[test]
+    fn an_announced_split_holds_the_watermark_until_it_sends() {
+        let mut op = AssignTimestamps::new(Arc::new(|t: &i64| *t), Watermarks::monotonic());
+        let mut out = Collector::default();
+        op.on_split_start(1, &mut out);
+        assert_eq!(out.take_for_test(), vec![Message::SplitStart(1)]);
+        assert_eq!(run(&mut op, 0, vec![5_000]), Vec::<i64>::new(), "split 1 has sent nothing yet");
+        assert_eq!(run(&mut op, 1, vec![1_000]), vec![999]);
+        assert_eq!(run(&mut op, 1, vec![9_000]), vec![4_999]);
     }
 }

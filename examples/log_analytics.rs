@@ -1,0 +1,726 @@
+//! Log analytics on the embedded log: web access logs in, per-window statistics out.
+//!
+//! ```text
+//! cargo run --release --example log_analytics                        # a synthetic log, no input needed
+//! cargo run --release --example log_analytics -- --input access.log  # combined/common format or nginx JSON lines
+//! cargo run --release --example log_analytics -- --input '/var/log/nginx/access.log*' --follow
+//! ```
+//!
+//! # Flow
+//!
+//! Lines are appended to the log topic `access` (keyed by client); the analytics pipeline reads
+//! that topic in the consumer group `access_stats`: the queue sits in the middle, as it would
+//! with Kafka. A bounded input is appended first and then analysed to its end; with `--follow`
+//! both run together until Ctrl-C. Each run starts the example's topics afresh.
+//!
+//! # Results (event time; epoch-aligned, half-open `[start, end)` windows)
+//!
+//! | kind | window | key | fields |
+//! |---|---|---|---|
+//! | `status` | 1 min tumbling | status class | `status_class`, `requests`, `bytes` |
+//! | `paths` | 1 min tumbling | path (top 10 by requests, ties by path) | `path`, `requests`, `rank`, `p50_ms`, `p95_ms`, `p99_ms` (or `p50_bytes`, … when the log has no request time) |
+//! | `clients` | 5 min sliding by 1 min | client (top 10 by requests, ties by client) | `client`, `requests`, `rank` |
+//! | `alerts` | 1 min tumbling | — (when 5xx / requests > `--error-threshold`) | `requests`, `errors`, `error_ratio`, `threshold` |
+//! | `sessions` | session, 30 min gap | client | `client`, `pages`, `duration_s` |
+//!
+//! Every record starts with `window_start` and `window_end` (RFC 3339, UTC, milliseconds); a
+//! session's window is `[first request, last request + 30 min)` and `duration_s` the time from
+//! its first to its last request. Percentiles come from a DDSketch (1 % relative error). Records
+//! go to `--out DIR/<kind>.jsonl` and to the log topics `access_stats.<kind>`; a table of the
+//! `status` rows and the alerts go to stdout, the alerts to stderr too. Lines that do not parse
+//! go to the topic `access_stats.dlq` (`weir --dir DIR consume access_stats.dlq`).
+//!
+//! # The synthetic log
+//!
+//! Without `--input`, `--events` lines (default 1 000 000) of the combined format with a request
+//! time (`... "user agent" 0.123`), 100 per second of event time from 2026-11-24T00:00:00Z:
+//! 2 000 clients and 400 paths with long tails (who is busiest changes every 45 minutes, so
+//! clients have several sessions), a status mix with a burst of 5xx every 17th
+//! minute, log-normal-ish latencies, and disorder of up to 3 s (below the 5 s watermark bound,
+//! so nothing is late). `--generate FILE` writes it to a file and exits; the same `--events`
+//! give the same lines.
+
+use std::cmp::Reverse;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use clap::Parser;
+use serde::Serialize;
+use weir::connectors::{
+    AccessLogEntry, FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource, StdoutSink,
+    parse_access_log,
+};
+use weir::log::{Log, LogOptions, TopicConfig};
+use weir::runtime::{
+    Batch, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig, SessionWindows,
+    SlidingWindows, Stream, Sum, TopBy, TumblingWindows, Watermarks,
+};
+
+const PIPELINE: &str = "access_stats";
+const KINDS: [&str; 5] = ["status", "paths", "clients", "alerts", "sessions"];
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Parser)]
+#[command(about = "Per-window statistics of web access logs, on Weir's embedded log")]
+struct Args {
+    /// An access log (combined, common or nginx JSON lines), or a glob. Default: a synthetic log.
+    #[arg(long)]
+    input: Option<String>,
+    /// Keep reading the input as it grows (across rotation), until Ctrl-C.
+    #[arg(long, requires = "input")]
+    follow: bool,
+    /// Lines of the synthetic log.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Write the synthetic log to this file and exit.
+    #[arg(long, value_name = "FILE")]
+    generate: Option<PathBuf>,
+    /// The log directory.
+    #[arg(long, default_value = "weir-data", env = "WEIR_DIR")]
+    dir: PathBuf,
+    /// Where the JSON lines results go (one file per kind).
+    #[arg(long, default_value = "access-stats")]
+    out: PathBuf,
+    /// Alert when a minute's share of 5xx responses exceeds this.
+    #[arg(long, default_value_t = 0.05)]
+    error_threshold: f64,
+    /// How late (seconds) a line may arrive behind the newest one before it counts as late.
+    #[arg(long, default_value_t = 5)]
+    max_disorder_secs: u64,
+    /// Subtasks per operator.
+    #[arg(long, default_value_t = 2)]
+    parallelism: usize,
+    /// Where the Prometheus metrics are served.
+    #[arg(long, default_value = "127.0.0.1:9898")]
+    metrics_addr: SocketAddr,
+    /// No tables on stdout (the files and topics are still written).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// One parsed request, as the analytics need it.
+#[derive(Debug, Clone)]
+struct Access {
+    ts: i64,
+    client: Arc<str>,
+    path: Arc<str>,
+    status_class: &'static str,
+    bytes: u64,
+    /// Request time in ms, or NaN when the line has none.
+    time_ms: f64,
+}
+
+impl From<AccessLogEntry> for Access {
+    fn from(e: AccessLogEntry) -> Self {
+        Access {
+            ts: e.timestamp_ms,
+            status_class: e.status_class(),
+            client: e.client.into(),
+            path: e.path.into(),
+            bytes: e.bytes,
+            time_ms: e.request_time_ms.unwrap_or(f64::NAN),
+        }
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct StatusRow {
+    window_start: String,
+    window_end: String,
+    status_class: &'static str,
+    requests: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PathRow {
+    window_start: String,
+    window_end: String,
+    path: Arc<str>,
+    requests: u64,
+    rank: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p95_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_bytes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p95_bytes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_bytes: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ClientRow {
+    window_start: String,
+    window_end: String,
+    client: Arc<str>,
+    requests: u64,
+    rank: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct AlertRow {
+    window_start: String,
+    window_end: String,
+    requests: u64,
+    errors: u64,
+    error_ratio: f64,
+    threshold: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct SessionRow {
+    window_start: String,
+    window_end: String,
+    client: Arc<str>,
+    pages: u64,
+    duration_s: f64,
+}
+
+/// Requests and p50/p95/p99 of one path in one minute.
+type PathStats = weir::runtime::WindowResult<Arc<str>, (u64, Option<f64>, Option<f64>, Option<f64>)>;
+
+/// Counts the records that pass, per batch.
+struct Progress(Arc<AtomicU64>);
+
+impl<T: Send + 'static> Operator<T, T> for Progress {
+    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        out.batch(batch);
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(path) = &args.generate {
+        synthetic::write(path, args.events)?;
+        eprintln!("wrote {} lines to {}", args.events, path.display());
+        return Ok(());
+    }
+    init_tracing();
+    let started = Instant::now();
+    let log = Log::open(&args.dir, LogOptions::default())?;
+    reset_topics(&log, args.input.is_some() && args.follow)?;
+    let metrics = Metrics::new();
+    log.register_metrics(&metrics);
+    let server =
+        match weir::metrics::serve(metrics.clone(), &ServerConfig::default().addr(args.metrics_addr)).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("note: no metrics endpoint: {e}");
+                None
+            }
+        };
+    std::fs::create_dir_all(&args.out)?;
+
+    let ingested = Arc::new(AtomicU64::new(0));
+    let ingest = ingest_pipeline(&args, &log, &metrics, &ingested)?;
+    let analysed = Arc::new(AtomicU64::new(0));
+    let results: Arc<[AtomicU64; 5]> = Arc::default();
+    let time_mode = has_request_time(&args)?;
+
+    let (ingest_report, report) = if args.follow {
+        let analytics = analytics_pipeline(&args, &log, &metrics, false, time_mode, &analysed, &results)?;
+        let (a, b) = tokio::join!(ingest.run(), analytics.run());
+        (a?, b?)
+    } else {
+        let bar = progress_bar("appending to topic `access`", ingest_total(&args)?);
+        let ticker = tick(bar.clone(), ingested.clone());
+        let ingest_report = ingest.run().await?;
+        ticker.abort();
+        bar.finish_and_clear();
+        let analytics = analytics_pipeline(&args, &log, &metrics, true, time_mode, &analysed, &results)?;
+        let bar = progress_bar("analysing", ingested.load(Ordering::Relaxed));
+        let ticker = tick(bar.clone(), analysed.clone());
+        let report = analytics.run().await;
+        ticker.abort();
+        bar.finish_and_clear();
+        (ingest_report, report?)
+    };
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+
+    let wall = started.elapsed();
+    let lines = ingested.load(Ordering::Relaxed);
+    eprintln!();
+    eprintln!(
+        "lines          {lines} ({:.0} lines/s over {:.2} s)",
+        lines as f64 / wall.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+    eprintln!("parsed         {}", analysed.load(Ordering::Relaxed));
+    eprintln!(
+        "malformed      {} (dead letters: weir --dir {} consume {PIPELINE}.dlq)",
+        report.dead_letters,
+        args.dir.display()
+    );
+    eprintln!("late           {}", report.late_records);
+    for (kind, n) in KINDS.iter().zip(results.iter()) {
+        eprintln!(
+            "{kind:<14} {} records -> {}",
+            n.load(Ordering::Relaxed),
+            args.out.join(format!("{kind}.jsonl")).display()
+        );
+    }
+    if ingest_report.dead_letters > 0 {
+        eprintln!("not appended   {}", ingest_report.dead_letters);
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Deletes and recreates the example's topics (their committed group offsets go with them),
+/// unless following a live log, which resumes.
+fn reset_topics(log: &Log, resume: bool) -> anyhow::Result<()> {
+    let mut topics = vec!["access".to_owned(), format!("{PIPELINE}.dlq")];
+    topics.extend(KINDS.iter().map(|k| format!("{PIPELINE}.{k}")));
+    for t in &topics {
+        if !resume && log.topics().contains(t) {
+            log.delete_topic(t)?;
+        }
+        let partitions = if t == "access" { 4 } else { 1 };
+        log.topic_or_create(t, TopicConfig::with_partitions(partitions))?;
+    }
+    Ok(())
+}
+
+/// Whether percentiles are of request times (the synthetic log, or an input whose first
+/// parseable line has one) or of response sizes.
+fn has_request_time(args: &Args) -> anyhow::Result<bool> {
+    let Some(input) = &args.input else { return Ok(true) };
+    let first = glob::glob(input)
+        .ok()
+        .and_then(|mut g| g.next())
+        .and_then(Result::ok)
+        .unwrap_or_else(|| input.into());
+    let text = std::fs::read(&first).unwrap_or_default();
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .take(1_000)
+        .find_map(|l| parse_access_log(l).ok())
+        .is_none_or(|e| e.request_time_ms.is_some()))
+}
+
+/// Lines (synthetic) or bytes (files) the ingest pipeline will read.
+fn ingest_total(args: &Args) -> anyhow::Result<u64> {
+    Ok(match &args.input {
+        None => args.events,
+        Some(input) => {
+            glob::glob(input)?.filter_map(Result::ok).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum()
+        }
+    })
+}
+
+fn progress_bar(what: &str, total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:<28} [{bar:30}] {percent:>3}% {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Moves `bar` to `count` ten times a second.
+fn tick(bar: indicatif::ProgressBar, count: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            bar.set_position(count.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Input lines → topic `access`, keyed by client.
+fn ingest_pipeline(
+    args: &Args,
+    log: &Log,
+    metrics: &Metrics,
+    count: &Arc<AtomicU64>,
+) -> anyhow::Result<Pipeline> {
+    // One task appends, so the topic's partitions keep the order of the input lines (the
+    // disorder the watermark allows for is the input's own, not the ingest's).
+    let p = Pipeline::builder("access_ingest").parallelism(1).metrics(metrics.clone()).build()?;
+    let lines: Stream<String> = match &args.input {
+        None => {
+            let count = count.clone();
+            p.source(GeneratorSource::new(args.events, synthetic::line).batch_size(1024))
+                .operator("progress", move || Progress(count.clone()))
+        }
+        Some(input) => {
+            let mut source = FileSource::lines(input.as_str());
+            if args.follow {
+                source = source.follow();
+            }
+            let bytes = count.clone();
+            p.source(source).map(|l| l.text).operator("progress", move || ByteProgress(bytes.clone()))
+        }
+    };
+    // The client is the line's first word (JSON lines: the whole line is the key's fallback).
+    lines.sink(
+        LogSink::topic(log, "access").key_by(|l: &String| l.split(' ').next().unwrap_or_default().to_owned()),
+    );
+    Ok(p)
+}
+
+/// Counts the bytes of the lines that pass (line ends included), per batch.
+struct ByteProgress(Arc<AtomicU64>);
+
+impl Operator<String, String> for ByteProgress {
+    fn process_batch(&mut self, batch: Batch<String>, out: &mut Collector<String>) {
+        let bytes: usize = batch.records.iter().map(|l| l.len() + 1).sum();
+        self.0.fetch_add(bytes as u64, Ordering::Relaxed);
+        out.batch(batch);
+    }
+}
+
+fn parse(r: &LogRecord) -> Result<Access, String> {
+    let line: String = r.parse_json().map_err(|e| e.to_string())?;
+    parse_access_log(&line).map(Access::from).map_err(|e| e.to_string())
+}
+
+/// Topic `access` → the five result kinds.
+fn analytics_pipeline(
+    args: &Args,
+    log: &Log,
+    metrics: &Metrics,
+    bounded: bool,
+    time_mode: bool,
+    count: &Arc<AtomicU64>,
+    results: &Arc<[AtomicU64; 5]>,
+) -> anyhow::Result<Pipeline> {
+    let p = Pipeline::builder(PIPELINE).parallelism(args.parallelism).metrics(metrics.clone()).build()?;
+    p.dead_letters(LogSink::dead_letters(log, PIPELINE));
+    let mut source = LogSource::topic(log, "access", PIPELINE);
+    if bounded {
+        source = source.bounded();
+    }
+    let count = count.clone();
+    let events = p
+        .source(source)
+        .try_map(parse)
+        .operator("progress", move || Progress(count.clone()))
+        .assign_timestamps(
+            |a| a.ts,
+            Watermarks::bounded_out_of_orderness(Duration::from_secs(args.max_disorder_secs)),
+        );
+    let (events, rest) = events.fork();
+    let (rest, more) = rest.fork();
+    let (more, last) = more.fork();
+    let (last, sessions) = last.fork();
+
+    let sink = Sinks { log: log.clone(), out: args.out.clone(), results: results.clone() };
+
+    // Requests and bytes per minute by status class.
+    let status = events
+        .key_by(|a| a.status_class)
+        .window(TumblingWindows::of(MINUTE))
+        .aggregate((Count, Sum::of(|a: &Access| a.bytes)))
+        .map(|r| StatusRow {
+            window_start: rfc3339(r.window_start),
+            window_end: rfc3339(r.window_end),
+            status_class: r.key,
+            requests: r.value.0,
+            bytes: r.value.1,
+        });
+    let status = if args.quiet {
+        status
+    } else {
+        let (status, table) = status.fork();
+        table.sink(StdoutSink::table());
+        status
+    };
+    sink.write(0, status);
+
+    // Top 10 paths per minute with percentiles.
+    let value = move |a: &Access| if time_mode { a.time_ms } else { a.bytes as f64 };
+    let per_path = rest.key_by(|a| a.path.clone()).window(TumblingWindows::of(MINUTE)).aggregate((
+        Count,
+        Quantile::of(0.5, value),
+        Quantile::of(0.95, value),
+        Quantile::of(0.99, value),
+    ));
+    let top_paths = per_path
+        .key_by(|r| r.window_start)
+        .window(TumblingWindows::of(MINUTE))
+        .aggregate(TopBy::of(10, |r: &PathStats| (r.value.0, Reverse(r.key.clone()))))
+        .flat_map(move |top| {
+            top.value
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let (requests, p50, p95, p99) = r.value;
+                    let (ms, bytes) = if time_mode {
+                        ((p50, p95, p99), (None, None, None))
+                    } else {
+                        ((None, None, None), (p50, p95, p99))
+                    };
+                    PathRow {
+                        window_start: rfc3339(r.window_start),
+                        window_end: rfc3339(r.window_end),
+                        path: r.key,
+                        requests,
+                        rank: i + 1,
+                        p50_ms: ms.0,
+                        p95_ms: ms.1,
+                        p99_ms: ms.2,
+                        p50_bytes: bytes.0,
+                        p95_bytes: bytes.1,
+                        p99_bytes: bytes.2,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+    sink.write(1, top_paths);
+
+    // Top 10 clients over 5 minutes, sliding by 1.
+    let top_clients = more
+        .key_by(|a| a.client.clone())
+        .window(SlidingWindows::of(5 * MINUTE, MINUTE))
+        .aggregate(Count)
+        .key_by(|r| r.window_start)
+        .window(TumblingWindows::of(MINUTE))
+        .aggregate(TopBy::of(10, |r: &weir::runtime::WindowResult<Arc<str>, u64>| {
+            (r.value, Reverse(r.key.clone()))
+        }))
+        .flat_map(|top| {
+            top.value
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| ClientRow {
+                    window_start: rfc3339(r.window_start),
+                    window_end: rfc3339(r.window_end),
+                    client: r.key,
+                    requests: r.value,
+                    rank: i + 1,
+                })
+                .collect::<Vec<_>>()
+        });
+    sink.write(2, top_clients);
+
+    // An alert for every minute whose 5xx share exceeds the threshold.
+    let threshold = args.error_threshold;
+    let alerts = last
+        .key_by(|_| ())
+        .window(TumblingWindows::of(MINUTE))
+        .aggregate((Count, Sum::of(|a: &Access| u64::from(a.status_class == "5xx"))))
+        .filter(move |r| r.value.1 as f64 > threshold * r.value.0 as f64)
+        .map(move |r| AlertRow {
+            window_start: rfc3339(r.window_start),
+            window_end: rfc3339(r.window_end),
+            requests: r.value.0,
+            errors: r.value.1,
+            error_ratio: r.value.1 as f64 / r.value.0 as f64,
+            threshold,
+        })
+        .inspect(|a| {
+            eprintln!(
+                "ALERT {} – {}: {:.1} % of {} requests were 5xx (threshold {:.1} %)",
+                a.window_start,
+                a.window_end,
+                100.0 * a.error_ratio,
+                a.requests,
+                100.0 * a.threshold
+            );
+        });
+    let alerts = if args.quiet {
+        alerts
+    } else {
+        let (alerts, table) = alerts.fork();
+        table.sink(StdoutSink::table());
+        alerts
+    };
+    sink.write(3, alerts);
+
+    // Sessions per client: 30 minutes of inactivity end one.
+    let sessions = sessions
+        .key_by(|a| a.client.clone())
+        .window(SessionWindows::with_gap(30 * MINUTE))
+        .aggregate((Count, Min::of(|a: &Access| a.ts), Max::of(|a: &Access| a.ts)))
+        .map(|r| SessionRow {
+            window_start: rfc3339(r.window_start),
+            window_end: rfc3339(r.window_end),
+            client: r.key,
+            pages: r.value.0,
+            duration_s: (r.value.2.unwrap_or(0) - r.value.1.unwrap_or(0)) as f64 / 1000.0,
+        });
+    sink.write(4, sessions);
+    Ok(p)
+}
+
+/// Where every result kind goes.
+struct Sinks {
+    log: Log,
+    out: PathBuf,
+    results: Arc<[AtomicU64; 5]>,
+}
+
+impl Sinks {
+    /// Writes result kind `i` to `--out/<kind>.jsonl` and the topic `access_stats.<kind>`.
+    fn write<T: Serialize + Clone + Send + 'static>(&self, i: usize, stream: Stream<T>) {
+        let kind = KINDS[i];
+        let results = self.results.clone();
+        let (to_file, to_topic) = stream.operator("count", move || Counted(results.clone(), i)).fork();
+        to_file.sink(FileSink::json_lines(self.out.join(format!("{kind}.jsonl"))).single_file());
+        to_topic.sink(LogSink::topic(&self.log, format!("{PIPELINE}.{kind}")));
+    }
+}
+
+/// Counts result records of kind `.1`.
+struct Counted(Arc<[AtomicU64; 5]>, usize);
+
+impl<T: Send + 'static> Operator<T, T> for Counted {
+    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
+        self.0[self.1].fetch_add(batch.len() as u64, Ordering::Relaxed);
+        out.batch(batch);
+    }
+}
+
+/// The synthetic access log: line `i` is a pure function of `i`.
+mod synthetic {
+    use std::io::Write;
+    use std::path::Path;
+
+    /// 2026-11-24T00:00:00Z.
+    const START_MS: i64 = 1_795_478_400_000;
+    const PER_SECOND: i64 = 100;
+    const CLIENTS: u64 = 2_000;
+    const PATHS: u64 = 400;
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const AGENTS: [&str; 4] = [
+        "Mozilla/5.0 (X11; Linux x86_64) Firefox/132.0",
+        "Mozilla/5.0 (Macintosh) Safari/605.1.15",
+        "curl/8.5.0",
+        "Googlebot/2.1",
+    ];
+
+    /// SplitMix64: a well-mixed 64-bit hash of `x`.
+    fn mix(mut x: u64) -> u64 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    /// A uniform number in [0, 1) from draw `k` of line `i`.
+    fn unit(i: u64, k: u64) -> f64 {
+        (mix(i.wrapping_mul(8).wrapping_add(k)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A long-tailed pick in `0..n` (small indices far more often).
+    fn skewed(i: u64, k: u64, n: u64) -> u64 {
+        ((n as f64) * unit(i, k).powi(3)) as u64 % n
+    }
+
+    /// Line `i` of the log.
+    pub(super) fn line(i: u64) -> String {
+        let disorder = (unit(i, 0) * 3_000.0) as i64;
+        let ts = START_MS + i as i64 * 1_000 / PER_SECOND - disorder;
+        let minute = (ts - START_MS).div_euclid(60_000);
+        // Who is busy changes every 45 minutes: clients come back after gaps, so most have
+        // several sessions.
+        let client = (skewed(i, 1, CLIENTS) + (i / (45 * 60 * PER_SECOND as u64)) * 613) % CLIENTS;
+        let path = skewed(i, 2, PATHS);
+        let burst = minute % 17 == 16;
+        let u = unit(i, 3);
+        let status = if burst && u < 0.25 {
+            [500, 502, 503][(i % 3) as usize]
+        } else if u < 0.85 {
+            200
+        } else if u < 0.91 {
+            [301, 304][(i % 2) as usize]
+        } else if u < 0.97 {
+            [404, 403, 400][(i % 3) as usize]
+        } else {
+            500
+        };
+        let bytes = if status == 304 { 0 } else { 200 + (path * 37 % 5_000) + (unit(i, 4) * 2_000.0) as u64 };
+        // Log-normal-ish: exp of a sum of uniforms, scaled per path.
+        let z = unit(i, 5) + unit(i, 6) + unit(i, 7) - 1.5;
+        let latency_ms = (5.0 + (path % 20) as f64) * (2.0 * z).exp() * if burst { 3.0 } else { 1.0 };
+        let path_text = match path {
+            0 => "/".to_owned(),
+            p if p % 5 == 0 => format!("/api/v1/items/{p}?page={}", i % 4),
+            p => format!("/page/{p}"),
+        };
+        let method = if path.is_multiple_of(5) && i.is_multiple_of(7) { "POST" } else { "GET" };
+        let agent = AGENTS[(client % 4) as usize];
+        format!(
+            "10.{}.{}.{} - - [{}] \"{method} {path_text} HTTP/1.1\" {status} {bytes} \"-\" \"{agent}\" {:.3}",
+            client / 65_536,
+            client / 256 % 256,
+            client % 256,
+            clf_time(ts),
+            latency_ms / 1000.0
+        )
+    }
+
+    /// `24/Nov/2026:00:00:00 +0000`.
+    fn clf_time(ms: i64) -> String {
+        let secs = ms.div_euclid(1000);
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+            MONTHS[(m - 1) as usize],
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+
+    /// Writes lines `0..n` to `path`.
+    pub(super) fn write(path: &Path, n: u64) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for i in 0..n {
+            writeln!(out, "{}", line(i))?;
+        }
+        out.flush()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn lines_parse_and_times_round_trip() {
+            for i in [0, 1, 99, 12_345, 299_999] {
+                let l = super::line(i);
+                let e = weir::connectors::parse_access_log(&l).unwrap_or_else(|err| panic!("{l}: {err}"));
+                assert!((e.timestamp_ms - (super::START_MS + i as i64 * 10)).abs() <= 3_000, "{l}");
+            }
+        }
+    }
+}
