@@ -230,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
         };
     std::fs::create_dir_all(&args.out)?;
 
-    let ingested = Arc::new(AtomicU64::new(0));
+    let ingested = Arc::new(Ingested::default());
     let ingest = ingest_pipeline(&args, &log, &metrics, &ingested)?;
     let analysed = Arc::new(AtomicU64::new(0));
     let results: Arc<[AtomicU64; 5]> = Arc::default();
@@ -242,12 +242,13 @@ async fn main() -> anyhow::Result<()> {
         (a?, b?)
     } else {
         let bar = progress_bar("appending to topic `access`", ingest_total(&args)?);
-        let ticker = tick(bar.clone(), ingested.clone());
+        let progress = if args.input.is_some() { &ingested.bytes } else { &ingested.lines };
+        let ticker = tick(bar.clone(), progress.clone());
         let ingest_report = ingest.run().await?;
         ticker.abort();
         bar.finish_and_clear();
         let analytics = analytics_pipeline(&args, &log, &metrics, true, time_mode, &analysed, &results)?;
-        let bar = progress_bar("analysing", ingested.load(Ordering::Relaxed));
+        let bar = progress_bar("analysing", ingested.lines.load(Ordering::Relaxed));
         let ticker = tick(bar.clone(), analysed.clone());
         let report = analytics.run().await;
         ticker.abort();
@@ -259,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let wall = started.elapsed();
-    let lines = ingested.load(Ordering::Relaxed);
+    let lines = ingested.lines.load(Ordering::Relaxed);
     eprintln!();
     eprintln!(
         "lines          {lines} ({:.0} lines/s over {:.2} s)",
@@ -360,26 +361,23 @@ fn ingest_pipeline(
     args: &Args,
     log: &Log,
     metrics: &Metrics,
-    count: &Arc<AtomicU64>,
+    ingested: &Arc<Ingested>,
 ) -> anyhow::Result<Pipeline> {
     // One task appends, so the topic's partitions keep the order of the input lines (the
     // disorder the watermark allows for is the input's own, not the ingest's).
     let p = Pipeline::builder("access_ingest").parallelism(1).metrics(metrics.clone()).build()?;
     let lines: Stream<String> = match &args.input {
-        None => {
-            let count = count.clone();
-            p.source(GeneratorSource::new(args.events, synthetic::line).batch_size(1024))
-                .operator("progress", move || Progress(count.clone()))
-        }
+        None => p.source(GeneratorSource::new(args.events, synthetic::line).batch_size(1024)),
         Some(input) => {
             let mut source = FileSource::lines(input.as_str());
             if args.follow {
                 source = source.follow();
             }
-            let bytes = count.clone();
-            p.source(source).map(|l| l.text).operator("progress", move || ByteProgress(bytes.clone()))
+            p.source(source).map(|l| l.text)
         }
     };
+    let ingested = ingested.clone();
+    let lines = lines.operator("progress", move || IngestProgress(ingested.clone()));
     // The client is the line's first word (JSON lines: the whole line is the key's fallback).
     lines.sink(
         LogSink::topic(log, "access").key_by(|l: &String| l.split(' ').next().unwrap_or_default().to_owned()),
@@ -387,13 +385,21 @@ fn ingest_pipeline(
     Ok(p)
 }
 
-/// Counts the bytes of the lines that pass (line ends included), per batch.
-struct ByteProgress(Arc<AtomicU64>);
+/// Lines appended to the topic, and their bytes (line ends included).
+#[derive(Debug, Default)]
+struct Ingested {
+    lines: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
 
-impl Operator<String, String> for ByteProgress {
+/// Counts the lines that pass and their bytes, per batch.
+struct IngestProgress(Arc<Ingested>);
+
+impl Operator<String, String> for IngestProgress {
     fn process_batch(&mut self, batch: Batch<String>, out: &mut Collector<String>) {
         let bytes: usize = batch.records.iter().map(|l| l.len() + 1).sum();
-        self.0.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.0.lines.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.0.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         out.batch(batch);
     }
 }
@@ -419,15 +425,18 @@ fn analytics_pipeline(
     if bounded {
         source = source.bounded();
     }
+    let mut watermarks = Watermarks::bounded_out_of_orderness(Duration::from_secs(args.max_disorder_secs));
+    if !bounded {
+        // A live log may leave a partition without new lines for a while: it must not keep
+        // every window from closing.
+        watermarks = watermarks.with_idle_timeout(Duration::from_secs(10));
+    }
     let count = count.clone();
     let events = p
         .source(source)
         .try_map(parse)
         .operator("progress", move || Progress(count.clone()))
-        .assign_timestamps(
-            |a| a.ts,
-            Watermarks::bounded_out_of_orderness(Duration::from_secs(args.max_disorder_secs)),
-        );
+        .assign_timestamps(|a| a.ts, watermarks);
     let (events, rest) = events.fork();
     let (rest, more) = rest.fork();
     let (more, last) = more.fork();

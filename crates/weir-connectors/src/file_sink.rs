@@ -20,9 +20,10 @@
 //!
 //! # Durability
 //!
-//! Writes go through a 64 KiB buffer; [`SinkWriter::finish`] flushes it and `fsync`s the file,
-//! so a finished bounded job's output survives a crash. An unbounded job's file holds what the
-//! buffer has flushed so far. A record that cannot be serialized fails the job (it is a type
+//! A batch is serialized through a 64 KiB buffer and handed to the file (one `write` per
+//! buffer-full) before the next batch, so a followed file shows results as windows close;
+//! [`SinkWriter::finish`] `fsync`s the file, so a finished bounded job's output survives a
+//! crash. A record that cannot be serialized fails the job (it is a type
 //! that the format cannot represent, not a bad input); so does an I/O error. Output is not
 //! transactional yet: a failed job leaves what it wrote.
 
@@ -214,7 +215,7 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
                     }
                     self.written += self.line.len() as u64;
                 }
-                Ok(())
+                w.flush().map_err(|e| self.error("write", e))
             }
             Some(Out::Csv(w)) => {
                 for record in &batch.records {
@@ -222,7 +223,7 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
                         return Err(self.error("write CSV record", e));
                     }
                 }
-                Ok(())
+                w.flush().map_err(|e| self.error("write", e))
             }
             None => Err(self.error("write", "the writer was already finished")),
         }
