@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
@@ -126,13 +126,25 @@ impl From<AccessLogEntry> for Access {
     }
 }
 
+/// Year, month and day of a day number since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `2026-11-24T00:16:00.000Z` for any time (the access-log parser accepts years 0–9999).
 fn rfc3339(ms: i64) -> String {
-    let t = if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    };
-    humantime::format_rfc3339_millis(t).to_string()
+    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -693,16 +705,7 @@ mod synthetic {
     fn clf_time(ms: i64) -> String {
         let secs = ms.div_euclid(1000);
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
+        let (y, m, d) = super::civil_from_days(days);
         format!(
             "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
             MONTHS[(m - 1) as usize],
@@ -723,6 +726,14 @@ mod synthetic {
 
     #[cfg(test)]
     mod tests {
+        #[test]
+        fn rfc3339_covers_every_year_the_parser_accepts() {
+            assert_eq!(super::super::rfc3339(super::START_MS), "2026-11-24T00:00:00.000Z");
+            assert_eq!(super::super::rfc3339(-1), "1969-12-31T23:59:59.999Z");
+            assert_eq!(super::super::rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+            assert_eq!(super::super::rfc3339(-62_167_219_200_000), "0000-01-01T00:00:00.000Z");
+        }
+
         #[test]
         fn lines_parse_and_times_round_trip() {
             for i in [0, 1, 99, 12_345, 299_999] {

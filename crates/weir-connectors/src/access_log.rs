@@ -228,7 +228,13 @@ fn to_ms(
     frac_ms: i64,
     offset_min: i64,
 ) -> Result<i64, AccessLogError> {
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+    if !(0..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || s > 60
+    {
         return err("time: field out of range");
     }
     let secs = days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s) - offset_min * 60;
@@ -246,7 +252,7 @@ fn parse_offset(s: &str) -> Result<i64, AccessLogError> {
         _ => return err(format!("time: bad UTC offset {s:?}")),
     };
     let digits: String = rest.chars().filter(|c| *c != ':').collect();
-    if digits.len() != 4 {
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return err(format!("time: bad UTC offset {s:?}"));
     }
     Ok(sign * i64::from(num(&digits[..2], "offset")? * 60 + num(&digits[2..], "offset")?))
@@ -425,6 +431,9 @@ mod tests {
             (r#"h - - [10/Foo/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 0"#, "bad month"),
             (r#"h - - [10/Oct/2000:25:55:36 -0700] "GET / HTTP/1.1" 200 0"#, "out of range"),
             (r#"h - - [10/Oct/2000:13:55:36] "GET / HTTP/1.1" 200 0"#, "no UTC offset"),
+            (r#"h - - [10/Oct/2000:13:55:36 +1é1] "GET / HTTP/1.1" 200 0"#, "bad UTC offset"),
+            (r#"h - - [10/Oct/4000000000:13:55:36 +0000] "GET / HTTP/1.1" 200 0"#, "out of range"),
+            (r#"h - - [10/Oct/10000:13:55:36 +0000] "GET / HTTP/1.1" 200 0"#, "out of range"),
             (r#"h - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200"#, "missing bytes"),
             (r#"h - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 999 0"#, "not an HTTP status"),
             (r#"h - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 x"#, "not a number"),

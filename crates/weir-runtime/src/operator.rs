@@ -10,6 +10,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 
 use crate::batch::{Batch, Message, Timestamp};
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::Result;
 use crate::metrics::OperatorMetrics;
 
@@ -32,11 +33,13 @@ pub struct Collector<T> {
     read_at: Option<Instant>,
     /// Records dropped while handling the current message, by [`DropReason`].
     dropped: [u64; 2],
+    /// Dead letters of the current message.
+    dead: Vec<DeadLetter>,
 }
 
 impl<T> Default for Collector<T> {
     fn default() -> Self {
-        Collector { messages: Vec::new(), read_at: None, dropped: [0; 2] }
+        Collector { messages: Vec::new(), read_at: None, dropped: [0; 2], dead: Vec::new() }
     }
 }
 
@@ -49,6 +52,14 @@ impl<T> Collector<T> {
             }
             self.messages.push(Message::Data(batch));
         }
+    }
+
+    /// Sends a record the operator could not handle to the pipeline's dead-letter output (see
+    /// [`Pipeline::dead_letters`](crate::Pipeline::dead_letters)); it is counted as dropped with
+    /// [`DropReason::DeadLetter`] and in [`JobReport::dead_letters`](crate::JobReport).
+    pub fn dead_letter(&mut self, letter: DeadLetter) {
+        self.dropped[DropReason::DeadLetter as usize] += 1;
+        self.dead.push(letter);
     }
 
     /// Counts `n` records taken out of the main output for `reason`.
@@ -159,12 +170,18 @@ pub(crate) struct OpStage<In, Out, O> {
     out: Collector<Out>,
     next: Box<dyn Stage<Out>>,
     metrics: Option<OperatorMetrics>,
+    dead_letters: DeadLetters,
     _in: std::marker::PhantomData<fn(In)>,
 }
 
 impl<In, Out, O> OpStage<In, Out, O> {
-    pub(crate) fn new(op: O, next: Box<dyn Stage<Out>>, metrics: Option<OperatorMetrics>) -> Self {
-        OpStage { op, out: Collector::default(), next, metrics, _in: std::marker::PhantomData }
+    pub(crate) fn new(
+        op: O,
+        next: Box<dyn Stage<Out>>,
+        metrics: Option<OperatorMetrics>,
+        dead_letters: DeadLetters,
+    ) -> Self {
+        OpStage { op, out: Collector::default(), next, metrics, dead_letters, _in: std::marker::PhantomData }
     }
 }
 
@@ -198,6 +215,9 @@ where
         }
         let mut messages = self.out.take();
         let dropped = std::mem::take(&mut self.out.dropped);
+        if !self.out.dead.is_empty() {
+            self.dead_letters.send(std::mem::take(&mut self.out.dead));
+        }
         if let Some(m) = &self.metrics {
             let records_out =
                 messages.iter().map(|m| if let Message::Data(b) = m { b.len() } else { 0 }).sum();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::batch::Batch;
-use crate::dead_letter::{DeadLetter, DeadLetters, Traceable};
+use crate::dead_letter::{DeadLetter, Traceable};
 use crate::operator::{Collector, Operator};
 
 pub(crate) struct Map<F>(pub(crate) Arc<F>);
@@ -94,7 +94,6 @@ where
 pub(crate) struct TryMap<F> {
     pub(crate) f: Arc<F>,
     pub(crate) operator: Arc<str>,
-    pub(crate) dead_letters: DeadLetters,
 }
 
 impl<In, Out, E, F> Operator<In, Out> for TryMap<F>
@@ -108,7 +107,6 @@ where
         let f = &*self.f;
         let mut records = Vec::with_capacity(batch.records.len());
         let mut timestamps = Vec::with_capacity(batch.timestamps.len());
-        let mut failed = Vec::new();
         for (i, r) in batch.records.iter().enumerate() {
             match f(r) {
                 Ok(v) => {
@@ -117,17 +115,13 @@ where
                         timestamps.push(ts);
                     }
                 }
-                Err(e) => failed.push(DeadLetter {
+                Err(e) => out.dead_letter(DeadLetter {
                     operator: self.operator.to_string(),
                     origin: r.origin(),
                     payload: r.payload(),
                     error: e.to_string(),
                 }),
             }
-        }
-        if !failed.is_empty() {
-            out.dropped(crate::operator::DropReason::DeadLetter, failed.len() as u64);
-            self.dead_letters.send(failed);
         }
         out.batch(batch.derive(records, timestamps));
     }

@@ -644,10 +644,11 @@ impl<T: Send + 'static> Stream<T> {
                     .zip(label.as_deref())
                     .map(|(m, l)| m.operator(l, subtask, stateful));
                 let close = lane.close;
+                let dead_letters = self.ctx.dead_letters.clone();
                 Lane {
                     name: format!("{} -> {name}", lane.name),
                     close: Box::new(move |next: Box<dyn Stage<U>>| {
-                        close(Box::new(OpStage::new(op, next, metrics)))
+                        close(Box::new(OpStage::new(op, next, metrics, dead_letters)))
                     }),
                 }
             })
@@ -705,12 +706,7 @@ impl<T: Send + 'static> Stream<T> {
         F: Fn(&T) -> Result<U, E> + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        let dead_letters = self.ctx.dead_letters.clone();
-        self.operator("try_map", || TryMap {
-            f: f.clone(),
-            operator: "try_map".into(),
-            dead_letters: dead_letters.clone(),
-        })
+        self.operator("try_map", || TryMap { f: f.clone(), operator: "try_map".into() })
     }
 
     /// Gives every record an event timestamp (ms) and starts generating watermarks per source

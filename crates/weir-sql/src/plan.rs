@@ -1,0 +1,614 @@
+//! Planning: SQL text → DataFusion's logical and physical plans → a chain of streaming
+//! operators on Weir's runtime.
+//!
+//! Every source is registered with DataFusion as an empty table of its schema (plus
+//! `window_start` and `window_end` when the query has a window function), so DataFusion
+//! resolves names, checks types, optimises (projection pushdown, constant folding, …) and
+//! builds physical expressions and aggregate functions. The physical plan — one partition, so
+//! no repartitioning — is then read from the scan up: filters and projections become
+//! stateless operators, the `AggregateExec` becomes an exchange by its group keys and a
+//! [`WindowAggregate`](crate::exec::WindowAggregate) driven by watermarks. Anything else (a
+//! sort, a limit, a join, `OVER (...)`) is refused with a message that says what to write.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::common::DFSchema;
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use weir_log::Log;
+use weir_runtime::{Pipeline, Stream, Watermarks};
+
+use crate::ddl::SourceDef;
+use crate::error::{Result, SqlError};
+use crate::exec::{AggregateSpec, Filter, KeyHash, Project, Scan, WindowAggregate, max_event_time};
+use crate::source::{Connector, Format, SourceConfig};
+use crate::window::{self, WINDOW_END, WINDOW_START, WindowCall, WindowKind};
+
+/// Sources, and the planner for queries over them.
+#[derive(Debug, Default, Clone)]
+pub struct StreamContext {
+    sources: BTreeMap<String, Arc<SourceConfig>>,
+    log: Option<Log>,
+}
+
+/// One stateless step.
+#[derive(Clone)]
+enum Stage {
+    Filter { predicate: Arc<dyn PhysicalExpr>, projection: Option<Vec<usize>> },
+    Project { exprs: Vec<Arc<dyn PhysicalExpr>>, names: Vec<String>, schema: SchemaRef },
+}
+
+impl Stage {
+    fn describe(&self) -> String {
+        match self {
+            Stage::Filter { predicate, .. } => format!("filter: {predicate}"),
+            Stage::Project { exprs, names, .. } => format!(
+                "projection: {}",
+                exprs.iter().zip(names).map(|(e, n)| format!("{e} AS {n}")).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    fn apply(&self, s: Stream<RecordBatch>) -> Stream<RecordBatch> {
+        match self.clone() {
+            Stage::Filter { predicate, projection } => s.operator("filter", move || Filter {
+                predicate: predicate.clone(),
+                projection: projection.clone(),
+            }),
+            Stage::Project { exprs, schema, .. } => {
+                s.operator("projection", move || Project { exprs: exprs.clone(), schema: schema.clone() })
+            }
+        }
+    }
+}
+
+/// A planned query: a stream of record batches once built into a pipeline.
+#[derive(Clone)]
+pub struct SqlStream {
+    source: Arc<SourceConfig>,
+    scan: Scan,
+    window: Option<WindowCall>,
+    below: Vec<Stage>,
+    aggregate: Option<AggregateSpec>,
+    above: Vec<Stage>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for SqlStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.explain(1))
+    }
+}
+
+fn plan_error(e: impl std::fmt::Display) -> SqlError {
+    SqlError::Plan(e.to_string())
+}
+
+fn option(object: &str, field: &str, reason: impl Into<String>) -> SqlError {
+    SqlError::Option { object: object.to_owned(), field: field.to_owned(), reason: reason.into() }
+}
+
+/// A DataFusion session for planning streams: one partition, and no physical optimizer rules —
+/// they reason about a bounded input (a scan of an empty table would let them drop sorts or
+/// answer `count(*)` from statistics); the logical optimizer's rewrites (projection pushdown,
+/// simplification) stay.
+fn session() -> SessionContext {
+    let config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(Vec::new())
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+impl StreamContext {
+    /// A context without a log (file and memory sources only).
+    pub fn new() -> Self {
+        StreamContext::default()
+    }
+
+    /// A context whose `connector = 'log'` sources and sinks use `log`.
+    pub fn with_log(log: Log) -> Self {
+        StreamContext { sources: BTreeMap::new(), log: Some(log) }
+    }
+
+    /// The log, if any.
+    pub fn log(&self) -> Option<&Log> {
+        self.log.as_ref()
+    }
+
+    /// The registered sources.
+    pub fn sources(&self) -> impl Iterator<Item = &SourceConfig> {
+        self.sources.values().map(|s| &**s)
+    }
+
+    /// Makes every log source stop at the end offsets it sees when the job starts.
+    pub fn bound_log_sources(&mut self) {
+        for s in self.sources.values_mut() {
+            if let Connector::Log { bounded, .. } = &mut Arc::make_mut(s).connector {
+                *bounded = true;
+            }
+        }
+    }
+
+    /// Registers a source from its `CREATE SOURCE` statement.
+    ///
+    /// # Errors
+    ///
+    /// A missing or invalid option ([`SqlError::Option`] naming it), an unknown type or a
+    /// computed column DataFusion cannot plan ([`SqlError::Plan`]).
+    pub async fn register_source(&mut self, def: &SourceDef) -> Result<()> {
+        let ctx = session();
+        let name = &def.name;
+        // Types: let DataFusion's SQL planner map them.
+        let raw_schema = if def.columns.is_empty() {
+            return Err(option(name, "columns", "a source needs at least one column"));
+        } else {
+            let select = def
+                .columns
+                .iter()
+                .map(|(c, t)| format!("CAST(NULL AS {t}) AS \"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let df = ctx
+                .sql(&format!("SELECT {select}"))
+                .await
+                .map_err(|e| SqlError::Plan(format!("source {name}: {e}")))?;
+            let fields: Vec<Field> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                .collect();
+            Arc::new(Schema::new(fields))
+        };
+        let connector = self.connector(def)?;
+        let config =
+            SourceConfig::new(name, raw_schema, &def.computed, def.watermark.clone(), connector).await?;
+        self.sources.insert(name.clone(), Arc::new(config));
+        Ok(())
+    }
+
+    /// Registers record batches in memory as a bounded source named `name`, with `event_time`
+    /// (a column and the out-of-orderness bound) if windows will use it.
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::Option`] if the event-time column does not exist.
+    pub async fn register_batches(
+        &mut self,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        event_time: Option<(&str, Duration)>,
+    ) -> Result<()> {
+        let watermark = event_time.map(|(c, d)| (c.to_owned(), d.as_millis() as i64));
+        let config = SourceConfig::new(name, schema, &[], watermark, Connector::Memory(batches)).await?;
+        self.sources.insert(name.to_owned(), Arc::new(config));
+        Ok(())
+    }
+
+    fn connector(&self, def: &SourceDef) -> Result<Connector> {
+        let name = &def.name;
+        let get = |k: &str| def.options.get(k).map(String::as_str);
+        let flag = |k: &str, default: bool| -> Result<bool> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+                Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+                Some(v) => Err(option(name, k, format!("{v:?} is not true or false"))),
+            }
+        };
+        let format = |default: &str| Format::parse(name, get("format").unwrap_or(default));
+        match get("connector") {
+            Some("file") => Ok(Connector::File {
+                path: get("path")
+                    .ok_or_else(|| option(name, "path", "a file source needs a path"))?
+                    .to_owned(),
+                format: format("json")?,
+                follow: flag("follow", false)?,
+                header: flag("header", true)?,
+            }),
+            Some("log") => {
+                let log =
+                    self.log.clone().ok_or_else(|| option(name, "connector", "no log directory is open"))?;
+                let format = format("json")?;
+                if format == Format::Parquet {
+                    return Err(option(name, "format", "log topics hold json or csv records"));
+                }
+                Ok(Connector::Log {
+                    log,
+                    topic: get("topic")
+                        .ok_or_else(|| option(name, "topic", "a log source needs a topic"))?
+                        .to_owned(),
+                    group: get("group").unwrap_or(name).to_owned(),
+                    bounded: flag("bounded", false)?,
+                    format,
+                })
+            }
+            Some(other) => Err(option(name, "connector", format!("{other:?} is not file or log"))),
+            None => Err(option(name, "connector", "missing (file or log)")),
+        }
+    }
+
+    /// Plans `query` over the registered sources.
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::Plan`] for what DataFusion rejects (unknown columns, type errors — its
+    /// message names the column), [`SqlError::Unsupported`] for valid SQL a stream cannot run.
+    pub async fn sql(&self, query: &str) -> Result<SqlStream> {
+        let (rewritten, window) = window::rewrite(query)?;
+        let ctx = session();
+        for (name, source) in &self.sources {
+            let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| (**f).clone()).collect();
+            if window.is_some() {
+                let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+                fields.push(Field::new(WINDOW_START, ts.clone(), false));
+                fields.push(Field::new(WINDOW_END, ts, false));
+            }
+            let table: Arc<dyn TableProvider> = Arc::new(EmptyTable::new(Arc::new(Schema::new(fields))));
+            ctx.register_table(name.as_str(), table).map_err(plan_error)?;
+        }
+        let df = ctx.sql(&rewritten).await?;
+        let tables = scanned_tables(df.logical_plan());
+        let source = match tables.as_slice() {
+            [one] => {
+                self.sources.get(one).cloned().ok_or_else(|| SqlError::Plan(format!("no source {one}")))?
+            }
+            [] => {
+                return Err(SqlError::Unsupported(
+                    "a query must read a source (FROM a CREATE SOURCE name)".into(),
+                ));
+            }
+            _ => {
+                return Err(SqlError::Unsupported(
+                    "joins, unions and subqueries over several sources are not supported yet; query one source".into(),
+                ));
+            }
+        };
+        let physical = df.create_physical_plan().await?;
+        self.convert(physical, source, window)
+    }
+
+    fn convert(
+        &self,
+        root: Arc<dyn ExecutionPlan>,
+        source: Arc<SourceConfig>,
+        window: Option<WindowCall>,
+    ) -> Result<SqlStream> {
+        // Root to leaf.
+        let mut chain = vec![root];
+        loop {
+            let children = chain.last().map(|n| n.children()).unwrap_or_default();
+            match children.as_slice() {
+                [] => break,
+                [one] => {
+                    let child = Arc::clone(*one);
+                    chain.push(child);
+                }
+                _ => {
+                    return Err(SqlError::Unsupported(
+                        "joins and UNION are not supported yet; query one source".into(),
+                    ));
+                }
+            }
+        }
+        chain.reverse();
+        let leaf = &chain[0];
+        if leaf.downcast_ref::<EmptyExec>().is_none() {
+            return Err(SqlError::Unsupported(format!("unexpected plan leaf {}", leaf.name())));
+        }
+        let scan_schema = leaf.schema();
+        let mut all: Vec<String> = source.schema.fields().iter().map(|f| f.name().clone()).collect();
+        if window.is_some() {
+            all.push(WINDOW_START.into());
+            all.push(WINDOW_END.into());
+        }
+        let projection = scan_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                all.iter()
+                    .position(|n| n == f.name())
+                    .ok_or_else(|| plan_error(format!("scan column {}", f.name())))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let window_time = match &window {
+            None => None,
+            Some(w) => {
+                let (time, _) = source.event_time.ok_or_else(|| {
+                    SqlError::Unsupported(format!(
+                        "source {} has no event time; declare WATERMARK FOR {} AS {} - INTERVAL '5' SECOND",
+                        source.name, w.time_column, w.time_column
+                    ))
+                })?;
+                let declared = source.schema.field(time).name();
+                if *declared != w.time_column {
+                    return Err(SqlError::Unsupported(format!(
+                        "windows run on the event-time column {declared} (the WATERMARK's), not {}",
+                        w.time_column
+                    )));
+                }
+                Some((w.clone(), time))
+            }
+        };
+        let scan = Scan { window: window_time, projection, schema: scan_schema };
+
+        let mut below = Vec::new();
+        let mut above = Vec::new();
+        let mut aggregate: Option<AggregateSpec> = None;
+        for node in &chain[1..] {
+            let stages = if aggregate.is_some() { &mut above } else { &mut below };
+            if let Some(f) = node.downcast_ref::<FilterExec>() {
+                let projection = f.projection().as_ref().map(|p| p.to_vec());
+                stages.push(Stage::Filter { predicate: f.predicate().clone(), projection });
+            } else if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+                stages.push(Stage::Project {
+                    exprs: p.expr().iter().map(|e| e.expr.clone()).collect(),
+                    names: p.expr().iter().map(|e| e.alias.clone()).collect(),
+                    schema: p.schema(),
+                });
+            } else if let Some(a) = node.downcast_ref::<AggregateExec>() {
+                match (a.mode(), &mut aggregate) {
+                    (AggregateMode::Final | AggregateMode::FinalPartitioned, Some(spec)) => {
+                        spec.schema = a.schema();
+                    }
+                    (_, None) => aggregate = Some(self.aggregate(a, &window)?),
+                    (_, Some(_)) => {
+                        return Err(SqlError::Unsupported(
+                            "an aggregate over an aggregate is not supported yet".into(),
+                        ));
+                    }
+                }
+            } else if ["CoalesceBatchesExec", "RepartitionExec", "CoalescePartitionsExec"]
+                .contains(&node.name())
+            {
+            } else {
+                return Err(unsupported_node(node.name()));
+            }
+        }
+        if aggregate.is_none() && window.is_some() {
+            return Err(SqlError::Unsupported(
+                "a window function needs aggregates in the SELECT list".into(),
+            ));
+        }
+        let schema = chain.last().map(|n| n.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+        Ok(SqlStream { source, scan, window, below, aggregate, above, schema })
+    }
+
+    fn aggregate(&self, a: &AggregateExec, window: &Option<WindowCall>) -> Result<AggregateSpec> {
+        let Some(window) = window else {
+            return Err(SqlError::Unsupported(
+                "an aggregate over an unbounded stream needs a window, as results must be final when \
+                 emitted; add one to GROUP BY, e.g. GROUP BY tumble(ts, INTERVAL '1' MINUTE), ..."
+                    .into(),
+            ));
+        };
+        let group = a.group_expr();
+        if !group.is_single() {
+            return Err(SqlError::Unsupported("GROUPING SETS, CUBE and ROLLUP are not supported".into()));
+        }
+        let group_exprs: Vec<Arc<dyn PhysicalExpr>> = group.expr().iter().map(|(e, _)| e.clone()).collect();
+        let position = |name: &str| {
+            group.expr().iter().position(|(e, alias)| {
+                alias == name || e.downcast_ref::<Column>().is_some_and(|c| c.name() == name)
+            })
+        };
+        let (Some(ws), Some(we)) = (position(WINDOW_START), position(WINDOW_END)) else {
+            return Err(plan_error("the window columns are missing from the aggregate"));
+        };
+        Ok(AggregateSpec {
+            group_exprs,
+            window_cols: (ws, we),
+            aggregates: a.aggr_expr().to_vec(),
+            filters: a.filter_expr().to_vec(),
+            schema: a.schema(),
+            window: window.kind,
+        })
+    }
+
+    /// `EXPLAIN`: the streaming plan of `query` at `parallelism`.
+    pub async fn explain(&self, query: &str, parallelism: usize) -> Result<String> {
+        Ok(self.sql(query).await?.explain(parallelism))
+    }
+}
+
+fn unsupported_node(name: &str) -> SqlError {
+    SqlError::Unsupported(match name {
+        "SortExec" | "SortPreservingMergeExec" | "PartialSortExec" => {
+            "ORDER BY needs the whole input; a stream never ends. Sort the output where it lands, or \
+             order within a window's results downstream"
+                .into()
+        }
+        "GlobalLimitExec" | "LocalLimitExec" => "LIMIT is not supported on a stream".into(),
+        "BoundedWindowAggExec" | "WindowAggExec" => {
+            "OVER (...) window functions are not supported; use GROUP BY tumble/hop/session".into()
+        }
+        n if n.contains("Join") => "joins are not supported yet; query one source".into(),
+        other => format!("{other} is not supported on a stream"),
+    })
+}
+
+/// The tables a logical plan scans.
+fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut names = Vec::new();
+    let _ = plan.apply(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            names.push(scan.table_name.table().to_owned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names.sort();
+    names.dedup();
+    names
+}
+
+impl SourceConfig {
+    pub(crate) async fn new(
+        name: &str,
+        raw_schema: SchemaRef,
+        computed: &[(String, String)],
+        watermark: Option<(String, i64)>,
+        connector: Connector,
+    ) -> Result<SourceConfig> {
+        let ctx = session();
+        let df_schema = DFSchema::try_from(raw_schema.as_ref().clone()).map_err(plan_error)?;
+        let mut fields: Vec<Field> = raw_schema.fields().iter().map(|f| (**f).clone()).collect();
+        let mut exprs = Vec::new();
+        for (col, text) in computed {
+            let expr = ctx
+                .parse_sql_expr(text, &df_schema)
+                .map_err(|e| SqlError::Plan(format!("source {name}: computed column {col}: {e}")))?;
+            let physical = ctx
+                .create_physical_expr(expr, &df_schema)
+                .map_err(|e| SqlError::Plan(format!("source {name}: computed column {col}: {e}")))?;
+            let data_type = physical.data_type(&raw_schema).map_err(plan_error)?;
+            fields.push(Field::new(col, data_type, true));
+            exprs.push(physical);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let event_time = match watermark {
+            None => None,
+            Some((col, bound)) => {
+                let (i, f) = schema
+                    .column_with_name(&col)
+                    .ok_or_else(|| option(name, "watermark", format!("no column {col}")))?;
+                if !matches!(
+                    f.data_type(),
+                    DataType::Timestamp(..) | DataType::Int64 | DataType::Date32 | DataType::Date64
+                ) {
+                    return Err(option(
+                        name,
+                        "watermark",
+                        format!("{col} is {}, not a timestamp (or BIGINT epoch milliseconds)", f.data_type()),
+                    ));
+                }
+                Some((i, bound))
+            }
+        };
+        Ok(SourceConfig { name: name.to_owned(), raw_schema, schema, computed: exprs, event_time, connector })
+    }
+}
+
+impl SqlStream {
+    /// The schema of the result rows.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Adds the query's operators to `p` (its source included) and returns the result stream,
+    /// to be sunk or mixed with typed operators.
+    ///
+    /// # Errors
+    ///
+    /// What building the source fails with.
+    pub fn build(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
+        let mut s = self.source.stream(p)?;
+        if let Some((col, bound)) = self.source.event_time {
+            let strategy = Watermarks::bounded_out_of_orderness(Duration::from_millis(bound.max(0) as u64));
+            s = s.assign_timestamps(move |b: &RecordBatch| max_event_time(b, col), strategy);
+        }
+        let scan = self.scan.clone();
+        s = s.operator("scan", move || scan.clone());
+        for stage in &self.below {
+            s = stage.apply(s);
+        }
+        if let Some(spec) = &self.aggregate {
+            let keys = spec.key_exprs();
+            let spec = spec.clone();
+            s = s
+                .partition_by(KeyHash { keys })
+                .operator("window_aggregate", move || WindowAggregate::new(spec.clone()));
+        }
+        for stage in &self.above {
+            s = stage.apply(s);
+        }
+        Ok(s)
+    }
+
+    /// The streaming plan, operator by operator, with parallelism and exchanges.
+    pub fn explain(&self, parallelism: usize) -> String {
+        let src = &self.source;
+        let mut lines = vec![format!(
+            "source {} ({}) × {parallelism}: {}",
+            src.name,
+            match &src.connector {
+                Connector::File { path, format, follow, .. } =>
+                    format!("file {path}, {format:?}{}", if *follow { ", follow" } else { "" }),
+                Connector::Log { topic, group, bounded, format, .. } => format!(
+                    "log topic {topic}, group {group}, {format:?}{}",
+                    if *bounded { ", bounded" } else { "" }
+                ),
+                Connector::Memory(b) => format!("{} batches in memory", b.len()),
+            },
+            src.schema
+                .fields()
+                .iter()
+                .map(|f| format!("{} {}", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        if let Some((col, bound)) = src.event_time {
+            lines.push(format!(
+                "  -> watermarks per split: max({}) - {bound} ms",
+                src.schema.field(col).name()
+            ));
+        }
+        let window = match &self.window {
+            Some(WindowCall { kind: WindowKind::Tumble { size }, time_column }) => {
+                format!("tumble({time_column}, {size} ms) → window_start, window_end; ")
+            }
+            Some(WindowCall { kind: WindowKind::Hop { slide, size }, time_column }) => {
+                format!("hop({time_column}, slide {slide} ms, size {size} ms) → window_start, window_end; ")
+            }
+            Some(WindowCall { kind: WindowKind::Session { gap }, time_column }) => {
+                format!("session({time_column}, gap {gap} ms); ")
+            }
+            None => String::new(),
+        };
+        lines.push(format!(
+            "  -> scan: {window}columns {}",
+            self.scan.schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        ));
+        lines.extend(self.below.iter().map(|s| format!("  -> {}", s.describe())));
+        if let Some(spec) = &self.aggregate {
+            let keys = spec.key_exprs();
+            lines.push(format!(
+                "  == exchange: hash({}) over {parallelism} subtasks",
+                keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+            lines.push(format!(
+                "  -> window aggregate × {parallelism}: group by {}: {}",
+                spec.group_exprs.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", "),
+                spec.aggregates.iter().map(|a| a.name().to_owned()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        lines.extend(self.above.iter().map(|s| format!("  -> {}", s.describe())));
+        lines.push(format!(
+            "  => {}",
+            self.schema
+                .fields()
+                .iter()
+                .map(|f| format!("{} {}", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        lines.join("\n")
+    }
+}

@@ -1,0 +1,129 @@
+//! End to end: SQL over a JSON-lines file, windowed and stateless, against brute force.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
+use weir_runtime::{CollectSink, Pipeline};
+use weir_sql::StreamContext;
+use weir_sql::ddl::{Statement, parse_statement};
+
+fn rows(n: i64) -> Vec<(i64, i32, f64, &'static str)> {
+    (0..n)
+        .map(|i| {
+            (
+                1_700_000_000_000 + i * 37 % 200_000,
+                [200, 404, 500][(i % 3) as usize],
+                (i % 17) as f64,
+                ["GET", "OPTIONS"][(i % 5 == 0) as usize],
+            )
+        })
+        .collect()
+}
+
+async fn context(dir: &std::path::Path, data: &[(i64, i32, f64, &str)]) -> StreamContext {
+    let path = dir.join("access.jsonl");
+    let text: String = data
+        .iter()
+        .map(|(ts, s, l, m)| {
+            format!("{{\"ts_ms\":{ts},\"status\":{s},\"latency_ms\":{l},\"method\":\"{m}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&path, text + "not json\n").unwrap();
+    let mut ctx = StreamContext::new();
+    let ddl = format!(
+        "CREATE SOURCE access (ts_ms BIGINT, status INT, latency_ms DOUBLE, method TEXT, \
+         ts AS to_timestamp_millis(ts_ms), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+         WITH (connector = 'file', path = '{}', format = 'json')",
+        path.display()
+    );
+    let Statement::Source(def) = parse_statement(&ddl).unwrap() else { panic!() };
+    ctx.register_source(&def).await.unwrap();
+    ctx
+}
+
+async fn run(
+    ctx: &StreamContext,
+    query: &str,
+    parallelism: usize,
+) -> (Vec<RecordBatch>, weir_runtime::JobReport) {
+    let p = Pipeline::builder("sql").parallelism(parallelism).handle_signals(false).build().unwrap();
+    let out = CollectSink::new();
+    ctx.sql(query).await.unwrap().build(&p).unwrap().sink(out.clone());
+    let report = p.run().await.unwrap();
+    (out.take(), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tumbling_count_avg_sum_match_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = rows(20_000);
+    let ctx = context(dir.path(), &data).await;
+    // In file order, records are up to 200 s out of order; sort them so the 1 s bound holds.
+    let mut sorted = data.clone();
+    sorted.sort_by_key(|r| r.0);
+    let ctx_sorted = context(dir.path(), &sorted).await;
+    drop(ctx);
+    let mut want: BTreeMap<(i64, i32), (i64, f64, f64)> = BTreeMap::new();
+    for (ts, s, l, m) in &sorted {
+        if *m == "OPTIONS" {
+            continue;
+        }
+        let e = want.entry((ts - ts.rem_euclid(10_000), *s)).or_default();
+        e.0 += 1;
+        e.1 += l;
+        e.2 += l;
+    }
+    for p in [1, 2] {
+        let (batches, report) = run(
+            &ctx_sorted,
+            "SELECT window_start, status, count(*) AS n, avg(latency_ms) AS avg_ms, sum(latency_ms) AS total \
+             FROM access WHERE method <> 'OPTIONS' GROUP BY tumble(ts, INTERVAL '10' SECOND), status",
+            p,
+        )
+        .await;
+        assert_eq!(report.dead_letters, 1, "the malformed line");
+        let mut got = BTreeMap::new();
+        for b in &batches {
+            let ws = b.column(0).as_primitive::<TimestampMillisecondType>();
+            let st = b.column(1).as_primitive::<Int32Type>();
+            let n = b.column(2).as_primitive::<Int64Type>();
+            let avg = b.column(3).as_primitive::<Float64Type>();
+            let sum = b.column(4).as_primitive::<Float64Type>();
+            for i in 0..b.num_rows() {
+                assert!(
+                    got.insert((ws.value(i), st.value(i)), (n.value(i), avg.value(i), sum.value(i)))
+                        .is_none(),
+                    "duplicate"
+                );
+            }
+        }
+        assert_eq!(got.len(), want.len(), "p{p}");
+        for (k, (n, sum_l, _)) in &want {
+            let (gn, gavg, gsum) = got[k];
+            assert_eq!(gn, *n, "{k:?}");
+            assert!((gsum - sum_l).abs() < 1e-9 && (gavg - sum_l / *n as f64).abs() < 1e-9, "{k:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_queries_stream_and_errors_say_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), &rows(1_000)).await;
+    let (batches, _) =
+        run(&ctx, "SELECT status, upper(method) AS m FROM access WHERE latency_ms > 15", 2).await;
+    let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(n, rows(1_000).iter().filter(|r| r.2 > 15.0).count());
+    for (q, want) in [
+        ("SELECT status, count(*) FROM access GROUP BY status", "needs a window"),
+        ("SELECT status FROM access ORDER BY status", "ORDER BY"),
+        ("SELECT nope FROM access", "nope"),
+        ("SELECT status FROM access LIMIT 3", "LIMIT"),
+    ] {
+        let err = ctx.sql(q).await.unwrap_err().to_string();
+        assert!(err.contains(want), "{q}: {err}");
+    }
+}
