@@ -5,11 +5,14 @@
 //! - [`runtime`]: the dataflow runtime (pipelines, event time, windows, aggregation).
 //! - [`connectors`]: sources and sinks (files, log topics, generators, stdout).
 //! - [`metrics`]: the metric catalog, the registry and the `/metrics` endpoint.
+//! - `sql` (feature `sql`, default): streaming SQL on DataFusion.
 
 pub use weir_connectors as connectors;
 pub use weir_log as log;
 pub use weir_metrics as metrics;
 pub use weir_runtime as runtime;
+#[cfg(feature = "sql")]
+pub use weir_sql as sql;
 
 /// The names most programs need.
 pub mod prelude {

@@ -27,6 +27,7 @@ pub(crate) mod consume;
 pub(crate) mod group;
 pub(crate) mod output;
 pub(crate) mod produce;
+pub(crate) mod sql;
 pub(crate) mod topic;
 
 use std::io::IsTerminal;
@@ -76,6 +77,8 @@ enum Command {
         #[command(subcommand)]
         command: group::GroupCommand,
     },
+    /// Run streaming SQL: sources and sinks of a file (-f), or a query (-e).
+    Sql(sql::SqlArgs),
 }
 
 /// How log messages are written.
@@ -118,6 +121,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             runtime.block_on(consume::run(&log, &args, &mut out))?;
         }
         Command::Group { command } => group::run(&open_log(&cli.dir, false)?, command, &mut out)?,
+        Command::Sql(args) => sql::run(&cli.dir, &args)?,
     }
     out.flush()
 }
