@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod common;
+
 use std::time::Duration;
 
 use weir_runtime::{
@@ -92,31 +94,6 @@ async fn a_job_reports_records_drops_windows_and_latency() {
     assert!(count("weir_operator_batch_duration_seconds_count").unwrap() >= 44.0, "one per batch at least");
 }
 
-/// An endless source: one record every millisecond.
-struct Endless;
-
-struct EndlessReader(i64);
-
-impl weir_runtime::Source for Endless {
-    type Item = i64;
-    type Reader = EndlessReader;
-    fn name(&self) -> String {
-        "endless".into()
-    }
-    fn reader(&self, _: usize, _: usize) -> weir_runtime::Result<EndlessReader> {
-        Ok(EndlessReader(0))
-    }
-}
-
-impl weir_runtime::SourceReader for EndlessReader {
-    type Item = i64;
-    async fn next_batch(&mut self) -> weir_runtime::Result<Option<weir_runtime::Batch<i64>>> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        self.0 += 1;
-        Ok(Some(weir_runtime::Batch::new(vec![self.0])))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_pipeline_serves_its_metrics() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -128,7 +105,7 @@ async fn a_running_pipeline_serves_its_metrics() {
         .build()
         .unwrap();
     let stop = p.stop_handle();
-    p.source(Endless).map(|x| x * 2).sink(DiscardSink);
+    p.source(common::Endless).map(|x| x * 2).sink(DiscardSink);
     let job = tokio::spawn(p.run());
     let mut body = String::new();
     for _ in 0..100 {

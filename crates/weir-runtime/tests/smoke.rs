@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -35,36 +37,11 @@ async fn tumbling_count_and_sum_match_brute_force() {
     }
 }
 
-/// An endless source: batch `n` holds the single record `n`, one every millisecond.
-struct Endless;
-
-struct EndlessReader(i64);
-
-impl weir_runtime::Source for Endless {
-    type Item = i64;
-    type Reader = EndlessReader;
-    fn name(&self) -> String {
-        "endless".into()
-    }
-    fn reader(&self, _: usize, _: usize) -> weir_runtime::Result<EndlessReader> {
-        Ok(EndlessReader(0))
-    }
-}
-
-impl weir_runtime::SourceReader for EndlessReader {
-    type Item = i64;
-    async fn next_batch(&mut self) -> weir_runtime::Result<Option<weir_runtime::Batch<i64>>> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        self.0 += 1;
-        Ok(Some(weir_runtime::Batch::new(vec![self.0])))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_handle_drains_an_unbounded_job_and_fires_open_windows() {
     let p = Pipeline::builder("stop").parallelism(1).handle_signals(false).build().unwrap();
     let out = CollectSink::new();
-    p.source(Endless)
+    p.source(common::Endless)
         .assign_timestamps(|n| *n * 1_000, Watermarks::monotonic())
         .key_by(|_| 0u8)
         .window(TumblingWindows::of(Duration::from_secs(3600)))
