@@ -20,6 +20,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::DFSchema;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
@@ -42,6 +43,8 @@ use crate::window::{self, WINDOW_END, WINDOW_START, WindowCall, WindowKind};
 pub struct StreamContext {
     sources: BTreeMap<String, Arc<SourceConfig>>,
     log: Option<Log>,
+    udfs: Vec<Arc<ScalarUDF>>,
+    udafs: Vec<Arc<AggregateUDF>>,
 }
 
 /// One stateless step.
@@ -105,14 +108,21 @@ fn option(object: &str, field: &str, reason: impl Into<String>) -> SqlError {
 /// they reason about a bounded input (a scan of an empty table would let them drop sorts or
 /// answer `count(*)` from statistics); the logical optimizer's rewrites (projection pushdown,
 /// simplification) stay.
-fn session() -> SessionContext {
+fn session(udfs: &[Arc<ScalarUDF>], udafs: &[Arc<AggregateUDF>]) -> SessionContext {
     let config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .with_physical_optimizer_rules(Vec::new())
         .build();
-    SessionContext::new_with_state(state)
+    let ctx = SessionContext::new_with_state(state);
+    for f in udfs {
+        ctx.register_udf(f.as_ref().clone());
+    }
+    for f in udafs {
+        ctx.register_udaf(f.as_ref().clone());
+    }
+    ctx
 }
 
 impl StreamContext {
@@ -123,7 +133,19 @@ impl StreamContext {
 
     /// A context whose `connector = 'log'` sources and sinks use `log`.
     pub fn with_log(log: Log) -> Self {
-        StreamContext { sources: BTreeMap::new(), log: Some(log) }
+        StreamContext { log: Some(log), ..StreamContext::default() }
+    }
+
+    /// Registers a user-defined scalar function (DataFusion's `ScalarUDF`, e.g. from
+    /// `create_udf` or an `impl ScalarUDFImpl`) for queries and computed columns planned after.
+    pub fn register_udf(&mut self, f: ScalarUDF) {
+        self.udfs.push(Arc::new(f));
+    }
+
+    /// Registers a user-defined aggregate function (DataFusion's `AggregateUDF`); windowed
+    /// aggregates use its accumulators like the built-in ones.
+    pub fn register_udaf(&mut self, f: AggregateUDF) {
+        self.udafs.push(Arc::new(f));
     }
 
     /// The log, if any.
@@ -152,7 +174,7 @@ impl StreamContext {
     /// A missing or invalid option ([`SqlError::Option`] naming it), an unknown type or a
     /// computed column DataFusion cannot plan ([`SqlError::Plan`]).
     pub async fn register_source(&mut self, def: &SourceDef) -> Result<()> {
-        let ctx = session();
+        let ctx = session(&self.udfs, &self.udafs);
         let name = &def.name;
         // Types: let DataFusion's SQL planner map them.
         let raw_schema = if def.columns.is_empty() {
@@ -178,7 +200,7 @@ impl StreamContext {
         };
         let connector = self.connector(def)?;
         let config =
-            SourceConfig::new(name, raw_schema, &def.computed, def.watermark.clone(), connector).await?;
+            SourceConfig::new(&ctx, name, raw_schema, &def.computed, def.watermark.clone(), connector).await?;
         self.sources.insert(name.clone(), Arc::new(config));
         Ok(())
     }
@@ -197,7 +219,8 @@ impl StreamContext {
         event_time: Option<(&str, Duration)>,
     ) -> Result<()> {
         let watermark = event_time.map(|(c, d)| (c.to_owned(), d.as_millis() as i64));
-        let config = SourceConfig::new(name, schema, &[], watermark, Connector::Memory(batches)).await?;
+        let ctx = session(&self.udfs, &self.udafs);
+        let config = SourceConfig::new(&ctx, name, schema, &[], watermark, Connector::Memory(batches)).await?;
         self.sources.insert(name.to_owned(), Arc::new(config));
         Ok(())
     }
@@ -253,7 +276,7 @@ impl StreamContext {
     /// message names the column), [`SqlError::Unsupported`] for valid SQL a stream cannot run.
     pub async fn sql(&self, query: &str) -> Result<SqlStream> {
         let (rewritten, window) = window::rewrite(query)?;
-        let ctx = session();
+        let ctx = session(&self.udfs, &self.udafs);
         for (name, source) in &self.sources {
             let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| (**f).clone()).collect();
             if window.is_some() {
@@ -461,13 +484,13 @@ fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
 
 impl SourceConfig {
     pub(crate) async fn new(
+        ctx: &SessionContext,
         name: &str,
         raw_schema: SchemaRef,
         computed: &[(String, String)],
         watermark: Option<(String, i64)>,
         connector: Connector,
     ) -> Result<SourceConfig> {
-        let ctx = session();
         let df_schema = DFSchema::try_from(raw_schema.as_ref().clone()).map_err(plan_error)?;
         let mut fields: Vec<Field> = raw_schema.fields().iter().map(|f| (**f).clone()).collect();
         let mut exprs = Vec::new();

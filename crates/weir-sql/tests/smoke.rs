@@ -127,3 +127,37 @@ async fn stateless_queries_stream_and_errors_say_what_to_write() {
         assert!(err.contains(want), "{q}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_defined_functions_plan_and_run() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float64Array};
+    use arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = context(dir.path(), &rows(100)).await;
+    let double = create_udf(
+        "double_it",
+        vec![DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let v = arrays[0].as_primitive::<Float64Type>();
+            Ok(ColumnarValue::Array(Arc::new(v.iter().map(|x| x.map(|x| 2.0 * x)).collect::<Float64Array>()) as ArrayRef))
+        }),
+    );
+    ctx.register_udf(double);
+    let (batches, _) = run(&ctx, "SELECT double_it(latency_ms) AS d, latency_ms FROM access", 1).await;
+    let mut n = 0;
+    for b in &batches {
+        let (d, l) = (b.column(0).as_primitive::<Float64Type>(), b.column(1).as_primitive::<Float64Type>());
+        for i in 0..b.num_rows() {
+            assert_eq!(d.value(i), 2.0 * l.value(i));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 100);
+}
