@@ -37,7 +37,12 @@ pub enum SqlError {
 impl From<datafusion::error::DataFusionError> for SqlError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         // DataFusion's messages name the column or function; drop its error-kind prefixes.
-        SqlError::Plan(e.strip_backtrace().to_string())
+        let message = match e.find_root() {
+            datafusion::error::DataFusionError::Plan(m)
+            | datafusion::error::DataFusionError::Execution(m) => m.clone(),
+            root => root.to_string(),
+        };
+        SqlError::Plan(message)
     }
 }
 

@@ -354,6 +354,8 @@ impl WindowAggregate {
             .unwrap_or_else(|| Int64Array::from(vec![0; rows]));
         let keys = self.spec.key_exprs().iter().map(eval).collect::<datafusion::error::Result<Vec<_>>>()?;
         let key_rows = self.converter()?.convert_columns(&keys)?;
+        // Without key columns (one group per window) every row has the empty key.
+        let key_of = |i: usize| -> &[u8] { if keys.is_empty() { &[] } else { key_rows.row(i).data() } };
         let args: Vec<Vec<ArrayRef>> = self
             .spec
             .aggregates
@@ -380,7 +382,7 @@ impl WindowAggregate {
                     .iter()
                     .map(|f| f.as_ref().is_none_or(|f| f.is_valid(i) && f.value(i)))
                     .collect::<Vec<_>>();
-                self.add_to_session(key_rows.row(i).as_ref(), ts, ts + gap, &row_args, &keep)?;
+                self.add_to_session(key_of(i), ts, ts + gap, &row_args, &keep)?;
             }
             return Ok(late);
         }
@@ -406,12 +408,12 @@ impl WindowAggregate {
             let Some(w) = self.windows.get_mut(&end) else { continue };
             let mut groups = Vec::with_capacity(idx.len());
             for &i in &idx {
-                let key = key_rows.row(i as usize);
-                let g = match w.index.get(key.as_ref()) {
+                let key = key_of(i as usize);
+                let g = match w.index.get(key) {
                     Some(g) => *g,
                     None => {
                         let g = w.keys.len();
-                        let bytes: Box<[u8]> = key.as_ref().into();
+                        let bytes: Box<[u8]> = key.into();
                         w.keys.push(bytes.clone());
                         w.index.insert(bytes, g);
                         g

@@ -110,9 +110,17 @@ fn option(object: &str, field: &str, reason: impl Into<String>) -> SqlError {
 /// simplification) stay.
 fn session(udfs: &[Arc<ScalarUDF>], udafs: &[Arc<AggregateUDF>]) -> SessionContext {
     let config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
+    // A single `count(DISTINCT x)` would be rewritten into two aggregates; distinct
+    // accumulators do it in one.
+    let rules = datafusion::optimizer::Optimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+        .collect();
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
+        .with_optimizer_rules(rules)
         .with_physical_optimizer_rules(Vec::new())
         .build();
     let ctx = SessionContext::new_with_state(state);
@@ -200,7 +208,8 @@ impl StreamContext {
         };
         let connector = self.connector(def)?;
         let config =
-            SourceConfig::new(&ctx, name, raw_schema, &def.computed, def.watermark.clone(), connector).await?;
+            SourceConfig::new(&ctx, name, raw_schema, &def.computed, def.watermark.clone(), connector)
+                .await?;
         self.sources.insert(name.clone(), Arc::new(config));
         Ok(())
     }
@@ -220,7 +229,8 @@ impl StreamContext {
     ) -> Result<()> {
         let watermark = event_time.map(|(c, d)| (c.to_owned(), d.as_millis() as i64));
         let ctx = session(&self.udfs, &self.udafs);
-        let config = SourceConfig::new(&ctx, name, schema, &[], watermark, Connector::Memory(batches)).await?;
+        let config =
+            SourceConfig::new(&ctx, name, schema, &[], watermark, Connector::Memory(batches)).await?;
         self.sources.insert(name.to_owned(), Arc::new(config));
         Ok(())
     }
@@ -287,7 +297,10 @@ impl StreamContext {
             let table: Arc<dyn TableProvider> = Arc::new(EmptyTable::new(Arc::new(Schema::new(fields))));
             ctx.register_table(name.as_str(), table).map_err(plan_error)?;
         }
-        let df = ctx.sql(&rewritten).await?;
+        let df = match ctx.sql(&rewritten).await {
+            Ok(df) => df,
+            Err(e) => return Err(locate_error(&ctx, &rewritten, e.into()).await),
+        };
         let tables = scanned_tables(df.logical_plan());
         let source = match tables.as_slice() {
             [one] => {
@@ -449,6 +462,77 @@ impl StreamContext {
     pub async fn explain(&self, query: &str, parallelism: usize) -> Result<String> {
         Ok(self.sql(query).await?.explain(parallelism))
     }
+}
+
+/// Names the part of a query a planning error is about: DataFusion's type errors describe the
+/// types (`Utf8View - Int64`), not the expression. Each item of the SELECT list and the WHERE
+/// clause is planned alone; the first that fails is named.
+async fn locate_error(ctx: &SessionContext, query: &str, error: SqlError) -> SqlError {
+    let SqlError::Plan(message) = &error else { return error };
+    // A signature mismatch DataFusion reports as an internal error is the user's type error.
+    let message = match message.find("This issue was likely caused by a bug") {
+        Some(at) => message[..at].trim_end().trim_end_matches('.').to_owned(),
+        None => message.clone(),
+    };
+    let message =
+        message.strip_prefix("Internal error: ").unwrap_or(&message).replace("Error during planning: ", "");
+    let upper = query.to_ascii_uppercase();
+    let (Some(select), Some(from)) = (upper.find("SELECT "), upper.find(" FROM ")) else {
+        return SqlError::Plan(message);
+    };
+    if from < select {
+        return SqlError::Plan(message);
+    }
+    let rest = &query[from..];
+    let table_end = rest[6..]
+        .trim_start()
+        .find(char::is_whitespace)
+        .map_or(rest.len(), |i| 6 + (rest[6..].len() - rest[6..].trim_start().len()) + i);
+    let table = &rest[..table_end];
+    let where_clause = upper[from..].find(" WHERE ").map(|w| &query[from + w + 7..]).map(|w| {
+        let upper = w.to_ascii_uppercase();
+        let end =
+            [" GROUP BY ", " HAVING ", " ORDER BY ", " LIMIT "].iter().filter_map(|k| upper.find(k)).min();
+        w[..end.unwrap_or(w.len())].trim().to_owned()
+    });
+    let mut items: Vec<(String, String)> = crate::ddl::split_statements(&query[select + 7..from])
+        .first()
+        .map(|list| split_list(list))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| (item.clone(), format!("SELECT {item}{table}")))
+        .collect();
+    if let Some(w) = where_clause {
+        items.push((format!("WHERE {w}"), format!("SELECT 1{table} WHERE {w}")));
+    }
+    for (item, probe) in items {
+        if ctx.sql(&probe).await.is_err() {
+            return SqlError::Plan(format!("{item}: {message}"));
+        }
+    }
+    SqlError::Plan(message)
+}
+
+/// Splits a SELECT list at top-level commas.
+fn split_list(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth, mut quote) = (Vec::new(), String::new(), 0i32, false);
+    for c in s.chars() {
+        match c {
+            '\'' => quote = !quote,
+            '(' if !quote => depth += 1,
+            ')' if !quote => depth -= 1,
+            ',' if !quote && depth == 0 => {
+                out.push(std::mem::take(&mut cur).trim().to_owned());
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_owned());
+    }
+    out
 }
 
 fn unsupported_node(name: &str) -> SqlError {

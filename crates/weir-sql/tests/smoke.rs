@@ -146,7 +146,9 @@ async fn user_defined_functions_plan_and_run() {
         Arc::new(|args: &[ColumnarValue]| {
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let v = arrays[0].as_primitive::<Float64Type>();
-            Ok(ColumnarValue::Array(Arc::new(v.iter().map(|x| x.map(|x| 2.0 * x)).collect::<Float64Array>()) as ArrayRef))
+            Ok(ColumnarValue::Array(
+                Arc::new(v.iter().map(|x| x.map(|x| 2.0 * x)).collect::<Float64Array>()) as ArrayRef
+            ))
         }),
     );
     ctx.register_udf(double);

@@ -1,0 +1,1 @@
+SELECT host, count(*) AS n FROM access GROUP BY host

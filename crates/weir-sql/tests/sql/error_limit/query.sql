@@ -1,0 +1,1 @@
+SELECT host FROM access LIMIT 10

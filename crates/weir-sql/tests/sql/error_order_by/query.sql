@@ -1,0 +1,1 @@
+SELECT host, bytes FROM access ORDER BY bytes

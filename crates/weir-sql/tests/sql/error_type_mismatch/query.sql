@@ -1,0 +1,1 @@
+SELECT id, host - 1 AS x FROM access
