@@ -163,3 +163,28 @@ async fn user_defined_functions_plan_and_run() {
     }
     assert_eq!(n, 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approximate_percentiles_run_in_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = rows(6_000);
+    data.sort_by_key(|r| r.0);
+    let ctx = context(dir.path(), &data).await;
+    let (batches, _) = run(
+        &ctx,
+        "SELECT window_start, status, approx_percentile_cont(latency_ms, 0.99) AS p99, max(latency_ms) AS top \
+         FROM access GROUP BY tumble(ts, INTERVAL '1' MINUTE), status",
+        2,
+    )
+    .await;
+    let mut windows = 0;
+    for b in &batches {
+        let (p99, top) = (b.column(2).as_primitive::<Float64Type>(), b.column(3).as_primitive::<Float64Type>());
+        for i in 0..b.num_rows() {
+            // latency_ms is i % 17 (0..=16): the 99th percentile of a window is 16 or very near.
+            assert!(p99.value(i) > 15.0 && p99.value(i) <= top.value(i) + 1e-9, "{} vs {}", p99.value(i), top.value(i));
+            windows += 1;
+        }
+    }
+    assert!(windows >= 3 * 3, "{windows}");
+}

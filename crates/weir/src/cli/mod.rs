@@ -103,6 +103,10 @@ pub(crate) fn init_tracing(format: LogFormat) {
 
 /// Runs one parsed command line.
 pub(crate) fn run(cli: Cli) -> Result<()> {
+    // `sql` writes from its pipeline's tasks; the others through one locked, buffered stdout.
+    if let Command::Sql(args) = &cli.command {
+        return sql::run(&cli.dir, args);
+    }
     let mut out = Output::new(cli.json);
     match cli.command {
         Command::Topic { command } => {
@@ -121,7 +125,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             runtime.block_on(consume::run(&log, &args, &mut out))?;
         }
         Command::Group { command } => group::run(&open_log(&cli.dir, false)?, command, &mut out)?,
-        Command::Sql(args) => sql::run(&cli.dir, &args)?,
+        Command::Sql(_) => {}
     }
     out.flush()
 }
