@@ -494,11 +494,9 @@ fn sql_runs_a_file_of_sources_and_sinks_and_one_off_queries() {
     weir.ok_with_input(&["produce", "access"], events.as_bytes());
     let out = weir.dir.path().join("per_status.jsonl");
     let script = weir.dir.path().join("pipeline.sql");
-    let sources = format!(
-        "CREATE SOURCE access (ts_ms BIGINT, status INT, latency_ms DOUBLE, ts AS to_timestamp_millis(ts_ms), \
+    let sources = "CREATE SOURCE access (ts_ms BIGINT, status INT, latency_ms DOUBLE, ts AS to_timestamp_millis(ts_ms), \
            WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
-           WITH (connector = 'log', topic = 'access', format = 'json', bounded = 'true');\n"
-    );
+           WITH (connector = 'log', topic = 'access', format = 'json', bounded = 'true');\n".to_owned();
     std::fs::write(
         &script,
         format!(
