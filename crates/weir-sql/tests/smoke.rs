@@ -179,12 +179,59 @@ async fn approximate_percentiles_run_in_windows() {
     .await;
     let mut windows = 0;
     for b in &batches {
-        let (p99, top) = (b.column(2).as_primitive::<Float64Type>(), b.column(3).as_primitive::<Float64Type>());
+        let (p99, top) =
+            (b.column(2).as_primitive::<Float64Type>(), b.column(3).as_primitive::<Float64Type>());
         for i in 0..b.num_rows() {
             // latency_ms is i % 17 (0..=16): the 99th percentile of a window is 16 or very near.
-            assert!(p99.value(i) > 15.0 && p99.value(i) <= top.value(i) + 1e-9, "{} vs {}", p99.value(i), top.value(i));
+            assert!(
+                p99.value(i) > 15.0 && p99.value(i) <= top.value(i) + 1e-9,
+                "{} vs {}",
+                p99.value(i),
+                top.value(i)
+            );
             windows += 1;
         }
     }
     assert!(windows >= 3 * 3, "{windows}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_files_round_trip_through_a_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = rows(3_000);
+    data.sort_by_key(|r| r.0);
+    let mut ctx = context(dir.path(), &data).await;
+    let parquet_dir = dir.path().join("pq");
+    let script = weir_sql::Script::parse(&format!(
+        "CREATE SINK copy WITH (connector = 'file', path = '{}', format = 'parquet', rows_per_file = '1000') AS \
+         SELECT ts_ms, status, latency_ms FROM access WHERE method = 'GET'",
+        parquet_dir.display()
+    ))
+    .unwrap();
+    let options = weir_sql::ScriptOptions { parallelism: 2, ..Default::default() };
+    script.run(&mut ctx, &options).await.unwrap();
+    let files = std::fs::read_dir(&parquet_dir).unwrap().count();
+    let gets = data.iter().filter(|r| r.3 == "GET").count();
+    assert!(files >= gets / 1000, "{files} files for {gets} rows");
+
+    let mut back = StreamContext::new();
+    let Statement::Source(def) = parse_statement(&format!(
+        "CREATE SOURCE copy (ts_ms BIGINT, status INT, latency_ms DOUBLE) \
+         WITH (connector = 'file', path = '{}/*.parquet', format = 'parquet')",
+        parquet_dir.display()
+    ))
+    .unwrap() else {
+        panic!()
+    };
+    back.register_source(&def).await.unwrap();
+    let (batches, _) = run(&back, "SELECT ts_ms, latency_ms FROM copy", 2).await;
+    let mut got: Vec<(i64, f64)> = Vec::new();
+    for b in &batches {
+        let (t, l) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Float64Type>());
+        got.extend((0..b.num_rows()).map(|i| (t.value(i), l.value(i))));
+    }
+    got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut want: Vec<(i64, f64)> = data.iter().filter(|r| r.3 == "GET").map(|r| (r.0, r.2)).collect();
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(got, want);
 }
