@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use weir_runtime::{Batch, Result, Sink, SinkWriter};
@@ -69,8 +69,8 @@ enum Format {
 pub struct FileSink {
     path: PathBuf,
     format: Format,
-    /// Single-file mode: the file all subtasks share, opened by the first.
-    shared: Option<Arc<OnceLock<Shared>>>,
+    /// Single-file mode: the file all subtasks share, opened (under the lock) by the first.
+    shared: Option<Arc<Mutex<Option<Shared>>>>,
 }
 
 /// The output every subtask of a single-file sink writes to.
@@ -125,17 +125,17 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
         let (out, open) = match &self.shared {
             None => (Arc::new(Mutex::new(Some(self.open(&path)?))), Arc::new(AtomicUsize::new(1))),
             Some(shared) => {
-                let shared = match shared.get() {
-                    Some(s) => s,
-                    None => {
-                        let opened = Shared {
-                            out: Arc::new(Mutex::new(Some(self.open(&path)?))),
-                            open: Arc::new(AtomicUsize::new(parallelism.max(1))),
-                        };
-                        shared.get_or_init(|| opened)
-                    }
-                };
-                (shared.out.clone(), shared.open.clone())
+                let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                if shared.is_none() {
+                    *shared = Some(Shared {
+                        out: Arc::new(Mutex::new(Some(self.open(&path)?))),
+                        open: Arc::new(AtomicUsize::new(parallelism.max(1))),
+                    });
+                }
+                match shared.as_ref() {
+                    Some(s) => (s.out.clone(), s.open.clone()),
+                    None => return Err(connector_error("file sink", path.display(), "not opened")),
+                }
             }
         };
         Ok(FileWriter { path, out, open, finished: false, line: Vec::new(), written: 0 })

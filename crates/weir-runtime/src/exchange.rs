@@ -108,6 +108,9 @@ where
             match msg {
                 Message::Data(batch) => {
                     if n == 1 {
+                        // Splits end at an exchange, whatever the parallelism.
+                        let mut batch = batch;
+                        batch.split = 0;
                         return send(&self.senders[0], (self.me, Message::Data(batch)), &self.blocked_ns)
                             .await;
                     }

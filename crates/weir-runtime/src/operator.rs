@@ -5,6 +5,8 @@
 //! chain: each pushes its output into a [`Collector`], and the chain hands the collected messages
 //! to the next operator in the same task, with no channel or copy in between.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
@@ -171,6 +173,8 @@ pub(crate) struct OpStage<In, Out, O> {
     next: Box<dyn Stage<Out>>,
     metrics: Option<OperatorMetrics>,
     dead_letters: DeadLetters,
+    /// The pipeline's count of late records ([`JobReport::late_records`](crate::JobReport)).
+    late_count: Arc<AtomicU64>,
     _in: std::marker::PhantomData<fn(In)>,
 }
 
@@ -180,8 +184,17 @@ impl<In, Out, O> OpStage<In, Out, O> {
         next: Box<dyn Stage<Out>>,
         metrics: Option<OperatorMetrics>,
         dead_letters: DeadLetters,
+        late_count: Arc<AtomicU64>,
     ) -> Self {
-        OpStage { op, out: Collector::default(), next, metrics, dead_letters, _in: std::marker::PhantomData }
+        OpStage {
+            op,
+            out: Collector::default(),
+            next,
+            metrics,
+            dead_letters,
+            late_count,
+            _in: std::marker::PhantomData,
+        }
     }
 }
 
@@ -217,6 +230,10 @@ where
         let dropped = std::mem::take(&mut self.out.dropped);
         if !self.out.dead.is_empty() {
             self.dead_letters.send(std::mem::take(&mut self.out.dead));
+        }
+        let late = dropped[DropReason::Late as usize];
+        if late > 0 {
+            self.late_count.fetch_add(late, Ordering::Relaxed);
         }
         if let Some(m) = &self.metrics {
             let records_out =

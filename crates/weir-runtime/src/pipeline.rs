@@ -645,10 +645,11 @@ impl<T: Send + 'static> Stream<T> {
                     .map(|(m, l)| m.operator(l, subtask, stateful));
                 let close = lane.close;
                 let dead_letters = self.ctx.dead_letters.clone();
+                let late_count = self.ctx.late_count.clone();
                 Lane {
                     name: format!("{} -> {name}", lane.name),
                     close: Box::new(move |next: Box<dyn Stage<U>>| {
-                        close(Box::new(OpStage::new(op, next, metrics, dead_letters)))
+                        close(Box::new(OpStage::new(op, next, metrics, dead_letters, late_count)))
                     }),
                 }
             })
@@ -929,7 +930,7 @@ where
         let key = self.keyed.key.clone();
         let spec = self.spec;
         let lateness = self.lateness;
-        let late = LateRecords { tx: self.late.clone(), count: self.keyed.stream.ctx.late_count.clone() };
+        let late = LateRecords { tx: self.late.clone() };
         let invalid = spec.validate().err();
         let stream = self.keyed.stream.operator("window", || {
             WindowOperator::new(key.clone(), spec, agg.clone(), lateness, late.clone())

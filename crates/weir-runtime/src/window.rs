@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -167,12 +166,11 @@ pub struct WindowResult<K, V> {
 /// Where late records go.
 pub(crate) struct LateRecords<T> {
     pub(crate) tx: Option<mpsc::UnboundedSender<Batch<T>>>,
-    pub(crate) count: Arc<AtomicU64>,
 }
 
 impl<T> Clone for LateRecords<T> {
     fn clone(&self) -> Self {
-        LateRecords { tx: self.tx.clone(), count: self.count.clone() }
+        LateRecords { tx: self.tx.clone() }
     }
 }
 
@@ -413,7 +411,6 @@ where
         self.fired += self.emit_refired(refired, out);
         if !late.is_empty() {
             out.dropped(crate::operator::DropReason::Late, late.len() as u64);
-            self.late.count.fetch_add(late.len() as u64, Ordering::Relaxed);
             if let Some(tx) = &self.late.tx {
                 let _ = tx.send(Batch::new(late));
             }

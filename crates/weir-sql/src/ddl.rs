@@ -269,7 +269,7 @@ fn parse_source(s: &str) -> Result<SourceDef> {
     let mut def = SourceDef { name, columns: Vec::new(), computed: Vec::new(), watermark: None, options };
     for item in split_top_level(columns_text) {
         let upper = item.to_ascii_uppercase();
-        if upper.starts_with("WATERMARK") {
+        if upper.split_whitespace().take(2).eq(["WATERMARK", "FOR"]) {
             if def.watermark.is_some() {
                 return Err(parse_error(format!("CREATE SOURCE {}: more than one WATERMARK", def.name)));
             }
@@ -418,6 +418,10 @@ mod tests {
         assert!(err("CREATE SOURCE a (x INT) WITH (k)").contains("not key = 'value'"));
         assert!(err("CREATE SOURCE a (x INT, WATERMARK FOR x AS x + 1)").contains("expected WATERMARK FOR"));
         assert!(err("CREATE SINK s WITH (a = 'b') SELECT 1").contains("expected WITH (...) AS SELECT"));
+        let Ok(Statement::Source(s)) = parse_statement("CREATE SOURCE a (watermark_ms BIGINT)") else {
+            panic!()
+        };
+        assert_eq!(s.columns, [("watermark_ms".to_owned(), "BIGINT".to_owned())]);
         assert!(err("CREATE SOURCE a (x INT").contains("unbalanced"));
     }
 }

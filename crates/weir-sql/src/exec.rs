@@ -372,7 +372,8 @@ impl WindowAggregate {
         if let WindowKind::Session { gap } = self.spec.window {
             for i in 0..rows {
                 let ts = starts.value(i);
-                if (ts + gap - 1) <= self.watermark {
+                // Late only if the session it would join (or open) already closed.
+                if self.merged_end(key_of(i), ts, ts.saturating_add(gap)) - 1 <= self.watermark {
                     late += 1;
                     continue;
                 }
@@ -438,6 +439,27 @@ impl WindowAggregate {
             }
         }
         Ok(late)
+    }
+
+    /// The end of the session `[start, end)` would form with the open sessions of `key`.
+    fn merged_end(&self, key: &[u8], start: i64, end: i64) -> i64 {
+        let (mut start, mut end) = (start, end);
+        if let Some(sessions) = self.sessions.get(key) {
+            // Merging can chain: repeat until no open session touches [start, end).
+            loop {
+                let before = (start, end);
+                for s in sessions {
+                    if s.start <= end && start <= s.end {
+                        start = start.min(s.start);
+                        end = end.max(s.end);
+                    }
+                }
+                if (start, end) == before {
+                    break;
+                }
+            }
+        }
+        end
     }
 
     fn add_to_session(

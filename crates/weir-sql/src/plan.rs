@@ -38,6 +38,9 @@ use crate::exec::{AggregateSpec, Filter, KeyHash, Project, Scan, WindowAggregate
 use crate::source::{Connector, Format, SourceConfig};
 use crate::window::{self, WINDOW_END, WINDOW_START, WindowCall, WindowKind};
 
+/// How long a source split may send nothing before it stops holding the watermark back.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Sources, and the planner for queries over them.
 #[derive(Debug, Default, Clone)]
 pub struct StreamContext {
@@ -480,7 +483,7 @@ async fn locate_error(ctx: &SessionContext, query: &str, error: SqlError) -> Sql
     let (Some(select), Some(from)) = (upper.find("SELECT "), upper.find(" FROM ")) else {
         return SqlError::Plan(message);
     };
-    if from < select {
+    if from < select + 7 {
         return SqlError::Plan(message);
     }
     let rest = &query[from..];
@@ -628,7 +631,10 @@ impl SqlStream {
     pub fn build(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
         let mut s = self.source.stream(p)?;
         if let Some((col, bound)) = self.source.event_time {
-            let strategy = Watermarks::bounded_out_of_orderness(Duration::from_millis(bound.max(0) as u64));
+            // A log partition announced up front holds the watermark back until it sends
+            // records; one that stays empty must not stop every window for ever.
+            let strategy = Watermarks::bounded_out_of_orderness(Duration::from_millis(bound.max(0) as u64))
+                .with_idle_timeout(IDLE_TIMEOUT);
             s = s.assign_timestamps(move |b: &RecordBatch| max_event_time(b, col), strategy);
         }
         let scan = self.scan.clone();
