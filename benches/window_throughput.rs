@@ -43,23 +43,25 @@
 //! directory under `WEIR_BENCH_DIR` if that is set, else under Cargo's `CARGO_TARGET_TMPDIR`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write as _};
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use weir_benches::{Args, Target, bench_root, describe_fs, load_average, pass, print_summary, si};
+use weir_benches::access_events::{
+    Acc, CSV_HEADER, Event, Totals, Value, WINDOW_MS, WindowOut, aggregate_windows, generate, parse,
+    parse_lines, print_input,
+};
+use weir_benches::{
+    Args, Budget, Figures, Sched, Target, bench_root, check_report, describe_fs, median, print_disturbed,
+    print_summary, secs, start,
+};
 
 use anyhow::{Context, Result, bail, ensure};
 use tokio::runtime::Runtime;
 use weir_connectors::{FileSource, ParseExt};
-use weir_runtime::{
-    Avg, Batch, CollectSink, Count, JobReport, MemorySource, Pipeline, Sink, SinkWriter, Stream, Sum,
-    Traceable, TumblingWindows, Watermarks, WindowResult,
-};
+use weir_runtime::{Batch, CollectSink, JobReport, MemorySource, Pipeline, Sink, SinkWriter, Traceable};
 
 const USAGE: &str =
     "usage: window_throughput [--quick] [FILTER]   (FILTER: substring of row ids, e.g. str/p2)";
@@ -69,14 +71,6 @@ const TARGET_MEMORY_EVENTS_PER_SEC: f64 = 2_000_000.0;
 const TARGET_FILE_EVENTS_PER_SEC: f64 = 1_000_000.0;
 const TARGET_HAND_RATIO: f64 = 1.5;
 
-const WINDOW: Duration = Duration::from_secs(10);
-const WINDOW_MS: i64 = 10_000;
-const DISORDER: Duration = Duration::from_secs(2);
-const DISORDER_MS: u64 = 2_000;
-/// Event time of the first line: 2023-11-14T22:13:20Z.
-const START_MS: i64 = 1_700_000_000_000;
-const EVENTS_PER_MS: i64 = 10;
-const CSV_HEADER: &str = "ts,ip,method,path,status,bytes,latency_ms";
 /// The CSV files the lines are split into (each subtask reads its share of the files).
 const FILES: usize = 2;
 
@@ -88,35 +82,6 @@ const METRICS_BATCH_SIZE: usize = 1024;
 const TARGET_METRICS_OVERHEAD: f64 = 0.03;
 /// File sources run at their default batch size only.
 const FILE_BATCH_SIZE: usize = weir_connectors::DEFAULT_BATCH_SIZE;
-
-/// Status codes and their weight per mille.
-const STATUSES: [(u16, u64); 8] =
-    [(200, 800), (304, 60), (404, 50), (500, 25), (301, 20), (400, 20), (401, 15), (503, 10)];
-const PATHS: [(&str, bool); 6] = [
-    ("/api/v1/items/", true),
-    ("/api/v1/users/", true),
-    ("/api/v1/orders/", true),
-    ("/static/app.", true),
-    ("/healthz", false),
-    ("/", false),
-];
-
-struct Budget {
-    events: usize,
-    /// Timed runs of every row; each round runs every row once, the order reversed every other
-    /// round, so drift on the machine falls on all rows alike.
-    rounds: usize,
-}
-
-impl Budget {
-    fn full() -> Budget {
-        Budget { events: 10_000_000, rounds: 3 }
-    }
-
-    fn quick() -> Budget {
-        Budget { events: 200_000, rounds: 1 }
-    }
-}
 
 /// Where the lines are: each form has its hand loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -239,24 +204,14 @@ fn select_rows(args: &Args) -> Vec<Row> {
 
 fn main() -> Result<()> {
     let args = Args::parse(USAGE)?;
-    let budget = if args.quick { Budget::quick() } else { Budget::full() };
+    let budget = Budget::of(&args);
     let rows = select_rows(&args);
     if rows.is_empty() {
         bail!("no row id contains {:?}\n{USAGE}", args.filter.as_deref().unwrap_or(""));
     }
     let wants = |input: Input| rows.iter().any(|r| r.input() == input);
-    let workers = std::thread::available_parallelism().map_or(2, usize::from);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
+    let (runtime, workers) = start("weir-runtime windowed aggregation benchmark", &args)?;
     let started = Instant::now();
-
-    println!("weir-runtime windowed aggregation benchmark");
-    println!(
-        "  mode: {}   filter: {}   cpus: {}   tokio worker threads: {workers}",
-        if args.quick { "--quick (smoke run; figures not meaningful)" } else { "full" },
-        args.filter.as_deref().unwrap_or("(none)"),
-        std::thread::available_parallelism().map_or(0, usize::from),
-    );
-    println!("  load average at start: {}", load_average());
 
     let generated = Instant::now();
     let text: &'static str = generate(budget.events)?.leak();
@@ -280,16 +235,7 @@ fn main() -> Result<()> {
     }
     let status_share = status_share(&expected.groups, events);
 
-    println!(
-        "  input: {} CSV lines `{CSV_HEADER}`, {:.1} MB ({:.1} B/line),",
-        group(events),
-        input_bytes as f64 / 1e6,
-        input_bytes as f64 / events as f64
-    );
-    println!(
-        "    {EVENTS_PER_MS} per ms of event time ({:.0} s), each 0–{DISORDER_MS} ms older than its place in the",
-        events as f64 / EVENTS_PER_MS as f64 / 1e3
-    );
+    print_input(events, input_bytes);
     println!(
         "    sequence (up to 2 s of disorder); generated untimed in {:.1} s; statuses: {status_share}",
         generated.as_secs_f64()
@@ -316,12 +262,7 @@ fn main() -> Result<()> {
     println!("    str, string: MemorySource. file: FileSource::lines -> filter(not the header) -> try_map.");
     println!("    file-csv: FileSource::csv::<Event> -> parsed() (csv crate + serde, by column name).");
     println!("    The wall time covers building the pipeline and run() until every sink finished.");
-    println!(
-        "  {} timed round(s); each runs every row once, in reverse order every other round. Figures are",
-        budget.rounds
-    );
-    println!("    medians over the rounds; `range` is the fastest and slowest run.");
-    println!("  cpu = CPU time of all the process's threads during the run (/proc/self/task/*/schedstat).");
+    budget.print_rounds();
     println!("  wall/hand = row's wall time / its input's hand loop wall time (target ≤ 1.5, held at p1");
     println!("    and at p2 alike; note p1 already runs source and window tasks on 2 threads); cpu/hand is");
     println!("    the same ratio of CPU time.");
@@ -351,33 +292,29 @@ fn main() -> Result<()> {
         }
     }
 
-    let mut samples: Vec<Vec<Sample>> = rows.iter().map(|_| Vec::new()).collect();
-    for round in 0..budget.rounds {
-        let order: Vec<usize> =
-            if round % 2 == 0 { (0..rows.len()).collect() } else { (0..rows.len()).rev().collect() };
-        for i in order {
-            let row = rows[i];
-            let sample = match row {
-                Row::Hand(Input::Str) => time_hand(|| Ok(hand_loop(&lines)), &expected),
-                Row::Hand(Input::Owned) => match &owned {
-                    Some(owned) => time_hand(|| Ok(hand_loop(owned)), &expected),
-                    None => bail!("no String lines were built"),
-                },
-                Row::Hand(Input::File) => match &files {
-                    Some(files) => time_hand(|| hand_files(files), &expected),
-                    None => bail!("no CSV files were written"),
-                },
-                Row::Weir { .. } => time_weir(&runtime, &sources, row, &expected, events),
-            }
-            .with_context(|| format!("{}: round {round}", row.id()))?;
-            samples[i].push(sample);
+    let samples = budget.run_rounds(rows.len(), |round, i| {
+        let row = rows[i];
+        match row {
+            Row::Hand(Input::Str) => time_hand(|| Ok(hand_loop(&lines)), &expected),
+            Row::Hand(Input::Owned) => match &owned {
+                Some(owned) => time_hand(|| Ok(hand_loop(owned)), &expected),
+                None => bail!("no String lines were built"),
+            },
+            Row::Hand(Input::File) => match &files {
+                Some(files) => time_hand(|| hand_files(files), &expected),
+                None => bail!("no CSV files were written"),
+            },
+            Row::Weir { .. } => time_weir(&runtime, &sources, row, &expected, events),
         }
-    }
+        .with_context(|| format!("{}: round {round}", row.id()))
+    })?;
 
     let mut targets = Vec::new();
     print_table(&rows, &samples, events, input_bytes, &mut targets);
     print_metrics_overhead(&rows, &samples, &mut targets);
-    print_disturbed(&rows, &samples);
+    print_disturbed(rows.iter().zip(&samples).flat_map(|(row, s)| {
+        s.iter().enumerate().map(|(round, sample)| (row.id(), round, sample.wall, sample.sched))
+    }));
     print_skew(&rows, &samples, events);
 
     print_summary(&targets, started);
@@ -385,7 +322,7 @@ fn main() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The events and their parsing, shared by the hand loops and the pipelines.
+// The lines (the events, their parsing and generator are `weir_benches::access_events`).
 
 /// One CSV line, a slice of the input text (which lives for the whole process).
 #[derive(Debug, Clone, Copy)]
@@ -399,121 +336,6 @@ impl Traceable for StrLine {
     fn payload(&self) -> String {
         self.0.to_owned()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-enum Method {
-    Get,
-    Post,
-    Put,
-    Delete,
-    Head,
-}
-
-/// A parsed access event. The path is checked but not kept: nothing reads it, and keeping it
-/// would cost an allocation per event for owned lines. (`file-csv` maps CSV columns to these
-/// fields by name; its `path` column has no field and is skipped.)
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
-struct Event {
-    ts: i64,
-    #[expect(dead_code, reason = "parsed as a real job would; the aggregation does not read it")]
-    ip: Ipv4Addr,
-    #[expect(dead_code, reason = "parsed as a real job would; the aggregation does not read it")]
-    method: Method,
-    status: u16,
-    bytes: u64,
-    latency_ms: u32,
-}
-
-/// A line that does not parse; names the field.
-#[derive(Debug)]
-struct ParseError(&'static str);
-
-impl std::fmt::Display for ParseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "bad or missing field `{}`", self.0)
-    }
-}
-
-fn parse(line: &str) -> Result<Event, ParseError> {
-    let mut fields = line.split(',');
-    let mut field = |name: &'static str| fields.next().ok_or(ParseError(name));
-    let ts = field("ts")?.parse().map_err(|_| ParseError("ts"))?;
-    let ip = field("ip")?.parse().map_err(|_| ParseError("ip"))?;
-    let method = match field("method")? {
-        "GET" => Method::Get,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "DELETE" => Method::Delete,
-        "HEAD" => Method::Head,
-        _ => return Err(ParseError("method")),
-    };
-    if !field("path")?.starts_with('/') {
-        return Err(ParseError("path"));
-    }
-    let status = field("status")?.parse().map_err(|_| ParseError("status"))?;
-    if !(100..=599).contains(&status) {
-        return Err(ParseError("status"));
-    }
-    let bytes = field("bytes")?.parse().map_err(|_| ParseError("bytes"))?;
-    let latency_ms = field("latency_ms")?.parse().map_err(|_| ParseError("latency_ms"))?;
-    if fields.next().is_some() {
-        return Err(ParseError("end of line"));
-    }
-    Ok(Event { ts, ip, method, status, bytes, latency_ms })
-}
-
-/// splitmix64: deterministic, and good enough to spread the fields.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// `n` CSV lines, each ending in `\n`.
-fn generate(n: usize) -> Result<String> {
-    let mut rng = Rng(0x5eed);
-    let mut text = String::with_capacity(n * 64);
-    for i in 0..n {
-        let place = START_MS + i as i64 / EVENTS_PER_MS;
-        let ts = place - (rng.next() % (DISORDER_MS + 1)) as i64;
-        let r = rng.next();
-        let ip = Ipv4Addr::new(10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8);
-        let method = match (r >> 32) % 100 {
-            0..70 => "GET",
-            70..88 => "POST",
-            88..94 => "PUT",
-            94..98 => "DELETE",
-            _ => "HEAD",
-        };
-        let (path, with_id) = PATHS[((r >> 40) % PATHS.len() as u64) as usize];
-        let r = rng.next();
-        let mut pick = r % 1000;
-        let mut status = STATUSES[0].0;
-        for (code, weight) in STATUSES {
-            if pick < weight {
-                status = code;
-                break;
-            }
-            pick -= weight;
-        }
-        let bytes = 200 + (r >> 10) % 60_000;
-        let u = (r >> 30) % 1000;
-        let latency = 1 + u * u / 1000 + (r >> 40) % 20;
-        write!(text, "{ts},{ip},{method},{path}")?;
-        if with_id {
-            write!(text, "{}", (r >> 48) % 100_000)?;
-        }
-        writeln!(text, ",{status},{bytes},{latency}")?;
-    }
-    Ok(text)
 }
 
 /// The lines as CSV files with a header, in a temporary directory removed on drop.
@@ -556,35 +378,8 @@ impl CsvFiles {
 // ---------------------------------------------------------------------------------------------
 // The hand-written loops.
 
-/// count, sum of latency_ms, sum of bytes.
-type Acc = (u64, u64, u64);
-
-struct HandResult {
-    groups: HashMap<(u16, i64), Acc>,
-    bad: u64,
-}
-
-impl HandResult {
-    fn new() -> HandResult {
-        HandResult { groups: HashMap::new(), bad: 0 }
-    }
-
-    fn add(&mut self, line: &str) {
-        match parse(line) {
-            Ok(e) => {
-                let start = e.ts - e.ts.rem_euclid(WINDOW_MS);
-                let acc = self.groups.entry((e.status, start)).or_default();
-                acc.0 += 1;
-                acc.1 += u64::from(e.latency_ms);
-                acc.2 += e.bytes;
-            }
-            Err(_) => self.bad += 1,
-        }
-    }
-}
-
-fn hand_loop<L: AsRef<str>>(lines: &[L]) -> HandResult {
-    let mut result = HandResult::new();
+fn hand_loop<L: AsRef<str>>(lines: &[L]) -> Totals {
+    let mut result = Totals::new();
     for line in lines {
         result.add(line.as_ref());
     }
@@ -599,8 +394,8 @@ impl AsRef<str> for StrLine {
 
 /// The hand loop over the CSV files: a 64 KiB `BufReader` each (as `FileSource`), one `String`
 /// reused for every line, the header skipped.
-fn hand_files(files: &CsvFiles) -> Result<HandResult> {
-    let mut result = HandResult::new();
+fn hand_files(files: &CsvFiles) -> Result<Totals> {
+    let mut result = Totals::new();
     let mut line = String::new();
     for path in &files.paths {
         let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
@@ -620,7 +415,7 @@ fn hand_files(files: &CsvFiles) -> Result<HandResult> {
     Ok(result)
 }
 
-fn time_hand(run: impl FnOnce() -> Result<HandResult>, expected: &HandResult) -> Result<Sample> {
+fn time_hand(run: impl FnOnce() -> Result<Totals>, expected: &Totals) -> Result<Sample> {
     let before = Sched::now();
     let start = Instant::now();
     let result = std::hint::black_box(run()?);
@@ -633,9 +428,7 @@ fn time_hand(run: impl FnOnce() -> Result<HandResult>, expected: &HandResult) ->
 // ---------------------------------------------------------------------------------------------
 // The pipelines.
 
-/// (count, average latency, sum of bytes) of one status in one window.
-type Value = (u64, Option<f64>, u64);
-type Out = WindowResult<u16, Value>;
+type Out = WindowOut;
 
 /// The sources of the selected rows, built once (cloning a memory source shares its records).
 struct Sources {
@@ -657,16 +450,6 @@ impl Sources {
             pattern: files.and_then(|f| f.pattern().ok()),
         }
     }
-}
-
-/// The part every pipeline shares, after the events are parsed.
-fn window_and_sink<S: Sink<Out>>(events: Stream<Event>, sink: S) {
-    events
-        .assign_timestamps(|e: &Event| e.ts, Watermarks::bounded_out_of_orderness(DISORDER))
-        .key_by(|e: &Event| e.status)
-        .window(TumblingWindows::of(WINDOW))
-        .aggregate((Count, Avg::of(|e: &Event| f64::from(e.latency_ms)), Sum::of(|e: &Event| e.bytes)))
-        .sink(sink);
 }
 
 /// Builds `row`'s pipeline, writing to `sink`, and runs it on the runtime.
@@ -691,16 +474,14 @@ fn run_row<S: Sink<Out>>(runtime: &Runtime, sources: &Sources, row: Row, sink: S
         }
         Source::File => {
             let pattern = sources.pattern.as_ref().ok_or_else(missing)?;
-            p.source(FileSource::lines(pattern.as_str()).batch_size(batch))
-                .filter(|l| l.line != 1)
-                .try_map(|l: &weir_connectors::Line| parse(&l.text))
+            parse_lines(p.source(FileSource::lines(pattern.as_str()).batch_size(batch)))
         }
         Source::FileCsv => {
             let pattern = sources.pattern.as_ref().ok_or_else(missing)?;
             p.source(FileSource::csv::<Event>(pattern.as_str()).batch_size(batch)).parsed()
         }
     };
-    window_and_sink(events, sink);
+    aggregate_windows(events).sink(sink);
     Ok(runtime.block_on(p.run())?)
 }
 
@@ -708,7 +489,7 @@ fn time_weir(
     runtime: &Runtime,
     sources: &Sources,
     row: Row,
-    expected: &HandResult,
+    expected: &Totals,
     events: u64,
 ) -> Result<Sample> {
     let Row::Weir { parallelism, .. } = row else { bail!("{} is not a Weir row", row.id()) };
@@ -737,14 +518,8 @@ fn time_weir(
     })
 }
 
-fn check_report(report: &JobReport) -> Result<()> {
-    ensure!(report.dead_letters == 0, "{} dead letters", report.dead_letters);
-    ensure!(report.late_records == 0, "{} late records", report.late_records);
-    Ok(())
-}
-
 /// One collecting run of `row`, its results compared with the hand loop's window by window.
-fn verify(runtime: &Runtime, sources: &Sources, row: Row, expected: &HandResult) -> Result<()> {
+fn verify(runtime: &Runtime, sources: &Sources, row: Row, expected: &Totals) -> Result<()> {
     let out = CollectSink::new();
     let report = run_row(runtime, sources, row, out.clone())
         .with_context(|| format!("verification run of {}", row.id()))?;
@@ -860,12 +635,6 @@ struct Sample {
     per_subtask: Vec<u64>,
 }
 
-/// Median (the upper one of an even count) of some durations.
-fn median(mut v: Vec<Duration>) -> Option<Duration> {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied()
-}
-
 fn print_table(
     rows: &[Row],
     samples: &[Vec<Sample>],
@@ -886,15 +655,9 @@ fn print_table(
     let hand_cpu = hand(|s| Some(s.sched?.cpu));
     println!();
     println!(
-        "{:<22} {:>4} {:>8} {:>15} {:>9} {:>8} {:>7} {:>7} {:>9} {:>8} {:>7} {:>7} {:>7}  targets",
+        "{:<22} {} {:>9} {:>8} {:>7} {:>7} {:>7}  targets",
         "id",
-        "runs",
-        "wall",
-        "range",
-        "events/s",
-        "MB/s in",
-        "cpu",
-        "cpu/ev",
+        Figures::header(),
         "wall/hand",
         "cpu/hand",
         "backpr",
@@ -903,13 +666,11 @@ fn print_table(
     );
     for (row, s) in rows.iter().zip(samples) {
         let id = row.id();
-        let Some(wall) = median(s.iter().map(|s| s.wall).collect()) else { continue };
-        let low = s.iter().map(|s| s.wall).min().unwrap_or(wall);
-        let high = s.iter().map(|s| s.wall).max().unwrap_or(wall);
-        let cpu = median(s.iter().filter_map(|s| Some(s.sched?.cpu)).collect());
+        let walls = s.iter().map(|s| s.wall).collect();
+        let cpus = s.iter().filter_map(|s| Some(s.sched?.cpu)).collect();
+        let Some(figures) = Figures::of(walls, cpus, events, input_bytes) else { continue };
+        let Figures { wall, cpu, rate, .. } = figures;
         let wait = median(s.iter().filter_map(|s| Some(s.sched?.wait)).collect());
-        let rate = events as f64 / wall.as_secs_f64().max(1e-9);
-        let mb = input_bytes as f64 / wall.as_secs_f64().max(1e-9) / 1e6;
         let wall_ratio = hand_wall.get(&row.input()).map(|h| wall.as_secs_f64() / h.as_secs_f64().max(1e-9));
         let cpu_ratio =
             cpu.zip(hand_cpu.get(&row.input())).map(|(c, h)| c.as_secs_f64() / h.as_secs_f64().max(1e-9));
@@ -918,42 +679,27 @@ fn print_table(
         let mut verdicts = Vec::new();
         if let Row::Weir { source, parallelism, .. } = row {
             let (target, what) = source.target();
-            let met = rate >= target;
-            verdicts.push(format!("≥{}M ev/s {}", target / 1e6, pass(met)));
-            targets.push(Target {
-                what: format!("{id}: ≥ {} events/s {what}", group(target as u64)),
-                measured: format!("{} events/s", si(rate)),
-                met,
-            });
+            let (target, verdict) = Target::min_rate(&id, rate, target, what);
+            targets.push(target);
+            verdicts.push(verdict);
             // The overhead target compares like with like: the hand loop parses with the same
             // function as the `str`, `string` and `file` rows; `file-csv` parses with the csv
             // crate and serde, so its ratio is printed but is not a framework-overhead figure.
             if let Some(ratio) = wall_ratio.filter(|_| *source != Source::FileCsv) {
-                let met = ratio <= TARGET_HAND_RATIO;
-                verdicts.push(format!("≤1.5x hand {}", pass(met)));
-                targets.push(Target {
-                    what: format!(
-                        "{id}: ≤ 1.5 × hand/{} wall time (parallelism {parallelism})",
-                        row.input().name()
-                    ),
-                    measured: format!(
-                        "{ratio:.2} × wall, {} × CPU",
-                        cpu_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}"))
-                    ),
-                    met,
-                });
+                let what = format!(
+                    "{id}: ≤ 1.5 × hand/{} wall time (parallelism {parallelism})",
+                    row.input().name()
+                );
+                let (target, verdict) =
+                    Target::max_ratio(what, "≤1.5x hand", ratio, cpu_ratio, TARGET_HAND_RATIO);
+                targets.push(target);
+                verdicts.push(verdict);
             }
         }
         println!(
-            "{:<22} {:>4} {:>8} {:>15} {:>9} {:>8.1} {:>7} {:>7} {:>9} {:>8} {:>7} {:>7} {:>7}  {}",
+            "{:<22} {} {:>9} {:>8} {:>7} {:>7} {:>7}  {}",
             id,
-            s.len(),
-            secs(wall),
-            format!("{}–{}", secs(low), secs(high)),
-            si(rate),
-            mb,
-            cpu.map_or("n/a".to_owned(), secs),
-            cpu.map_or("n/a".to_owned(), |c| format!("{:.0}ns", c.as_nanos() as f64 / events as f64)),
+            figures.columns(),
             wall_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}")),
             cpu_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}")),
             backpressure.map_or("-".to_owned(), secs),
@@ -1008,36 +754,6 @@ fn print_metrics_overhead(rows: &[Row], samples: &[Vec<Sample>], targets: &mut V
     }
 }
 
-/// Lists the runs other load on the machine slowed down noticeably.
-fn print_disturbed(rows: &[Row], samples: &[Vec<Sample>]) {
-    let mut disturbed = Vec::new();
-    for (row, s) in rows.iter().zip(samples) {
-        for (round, sample) in s.iter().enumerate() {
-            if let Some(sched) = sample.sched
-                && sched.wait.as_secs_f64() > 0.05 * sample.wall.as_secs_f64()
-                && sched.wait > Duration::from_millis(10)
-            {
-                disturbed.push(format!(
-                    "{} round {round}: waited {} for a CPU in {} wall",
-                    row.id(),
-                    secs(sched.wait),
-                    secs(sample.wall)
-                ));
-            }
-        }
-    }
-    if disturbed.is_empty() {
-        return;
-    }
-    println!();
-    println!(
-        "WARNING: other load on the machine slowed these runs (rq wait > 5 % of wall); rerun when idle:"
-    );
-    for d in disturbed {
-        println!("  {d}");
-    }
-}
-
 /// How the events spread over the window subtasks (key_by(status) has few keys).
 fn print_skew(rows: &[Row], samples: &[Vec<Sample>], events: u64) {
     let shown = rows.iter().zip(samples).find_map(|(row, s)| match row {
@@ -1071,54 +787,4 @@ fn status_share(groups: &HashMap<(u16, i64), Acc>, events: u64) -> String {
         .map(|(status, n)| format!("{status} {:.1} %", 100.0 * *n as f64 / events.max(1) as f64))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Scheduler times summed over the process's threads (`/proc/self/task/*/schedstat`).
-#[derive(Debug, Clone, Copy)]
-struct Sched {
-    /// Time on a CPU.
-    cpu: Duration,
-    /// Time runnable but waiting for a CPU: other load on the machine (the bench's busy threads,
-    /// the runtime's workers or the main thread, never outnumber the CPUs).
-    wait: Duration,
-}
-
-impl Sched {
-    /// The times so far (threads that exited are not counted).
-    fn now() -> Option<Sched> {
-        let (mut cpu, mut wait) = (0u64, 0u64);
-        for entry in std::fs::read_dir("/proc/self/task").ok()? {
-            let Ok(entry) = entry else { continue };
-            // A thread that exited between the listing and the read is skipped.
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
-            let mut fields = stat.split_whitespace();
-            cpu += fields.next()?.parse::<u64>().ok()?;
-            wait += fields.next()?.parse::<u64>().ok()?;
-        }
-        Some(Sched { cpu: Duration::from_nanos(cpu), wait: Duration::from_nanos(wait) })
-    }
-
-    /// The times since `before`.
-    fn since(before: Option<Sched>) -> Option<Sched> {
-        let (before, now) = (before?, Sched::now()?);
-        Some(Sched { cpu: now.cpu.saturating_sub(before.cpu), wait: now.wait.saturating_sub(before.wait) })
-    }
-}
-
-/// Seconds with three decimals.
-fn secs(d: Duration) -> String {
-    format!("{:.3}s", d.as_secs_f64())
-}
-
-/// An integer with thousands separators.
-fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
