@@ -157,8 +157,8 @@ pub fn split_statements(script: &str) -> Vec<String> {
     out
 }
 
-/// Splits at top-level commas.
-fn split_top_level(s: &str) -> Vec<String> {
+/// Splits at top-level commas (not inside parentheses or quotes).
+pub(crate) fn split_top_level(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut depth = 0i32;

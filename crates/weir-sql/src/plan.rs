@@ -500,7 +500,7 @@ async fn locate_error(ctx: &SessionContext, query: &str, error: SqlError) -> Sql
     });
     let mut items: Vec<(String, String)> = crate::ddl::split_statements(&query[select + 7..from])
         .first()
-        .map(|list| split_list(list))
+        .map(|list| crate::ddl::split_top_level(list))
         .unwrap_or_default()
         .into_iter()
         .map(|item| (item.clone(), format!("SELECT {item}{table}")))
@@ -514,28 +514,6 @@ async fn locate_error(ctx: &SessionContext, query: &str, error: SqlError) -> Sql
         }
     }
     SqlError::Plan(message)
-}
-
-/// Splits a SELECT list at top-level commas.
-fn split_list(s: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth, mut quote) = (Vec::new(), String::new(), 0i32, false);
-    for c in s.chars() {
-        match c {
-            '\'' => quote = !quote,
-            '(' if !quote => depth += 1,
-            ')' if !quote => depth -= 1,
-            ',' if !quote && depth == 0 => {
-                out.push(std::mem::take(&mut cur).trim().to_owned());
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur.trim().to_owned());
-    }
-    out
 }
 
 fn unsupported_node(name: &str) -> SqlError {

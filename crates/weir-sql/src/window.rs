@@ -8,7 +8,7 @@
 //! runtime; a row belongs to `size / slide` sliding windows — and a session aggregate merges
 //! `[t, t + gap)` per group when they overlap or touch.
 
-use crate::ddl::parse_interval_ms;
+use crate::ddl::{parse_interval_ms, split_top_level};
 use crate::error::{Result, SqlError};
 
 /// Names of the columns a windowed query groups by and may select.
@@ -111,7 +111,7 @@ pub fn rewrite(query: &str) -> Result<(String, Option<WindowCall>)> {
         .find(|t| t.text == ")" && t.depth == 0)
         .ok_or_else(|| SqlError::Parse(format!("{kind}(: missing ')'")))?;
     let args_text = &query[open.end..close.start];
-    let args = split_args(args_text);
+    let args = split_top_level(args_text);
     let interval = |i: usize, what: &str| -> Result<i64> {
         let text = args.get(i).map(String::as_str).unwrap_or("");
         match parse_interval_ms(text) {
@@ -235,36 +235,6 @@ fn scan(q: &str) -> Vec<Token<'_>> {
             }
             _ => i += 1,
         }
-    }
-    out
-}
-
-/// Splits call arguments at top-level commas.
-fn split_args(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut depth = 0;
-    let mut quote = false;
-    for c in s.chars() {
-        match c {
-            '\'' => {
-                quote = !quote;
-                cur.push(c);
-            }
-            '(' if !quote => {
-                depth += 1;
-                cur.push(c);
-            }
-            ')' if !quote => {
-                depth -= 1;
-                cur.push(c);
-            }
-            ',' if !quote && depth == 0 => out.push(std::mem::take(&mut cur).trim().to_owned()),
-            _ => cur.push(c),
-        }
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur.trim().to_owned());
     }
     out
 }
