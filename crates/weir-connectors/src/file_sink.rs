@@ -24,8 +24,15 @@
 //! buffer-full) before the next batch, so a followed file shows results as windows close;
 //! [`SinkWriter::finish`] `fsync`s the file, so a finished bounded job's output survives a
 //! crash. A record that cannot be serialized fails the job (it is a type
-//! that the format cannot represent, not a bad input); so does an I/O error. Output is not
-//! transactional yet: a failed job leaves what it wrote.
+//! that the format cannot represent, not a bad input); so does an I/O error. Without
+//! checkpoints, a failed job leaves what it wrote.
+//!
+//! # Exactly once, in a checkpointed pipeline
+//!
+//! The same final files receive only committed output: writers write hidden in-progress files,
+//! close them at each checkpoint barrier (pre-commit), and a complete checkpoint appends them to
+//! the final files; a restore removes whatever was not committed. See `file_commit` for the
+//! files and the protocol.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -138,13 +145,75 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
                 }
             }
         };
-        Ok(FileWriter { path, out, open, finished: false, line: Vec::new(), written: 0 })
+        Ok(FileWriter { path, out, open, finished: false, line: Vec::new(), written: 0, tx: None })
+    }
+
+    fn transactional_writer(&self, subtask: usize, parallelism: usize) -> Result<FileWriter> {
+        let target = self.output_path(subtask, parallelism);
+        Ok(FileWriter {
+            path: crate::file_commit::in_progress(&target, subtask),
+            out: Arc::default(),
+            open: Arc::new(AtomicUsize::new(1)),
+            finished: false,
+            line: Vec::new(),
+            written: 0,
+            tx: Some(Tx { target, subtask, format: self.format }),
+        })
+    }
+
+    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+        let parts = committables
+            .iter()
+            .map(|c| weir_runtime::decode::<crate::file_commit::Committable>(c))
+            .collect::<Result<Vec<_>>>()?;
+        crate::file_commit::commit(checkpoint, &parts, self.format == Format::Csv).map_err(|e| {
+            connector_error(
+                "file sink",
+                self.path.display(),
+                format_args!("commit checkpoint {checkpoint}: {e}"),
+            )
+        })
+    }
+
+    fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let is_target = |name: &str| self.is_output_name(name);
+        crate::file_commit::discard(dir, &is_target, restored).map_err(|e| {
+            connector_error(
+                "file sink",
+                self.path.display(),
+                format_args!("clean up uncommitted output: {e}"),
+            )
+        })
     }
 }
 
 impl FileSink {
+    /// Whether a file named `name` beside the path is one of this sink's outputs at some
+    /// parallelism: the path's name, or its name with `-{subtask}` before the extension.
+    fn is_output_name(&self, name: &str) -> bool {
+        let Some(own) = self.path.file_name().map(|n| n.to_string_lossy()) else { return false };
+        if name == own {
+            return true;
+        }
+        let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let rest = match self.path.extension() {
+            Some(ext) => name.strip_suffix(&format!(".{}", ext.to_string_lossy())),
+            None => Some(name),
+        };
+        rest.and_then(|r| r.strip_prefix(&format!("{stem}-")))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+
     /// Creates (or truncates) `path` for writing.
     fn open(&self, path: &Path) -> Result<Out> {
+        open_out(path, self.format)
+    }
+}
+
+/// Creates (or truncates) `path` for writing in `format`.
+fn open_out(path: &Path, format: Format) -> Result<Out> {
+    {
         let error = |action: &str, e: std::io::Error| {
             connector_error("file sink", path.display(), format_args!("{action}: {e}"))
         };
@@ -152,7 +221,7 @@ impl FileSink {
             std::fs::create_dir_all(parent).map_err(|e| error("create directory", e))?;
         }
         let file = File::create(path).map_err(|e| error("create", e))?;
-        Ok(match self.format {
+        Ok(match format {
             Format::JsonLines => Out::Json(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)),
             Format::Csv => Out::Csv(Box::new(
                 csv::WriterBuilder::new().buffer_capacity(WRITE_BUFFER_BYTES).from_writer(file),
@@ -179,6 +248,16 @@ pub struct FileWriter {
     line: Vec<u8>,
     /// Bytes of JSON lines written (CSV output is not measured).
     written: u64,
+    /// A transactional writer's final file (`path` is then its in-progress file).
+    tx: Option<Tx>,
+}
+
+/// What a transactional writer needs to pre-commit.
+#[derive(Debug)]
+struct Tx {
+    target: PathBuf,
+    subtask: usize,
+    format: Format,
 }
 
 impl std::fmt::Debug for FileWriter {
@@ -202,6 +281,12 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
         let out = self.out.clone();
         let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = &self.tx
+            && out.is_none()
+            && !self.finished
+        {
+            *out = Some(open_out(&self.path, tx.format)?);
+        }
         match out.as_mut().filter(|_| !self.finished) {
             Some(Out::Json(w)) => {
                 for record in &batch.records {
@@ -233,17 +318,38 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
         self.written
     }
 
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>> {
+        let Some(tx) = &self.tx else { return Ok(None) };
+        let Some(file) = self.close()? else { return Ok(None) };
+        file.sync_all().map_err(|e| self.error("fsync", e))?;
+        drop(file);
+        let pending = crate::file_commit::pending(&tx.target, tx.subtask, checkpoint);
+        std::fs::rename(&self.path, &pending).map_err(|e| self.error("rename to pending", e))?;
+        crate::file_commit::sync_dir(&pending).map_err(|e| self.error("fsync directory", e))?;
+        weir_runtime::encode(&crate::file_commit::Committable { pending, target: tx.target.clone() })
+            .map(Some)
+    }
+
     async fn finish(&mut self) -> Result<()> {
         if std::mem::replace(&mut self.finished, true) || self.open.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(()); // Another writer of the same file closes it.
         }
+        match self.close()? {
+            Some(file) => file.sync_all().map_err(|e| self.error("fsync", e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl FileWriter {
+    /// Flushes and closes the output; its file, if it was open.
+    fn close(&self) -> Result<Option<File>> {
         let out = self.out.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let file = match out {
+        Ok(Some(match out {
             Some(Out::Json(w)) => w.into_inner().map_err(|e| self.error("flush", e.error()))?,
             Some(Out::Csv(w)) => w.into_inner().map_err(|e| self.error("flush", e.error()))?,
-            None => return Ok(()),
-        };
-        file.sync_all().map_err(|e| self.error("fsync", e))
+            None => return Ok(None),
+        }))
     }
 }
 

@@ -45,19 +45,28 @@
 //! A file truncated and regrown past the read position between two checks is not noticed (as
 //! with `tail -F`). On systems without inodes only truncation is detected.
 //!
+//! # Checkpoints
+//!
+//! A reader's position, per file, is its path, the byte offset after the last complete line
+//! handed downstream and that line's number (or that the file was read to its end). A restored
+//! reader opens each of its files that has a saved position at that offset (re-reading a CSV
+//! file's header first), and skips the files that were finished; files are matched by path, so
+//! the files may be spread over another number of subtasks. A file replaced under the same path
+//! between the checkpoint and the restore is not noticed.
+//!
 //! # Cancel safety
 //!
 //! Reads are buffered (64 KiB) blocking calls inside [`FileReader::next_batch`]; its only await
 //! is the follow-mode sleep, at which no data is in flight, so dropping the future loses nothing.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use weir_runtime::{Batch, Result, Source, SourceReader, Traceable};
+use weir_runtime::{Batch, Result, Source, SourceReader, SplitPositions, Traceable};
 
 use crate::parse::{CsvHeader, CsvLine, JsonLine};
 use crate::{DEFAULT_BATCH_SIZE, check_batch_size, connector_error};
@@ -318,6 +327,26 @@ impl<F: LineFormat> Source for FileSource<F> {
         format!("file:{}", self.pattern)
     }
 
+    fn reader_at(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: &SplitPositions,
+    ) -> Result<FileReader<F>> {
+        let mut reader = self.reader(subtask, parallelism)?;
+        let mut saved = std::collections::HashMap::new();
+        for (_, bytes) in positions.iter() {
+            let p: FilePosition = weir_runtime::decode(bytes)?;
+            saved.insert(p.path.clone(), p);
+        }
+        for file in &mut reader.files {
+            if let Some(p) = saved.get(&*file.name) {
+                file.resume(p, &*self.format)?;
+            }
+        }
+        Ok(reader)
+    }
+
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<FileReader<F>> {
         check_batch_size(self.batch_size)?;
         if self.follow && self.poll_interval.is_zero() {
@@ -447,6 +476,28 @@ impl<F: LineFormat> SourceReader for FileReader<F> {
     fn bytes_read(&self) -> u64 {
         self.files.iter().map(|f| f.bytes_read).sum()
     }
+
+    fn positions(&self) -> Vec<(u32, Vec<u8>)> {
+        self.files
+            .iter()
+            .filter_map(|f| {
+                let position = f.position()?;
+                weir_runtime::encode(&position).ok().map(|p| (f.index, p))
+            })
+            .collect()
+    }
+}
+
+/// Where a file's reading resumes (see the module docs).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FilePosition {
+    path: String,
+    /// Read to its end.
+    done: bool,
+    /// Bytes of the complete lines handed downstream.
+    offset: u64,
+    /// The number of the last of them.
+    line: u64,
 }
 
 /// A file's identity: device and inode where there are inodes.
@@ -523,6 +574,45 @@ impl TailedFile {
 
     fn error(&self, action: &str, e: impl std::fmt::Display) -> weir_runtime::Error {
         connector_error("file source", self.path.display(), format_args!("{action}: {e}"))
+    }
+
+    /// Where reading resumes; `None` for a file not opened yet.
+    fn position(&self) -> Option<FilePosition> {
+        let path = self.name.to_string();
+        if self.done {
+            return Some(FilePosition { path, done: true, offset: 0, line: 0 });
+        }
+        let open = self.open.as_ref()?;
+        let offset = open.consumed - open.partial.len() as u64;
+        Some(FilePosition { path, done: false, offset, line: open.line })
+    }
+
+    /// Continues at a saved position: opens the file there (after reading a CSV header).
+    fn resume<F: LineFormat>(&mut self, p: &FilePosition, format: &F) -> Result<()> {
+        if p.done {
+            self.done = true;
+            return Ok(());
+        }
+        let file = File::open(&self.path).map_err(|e| self.error("open", e))?;
+        self.open = Some(OpenFile::new(file));
+        if format.has_header() {
+            // The header is the first non-blank line (read again, then skipped past).
+            let mut header = Vec::new();
+            while self.open.as_ref().is_some_and(|o| o.header.is_none() && o.consumed < p.offset) {
+                match self.next_line(true)? {
+                    Step::Line(bytes) => self.push_line(format, bytes, &mut header),
+                    Step::End => break,
+                }
+            }
+        }
+        let Some(open) = self.open.as_mut() else { return Ok(()) };
+        if let Err(e) = open.reader.seek(std::io::SeekFrom::Start(p.offset)) {
+            return Err(self.error("seek", e));
+        }
+        open.consumed = p.offset;
+        open.line = p.line;
+        open.partial.clear();
+        Ok(())
     }
 
     /// Reads up to `max` records into `out`. At the end of the file, a bounded read marks the

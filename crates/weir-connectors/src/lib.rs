@@ -69,6 +69,7 @@
 //! blocking call on the task (one per poll, not per record).
 
 mod access_log;
+mod file_commit;
 mod file_sink;
 mod file_source;
 mod generator;
@@ -81,7 +82,7 @@ pub use access_log::{AccessLogEntry, AccessLogError, parse_access_log};
 pub use file_sink::{FileSink, FileWriter};
 pub use file_source::{Csv, FileReader, FileSource, JsonLines, Line, LineFormat, Lines};
 pub use generator::{GeneratorReader, GeneratorSource};
-pub use log_sink::{LogSink, LogWriter};
+pub use log_sink::{CHECKPOINT_HEADER, LogSink, LogWriter};
 pub use log_source::{LogReader, LogRecord, LogSource};
 pub use parse::{CsvHeader, CsvLine, JsonLine, Parse, ParseError, ParseExt, parse_json};
 pub use stdout::{StdoutSink, StdoutWriter};

@@ -10,6 +10,28 @@
 //! The topic must exist when the writer starts, unless [`LogSink::create_if_missing`] gives the
 //! configuration to create it with.
 //!
+//! # Exactly once, in a checkpointed pipeline
+//!
+//! The transactional writer appends nothing while records arrive: it encodes them (partition
+//! chosen as above; keyless records round-robin per writer, so a replay chooses the same) and
+//! holds them. At a checkpoint barrier it hands them over as its committable, which the
+//! checkpoint stores durably. Once the checkpoint is complete, [`Sink::commit`] appends them,
+//! partition by partition, each record with the header `weir.checkpoint` = `<checkpoint>/<i>`
+//! (its index among that checkpoint's records of the partition). Readers therefore only ever
+//! see records of complete checkpoints (what Kafka calls `read_committed`, for free), and a
+//! restored pipeline never appends twice:
+//!
+//! - a commit is repeated after a crash (the restore commits the restored checkpoint again): it
+//!   reads the partition's last record; if that carries this checkpoint's header with index `i`,
+//!   only the records after `i` are appended (an append cut short by the crash is finished); if
+//!   it carries a newer checkpoint, nothing is;
+//! - records produced after the checkpoint were never appended, and are produced again.
+//!
+//! This needs the sink to be the topic's only writer while the pipeline runs. Output becomes
+//! visible once per checkpoint (latency: the checkpoint interval), and the records of one
+//! interval are held in memory and stored in the checkpoint. Without checkpoints the sink
+//! appends every batch as it comes (at least once).
+//!
 //! # Dead letters
 //!
 //! [`LogSink::dead_letters`] sends a pipeline's dead letters to the topic `<pipeline>.dlq`
@@ -29,7 +51,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
-use weir_log::{Log, Record, Topic, TopicConfig};
+use weir_log::{Header, Log, Record, Topic, TopicConfig};
 use weir_runtime::{Batch, DeadLetter, Result, Sink, SinkWriter};
 
 use crate::connector_error;
@@ -148,13 +170,101 @@ impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
     }
 
     fn writer(&self, _: usize, _: usize) -> Result<LogWriter<T>> {
-        let topic = match &self.create {
+        Ok(LogWriter {
+            topic: self.open()?,
+            key: self.key.clone(),
+            scratch: Vec::new(),
+            written: 0,
+            held: None,
+        })
+    }
+
+    fn transactional_writer(&self, subtask: usize, _: usize) -> Result<LogWriter<T>> {
+        let mut writer = self.writer(subtask, 0)?;
+        writer.held = Some(Held { records: Vec::new(), next_keyless: subtask as u32 });
+        Ok(writer)
+    }
+
+    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+        let topic = self.open()?;
+        let error = |e: &dyn std::fmt::Display| connector_error("log sink", &self.topic, e);
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<HeldRecord>> = Default::default();
+        for c in committables {
+            for r in weir_runtime::decode::<Vec<HeldRecord>>(c)? {
+                by_partition.entry(r.partition).or_default().push(r);
+            }
+        }
+        for (partition, records) in by_partition {
+            let done = committed_upto(&topic, partition, checkpoint).map_err(|e| error(&e))?;
+            let records: Vec<Record> = records
+                .into_iter()
+                .enumerate()
+                .skip(done)
+                .map(|(i, r)| Record {
+                    key: r.key.map(Bytes::from),
+                    value: Bytes::from(r.value),
+                    headers: vec![Header {
+                        key: CHECKPOINT_HEADER.to_owned(),
+                        value: Some(Bytes::from(format!("{checkpoint}/{i}"))),
+                    }],
+                    timestamp: r.timestamp,
+                })
+                .collect();
+            if !records.is_empty() {
+                topic.append(partition, &records).map_err(|e| error(&e))?;
+            }
+        }
+        topic.flush().map_err(|e| error(&e))
+    }
+}
+
+/// The header that marks records a checkpoint committed: `<checkpoint>/<index>`.
+pub const CHECKPOINT_HEADER: &str = "weir.checkpoint";
+
+/// How many records of `checkpoint` partition `partition` already holds, judged by its last
+/// record's [`CHECKPOINT_HEADER`] (`usize::MAX` when a newer checkpoint was committed after).
+fn committed_upto(topic: &Topic, partition: u32, checkpoint: u64) -> weir_log::Result<usize> {
+    let end = topic.end_offset(partition)?;
+    if end == topic.start_offset(partition)? {
+        return Ok(0);
+    }
+    let last = topic.read(partition, end - 1, 1)?.into_iter().rfind(|r| r.offset == end - 1);
+    let mark = last.and_then(|r| {
+        let h = r.headers.into_iter().find(|h| h.key == CHECKPOINT_HEADER)?;
+        let text = String::from_utf8(h.value?.to_vec()).ok()?;
+        let (id, index) = text.split_once('/')?;
+        Some((id.parse::<u64>().ok()?, index.parse::<usize>().ok()?))
+    });
+    Ok(match mark {
+        Some((id, _)) if id > checkpoint => usize::MAX,
+        Some((id, index)) if id == checkpoint => index + 1,
+        _ => 0,
+    })
+}
+
+impl<T> LogSink<T> {
+    fn open(&self) -> Result<Topic> {
+        match &self.create {
             Some(config) => self.log.topic_or_create(&self.topic, config.clone()),
             None => self.log.topic(&self.topic),
         }
-        .map_err(|e| connector_error("log sink", &self.topic, e))?;
-        Ok(LogWriter { topic, key: self.key.clone(), scratch: Vec::new(), written: 0 })
+        .map_err(|e| connector_error("log sink", &self.topic, e))
     }
+}
+
+/// A record a transactional writer holds until its checkpoint commits.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HeldRecord {
+    partition: u32,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    timestamp: Option<i64>,
+}
+
+/// What a transactional writer holds since the last barrier.
+struct Held {
+    records: Vec<HeldRecord>,
+    next_keyless: u32,
 }
 
 /// The writer of one [`LogSink`] subtask.
@@ -164,6 +274,8 @@ pub struct LogWriter<T> {
     scratch: Vec<u8>,
     /// Bytes of the serialized values sent.
     written: u64,
+    /// A transactional writer's records since the last barrier.
+    held: Option<Held>,
 }
 
 impl<T> std::fmt::Debug for LogWriter<T> {
@@ -206,6 +318,25 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for LogWriter<T> {
             record.timestamp = batch.timestamp(i);
             records.push(record);
         }
+        if let Some(held) = &mut self.held {
+            let partitions = self.topic.partition_count();
+            for r in records {
+                let partition = match &r.key {
+                    Some(k) => weir_log::partition_for_key(k, partitions),
+                    None => {
+                        held.next_keyless = held.next_keyless.wrapping_add(1);
+                        held.next_keyless % partitions.max(1)
+                    }
+                };
+                held.records.push(HeldRecord {
+                    partition,
+                    key: r.key.map(|k| k.to_vec()),
+                    value: r.value.to_vec(),
+                    timestamp: r.timestamp,
+                });
+            }
+            return Ok(());
+        }
         if records.is_empty() {
             return Ok(());
         }
@@ -214,6 +345,16 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for LogWriter<T> {
 
     async fn finish(&mut self) -> Result<()> {
         self.blocking(Topic::flush).await
+    }
+
+    async fn pre_commit(&mut self, _checkpoint: u64) -> Result<Option<Vec<u8>>> {
+        match &mut self.held {
+            Some(held) if !held.records.is_empty() => {
+                let records = std::mem::take(&mut held.records);
+                weir_runtime::encode(&records).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     fn bytes_written(&self) -> u64 {

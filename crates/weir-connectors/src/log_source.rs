@@ -20,8 +20,17 @@
 //! through the subtask's fused operators before asking for another — and before polling again.
 //! Committed offsets therefore trail the records handed downstream by at most one poll: records
 //! handed downstream but not yet committed when a job stops are read again by the next run
-//! (at-least-once, until checkpoints commit offsets). A commit is a durable write (fsync,
-//! rename), made as a blocking call on the task once per poll.
+//! (at-least-once). A commit is a durable write (fsync, rename), made as a blocking call on
+//! the task once per poll.
+//!
+//! # In a checkpointed pipeline
+//!
+//! The reader commits nothing itself. Its positions — per partition, the offset after the last
+//! record handed downstream — go into every checkpoint, and only a complete checkpoint commits
+//! them to the group ([`Source::commit`]): the group's offsets never run ahead of the state
+//! built from the records. A restored reader seeks each partition to the checkpoint's position
+//! (the partitions may be spread over another number of subtasks); a partition without one
+//! starts from the group's offset.
 //!
 //! # Bounded mode
 //!
@@ -37,7 +46,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use weir_log::{AutoOffsetReset, Consumer, ConsumerConfig, Header, Log};
-use weir_runtime::{Batch, Result, Source, SourceReader, Traceable};
+use weir_runtime::{Batch, Result, Source, SourceReader, SplitPositions, Traceable};
 
 use crate::parse::ParseError;
 use crate::{DEFAULT_BATCH_SIZE, check_batch_size, connector_error};
@@ -165,6 +174,38 @@ impl Source for LogSource {
     }
 
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<LogReader> {
+        self.open(subtask, parallelism, None)
+    }
+
+    fn reader_at(&self, subtask: usize, parallelism: usize, positions: &SplitPositions) -> Result<LogReader> {
+        self.open(subtask, parallelism, Some(positions))
+    }
+
+    fn commit(&self, positions: &SplitPositions) -> Result<()> {
+        let mut offsets = Vec::new();
+        for (partition, position) in positions.iter() {
+            offsets.push((partition, weir_runtime::decode::<u64>(position)?));
+        }
+        let config = ConsumerConfig::new(self.topic.clone())
+            .group(self.group.clone())
+            .partitions(offsets.iter().map(|(p, _)| *p))
+            .auto_offset_reset(self.reset);
+        let mut consumer = self.log.consumer(config).map_err(|e| self.error(e))?;
+        for (partition, offset) in offsets {
+            consumer.seek(&self.topic, partition, offset).map_err(|e| self.error(e))?;
+        }
+        consumer.commit().map_err(|e| self.error(format_args!("commit: {e}")))
+    }
+}
+
+impl LogSource {
+    /// The reader of a subtask; `positions` in a checkpointed pipeline.
+    fn open(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: Option<&SplitPositions>,
+    ) -> Result<LogReader> {
         check_batch_size(self.batch_size)?;
         let topic = self.log.topic(&self.topic).map_err(|e| self.error(e))?;
         let step = u32::try_from(parallelism.max(1)).unwrap_or(u32::MAX);
@@ -189,9 +230,21 @@ impl Source for LogSource {
             uncommitted: false,
             finished: Vec::new(),
             bytes_read: 0,
+            checkpointed: positions.is_some(),
+            handed: BTreeMap::new(),
         };
         if !reader.partitions.is_empty() {
-            reader.consumer = Some(reader.consume(reader.partitions.clone())?);
+            let mut consumer = reader.consume(reader.partitions.clone())?;
+            for &p in &reader.partitions {
+                let saved = positions.and_then(|s| s.get(p)).map(weir_runtime::decode::<u64>).transpose()?;
+                if let Some(offset) = saved {
+                    consumer.seek(&self.topic, p, offset).map_err(|e| self.error(e))?;
+                }
+                if let Some(at) = consumer.position(&self.topic, p) {
+                    reader.handed.insert(p, at);
+                }
+            }
+            reader.consumer = Some(consumer);
         }
         Ok(reader)
     }
@@ -213,6 +266,11 @@ pub struct LogReader {
     finished: Vec<u32>,
     /// Bytes of the keys and values read.
     bytes_read: u64,
+    /// In a checkpointed pipeline: commits wait for checkpoints.
+    checkpointed: bool,
+    /// Per partition, the offset after the last record handed downstream (the position a
+    /// checkpoint saves).
+    handed: BTreeMap<u32, u64>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -236,6 +294,10 @@ impl LogReader {
     }
 
     fn commit(&mut self) -> Result<()> {
+        if self.checkpointed {
+            self.uncommitted = false;
+            return Ok(());
+        }
         if let Some(c) = self.consumer.as_mut() {
             c.commit().map_err(|e| self.source.error(format_args!("commit: {e}")))?;
         }
@@ -259,11 +321,22 @@ impl LogReader {
         if left.len() != self.partitions.len() {
             // The finished partitions' final positions must be committed before their
             // consumer goes.
+            // The new consumer continues where the old one was (in a checkpointed pipeline
+            // the group's offsets trail behind).
+            let at: Vec<(u32, Option<u64>)> =
+                left.iter().map(|&p| (p, consumer.position(topic, p))).collect();
+            let topic = topic.clone();
             self.commit()?;
             self.consumer = None;
             self.finished.extend(self.partitions.iter().filter(|p| !left.contains(p)));
             if !left.is_empty() {
-                self.consumer = Some(self.consume(left.clone())?);
+                let mut consumer = self.consume(left.clone())?;
+                for (p, offset) in at {
+                    if let Some(offset) = offset {
+                        consumer.seek(&topic, p, offset).map_err(|e| self.source.error(e))?;
+                    }
+                }
+                self.consumer = Some(consumer);
             }
             self.partitions = left;
         }
@@ -318,6 +391,9 @@ impl SourceReader for LogReader {
         loop {
             if let Some(batch) = self.queue.pop_front() {
                 self.uncommitted = true;
+                if let Some(last) = batch.records.last() {
+                    self.handed.insert(batch.split, last.offset + 1);
+                }
                 return Ok(Some(batch));
             }
             // Everything polled so far has been handed downstream.
@@ -343,5 +419,9 @@ impl SourceReader for LogReader {
 
     fn splits(&self) -> Vec<u32> {
         self.partitions.clone()
+    }
+
+    fn positions(&self) -> Vec<(u32, Vec<u8>)> {
+        self.handed.iter().filter_map(|(p, at)| weir_runtime::encode(at).ok().map(|e| (*p, e))).collect()
     }
 }

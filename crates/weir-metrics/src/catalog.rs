@@ -117,6 +117,23 @@ pub const LAG_BUCKETS: &[f64] =
 pub const CHECKPOINT_BUCKETS: &[f64] =
     &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
 
+/// Checkpoint sizes: 1 KiB to 16 GiB, by powers of 4.
+pub const CHECKPOINT_SIZE_BUCKETS: &[f64] = &[
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+    4294967296.0,
+    17179869184.0,
+];
+
 const OP: &[&str; 3] = &["pipeline", "operator", "subtask"];
 const TOPIC_PARTITION: &[&str; 2] = &["topic", "partition"];
 const GROUP_PARTITION: &[&str; 3] = &["group", "topic", "partition"];
@@ -232,9 +249,31 @@ pub const CHECKPOINT_DURATION: HistogramDef<1> = histogram(
     &["pipeline"],
     CHECKPOINT_BUCKETS,
 );
-/// Size of the last checkpoint.
-pub const CHECKPOINT_SIZE: GaugeDef<1> =
-    gauge("weir_checkpoint_size_bytes", "bytes", "Size of the last completed checkpoint.", &["pipeline"]);
+/// Checkpoint sizes.
+pub const CHECKPOINT_SIZE: HistogramDef<1> = HistogramDef {
+    info: info(
+        "weir_checkpoint_size_bytes",
+        Kind::Histogram,
+        "bytes",
+        "Bytes written by a completed checkpoint (state, positions, pre-committed output).",
+        &["pipeline"],
+    ),
+    buckets: CHECKPOINT_SIZE_BUCKETS,
+};
+/// The id of the last completed checkpoint.
+pub const CHECKPOINT_LAST_ID: GaugeDef<1> = gauge(
+    "weir_checkpoint_last_completed_id",
+    "",
+    "Id of the last completed checkpoint (0 before the first).",
+    &["pipeline"],
+);
+/// When the last checkpoint completed.
+pub const CHECKPOINT_LAST_TIME: GaugeDef<1> = gauge(
+    "weir_checkpoint_last_completed_timestamp_seconds",
+    "seconds",
+    "When the last checkpoint completed, seconds since the Unix epoch (0 before the first).",
+    &["pipeline"],
+);
 /// Completed checkpoints.
 pub const CHECKPOINTS_COMPLETED: CounterDef<1> =
     counter("weir_checkpoints_completed_total", "checkpoints", "Checkpoints completed.", &["pipeline"]);
@@ -351,6 +390,8 @@ pub const CATALOG: &[MetricInfo] = &[
     CHECKPOINT_SIZE.info,
     CHECKPOINTS_COMPLETED.info,
     CHECKPOINT_FAILURES.info,
+    CHECKPOINT_LAST_ID.info,
+    CHECKPOINT_LAST_TIME.info,
     LOG_APPENDED_RECORDS.info,
     LOG_APPENDED_BYTES.info,
     LOG_APPEND_DURATION.info,
@@ -434,7 +475,13 @@ mod tests {
 
     #[test]
     fn histogram_buckets_ascend() {
-        for b in [SHORT_DURATION_BUCKETS, LATENCY_BUCKETS, LAG_BUCKETS, CHECKPOINT_BUCKETS] {
+        for b in [
+            SHORT_DURATION_BUCKETS,
+            LATENCY_BUCKETS,
+            LAG_BUCKETS,
+            CHECKPOINT_BUCKETS,
+            CHECKPOINT_SIZE_BUCKETS,
+        ] {
             assert!(b.windows(2).all(|w| w[0] < w[1]));
         }
     }

@@ -10,12 +10,18 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::marker::PhantomData;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sketches_ddsketch::{Config, DDSketch};
 
 /// An incremental aggregation over records of type `T`.
+///
+/// The running state is serializable (serde): checkpoints save it, and a restored pipeline
+/// merges it back. Values an aggregator keeps (distinct values, first/last values, top
+/// records) are therefore owned serializable types (`String`, not `&str`).
 pub trait Aggregator<T>: Send + Sync + 'static {
     /// The running state.
-    type Acc: Send + 'static;
+    type Acc: Send + Serialize + DeserializeOwned + 'static;
     /// The result.
     type Output: Send + 'static;
     /// A fresh state.
@@ -98,7 +104,7 @@ extractor!(
 impl<T, F, V> Aggregator<T> for Sum<F, V>
 where
     F: Fn(&T) -> V + Send + Sync + 'static,
-    V: Copy + Default + std::ops::AddAssign + Send + 'static,
+    V: Copy + Default + std::ops::AddAssign + Send + Serialize + DeserializeOwned + 'static,
 {
     type Acc = V;
     type Output = V;
@@ -121,7 +127,7 @@ macro_rules! extreme {
         impl<T, F, V> Aggregator<T> for $name<F, V>
         where
             F: Fn(&T) -> V + Send + Sync + 'static,
-            V: Copy + PartialOrd + Send + 'static,
+            V: Copy + PartialOrd + Send + Serialize + DeserializeOwned + 'static,
         {
             type Acc = Option<V>;
             type Output = Option<V>;
@@ -152,7 +158,7 @@ extreme!(Max, |a, b| a >= b);
 impl<T, F, V> Aggregator<T> for DistinctCount<F, V>
 where
     F: Fn(&T) -> V + Send + Sync + 'static,
-    V: Hash + Eq + Send + 'static,
+    V: Hash + Eq + Send + Serialize + DeserializeOwned + 'static,
 {
     type Acc = HashSet<V>;
     type Output = u64;
@@ -173,7 +179,7 @@ where
 impl<T, F, V> Aggregator<T> for First<F, V>
 where
     F: Fn(&T) -> V + Send + Sync + 'static,
-    V: Clone + Send + 'static,
+    V: Clone + Send + Serialize + DeserializeOwned + 'static,
 {
     type Acc = Option<V>;
     type Output = Option<V>;
@@ -199,7 +205,7 @@ where
 impl<T, F, V> Aggregator<T> for Last<F, V>
 where
     F: Fn(&T) -> V + Send + Sync + 'static,
-    V: Clone + Send + 'static,
+    V: Clone + Send + Serialize + DeserializeOwned + 'static,
 {
     type Acc = Option<V>;
     type Output = Option<V>;
@@ -327,7 +333,7 @@ impl<F> TopBy<F> {
 
 impl<T, K, F> Aggregator<T> for TopBy<F>
 where
-    T: Clone + Send + 'static,
+    T: Clone + Send + Serialize + DeserializeOwned + 'static,
     K: Ord,
     F: Fn(&T) -> K + Send + Sync + 'static,
 {
@@ -413,7 +419,7 @@ impl<F, V> TopK<F, V> {
 impl<T, F, V> Aggregator<T> for TopK<F, V>
 where
     F: Fn(&T) -> V + Send + Sync + 'static,
-    V: Hash + Eq + Ord + Clone + Send + 'static,
+    V: Hash + Eq + Ord + Clone + Send + Serialize + DeserializeOwned + 'static,
 {
     type Acc = HashMap<V, u64>;
     type Output = Vec<(V, u64)>;
@@ -454,7 +460,7 @@ impl<F> Reduce<F> {
 
 impl<T, F> Aggregator<T> for Reduce<F>
 where
-    T: Clone + Send + 'static,
+    T: Clone + Send + Serialize + DeserializeOwned + 'static,
     F: Fn(T, &T) -> T + Send + Sync + 'static,
 {
     type Acc = Option<T>;

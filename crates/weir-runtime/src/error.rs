@@ -34,6 +34,9 @@ pub enum Error {
     /// The metrics endpoint could not be started (e.g. its port is in use).
     #[error("metrics: {0}")]
     Metrics(String),
+    /// A checkpoint could not be written, read or restored; the message says which and why.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A task stopped because another failed or the job was cancelled.
     #[error("job cancelled")]
     Cancelled,

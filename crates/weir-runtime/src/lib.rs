@@ -43,6 +43,7 @@
 
 mod aggregate;
 mod batch;
+mod checkpoint;
 mod dead_letter;
 mod error;
 mod exchange;
@@ -61,11 +62,16 @@ pub use aggregate::{
     TopBy, TopK,
 };
 pub use batch::{Batch, Message, Timestamp};
+pub use checkpoint::{
+    Checkpointing, KEY_GROUPS, SplitPositions, StateReader, StateWriter, decode, encode, subtask_for_hash,
+};
 pub use dead_letter::{DeadLetter, Traceable};
 pub use error::{Error, Result};
 pub use exchange::{KeyPartitioner, Partitioner};
 pub use operator::{Collector, DropReason, Operator, StateStats};
-pub use pipeline::{JobReport, KeyedStream, Pipeline, PipelineBuilder, StopHandle, Stream, WindowedStream};
+pub use pipeline::{
+    CheckpointHandle, JobReport, KeyedStream, Pipeline, PipelineBuilder, StopHandle, Stream, WindowedStream,
+};
 pub use process::{KeyedProcess, ProcessContext};
 pub use sink::{CollectSink, DiscardSink, Sink, SinkWriter};
 pub use source::{MemoryReader, MemorySource, Source, SourceReader};

@@ -23,9 +23,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use weir_metrics::catalog::{
-    KEYED_STATE_BYTES, KEYED_STATE_KEYS, OPERATOR_BATCH_DURATION, OPERATOR_BYTES_IN, OPERATOR_BYTES_OUT,
-    OPERATOR_DROPPED, OPERATOR_RECORDS_IN, OPERATOR_RECORDS_OUT, OPERATOR_WATERMARK, PIPELINE_EVENT_TIME_LAG,
-    PIPELINE_LATENCY, TASK_BACKPRESSURED, TASK_BUSY, TASK_IDLE, WINDOWS_FIRED, WINDOWS_OPEN,
+    CHECKPOINT_DURATION, CHECKPOINT_FAILURES, CHECKPOINT_LAST_ID, CHECKPOINT_LAST_TIME, CHECKPOINT_SIZE,
+    CHECKPOINTS_COMPLETED, KEYED_STATE_BYTES, KEYED_STATE_KEYS, OPERATOR_BATCH_DURATION, OPERATOR_BYTES_IN,
+    OPERATOR_BYTES_OUT, OPERATOR_DROPPED, OPERATOR_RECORDS_IN, OPERATOR_RECORDS_OUT, OPERATOR_WATERMARK,
+    PIPELINE_EVENT_TIME_LAG, PIPELINE_LATENCY, TASK_BACKPRESSURED, TASK_BUSY, TASK_IDLE, WINDOWS_FIRED,
+    WINDOWS_OPEN,
 };
 use weir_metrics::{Gauge, Histogram, IntCounter, Metrics};
 
@@ -96,6 +98,19 @@ impl PipelineMetrics {
             latency: m.histogram(&PIPELINE_LATENCY, [&*self.pipeline]),
             lag: m.histogram(&PIPELINE_EVENT_TIME_LAG, [&*self.pipeline]),
             bytes_seen: 0,
+        }
+    }
+
+    pub(crate) fn checkpoints(&self) -> CheckpointMetrics {
+        let m = &self.metrics;
+        let labels = [&*self.pipeline];
+        CheckpointMetrics {
+            duration: m.histogram(&CHECKPOINT_DURATION, labels),
+            size: m.histogram(&CHECKPOINT_SIZE, labels),
+            completed: m.counter(&CHECKPOINTS_COMPLETED, labels),
+            failed: m.counter(&CHECKPOINT_FAILURES, labels),
+            last_id: m.gauge(&CHECKPOINT_LAST_ID, labels),
+            last_time: m.gauge(&CHECKPOINT_LAST_TIME, labels),
         }
     }
 
@@ -267,6 +282,26 @@ impl SourceMetrics {
         add(&self.records_out, records as u64);
         add(&self.bytes_in, bytes_read.saturating_sub(self.bytes_seen));
         self.bytes_seen = self.bytes_seen.max(bytes_read);
+    }
+}
+
+/// A pipeline's checkpoints (updated by the coordinator).
+pub(crate) struct CheckpointMetrics {
+    duration: Histogram,
+    size: Histogram,
+    completed: IntCounter,
+    pub(crate) failed: IntCounter,
+    last_id: Gauge,
+    last_time: Gauge,
+}
+
+impl CheckpointMetrics {
+    pub(crate) fn completed(&self, id: u64, took: Duration, bytes: u64, at_ms: i64) {
+        self.duration.observe(took.as_secs_f64());
+        self.size.observe(bytes as f64);
+        self.completed.inc();
+        self.last_id.set(id as f64);
+        self.last_time.set(at_ms as f64 / 1000.0);
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 
 use crate::batch::{Batch, Message, Timestamp};
+use crate::checkpoint::{AckOf, Part, StateReader, StateWriter};
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::OperatorMetrics;
 
 /// Why records left an operator's main output (counted in
@@ -141,6 +142,28 @@ pub trait Operator<In, Out>: Send + 'static {
     /// The input ended; emit what is still held. Default: nothing. The chain forwards `End`.
     fn on_end(&mut self, _out: &mut Collector<Out>) {}
 
+    /// Saves the operator's state when a checkpoint barrier passes it (keyed state with
+    /// [`StateWriter::put`], operator-wide values with [`StateWriter::set_meta`]). Default:
+    /// nothing (a stateless operator).
+    ///
+    /// # Errors
+    ///
+    /// A value that cannot be encoded; the checkpoint fails, the job goes on.
+    fn snapshot(&self, _state: &mut StateWriter) -> Result<()> {
+        Ok(())
+    }
+
+    /// Restores what [`Operator::snapshot`] saved, before the first message: the entries of the
+    /// key groups this subtask owns, whatever the parallelism of the checkpoint. Default:
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// State that does not decode (the job changed incompatibly); the job fails to start.
+    fn restore(&mut self, _state: &StateReader<'_>) -> Result<()> {
+        Ok(())
+    }
+
     /// The size of the operator's keyed state, for metrics; `None` (the default) for a
     /// stateless operator. Called after watermarks, not per batch.
     fn state_stats(&self) -> Option<StateStats> {
@@ -175,6 +198,8 @@ pub(crate) struct OpStage<In, Out, O> {
     dead_letters: DeadLetters,
     /// The pipeline's count of late records ([`JobReport::late_records`](crate::JobReport)).
     late_count: Arc<AtomicU64>,
+    /// This operator subtask's part in checkpoints, until restored: `(part, restored yet)`.
+    checkpoint: Option<(Part, bool)>,
     _in: std::marker::PhantomData<fn(In)>,
 }
 
@@ -185,6 +210,7 @@ impl<In, Out, O> OpStage<In, Out, O> {
         metrics: Option<OperatorMetrics>,
         dead_letters: DeadLetters,
         late_count: Arc<AtomicU64>,
+        checkpoint: Option<Part>,
     ) -> Self {
         OpStage {
             op,
@@ -193,7 +219,36 @@ impl<In, Out, O> OpStage<In, Out, O> {
             metrics,
             dead_letters,
             late_count,
+            checkpoint: checkpoint.map(|p| (p, false)),
             _in: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<In, Out, O: Operator<In, Out>> OpStage<In, Out, O> {
+    /// Restores the operator's state before its first message, if the pipeline restored a
+    /// checkpoint.
+    fn restore(&mut self) -> Result<()> {
+        let Some((part, restored)) = &mut self.checkpoint else { return Ok(()) };
+        if !*restored {
+            *restored = true;
+            if let Some(reader) = part.reader() {
+                self.op.restore(&reader).map_err(|e| match e {
+                    Error::Checkpoint(m) => Error::Checkpoint(format!("restoring {}: {m}", part.uid)),
+                    other => other,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshots the operator and acknowledges `of`.
+    fn acknowledge(&self, of: AckOf) {
+        if let Some((part, _)) = &self.checkpoint {
+            let mut state = StateWriter::default();
+            let snapshot =
+                self.op.snapshot(&mut state).map(|()| state.into_part()).map_err(|e| e.to_string());
+            part.ack(of, snapshot, false);
         }
     }
 }
@@ -205,6 +260,9 @@ where
     O: Operator<In, Out>,
 {
     fn push(&mut self, msg: Message<In>) -> BoxFuture<'_, Result<()>> {
+        if let Err(e) = self.restore() {
+            return Box::pin(async move { Err(e) });
+        }
         let end = matches!(msg, Message::End);
         let mut records_in = 0;
         let mut watermark = None;
@@ -220,11 +278,17 @@ where
                 watermark = Some(w);
                 self.op.on_watermark(w, &mut self.out)
             }
-            Message::Barrier(id) => self.op.on_barrier(id, &mut self.out),
+            Message::Barrier(id) => {
+                self.acknowledge(AckOf::Barrier(id));
+                self.op.on_barrier(id, &mut self.out)
+            }
             Message::Idle => self.op.on_idle(&mut self.out),
             Message::SplitStart(split) => self.op.on_split_start(split, &mut self.out),
             Message::SplitEnd(split) => self.op.on_split_end(split, &mut self.out),
-            Message::End => self.op.on_end(&mut self.out),
+            Message::End => {
+                self.op.on_end(&mut self.out);
+                self.acknowledge(AckOf::End { exhausted: true });
+            }
         }
         let mut messages = self.out.take();
         let dropped = std::mem::take(&mut self.out.dropped);

@@ -19,9 +19,13 @@ use weir_metrics::{Metrics, ServerConfig};
 
 use crate::aggregate::Aggregator;
 use crate::batch::{Batch, Message, Timestamp};
+use crate::checkpoint::{
+    AckOf, Checkpointing, Committer, Coordinator, Part, PartSnapshot, PositionCommitter, Shared,
+    SplitPositions, Trigger,
+};
 use crate::dead_letter::{DeadLetter, DeadLetters, Traceable};
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeStage, Inputs, KeyPartitioner, Partitioner, Tagged};
+use crate::exchange::{ExchangeStage, Inputs, KeyPartitioner, Partitioner};
 use crate::metrics::{PipelineMetrics, SinkMetrics, SourceMetrics, TaskClock};
 use crate::operator::{OpStage, Operator, Stage};
 use crate::ops::{Filter, FlatMap, Inspect, Map, TryMap};
@@ -49,6 +53,8 @@ struct Task {
 /// A lane whose downstream is not known yet.
 struct Lane<T> {
     name: String,
+    /// Whether checkpoint barriers flow through it (not on the late side output).
+    checkpointed: bool,
     close: Box<dyn FnOnce(Box<dyn Stage<T>>) -> TaskFn + Send>,
 }
 
@@ -61,7 +67,8 @@ struct Inner {
 }
 
 /// Stops a running pipeline gracefully: sources stop reading, in-flight batches drain, every
-/// window fires, sinks flush. Cheap to clone.
+/// window fires, sinks flush. A checkpointed pipeline instead takes a savepoint and stops there
+/// (windows keep their state for the next start). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct StopHandle(Arc<watch::Sender<bool>>);
 
@@ -69,6 +76,17 @@ impl StopHandle {
     /// Requests the stop; [`Pipeline::run`] returns once the job drained.
     pub fn stop(&self) {
         self.0.send_replace(true);
+    }
+}
+
+/// Starts a checkpoint of a running pipeline now (if none is in flight). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CheckpointHandle(mpsc::UnboundedSender<()>);
+
+impl CheckpointHandle {
+    /// Asks the coordinator for a checkpoint.
+    pub fn trigger(&self) {
+        let _ = self.0.send(());
     }
 }
 
@@ -92,9 +110,17 @@ pub struct PipelineBuilder {
     handle_signals: bool,
     metrics: Option<Metrics>,
     serve_metrics: Option<ServerConfig>,
+    checkpointing: Option<Checkpointing>,
 }
 
 impl PipelineBuilder {
+    /// Checkpoints the pipeline as `config` says, and restores the latest checkpoint on start
+    /// (see the `checkpoint` module for what that guarantees). Default: no checkpoints.
+    pub fn checkpointing(mut self, config: Checkpointing) -> Self {
+        self.checkpointing = Some(config);
+        self
+    }
+
     /// Subtasks per operator. Default: the number of CPUs.
     pub fn parallelism(mut self, n: usize) -> Self {
         self.parallelism = n;
@@ -149,7 +175,12 @@ impl PipelineBuilder {
                 reason: "must be at least 1".into(),
             });
         }
+        if let Some(c) = &self.checkpointing {
+            c.validate()?;
+        }
         let (dead_letters, dead_rx, dead_count) = DeadLetters::new();
+        let checkpoint = self.checkpointing.clone().map(Shared::new);
+        let (demand, demand_rx) = mpsc::unbounded_channel();
         let metrics = self.metrics.clone().map(|m| PipelineMetrics::new(m, &self.name));
         Ok(Pipeline {
             metrics,
@@ -160,6 +191,9 @@ impl PipelineBuilder {
             dead_rx: Some(dead_rx),
             dead_count,
             late_count: Arc::new(AtomicU64::new(0)),
+            checkpoint,
+            demand,
+            demand_rx: Some(demand_rx),
         })
     }
 }
@@ -176,7 +210,7 @@ impl PipelineBuilder {
 /// # async fn main() -> weir_runtime::Result<()> {
 /// let p = Pipeline::builder("counts").parallelism(2).build()?;
 /// let out = CollectSink::new();
-/// p.source(MemorySource::new(vec![(1_000i64, "a"), (1_500, "b"), (2_500, "a")]))
+/// p.source(MemorySource::new(vec![(1_000i64, 'a'), (1_500, 'b'), (2_500, 'a')]))
 ///     .assign_timestamps(|e| e.0, Watermarks::monotonic())
 ///     .key_by(|e| e.1)
 ///     .window(TumblingWindows::of(Duration::from_secs(1)))
@@ -196,6 +230,9 @@ pub struct Pipeline {
     dead_count: Arc<AtomicU64>,
     late_count: Arc<AtomicU64>,
     metrics: Option<PipelineMetrics>,
+    checkpoint: Option<Arc<Shared>>,
+    demand: mpsc::UnboundedSender<()>,
+    demand_rx: Option<mpsc::UnboundedReceiver<()>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -213,9 +250,26 @@ struct Context {
     dead_letters: DeadLetters,
     late_count: Arc<AtomicU64>,
     metrics: Option<PipelineMetrics>,
+    checkpoint: Option<Arc<Shared>>,
 }
 
 impl Context {
+    /// The checkpoint parts of `lanes` lanes of an operator of `kind`, if the pipeline
+    /// checkpoints and the lanes carry barriers.
+    fn parts(&self, kind: &str, lanes: usize, checkpointed: bool) -> Vec<Option<Part>> {
+        match self.checkpoint.as_ref().filter(|_| checkpointed) {
+            Some(shared) => {
+                let uid = shared.register(kind, lanes);
+                (0..lanes)
+                    .map(|subtask| {
+                        Some(Part { shared: shared.clone(), uid: uid.clone(), subtask, parallelism: lanes })
+                    })
+                    .collect()
+            }
+            None => vec![None; lanes],
+        }
+    }
+
     fn add_task(&self, name: String, subtask: usize, blocked_ns: Arc<AtomicU64>, run: TaskFn) {
         let task = Task { name, subtask, blocked_ns, run };
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).tasks.push(task);
@@ -232,6 +286,7 @@ impl Pipeline {
             handle_signals: true,
             metrics: None,
             serve_metrics: None,
+            checkpointing: None,
         }
     }
 
@@ -245,6 +300,12 @@ impl Pipeline {
         StopHandle(self.stop.clone())
     }
 
+    /// A handle that starts a checkpoint on demand (ignored without
+    /// [`PipelineBuilder::checkpointing`]).
+    pub fn checkpoint_handle(&self) -> CheckpointHandle {
+        CheckpointHandle(self.demand.clone())
+    }
+
     fn context(&self) -> Context {
         Context {
             inner: self.inner.clone(),
@@ -253,6 +314,7 @@ impl Pipeline {
             dead_letters: self.dead_letters.clone(),
             late_count: self.late_count.clone(),
             metrics: self.metrics.clone(),
+            checkpoint: self.checkpoint.clone(),
         }
     }
 
@@ -262,18 +324,34 @@ impl Pipeline {
         let source = Arc::new(source);
         let parallelism = ctx.parallelism;
         let label = ctx.metrics.as_ref().map(|m| m.unique_name("source"));
-        let lanes = (0..parallelism)
-            .map(|subtask| {
+        let parts = ctx.parts("source", parallelism, true);
+        if let (Some(shared), Some(Some(part))) = (&ctx.checkpoint, parts.first()) {
+            let committer: Arc<dyn PositionCommitter> = Arc::new(SourceCommitter(source.clone()));
+            shared.sources.lock().unwrap_or_else(PoisonError::into_inner).push((part.uid.clone(), committer));
+        }
+        let lanes = parts
+            .into_iter()
+            .enumerate()
+            .map(|(subtask, part)| {
                 let source = source.clone();
                 let name = format!("source {}", source.name());
                 let metrics = ctx.metrics.as_ref().zip(label.as_deref()).map(|(m, l)| m.source(l, subtask));
                 Lane {
                     name,
+                    checkpointed: true,
                     close: Box::new(move |mut head: Box<dyn Stage<S::Item>>| -> TaskFn {
                         Box::new(move |ctx: TaskContext| {
                             Box::pin(async move {
-                                let reader = source.reader(subtask, parallelism)?;
-                                run_source(reader, &mut *head, ctx, metrics).await
+                                let reader = match &part {
+                                    Some(part) => {
+                                        let restored =
+                                            part.shared.restored_parts(&part.uid).unwrap_or_default();
+                                        let positions = SplitPositions::from_parts(restored);
+                                        source.reader_at(subtask, parallelism, &positions)?
+                                    }
+                                    None => source.reader(subtask, parallelism)?,
+                                };
+                                run_source(reader, &mut *head, ctx, metrics, part).await
                             })
                         })
                     }),
@@ -325,6 +403,21 @@ impl Pipeline {
         };
         let stop_tx = self.stop.clone();
         let stop_rx = stop_tx.subscribe();
+        // Restore before any task starts: tasks read the restored state as they start.
+        let coordinator = match &self.checkpoint {
+            Some(shared) => {
+                let metrics = self.metrics.as_ref().map(PipelineMetrics::checkpoints);
+                let c = Coordinator::restore(
+                    shared.clone(),
+                    &self.settings.name,
+                    self.settings.parallelism,
+                    metrics,
+                );
+                let demand = self.demand_rx.take().unwrap_or_else(|| mpsc::unbounded_channel().1);
+                Some(tokio::spawn(c.await?.run(stop_rx.clone(), demand)))
+            }
+            None => None,
+        };
         let mut set = JoinSet::new();
         let mut names = std::collections::HashMap::new();
         let mut blocked = Vec::with_capacity(tasks.len());
@@ -379,6 +472,16 @@ impl Pipeline {
             }
             set.abort_all();
         }
+        let checkpoints = match coordinator {
+            Some(c) if first_error.is_some() => {
+                c.abort();
+                Ok(())
+            }
+            Some(c) => c.await.unwrap_or_else(|e| {
+                Err(Error::Panicked { operator: "checkpoint coordinator".into(), message: e.to_string() })
+            }),
+            None => Ok(()),
+        };
         let dead = dead_task.await;
         if let Some(server) = server {
             server.shutdown().await;
@@ -386,6 +489,7 @@ impl Pipeline {
         if let Some(e) = first_error {
             return Err(e);
         }
+        checkpoints?;
         match dead {
             Ok(result) => result?,
             Err(e) => {
@@ -462,26 +566,43 @@ const IDLE_TICK: Duration = Duration::from_millis(50);
 /// Runs a source subtask: reads batches into the chain until the source is exhausted or the job
 /// stops, then ends the stream with the final watermark. While the reader has nothing, the chain
 /// gets `Idle` every [`IDLE_TICK`].
+///
+/// In a checkpointed pipeline the source follows the coordinator's triggers instead of the stop
+/// signal: between two batches it acknowledges its positions and sends the checkpoint's
+/// barrier; after a savepoint's barrier it ends without the final watermark.
 async fn run_source<R: SourceReader>(
     mut reader: R,
     head: &mut dyn Stage<R::Item>,
     ctx: TaskContext,
     mut metrics: Option<SourceMetrics>,
+    part: Option<Part>,
 ) -> Result<()> {
     let TaskContext { mut stop, mut clock } = ctx;
+    let mut trigger = match &part {
+        Some(p) => {
+            let mut rx = p.shared.trigger.subscribe();
+            rx.mark_changed();
+            Some(rx)
+        }
+        None => None,
+    };
+    let mut injected = 0;
+    let snapshot = |reader: &R| PartSnapshot { positions: reader.positions(), ..PartSnapshot::default() };
     for split in reader.splits() {
         head.push(Message::SplitStart(split)).await?;
     }
-    'read: while !*stop.borrow() {
+    'read: while part.is_some() || !*stop.borrow() {
         let mut waiting = Instant::now();
         let next = {
-            // The same read stays pending across idle ticks: only a stop cancels it.
+            // The same read stays pending across idle ticks: only a stop or a checkpoint
+            // cancels it (reads are cancel safe).
             let read = reader.next_batch();
             tokio::pin!(read);
             loop {
                 tokio::select! {
-                    next = &mut read => break next?,
-                    _ = stop.changed() => continue 'read,
+                    next = &mut read => break Ok(next?),
+                    _ = stop.changed(), if part.is_none() => continue 'read,
+                    Some(t) = next_trigger(trigger.as_mut()) => break Err(t),
                     () = tokio::time::sleep(IDLE_TICK) => {
                         clock.idle(waiting.elapsed());
                         let start = Instant::now();
@@ -490,6 +611,25 @@ async fn run_source<R: SourceReader>(
                         waiting = Instant::now();
                     }
                 }
+            }
+        };
+        let next = match next {
+            Ok(next) => next,
+            Err(Trigger { id, stop: savepoint }) => {
+                if id > injected {
+                    injected = id;
+                    if let Some(p) = &part {
+                        p.ack(AckOf::Barrier(id), Ok(snapshot(&reader)), true);
+                    }
+                    head.push(Message::Barrier(id)).await?;
+                    if savepoint {
+                        if let Some(p) = &part {
+                            p.ack(AckOf::End { exhausted: false }, Ok(snapshot(&reader)), true);
+                        }
+                        return head.push(Message::End).await;
+                    }
+                }
+                continue 'read;
             }
         };
         clock.idle(waiting.elapsed());
@@ -506,7 +646,43 @@ async fn run_source<R: SourceReader>(
         clock.pushed(start, true);
     }
     head.push(Message::Watermark(Timestamp::MAX)).await?;
+    if let Some(p) = &part {
+        p.ack(AckOf::End { exhausted: true }, Ok(snapshot(&reader)), true);
+    }
     head.push(Message::End).await
+}
+
+/// The coordinator's next trigger, or never without checkpoints.
+async fn next_trigger(trigger: Option<&mut watch::Receiver<Trigger>>) -> Option<Trigger> {
+    match trigger {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Commits a source's positions for the coordinator.
+struct SourceCommitter<S>(Arc<S>);
+
+impl<S: Source> PositionCommitter for SourceCommitter<S> {
+    fn commit(&self, positions: &SplitPositions) -> Result<()> {
+        self.0.commit(positions)
+    }
+}
+
+/// Commits a sink's committables for the coordinator.
+struct SinkCommitter<S, T>(Arc<S>, std::marker::PhantomData<fn(T)>);
+
+impl<T: Send + 'static, S: Sink<T>> Committer for SinkCommitter<S, T> {
+    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+        self.0.commit(checkpoint, committables)
+    }
+
+    fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
+        self.0.discard_uncommitted(restored)
+    }
 }
 
 /// Reads a task's merged input channel into its chain.
@@ -546,42 +722,62 @@ async fn run_inputs<T: Send + 'static>(
     }
 }
 
-/// A lane that reads a channel fed by `upstream` senders.
-fn inputs_lane<T: Send + 'static>(name: String, rx: mpsc::Receiver<Tagged<T>>, upstream: usize) -> Lane<T> {
+/// A lane that reads one channel per upstream subtask.
+fn inputs_lane<T: Send + 'static>(
+    name: String,
+    rx: Vec<mpsc::Receiver<Message<T>>>,
+    checkpointed: bool,
+) -> Lane<T> {
     Lane {
         name,
+        checkpointed,
         close: Box::new(move |mut head: Box<dyn Stage<T>>| -> TaskFn {
             Box::new(move |ctx: TaskContext| {
-                Box::pin(async move { run_inputs(Inputs::new(rx, upstream), &mut *head, ctx.clock).await })
+                Box::pin(async move { run_inputs(Inputs::new(rx), &mut *head, ctx.clock).await })
             })
         }),
     }
 }
 
-/// A lane that reads a channel with a single sender.
-fn channel_lane<T: Send + 'static>(name: String, rx: mpsc::Receiver<Tagged<T>>) -> Lane<T> {
-    inputs_lane(name, rx, 1)
-}
-
 /// The end of a chain that hands every message to two channels.
 struct Broadcast<T> {
-    senders: [mpsc::Sender<Tagged<T>>; 2],
+    senders: [mpsc::Sender<Message<T>>; 2],
     blocked_ns: Arc<AtomicU64>,
 }
 
 impl<T: Clone + Send + 'static> Stage<T> for Broadcast<T> {
     fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            crate::exchange::send(&self.senders[0], (0, msg.clone()), &self.blocked_ns).await?;
-            crate::exchange::send(&self.senders[1], (0, msg), &self.blocked_ns).await
+            crate::exchange::send(&self.senders[0], msg.clone(), &self.blocked_ns).await?;
+            crate::exchange::send(&self.senders[1], msg, &self.blocked_ns).await
         })
     }
 }
 
-/// The end of a chain that writes to a sink.
+/// The end of a chain that writes to a sink. In a checkpointed pipeline (`part`), the writer
+/// pre-commits at every barrier and at the end, and the committables go to the coordinator.
 struct SinkStage<W> {
     writer: W,
     metrics: Option<SinkMetrics>,
+    part: Option<Part>,
+    last_barrier: u64,
+}
+
+impl<W> SinkStage<W> {
+    async fn pre_commit<T: Send + 'static>(&mut self, of: AckOf) -> Result<()>
+    where
+        W: SinkWriter<T>,
+    {
+        let Some(part) = &self.part else { return Ok(()) };
+        let id = match of {
+            AckOf::Barrier(id) => id,
+            AckOf::End { .. } => self.last_barrier + 1,
+        };
+        self.last_barrier = id;
+        let committable = self.writer.pre_commit(id).await?;
+        part.ack(of, Ok(PartSnapshot { committable, ..PartSnapshot::default() }), false);
+        Ok(())
+    }
 }
 
 impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
@@ -599,12 +795,14 @@ impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
                     }
                     Ok(())
                 }
-                Message::End => self.writer.finish().await,
-                Message::Watermark(_)
-                | Message::Barrier(_)
-                | Message::Idle
-                | Message::SplitStart(_)
-                | Message::SplitEnd(_) => Ok(()),
+                Message::End => {
+                    self.pre_commit(AckOf::End { exhausted: true }).await?;
+                    self.writer.finish().await
+                }
+                Message::Barrier(id) => self.pre_commit(AckOf::Barrier(id)).await,
+                Message::Watermark(_) | Message::Idle | Message::SplitStart(_) | Message::SplitEnd(_) => {
+                    Ok(())
+                }
             }
         })
     }
@@ -630,11 +828,14 @@ impl<T: Send + 'static> Stream<T> {
         O: Operator<T, U>,
     {
         let label = self.ctx.metrics.as_ref().map(|m| m.unique_name(name));
+        let checkpointed = self.lanes.iter().all(|l| l.checkpointed);
+        let parts = self.ctx.parts(name, self.lanes.len(), checkpointed);
         let lanes = self
             .lanes
             .into_iter()
+            .zip(parts)
             .enumerate()
-            .map(|(subtask, lane)| {
+            .map(|(subtask, (lane, part))| {
                 let op = make();
                 let stateful = op.state_stats().is_some();
                 let metrics = self
@@ -648,8 +849,9 @@ impl<T: Send + 'static> Stream<T> {
                 let late_count = self.ctx.late_count.clone();
                 Lane {
                     name: format!("{} -> {name}", lane.name),
+                    checkpointed,
                     close: Box::new(move |next: Box<dyn Stage<U>>| {
-                        close(Box::new(OpStage::new(op, next, metrics, dead_letters, late_count)))
+                        close(Box::new(OpStage::new(op, next, metrics, dead_letters, late_count, part)))
                     }),
                 }
             })
@@ -731,14 +933,15 @@ impl<T: Send + 'static> Stream<T> {
         let mut left = Vec::with_capacity(self.lanes.len());
         let mut right = Vec::with_capacity(self.lanes.len());
         for (subtask, lane) in self.lanes.into_iter().enumerate() {
-            let (ltx, lrx) = mpsc::channel::<Tagged<T>>(capacity);
-            let (rtx, rrx) = mpsc::channel::<Tagged<T>>(capacity);
+            let (ltx, lrx) = mpsc::channel::<Message<T>>(capacity);
+            let (rtx, rrx) = mpsc::channel::<Message<T>>(capacity);
+            let checkpointed = lane.checkpointed;
             let blocked = Arc::new(AtomicU64::new(0));
             let stage = Broadcast { senders: [ltx, rtx], blocked_ns: blocked.clone() };
             let name = format!("{} -> fork", lane.name);
             self.ctx.add_task(name, subtask, blocked, (lane.close)(Box::new(stage)));
-            left.push(channel_lane(format!("{} (left)", lane.name), lrx));
-            right.push(channel_lane(format!("{} (right)", lane.name), rrx));
+            left.push(inputs_lane(format!("{} (left)", lane.name), vec![lrx], checkpointed));
+            right.push(inputs_lane(format!("{} (right)", lane.name), vec![rrx], checkpointed));
         }
         (Stream { ctx: self.ctx.clone(), lanes: left }, Stream { ctx: self.ctx, lanes: right })
     }
@@ -778,22 +981,26 @@ impl<T: Send + 'static> Stream<T> {
     fn exchange<P: Partitioner<T>>(self, partitioner: P, closing: &str, opening: &str) -> Stream<T> {
         let partitioner = Arc::new(partitioner);
         let n = self.ctx.parallelism;
-        let upstream = self.lanes.len();
-        let (senders, receivers): (Vec<_>, Vec<_>) =
-            (0..n).map(|_| mpsc::channel::<Tagged<T>>(self.ctx.channel_capacity)).unzip();
+        let checkpointed = self.lanes.iter().all(|l| l.checkpointed);
+        // One channel per (upstream, downstream) pair: receivers[d][u].
+        let mut receivers: Vec<Vec<mpsc::Receiver<Message<T>>>> = (0..n).map(|_| Vec::new()).collect();
         for (me, lane) in self.lanes.into_iter().enumerate() {
+            let senders = receivers
+                .iter_mut()
+                .map(|rx| {
+                    let (tx, r) = mpsc::channel::<Message<T>>(self.ctx.channel_capacity);
+                    rx.push(r);
+                    tx
+                })
+                .collect();
             let blocked = Arc::new(AtomicU64::new(0));
-            let stage = ExchangeStage {
-                partitioner: partitioner.clone(),
-                me,
-                senders: senders.clone(),
-                blocked_ns: blocked.clone(),
-            };
+            let stage =
+                ExchangeStage { partitioner: partitioner.clone(), senders, blocked_ns: blocked.clone() };
             let name = format!("{} -> {closing}", lane.name);
             self.ctx.add_task(name, me, blocked, (lane.close)(Box::new(stage)));
         }
-        drop(senders);
-        let lanes = receivers.into_iter().map(|rx| inputs_lane(opening.to_owned(), rx, upstream)).collect();
+        let lanes =
+            receivers.into_iter().map(|rx| inputs_lane(opening.to_owned(), rx, checkpointed)).collect();
         Stream { ctx: self.ctx, lanes }
     }
 
@@ -802,11 +1009,22 @@ impl<T: Send + 'static> Stream<T> {
         let sink = Arc::new(sink);
         let parallelism = self.lanes.len();
         let label = self.ctx.metrics.as_ref().map(|m| m.unique_name("sink"));
-        for (subtask, lane) in self.lanes.into_iter().enumerate() {
+        let checkpointed = self.lanes.iter().all(|l| l.checkpointed);
+        let parts = self.ctx.parts("sink", parallelism, checkpointed);
+        if let (Some(shared), Some(Some(part))) = (&self.ctx.checkpoint, parts.first()) {
+            let committer: Arc<dyn Committer> =
+                Arc::new(SinkCommitter(sink.clone(), std::marker::PhantomData));
+            shared
+                .committers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((part.uid.clone(), committer));
+        }
+        for ((subtask, lane), part) in self.lanes.into_iter().enumerate().zip(parts) {
             let sink = sink.clone();
             let name = format!("{} -> sink {}", lane.name, sink.name());
             let metrics = self.ctx.metrics.as_ref().zip(label.as_deref()).map(|(m, l)| m.sink(l, subtask));
-            let head = DeferredSink { sink, subtask, parallelism, metrics, writer: None };
+            let head = DeferredSink { sink, subtask, parallelism, metrics, part, writer: None };
             let run = (lane.close)(Box::new(head));
             self.ctx.add_task(name, subtask, Arc::new(AtomicU64::new(0)), run);
         }
@@ -819,6 +1037,7 @@ struct DeferredSink<S, W> {
     subtask: usize,
     parallelism: usize,
     metrics: Option<SinkMetrics>,
+    part: Option<Part>,
     writer: Option<SinkStage<W>>,
 }
 
@@ -830,8 +1049,12 @@ where
     fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             if self.writer.is_none() {
-                let writer = self.sink.writer(self.subtask, self.parallelism)?;
-                self.writer = Some(SinkStage { writer, metrics: self.metrics.take() });
+                let writer = match self.part {
+                    Some(_) => self.sink.transactional_writer(self.subtask, self.parallelism)?,
+                    None => self.sink.writer(self.subtask, self.parallelism)?,
+                };
+                let (metrics, part) = (self.metrics.take(), self.part.take());
+                self.writer = Some(SinkStage { writer, metrics, part, last_barrier: 0 });
             }
             match self.writer.as_mut() {
                 Some(w) => w.push(msg).await,
@@ -903,6 +1126,7 @@ where
         self.late = Some(tx);
         let lane = Lane {
             name: "late records".to_owned(),
+            checkpointed: false,
             close: Box::new(move |mut head: Box<dyn Stage<T>>| -> TaskFn {
                 Box::new(move |_ctx: TaskContext| {
                     Box::pin(async move {
@@ -925,7 +1149,10 @@ where
     ///
     /// Never; an invalid window size is reported by [`WindowSpec`]'s checks as a
     /// [`Error::InvalidConfig`] when the pipeline runs.
-    pub fn aggregate<A: Aggregator<T>>(self, agg: A) -> Stream<WindowResult<K, A::Output>> {
+    pub fn aggregate<A: Aggregator<T>>(self, agg: A) -> Stream<WindowResult<K, A::Output>>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+    {
         let agg = Arc::new(agg);
         let key = self.keyed.key.clone();
         let spec = self.spec;
@@ -953,6 +1180,8 @@ where
     pub fn reduce<F>(self, f: F) -> Stream<WindowResult<K, Option<T>>>
     where
         F: Fn(T, &T) -> T + Send + Sync + 'static,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        T: serde::Serialize + serde::de::DeserializeOwned,
     {
         self.aggregate(crate::aggregate::Reduce::with(f))
     }
@@ -969,6 +1198,7 @@ impl<T: Send + 'static> Stream<T> {
                 let reason = reason.clone();
                 Lane {
                     name: lane.name,
+                    checkpointed: lane.checkpointed,
                     close: Box::new(move |_next: Box<dyn Stage<T>>| -> TaskFn {
                         Box::new(move |_ctx| {
                             Box::pin(async move { Err(Error::InvalidConfig { field, reason }) })

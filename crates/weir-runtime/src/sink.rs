@@ -16,6 +16,28 @@ pub trait Sink<T>: Send + Sync + 'static {
 
     /// The writer of subtask `subtask` of `parallelism`.
     fn writer(&self, subtask: usize, parallelism: usize) -> Result<Self::Writer>;
+
+    /// The writer of subtask `subtask` in a checkpointed pipeline: it makes nothing visible by
+    /// itself, only through [`SinkWriter::pre_commit`] and [`Sink::commit`]. Default:
+    /// [`Sink::writer`] (an at-least-once sink: after a restore it sees again what followed the
+    /// checkpoint).
+    fn transactional_writer(&self, subtask: usize, parallelism: usize) -> Result<Self::Writer> {
+        self.writer(subtask, parallelism)
+    }
+
+    /// Makes visible what the writers pre-committed for `checkpoint` (their committables, in
+    /// subtask order), once the checkpoint is complete. Must be idempotent: after a crash it is
+    /// called again, on restore, with the restored checkpoint's committables. Default: nothing.
+    fn commit(&self, _checkpoint: u64, _committables: &[Vec<u8>]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Removes what writers pre-committed or wrote but was never committed. Called on start,
+    /// before any writer exists: after the restored checkpoint `restored` was committed again,
+    /// or with `None` on a fresh start (when earlier output may be replaced). Default: nothing.
+    fn discard_uncommitted(&self, _restored: Option<u64>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes batches for one subtask.
@@ -23,8 +45,17 @@ pub trait SinkWriter<T>: Send + 'static {
     /// Writes a batch.
     fn write_batch(&mut self, batch: Batch<T>) -> impl Future<Output = Result<()>> + Send;
 
-    /// The input ended: flush and close.
+    /// The input ended: flush and close. A transactional writer (see
+    /// [`Sink::transactional_writer`]) is asked to [`pre_commit`](SinkWriter::pre_commit) its
+    /// last records first, and only closes here.
     fn finish(&mut self) -> impl Future<Output = Result<()>> + Send;
+
+    /// A checkpoint barrier reached this writer: make what was written since the previous
+    /// barrier durable but not yet visible, and return what [`Sink::commit`] needs to make it
+    /// visible (the committable; `None` when there is nothing to commit). Default: `None`.
+    fn pre_commit(&mut self, _checkpoint: u64) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
+        std::future::ready(Ok(None))
+    }
 
     /// Bytes written so far, for the `weir_operator_output_bytes_total` metric. Default: 0
     /// (not measured).

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::batch::Batch;
+use crate::checkpoint::SplitPositions;
 use crate::error::Result;
 
 /// A description of where records come from.
@@ -23,6 +24,30 @@ pub trait Source: Send + Sync + 'static {
 
     /// The reader of subtask `subtask` of `parallelism` (it reads its share of the splits).
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<Self::Reader>;
+
+    /// The reader of subtask `subtask` of `parallelism` in a checkpointed pipeline, resuming at
+    /// `positions` (those every subtask saved in the restored checkpoint, whatever the
+    /// parallelism was; empty on a fresh start). Its positions are committed only by
+    /// [`Source::commit`]. Default: [`Source::reader`], reading from the start again: such a
+    /// source is replayed in full after a restore.
+    fn reader_at(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: &SplitPositions,
+    ) -> Result<Self::Reader> {
+        if !positions.is_empty() {
+            tracing::warn!(source = %self.name(), "this source cannot resume at a checkpoint's positions; reading it from the start");
+        }
+        self.reader(subtask, parallelism)
+    }
+
+    /// A checkpoint holding `positions` (of every subtask) is complete: make them the source's
+    /// committed positions (e.g. a consumer group's offsets). Called again with the restored
+    /// checkpoint's positions on a restore. Default: nothing.
+    fn commit(&self, _positions: &SplitPositions) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads batches for one subtask.
@@ -56,6 +81,13 @@ pub trait SourceReader: Send + 'static {
         Vec::new()
     }
 
+    /// Where reading resumes, for a checkpoint: `(split, position)` for every split this reader
+    /// has read from, encoded with [`encode`](crate::checkpoint::encode). Called between
+    /// batches. Default: none (see [`Source::reader_at`]).
+    fn positions(&self) -> Vec<(u32, Vec<u8>)> {
+        Vec::new()
+    }
+
     /// Bytes read so far (file bytes, record keys and values), for the
     /// `weir_operator_input_bytes_total` metric. Default: 0 (not measured).
     fn bytes_read(&self) -> u64 {
@@ -64,7 +96,8 @@ pub trait SourceReader: Send + 'static {
 }
 
 /// A bounded source over records in memory; subtask `i` of `p` reads chunks `i, i + p, …` of
-/// `batch_size` records, in order, as one split (split `i`). For tests and examples.
+/// `batch_size` records, in order, as one split (split `i`). For tests and examples. In a
+/// checkpointed pipeline it resumes at the next chunk (restore at the same parallelism).
 #[derive(Debug, Clone)]
 pub struct MemorySource<T> {
     records: Arc<Vec<T>>,
@@ -90,6 +123,19 @@ impl<T: Clone + Send + Sync + 'static> Source for MemorySource<T> {
 
     fn name(&self) -> String {
         "memory".to_owned()
+    }
+
+    fn reader_at(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: &SplitPositions,
+    ) -> Result<MemoryReader<T>> {
+        let mut reader = self.reader(subtask, parallelism)?;
+        if let Some(p) = positions.get(reader.split) {
+            reader.chunk = crate::checkpoint::decode(p)?;
+        }
+        Ok(reader)
     }
 
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<MemoryReader<T>> {
@@ -127,5 +173,9 @@ impl<T: Clone + Send + Sync + 'static> SourceReader for MemoryReader<T> {
         let batch = Batch::from_split(self.split, self.records[start..end].to_vec());
         self.chunk += self.step;
         Ok(Some(batch))
+    }
+
+    fn positions(&self) -> Vec<(u32, Vec<u8>)> {
+        crate::checkpoint::encode(&self.chunk).map(|p| vec![(self.split, p)]).unwrap_or_default()
     }
 }

@@ -19,10 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::aggregate::Aggregator;
 use crate::batch::{Batch, Timestamp};
+use crate::checkpoint::{StateReader, StateWriter};
+use crate::error::Result;
 use crate::operator::{Collector, Operator, StateStats};
 
 /// The kind of window and its sizes, in milliseconds.
@@ -151,7 +154,7 @@ impl WindowSpec {
 }
 
 /// One window's result for one key.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct WindowResult<K, V> {
     /// The key.
     pub key: K,
@@ -378,11 +381,58 @@ fn emit<K, V>(results: Vec<WindowResult<K, V>>, out: &mut Collector<WindowResult
 
 impl<K, T, KF, A> Operator<T, WindowResult<K, A::Output>> for WindowOperator<K, T, KF, A>
 where
-    K: Hash + Eq + Clone + Send + 'static,
+    K: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static,
     T: Send + 'static,
     KF: Fn(&T) -> K + Send + Sync + 'static,
     A: Aggregator<T>,
 {
+    /// Saves `(watermark, fired)` as the subtask's meta, and per key `(start, end, acc)` for
+    /// each window or session it has open.
+    fn snapshot(&self, state: &mut StateWriter) -> Result<()> {
+        state.set_meta(&(self.watermark, self.fired))?;
+        match self.spec {
+            WindowSpec::Session { .. } => {
+                for (key, sessions) in &self.sessions {
+                    for s in sessions {
+                        state.put(key, &(s.start, s.end, &s.acc))?;
+                    }
+                }
+            }
+            WindowSpec::Tumbling { size, .. } | WindowSpec::Sliding { size, .. } => {
+                for (&end, by_key) in &self.windows {
+                    for (key, acc) in by_key {
+                        state.put(key, &(end - size, end, acc))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the windows of the key groups this subtask owns; the watermark is the lowest
+    /// the old subtasks saved (they all saw the same watermarks before the barrier).
+    fn restore(&mut self, state: &StateReader<'_>) -> Result<()> {
+        let metas: Vec<(Timestamp, u64)> = state.metas()?;
+        if let Some(w) = metas.iter().map(|m| m.0).min() {
+            self.watermark = w;
+        }
+        for entry in state.entries::<K, (i64, i64, A::Acc)>() {
+            let (key, (start, end, acc)) = entry?;
+            match self.spec {
+                WindowSpec::Session { .. } => {
+                    let list = self.sessions.entry(key.clone()).or_default();
+                    let pos = list.partition_point(|s| s.start < start);
+                    list.insert(pos, Session { start, end, acc });
+                    self.session_timers.entry(end).or_default().insert(key);
+                }
+                WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => {
+                    self.windows.entry(end).or_default().insert(key, acc);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<WindowResult<K, A::Output>>) {
         if batch.timestamps.len() != batch.records.len() {
             // Without event time there is nothing to window by: every record is late.

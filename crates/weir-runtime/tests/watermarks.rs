@@ -73,13 +73,13 @@ impl SourceReader for ScriptedReader {
 /// A running scripted job and what its window has emitted so far.
 struct Job {
     senders: Vec<mpsc::UnboundedSender<Batch<Ev>>>,
-    out: CollectSink<WindowResult<&'static str, u64>>,
+    out: CollectSink<WindowResult<char, u64>>,
     fired: Vec<Fired>,
     handle: JoinHandle<Result<JobReport>>,
 }
 
 impl Job {
-    /// Starts `scripted → assign_timestamps(strategy) → key_by("k") → window(spec) → Count`, with
+    /// Starts `scripted → assign_timestamps(strategy) → key_by('k') → window(spec) → Count`, with
     /// one scripted reader per subtask.
     fn start(parallelism: usize, strategy: Watermarks, spec: WindowSpec) -> Job {
         let (source, senders) = ScriptedSource::new(parallelism);
@@ -88,7 +88,7 @@ impl Job {
         let out = CollectSink::new();
         p.source(source)
             .assign_timestamps(|e: &Ev| e.1, strategy)
-            .key_by(|_: &Ev| "k")
+            .key_by(|_: &Ev| 'k')
             .window(spec)
             .aggregate(Count)
             .sink(out.clone());
@@ -282,7 +282,7 @@ async fn finished_splits_do_not_pin_the_watermark() {
     let out = CollectSink::new();
     p.source(MemorySource::new(vec![0i64, 10_000, 20_000, 5]).batch_size(1))
         .assign_timestamps(|t| *t, Watermarks::monotonic())
-        .key_by(|_| "k")
+        .key_by(|_| 'k')
         .window(TumblingWindows::of(ms(1_000)))
         .aggregate(Count)
         .sink(out.clone());
@@ -354,7 +354,7 @@ async fn the_final_watermark_fires_every_open_window_and_the_job_completes() {
             let out = CollectSink::new();
             p.source(MemorySource::new(timestamps.clone()).batch_size(2))
                 .assign_timestamps(|t| *t, Watermarks::bounded_out_of_orderness(Duration::from_secs(1 << 40)))
-                .key_by(|_| "k")
+                .key_by(|_| 'k')
                 .window(spec)
                 .aggregate(Count)
                 .sink(out.clone());
@@ -385,7 +385,7 @@ async fn a_timestamp_at_the_end_of_time_does_not_crash_the_job() {
         let out = CollectSink::new();
         p.source(MemorySource::new(vec![1_000i64, i64::MAX - 1]))
             .assign_timestamps(|t| *t, Watermarks::monotonic())
-            .key_by(|_| "k")
+            .key_by(|_| 'k')
             .window(spec)
             .aggregate(Count)
             .sink(out.clone());

@@ -490,7 +490,7 @@ where
         let out = CollectSink::new();
         p.source(MemorySource::new(records))
             .assign_timestamps(|e: &(i64, i64)| e.0, Watermarks::monotonic())
-            .key_by(|_: &(i64, i64)| "k")
+            .key_by(|_: &(i64, i64)| 'k')
             .window(SessionWindows::with_gap(ms(gap)))
             .allowed_lateness(ms(lateness))
             .aggregate(agg)

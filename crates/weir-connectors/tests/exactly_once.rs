@@ -1,0 +1,285 @@
+//! Exactly once across crashes and rescaling: a windowed job on a log topic, writing to a
+//! file sink and a log sink, is killed with SIGKILL at random moments and restarted until it
+//! finishes; its committed output must equal, row for row, that of one uninterrupted run. The
+//! same holds when a checkpoint taken at parallelism 2 is restored at 1 and at 4.
+//!
+//! The job runs in a child process: this test binary started again with `WEIR_EXACTLY_ONCE_DIR`
+//! set, which makes `child_process` run the job instead of returning.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use weir_connectors::{FileSink, LogRecord, LogSink, LogSource};
+use weir_log::{AutoOffsetReset, ConsumerConfig, Durability, Log, LogOptions, Record, TopicConfig};
+use weir_runtime::{Checkpointing, Count, Pipeline, Sum, TumblingWindows, Watermarks};
+
+const DIR_ENV: &str = "WEIR_EXACTLY_ONCE_DIR";
+const PARALLELISM_ENV: &str = "WEIR_EXACTLY_ONCE_PARALLELISM";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Event {
+    ts: i64,
+    user: u32,
+    amount: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Row {
+    user: u32,
+    window_start: i64,
+    events: u64,
+    amount: i64,
+}
+
+fn open_log(dir: &Path) -> Log {
+    Log::open(dir.join("log"), LogOptions::default().durability(Durability::EveryBatch)).unwrap()
+}
+
+/// The input: 360 000 events over 30 minutes of event time, 40 users, 4 partitions, out of
+/// order by up to a second.
+fn prepare(dir: &Path) {
+    let log = open_log(dir);
+    let topic = log.create_topic("events", TopicConfig::with_partitions(4)).unwrap();
+    let records: Vec<Record> = (0..360_000i64)
+        .map(|i| {
+            let e = Event {
+                ts: 1_700_000_000_000 + i * 5 - (i * 7919 % 200),
+                user: (i * 13 % 40) as u32,
+                amount: i % 1000,
+            };
+            Record::new(serde_json::to_vec(&e).unwrap()).with_key(e.user.to_string())
+        })
+        .collect();
+    for chunk in records.chunks(4096) {
+        topic.send(chunk).unwrap();
+    }
+    log.flush().unwrap();
+}
+
+/// The job (in the child process).
+async fn job(dir: &Path, parallelism: usize) -> weir_runtime::Result<()> {
+    let log = open_log(dir);
+    let p = Pipeline::builder("exactly-once")
+        .parallelism(parallelism)
+        .handle_signals(false)
+        .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(Duration::from_millis(100)))
+        .build()?;
+    let (to_file, to_log) = p
+        .source(LogSource::topic(&log, "events", "exactly-once").bounded().batch_size(256))
+        .try_map(LogRecord::parse_json::<Event>)
+        .assign_timestamps(|e| e.ts, Watermarks::bounded_out_of_orderness(Duration::from_secs(1)))
+        .key_by(|e| e.user)
+        .window(TumblingWindows::of(Duration::from_secs(1)))
+        .aggregate((Count, Sum::of(|e: &Event| e.amount)))
+        .map(|r| Row { user: r.key, window_start: r.window_start, events: r.value.0, amount: r.value.1 })
+        .fork();
+    to_file.sink(FileSink::json_lines(dir.join("out/rows.jsonl")));
+    to_log.sink(
+        LogSink::topic(&log, "rows")
+            .create_if_missing(TopicConfig::with_partitions(3))
+            .key_by(|r: &Row| r.user.to_string()),
+    );
+    p.run().await.map(drop)
+}
+
+/// Runs the job when started as the child process; does nothing otherwise.
+#[test]
+fn child_process() {
+    let Ok(dir) = std::env::var(DIR_ENV) else { return };
+    let parallelism = std::env::var(PARALLELISM_ENV).ok().and_then(|p| p.parse().ok()).unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(job(Path::new(&dir), parallelism)).unwrap();
+}
+
+fn spawn(dir: &Path, parallelism: usize) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process", "--nocapture", "--test-threads", "1"])
+        .env(DIR_ENV, dir)
+        .env(PARALLELISM_ENV, parallelism.to_string())
+        .spawn()
+        .unwrap()
+}
+
+fn run_to_end(dir: &Path, parallelism: usize) {
+    let status = spawn(dir, parallelism).wait().unwrap();
+    assert!(status.success(), "the job failed: {status}");
+}
+
+/// The committed output: file rows and topic records (partition, key, value), sorted.
+fn output(dir: &Path) -> (Vec<String>, Vec<(u32, String, String)>) {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir.join("out")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // uncommitted or markers
+        }
+        lines.extend(std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned));
+    }
+    lines.sort_unstable();
+    let log = open_log(dir);
+    let mut consumer =
+        log.consumer(ConsumerConfig::new("rows").auto_offset_reset(AutoOffsetReset::Earliest)).unwrap();
+    let mut records = Vec::new();
+    loop {
+        let polled = consumer.poll_now().unwrap();
+        if polled.is_empty() {
+            break;
+        }
+        for batch in polled {
+            for r in batch.records {
+                let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+                records.push((batch.partition, key, String::from_utf8(r.value.to_vec()).unwrap()));
+            }
+        }
+    }
+    records.sort_unstable();
+    (lines, records)
+}
+
+fn reference() -> (Vec<String>, Vec<(u32, String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    run_to_end(dir.path(), 2);
+    let out = output(dir.path());
+    assert!(
+        out.0.len() > 10_000 && out.0.len() == out.1.len(),
+        "{} rows, {} records",
+        out.0.len(),
+        out.1.len()
+    );
+    out
+}
+
+/// A small xorshift generator: the kill times are random, and printed for a rerun.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Up to 5 items of `a` not in `b` (both sorted).
+fn missing<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
+    a.iter().filter(|x| b.binary_search(x).is_err()).take(5).cloned().collect()
+}
+
+fn assert_same(
+    got: &(Vec<String>, Vec<(u32, String, String)>),
+    want: &(Vec<String>, Vec<(u32, String, String)>),
+) {
+    assert!(
+        got.0 == want.0,
+        "the file rows differ from the uninterrupted run's: {} rows, want {}; extra {:?}; missing {:?}",
+        got.0.len(),
+        want.0.len(),
+        missing(&got.0, &want.0),
+        missing(&want.0, &got.0)
+    );
+    assert!(
+        got.1 == want.1,
+        "the topic records differ from the uninterrupted run's: {} records, want {}; extra {:?}; missing {:?}",
+        got.1.len(),
+        want.1.len(),
+        missing(&got.1, &want.1),
+        missing(&want.1, &got.1)
+    );
+}
+
+#[test]
+fn a_job_killed_at_random_moments_commits_exactly_the_output_of_one_run() {
+    if std::env::var(DIR_ENV).is_ok() {
+        return;
+    }
+    let want = reference();
+    let seed = std::env::var("WEIR_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("kill seed {seed} (WEIR_KILL_SEED={seed} repeats the kill times)");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let mut kills = Vec::new();
+    let started = Instant::now();
+    loop {
+        let mut child = spawn(dir.path(), 2);
+        // Ten lives killed at a random moment (early enough that the job cannot finish in
+        // them: the first life alone needs about a second), then one runs to the end.
+        let kill_at = Duration::from_millis(20 + rng.below(230));
+        let kill = kills.len() < 10;
+        let deadline = Instant::now() + kill_at;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if kill && Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        match status {
+            Some(status) => {
+                assert!(status.success(), "the job failed: {status}");
+                if kills.len() >= 10 {
+                    break;
+                }
+                // It finished before enough kills: the output must already be right, and
+                // the run starts over with more kills in a fresh directory.
+                assert_same(&output(dir.path()), &want);
+                panic!("the job finished after {} kills; make the input larger", kills.len());
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills.push(kill_at.as_millis());
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress after {} kills", kills.len());
+    }
+    eprintln!("killed at {kills:?} ms into each run; finished after {:?}", started.elapsed());
+    assert_same(&output(dir.path()), &want);
+}
+
+#[test]
+fn a_checkpoint_taken_at_parallelism_two_restores_at_one_and_at_four() {
+    if std::env::var(DIR_ENV).is_ok() {
+        return;
+    }
+    let want = reference();
+    for restore_at in [1, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let mut child = spawn(dir.path(), 2);
+        // Kill it once a checkpoint is complete (and some output committed).
+        let manifest = |d: &Path| -> bool {
+            std::fs::read_dir(d.join("checkpoints"))
+                .map(|it| it.filter_map(Result::ok).any(|e| e.path().join("_manifest.json").exists()))
+                .unwrap_or(false)
+        };
+        let started = Instant::now();
+        while !manifest(dir.path()) {
+            assert!(child.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
+            assert!(started.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the job ended before the kill");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        run_to_end(dir.path(), restore_at);
+        assert_same(&output(dir.path()), &want);
+        let files: Vec<PathBuf> =
+            std::fs::read_dir(dir.path().join("out")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(
+            files.iter().any(|f| f.ends_with(if restore_at == 1 { "rows.jsonl" } else { "rows-3.jsonl" })),
+            "restored at {restore_at}: {files:?}"
+        );
+    }
+}
