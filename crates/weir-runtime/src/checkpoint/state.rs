@@ -76,6 +76,15 @@ impl StateWriter {
         Ok(())
     }
 
+    /// Saves `value` in the key group of a key whose routing hash is `hash` (the hash a custom
+    /// [`Partitioner`](crate::Partitioner) passed to [`subtask_for_hash`]); read back with
+    /// [`StateReader::values`]. `put(key, value)` is `put_hashed(hash(key), &(key, value))`.
+    pub fn put_hashed<V: Serialize>(&mut self, hash: u64, value: &V) -> Result<()> {
+        let buf = self.groups.entry(key_group(hash)).or_default();
+        postcard::to_io(value, buf).map_err(|e| encode_error("keyed state", e))?;
+        Ok(())
+    }
+
     /// Saves the operator-wide value of this subtask (replacing an earlier one).
     pub fn set_meta<V: Serialize>(&mut self, value: &V) -> Result<()> {
         self.meta = encode(value)?;
@@ -105,6 +114,11 @@ impl<'a> StateReader<'a> {
     pub fn entries<K: DeserializeOwned + 'a, V: DeserializeOwned + 'a>(
         &self,
     ) -> impl Iterator<Item = Result<(K, V)>> + 'a {
+        self.values::<(K, V)>()
+    }
+
+    /// Every value saved with [`StateWriter::put_hashed`] in the key groups this subtask owns.
+    pub fn values<V: DeserializeOwned + 'a>(&self) -> impl Iterator<Item = Result<V>> + 'a {
         let (subtask, parallelism) = (self.subtask, self.parallelism);
         self.parts
             .iter()
@@ -114,7 +128,7 @@ impl<'a> StateReader<'a> {
                 bytes,
                 group: *group,
                 failed: false,
-                _kv: std::marker::PhantomData,
+                _v: std::marker::PhantomData,
             })
     }
 
@@ -124,21 +138,21 @@ impl<'a> StateReader<'a> {
     }
 }
 
-struct Entries<'a, K, V> {
+struct Entries<'a, V> {
     bytes: &'a [u8],
     group: u16,
     failed: bool,
-    _kv: std::marker::PhantomData<fn() -> (K, V)>,
+    _v: std::marker::PhantomData<fn() -> V>,
 }
 
-impl<K: DeserializeOwned, V: DeserializeOwned> Iterator for Entries<'_, K, V> {
-    type Item = Result<(K, V)>;
+impl<V: DeserializeOwned> Iterator for Entries<'_, V> {
+    type Item = Result<V>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.bytes.is_empty() || self.failed {
             return None;
         }
-        match postcard::take_from_bytes::<(K, V)>(self.bytes) {
+        match postcard::take_from_bytes::<V>(self.bytes) {
             Ok((kv, rest)) => {
                 self.bytes = rest;
                 Some(Ok(kv))
