@@ -143,13 +143,14 @@ pub trait Operator<In, Out>: Send + 'static {
     fn on_end(&mut self, _out: &mut Collector<Out>) {}
 
     /// Saves the operator's state when a checkpoint barrier passes it (keyed state with
-    /// [`StateWriter::put`], operator-wide values with [`StateWriter::set_meta`]). Default:
-    /// nothing (a stateless operator).
+    /// [`StateWriter::put`], operator-wide values with [`StateWriter::set_meta`]); the operator
+    /// goes on with its state unchanged afterwards (`&mut` for state that must be taken out and
+    /// put back to be read). Default: nothing (a stateless operator).
     ///
     /// # Errors
     ///
     /// A value that cannot be encoded; the checkpoint fails, the job goes on.
-    fn snapshot(&self, _state: &mut StateWriter) -> Result<()> {
+    fn snapshot(&mut self, _state: &mut StateWriter) -> Result<()> {
         Ok(())
     }
 
@@ -243,8 +244,9 @@ impl<In, Out, O: Operator<In, Out>> OpStage<In, Out, O> {
     }
 
     /// Snapshots the operator and acknowledges `of`.
-    fn acknowledge(&self, of: AckOf) {
+    fn acknowledge(&mut self, of: AckOf) {
         if let Some((part, _)) = &self.checkpoint {
+            let part = part.clone();
             let mut state = StateWriter::default();
             let snapshot =
                 self.op.snapshot(&mut state).map(|()| state.into_part()).map_err(|e| e.to_string());

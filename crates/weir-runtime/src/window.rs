@@ -388,7 +388,7 @@ where
 {
     /// Saves `(watermark, fired)` as the subtask's meta, and per key `(start, end, acc)` for
     /// each window or session it has open.
-    fn snapshot(&self, state: &mut StateWriter) -> Result<()> {
+    fn snapshot(&mut self, state: &mut StateWriter) -> Result<()> {
         state.set_meta(&(self.watermark, self.fired))?;
         match self.spec {
             WindowSpec::Session { .. } => {
