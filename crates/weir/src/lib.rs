@@ -24,9 +24,9 @@ pub mod prelude {
         StoredRecord, Topic, TopicConfig,
     };
     pub use weir_runtime::{
-        ApproxDistinctCount, Avg, Batch, CollectSink, Count, DistinctCount, First, KeyedProcess, Last, Max,
-        MemorySource, Metrics, Min, Pipeline, ProcessContext, Quantile, Reduce, ServerConfig, SessionWindows,
-        SlidingWindows, StopHandle, Stream, Sum, Timestamp, TopK, Traceable, TumblingWindows, Watermarks,
-        WindowResult,
+        ApproxDistinctCount, Avg, Batch, Checkpointing, CollectSink, Count, DistinctCount, First,
+        KeyedProcess, Last, Max, MemorySource, Metrics, Min, Pipeline, ProcessContext, Quantile, Reduce,
+        ServerConfig, SessionWindows, SlidingWindows, StopHandle, Stream, Sum, Timestamp, TopK, Traceable,
+        TumblingWindows, Watermarks, WindowResult,
     };
 }
