@@ -13,6 +13,15 @@
 //! with Kafka. A bounded input is appended first and then analysed to its end; with `--follow`
 //! both run together until Ctrl-C. Each run starts the example's topics afresh.
 //!
+//! # Checkpoints
+//!
+//! With `--checkpoint-interval 10s` both pipelines checkpoint under `DIR/checkpoints`: the
+//! result files and topics receive every record exactly once (they grow at each checkpoint), and
+//! a run that was killed, or stopped with Ctrl-C (a savepoint), resumes where it left off when
+//! started again with the same arguments; `--from-scratch` starts over. The stdout table and the
+//! alerts on stderr are at least once: after a restore they may repeat what followed the
+//! checkpoint.
+//!
 //! # Results (event time; epoch-aligned, half-open `[start, end)` windows)
 //!
 //! | kind | window | key | fields |
@@ -55,7 +64,7 @@ use weir::connectors::{
 };
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::runtime::{
-    Batch, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig, SessionWindows,
+    Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig, SessionWindows,
     SlidingWindows, Stream, Sum, TopBy, TumblingWindows, Watermarks,
 };
 
@@ -99,6 +108,15 @@ struct Args {
     /// No tables on stdout (the files and topics are still written).
     #[arg(long)]
     quiet: bool,
+    /// Checkpoint both pipelines this often (e.g. `10s`, `500ms`), under `<dir>/checkpoints`:
+    /// the files and topics get every result exactly once, and a run that was killed or stopped
+    /// resumes where its last checkpoint left off. Default: no checkpoints (every run starts
+    /// over).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// With `--checkpoint-interval`: start over, ignoring (and deleting) earlier checkpoints.
+    #[arg(long, requires = "checkpoint_interval")]
+    from_scratch: bool,
 }
 
 /// "2xx" for 2, as [`AccessLogEntry::status_class`] names it.
@@ -241,7 +259,11 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let started = Instant::now();
     let log = Log::open(&args.dir, LogOptions::default())?;
-    reset_topics(&log, args.input.is_some() && args.follow)?;
+    let resume = resumes(&args)?;
+    if resume {
+        eprintln!("resuming from the checkpoints in {}", args.dir.join("checkpoints").display());
+    }
+    reset_topics(&log, resume || (args.input.is_some() && args.follow))?;
     let metrics = Metrics::new();
     log.register_metrics(&metrics);
     let server =
@@ -317,6 +339,32 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// Whether this run resumes from checkpoints: checkpointing is on, not from scratch, and
+/// there are checkpoints. Otherwise earlier checkpoints (of topics about to be recreated) go.
+fn resumes(args: &Args) -> anyhow::Result<bool> {
+    let dir = args.dir.join("checkpoints");
+    let any = std::fs::read_dir(dir.join(PIPELINE)).is_ok_and(|mut d| d.next().is_some());
+    if args.checkpoint_interval.is_some() && !args.from_scratch && any {
+        return Ok(true);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(false)
+}
+
+/// The builder of pipeline `name`, checkpointed if `--checkpoint-interval` says so.
+fn builder(args: &Args, name: &str) -> weir::runtime::PipelineBuilder {
+    let b = Pipeline::builder(name);
+    match args.checkpoint_interval {
+        Some(interval) => {
+            let dir = args.dir.join("checkpoints").join(name);
+            b.checkpointing(Checkpointing::to_dir(dir).interval(interval))
+        }
+        None => b,
+    }
+}
+
 /// Deletes and recreates the example's topics (their committed group offsets go with them),
 /// unless following a live log, which resumes.
 fn reset_topics(log: &Log, resume: bool) -> anyhow::Result<()> {
@@ -389,7 +437,7 @@ fn ingest_pipeline(
 ) -> anyhow::Result<Pipeline> {
     // One task appends, so the topic's partitions keep the order of the input lines (the
     // disorder the watermark allows for is the input's own, not the ingest's).
-    let p = Pipeline::builder("access_ingest").parallelism(1).metrics(metrics.clone()).build()?;
+    let p = builder(args, "access_ingest").parallelism(1).metrics(metrics.clone()).build()?;
     let lines: Stream<String> = match &args.input {
         None => p.source(GeneratorSource::new(args.events, synthetic::line).batch_size(1024)),
         Some(input) => {
@@ -443,7 +491,7 @@ fn analytics_pipeline(
     count: &Arc<AtomicU64>,
     results: &Arc<[AtomicU64; 5]>,
 ) -> anyhow::Result<Pipeline> {
-    let p = Pipeline::builder(PIPELINE).parallelism(args.parallelism).metrics(metrics.clone()).build()?;
+    let p = builder(args, PIPELINE).parallelism(args.parallelism).metrics(metrics.clone()).build()?;
     p.dead_letters(LogSink::dead_letters(log, PIPELINE));
     let mut source = LogSource::topic(log, "access", PIPELINE);
     if bounded {

@@ -9,6 +9,10 @@
 //! against its start time (so a slow consumer is caught up in bursts of at most one batch),
 //! emitting what is due and sleeping until the next record is due.
 //!
+//! In a checkpointed pipeline a subtask's position is the next index it makes; a restored
+//! generator resumes there, at the same parallelism only (another one is refused: the indices
+//! of a subtask depend on it).
+//!
 //! # Cancel safety
 //!
 //! [`GeneratorReader::next_batch`]'s only await is the rate limiter's sleep, before anything is
@@ -18,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weir_runtime::{Batch, Result, Source, SourceReader};
+use weir_runtime::{Batch, Result, Source, SourceReader, SplitPositions};
 
 use crate::{DEFAULT_BATCH_SIZE, check_batch_size};
 
@@ -103,6 +107,24 @@ where
 
     fn name(&self) -> String {
         "generator".to_owned()
+    }
+
+    fn reader_at(&self, subtask: usize, parallelism: usize, positions: &SplitPositions) -> Result<GeneratorReader<F>> {
+        let mut reader = self.reader(subtask, parallelism)?;
+        if let Some(p) = positions.get(reader.split) {
+            let (next, step): (u64, u64) = weir_runtime::decode(p)?;
+            if step != reader.step {
+                return Err(weir_runtime::Error::InvalidConfig {
+                    field: "parallelism",
+                    reason: format!(
+                        "a generator checkpointed at parallelism {step} resumes only at that parallelism, not {}",
+                        reader.step
+                    ),
+                });
+            }
+            reader.next = next;
+        }
+        Ok(reader)
     }
 
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<GeneratorReader<F>> {
@@ -196,6 +218,10 @@ where
         self.next = i;
         self.made += n;
         Ok(Some(Batch::from_split(self.split, records)))
+    }
+
+    fn positions(&self) -> Vec<(u32, Vec<u8>)> {
+        weir_runtime::encode(&(self.next, self.step)).map(|p| vec![(self.split, p)]).unwrap_or_default()
     }
 }
 

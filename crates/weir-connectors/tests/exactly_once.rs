@@ -66,7 +66,7 @@ async fn job(dir: &Path, parallelism: usize) -> weir_runtime::Result<()> {
     let p = Pipeline::builder("exactly-once")
         .parallelism(parallelism)
         .handle_signals(false)
-        .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(Duration::from_millis(100)))
+        .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(Duration::from_millis(50)))
         .build()?;
     let (to_file, to_log) = p
         .source(LogSource::topic(&log, "events", "exactly-once").bounded().batch_size(256))
@@ -155,6 +155,18 @@ fn reference() -> (Vec<String>, Vec<(u32, String, String)>) {
     out
 }
 
+/// The id of the newest complete checkpoint (one with a manifest) in the job's directory; 0 if
+/// none.
+fn newest_checkpoint(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir.join("checkpoints")) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("_manifest.json").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 /// A small xorshift generator: the kill times are random, and printed for a rerun.
 struct Rng(u64);
 
@@ -211,40 +223,37 @@ fn a_job_killed_at_random_moments_commits_exactly_the_output_of_one_run() {
     let started = Instant::now();
     loop {
         let mut child = spawn(dir.path(), 2);
-        // Ten lives killed at a random moment (early enough that the job cannot finish in
-        // them: the first life alone needs about a second), then one runs to the end.
-        let kill_at = Duration::from_millis(20 + rng.below(230));
-        let kill = kills.len() < 10;
-        let deadline = Instant::now() + kill_at;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if kill && Instant::now() >= deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        match status {
-            Some(status) => {
-                assert!(status.success(), "the job failed: {status}");
-                if kills.len() >= 10 {
-                    break;
-                }
-                // It finished before enough kills: the output must already be right, and
-                // the run starts over with more kills in a fresh directory.
-                assert_same(&output(dir.path()), &want);
-                panic!("the job finished after {} kills; make the input larger", kills.len());
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills.push(kill_at.as_millis());
-            }
+        if kills.len() == 10 {
+            // The eleventh life runs to the end.
+            let status = child.wait().unwrap();
+            assert!(status.success(), "the job failed: {status}");
+            break;
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "no progress after {} kills", kills.len());
+        // Each life is killed a random moment (0 to 1.5 checkpoint intervals) after it
+        // completed a checkpoint of its own: it made progress, and the next life restores.
+        let before = newest_checkpoint(dir.path());
+        let life = Instant::now();
+        while newest_checkpoint(dir.path()) <= before {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the job ended ({status}) after {} kills; make the input larger", kills.len());
+            }
+            assert!(life.elapsed() < Duration::from_secs(60), "no checkpoint completed within 60 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let delay = rng.below(76);
+        std::thread::sleep(Duration::from_millis(delay));
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the job ended ({status}) after {} kills; make the input larger", kills.len());
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills.push((newest_checkpoint(dir.path()), delay));
     }
-    eprintln!("killed at {kills:?} ms into each run; finished after {:?}", started.elapsed());
+    eprintln!(
+        "killed {} times, (checkpoint, ms after it): {kills:?}; finished after {:?}",
+        kills.len(),
+        started.elapsed()
+    );
     assert_same(&output(dir.path()), &want);
 }
 
@@ -259,13 +268,8 @@ fn a_checkpoint_taken_at_parallelism_two_restores_at_one_and_at_four() {
         prepare(dir.path());
         let mut child = spawn(dir.path(), 2);
         // Kill it once a checkpoint is complete (and some output committed).
-        let manifest = |d: &Path| -> bool {
-            std::fs::read_dir(d.join("checkpoints"))
-                .map(|it| it.filter_map(Result::ok).any(|e| e.path().join("_manifest.json").exists()))
-                .unwrap_or(false)
-        };
         let started = Instant::now();
-        while !manifest(dir.path()) {
+        while newest_checkpoint(dir.path()) == 0 {
             assert!(child.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
             assert!(started.elapsed() < Duration::from_secs(60));
             std::thread::sleep(Duration::from_millis(2));
