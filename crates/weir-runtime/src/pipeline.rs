@@ -404,7 +404,7 @@ impl Pipeline {
         let stop_tx = self.stop.clone();
         let stop_rx = stop_tx.subscribe();
         // Restore before any task starts: tasks read the restored state as they start.
-        let coordinator = match &self.checkpoint {
+        let mut coordinator = match &self.checkpoint {
             Some(shared) => {
                 let metrics = self.metrics.as_ref().map(PipelineMetrics::checkpoints);
                 let c = Coordinator::restore(
@@ -438,9 +438,28 @@ impl Pipeline {
         let mut signal = std::pin::pin!(shutdown_signal());
         let mut listening = self.settings.handle_signals;
         let mut first_error: Option<Error> = None;
+        let mut coordinator_result = None;
         loop {
             let joined = tokio::select! {
                 joined = set.join_next_with_id() => joined,
+                // A coordinator that fails (a complete checkpoint could not be committed) fails
+                // the job; one that ends fine has seen every part end.
+                done = async { coordinator.as_mut()?.await.ok() }, if coordinator.is_some() && coordinator_result.is_none() => {
+                    match done {
+                        Some(Err(e)) => {
+                            tracing::error!(pipeline = %name, error = %e, "checkpoint coordinator failed");
+                            first_error.get_or_insert(e);
+                            set.abort_all();
+                            coordinator_result = Some(Ok(()));
+                        }
+                        Some(Ok(())) => coordinator_result = Some(Ok(())),
+                        None => coordinator_result = Some(Err(Error::Panicked {
+                            operator: "checkpoint coordinator".into(),
+                            message: "the coordinator task ended abnormally".into(),
+                        })),
+                    }
+                    continue;
+                }
                 () = &mut signal, if listening => {
                     tracing::info!(pipeline = %name, "stop requested; draining");
                     listening = false;
@@ -472,15 +491,16 @@ impl Pipeline {
             }
             set.abort_all();
         }
-        let checkpoints = match coordinator {
-            Some(c) if first_error.is_some() => {
+        let checkpoints = match (coordinator, coordinator_result) {
+            (_, Some(result)) => result,
+            (Some(c), None) if first_error.is_some() => {
                 c.abort();
                 Ok(())
             }
-            Some(c) => c.await.unwrap_or_else(|e| {
+            (Some(c), None) => c.await.unwrap_or_else(|e| {
                 Err(Error::Panicked { operator: "checkpoint coordinator".into(), message: e.to_string() })
             }),
-            None => Ok(()),
+            (None, None) => Ok(()),
         };
         let dead = dead_task.await;
         if let Some(server) = server {

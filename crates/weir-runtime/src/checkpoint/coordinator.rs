@@ -180,7 +180,7 @@ impl Coordinator {
                 for k in &stand_ins {
                     acks.insert(k.clone(), ended[k].clone());
                 }
-                match self.complete(id, started, acks, false).await {
+                match self.complete(id, started, acks, false).await? {
                     // What an ended part pre-committed is committed now, once: later
                     // checkpoints keep its state, not its committable.
                     Ok(()) => {
@@ -199,7 +199,7 @@ impl Coordinator {
             // Every source ran out of input: the last checkpoint commits the final output.
             let id = self.next_id;
             self.next_id += 1;
-            self.complete(id, Instant::now(), ended, true).await?;
+            self.complete(id, Instant::now(), ended, true).await??;
         }
         Ok(())
     }
@@ -255,12 +255,37 @@ impl Coordinator {
     }
 
     /// Writes the parts and the manifest of checkpoint `id`, then commits it and prunes.
+    ///
+    /// `Ok(Err(e))`: writing failed; the checkpoint is not complete and the job goes on.
+    /// `Err(e)`: committing a complete checkpoint failed; the job must fail, and a restart
+    /// commits it again.
     async fn complete(
         &self,
         id: u64,
         started: Instant,
         parts: HashMap<PartKey, PartSnapshot>,
         finished: bool,
+    ) -> Result<Result<()>> {
+        if let Err(e) = self.write(id, &parts, finished, started).await {
+            return Ok(Err(e));
+        }
+        self.commit(id, |uid| {
+            parts.iter().filter(|((u, _), _)| &**u == uid).map(|(_, p)| p.clone()).collect()
+        })
+        .map_err(|e| {
+            Error::Checkpoint(format!("checkpoint {id} is complete but committing it failed: {e}"))
+        })?;
+        self.prune(id).await;
+        Ok(Ok(()))
+    }
+
+    /// Writes the parts, then publishes the manifest: the checkpoint is complete on return.
+    async fn write(
+        &self,
+        id: u64,
+        parts: &HashMap<PartKey, PartSnapshot>,
+        finished: bool,
+        started: Instant,
     ) -> Result<()> {
         let mut entries = Vec::new();
         let mut sorted: Vec<_> = parts.iter().filter(|(_, p)| !is_empty(p)).collect();
@@ -284,10 +309,6 @@ impl Coordinator {
         if let Some(m) = &self.metrics {
             m.completed(id, took, manifest.total_bytes(), manifest.created_ms);
         }
-        self.commit(id, |uid| {
-            parts.iter().filter(|((u, _), _)| &**u == uid).map(|(_, p)| p.clone()).collect()
-        })?;
-        self.prune(id).await;
         Ok(())
     }
 
