@@ -4,6 +4,9 @@
 //! so the output of parallel subtasks interleaves by whole batches, never inside a line or a
 //! table. A closed stdout (`| head`) fails the job with a connector error.
 //!
+//! Standard output is not transactional: in a checkpointed pipeline it is at least once (after
+//! a restore, what followed the checkpoint is printed again).
+//!
 //! # Tables
 //!
 //! [`StdoutSink::table`] prints each batch as an aligned table, `psql` style:

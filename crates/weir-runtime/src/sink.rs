@@ -64,7 +64,8 @@ pub trait SinkWriter<T>: Send + 'static {
     }
 }
 
-/// Collects every record into a shared `Vec`, for tests and examples.
+/// Collects every record into a shared `Vec`, for tests and examples (at least once in a
+/// checkpointed pipeline: it does not pre-commit).
 #[derive(Debug)]
 pub struct CollectSink<T> {
     records: Arc<Mutex<Vec<T>>>,
