@@ -1,8 +1,10 @@
 //! A monitored job on the embedded log, for the Grafana dashboards: a producer pipeline writes
 //! synthetic access events to the topic `access`; an analytics pipeline reads it in a consumer
 //! group, parses (malformed lines go to the dead-letter topic), counts requests per status in
-//! 10-second event-time windows (late events go to a side output) and writes JSON lines. Both
-//! pipelines and the log export their metrics to one registry, served at `/metrics`.
+//! 10-second event-time windows (late events go to a side output) and writes JSON lines. The
+//! analytics pipeline checkpoints every second into `<dir>/checkpoints` (and restores the latest
+//! checkpoint when started again on the same directory). Both pipelines and the log export their
+//! metrics to one registry, served at `/metrics`.
 //!
 //! ```text
 //! cargo run --example monitoring -- --metrics-addr 127.0.0.1:9898 --dir weir-data --duration-secs 60
@@ -11,15 +13,21 @@
 //! With `--duration-secs 0` (the default) it runs until Ctrl-C.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use weir::connectors::{FileSink, GeneratorSource, LogRecord, LogSink, LogSource};
 use weir::log::{Log, LogOptions, TopicConfig};
-use weir::runtime::{Avg, Count, DiscardSink, Metrics, Pipeline, ServerConfig, TumblingWindows, Watermarks};
+use weir::runtime::{
+    Avg, Checkpointing, Count, DiscardSink, Metrics, Pipeline, ServerConfig, TumblingWindows, Watermarks,
+};
 
 /// Events per second the producer writes.
 const RATE: f64 = 5_000.0;
 const STATUSES: [u16; 8] = [200, 200, 200, 200, 304, 404, 500, 503];
+/// Time between two checkpoints of the analytics pipeline: short, so that the dashboards' test
+/// (dashboards/test.sh, one scrape a second) sees several complete within its rate interval.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Args {
     metrics_addr: SocketAddr,
@@ -104,9 +112,14 @@ async fn main() -> anyhow::Result<()> {
             .key_by(|line: &String| line.split(',').nth(1).unwrap_or("").to_owned()),
     );
 
-    let analytics = Pipeline::builder("access-stats").parallelism(2).metrics(metrics.clone()).build()?;
+    let dir = Path::new(&args.dir);
+    let analytics = Pipeline::builder("access-stats")
+        .parallelism(2)
+        .metrics(metrics.clone())
+        .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(CHECKPOINT_INTERVAL))
+        .build()?;
     analytics.dead_letters(LogSink::dead_letters(&log, "access-stats"));
-    let out = std::path::Path::new(&args.dir).join("out");
+    let out = dir.join("out");
     std::fs::create_dir_all(&out)?;
     let mut windows = analytics
         .source(LogSource::topic(&log, "access", "access-stats"))

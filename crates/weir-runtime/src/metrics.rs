@@ -296,6 +296,12 @@ pub(crate) struct CheckpointMetrics {
 }
 
 impl CheckpointMetrics {
+    /// The pipeline restored checkpoint `id`, completed at `at_ms`: the last completed one.
+    pub(crate) fn restored(&self, id: u64, at_ms: i64) {
+        self.last_id.set(id as f64);
+        self.last_time.set(at_ms as f64 / 1000.0);
+    }
+
     pub(crate) fn completed(&self, id: u64, took: Duration, bytes: u64, at_ms: i64) {
         self.duration.observe(took.as_secs_f64());
         self.size.observe(bytes as f64);

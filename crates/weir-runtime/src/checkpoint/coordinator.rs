@@ -89,6 +89,9 @@ impl Coordinator {
                     skipped_newer = loaded.skipped.len(),
                     "restoring checkpoint"
                 );
+                if let Some(metrics) = &coordinator.metrics {
+                    metrics.restored(m.id, m.created_ms);
+                }
                 Some(Restored { id: m.id, parts })
             }
         };
