@@ -64,11 +64,12 @@ use weir::connectors::{
 };
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::runtime::{
-    Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig, SessionWindows,
-    SlidingWindows, Stream, Sum, TopBy, TumblingWindows, Watermarks,
+    Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig,
+    SessionWindows, SlidingWindows, Stream, Sum, TopBy, TumblingWindows, Watermarks,
 };
 
 const PIPELINE: &str = "access_stats";
+const INGEST: &str = "access_ingest";
 const KINDS: [&str; 5] = ["status", "paths", "clients", "alerts", "sessions"];
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -343,7 +344,9 @@ fn init_tracing() {
 /// there are checkpoints. Otherwise earlier checkpoints (of topics about to be recreated) go.
 fn resumes(args: &Args) -> anyhow::Result<bool> {
     let dir = args.dir.join("checkpoints");
-    let any = std::fs::read_dir(dir.join(PIPELINE)).is_ok_and(|mut d| d.next().is_some());
+    let any = [INGEST, PIPELINE]
+        .iter()
+        .any(|p| std::fs::read_dir(dir.join(p)).is_ok_and(|mut d| d.next().is_some()));
     if args.checkpoint_interval.is_some() && !args.from_scratch && any {
         return Ok(true);
     }
@@ -437,7 +440,7 @@ fn ingest_pipeline(
 ) -> anyhow::Result<Pipeline> {
     // One task appends, so the topic's partitions keep the order of the input lines (the
     // disorder the watermark allows for is the input's own, not the ingest's).
-    let p = builder(args, "access_ingest").parallelism(1).metrics(metrics.clone()).build()?;
+    let p = builder(args, INGEST).parallelism(1).metrics(metrics.clone()).build()?;
     let lines: Stream<String> = match &args.input {
         None => p.source(GeneratorSource::new(args.events, synthetic::line).batch_size(1024)),
         Some(input) => {
