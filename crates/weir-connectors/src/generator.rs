@@ -109,7 +109,12 @@ where
         "generator".to_owned()
     }
 
-    fn reader_at(&self, subtask: usize, parallelism: usize, positions: &SplitPositions) -> Result<GeneratorReader<F>> {
+    fn reader_at(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: &SplitPositions,
+    ) -> Result<GeneratorReader<F>> {
         let mut reader = self.reader(subtask, parallelism)?;
         if let Some(p) = positions.get(reader.split) {
             let (next, step): (u64, u64) = weir_runtime::decode(p)?;
