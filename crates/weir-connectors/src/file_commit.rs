@@ -1,5 +1,12 @@
 //! Two-phase commit for file sinks in a checkpointed pipeline.
 //!
+//! [`FileSink`](crate::FileSink)'s transactional writer uses it, and so can any sink that
+//! appends whole files of output to final files (weir-sql's JSON and CSV sinks do): a writer
+//! writes [`in_progress`], renames it to [`pending`] at a barrier and returns a [`Committable`]
+//! (encoded with [`weir_runtime::encode`]) as its pre-commit; the sink's
+//! [`Sink::commit`](weir_runtime::Sink::commit) calls [`commit`] and its
+//! [`Sink::discard_uncommitted`](weir_runtime::Sink::discard_uncommitted) calls [`discard`].
+//!
 //! # Files
 //!
 //! For a final file `dir/name` (what the sink writes without checkpoints, see `file_sink`):
@@ -35,9 +42,11 @@ use serde::{Deserialize, Serialize};
 
 /// What a writer pre-committed: a pending file and the final file it goes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Committable {
-    pub(crate) pending: PathBuf,
-    pub(crate) target: PathBuf,
+pub struct Committable {
+    /// The pending file (see [`pending`]), closed and synced.
+    pub pending: PathBuf,
+    /// The final file it is appended to on commit.
+    pub target: PathBuf,
 }
 
 fn hidden(target: &Path, suffix: &str) -> PathBuf {
@@ -45,13 +54,14 @@ fn hidden(target: &Path, suffix: &str) -> PathBuf {
     target.with_file_name(format!(".{name}.{suffix}"))
 }
 
-/// The in-progress file of `subtask` for `target`.
-pub(crate) fn in_progress(target: &Path, subtask: usize) -> PathBuf {
+/// The in-progress file of `subtask` for `target`: `dir/.name.s<subtask>.inprogress`.
+pub fn in_progress(target: &Path, subtask: usize) -> PathBuf {
     hidden(target, &format!("s{subtask}.inprogress"))
 }
 
-/// The pending file of `subtask` for `target` at `checkpoint`.
-pub(crate) fn pending(target: &Path, subtask: usize, checkpoint: u64) -> PathBuf {
+/// The pending file of `subtask` for `target` at `checkpoint`:
+/// `dir/.name.s<subtask>.c<checkpoint>.pending`.
+pub fn pending(target: &Path, subtask: usize, checkpoint: u64) -> PathBuf {
     hidden(target, &format!("s{subtask}.c{checkpoint}.pending"))
 }
 
@@ -77,8 +87,13 @@ fn read_marker(target: &Path) -> std::io::Result<(u64, u64)> {
     }
 }
 
-/// Syncs a directory, so renames and creations in it survive a crash.
-pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
+/// Syncs the directory that holds `path` (the current directory for a bare name), so renames
+/// and creations in it survive a crash.
+///
+/// # Errors
+///
+/// The directory cannot be opened or synced.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
 }
@@ -92,8 +107,15 @@ fn write_marker(target: &Path, id: u64, len: u64) -> std::io::Result<()> {
     sync_dir(target)
 }
 
-/// Commits checkpoint `id`'s parts (see the module docs); `csv` drops repeated headers.
-pub(crate) fn commit(id: u64, parts: &[Committable], csv: bool) -> std::io::Result<()> {
+/// Commits checkpoint `id`'s parts (see the module docs): each target gets its parts appended
+/// in the order given, once; `csv` drops the first line (the header) of a part appended to a
+/// file that already has content.
+///
+/// # Errors
+///
+/// I/O errors, a malformed marker, or a pending file missing although the marker says `id` was
+/// not committed.
+pub fn commit(id: u64, parts: &[Committable], csv: bool) -> std::io::Result<()> {
     let mut targets: Vec<&Path> = parts.iter().map(|c| c.target.as_path()).collect();
     targets.sort_unstable();
     targets.dedup();
@@ -143,12 +165,14 @@ fn uncommitted_target(name: &str) -> Option<&str> {
 }
 
 /// Cleans up on start (see the module docs). `is_target` tells the sink's final file names
-/// (the name of a file in `dir`).
-pub(crate) fn discard(
-    dir: &Path,
-    is_target: &dyn Fn(&str) -> bool,
-    restored: Option<u64>,
-) -> std::io::Result<()> {
+/// (the name of a file in `dir`); `restored` is the checkpoint the pipeline restored (final
+/// files are cut back to their markers), `None` on a fresh start (final files and markers are
+/// deleted).
+///
+/// # Errors
+///
+/// I/O errors, or a malformed marker.
+pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u64>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -26,6 +26,9 @@
 //! | [`StdoutSink`] | JSON lines or an aligned table per batch | — | `stdout` |
 //! | [`LogSink`] | JSON values into a log topic; dead-letter topics | — | `log_sink` |
 //!
+//! In a checkpointed pipeline the file and log sinks are exactly once (two-phase commit, see
+//! their modules); [`file_commit`] holds the file protocol, for other sinks that write files.
+//!
 //! # Bad records
 //!
 //! A source cannot send dead letters: only the runtime's
@@ -69,7 +72,7 @@
 //! blocking call on the task (one per poll, not per record).
 
 mod access_log;
-mod file_commit;
+pub mod file_commit;
 mod file_sink;
 mod file_source;
 mod generator;

@@ -664,6 +664,9 @@ async fn run_source<R: SourceReader>(
             head.push(Message::SplitEnd(split)).await?;
         }
         clock.pushed(start, true);
+        // A reader that is always ready and a chain that never waits would otherwise keep
+        // this worker forever, starving tasks woken on it (the checkpoint coordinator's timer).
+        tokio::task::consume_budget().await;
     }
     head.push(Message::Watermark(Timestamp::MAX)).await?;
     if let Some(p) = &part {
@@ -739,6 +742,7 @@ async fn run_inputs<T: Send + 'static>(
         if end {
             return Ok(());
         }
+        tokio::task::consume_budget().await;
     }
 }
 
@@ -794,8 +798,8 @@ impl<W> SinkStage<W> {
             AckOf::End { .. } => self.last_barrier + 1,
         };
         self.last_barrier = id;
-        let committable = self.writer.pre_commit(id).await?;
-        part.ack(of, Ok(PartSnapshot { committable, ..PartSnapshot::default() }), false);
+        let committables = self.writer.pre_commit(id).await?.into_iter().collect();
+        part.ack(of, Ok(PartSnapshot { committables, ..PartSnapshot::default() }), false);
         Ok(())
     }
 }

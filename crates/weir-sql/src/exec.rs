@@ -3,7 +3,8 @@
 //! - [`Scan`]: appends `window_start` / `window_end` (a sliding window repeats a row once per
 //!   window) and keeps the columns DataFusion's scan asked for.
 //! - [`Filter`], [`Project`]: DataFusion physical expressions, batch by batch.
-//! - [`KeyHash`]: the exchange: rows go to subtask `hash(group keys) mod n`.
+//! - [`KeyHash`]: the exchange: rows go to the subtask that owns the key group of
+//!   `hash(group keys)` (see the runtime's `subtask_for_hash`).
 //! - [`WindowAggregate`]: per window and group, DataFusion groups accumulators updated as rows
 //!   arrive (state is the accumulators', never the rows); a window is emitted and dropped when
 //!   the watermark passes its end − 1. Session windows keep per-group sessions with row
@@ -11,12 +12,38 @@
 //!
 //! Rows whose window already closed when they arrive are late: dropped and counted
 //! (`weir_operator_dropped_records_total{reason="late"}`).
+//!
+//! # Checkpoints
+//!
+//! The exchange routes a row by the hash of its group keys — arrow's `create_hashes` (as
+//! DataFusion computes it, with a fixed seed) over the key columns — to
+//! [`subtask_for_hash`], the owner of the hash's key group. The window aggregate saves each
+//! group in the key group of that same hash, recomputed from the group's key columns, so a
+//! checkpoint taken at one parallelism restores at any other. Its state:
+//!
+//! - meta: `(format version, watermark)`; a restored subtask takes the lowest watermark of the
+//!   old subtasks (they all saw the same watermarks before the barrier);
+//! - per key group and window (tumble, hop): the groups' key columns, then each aggregate's
+//!   intermediate state (DataFusion's `GroupsAccumulator::state`, the arrays its multi-phase
+//!   aggregation merges), as one Arrow IPC stream; restored with `merge_batch` into fresh
+//!   accumulators;
+//! - per key group (session): the sessions' key columns, start, end, and each row
+//!   accumulator's `state()`, as one Arrow IPC stream.
+//!
+//! Taking a state drains DataFusion's accumulators, so a snapshot merges it straight back into
+//! fresh ones and the job goes on with the same values. Arrow IPC is Arrow's own stable
+//! serialization: every type an accumulator state can have (lists, structs, decimals, views)
+//! round-trips, with no second encoding of `ScalarValue`s to maintain. Each entry also names its
+//! key group, and a restore checks that the keys still hash to it (a DataFusion upgrade that
+//! changed the hash would otherwise send a key's rows to another subtask than its state).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
@@ -24,7 +51,11 @@ use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use weir_runtime::{Batch, Collector, DeadLetter, DropReason, Operator, Partitioner, StateStats, Timestamp};
+use serde::{Deserialize, Serialize};
+use weir_runtime::{
+    Batch, Collector, DeadLetter, DropReason, KEY_GROUPS, Operator, Partitioner, StateReader, StateStats,
+    StateWriter, Timestamp, subtask_for_hash,
+};
 
 use crate::window::{WindowCall, WindowKind};
 
@@ -192,12 +223,25 @@ impl Operator<RecordBatch, RecordBatch> for Project {
 }
 
 /// Routes rows by the hash of the group keys (window columns excluded: a key's windows stay
-/// on one subtask).
+/// on one subtask) to the subtask that owns the hash's key group.
 pub(crate) struct KeyHash {
     pub(crate) keys: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 const HASH_STATE: RandomState = RandomState::with_seed(0x5745_4952);
+
+/// The routing hash of each of `rows` rows of the group-key columns `keys`: arrow's
+/// `create_hashes` with a fixed seed. The exchange sends a row to
+/// `subtask_for_hash(hash, n)`, and the window aggregate saves a group's state in the key group
+/// of the same hash. Without key columns (one global group) every hash is 0: key group 0, on
+/// subtask 0 at any parallelism.
+pub(crate) fn key_hashes(keys: &[ArrayRef], rows: usize) -> datafusion::error::Result<Vec<u64>> {
+    let mut hashes = vec![0u64; rows];
+    if !keys.is_empty() {
+        create_hashes(keys, &HASH_STATE, &mut hashes)?;
+    }
+    Ok(hashes)
+}
 
 impl Partitioner<RecordBatch> for KeyHash {
     fn partition(&self, batch: Batch<RecordBatch>, n: usize) -> Vec<Batch<RecordBatch>> {
@@ -206,22 +250,16 @@ impl Partitioner<RecordBatch> for KeyHash {
             let rows = b.num_rows();
             let keys: Option<Vec<ArrayRef>> =
                 self.keys.iter().map(|k| k.evaluate(b).and_then(|v| v.into_array(rows)).ok()).collect();
-            let mut hashes = vec![0u64; rows];
-            let target = match keys {
-                Some(keys) if !keys.is_empty() && create_hashes(&keys, &HASH_STATE, &mut hashes).is_ok() => {
-                    let mut idx: Vec<Vec<u32>> = vec![Vec::new(); n];
+            let mut target: Vec<Vec<u32>> = vec![Vec::new(); n];
+            match keys.and_then(|keys| key_hashes(&keys, rows).ok()) {
+                Some(hashes) => {
                     for (i, h) in hashes.iter().enumerate() {
-                        idx[(*h % n as u64) as usize].push(i as u32);
+                        target[subtask_for_hash(*h, n)].push(i as u32);
                     }
-                    idx
                 }
-                // No keys (one global group): everything to subtask 0.
-                _ => {
-                    let mut idx = vec![Vec::new(); n];
-                    idx[0] = (0..rows as u32).collect();
-                    idx
-                }
-            };
+                // Keys that do not evaluate: everything to subtask 0 (the rows fail there).
+                None => target[0] = (0..rows as u32).collect(),
+            }
             for (t, rows_of) in target.into_iter().enumerate() {
                 if rows_of.is_empty() {
                     continue;
@@ -605,7 +643,395 @@ fn scalars_to_array(scalars: Vec<ScalarValue>, data_type: &DataType) -> datafusi
     ScalarValue::iter_to_array(scalars)
 }
 
+/// The version of the window aggregate's checkpoint state; another version is refused.
+const STATE_VERSION: u32 = 1;
+
+/// The operator-wide state of one subtask.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    version: u32,
+    watermark: Timestamp,
+}
+
+/// One keyed entry: the groups of one key group, as an Arrow IPC stream of one record batch.
+#[derive(Serialize, Deserialize)]
+enum Entry {
+    /// Tumbling and sliding windows: the groups of the window `[start, end)`; columns: the
+    /// group keys, then each aggregate's state.
+    Window { key_group: u16, start: i64, end: i64, groups: Vec<u8> },
+    /// Session windows: one row per session; columns: the group keys, start, end, then each
+    /// aggregate's state.
+    Sessions { key_group: u16, sessions: Vec<u8> },
+}
+
+fn checkpoint_error(what: &str, e: impl std::fmt::Display) -> weir_runtime::Error {
+    weir_runtime::Error::Checkpoint(format!("window aggregate: {what}: {e}"))
+}
+
+/// `columns` (of `rows` rows) as an Arrow IPC stream.
+fn to_ipc(columns: Vec<ArrayRef>, rows: usize) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)?;
+    writer.write(&batch)?;
+    writer.into_inner()
+}
+
+/// The record batch [`to_ipc`] wrote.
+fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, String> {
+    let mut reader = arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| e.to_string())?;
+    match reader.next() {
+        Some(batch) => batch.map_err(|e| e.to_string()),
+        None => Err("no record batch".into()),
+    }
+}
+
+/// The key group of a routing hash (see the runtime's key groups).
+fn key_group(hash: u64) -> u16 {
+    (hash % u64::from(KEY_GROUPS)) as u16
+}
+
+/// Writes `columns` (`rows` rows; the first `keys` are the group keys) as one entry per key
+/// group of the rows' routing hashes, made by `entry(key_group, ipc)`.
+fn put_by_key_group(
+    state: &mut StateWriter,
+    columns: Vec<ArrayRef>,
+    keys: usize,
+    rows: usize,
+    entry: impl Fn(u16, Vec<u8>) -> Entry,
+) -> weir_runtime::Result<()> {
+    let hashes = key_hashes(&columns[..keys], rows).map_err(|e| checkpoint_error("hash group keys", e))?;
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    order.sort_by_key(|&i| key_group(hashes[i as usize]));
+    let sorted: Vec<ArrayRef> = if order.iter().enumerate().all(|(i, o)| *o as usize == i) {
+        columns
+    } else {
+        let take = UInt32Array::from(order.clone());
+        columns
+            .iter()
+            .map(|c| arrow::compute::take(c, &take, None))
+            .collect::<Result<_, _>>()
+            .map_err(|e| checkpoint_error("group state", e))?
+    };
+    let mut start = 0;
+    while start < rows {
+        let hash = hashes[order[start] as usize];
+        let group = key_group(hash);
+        let end =
+            start + order[start..].iter().take_while(|&&i| key_group(hashes[i as usize]) == group).count();
+        let part = sorted.iter().map(|c| c.slice(start, end - start)).collect();
+        let bytes = to_ipc(part, end - start).map_err(|e| checkpoint_error("encode state", e))?;
+        state.put_hashed(hash, &entry(group, bytes))?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// Checks that the restored key columns still hash to the key group they were saved in.
+fn check_key_group(keys: &[ArrayRef], rows: usize, saved: u16) -> weir_runtime::Result<()> {
+    let hashes = key_hashes(keys, rows).map_err(|e| checkpoint_error("hash group keys", e))?;
+    if hashes.iter().any(|h| key_group(*h) != saved) {
+        return Err(checkpoint_error(
+            "restore",
+            "the group keys no longer hash to the key group they were saved in (was Weir or \
+             DataFusion upgraded, or the query's GROUP BY changed?); start from scratch",
+        ));
+    }
+    Ok(())
+}
+
+/// A fresh row accumulator with `state` merged in.
+fn rebuilt(
+    aggregate: &AggregateFunctionExpr,
+    state: &[ScalarValue],
+) -> datafusion::error::Result<Box<dyn Accumulator>> {
+    let mut acc = aggregate.create_accumulator()?;
+    let arrays = state.iter().map(ScalarValue::to_array).collect::<datafusion::error::Result<Vec<_>>>()?;
+    acc.merge_batch(&arrays)?;
+    Ok(acc)
+}
+
+impl WindowAggregate {
+    /// How many state columns each aggregate has.
+    fn state_widths(&self) -> weir_runtime::Result<Vec<usize>> {
+        self.spec
+            .aggregates
+            .iter()
+            .map(|a| a.state_fields().map(|f| f.len()))
+            .collect::<datafusion::error::Result<_>>()
+            .map_err(|e| checkpoint_error("aggregate state fields", e))
+    }
+
+    /// The key columns of `keys` (row bytes of the group keys).
+    fn key_columns<'a>(
+        converter: &Result<RowConverter, String>,
+        key_count: usize,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> weir_runtime::Result<Vec<ArrayRef>> {
+        if key_count == 0 {
+            return Ok(Vec::new());
+        }
+        let converter = converter.as_ref().map_err(|e| checkpoint_error("group keys", e))?;
+        let parser = converter.parser();
+        converter.convert_rows(keys.map(|k| parser.parse(k))).map_err(|e| checkpoint_error("group keys", e))
+    }
+
+    /// Tumbling and sliding windows: every window's groups, by key group.
+    fn snapshot_windows(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
+        let key_count = self.spec.key_exprs().len();
+        let WindowAggregate { spec, converter, windows, .. } = self;
+        for (&end, w) in windows.iter_mut() {
+            let n = w.keys.len();
+            if n == 0 {
+                continue;
+            }
+            let mut columns = Self::key_columns(converter, key_count, w.keys.iter().map(|k| &k[..]))?;
+            let groups: Vec<usize> = (0..n).collect();
+            let mut fresh = spec.groups_accumulators().map_err(|e| checkpoint_error("accumulators", e))?;
+            for (acc, new) in w.accumulators.iter_mut().zip(fresh.iter_mut()) {
+                // `state` drains the accumulator: merge the state straight into a fresh one.
+                let arrays = acc.state(EmitTo::All).map_err(|e| checkpoint_error("aggregate state", e))?;
+                if let Err(e) = new.merge_batch(&arrays, &groups, n) {
+                    // The drained state is gone: failing the job makes it restart from the
+                    // last checkpoint rather than go on with wrong results.
+                    panic!(
+                        "window aggregate: cannot merge an accumulator's state back after a snapshot: {e}"
+                    );
+                }
+                std::mem::swap(acc, new);
+                columns.extend(arrays);
+            }
+            let start = w.start;
+            put_by_key_group(state, columns, key_count, n, |key_group, groups| Entry::Window {
+                key_group,
+                start,
+                end,
+                groups,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Session windows: every open session, by key group.
+    fn snapshot_sessions(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
+        let key_count = self.spec.key_exprs().len();
+        let widths = self.state_widths()?;
+        let WindowAggregate { spec, converter, sessions, .. } = self;
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        // Per aggregate, per state field, the value of each session.
+        let mut values: Vec<Vec<Vec<ScalarValue>>> = widths.iter().map(|w| vec![Vec::new(); *w]).collect();
+        for (key, list) in sessions.iter_mut() {
+            for s in list.iter_mut() {
+                for (a, acc) in s.accumulators.iter_mut().enumerate() {
+                    // `state` consumes the accumulator's state: continue with a rebuilt one.
+                    let st = acc.state().map_err(|e| checkpoint_error("aggregate state", e))?;
+                    match rebuilt(&spec.aggregates[a], &st) {
+                        Ok(new) => *acc = new,
+                        Err(e) => panic!(
+                            "window aggregate: cannot merge an accumulator's state back after a snapshot: {e}"
+                        ),
+                    }
+                    if st.len() != values[a].len() {
+                        return Err(checkpoint_error(
+                            "aggregate state",
+                            format!("{} values, {} state fields", st.len(), values[a].len()),
+                        ));
+                    }
+                    for (field, v) in values[a].iter_mut().zip(st) {
+                        field.push(v);
+                    }
+                }
+                keys.push(key);
+                starts.push(s.start);
+                ends.push(s.end);
+            }
+        }
+        let n = keys.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut columns = Self::key_columns(converter, key_count, keys.into_iter())?;
+        columns.push(Arc::new(Int64Array::from(starts)));
+        columns.push(Arc::new(Int64Array::from(ends)));
+        for field in values.into_iter().flatten() {
+            columns
+                .push(ScalarValue::iter_to_array(field).map_err(|e| checkpoint_error("aggregate state", e))?);
+        }
+        put_by_key_group(state, columns, key_count, n, |key_group, sessions| Entry::Sessions {
+            key_group,
+            sessions,
+        })
+    }
+
+    /// The restored entry's batch, checked against this query's columns (`extra` between the
+    /// keys and the aggregate states); the key columns checked against its key group.
+    fn restored_batch(
+        &self,
+        bytes: &[u8],
+        key_group: u16,
+        extra: usize,
+        widths: &[usize],
+    ) -> weir_runtime::Result<RecordBatch> {
+        let batch = from_ipc(bytes).map_err(|e| checkpoint_error("decode state", e))?;
+        let key_count = self.spec.key_exprs().len();
+        let want = key_count + extra + widths.iter().sum::<usize>();
+        if batch.num_columns() != want {
+            return Err(checkpoint_error(
+                "restore",
+                format!(
+                    "the saved state has {} columns, this query's {want} (was the query changed?)",
+                    batch.num_columns()
+                ),
+            ));
+        }
+        check_key_group(&batch.columns()[..key_count], batch.num_rows(), key_group)?;
+        Ok(batch)
+    }
+
+    /// The group-key bytes of each row of `keys` (empty without key columns).
+    fn key_rows(&self, keys: &[ArrayRef]) -> weir_runtime::Result<Option<arrow::row::Rows>> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let converter = self.converter().map_err(|e| checkpoint_error("group keys", e))?;
+        converter.convert_columns(keys).map(Some).map_err(|e| checkpoint_error("group keys", e))
+    }
+
+    fn restore_window(
+        &mut self,
+        key_group: u16,
+        start: i64,
+        end: i64,
+        bytes: &[u8],
+        widths: &[usize],
+    ) -> weir_runtime::Result<()> {
+        let batch = self.restored_batch(bytes, key_group, 0, widths)?;
+        let key_count = self.spec.key_exprs().len();
+        let rows = self.key_rows(&batch.columns()[..key_count])?;
+        if !self.windows.contains_key(&end) {
+            let accumulators =
+                self.spec.groups_accumulators().map_err(|e| checkpoint_error("accumulators", e))?;
+            self.windows
+                .insert(end, WindowGroups { start, index: HashMap::new(), keys: Vec::new(), accumulators });
+        }
+        let Some(w) = self.windows.get_mut(&end) else { return Ok(()) };
+        let mut groups = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(i).data());
+            let g = match w.index.get(key) {
+                Some(g) => *g,
+                None => {
+                    let g = w.keys.len();
+                    let bytes: Box<[u8]> = key.into();
+                    w.keys.push(bytes.clone());
+                    w.index.insert(bytes, g);
+                    g
+                }
+            };
+            groups.push(g);
+        }
+        let mut column = key_count;
+        for (acc, width) in w.accumulators.iter_mut().zip(widths) {
+            let states = &batch.columns()[column..column + width];
+            acc.merge_batch(states, &groups, w.keys.len()).map_err(|e| checkpoint_error("restore", e))?;
+            column += width;
+        }
+        Ok(())
+    }
+
+    fn restore_sessions(
+        &mut self,
+        key_group: u16,
+        bytes: &[u8],
+        widths: &[usize],
+    ) -> weir_runtime::Result<()> {
+        let batch = self.restored_batch(bytes, key_group, 2, widths)?;
+        let key_count = self.spec.key_exprs().len();
+        let rows = self.key_rows(&batch.columns()[..key_count])?;
+        let bounds = |i: usize| {
+            batch
+                .column(key_count + i)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| checkpoint_error("restore", "session bounds are not BIGINT"))
+        };
+        let (starts, ends) = (bounds(0)?, bounds(1)?);
+        for i in 0..batch.num_rows() {
+            let mut accumulators = Vec::with_capacity(widths.len());
+            let mut column = key_count + 2;
+            for (aggregate, width) in self.spec.aggregates.iter().zip(widths) {
+                let states: Vec<ArrayRef> =
+                    batch.columns()[column..column + width].iter().map(|c| c.slice(i, 1)).collect();
+                let mut acc = aggregate.create_accumulator().map_err(|e| checkpoint_error("restore", e))?;
+                acc.merge_batch(&states).map_err(|e| checkpoint_error("restore", e))?;
+                accumulators.push(acc);
+                column += width;
+            }
+            let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(i).data());
+            self.sessions.entry(key.into()).or_default().push(Session {
+                start: starts.value(i),
+                end: ends.value(i),
+                accumulators,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Operator<RecordBatch, RecordBatch> for WindowAggregate {
+    /// Saves the watermark, and every open window's (or session's) groups in the key groups of
+    /// their keys (see the module docs).
+    fn snapshot(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
+        state.set_meta(&Meta { version: STATE_VERSION, watermark: self.watermark })?;
+        match self.spec.window {
+            WindowKind::Session { .. } => self.snapshot_sessions(state),
+            WindowKind::Tumble { .. } | WindowKind::Hop { .. } => self.snapshot_windows(state),
+        }
+    }
+
+    /// Restores the groups of the key groups this subtask owns; the watermark is the lowest the
+    /// old subtasks saved.
+    fn restore(&mut self, state: &StateReader<'_>) -> weir_runtime::Result<()> {
+        let metas: Vec<Meta> = state.metas()?;
+        if let Some(m) = metas.iter().find(|m| m.version != STATE_VERSION) {
+            return Err(checkpoint_error(
+                "restore",
+                format!(
+                    "state version {} is not {STATE_VERSION} (written by another Weir version)",
+                    m.version
+                ),
+            ));
+        }
+        if let Some(w) = metas.iter().map(|m| m.watermark).min() {
+            self.watermark = w;
+        }
+        let widths = self.state_widths()?;
+        let session = matches!(self.spec.window, WindowKind::Session { .. });
+        for entry in state.values::<Entry>() {
+            match entry? {
+                Entry::Window { key_group, start, end, groups } if !session => {
+                    self.restore_window(key_group, start, end, &groups, &widths)?;
+                }
+                Entry::Sessions { key_group, sessions } if session => {
+                    self.restore_sessions(key_group, &sessions, &widths)?;
+                }
+                _ => {
+                    return Err(checkpoint_error(
+                        "restore",
+                        "the saved windows are of another kind than this query's (was the query changed?)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         for b in &batch.records {
             match self.add(b) {
@@ -633,5 +1059,62 @@ impl Operator<RecordBatch, RecordBatch> for WindowAggregate {
             + self.sessions.values().map(|s| s.len() as u64).sum::<u64>();
         let bytes = self.windows.values().flat_map(|w| &w.accumulators).map(|a| a.size() as u64).sum::<u64>();
         Some(StateStats { keys: windows, windows, bytes, fired: self.fired })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use arrow::array::{Float64Array, Int32Array, StringArray, StringViewArray, TimestampMillisecondArray};
+
+    use super::*;
+
+    /// The window aggregate saves a group in the key group of the hash of its key columns as
+    /// the row converter gives them back; the exchange routed its rows by the hash of the
+    /// evaluated columns. Both must be the same hash, or a restore at another parallelism puts
+    /// state where the key's rows do not go.
+    #[test]
+    fn keys_hash_the_same_after_a_round_trip_through_rows() {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![Some(200), None, Some(-1), Some(404), Some(200)])),
+            Arc::new(StringArray::from(vec![Some("GET"), Some(""), None, Some("é"), Some("GET")])),
+            Arc::new(StringViewArray::from(vec![
+                Some("a long string value, longer than twelve"),
+                None,
+                Some("x"),
+                Some(""),
+                Some("y"),
+            ])),
+            Arc::new(Float64Array::from(vec![Some(0.0), Some(-0.0), Some(f64::NAN), None, Some(1.5)])),
+            Arc::new(TimestampMillisecondArray::from(vec![Some(1), None, Some(-5), Some(0), Some(i64::MAX)])),
+        ];
+        let converter =
+            RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())
+                .unwrap();
+        let rows = converter.convert_columns(&columns).unwrap();
+        let back = converter.convert_rows(rows.iter()).unwrap();
+        for n in 1..=columns.len() {
+            assert_eq!(
+                key_hashes(&columns[..n], 5).unwrap(),
+                key_hashes(&back[..n], 5).unwrap(),
+                "{n} columns"
+            );
+        }
+        // No key columns: one global group, in key group 0 (subtask 0 at any parallelism).
+        assert_eq!(key_hashes(&[], 3).unwrap(), vec![0; 3]);
+        assert!((1..=1024).all(|n| subtask_for_hash(0, n) == 0));
+    }
+
+    #[test]
+    fn state_batches_round_trip_through_arrow_ipc_even_without_columns() {
+        let columns: Vec<ArrayRef> = vec![Arc::new(Int32Array::from(vec![1, 2, 3]).slice(1, 2))];
+        let bytes = to_ipc(columns.clone(), 2).unwrap();
+        let batch = from_ipc(&bytes).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.column(0).as_ref(), columns[0].as_ref());
+        let empty = from_ipc(&to_ipc(Vec::new(), 7).unwrap()).unwrap();
+        assert_eq!((empty.num_columns(), empty.num_rows()), (0, 7));
+        assert!(from_ipc(b"not ipc").is_err());
     }
 }

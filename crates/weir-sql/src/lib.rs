@@ -35,6 +35,34 @@
 //! when they overlap or touch. Queries that need the whole input (ORDER BY, LIMIT,
 //! non-windowed GROUP BY) or several sources (joins) are refused at planning, with what to write
 //! instead.
+//!
+//! # Checkpoints and exactly once
+//!
+//! A SQL pipeline checkpoints like a typed one: give [`ScriptOptions::checkpointing`] (`weir sql
+//! -f FILE --checkpoint-interval 10s`), or build [`SqlStream`]s into a pipeline made with
+//! `PipelineBuilder::checkpointing`. A checkpoint holds the window aggregates' state (each
+//! group in the key group of its routing hash, so a job restores at another parallelism; the
+//! accumulators' intermediate state as Arrow IPC, see the `exec` module), the watermark, and
+//! the sources' positions. After a crash or a stop the job restores its latest complete
+//! checkpoint and replays the input after it. What is exactly once:
+//!
+//! | part | guarantee |
+//! |---|---|
+//! | window aggregates (tumble, hop, session) | exactly once: each row counted once in the state that fires |
+//! | `log` sources, `file` sources (csv, json, parquet) | resume at the checkpoint's positions (offsets; file and byte offset; file and row) |
+//! | `file` sinks, `json` / `csv` | exactly once: two-phase commit (hidden in-progress files, appended to the final file when the checkpoint completes, once) |
+//! | `file` sinks, `parquet` | exactly once: files closed at each barrier, renamed to their final names when the checkpoint completes |
+//! | `log` sinks | exactly once: rows held until the checkpoint completes, appended once (`weir.checkpoint` header) |
+//! | `stdout` sinks, bare queries | at least once: after a restore they print again what followed the checkpoint |
+//! | dead letters, late rows | at least once / counted, as in the typed API |
+//!
+//! Exactly-once sinks make results visible once per checkpoint (the interval is their
+//! latency). A snapshot takes each accumulator's intermediate state and merges it back into a
+//! fresh one: exact aggregates are unchanged, a t-digest (`approx_percentile_cont`) may
+//! recompress, so its estimates can differ slightly from a run without checkpoints. Memory sources resume only at the parallelism they were checkpointed at. A
+//! checkpoint restores into the same script: changing a query's GROUP BY or aggregates makes
+//! its state fail to restore (start from scratch); the operators are matched by their order in
+//! the script.
 
 pub mod ddl;
 mod error;

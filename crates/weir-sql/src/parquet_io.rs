@@ -1,13 +1,33 @@
 //! Parquet files: a bounded source (one split per file of a glob) and a rolling sink.
+//!
+//! # In a checkpointed pipeline
+//!
+//! The source saves, per file it started, the file's path and the rows read from it (or that
+//! it was read to its end); a restored reader skips the row groups before its position and
+//! the rows before it in the next one, whatever the parallelism (positions are found by path).
+//!
+//! The sink writes each file hidden, as `<dir>/.part-<subtask>-<n>.parquet.inprogress`. At a
+//! checkpoint barrier the open file is closed (footer written) and synced; the files closed
+//! (rolled, or closed at the barrier) and not committed yet are the writer's committable, and
+//! a complete checkpoint renames them to their final names `<dir>/part-<subtask>-<n>.parquet`
+//! (a rename that already happened is skipped, so commits are idempotent; a file handed over
+//! for a checkpoint that failed goes with the next one). A restored job
+//! deletes the hidden files left (never committed) and numbers its new files after the
+//! committed ones; a fresh start deletes the old `part-*.parquet` files too (the output is
+//! replaced). Files appear once per checkpoint, so `rows_per_file` bounds a file's size, not
+//! its minimum.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use weir_runtime::{Batch, Result, Sink, SinkWriter, Source, SourceReader};
+use serde::{Deserialize, Serialize};
+use weir_connectors::file_commit::sync_dir;
+use weir_runtime::{Batch, Result, Sink, SinkWriter, Source, SourceReader, SplitPositions};
 
 fn error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> weir_runtime::Error {
     weir_runtime::Error::connector("parquet", format!("{what}: {e}"))
@@ -56,16 +76,63 @@ impl Source for ParquetSource {
             .enumerate()
             .skip(subtask)
             .step_by(parallelism.max(1))
+            .map(|(index, path)| FileState {
+                split: u32::try_from(index).unwrap_or(u32::MAX),
+                path,
+                read: None,
+            })
             .collect::<Vec<_>>();
         Ok(ParquetReader { files, next: 0, current: None, schema: self.schema.clone(), finished: Vec::new() })
     }
+
+    fn reader_at(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: &SplitPositions,
+    ) -> Result<ParquetReader> {
+        let mut reader = self.reader(subtask, parallelism)?;
+        // By path: the files a glob matches may have changed (and with them the splits).
+        let mut saved = HashMap::new();
+        for (_, bytes) in positions.iter() {
+            let p: Position = weir_runtime::decode(bytes)?;
+            saved.insert(PathBuf::from(p.path), p.read);
+        }
+        for f in &mut reader.files {
+            f.read = saved.get(&f.path).copied();
+        }
+        Ok(reader)
+    }
+}
+
+/// How far a file was read: rows, or to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Read {
+    Rows(u64),
+    All,
+}
+
+/// A file's position in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct Position {
+    path: String,
+    read: Read,
+}
+
+/// One file of a reader, and how far it was read (`None`: not started).
+#[derive(Debug)]
+struct FileState {
+    split: u32,
+    path: PathBuf,
+    read: Option<Read>,
 }
 
 /// The reader of one [`ParquetSource`] subtask.
 pub struct ParquetReader {
-    files: Vec<(usize, PathBuf)>,
+    files: Vec<FileState>,
     next: usize,
-    current: Option<(u32, ParquetRecordBatchReader)>,
+    /// The file being read (an index into `files`) and its reader.
+    current: Option<(usize, ParquetRecordBatchReader)>,
     schema: SchemaRef,
     finished: Vec<u32>,
 }
@@ -92,6 +159,30 @@ impl ParquetReader {
             .collect::<Result<Vec<_>>>()?;
         RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| error("parquet file", e))
     }
+
+    /// A reader of `path` from row `skip`: the row groups before it are skipped, then the rows
+    /// before it in its row group.
+    fn open(path: &Path, skip: u64) -> Result<ParquetRecordBatchReader> {
+        let file = File::open(path).map_err(|e| error(path.display(), e))?;
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| error(path.display(), e))?
+            .with_batch_size(8192);
+        if skip > 0 {
+            let mut before = 0u64;
+            let mut first = 0;
+            for rg in builder.metadata().row_groups() {
+                let rows = rg.num_rows().max(0) as u64;
+                if before + rows > skip {
+                    break;
+                }
+                before += rows;
+                first += 1;
+            }
+            let groups = (first..builder.metadata().num_row_groups()).collect();
+            builder = builder.with_row_groups(groups).with_offset((skip - before) as usize);
+        }
+        builder.build().map_err(|e| error(path.display(), e))
+    }
 }
 
 impl SourceReader for ParquetReader {
@@ -99,37 +190,58 @@ impl SourceReader for ParquetReader {
 
     async fn next_batch(&mut self) -> Result<Option<Batch<RecordBatch>>> {
         loop {
-            if let Some((split, reader)) = self.current.as_mut() {
+            if let Some((i, reader)) = self.current.as_mut() {
+                let i = *i;
                 match reader.next() {
                     Some(Ok(b)) => {
-                        let split = *split;
                         let b = self.conform(&b)?;
-                        return Ok(Some(Batch::from_split(split, vec![b])));
+                        let file = &mut self.files[i];
+                        let before = match file.read {
+                            Some(Read::Rows(n)) => n,
+                            _ => 0,
+                        };
+                        file.read = Some(Read::Rows(before + b.num_rows() as u64));
+                        return Ok(Some(Batch::from_split(file.split, vec![b])));
                     }
                     Some(Err(e)) => return Err(error("read", e)),
                     None => {
-                        self.finished.push(*split);
+                        self.files[i].read = Some(Read::All);
+                        self.finished.push(self.files[i].split);
                         self.current = None;
                     }
                 }
             }
-            let Some((index, path)) = self.files.get(self.next) else { return Ok(None) };
+            let Some(file) = self.files.get(self.next) else { return Ok(None) };
+            let i = self.next;
             self.next += 1;
-            let file = File::open(path).map_err(|e| error(path.display(), e))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.with_batch_size(8192).build())
-                .map_err(|e| error(path.display(), e))?;
-            self.current = Some((u32::try_from(*index).unwrap_or(u32::MAX), reader));
+            let skip = match file.read {
+                Some(Read::All) => continue, // Read before the checkpoint this job restored.
+                Some(Read::Rows(n)) => n,
+                None => 0,
+            };
+            self.current = Some((i, Self::open(&file.path, skip)?));
         }
     }
 
     fn finished_split(&mut self) -> Option<u32> {
         self.finished.pop()
     }
+
+    fn positions(&self) -> Vec<(u32, Vec<u8>)> {
+        self.files
+            .iter()
+            .filter_map(|f| {
+                let read = f.read?;
+                let position = Position { path: f.path.to_string_lossy().into_owned(), read };
+                weir_runtime::encode(&position).ok().map(|p| (f.split, p))
+            })
+            .collect()
+    }
 }
 
 /// Writes Parquet files `<dir>/part-<subtask>-<n>.parquet`, starting a new file every
 /// `rows_per_file` rows; a file is complete (footer written) when it is rolled or the job ends.
+/// Exactly once in a checkpointed pipeline (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ParquetSink {
     dir: PathBuf,
@@ -141,6 +253,41 @@ impl ParquetSink {
     pub fn new(dir: impl Into<PathBuf>, rows_per_file: usize) -> Self {
         ParquetSink { dir: dir.into(), rows_per_file: rows_per_file.max(1) }
     }
+
+    fn final_path(&self, subtask: usize, n: usize) -> PathBuf {
+        self.dir.join(format!("part-{subtask}-{n}.parquet"))
+    }
+
+    /// The hidden file a checkpointed writer writes before `final_path` is committed.
+    fn in_progress(final_path: &Path) -> PathBuf {
+        let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        final_path.with_file_name(format!(".{name}.inprogress"))
+    }
+
+    /// The names in the directory (none if it does not exist).
+    fn names(&self) -> Result<Vec<String>> {
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => Ok(entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(error(self.dir.display(), e)),
+        }
+    }
+}
+
+/// `(subtask, n)` of a final file name `part-<subtask>-<n>.parquet`.
+fn part_number(name: &str) -> Option<(usize, usize)> {
+    let (subtask, n) = name.strip_prefix("part-")?.strip_suffix(".parquet")?.split_once('-')?;
+    Some((subtask.parse().ok()?, n.parse().ok()?))
+}
+
+/// What a checkpointed writer pre-committed: the files it closed and has not seen committed,
+/// each `(in-progress path, final path)`.
+#[derive(Serialize, Deserialize)]
+struct ParquetCommittable {
+    files: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Sink<RecordBatch> for ParquetSink {
@@ -152,7 +299,80 @@ impl Sink<RecordBatch> for ParquetSink {
 
     fn writer(&self, subtask: usize, _parallelism: usize) -> Result<ParquetWriter> {
         std::fs::create_dir_all(&self.dir).map_err(|e| error(self.dir.display(), e))?;
-        Ok(ParquetWriter { sink: self.clone(), subtask, file_no: 0, rows: 0, current: None, written: 0 })
+        Ok(ParquetWriter {
+            sink: self.clone(),
+            subtask,
+            file_no: 0,
+            rows: 0,
+            current: None,
+            written: 0,
+            tx: None,
+        })
+    }
+
+    fn transactional_writer(&self, subtask: usize, parallelism: usize) -> Result<ParquetWriter> {
+        let mut writer = self.writer(subtask, parallelism)?;
+        // After the files this subtask committed in earlier runs.
+        writer.file_no = self
+            .names()?
+            .iter()
+            .filter_map(|n| part_number(n))
+            .filter(|(s, _)| *s == subtask)
+            .map(|(_, n)| n + 1)
+            .max()
+            .unwrap_or(0);
+        writer.tx = Some(Vec::new());
+        Ok(writer)
+    }
+
+    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+        let mut renamed = false;
+        for c in committables {
+            let c: ParquetCommittable = weir_runtime::decode(c)?;
+            for (from, to) in c.files {
+                match std::fs::rename(&from, &to) {
+                    Ok(()) => renamed = true,
+                    // Renamed by an earlier commit (of this checkpoint, or of an earlier one
+                    // if a writer handed the file over again).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+                    Err(e) => {
+                        return Err(error(
+                            from.display(),
+                            format_args!("commit checkpoint {checkpoint}: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        if renamed {
+            sync_dir(&self.dir.join("x"))
+                .map_err(|e| error(self.dir.display(), format_args!("fsync: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
+        let mut removed = false;
+        for name in self.names()? {
+            let stale = match restored {
+                None => part_number(&name).is_some(),
+                Some(_) => false,
+            };
+            let hidden = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".inprogress"))
+                .is_some_and(|n| part_number(n).is_some());
+            if stale || hidden {
+                let path = self.dir.join(&name);
+                std::fs::remove_file(&path).map_err(|e| error(path.display(), e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(&self.dir.join("x"))
+                .map_err(|e| error(self.dir.display(), format_args!("fsync: {e}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -162,8 +382,12 @@ pub struct ParquetWriter {
     subtask: usize,
     file_no: usize,
     rows: usize,
-    current: Option<ArrowWriter<File>>,
+    /// The open file: its writer and final path.
+    current: Option<(ArrowWriter<File>, PathBuf)>,
     written: u64,
+    /// In a checkpointed pipeline: the files closed and not seen committed yet, each
+    /// `(in-progress path, final path)`.
+    tx: Option<Vec<(PathBuf, PathBuf)>>,
 }
 
 impl std::fmt::Debug for ParquetWriter {
@@ -174,8 +398,12 @@ impl std::fmt::Debug for ParquetWriter {
 
 impl ParquetWriter {
     fn close_current(&mut self) -> Result<()> {
-        if let Some(w) = self.current.take() {
-            w.close().map_err(|e| error("close", e))?;
+        if let Some((w, target)) = self.current.take() {
+            let file = w.into_inner().map_err(|e| error("close", e))?;
+            if let Some(closed) = self.tx.as_mut() {
+                file.sync_all().map_err(|e| error(target.display(), format_args!("fsync: {e}")))?;
+                closed.push((ParquetSink::in_progress(&target), target));
+            }
         }
         self.rows = 0;
         Ok(())
@@ -186,13 +414,14 @@ impl SinkWriter<RecordBatch> for ParquetWriter {
     async fn write_batch(&mut self, batch: Batch<RecordBatch>) -> Result<()> {
         for b in &batch.records {
             if self.current.is_none() {
-                let path = self.sink.dir.join(format!("part-{}-{}.parquet", self.subtask, self.file_no));
+                let target = self.sink.final_path(self.subtask, self.file_no);
+                let path = if self.tx.is_some() { ParquetSink::in_progress(&target) } else { target.clone() };
                 self.file_no += 1;
                 let file = File::create(&path).map_err(|e| error(path.display(), e))?;
                 let w = ArrowWriter::try_new(file, b.schema(), None).map_err(|e| error(path.display(), e))?;
-                self.current = Some(w);
+                self.current = Some((w, target));
             }
-            if let Some(w) = self.current.as_mut() {
+            if let Some((w, _)) = self.current.as_mut() {
                 w.write(b).map_err(|e| error("write", e))?;
                 self.written += b.get_array_memory_size() as u64;
             }
@@ -202,6 +431,21 @@ impl SinkWriter<RecordBatch> for ParquetWriter {
             }
         }
         Ok(())
+    }
+
+    /// Closes the open file; the committable lists the files closed and not committed yet
+    /// (renamed by a commit): the files of a checkpoint that fails after this pre-commit
+    /// (overtaken by a stop's savepoint) go with the next one instead of being lost.
+    async fn pre_commit(&mut self, _checkpoint: u64) -> Result<Option<Vec<u8>>> {
+        if self.tx.is_none() {
+            return Ok(None);
+        }
+        self.close_current()?;
+        let Some(files) = self.tx.as_mut() else { return Ok(None) };
+        files.retain(|(from, _)| from.exists());
+        let Some((_, target)) = files.first() else { return Ok(None) };
+        sync_dir(target).map_err(|e| error(self.sink.dir.display(), format_args!("fsync: {e}")))?;
+        weir_runtime::encode(&ParquetCommittable { files: files.clone() }).map(Some)
     }
 
     async fn finish(&mut self) -> Result<()> {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
-use weir_runtime::{JobReport, Metrics, Pipeline, Stream};
+use weir_runtime::{Checkpointing, JobReport, Metrics, Pipeline, Stream};
 
 use crate::ParquetSink;
 use crate::ddl::{SinkDef, Statement, parse_script};
@@ -24,11 +24,22 @@ pub struct ScriptOptions {
     pub bounded: bool,
     /// Export metrics to this registry.
     pub metrics: Option<Metrics>,
+    /// Checkpoint the pipeline (and restore its latest checkpoint on start): state, source
+    /// positions and file and log sinks become exactly once (see the crate docs). The location
+    /// belongs to this script: another script's checkpoints there would be restored into it.
+    /// Default: none (at least once: a restarted job starts over).
+    pub checkpointing: Option<Checkpointing>,
 }
 
 impl Default for ScriptOptions {
     fn default() -> Self {
-        ScriptOptions { name: "sql".into(), parallelism: 2, bounded: false, metrics: None }
+        ScriptOptions {
+            name: "sql".into(),
+            parallelism: 2,
+            bounded: false,
+            metrics: None,
+            checkpointing: None,
+        }
     }
 }
 
@@ -62,6 +73,9 @@ impl Script {
         let mut builder = Pipeline::builder(options.name.clone()).parallelism(options.parallelism);
         if let Some(m) = &options.metrics {
             builder = builder.metrics(m.clone());
+        }
+        if let Some(c) = &options.checkpointing {
+            builder = builder.checkpointing(c.clone());
         }
         let p = builder.build()?;
         if let Some(log) = ctx.log() {

@@ -7,15 +7,34 @@
 //! | `stdout` | — | an aligned table per batch |
 //!
 //! Timestamps are written as ISO 8601 (UTC, no offset), as `arrow-json` and `arrow-csv` do.
+//!
+//! # Exactly once, in a checkpointed pipeline
+//!
+//! - JSON and CSV files use weir-connectors' two-phase commit for files
+//!   ([`weir_connectors::file_commit`]): each subtask writes a hidden in-progress file, closes
+//!   it at every checkpoint barrier (pending), and a complete checkpoint appends the pending
+//!   files to the final file, in subtask order, once (a marker beside it records the last
+//!   checkpoint committed and the file's length then). A writer hands over its pending files
+//!   until it sees them committed, so the files of a checkpoint that failed (overtaken by a
+//!   stop's savepoint) go with the next one. A restore cuts the file back to its marker and
+//!   deletes what was not committed.
+//! - Log topics reuse [`weir_connectors::LogSink`]: rows are held until their checkpoint is
+//!   complete, then appended with a `weir.checkpoint` header, never twice. (As for every
+//!   `LogSink`, rows handed over for a checkpoint that then fails — one a stop's savepoint
+//!   overtakes — are not committed with the next one.)
+//! - Parquet: see [`ParquetSink`](crate::ParquetSink).
+//! - `stdout` is at least once: after a restore it prints again what followed the checkpoint.
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use weir_log::{Log, Record, Topic, TopicConfig};
+use serde_json::value::RawValue;
+use weir_connectors::file_commit::{self, Committable};
+use weir_connectors::{LogSink, LogWriter};
+use weir_log::{Log, TopicConfig};
 use weir_runtime::{Batch, Result, Sink, SinkWriter};
 
 fn error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> weir_runtime::Error {
@@ -31,7 +50,17 @@ pub(crate) fn json_lines(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     Ok(w.into_inner())
 }
 
-/// A text file every subtask appends to, whole batches at a time.
+/// CSV of record batches, with a header line first if `header`.
+fn csv_lines(batches: &[RecordBatch], header: bool) -> Result<Vec<u8>> {
+    let mut w = arrow::csv::WriterBuilder::new().with_header(header).build(Vec::new());
+    for b in batches {
+        w.write(b).map_err(|e| error("CSV", e))?;
+    }
+    Ok(w.into_inner())
+}
+
+/// A text file every subtask appends to, whole batches at a time; exactly once in a
+/// checkpointed pipeline (see the module docs).
 #[derive(Debug, Clone)]
 pub struct TextFileSink {
     path: PathBuf,
@@ -40,9 +69,18 @@ pub struct TextFileSink {
 }
 
 impl TextFileSink {
-    /// JSON lines (or CSV with a header) in `path`, created or truncated when the job starts.
+    /// JSON lines (or CSV with a header) in `path`, created or truncated when the job starts
+    /// (in a checkpointed pipeline: on a fresh start; a restored job keeps what was committed).
     pub fn new(path: impl Into<PathBuf>, csv: bool) -> Self {
         TextFileSink { path: path.into(), csv, file: Arc::default() }
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
+    fn create_dir(&self) -> Result<()> {
+        std::fs::create_dir_all(self.dir()).map_err(|e| error(self.dir().display(), e))
     }
 }
 
@@ -56,13 +94,63 @@ impl Sink<RecordBatch> for TextFileSink {
     fn writer(&self, _subtask: usize, _parallelism: usize) -> Result<TextFileWriter> {
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         if file.is_none() {
-            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| error(parent.display(), e))?;
-            }
+            self.create_dir()?;
             *file = Some(File::create(&self.path).map_err(|e| error(self.path.display(), e))?);
         }
-        Ok(TextFileWriter { sink: self.clone(), written: 0 })
+        Ok(TextFileWriter { sink: self.clone(), written: 0, tx: None })
     }
+
+    fn transactional_writer(&self, subtask: usize, _parallelism: usize) -> Result<TextFileWriter> {
+        self.create_dir()?;
+        let tx = Tx {
+            subtask,
+            path: file_commit::in_progress(&self.path, subtask),
+            file: None,
+            len: 0,
+            pending: Vec::new(),
+        };
+        Ok(TextFileWriter { sink: self.clone(), written: 0, tx: Some(tx) })
+    }
+
+    /// Appends the pending files of `committables` (each writer's, in order) that are not
+    /// committed yet; see [`TextFileWriter`]'s `pre_commit` for why a file may be named twice.
+    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+        let mut parts: Vec<Committable> = Vec::new();
+        for c in committables {
+            for part in weir_runtime::decode::<Vec<Committable>>(c)? {
+                // A pending file is removed once committed: one that is gone was committed by
+                // an earlier checkpoint (if this one is already committed, `commit` skips it).
+                if part.pending.exists() && !parts.contains(&part) {
+                    parts.push(part);
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        file_commit::commit(checkpoint, &parts, self.csv)
+            .map_err(|e| error(self.path.display(), format_args!("commit checkpoint {checkpoint}: {e}")))
+    }
+
+    fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let is_target = |n: &str| n == name;
+        file_commit::discard(self.dir(), &is_target, restored)
+            .map_err(|e| error(self.path.display(), format_args!("clean up uncommitted output: {e}")))
+    }
+}
+
+/// A transactional writer's in-progress file.
+#[derive(Debug)]
+struct Tx {
+    subtask: usize,
+    path: PathBuf,
+    /// Open from the first batch after a barrier until the next barrier.
+    file: Option<File>,
+    /// Bytes in the in-progress file.
+    len: u64,
+    /// Pending files handed over at barriers and not seen committed yet.
+    pending: Vec<Committable>,
 }
 
 /// The writer of one [`TextFileSink`] subtask.
@@ -70,34 +158,81 @@ impl Sink<RecordBatch> for TextFileSink {
 pub struct TextFileWriter {
     sink: TextFileSink,
     written: u64,
+    /// In a checkpointed pipeline: this subtask's in-progress file.
+    tx: Option<Tx>,
+}
+
+impl TextFileWriter {
+    /// Appends a batch to the in-progress file (a CSV header first when it is empty).
+    fn write_in_progress(&mut self, batch: &[RecordBatch]) -> Result<usize> {
+        let csv = self.sink.csv;
+        let Some(tx) = self.tx.as_mut() else { return Ok(0) };
+        let bytes = if csv { csv_lines(batch, tx.len == 0)? } else { json_lines(batch)? };
+        if tx.file.is_none() {
+            tx.file = Some(File::create(&tx.path).map_err(|e| error(tx.path.display(), e))?);
+            tx.len = 0;
+        }
+        if let Some(f) = tx.file.as_mut() {
+            f.write_all(&bytes).map_err(|e| error(tx.path.display(), e))?;
+        }
+        tx.len += bytes.len() as u64;
+        Ok(bytes.len())
+    }
 }
 
 impl SinkWriter<RecordBatch> for TextFileWriter {
     async fn write_batch(&mut self, batch: Batch<RecordBatch>) -> Result<()> {
+        let records: Vec<RecordBatch> = batch.records.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.tx.is_some() {
+            self.written += self.write_in_progress(&records)? as u64;
+            return Ok(());
+        }
+        let mut file = self.sink.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(f) = file.as_mut() else { return Err(error(self.sink.path.display(), "closed")) };
         let bytes = if self.sink.csv {
-            let mut file = self.sink.file.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(f) = file.as_mut() else { return Err(error(self.sink.path.display(), "closed")) };
             // The header once, when the file is still empty.
             let header = f.metadata().map(|m| m.len() == 0).unwrap_or(false);
-            let mut w = arrow::csv::WriterBuilder::new().with_header(header).build(Vec::new());
-            for b in &batch.records {
-                w.write(b).map_err(|e| error("CSV", e))?;
-            }
-            let bytes = w.into_inner();
-            f.write_all(&bytes).map_err(|e| error(self.sink.path.display(), e))?;
-            bytes.len()
+            csv_lines(&records, header)?
         } else {
-            let bytes = json_lines(&batch.records)?;
-            let mut file = self.sink.file.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(f) = file.as_mut() else { return Err(error(self.sink.path.display(), "closed")) };
-            f.write_all(&bytes).map_err(|e| error(self.sink.path.display(), e))?;
-            bytes.len()
+            json_lines(&records)?
         };
-        self.written += bytes as u64;
+        f.write_all(&bytes).map_err(|e| error(self.sink.path.display(), e))?;
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
+    /// Closes and syncs the in-progress file and renames it to the checkpoint's pending file.
+    /// The committable lists it with the earlier pending files that are not committed yet: a
+    /// checkpoint that fails after this pre-commit (overtaken by a stop's savepoint) is never
+    /// committed, and its files go with the next one instead of being lost.
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>> {
+        let Some(tx) = self.tx.as_mut() else { return Ok(None) };
+        if let Some(file) = tx.file.take() {
+            tx.len = 0;
+            file.sync_all().map_err(|e| error(tx.path.display(), format_args!("fsync: {e}")))?;
+            drop(file);
+            let pending = file_commit::pending(&self.sink.path, tx.subtask, checkpoint);
+            std::fs::rename(&tx.path, &pending)
+                .map_err(|e| error(tx.path.display(), format_args!("rename to pending: {e}")))?;
+            file_commit::sync_dir(&pending)
+                .map_err(|e| error(pending.display(), format_args!("fsync directory: {e}")))?;
+            tx.pending.push(Committable { pending, target: self.sink.path.clone() });
+        }
+        // Committed files are removed by the commit.
+        tx.pending.retain(|c| c.pending.exists());
+        if tx.pending.is_empty() {
+            return Ok(None);
+        }
+        weir_runtime::encode(&tx.pending).map(Some)
+    }
+
     async fn finish(&mut self) -> Result<()> {
+        if self.tx.is_some() {
+            return Ok(()); // The last records were pre-committed.
+        }
         let file = self.sink.file.lock().unwrap_or_else(PoisonError::into_inner);
         match file.as_ref() {
             Some(f) => f.sync_all().map_err(|e| error(self.sink.path.display(), e)),
@@ -110,17 +245,17 @@ impl SinkWriter<RecordBatch> for TextFileWriter {
     }
 }
 
-/// Rows as JSON values of a log topic.
+/// Rows as JSON values of a log topic: weir-connectors' [`LogSink`] with rows already encoded
+/// (so exactly once in a checkpointed pipeline, as `LogSink` is).
 #[derive(Debug, Clone)]
 pub struct LogTopicSink {
-    log: Log,
-    topic: String,
+    inner: LogSink<Box<RawValue>>,
 }
 
 impl LogTopicSink {
     /// Rows to `topic` of `log` (created with one partition if missing).
     pub fn new(log: &Log, topic: impl Into<String>) -> Self {
-        LogTopicSink { log: log.clone(), topic: topic.into() }
+        LogTopicSink { inner: LogSink::topic(log, topic).create_if_missing(TopicConfig::with_partitions(1)) }
     }
 }
 
@@ -128,51 +263,58 @@ impl Sink<RecordBatch> for LogTopicSink {
     type Writer = LogTopicWriter;
 
     fn name(&self) -> String {
-        format!("log:{}", self.topic)
+        format!("log:{}", self.inner.topic_name())
     }
 
-    fn writer(&self, _subtask: usize, _parallelism: usize) -> Result<LogTopicWriter> {
-        let topic = self
-            .log
-            .topic_or_create(&self.topic, TopicConfig::with_partitions(1))
-            .map_err(|e| error(&self.topic, e))?;
-        Ok(LogTopicWriter { topic, written: 0 })
+    fn writer(&self, subtask: usize, parallelism: usize) -> Result<LogTopicWriter> {
+        Ok(LogTopicWriter { inner: self.inner.writer(subtask, parallelism)? })
+    }
+
+    fn transactional_writer(&self, subtask: usize, parallelism: usize) -> Result<LogTopicWriter> {
+        Ok(LogTopicWriter { inner: self.inner.transactional_writer(subtask, parallelism)? })
+    }
+
+    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+        self.inner.commit(checkpoint, committables)
+    }
+
+    fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
+        Sink::<Box<RawValue>>::discard_uncommitted(&self.inner, restored)
     }
 }
 
 /// The writer of one [`LogTopicSink`] subtask.
 #[derive(Debug)]
 pub struct LogTopicWriter {
-    topic: Topic,
-    written: u64,
+    inner: LogWriter<Box<RawValue>>,
 }
 
 impl SinkWriter<RecordBatch> for LogTopicWriter {
     async fn write_batch(&mut self, batch: Batch<RecordBatch>) -> Result<()> {
-        let bytes = Bytes::from(json_lines(&batch.records)?);
-        let records: Vec<Record> = bytes
-            .split(|b| *b == b'\n')
+        let bytes = json_lines(&batch.records)?;
+        let text = String::from_utf8(bytes).map_err(|e| error("JSON", e))?;
+        let rows = text
+            .lines()
             .filter(|l| !l.is_empty())
-            .map(|l| Record::new(bytes.slice_ref(l)))
-            .collect();
-        self.written += bytes.len() as u64;
-        if records.is_empty() {
+            .map(|l| RawValue::from_string(l.to_owned()))
+            .collect::<serde_json::Result<Vec<_>>>()
+            .map_err(|e| error("JSON", e))?;
+        if rows.is_empty() {
             return Ok(());
         }
-        let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || topic.send(&records))
-            .await
-            .map_err(|e| error("append", e))?
-            .map(drop)
-            .map_err(|e| error("append", e))
+        self.inner.write_batch(Batch::new(rows)).await
+    }
+
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>> {
+        self.inner.pre_commit(checkpoint).await
     }
 
     async fn finish(&mut self) -> Result<()> {
-        self.topic.flush().map_err(|e| error("flush", e))
+        SinkWriter::<Box<RawValue>>::finish(&mut self.inner).await
     }
 
     fn bytes_written(&self) -> u64 {
-        self.written
+        SinkWriter::<Box<RawValue>>::bytes_written(&self.inner)
     }
 }
 

@@ -538,3 +538,83 @@ fn sql_runs_a_file_of_sources_and_sinks_and_one_off_queries() {
     );
     assert!(err.contains("ORDER BY"), "{err}");
 }
+
+#[test]
+fn sql_checkpoints_under_the_log_directory_and_names_bad_checkpoint_flags() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "access", "--partitions", "2"]);
+    let events: String = (0..600)
+        .map(|i| {
+            format!(
+                "{{\"ts_ms\":{},\"status\":{}}}\n",
+                1_700_000_000_000u64 + i * 100,
+                [200, 404][i as usize % 2]
+            )
+        })
+        .collect();
+    weir.ok_with_input(&["produce", "access"], events.as_bytes());
+    let out = weir.dir.path().join("per_status.jsonl");
+    let write_script = |group: &str| {
+        let script = weir.dir.path().join(format!("{group}.sql"));
+        std::fs::write(
+            &script,
+            format!(
+                "CREATE SOURCE access (ts_ms BIGINT, status INT, ts AS to_timestamp_millis(ts_ms), \
+                   WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+                   WITH (connector = 'log', topic = 'access', format = 'json', bounded = 'true', group = '{group}');\n\
+                 CREATE SINK per_status WITH (connector = 'file', path = '{}', format = 'json') AS \
+                   SELECT window_start, status, count(*) AS n FROM access GROUP BY tumble(ts, INTERVAL '10' SECOND), status;",
+                out.display()
+            ),
+        )
+        .unwrap();
+        script.to_str().unwrap().to_owned()
+    };
+    let script = &write_script("first");
+    let rows = || std::fs::read_to_string(&out).unwrap().lines().count();
+    // A manifest per complete checkpoint, in <--dir>/checkpoints/<pipeline>.
+    let manifests = || -> usize {
+        let dir = weir.dir.path().join("log/checkpoints/sql");
+        std::fs::read_dir(dir).map_or(0, |it| {
+            it.filter(|e| e.as_ref().unwrap().path().join("_manifest.json").is_file()).count()
+        })
+    };
+
+    weir.ok(&["sql", "-f", script, "--checkpoint-interval", "100ms"]);
+    assert!(manifests() > 0, "no checkpoint in {}", weir.dir.path().join("log/checkpoints/sql").display());
+    // 600 events 100 ms apart: six 10-second windows × 2 statuses.
+    assert_eq!(rows(), 12);
+    // Run again, it restores its last checkpoint: the input was all read and the output is
+    // kept, not repeated.
+    weir.ok(&["sql", "-f", script, "--checkpoint-interval", "100ms"]);
+    assert_eq!(rows(), 12);
+    // A checkpoint directory of one's own, from scratch: the output is replaced. (A log
+    // source resumes at its consumer group's offsets, which the runs above committed: a new
+    // group reads the topic again.)
+    let own = weir.dir.path().join("own-checkpoints");
+    weir.ok(&[
+        "sql",
+        "-f",
+        &write_script("again"),
+        "--checkpoint-interval",
+        "1s",
+        "--checkpoint-dir",
+        own.to_str().unwrap(),
+        "--from-scratch",
+    ]);
+    assert!(own.is_dir());
+    assert_eq!(rows(), 12);
+
+    for (args, flag) in [
+        (vec!["--checkpoint-interval", "soon"], "--checkpoint-interval"),
+        (vec!["--checkpoint-interval", "0s"], "--checkpoint-interval"),
+        (vec!["--checkpoint-interval", "1s", "--checkpoint-dir", ""], "--checkpoint-dir"),
+        (vec!["--checkpoint-dir", "x"], "--checkpoint-interval"),
+        (vec!["--checkpoint-interval", "1s", "-e", "SELECT 1"], "--checkpoint-interval"),
+    ] {
+        let mut all = vec!["sql", "-f", script];
+        all.extend(&args);
+        let err = weir.fails(&all, 2);
+        assert!(err.contains(flag), "weir {all:?}: {err}");
+    }
+}

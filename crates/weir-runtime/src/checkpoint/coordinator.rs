@@ -31,10 +31,14 @@ pub(crate) struct Coordinator {
     parallelism: u32,
     next_id: u64,
     metrics: Option<CheckpointMetrics>,
+    /// Committables of checkpoints that failed after parts pre-committed, by part, oldest
+    /// first: they go with the part's next complete checkpoint (dropping them would lose the
+    /// output they hold).
+    carried: HashMap<PartKey, Vec<Vec<u8>>>,
 }
 
 fn is_empty(p: &PartSnapshot) -> bool {
-    p.keyed.is_empty() && p.meta.is_empty() && p.positions.is_empty() && p.committable.is_none()
+    p.keyed.is_empty() && p.meta.is_empty() && p.positions.is_empty() && p.committables.is_empty()
 }
 
 fn now_ms() -> i64 {
@@ -69,6 +73,7 @@ impl Coordinator {
             parallelism: parallelism as u32,
             next_id: newest + 1,
             metrics,
+            carried: HashMap::new(),
         };
         let restored = match loaded {
             None => None,
@@ -112,7 +117,7 @@ impl Coordinator {
         let committers = self.shared.committers.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for (uid, c) in committers {
             let committables: Vec<Vec<u8>> =
-                parts_of(&uid).into_iter().filter_map(|p| p.committable).collect();
+                parts_of(&uid).into_iter().flat_map(|p| p.committables).collect();
             if !committables.is_empty() {
                 c.commit(id, &committables)?;
             }
@@ -155,7 +160,7 @@ impl Coordinator {
                 }
                 () = tokio::time::sleep_until(deadline.into()), if !stopping => {
                     match in_flight.take() {
-                        Some(f) => self.failed(f.id, &format!("not complete after {timeout:?}")),
+                        Some(f) => self.abandon(f, &format!("not complete after {timeout:?}")),
                         None => in_flight = Some(self.start(false)),
                     }
                     next_at = Instant::now() + interval;
@@ -164,7 +169,7 @@ impl Coordinator {
                     if changed.is_ok() && *stop.borrow() {
                         stopping = true;
                         if let Some(f) = in_flight.take() {
-                            self.failed(f.id, "overtaken by the savepoint of a stop");
+                            self.abandon(f, "overtaken by the savepoint of a stop");
                         }
                         tracing::info!(pipeline = %self.pipeline, checkpoint = self.next_id, "stop requested: taking a savepoint");
                         in_flight = Some(self.start(true));
@@ -180,20 +185,31 @@ impl Coordinator {
                 let InFlight { id, started, mut acks } = f;
                 let stand_ins: Vec<PartKey> =
                     ended.keys().filter(|k| !acks.contains_key(*k)).cloned().collect();
+                for (k, part) in acks.iter_mut() {
+                    if let Some(mut earlier) = self.carried.remove(k) {
+                        earlier.append(&mut part.committables);
+                        part.committables = earlier;
+                    }
+                }
                 for k in &stand_ins {
                     acks.insert(k.clone(), ended[k].clone());
                 }
-                match self.complete(id, started, acks, false).await? {
+                match self.complete(id, started, &acks, false).await? {
                     // What an ended part pre-committed is committed now, once: later
-                    // checkpoints keep its state, not its committable.
+                    // checkpoints keep its state, not its committables.
                     Ok(()) => {
                         for k in &stand_ins {
                             if let Some(p) = ended.get_mut(k) {
-                                p.committable = None;
+                                p.committables.clear();
                             }
                         }
                     }
-                    Err(e) => self.failed(id, &e.to_string()),
+                    Err(e) => {
+                        for k in &stand_ins {
+                            acks.remove(k);
+                        }
+                        self.abandon(InFlight { id, started, acks }, &e.to_string());
+                    }
                 }
                 next_at = Instant::now() + interval;
             }
@@ -202,7 +218,13 @@ impl Coordinator {
             // Every source ran out of input: the last checkpoint commits the final output.
             let id = self.next_id;
             self.next_id += 1;
-            self.complete(id, Instant::now(), ended, true).await??;
+            for (k, part) in ended.iter_mut() {
+                if let Some(mut earlier) = self.carried.remove(k) {
+                    earlier.append(&mut part.committables);
+                    part.committables = earlier;
+                }
+            }
+            self.complete(id, Instant::now(), &ended, true).await??;
         }
         Ok(())
     }
@@ -228,7 +250,7 @@ impl Coordinator {
             Err(reason) => {
                 let reason = format!("{}[{}]: {reason}", key.0, key.1);
                 if let Some(f) = in_flight.take() {
-                    self.failed(f.id, &reason);
+                    self.abandon(f, &reason);
                 } else {
                     tracing::warn!(pipeline = %self.pipeline, reason = %reason, "a part could not snapshot its state");
                 }
@@ -236,17 +258,34 @@ impl Coordinator {
             }
         };
         match ack.of {
-            AckOf::Barrier(id) => {
-                if let Some(f) = in_flight.as_mut().filter(|f| f.id == id) {
+            AckOf::Barrier(id) => match in_flight.as_mut().filter(|f| f.id == id) {
+                Some(f) => {
                     f.acks.insert(key, snapshot);
                 }
-            }
+                // The barrier of an abandoned checkpoint reached a sink: keep what it
+                // pre-committed for the next complete checkpoint.
+                None => self.carry(key, snapshot.committables),
+            },
             AckOf::End { exhausted } => {
                 if ack.source && !exhausted {
                     *stopped = true;
                 }
                 ended.insert(key, snapshot);
             }
+        }
+    }
+
+    /// Gives up checkpoint `f`, keeping what its parts pre-committed.
+    fn abandon(&mut self, f: InFlight, reason: &str) {
+        for (key, part) in f.acks {
+            self.carry(key, part.committables);
+        }
+        self.failed(f.id, reason);
+    }
+
+    fn carry(&mut self, key: PartKey, committables: Vec<Vec<u8>>) {
+        if !committables.is_empty() {
+            self.carried.entry(key).or_default().extend(committables);
         }
     }
 
@@ -266,10 +305,10 @@ impl Coordinator {
         &self,
         id: u64,
         started: Instant,
-        parts: HashMap<PartKey, PartSnapshot>,
+        parts: &HashMap<PartKey, PartSnapshot>,
         finished: bool,
     ) -> Result<Result<()>> {
-        if let Err(e) = self.write(id, &parts, finished, started).await {
+        if let Err(e) = self.write(id, parts, finished, started).await {
             return Ok(Err(e));
         }
         self.commit(id, |uid| {

@@ -43,8 +43,10 @@ pub(crate) struct PartSnapshot {
     pub(crate) meta: Vec<u8>,
     /// Source positions: (split, position bytes).
     pub(crate) positions: Vec<(u32, Vec<u8>)>,
-    /// A sink's pre-committed transaction, made visible when the checkpoint completes.
-    pub(crate) committable: Option<Vec<u8>>,
+    /// A sink's pre-committed transactions, oldest first, made visible when the checkpoint
+    /// completes: the one of this checkpoint, after those of failed checkpoints before it
+    /// (their output is carried forward, never dropped).
+    pub(crate) committables: Vec<Vec<u8>>,
 }
 
 /// Why bytes are not a readable part file or manifest.
@@ -213,7 +215,7 @@ mod tests {
             keyed: vec![(3, vec![1, 2, 3]), (1023, vec![9; 40])],
             meta: vec![7, 7],
             positions: vec![(0, b"offset 42".to_vec())],
-            committable: Some(b"txn-5".to_vec()),
+            committables: vec![b"txn-4".to_vec(), b"txn-5".to_vec()],
         }
     }
 
@@ -251,13 +253,13 @@ mod tests {
             prop::collection::vec((any::<u16>(), bytes()), 0..6),
             bytes(),
             prop::collection::vec((any::<u32>(), bytes()), 0..4),
-            prop::option::of(bytes()),
+            prop::collection::vec(bytes(), 0..3),
         )
-            .prop_map(|(keyed, meta, positions, committable)| PartSnapshot {
+            .prop_map(|(keyed, meta, positions, committables)| PartSnapshot {
                 keyed,
                 meta,
                 positions,
-                committable,
+                committables,
             })
     }
 

@@ -437,7 +437,7 @@ mod tests {
             keyed: vec![(u16::from(n), vec![n; 30])],
             meta: vec![n],
             positions: vec![(0, vec![n, n])],
-            committable: n.is_multiple_of(2).then(|| vec![n; 3]),
+            committables: if n.is_multiple_of(2) { vec![vec![n; 3]] } else { Vec::new() },
         }
     }
 

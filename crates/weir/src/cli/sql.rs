@@ -1,10 +1,12 @@
 //! `weir sql`: runs a file of streaming SQL statements, or one query.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use weir::log::{Log, LogOptions};
+use weir::runtime::Checkpointing;
 use weir::sql::{Script, ScriptOptions, StreamContext};
 
 /// Arguments of `weir sql`.
@@ -13,7 +15,8 @@ pub(crate) struct SqlArgs {
     /// A file of statements: CREATE SOURCE, CREATE SINK ... AS SELECT, EXPLAIN, queries.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
-    /// A query (or EXPLAIN) to run after the file's statements; its rows print as tables.
+    /// A query (or EXPLAIN) to run after the file's statements; its rows print as tables. A
+    /// one-off query: never checkpointed (see --checkpoint-interval).
     #[arg(short = 'e', long = "execute", value_name = "SQL")]
     execute: Option<String>,
     /// Subtasks per operator.
@@ -22,6 +25,42 @@ pub(crate) struct SqlArgs {
     /// With -e: keep reading log sources as they grow instead of stopping at their current end.
     #[arg(long)]
     follow: bool,
+    /// Checkpoint the job every DURATION (e.g. 200ms, 10s): window state, source positions and
+    /// the output of file and log sinks become exactly once, and a restarted job resumes from
+    /// its last checkpoint (file and log sinks then show results once per checkpoint). Only
+    /// with -f, not with -e.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_interval,
+        requires = "file",
+        conflicts_with = "execute"
+    )]
+    checkpoint_interval: Option<Duration>,
+    /// Where checkpoints are kept; one directory per script [default: <--dir>/checkpoints/sql].
+    #[arg(long, value_name = "DIR", value_parser = parse_dir, requires = "checkpoint_interval")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Ignore the existing checkpoints and start over: file sinks' output is replaced; log
+    /// sources start at their consumer groups' committed offsets (a new group reads again).
+    #[arg(long, requires = "checkpoint_interval")]
+    from_scratch: bool,
+}
+
+/// A checkpoint interval: a humantime duration above zero.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 200ms, 10s, 1m)"))?;
+    if d.is_zero() {
+        return Err("must be above zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// A checkpoint directory: not empty.
+fn parse_dir(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(PathBuf::from(s))
 }
 
 /// Runs `weir sql`.
@@ -45,11 +84,17 @@ pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
     runtime.block_on(async {
         let log = Log::open(dir, LogOptions::default())?;
         let mut ctx = StreamContext::with_log(log);
+        let name = "sql";
+        let checkpointing = args.checkpoint_interval.map(|interval| {
+            let location = args.checkpoint_dir.clone().unwrap_or_else(|| dir.join("checkpoints").join(name));
+            Checkpointing::to_dir(location).interval(interval).from_scratch(args.from_scratch)
+        });
         let options = ScriptOptions {
-            name: "sql".into(),
+            name: name.into(),
             parallelism: args.parallelism,
             bounded: args.execute.is_some() && !args.follow,
             metrics: None,
+            checkpointing,
         };
         let (explained, report) = script.run(&mut ctx, &options).await?;
         for e in explained {
