@@ -433,19 +433,19 @@ impl SinkWriter<RecordBatch> for ParquetWriter {
         Ok(())
     }
 
-    /// Closes the open file; the committable lists the files closed and not committed yet
-    /// (renamed by a commit): the files of a checkpoint that fails after this pre-commit
-    /// (overtaken by a stop's savepoint) go with the next one instead of being lost.
+    /// Closes the open file; the committable lists the files closed since the last
+    /// pre-commit. (If the checkpoint fails, the coordinator carries the committable to the next
+    /// complete one.)
     async fn pre_commit(&mut self, _checkpoint: u64) -> Result<Option<Vec<u8>>> {
         if self.tx.is_none() {
             return Ok(None);
         }
         self.close_current()?;
         let Some(files) = self.tx.as_mut() else { return Ok(None) };
-        files.retain(|(from, _)| from.exists());
+        let files = std::mem::take(files);
         let Some((_, target)) = files.first() else { return Ok(None) };
         sync_dir(target).map_err(|e| error(self.sink.dir.display(), format_args!("fsync: {e}")))?;
-        weir_runtime::encode(&ParquetCommittable { files: files.clone() }).map(Some)
+        weir_runtime::encode(&ParquetCommittable { files }).map(Some)
     }
 
     async fn finish(&mut self) -> Result<()> {

@@ -204,10 +204,9 @@ impl SinkWriter<RecordBatch> for TextFileWriter {
         Ok(())
     }
 
-    /// Closes and syncs the in-progress file and renames it to the checkpoint's pending file.
-    /// The committable lists it with the earlier pending files that are not committed yet: a
-    /// checkpoint that fails after this pre-commit (overtaken by a stop's savepoint) is never
-    /// committed, and its files go with the next one instead of being lost.
+    /// Closes and syncs the in-progress file and renames it to the checkpoint's pending file,
+    /// which the committable names. (If the checkpoint fails, the coordinator carries the
+    /// committable to the next complete one.)
     async fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>> {
         let Some(tx) = self.tx.as_mut() else { return Ok(None) };
         if let Some(file) = tx.file.take() {
@@ -221,12 +220,11 @@ impl SinkWriter<RecordBatch> for TextFileWriter {
                 .map_err(|e| error(pending.display(), format_args!("fsync directory: {e}")))?;
             tx.pending.push(Committable { pending, target: self.sink.path.clone() });
         }
-        // Committed files are removed by the commit.
-        tx.pending.retain(|c| c.pending.exists());
-        if tx.pending.is_empty() {
+        let pending = std::mem::take(&mut tx.pending);
+        if pending.is_empty() {
             return Ok(None);
         }
-        weir_runtime::encode(&tx.pending).map(Some)
+        weir_runtime::encode(&pending).map(Some)
     }
 
     async fn finish(&mut self) -> Result<()> {
