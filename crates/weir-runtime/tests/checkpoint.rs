@@ -94,7 +94,7 @@ fn job(p: &Pipeline, out: Committed<Row>, slow: bool) {
     p.source(MemorySource::new(events()).batch_size(100))
         .inspect(move |_| {
             if slow {
-                std::thread::sleep(Duration::from_micros(10));
+                std::thread::sleep(Duration::from_micros(20));
             }
         })
         .assign_timestamps(|e| e.0, Watermarks::bounded_out_of_orderness(Duration::from_millis(100)))
@@ -123,9 +123,19 @@ async fn run(
         .build()?;
     job(&p, out, stop_after.is_some());
     if let Some(after) = stop_after {
+        // Stop once a checkpoint completed (and at least `after` passed): mid-run, whatever
+        // the machine's speed.
         let stop = p.stop_handle();
+        let dir = dir.to_owned();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
+            let complete = |d: &std::path::Path| {
+                std::fs::read_dir(d)
+                    .is_ok_and(|mut it| it.any(|e| e.is_ok_and(|e| e.path().join("_manifest.json").exists())))
+            };
+            while !complete(&dir) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             stop.stop();
         });
     }
@@ -145,7 +155,7 @@ async fn a_stopped_job_resumes_from_its_savepoint_with_identical_output() {
     assert!(want.len() > 1000, "{} rows", want.len());
     let dir = tempfile::tempdir().unwrap();
     let out = Committed::new();
-    run(dir.path(), 2, out.clone(), Some(Duration::from_millis(150))).await.unwrap();
+    run(dir.path(), 2, out.clone(), Some(Duration::from_millis(30))).await.unwrap();
     let partial = out.output().len();
     assert!(partial < want.len(), "the stop came after the end ({partial} rows)");
     run(dir.path(), 2, out.clone(), None).await.unwrap();
