@@ -6,6 +6,7 @@
 //! cargo bench -p weir-benches --bench window_throughput                # full run, about 3 minutes
 //! cargo bench -p weir-benches --bench window_throughput -- --quick     # smoke run for CI, seconds
 //! cargo bench -p weir-benches --bench window_throughput -- str/p2      # only rows whose id contains this
+//! cargo bench -p weir-benches --bench window_throughput -- --events 40000000 b1024   # longer runs
 //! ```
 //!
 //! The input is generated before anything is timed: CSV lines
@@ -31,10 +32,15 @@
 //! - `hand/<input>`: a single-threaded loop over the lines (for `file`: reading the two files
 //!   with a `BufReader` line by line): the same `parse` function, then a
 //!   `HashMap<(status, window_start), (count, sum_latency, sum_bytes)>`. The floor on overhead.
-//! - `weir/<input>/p<parallelism>/b<batch size>`: the source → `try_map(parse)` →
+//! - `weir/<input>/p<parallelism>/b<batch size>[+metrics|+chk1s]`: the source → `try_map(parse)` →
 //!   `assign_timestamps` (bounded out-of-orderness 2 s) → `key_by(status)` →
 //!   `TumblingWindows::of(10 s)` → `aggregate((Count, Avg::of(latency), Sum::of(bytes)))` → a sink
 //!   that counts the results, on a tokio multi-thread runtime with one worker per CPU.
+//!   `+metrics`: the same pipeline exporting its metrics to a registry; `+chk1s`: the same
+//!   pipeline checkpointing every second (`Checkpointing::to_dir(..).interval(1 s)`, a new
+//!   directory per run). Both are run for the `str` rows at batch 1024, in the same rounds as the
+//!   plain rows, and their cost is printed after the table (targets: metrics ≤ 3 % CPU,
+//!   checkpoints ≤ 10 % throughput).
 //!
 //! Before the timed rounds, one verification run per input form collects Weir's results with a
 //! `CollectSink` and checks them against the hand loop's, window by window; the bench fails
@@ -45,7 +51,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -54,17 +60,19 @@ use weir_benches::access_events::{
     parse_lines, print_input,
 };
 use weir_benches::{
-    Args, Budget, Figures, Sched, Target, bench_root, check_report, describe_fs, median, print_disturbed,
-    print_summary, secs, start,
+    Args, Budget, Figures, Sched, Target, bench_root, check_report, checkpoints, describe_fs, group, median,
+    print_disturbed, print_summary, secs, si, start,
 };
 
 use anyhow::{Context, Result, bail, ensure};
 use tokio::runtime::Runtime;
 use weir_connectors::{FileSource, ParseExt};
-use weir_runtime::{Batch, CollectSink, JobReport, MemorySource, Pipeline, Sink, SinkWriter, Traceable};
+use weir_runtime::{
+    Batch, Checkpointing, CollectSink, JobReport, MemorySource, Pipeline, Sink, SinkWriter, Traceable,
+};
 
-const USAGE: &str =
-    "usage: window_throughput [--quick] [FILTER]   (FILTER: substring of row ids, e.g. str/p2)";
+const USAGE: &str = "usage: window_throughput [--quick] [--events N] [FILTER]   (N: input lines, default \
+                     10,000,000; FILTER: substring of row ids, e.g. str/p2)";
 
 /// The targets the figures are held against.
 const TARGET_MEMORY_EVENTS_PER_SEC: f64 = 2_000_000.0;
@@ -80,6 +88,10 @@ const MEMORY_BATCH_SIZES: [usize; 2] = [1024, 4096];
 const METRICS_BATCH_SIZE: usize = 1024;
 /// Most extra wall time metrics may cost.
 const TARGET_METRICS_OVERHEAD: f64 = 0.03;
+/// How often the `+chk1s` rows checkpoint.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Most throughput checkpoints every second may cost.
+const TARGET_CHECKPOINT_OVERHEAD: f64 = 0.10;
 /// File sources run at their default batch size only.
 const FILE_BATCH_SIZE: usize = weir_connectors::DEFAULT_BATCH_SIZE;
 
@@ -145,11 +157,13 @@ impl Source {
 enum Row {
     Hand(Input),
     /// `metrics`: the pipeline exports its metrics to a registry (nobody scrapes it).
+    /// `checkpoints`: the pipeline checkpoints every [`CHECKPOINT_INTERVAL`] to a new directory.
     Weir {
         source: Source,
         parallelism: usize,
         batch: usize,
         metrics: bool,
+        checkpoints: bool,
     },
 }
 
@@ -157,9 +171,10 @@ impl Row {
     fn id(self) -> String {
         match self {
             Row::Hand(input) => format!("hand/{}", input.name()),
-            Row::Weir { source, parallelism, batch, metrics } => {
+            Row::Weir { source, parallelism, batch, metrics, checkpoints } => {
                 let m = if metrics { "+metrics" } else { "" };
-                format!("weir/{}/p{parallelism}/b{batch}{m}", source.name())
+                let c = if checkpoints { "+chk1s" } else { "" };
+                format!("weir/{}/p{parallelism}/b{batch}{m}{c}", source.name())
             }
         }
     }
@@ -181,14 +196,17 @@ fn select_rows(args: &Args) -> Vec<Row> {
             if source.input() == Input::File { &[FILE_BATCH_SIZE] } else { &MEMORY_BATCH_SIZES };
         for parallelism in PARALLELISMS {
             for &batch in batches {
-                let row = Row::Weir { source, parallelism, batch, metrics: false };
+                let row = Row::Weir { source, parallelism, batch, metrics: false, checkpoints: false };
                 if args.selects(&row.id()) {
                     weir.push(row);
                 }
-                // Metrics on vs off, in the same run: the in-memory rows at the default batch.
-                let metered = Row::Weir { source, parallelism, batch, metrics: true };
-                if source == Source::Str && batch == METRICS_BATCH_SIZE && args.selects(&metered.id()) {
-                    weir.push(metered);
+                // Metrics on vs off, and checkpoints every second vs off, in the same run: the
+                // in-memory rows at the default batch.
+                if source == Source::Str && batch == METRICS_BATCH_SIZE {
+                    let metered = Row::Weir { source, parallelism, batch, metrics: true, checkpoints: false };
+                    let checkpointed =
+                        Row::Weir { source, parallelism, batch, metrics: false, checkpoints: true };
+                    weir.extend([metered, checkpointed].into_iter().filter(|r| args.selects(&r.id())));
                 }
             }
         }
@@ -203,8 +221,13 @@ fn select_rows(args: &Args) -> Vec<Row> {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse(USAGE)?;
-    let budget = Budget::of(&args);
+    let args = Args::parse_with(USAGE, &["--events"])?;
+    let mut budget = Budget::of(&args);
+    if let Some(n) = args.value("--events") {
+        budget.events =
+            n.replace(['_', ','], "").parse().with_context(|| format!("--events {n}\n{USAGE}"))?;
+        ensure!(budget.events > 0, "--events must be above 0");
+    }
     let rows = select_rows(&args);
     if rows.is_empty() {
         bail!("no row id contains {:?}\n{USAGE}", args.filter.as_deref().unwrap_or(""));
@@ -271,6 +294,21 @@ fn main() -> Result<()> {
     println!("    machine (the bench never has more busy threads than CPUs); runs where it passes 5 % of");
     println!("    the wall time (and 10 ms) are listed after the table.");
     println!("  1st out = when the first window result reached the sink, as a share of the wall time.");
+    if rows.iter().any(|r| matches!(r, Row::Weir { checkpoints: true, .. })) {
+        let root = bench_root(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-window-bench"))?;
+        println!("  +metrics = the same row exporting its metrics to a registry (not scraped).");
+        println!(
+            "  +chk1s = the same row checkpointing every {} s: Checkpointing::to_dir(a new directory per run",
+            CHECKPOINT_INTERVAL.as_secs()
+        );
+        println!(
+            "    under {} ({})).interval(1 s); each checkpoint saves the",
+            root.display(),
+            describe_fs(&root)
+        );
+        println!("    MemorySource positions and the windows' state per key, fsynced. Same input; the rows");
+        println!("    alternate within each round (see above).");
+    }
 
     let sources = Sources::new(&lines, owned.as_deref(), files.as_ref(), &rows);
 
@@ -284,11 +322,15 @@ fn main() -> Result<()> {
                 _ => None,
             })
             .max();
-        let row = rows.iter().copied().find(
-            |r| matches!(r, Row::Weir { source: s, parallelism, .. } if *s == source && Some(*parallelism) == max_p),
-        );
-        if let Some(row) = row {
-            verify(&runtime, &sources, row, &expected)?;
+        // A checkpointed row too: barriers must not change the results.
+        for with_checkpoints in [false, true] {
+            let row = rows.iter().copied().find(|r| {
+                matches!(r, Row::Weir { source: s, parallelism, checkpoints, .. }
+                    if *s == source && Some(*parallelism) == max_p && *checkpoints == with_checkpoints)
+            });
+            if let Some(row) = row {
+                verify(&runtime, &sources, row, &expected)?;
+            }
         }
     }
 
@@ -312,6 +354,7 @@ fn main() -> Result<()> {
     let mut targets = Vec::new();
     print_table(&rows, &samples, events, input_bytes, &mut targets);
     print_metrics_overhead(&rows, &samples, &mut targets);
+    print_checkpoint_overhead(&rows, &samples, events, &mut targets);
     print_disturbed(rows.iter().zip(&samples).flat_map(|(row, s)| {
         s.iter().enumerate().map(|(round, sample)| (row.id(), round, sample.wall, sample.sched))
     }));
@@ -422,7 +465,14 @@ fn time_hand(run: impl FnOnce() -> Result<Totals>, expected: &Totals) -> Result<
     let wall = start.elapsed();
     let sched = Sched::since(before);
     ensure!(result.groups == expected.groups, "the hand loop's result changed between runs");
-    Ok(Sample { wall, sched, backpressure: None, first_out: None, per_subtask: Vec::new() })
+    Ok(Sample {
+        wall,
+        sched,
+        backpressure: None,
+        first_out: None,
+        per_subtask: Vec::new(),
+        checkpoints: None,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,15 +502,57 @@ impl Sources {
     }
 }
 
-/// Builds `row`'s pipeline, writing to `sink`, and runs it on the runtime.
-fn run_row<S: Sink<Out>>(runtime: &Runtime, sources: &Sources, row: Row, sink: S) -> Result<JobReport> {
-    let Row::Weir { source, parallelism, batch, metrics } = row else {
+/// A new, empty directory for the checkpoints of one run of `row` (removed on drop), if the row
+/// checkpoints: a pipeline restores what it finds in its checkpoint directory, so every run
+/// needs a fresh one.
+fn checkpoint_dir(row: Row) -> Result<Option<tempfile::TempDir>> {
+    let Row::Weir { checkpoints: true, .. } = row else { return Ok(None) };
+    let root = bench_root(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-window-bench"))?;
+    Ok(Some(tempfile::Builder::new().prefix("checkpoints-").tempdir_in(root)?))
+}
+
+/// What the checkpoints of one run of a `+chk1s` row wrote.
+#[derive(Debug, Clone, Copy)]
+struct CheckpointRun {
+    /// Checkpoints taken: the id of the last one (ids start at 1), the job's final checkpoint
+    /// (taken when the source ended) included.
+    taken: u64,
+    /// The largest of the checkpoints still in the directory (the last 3), in bytes.
+    bytes: u64,
+}
+
+impl CheckpointRun {
+    fn read(dir: &Path) -> Result<CheckpointRun> {
+        let ids = checkpoints::published(dir)?;
+        let taken = ids.last().copied().context("the run completed no checkpoint")?;
+        let mut bytes = 0;
+        for id in ids {
+            bytes = bytes.max(checkpoints::manifest(dir, id)?.bytes());
+        }
+        Ok(CheckpointRun { taken, bytes })
+    }
+}
+
+/// Builds `row`'s pipeline, writing to `sink`, and runs it on the runtime; a `+chk1s` row
+/// checkpoints to `checkpoint_dir`.
+fn run_row<S: Sink<Out>>(
+    runtime: &Runtime,
+    sources: &Sources,
+    row: Row,
+    sink: S,
+    checkpoint_dir: Option<&Path>,
+) -> Result<JobReport> {
+    let Row::Weir { source, parallelism, batch, metrics, checkpoints } = row else {
         bail!("{} is not a Weir row", row.id())
     };
     let missing = || anyhow::anyhow!("no source was prepared for {}", row.id());
     let mut builder = Pipeline::builder("window_throughput").parallelism(parallelism).handle_signals(false);
     if metrics {
         builder = builder.metrics(weir_runtime::Metrics::new());
+    }
+    if checkpoints {
+        let dir = checkpoint_dir.with_context(|| format!("{} needs a checkpoint directory", row.id()))?;
+        builder = builder.checkpointing(Checkpointing::to_dir(dir).interval(CHECKPOINT_INTERVAL));
     }
     let p = builder.build()?;
     let events = match source {
@@ -494,12 +586,14 @@ fn time_weir(
 ) -> Result<Sample> {
     let Row::Weir { parallelism, .. } = row else { bail!("{} is not a Weir row", row.id()) };
     let sink = CountSink::new(parallelism);
+    let dir = checkpoint_dir(row)?;
     let before = Sched::now();
     let start = Instant::now();
-    let report = run_row(runtime, sources, row, sink.clone())?;
+    let report = run_row(runtime, sources, row, sink.clone(), dir.as_ref().map(tempfile::TempDir::path))?;
     let wall = start.elapsed();
     let sched = Sched::since(before);
     check_report(&report)?;
+    let checkpoints = dir.as_ref().map(|d| CheckpointRun::read(d.path())).transpose()?;
     let results = sink.inner.results.load(Ordering::Relaxed);
     let per_subtask: Vec<u64> = sink.inner.events.iter().map(|e| e.load(Ordering::Relaxed)).collect();
     ensure!(
@@ -515,15 +609,27 @@ fn time_weir(
         backpressure: Some(report.backpressure),
         first_out: sink.inner.first.get().map(|t| t.saturating_duration_since(start)),
         per_subtask,
+        checkpoints,
     })
 }
 
 /// One collecting run of `row`, its results compared with the hand loop's window by window.
 fn verify(runtime: &Runtime, sources: &Sources, row: Row, expected: &Totals) -> Result<()> {
     let out = CollectSink::new();
-    let report = run_row(runtime, sources, row, out.clone())
+    let dir = checkpoint_dir(row)?;
+    let report = run_row(runtime, sources, row, out.clone(), dir.as_ref().map(tempfile::TempDir::path))
         .with_context(|| format!("verification run of {}", row.id()))?;
     check_report(&report).with_context(|| format!("verification run of {}", row.id()))?;
+    if let Some(dir) = &dir {
+        let run =
+            CheckpointRun::read(dir.path()).with_context(|| format!("verification run of {}", row.id()))?;
+        println!(
+            "verification of {}: {} checkpoint(s) completed, the largest kept {} bytes",
+            row.id(),
+            run.taken,
+            group(run.bytes)
+        );
+    }
     let mut got: BTreeMap<(u16, i64), Value> = BTreeMap::new();
     let mut bad_ends = 0;
     let mut duplicates = 0;
@@ -633,6 +739,8 @@ struct Sample {
     first_out: Option<Duration>,
     /// Events covered by the results of each window subtask.
     per_subtask: Vec<u64>,
+    /// What the checkpoints of a `+chk1s` row wrote.
+    checkpoints: Option<CheckpointRun>,
 }
 
 fn print_table(
@@ -655,7 +763,7 @@ fn print_table(
     let hand_cpu = hand(|s| Some(s.sched?.cpu));
     println!();
     println!(
-        "{:<22} {} {:>9} {:>8} {:>7} {:>7} {:>7}  targets",
+        "{:<26} {} {:>9} {:>8} {:>7} {:>7} {:>7}  targets",
         "id",
         Figures::header(),
         "wall/hand",
@@ -697,7 +805,7 @@ fn print_table(
             }
         }
         println!(
-            "{:<22} {} {:>9} {:>8} {:>7} {:>7} {:>7}  {}",
+            "{:<26} {} {:>9} {:>8} {:>7} {:>7} {:>7}  {}",
             id,
             figures.columns(),
             wall_ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}")),
@@ -724,8 +832,10 @@ fn print_metrics_overhead(rows: &[Row], samples: &[Vec<Sample>], targets: &mut V
     };
     let mut lines = Vec::new();
     for row in rows {
-        let Row::Weir { metrics: true, source, parallelism, batch } = *row else { continue };
-        let plain = Row::Weir { source, parallelism, batch, metrics: false };
+        let Row::Weir { metrics: true, checkpoints: false, source, parallelism, batch } = *row else {
+            continue;
+        };
+        let plain = Row::Weir { source, parallelism, batch, metrics: false, checkpoints: false };
         let (Some((wall_on, cpu_on)), Some((wall_off, cpu_off))) = (medians(row), medians(&plain)) else {
             continue;
         };
@@ -751,6 +861,76 @@ fn print_metrics_overhead(rows: &[Row], samples: &[Vec<Sample>], targets: &mut V
         println!();
         println!("metrics on vs off (same run, medians):");
         lines.iter().for_each(|l| println!("{l}"));
+    }
+}
+
+/// Compares each `+chk1s` row with the same row without checkpoints: throughput (median wall
+/// time), CPU time, and what the checkpoints wrote.
+fn print_checkpoint_overhead(rows: &[Row], samples: &[Vec<Sample>], events: u64, targets: &mut Vec<Target>) {
+    let medians = |row: &Row| {
+        let s = &samples[rows.iter().position(|r| r == row)?];
+        Some((
+            median(s.iter().map(|s| s.wall).collect())?,
+            median(s.iter().filter_map(|s| Some(s.sched?.cpu)).collect()),
+        ))
+    };
+    let mut lines = Vec::new();
+    for (row, s) in rows.iter().zip(samples) {
+        let Row::Weir { checkpoints: true, metrics: false, source, parallelism, batch } = *row else {
+            continue;
+        };
+        let plain = Row::Weir { source, parallelism, batch, metrics: false, checkpoints: false };
+        let (Some((wall_on, cpu_on)), Some((wall_off, cpu_off))) = (medians(row), medians(&plain)) else {
+            continue;
+        };
+        // Throughput is events / wall time: its cost is 1 - wall_off / wall_on.
+        let cost = 1.0 - wall_off.as_secs_f64() / wall_on.as_secs_f64().max(1e-9);
+        let wall = wall_on.as_secs_f64() / wall_off.as_secs_f64().max(1e-9) - 1.0;
+        let cpu = cpu_on.zip(cpu_off).map(|(a, b)| a.as_secs_f64() / b.as_secs_f64().max(1e-9) - 1.0);
+        let cpu_text = cpu.map_or("n/a".to_owned(), |c| format!("{:+.1} %", 100.0 * c));
+        let taken: Vec<u64> = s.iter().filter_map(|s| Some(s.checkpoints?.taken)).collect();
+        let bytes = s.iter().filter_map(|s| Some(s.checkpoints?.bytes)).max().unwrap_or(0);
+        let events_per = |w: Duration| si(events as f64 / w.as_secs_f64().max(1e-9));
+        lines.push(format!(
+            "  {:<24} {:>9} {:>9} {:>10} {:>8} {:>8} {:>12} {:>10}",
+            row.id(),
+            events_per(wall_on),
+            events_per(wall_off),
+            format!("{:+.1} %", -100.0 * cost),
+            format!("{:+.1} %", 100.0 * wall),
+            cpu_text,
+            taken.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            group(bytes),
+        ));
+        targets.push(Target {
+            what: format!(
+                "{}: checkpoints every 1 s cost ≤ {:.0} % throughput (vs {})",
+                row.id(),
+                100.0 * TARGET_CHECKPOINT_OVERHEAD,
+                plain.id()
+            ),
+            measured: format!(
+                "throughput {:+.1} %, wall {:+.1} %, cpu {cpu_text}",
+                -100.0 * cost,
+                100.0 * wall
+            ),
+            met: cost <= TARGET_CHECKPOINT_OVERHEAD,
+        });
+    }
+    if !lines.is_empty() {
+        println!();
+        println!("checkpoints every 1 s vs off (same run, alternating, medians):");
+        println!(
+            "  {:<24} {:>9} {:>9} {:>10} {:>8} {:>8} {:>12} {:>10}",
+            "id", "ev/s on", "ev/s off", "throughput", "wall", "cpu", "chk/run", "max bytes"
+        );
+        lines.iter().for_each(|l| println!("{l}"));
+        println!(
+            "  chk/run: checkpoints each run completed (the job's final one, taken when the source ended,"
+        );
+        println!(
+            "    included); max bytes: the largest checkpoint kept (the last 3), summed over its part files."
+        );
     }
 }
 

@@ -758,3 +758,109 @@ pub mod access_events {
         }
     }
 }
+
+pub mod checkpoints {
+    //! What the benchmarks read of a checkpoint directory (`chk-<20 digits>/_manifest.json`, see
+    //! `weir_runtime`'s `checkpoint` module) and of the checkpoint metrics in a registry's text.
+
+    use std::path::Path;
+
+    use anyhow::{Context, Result};
+
+    /// The manifest's name in a checkpoint's directory.
+    pub const MANIFEST: &str = "_manifest.json";
+
+    /// The fields of a checkpoint's manifest the benchmarks read.
+    #[derive(Debug, Clone, serde::Deserialize)]
+    pub struct Manifest {
+        /// The checkpoint's id (1 for a job's first checkpoint).
+        pub id: u64,
+        /// Whether it is the job's last checkpoint, taken when every source ended.
+        pub finished: bool,
+        /// Its part files.
+        pub parts: Vec<Part>,
+    }
+
+    /// One part file of a checkpoint.
+    #[derive(Debug, Clone, serde::Deserialize)]
+    pub struct Part {
+        /// The operator's id, e.g. `window#0`.
+        pub uid: String,
+        /// The subtask that wrote it.
+        pub subtask: u32,
+        /// Its length in bytes.
+        pub size: u64,
+    }
+
+    impl Manifest {
+        /// The bytes of all its part files.
+        pub fn bytes(&self) -> u64 {
+            self.parts.iter().map(|p| p.size).sum()
+        }
+
+        /// The bytes of the parts of operators whose id starts with `kind` (e.g. `"window"`).
+        pub fn bytes_of(&self, kind: &str) -> u64 {
+            self.parts.iter().filter(|p| p.uid.starts_with(kind)).map(|p| p.size).sum()
+        }
+    }
+
+    /// The ids of the published checkpoints in `dir` (those with a manifest), ascending.
+    ///
+    /// # Errors
+    ///
+    /// `dir` cannot be listed.
+    pub fn published(dir: &Path) -> Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(digits) = name.to_str().and_then(|n| n.strip_prefix("chk-")) else { continue };
+            if let Ok(id) = digits.parse::<u64>()
+                && entry.path().join(MANIFEST).is_file()
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The manifest of checkpoint `id` in `dir`.
+    ///
+    /// # Errors
+    ///
+    /// It cannot be read or parsed.
+    pub fn manifest(dir: &Path, id: u64) -> Result<Manifest> {
+        let path = dir.join(format!("chk-{id:020}")).join(MANIFEST);
+        let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// The manifest of the newest published checkpoint in `dir`, if any.
+    ///
+    /// # Errors
+    ///
+    /// `dir` cannot be listed, or the manifest cannot be read or parsed.
+    pub fn latest(dir: &Path) -> Result<Option<Manifest>> {
+        match published(dir)?.last() {
+            Some(&id) => manifest(dir, id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The sum over its label sets of the metric `name` (a counter, a gauge, or a histogram's
+    /// `_sum` / `_count`) in a registry's text (`Metrics::encode`); `None` if it is absent.
+    pub fn metric(text: &str, name: &str) -> Option<f64> {
+        let mut found = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some(rest) = line.strip_prefix(name) else { continue };
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                continue;
+            }
+            if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *found.get_or_insert(0.0) += value;
+            }
+        }
+        found
+    }
+}
