@@ -71,8 +71,9 @@ async fn run(dir: &Path, parallelism: usize, stop: bool) {
         .sink(ParquetSink::new(dir.join("out"), 3_000));
     if stop {
         let handle = p.stop_handle();
+        // Early: an idle machine reads the whole input in a few tens of milliseconds.
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
             handle.stop();
         });
     }
