@@ -333,6 +333,19 @@ struct WindowGroups {
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
 }
 
+impl WindowGroups {
+    /// The group index of a key (its row bytes), adding the group if new.
+    fn group_of(&mut self, key: &[u8]) -> usize {
+        if let Some(g) = self.index.get(key) {
+            return *g;
+        }
+        let g = self.keys.len();
+        let bytes: Box<[u8]> = key.into();
+        self.keys.push(bytes.clone());
+        self.index.insert(bytes, g);
+        g
+    }
+}
 /// One session of one group.
 struct Session {
     start: i64,
@@ -448,17 +461,7 @@ impl WindowAggregate {
             let mut groups = Vec::with_capacity(idx.len());
             for &i in &idx {
                 let key = key_of(i as usize);
-                let g = match w.index.get(key) {
-                    Some(g) => *g,
-                    None => {
-                        let g = w.keys.len();
-                        let bytes: Box<[u8]> = key.into();
-                        w.keys.push(bytes.clone());
-                        w.index.insert(bytes, g);
-                        g
-                    }
-                };
-                groups.push(g);
+                groups.push(w.group_of(key));
             }
             let all = idx.len() == rows;
             let take = UInt32Array::from(idx);
@@ -925,17 +928,7 @@ impl WindowAggregate {
         let mut groups = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(i).data());
-            let g = match w.index.get(key) {
-                Some(g) => *g,
-                None => {
-                    let g = w.keys.len();
-                    let bytes: Box<[u8]> = key.into();
-                    w.keys.push(bytes.clone());
-                    w.index.insert(bytes, g);
-                    g
-                }
-            };
-            groups.push(g);
+            groups.push(w.group_of(key));
         }
         let mut column = key_count;
         for (acc, width) in w.accumulators.iter_mut().zip(widths) {
