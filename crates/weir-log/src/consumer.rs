@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::damage::{DamagePolicy, DamagedRange};
 use crate::error::{Error, Result};
 use crate::group::{GroupState, MemberId, lock};
 use crate::log::Log;
@@ -41,6 +42,12 @@ pub struct ConsumerConfig {
     /// consumer does not join the group's membership; with a group it still starts from, and
     /// commits to, the group's offsets. Default: `None` (all partitions, or the group's share).
     pub partitions: Option<Vec<u32>>,
+    /// What a poll does when it reaches records lost to damage on disk. Default:
+    /// [`DamagePolicy::Fail`]: the poll returns the records before the damage, and the next
+    /// fails with [`Error::Corrupt`] naming the lost range (the position stays there; `seek`
+    /// past it to go on). With [`DamagePolicy::Skip`] the consumer steps over it, logs a
+    /// warning and lists it in [`Consumer::skipped`].
+    pub on_damage: DamagePolicy,
 }
 
 impl ConsumerConfig {
@@ -52,6 +59,7 @@ impl ConsumerConfig {
             auto_offset_reset: AutoOffsetReset::default(),
             max_poll_bytes: 1 << 20,
             partitions: None,
+            on_damage: DamagePolicy::Fail,
         }
     }
 
@@ -64,6 +72,12 @@ impl ConsumerConfig {
     /// Sets [`ConsumerConfig::partitions`].
     pub fn partitions(mut self, partitions: impl IntoIterator<Item = u32>) -> Self {
         self.partitions = Some(partitions.into_iter().collect());
+        self
+    }
+
+    /// Sets [`ConsumerConfig::on_damage`].
+    pub fn on_damage(mut self, policy: DamagePolicy) -> Self {
+        self.on_damage = policy;
         self
     }
 
@@ -106,6 +120,8 @@ pub struct Consumer {
     generation: u64,
     assigned: Vec<Assigned>,
     next: usize,
+    /// Damaged ranges stepped over under [`DamagePolicy::Skip`].
+    skipped: Vec<DamagedRange>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -140,8 +156,16 @@ impl Consumer {
             Some(g) => Some((log.groups().get(g)?, None)),
             None => None,
         };
-        let mut consumer =
-            Consumer { log, config, topics, group, generation: 0, assigned: Vec::new(), next: 0 };
+        let mut consumer = Consumer {
+            log,
+            config,
+            topics,
+            group,
+            generation: 0,
+            assigned: Vec::new(),
+            next: 0,
+            skipped: Vec::new(),
+        };
         consumer.notify_topics();
         consumer.refresh_assignment()?;
         Ok(consumer)
@@ -307,8 +331,13 @@ impl Consumer {
             }
             let i = (self.next + k) % n;
             let mut records = Vec::new();
+            let mut skipped = Vec::new();
+            let skip = self.config.on_damage == DamagePolicy::Skip;
             let a = &self.assigned[i];
-            match a.topic.read_into(a.partition, a.position, budget, &mut records) {
+            let read = |a: &Assigned, records: &mut Vec<StoredRecord>, skipped: &mut Vec<DamagedRange>| {
+                a.topic.read_with(a.partition, a.position, budget, records, skip.then_some(skipped))
+            };
+            match read(a, &mut records, &mut skipped) {
                 Err(Error::OffsetOutOfRange { earliest, latest, offset, .. })
                     if self.config.auto_offset_reset != AutoOffsetReset::None =>
                 {
@@ -323,13 +352,16 @@ impl Consumer {
                         "consumer position out of range; reset"
                     );
                     self.assigned[i].position = reset;
-                    let a = &self.assigned[i];
-                    a.topic.read_into(a.partition, a.position, budget, &mut records)?;
+                    read(&self.assigned[i], &mut records, &mut skipped)?;
                 }
                 other => other?,
             }
-            let Some(last) = records.last() else { continue };
             let a = &mut self.assigned[i];
+            if let Some(range) = skipped.last() {
+                a.position = a.position.max(range.offsets.end);
+            }
+            self.skipped.append(&mut skipped);
+            let Some(last) = records.last() else { continue };
             a.position = last.offset + 1;
             budget = budget.saturating_sub(records.iter().map(|r| r.value.len() + 32).sum());
             out.push(ConsumedBatch { topic: a.topic.name_arc(), partition: a.partition, records });
@@ -372,6 +404,12 @@ impl Consumer {
         let offsets: Vec<(String, u32, u64)> =
             self.assigned.iter().map(|a| (a.topic.name().to_owned(), a.partition, a.position)).collect();
         lock(state).commit(offsets)
+    }
+
+    /// Every damaged range this consumer stepped over under [`DamagePolicy::Skip`], in the order
+    /// it met them: the records it did not deliver, by topic, partition and offsets.
+    pub fn skipped(&self) -> &[DamagedRange] {
+        &self.skipped
     }
 
     /// Per owned partition: (topic, partition, end offset − position).

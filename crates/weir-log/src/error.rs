@@ -89,20 +89,29 @@ pub enum Error {
         latest: u64,
     },
 
-    /// Stored data failed verification (CRC mismatch, impossible header) where the log expected
-    /// intact data. The data is not returned; nothing is skipped silently.
-    #[error("corrupt data in {topic}/{partition} at offset {offset} ({path}, byte {position}): {reason}")]
+    /// Stored data failed verification (CRC mismatch, impossible header, a missing segment) where
+    /// the log expected intact data. The records at offsets `offset..end_offset` are lost: they
+    /// are not returned, and nothing is skipped silently (see
+    /// [`ConsumerConfig::on_damage`](crate::ConsumerConfig::on_damage) and
+    /// [`Topic::read_skipping_damage`](crate::Topic::read_skipping_damage) to read past them).
+    #[error(
+        "corrupt data in {topic}/{partition}: offsets {offset}..{end_offset} lost ({path}, bytes {position}..{end_position}): {reason}"
+    )]
     Corrupt {
         /// The topic.
         topic: String,
         /// The partition.
         partition: u32,
-        /// The base offset of the damaged batch.
+        /// The first offset of the damaged range.
         offset: u64,
-        /// The segment file.
+        /// The first offset after the damaged range (the next intact record's).
+        end_offset: u64,
+        /// The segment file, or the partition directory when no file holds the offsets.
         path: PathBuf,
-        /// The byte position of the damaged batch in the segment file.
+        /// The byte position in the segment file where the damage starts.
         position: u64,
+        /// The byte position where the next intact batch starts (or the end of the file).
+        end_position: u64,
         /// What check failed.
         reason: String,
     },

@@ -239,6 +239,27 @@ impl Groups {
         Ok(names)
     }
 
+    /// The highest offset any group committed, per (topic, partition), from the files on disk.
+    /// A file that cannot be read is skipped with a warning (the group itself then fails with
+    /// [`Error::Metadata`] when used).
+    pub(crate) fn highest_committed(&self) -> Result<BTreeMap<(String, u32), u64>> {
+        let mut highest = BTreeMap::new();
+        for group in self.list()? {
+            let state = match self.existing(&group) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(group, error = %e, "committed offsets unreadable; not used by recovery");
+                    continue;
+                }
+            };
+            for (key, &offset) in &lock(&state).offsets {
+                let entry = highest.entry(key.clone()).or_insert(0);
+                *entry = offset.max(*entry);
+            }
+        }
+        Ok(highest)
+    }
+
     /// Forgets the committed offsets of a deleted topic in every group that has them.
     pub(crate) fn forget_topic(&self, topic: &str) -> Result<()> {
         for group in self.list()? {

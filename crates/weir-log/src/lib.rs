@@ -92,6 +92,7 @@
 mod batch;
 mod config;
 mod consumer;
+mod damage;
 mod error;
 mod fsutil;
 mod group;
@@ -102,11 +103,13 @@ mod name;
 mod partition;
 mod partitioner;
 mod record;
+mod recovery;
 mod segment;
 mod topic;
 
 pub use config::{Durability, LogOptions, TopicConfig};
 pub use consumer::{AutoOffsetReset, ConsumedBatch, Consumer, ConsumerConfig};
+pub use damage::{DamagePolicy, DamagedRange, SkippingRead};
 pub use error::{Error, Result};
 pub use group::{GroupDescription, GroupPartition};
 pub use log::Log;

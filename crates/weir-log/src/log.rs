@@ -140,6 +140,8 @@ impl Log {
                 std::fs::remove_dir_all(&path).map_err(Error::io("remove leftovers", &path))?;
             }
         }
+        let groups = Groups::open(dir.join("groups"))?;
+        let committed = groups.highest_committed()?;
         let mut recovery = Vec::new();
         let mut topics = BTreeMap::new();
         for entry in std::fs::read_dir(&topics_dir).map_err(Error::io("list topics", &topics_dir))? {
@@ -149,12 +151,11 @@ impl Log {
                 tracing::warn!(path = %entry.path().display(), "ignoring directory that is not a topic");
                 continue;
             }
-            let (topic, reports) = open_topic(&name, entry.path(), options.durability)?;
-            recovery.extend(reports.into_iter().filter(|r| r.truncated_bytes > 0));
+            let (topic, reports) = open_topic(&name, entry.path(), options.durability, Some(&committed))?;
+            recovery.extend(reports.into_iter().filter(|r| !r.is_clean()));
             topics.insert(name, topic);
         }
         *shared.topics.write().unwrap_or_else(PoisonError::into_inner) = topics;
-        let groups = Groups::open(dir.join("groups"))?;
         shared.enforce_retention()?;
 
         let (stop, stopped) = mpsc::channel();
@@ -187,8 +188,10 @@ impl Log {
         &self.inner.shared.options
     }
 
-    /// What recovery changed when this log was opened: one entry per partition that had a torn
-    /// or corrupt tail cut off. Empty after a clean shutdown.
+    /// What recovery found and changed when this log was opened: one entry per partition that
+    /// had a torn tail cut off, holds damaged ranges found on open (listed on every open while
+    /// they are on disk), had stray segment files moved aside, or was recreated. Empty for an
+    /// intact log, whether it was shut down cleanly or not.
     pub fn recovery(&self) -> &[PartitionRecovery] {
         &self.inner.recovery
     }
@@ -265,7 +268,7 @@ impl Log {
         let final_dir = shared.topics_dir().join(name);
         std::fs::rename(&tmp, &final_dir).map_err(Error::io("move new topic into place", &final_dir))?;
         fsutil::sync_dir(&shared.topics_dir())?;
-        let (topic, _) = open_topic(name, final_dir, shared.options.durability)?;
+        let (topic, _) = open_topic(name, final_dir, shared.options.durability, None)?;
         if let Some(metrics) = self.inner.metrics.get() {
             crate::metrics::attach(metrics, &topic);
         }
@@ -372,7 +375,15 @@ impl WeakLog {
     }
 }
 
-fn open_topic(name: &str, dir: PathBuf, durability: Durability) -> Result<(Topic, Vec<PartitionRecovery>)> {
+/// Opens a topic's partitions. `committed` is `None` for a topic being created, else the highest
+/// offset each partition's consumer groups committed (a missing partition directory of an
+/// existing topic is recreated past it; see the `recovery` module).
+fn open_topic(
+    name: &str,
+    dir: PathBuf,
+    durability: Durability,
+    committed: Option<&BTreeMap<(String, u32), u64>>,
+) -> Result<(Topic, Vec<PartitionRecovery>)> {
     let meta_path = dir.join(TOPIC_META);
     let bytes = std::fs::read(&meta_path).map_err(Error::io("read topic configuration", &meta_path))?;
     let config: TopicConfig = serde_json::from_slice(&bytes)
@@ -384,8 +395,15 @@ fn open_topic(name: &str, dir: PathBuf, durability: Durability) -> Result<(Topic
     let mut reports = Vec::new();
     for p in 0..config.partitions {
         let origin = Origin { topic: name.to_owned(), partition: p };
-        let (partition, report) =
-            Partition::open(dir.join(p.to_string()), origin, config.clone(), durability, notify.clone())?;
+        let existing = committed.map(|c| c.get(&(name.to_owned(), p)).copied().unwrap_or(0));
+        let (partition, report) = Partition::open(
+            dir.join(p.to_string()),
+            origin,
+            config.clone(),
+            durability,
+            notify.clone(),
+            existing,
+        )?;
         partitions.push(partition);
         reports.push(report);
     }

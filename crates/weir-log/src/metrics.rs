@@ -18,7 +18,7 @@
 //!   rolled under `EveryBatch`. Not timed: directory syncs and syncs of segments sealed since the
 //!   last flush.
 //! - `LOG_RECOVERY_TRUNCATIONS` (counter): at registration, one per partition that
-//!   [`Log::recovery`](crate::Log::recovery) lists.
+//!   [`Log::recovery`](crate::Log::recovery) lists with a torn tail cut.
 //! - At scrape time, by [`LogCollector`], from the live topic map: `LOG_END_OFFSET`,
 //!   `LOG_START_OFFSET`, `LOG_SEGMENTS`, `LOG_SIZE` per partition; and for every group with
 //!   committed offsets `GROUP_COMMITTED_OFFSET`, `GROUP_LAG` (end offset − committed offset) and
@@ -128,7 +128,7 @@ pub(crate) fn register(metrics: &Metrics, topics: &[Topic], recovery: &[Partitio
     for topic in topics {
         attach(metrics, topic);
     }
-    for r in recovery {
+    for r in recovery.iter().filter(|r| r.truncated_bytes > 0) {
         metrics
             .counter(&LOG_RECOVERY_TRUNCATIONS, [r.topic.as_str(), r.partition.to_string().as_str()])
             .inc();

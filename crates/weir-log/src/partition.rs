@@ -15,7 +15,7 @@
 //! segment's size, then its visible size, then the high watermark; readers load the high
 //! watermark first, then the visible size, and read no further than either.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -24,10 +24,12 @@ use tokio::sync::Notify;
 
 use crate::batch::{self, EncodedBatch};
 use crate::config::{Durability, TopicConfig};
+use crate::damage::DamagedRange;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::metrics::{PartitionMetrics, Written};
 use crate::record::{Record, StoredRecord};
+use crate::recovery;
 use crate::segment::{Origin, Segment};
 
 /// Where an append landed: its records got offsets `base_offset .. base_offset + count`.
@@ -41,20 +43,39 @@ pub struct Appended {
     pub count: u64,
 }
 
-/// What recovery on open changed in one partition.
+/// What recovery found and changed in one partition when the log was opened (see the crate
+/// docs, "Recovery").
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartitionRecovery {
     /// The topic.
     pub topic: String,
     /// The partition.
     pub partition: u32,
-    /// Bytes removed: torn or corrupt segment tails cut off, plus the whole segments that
-    /// followed them.
+    /// Bytes cut off the end of the partition's last segment: a torn tail, the part of a write
+    /// that a crash interrupted. Nothing else is ever cut.
     pub truncated_bytes: u64,
-    /// Whole segments removed because they followed a damaged one.
-    pub removed_segments: usize,
+    /// Records lost to damage found on open, kept on disk: damaged batches (bit rot, holes) and
+    /// offsets no segment holds. Reads stop at them unless told to skip
+    /// ([`DamagePolicy`](crate::DamagePolicy)). Listed on every open while the damage is there.
+    pub damaged: Vec<DamagedRange>,
+    /// Stray segment files (copies whose name does not match their contents, or whose offsets
+    /// lie inside another segment's) moved aside, with their new paths under the partition's
+    /// `quarantine/` directory, which is never read.
+    pub quarantined: Vec<PathBuf>,
+    /// The partition's directory was missing or held no segment: its records are lost, and it
+    /// was recreated empty, starting at `end_offset`, the highest offset any consumer group had
+    /// committed for it, so no offset is handed out twice.
+    pub recreated: bool,
     /// The log end offset after recovery.
     pub end_offset: u64,
+}
+
+impl PartitionRecovery {
+    /// Whether recovery found the partition intact and changed nothing.
+    pub fn is_clean(&self) -> bool {
+        self.truncated_bytes == 0 && self.damaged.is_empty() && self.quarantined.is_empty() && !self.recreated
+    }
 }
 
 /// A snapshot of a partition's extent.
@@ -92,6 +113,8 @@ pub(crate) struct Partition {
     durability: Durability,
     writer: Mutex<Writer>,
     segments: RwLock<Vec<Arc<Segment>>>,
+    /// Damaged ranges known so far (found by recovery or by reads), non-empty, by offset.
+    damaged: RwLock<Vec<DamagedRange>>,
     high_watermark: AtomicU64,
     log_start: AtomicU64,
     durable: AtomicU64,
@@ -111,69 +134,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Partition {
-    /// Opens the partition directory (creating it if new) and recovers its segments.
+    /// Opens the partition directory and recovers its segments (see the `recovery` module).
+    /// `existing` is `None` when the partition is being created, else the highest offset any
+    /// consumer group committed for it.
     pub(crate) fn open(
         dir: PathBuf,
         origin: Origin,
         config: Arc<TopicConfig>,
         durability: Durability,
         notify: Arc<Notify>,
+        existing: Option<u64>,
     ) -> Result<(Partition, PartitionRecovery)> {
-        fsutil::create_dir_all(&dir)?;
-        let mut bases = list_segments(&dir)?;
-        bases.sort_unstable();
-        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
-        let mut report = PartitionRecovery {
-            topic: origin.topic.clone(),
-            partition: origin.partition,
-            truncated_bytes: 0,
-            removed_segments: 0,
-            end_offset: 0,
-        };
-        let mut damaged = false;
-        for (k, &base) in bases.iter().enumerate() {
-            let follows = segments.last().is_none_or(|prev| prev.next_offset() == base);
-            if damaged || !follows {
-                // Offsets must stay dense: nothing may follow a cut-off tail or a gap.
-                let path = dir.join(crate::segment::file_name(base, "log"));
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                std::fs::remove_file(&path).map_err(Error::io("remove segment after damage", &path))?;
-                let _ = std::fs::remove_file(dir.join(crate::segment::file_name(base, "index")));
-                report.truncated_bytes += size;
-                report.removed_segments += 1;
-                damaged = true;
-                continue;
-            }
-            let (segment, cut) =
-                Segment::recover(&dir, base, config.index_interval_bytes, bases.get(k + 1).copied())?;
-            if let Some(cut) = cut {
-                report.truncated_bytes += cut.bytes;
-                damaged = true;
-                tracing::warn!(
-                    topic = %origin.topic, partition = origin.partition, segment = %segment.path.display(),
-                    position = cut.position, bytes = cut.bytes,
-                    "recovery cut a torn or corrupt tail off a segment"
-                );
-            }
-            segments.push(Arc::new(segment));
-        }
-        if report.removed_segments > 0 {
-            fsutil::sync_dir(&dir)?;
-            tracing::warn!(
-                topic = %origin.topic, partition = origin.partition, segments = report.removed_segments,
-                "recovery removed segments that followed a damaged one"
-            );
-        }
-        let active = match segments.last() {
-            Some(s) => s.clone(),
-            None => {
-                let s = Arc::new(Segment::create(&dir, 0)?);
-                segments.push(s.clone());
-                s
-            }
+        let recovered = recovery::recover(&dir, &origin, config.index_interval_bytes, existing)?;
+        let (segments, report) = (recovered.segments, recovered.report);
+        let Some(active) = segments.last().cloned() else {
+            return Err(Error::io("recover partition", &dir)(std::io::ErrorKind::NotFound.into()));
         };
         let next_offset = active.next_offset();
-        report.end_offset = next_offset;
         let start = segments[0].base_offset;
         let partition = Partition {
             origin,
@@ -190,6 +167,7 @@ impl Partition {
                 dir_unsynced: false,
             }),
             segments: RwLock::new(segments),
+            damaged: RwLock::new(recovered.damaged),
             high_watermark: AtomicU64::new(next_offset),
             log_start: AtomicU64::new(start),
             durable: AtomicU64::new(next_offset),
@@ -435,34 +413,105 @@ impl Partition {
     }
 
     /// Reads records from `offset` on, about `max_bytes` of batches (at least one batch if any
-    /// record is available). Empty at the end of the partition.
-    pub(crate) fn read(&self, offset: u64, max_bytes: usize, out: &mut Vec<StoredRecord>) -> Result<()> {
+    /// record is available). Empty at the end of the partition. At a damaged range: with
+    /// `skipped` (`DamagePolicy::Skip`), steps over it and adds it to `skipped`; without, returns
+    /// the records before it, or fails with [`Error::Corrupt`] if there are none.
+    pub(crate) fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        out: &mut Vec<StoredRecord>,
+        mut skipped: Option<&mut Vec<DamagedRange>>,
+    ) -> Result<()> {
         let end = self.end_offset();
         if offset < self.start_offset() || offset > end {
             return Err(self.out_of_range(offset));
         }
-        if offset == end {
-            return Ok(());
-        }
         let segments = self.segments();
-        let i = segments.partition_point(|s| s.base_offset <= offset);
-        if i == 0 {
-            return Err(self.out_of_range(offset));
-        }
+        let returned = out.len();
         let mut budget = max_bytes;
         let mut from = offset;
-        for segment in &segments[i - 1..] {
-            if from >= end {
-                break;
+        while from < end && (budget > 0 || out.len() == returned) {
+            let (holding, next_damage) = self.damage_near(from);
+            if let Some(range) = holding {
+                match skipped.as_deref_mut() {
+                    Some(list) => {
+                        tracing::warn!(
+                            topic = %self.origin.topic, partition = self.id(), offsets = ?range.offsets,
+                            file = %range.path.display(), reason = range.reason, "read skipped records lost to damage"
+                        );
+                        from = range.offsets.end;
+                        list.push(range);
+                        continue;
+                    }
+                    None if out.len() > returned => return Ok(()),
+                    None => return Err(range.to_error()),
+                }
             }
-            let read = segment.read(&self.origin, from, end, budget, out)?;
+            let stop = next_damage.map_or(end, |s| s.min(end));
+            let i = segments.partition_point(|s| s.base_offset <= from);
+            let Some(segment) = i.checked_sub(1).map(|i| &segments[i]) else {
+                return Err(self.out_of_range(from));
+            };
+            let before = out.len();
+            let (read, damage) = segment.read(&self.origin, from, stop, budget, out)?;
             budget = budget.saturating_sub(read);
-            if budget == 0 {
-                break;
+            if let Some(last) = out[before..].last() {
+                from = last.offset + 1;
             }
-            from = from.max(segment.next_offset());
+            if let Some(range) = damage {
+                self.remember(range);
+                continue;
+            }
+            if from >= stop || (budget == 0 && out.len() > returned) {
+                continue;
+            }
+            match segments.get(i) {
+                // The segment has nothing more below `stop`. If the next one starts later, these
+                // offsets are in no segment (recovery lists such gaps, so this one appeared
+                // since); if it starts here, the loop goes on in it.
+                Some(next) if from >= segment.next_offset() && next.base_offset > from => {
+                    self.remember(DamagedRange {
+                        topic: self.origin.topic.clone(),
+                        partition: self.id(),
+                        offsets: from..next.base_offset,
+                        path: self.dir.clone(),
+                        bytes: 0..0,
+                        reason: "no segment holds these offsets".to_owned(),
+                    })
+                }
+                Some(_) if from >= segment.next_offset() => {}
+                // Nothing more to read: never loop.
+                _ => break,
+            }
         }
         Ok(())
+    }
+
+    /// The known damaged range holding `offset`, and the start of the first one after it.
+    fn damage_near(&self, offset: u64) -> (Option<DamagedRange>, Option<u64>) {
+        let damaged = self.damaged.read().unwrap_or_else(PoisonError::into_inner);
+        let holding = damaged.iter().find(|r| r.offsets.contains(&offset)).cloned();
+        let next = damaged.iter().map(|r| r.offsets.start).filter(|&s| s > offset).min();
+        (holding, next)
+    }
+
+    /// Adds a damaged range a read found (once; logged the first time).
+    fn remember(&self, range: DamagedRange) {
+        if range.offsets.is_empty() {
+            return;
+        }
+        let mut damaged = self.damaged.write().unwrap_or_else(PoisonError::into_inner);
+        if damaged.iter().any(|r| r.offsets.start == range.offsets.start) {
+            return;
+        }
+        tracing::warn!(
+            topic = %self.origin.topic, partition = self.id(), file = %range.path.display(),
+            offsets = ?range.offsets, bytes = ?range.bytes, reason = range.reason,
+            "a read found records lost to damage on disk"
+        );
+        let at = damaged.partition_point(|r| r.offsets.start < range.offsets.start);
+        damaged.insert(at, range);
     }
 
     /// The first offset whose record has a timestamp `>= timestamp`, or `None` if no record has.
@@ -519,29 +568,4 @@ impl Partition {
 /// Where batch `i` of an encode buffer ends.
 fn batch_end(batches: &[EncodedBatch], buf_len: usize, i: usize) -> usize {
     batches.get(i + 1).map_or(buf_len, |b| b.start)
-}
-
-/// Base offsets of the `.log` files in a partition directory; removes leftovers (index files
-/// without a segment, temporary files).
-fn list_segments(dir: &Path) -> Result<Vec<u64>> {
-    let mut bases = Vec::new();
-    let mut indexes = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(Error::io("list partition", dir))? {
-        let entry = entry.map_err(Error::io("list partition", dir))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let parsed = name.split_once('.').and_then(|(stem, ext)| Some((stem.parse::<u64>().ok()?, ext)));
-        match parsed {
-            Some((base, "log")) => bases.push(base),
-            Some((base, "index")) => indexes.push(base),
-            _ => {
-                tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in partition directory")
-            }
-        }
-    }
-    for base in indexes.into_iter().filter(|b| !bases.contains(b)) {
-        let path = dir.join(crate::segment::file_name(base, "index"));
-        std::fs::remove_file(&path).map_err(Error::io("remove stray index", &path))?;
-    }
-    Ok(bases)
 }

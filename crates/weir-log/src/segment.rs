@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, EncodedBatch, HEADER_LEN};
+use crate::damage::DamagedRange;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexEntry};
 use crate::record::StoredRecord;
@@ -31,11 +32,29 @@ pub(crate) fn file_name(base_offset: u64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
 }
 
-/// What recovery found wrong with a segment and cut away.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Truncation {
-    pub(crate) bytes: u64,
+/// Damage found in a segment file: bytes `position..end_position` hold no intact batch where
+/// one with offset `offset` was due; the offsets from `offset` up to `end_offset`, the base
+/// offset of the next intact batch (`None` when no intact batch follows in the file), are lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
     pub(crate) position: u64,
+    pub(crate) end_position: u64,
+    pub(crate) offset: u64,
+    pub(crate) end_offset: Option<u64>,
+    pub(crate) reason: String,
+}
+
+/// A segment as recovery found it, and the damage it holds (in file order; only the last entry
+/// may run to the end of the file).
+pub(crate) struct Recovered {
+    pub(crate) segment: Segment,
+    pub(crate) damage: Vec<Damage>,
+}
+
+/// The largest offset a batch of the segment starting at `base_offset` can end at: relative
+/// offsets are `u32`.
+fn max_offset(base_offset: u64) -> u64 {
+    base_offset.saturating_add(u64::from(u32::MAX))
 }
 
 /// Identifies a segment's partition in errors.
@@ -107,12 +126,78 @@ impl Scan<'_> {
         Ok(Some(ScannedBatch { position: pos, header, bytes }))
     }
 
-    /// The length of the batch at `pos` if its header is readable and the whole batch lies
-    /// before `end`, whatever else is wrong with it.
-    fn whole_batch_len(&mut self, pos: u64) -> Option<u64> {
+    /// The next batch if it is intact (shape, CRC-32C) and starts at offset `expected`. Else
+    /// the damage there, which runs to the next intact batch with offsets in
+    /// `expected..=max_offset` (see [`Scan::resync`]); the scan then stands at that batch.
+    fn next_intact(
+        &mut self,
+        expected: u64,
+        max_offset: u64,
+    ) -> std::result::Result<Option<ScannedBatch>, Damage> {
+        let position = self.position;
+        let (reason, hint) = match self.next() {
+            Ok(None) => return Ok(None),
+            Ok(Some(b)) => {
+                let failure = if b.header.base_offset != expected {
+                    format!("batch offset {} where {expected} was due", b.header.base_offset)
+                } else {
+                    match batch::verify(&b.header, &b.bytes) {
+                        Ok(()) => return Ok(Some(b)),
+                        Err(e) => e.to_owned(),
+                    }
+                };
+                (failure, Some(b.position + b.bytes.len() as u64))
+            }
+            Err((_, reason)) => {
+                let hint = self
+                    .peek(position, HEADER_LEN)
+                    .ok()
+                    .flatten()
+                    .and_then(|h| BatchHeader::parse(&h))
+                    .map(|h| position + h.total_len() as u64);
+                (reason, hint)
+            }
+        };
+        let found = self.resync(position + 1, hint, expected, max_offset);
+        let end_position = found.as_ref().map_or(self.end, |b| b.position);
+        self.position = end_position;
+        Err(Damage {
+            position,
+            end_position,
+            offset: expected,
+            end_offset: found.map(|b| b.header.base_offset),
+            reason,
+        })
+    }
+
+    /// The first intact batch at or after byte `from` whose offsets lie in
+    /// `min_offset..=max_offset`: the one at `hint` (where a damaged header's length points) if
+    /// it is intact, else the first found byte by byte.
+    fn resync(
+        &mut self,
+        from: u64,
+        hint: Option<u64>,
+        min_offset: u64,
+        max_offset: u64,
+    ) -> Option<ScannedBatch> {
+        if let Some(b) = hint.filter(|&h| h >= from).and_then(|h| self.intact_at(h, min_offset, max_offset)) {
+            return Some(b);
+        }
+        let last = self.end.checked_sub(HEADER_LEN as u64)?;
+        (from..=last).find_map(|pos| self.intact_at(pos, min_offset, max_offset))
+    }
+
+    /// The batch at `pos` if it is intact and its offsets lie in `min_offset..=max_offset`.
+    fn intact_at(&mut self, pos: u64, min_offset: u64, max_offset: u64) -> Option<ScannedBatch> {
         let header = BatchHeader::parse(&self.peek(pos, HEADER_LEN).ok()??)?;
-        let len = header.total_len() as u64;
-        (len >= HEADER_LEN as u64 && pos + len <= self.end).then_some(len)
+        header.check_shape().ok()?;
+        let next = header.base_offset.checked_add(u64::from(header.record_count))?;
+        if header.base_offset < min_offset || next > max_offset {
+            return None;
+        }
+        let bytes = self.peek(pos, header.total_len()).ok()??;
+        batch::verify(&header, &bytes).ok()?;
+        Some(ScannedBatch { position: pos, header, bytes })
     }
 
     /// `len` bytes at `pos` (from the current chunk, or read anew), `None` if they pass `end`.
@@ -176,15 +261,12 @@ impl Segment {
     }
 
     /// Opens an existing segment and recovers it: checks the index against the data, then
-    /// verifies every batch after the last good index entry (header, sequence, CRC), cuts off a
-    /// torn or corrupt tail, and adds the index entries that were missing. `sealed_end` is the
-    /// next segment's base offset, `None` for the active segment.
-    pub(crate) fn recover(
-        dir: &Path,
-        base_offset: u64,
-        index_interval: u64,
-        sealed_end: Option<u64>,
-    ) -> Result<(Segment, Option<Truncation>)> {
+    /// verifies every batch after the last good index entry (header, offset sequence, CRC-32C)
+    /// and adds the index entries that were missing. A batch that fails is damage: the scan
+    /// resumes at the next intact batch (see [`Scan::resync`]) and the damage is returned, not
+    /// cut; the caller decides (only a torn tail of a partition's last segment is cut, with
+    /// [`Segment::cut_tail`]).
+    pub(crate) fn recover(dir: &Path, base_offset: u64, index_interval: u64) -> Result<Recovered> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
             .read(true)
@@ -214,33 +296,16 @@ impl Segment {
             chunk_position: 0,
         };
         let mut last_indexed = u64::from(start.position);
-        // A batch that fails is a torn tail, cut with everything after it -- unless it sits whole
-        // inside a sealed segment: that is bit rot, kept (reads of it report `Corrupt`) while the
-        // scan resumes after it and accepts the next intact batch's offset.
-        let mut cut: Option<(u64, String)> = None;
-        let mut resync = false;
-        let mut rotten = false;
+        let mut damage = Vec::new();
+        let max_offset = max_offset(base_offset);
         loop {
-            let checked = match scan.next() {
+            match scan.next_intact(next, max_offset) {
                 Ok(None) => break,
-                Err((position, reason)) => Err((position, reason, scan.whole_batch_len(position))),
                 Ok(Some(b)) => {
-                    let due = if resync { b.header.base_offset } else { next };
-                    let failure = if b.header.base_offset != due {
-                        Some(format!("batch offset {} where {due} was due", b.header.base_offset))
-                    } else {
-                        batch::verify(&b.header, &b.bytes).err().map(str::to_owned)
-                    };
-                    match failure {
-                        None => Ok(b),
-                        Some(reason) => Err((b.position, reason, Some(b.bytes.len() as u64))),
-                    }
-                }
-            };
-            match checked {
-                Ok(b) => {
-                    resync = false;
-                    if b.position >= last_indexed + index_interval {
+                    // The first batch after damage is always indexed, so reads past the damage
+                    // start there.
+                    let resumed = damage.last().is_some_and(|d: &Damage| d.end_position == b.position);
+                    if b.position >= last_indexed + index_interval || (resumed && b.position > last_indexed) {
                         index.push(IndexEntry {
                             relative_offset: (b.header.base_offset - base_offset) as u32,
                             position: b.position as u32,
@@ -251,37 +316,57 @@ impl Segment {
                     max_ts = max_ts.max(b.header.max_timestamp);
                     next = b.header.next_offset();
                 }
-                Err((position, reason, Some(len))) if sealed_end.is_some() => {
-                    tracing::warn!(
-                        path = %path.display(), position, reason,
-                        "sealed segment holds a damaged batch; reads of it will fail"
-                    );
-                    scan.position = position + len;
-                    resync = true;
-                    rotten = true;
-                }
-                Err((position, reason, _)) => {
-                    cut = Some((position, reason));
-                    break;
+                Err(d) => {
+                    tracing::debug!(path = %path.display(), position = d.position, reason = d.reason, "segment holds a damaged batch");
+                    if let Some(end) = d.end_offset {
+                        next = end;
+                    }
+                    damage.push(d);
                 }
             }
         }
-        if let (true, Some(end)) = (rotten, sealed_end) {
-            next = end;
-        }
-        let mut truncation = None;
-        let size = match cut {
-            None => len,
-            Some((position, reason)) => {
-                tracing::debug!(path = %path.display(), position, reason, "segment tail fails verification");
-                file.set_len(position).map_err(Error::io("truncate torn segment tail", &path))?;
-                file.sync_all().map_err(Error::io("fsync truncated segment", &path))?;
-                index.truncate_to_position(position)?;
-                truncation = Some(Truncation { bytes: len - position, position });
-                position
-            }
+        let segment = Segment::new(base_offset, path, index_path, file, index, len, next, max_ts);
+        Ok(Recovered { segment, damage })
+    }
+
+    /// The base offset of the segment file's first batch, if that batch is intact.
+    pub(crate) fn first_intact_base(path: &Path) -> Result<Option<u64>> {
+        let file = File::open(path).map_err(Error::io("open segment", path))?;
+        let len = file.metadata().map_err(Error::io("stat segment", path))?.len();
+        let mut scan = Scan {
+            file: &file,
+            position: 0,
+            end: len,
+            chunk_size: HEADER_LEN,
+            chunk: Bytes::new(),
+            chunk_position: 0,
         };
-        Ok((Segment::new(base_offset, path, index_path, file, index, size, next, max_ts), truncation))
+        Ok(scan.intact_at(0, 0, u64::MAX).map(|b| b.header.base_offset))
+    }
+
+    /// Cuts the file at `position` (a torn tail of the partition's last segment), fsyncs the cut
+    /// and drops the index entries past it. Returns the bytes cut. Only called during open.
+    pub(crate) fn cut_tail(&self, position: u64) -> Result<u64> {
+        let len = self.size();
+        self.file.set_len(position).map_err(Error::io("truncate torn segment tail", &self.path))?;
+        self.file.sync_all().map_err(Error::io("fsync truncated segment", &self.path))?;
+        self.index().truncate_to_position(position)?;
+        self.size.store(position, Ordering::Release);
+        self.visible.store(position, Ordering::Release);
+        Ok(len - position)
+    }
+
+    /// The damage `d` of this segment as offsets and bytes lost; a damage running to the end
+    /// of the file loses the offsets up to `end_offset`.
+    pub(crate) fn damaged_range(&self, origin: &Origin, d: Damage, end_offset: u64) -> DamagedRange {
+        DamagedRange {
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            offsets: d.offset..d.end_offset.unwrap_or(end_offset).max(d.offset),
+            path: self.path.clone(),
+            bytes: d.position..d.end_position,
+            reason: d.reason,
+        }
     }
 
     fn index(&self) -> MutexGuard<'_, Index> {
@@ -374,8 +459,10 @@ impl Segment {
     }
 
     /// Reads records from `from` on, stopping before offset `end` (the partition's high
-    /// watermark), after roughly `max_bytes` of batches (at least one batch is returned).
-    /// Every returned batch's CRC is verified. Returns the bytes of the batches returned.
+    /// watermark, or the start of a damaged range it knows), after roughly `max_bytes` of batches
+    /// (at least one batch is returned), or at damage: damage wholly before `from` is stepped
+    /// over; damage holding offsets `>= from` ends the read, and is returned with the records
+    /// before it. Returns the bytes of the batches returned.
     pub(crate) fn read(
         &self,
         origin: &Origin,
@@ -383,28 +470,33 @@ impl Segment {
         end: u64,
         max_bytes: usize,
         out: &mut Vec<StoredRecord>,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Option<DamagedRange>)> {
         let entry = self.index().lookup_offset(from.saturating_sub(self.base_offset) as u32);
         let mut scan = self.scan_from(entry, max_bytes.clamp(HEADER_LEN, READ_CHUNK));
         let mut expected = self.base_offset + u64::from(entry.relative_offset);
         let mut read_bytes = 0usize;
         while read_bytes == 0 || read_bytes < max_bytes {
-            let Some(b) = self.next_checked(origin, &mut scan, expected)? else { break };
-            if b.header.base_offset >= end {
-                break;
-            }
+            let b = match self.next_below(origin, &mut scan, expected, end) {
+                Ok(None) => break,
+                Ok(Some(b)) => b,
+                Err(range) if range.offsets.end <= from => {
+                    expected = range.offsets.end;
+                    continue;
+                }
+                Err(range) => return Ok((read_bytes, Some(range))),
+            };
             expected = b.header.next_offset();
             if expected <= from {
                 continue;
             }
-            self.verify(origin, &b)?;
             batch::decode(&b.header, &b.bytes, from, out).map_err(|e| self.corrupt(origin, &b, e))?;
             read_bytes += b.bytes.len();
         }
-        Ok(read_bytes)
+        Ok((read_bytes, None))
     }
 
     /// The offset of the first record with a timestamp `>= timestamp`, if the segment has one.
+    /// Damage on the way is an [`Error::Corrupt`]: the lost records may have been the answer.
     pub(crate) fn offset_for_timestamp(
         &self,
         origin: &Origin,
@@ -417,15 +509,14 @@ impl Segment {
         let entry = self.index().lookup_time(timestamp);
         let mut scan = self.scan_from(entry, SCAN_CHUNK);
         let mut expected = self.base_offset + u64::from(entry.relative_offset);
-        while let Some(b) = self.next_checked(origin, &mut scan, expected)? {
-            if b.header.base_offset >= end {
+        loop {
+            let Some(b) = self.next_below(origin, &mut scan, expected, end).map_err(|r| r.to_error())? else {
                 break;
-            }
+            };
             expected = b.header.next_offset();
             if b.header.max_timestamp < timestamp {
                 continue;
             }
-            self.verify(origin, &b)?;
             let mut records = Vec::new();
             batch::decode(&b.header, &b.bytes, 0, &mut records).map_err(|e| self.corrupt(origin, &b, e))?;
             if let Some(r) = records.iter().find(|r| r.timestamp >= timestamp) {
@@ -433,6 +524,25 @@ impl Segment {
             }
         }
         Ok(None)
+    }
+
+    /// The next batch of a read scan if it is intact and starts below offset `end`; `Ok(None)`
+    /// at the end of the file or of the range; the damaged range if the scan meets damage
+    /// holding offsets below `end`.
+    fn next_below(
+        &self,
+        origin: &Origin,
+        scan: &mut Scan<'_>,
+        expected: u64,
+        end: u64,
+    ) -> std::result::Result<Option<ScannedBatch>, DamagedRange> {
+        match scan.next_intact(expected, max_offset(self.base_offset)) {
+            Ok(b) => Ok(b.filter(|b| b.header.base_offset < end)),
+            Err(d) => {
+                let range = self.damaged_range(origin, d, self.next_offset());
+                if range.offsets.start >= end { Ok(None) } else { Err(range) }
+            }
+        }
     }
 
     fn scan_from(&self, entry: IndexEntry, chunk_size: usize) -> Scan<'_> {
@@ -446,48 +556,17 @@ impl Segment {
         }
     }
 
-    /// The next batch of a read scan, checked for shape and offset sequence.
-    fn next_checked(
-        &self,
-        origin: &Origin,
-        scan: &mut Scan<'_>,
-        expected: u64,
-    ) -> Result<Option<ScannedBatch>> {
-        match scan.next() {
-            Ok(None) => Ok(None),
-            Err((position, reason)) => Err(Error::Corrupt {
-                topic: origin.topic.clone(),
-                partition: origin.partition,
-                offset: expected,
-                path: self.path.clone(),
-                position,
-                reason,
-            }),
-            Ok(Some(b)) if b.header.base_offset != expected => {
-                let reason = format!("batch offset {} where {expected} was due", b.header.base_offset);
-                let mut err = self.corrupt(origin, &b, &reason);
-                if let Error::Corrupt { offset, .. } = &mut err {
-                    *offset = expected;
-                }
-                Err(err)
-            }
-            Ok(Some(b)) => Ok(Some(b)),
-        }
-    }
-
-    fn verify(&self, origin: &Origin, b: &ScannedBatch) -> Result<()> {
-        batch::verify(&b.header, &b.bytes).map_err(|e| self.corrupt(origin, b, e))
-    }
-
+    /// A batch whose CRC-32C holds but whose records do not decode.
     fn corrupt(&self, origin: &Origin, b: &ScannedBatch, reason: &str) -> Error {
-        Error::Corrupt {
+        let range = DamagedRange {
             topic: origin.topic.clone(),
             partition: origin.partition,
-            offset: b.header.base_offset,
+            offsets: b.header.base_offset..b.header.next_offset(),
             path: self.path.clone(),
-            position: b.position,
+            bytes: b.position..b.position + b.bytes.len() as u64,
             reason: reason.to_owned(),
-        }
+        };
+        range.to_error()
     }
 
     /// Removes the segment's files (it stays readable through open handles until dropped).

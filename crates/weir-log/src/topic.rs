@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::TopicConfig;
+use crate::damage::{DamagedRange, SkippingRead};
 use crate::error::{Error, Result};
 use crate::partition::{Appended, Partition, PartitionInfo};
 use crate::partitioner::partition_for_key;
@@ -180,8 +181,11 @@ impl Topic {
     /// # Errors
     ///
     /// [`Error::OffsetOutOfRange`] below the log start offset (removed by retention; the error
-    /// carries the earliest available offset) or past the end; [`Error::Corrupt`] if a batch
-    /// fails its CRC check; [`Error::Io`].
+    /// carries the earliest available offset) or past the end; [`Error::Corrupt`] if `offset`
+    /// lies in records lost to damage on disk (a batch failing its CRC check, a missing
+    /// segment), naming the lost range. A read that starts before such a range returns the
+    /// intact records before it; nothing is skipped.
+    /// [`Error::Io`].
     pub fn read(&self, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
         let mut out = Vec::new();
         self.read_into(partition, offset, max_bytes, &mut out)?;
@@ -196,7 +200,40 @@ impl Topic {
         max_bytes: usize,
         out: &mut Vec<StoredRecord>,
     ) -> Result<()> {
-        self.partition(partition)?.read(offset, max_bytes, out)
+        self.partition(partition)?.read(offset, max_bytes, out, None)
+    }
+
+    /// As [`Topic::read`], but steps over records lost to damage on disk instead of stopping at
+    /// them ([`DamagePolicy::Skip`](crate::DamagePolicy::Skip)): returns the intact records and
+    /// every damaged range skipped to reach them (each also logged as a `tracing` warning).
+    /// Offsets of the partition below the last record returned are each either returned or in
+    /// a skipped range.
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::read`], but never [`Error::Corrupt`] for damage found by checking batches
+    /// (a batch whose CRC-32C holds but whose records do not decode still fails).
+    pub fn read_skipping_damage(
+        &self,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<SkippingRead> {
+        let mut read = SkippingRead::default();
+        self.read_with(partition, offset, max_bytes, &mut read.records, Some(&mut read.skipped))?;
+        Ok(read)
+    }
+
+    /// Reads as [`Topic::read_into`], skipping damage into `skipped` if given.
+    pub(crate) fn read_with(
+        &self,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        out: &mut Vec<StoredRecord>,
+        skipped: Option<&mut Vec<DamagedRange>>,
+    ) -> Result<()> {
+        self.partition(partition)?.read(offset, max_bytes, out, skipped)
     }
 
     /// The earliest offset whose record's timestamp is `>= timestamp_ms`, or `None` if there is

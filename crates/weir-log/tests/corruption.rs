@@ -1,8 +1,10 @@
-//! Damaged bytes in sealed segments: bit rot inside a batch is not cut at open but makes every
-//! read of that batch fail with [`Error::Corrupt`] naming the topic, partition and offset, while
-//! the other segments stay readable; no damage ever makes the log panic or return wrong data. A
-//! torn tail (or a missing file) in a sealed segment is cut at open, together with every later
-//! segment, so offsets stay dense.
+//! Damaged bytes in sealed segments: bit rot inside a batch, a sealed segment cut short, a
+//! missing or emptied segment, a stray copy of a segment. Recovery never deletes intact data:
+//! it keeps every intact batch before and after the damage, reports the lost range exactly (in
+//! [`Log::recovery`] when found on open, in the [`Error::Corrupt`] of the read that reaches it
+//! otherwise), and reads stop at it (returning the intact records before it) unless told to
+//! skip it. No damage ever makes the log panic or return wrong data, and appends never reuse an
+//! offset.
 //!
 //! The segment files are edited directly, using the on-disk format documented in the crate docs
 //! (`base_offset: u64` at byte 0, `length: u32` at byte 8, `crc: u32` at byte 12, `magic: u8` at
@@ -18,7 +20,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use common::{BatchInfo, Fixture, batches, build_fixture, files_with_ext, fresh_copy, truncate};
-use weir_log::{Durability, Error, Log, LogOptions, Record, StoredRecord, Topic, TopicConfig};
+use weir_log::{
+    AutoOffsetReset, ConsumerConfig, DamagePolicy, Durability, Error, Log, LogOptions, Record, StoredRecord,
+    Topic, TopicConfig,
+};
 
 const TOPIC: &str = "events";
 /// The partition that gets damaged; partition 0 holds the same data and is never touched.
@@ -107,50 +112,88 @@ fn check_range(topic: &Topic, partition: u32, from: u64, to: u64, expected: &[Re
     }
 }
 
-fn is_corrupt_at(result: &weir_log::Result<Vec<StoredRecord>>, offset: Option<u64>) -> bool {
-    matches!(
-        result,
-        Err(Error::Corrupt { topic, partition: DAMAGED, offset: o, .. })
-            if topic == TOPIC && offset.is_none_or(|want| *o == want)
-    )
+/// Checks that `log.recovery()` lists, for the damaged partition only, nothing cut and exactly
+/// the damaged ranges `lost` (or nothing, if `lost_optional` and the damage is found by reads).
+fn check_report(log: &Log, lost: &[std::ops::Range<u64>], lost_optional: bool, context: &str) {
+    let reports = log.recovery();
+    if lost_optional && reports.is_empty() {
+        return;
+    }
+    let [report] = reports else { panic!("{context}: one report expected: {reports:?}") };
+    assert_eq!((report.topic.as_str(), report.partition), (TOPIC, DAMAGED), "{context}");
+    assert_eq!(report.truncated_bytes, 0, "{context}: recovery cut a sealed segment: {report:?}");
+    assert!(report.quarantined.is_empty() && !report.recreated, "{context}: {report:?}");
+    let got: Vec<_> = report.damaged.iter().map(|d| d.offsets.clone()).collect();
+    assert_eq!(got, lost, "{context}: damaged ranges reported: {report:?}");
 }
 
-/// After bit rot in batch `damaged` of the victim segment: open cuts nothing; reads of that
-/// batch fail with `Corrupt` naming it; everything before the victim segment and after it reads
+/// Checks that a read at `offset` fails with `Corrupt` naming exactly `lost`.
+fn check_corrupt_read(topic: &Topic, offset: u64, lost: &std::ops::Range<u64>, context: &str) {
+    match topic.read(DAMAGED, offset, 1 << 20) {
+        Err(Error::Corrupt { topic: t, partition: DAMAGED, offset: o, end_offset: e, .. })
+            if t == TOPIC && o == lost.start && e == lost.end => {}
+        other => panic!("{context}: read at {offset} in the lost range {lost:?}: {other:?}"),
+    }
+}
+
+/// Checks a partition that lost exactly the offsets `lost` and nothing else: reads stop at the
+/// damage (returning what lies before it), a read inside it fails naming it, a skipping read
+/// steps over it, every other record reads back intact, and appends continue at the old end.
+fn check_lost_range(topic: &Topic, fixture: &Fixture, lost: std::ops::Range<u64>, context: &str) {
+    let end = fixture.records.len() as u64;
+    assert_eq!(topic.end_offset(DAMAGED).unwrap(), end, "{context}: end offset");
+    for at in [lost.start, lost.end - 1] {
+        check_corrupt_read(topic, at, &lost, context);
+    }
+    // A read that starts before the damage returns the intact records before it.
+    for from in [lost.start.saturating_sub(1), lost.start.saturating_sub(40)] {
+        let got =
+            topic.read(DAMAGED, from, 1 << 20).unwrap_or_else(|e| panic!("{context}: read from {from}: {e}"));
+        let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (from..lost.start).collect::<Vec<_>>(), "{context}: read from {from}");
+        got.iter().for_each(|r| check_record(r, &fixture.records, context));
+    }
+    check_range(topic, DAMAGED, 0, lost.start, &fixture.records, context);
+    check_range(topic, DAMAGED, lost.end, end, &fixture.records, context);
+    check_range(topic, 1 - DAMAGED, 0, end, &fixture.records, &format!("{context}, other partition"));
+    // Skipping reads return everything else and name what they skipped.
+    let mut offset = 0;
+    let mut skipped = Vec::new();
+    let mut returned = Vec::new();
+    while offset < end {
+        let read = topic.read_skipping_damage(DAMAGED, offset, 1 << 12).unwrap();
+        read.records.iter().for_each(|r| check_record(r, &fixture.records, context));
+        returned.extend(read.records.iter().map(|r| r.offset));
+        skipped.extend(read.skipped.iter().map(|d| d.offsets.clone()));
+        let next = read.records.last().map(|r| r.offset + 1).max(read.skipped.last().map(|d| d.offsets.end));
+        offset = next.unwrap_or_else(|| panic!("{context}: a skipping read at {offset} returned nothing"));
+    }
+    assert_eq!(skipped, vec![lost.clone()], "{context}: skipped ranges");
+    let intact: Vec<u64> = (0..end).filter(|o| !lost.contains(o)).collect();
+    assert_eq!(returned, intact, "{context}: skipping reads return every intact record once, in order");
+}
+
+/// After bit rot in batch `damaged` of the victim segment: open cuts nothing and reports at most
+/// that batch; reads of it fail with `Corrupt` naming it; everything before and after it reads
 /// fine; the other partition is intact; appends continue.
 fn check_bit_rot(dir: &Path, fixture: &Fixture, damaged: BatchInfo, context: &str) {
     let segments: Vec<Vec<BatchInfo>> = segment_files(&fixture.dir).iter().map(|s| batches(s)).collect();
     let victim_base = segments[VICTIM][0].base_offset;
-    let victim_end = segments[VICTIM].last().unwrap().next_offset();
     let end = fixture.records.len() as u64;
+    let lost = damaged.base_offset..damaged.next_offset();
 
     let log = Log::open(dir, options()).unwrap();
-    assert!(
-        log.recovery().is_empty(),
-        "{context}: bit rot in a sealed segment was cut: {:?}",
-        log.recovery()
-    );
+    // Damage after the segment's last index entry is found on open, earlier damage by reads.
+    check_report(&log, std::slice::from_ref(&lost), true, context);
     let topic = log.topic(TOPIC).unwrap();
-    assert_eq!(topic.end_offset(DAMAGED).unwrap(), end, "{context}: end offset");
     assert_eq!(segment_files(dir).len(), segments.len(), "{context}: segments removed");
-
-    let at_batch = topic.read(DAMAGED, damaged.base_offset, 1 << 20);
-    assert!(
-        is_corrupt_at(&at_batch, Some(damaged.base_offset)),
-        "{context}: read of the batch: {at_batch:?}"
+    check_lost_range(&topic, fixture, lost.clone(), context);
+    let across = topic.read(DAMAGED, victim_base - 1, 1 << 20).unwrap();
+    assert_eq!(
+        across.first().map(|r| r.offset),
+        Some(victim_base - 1),
+        "{context}: read from the previous segment"
     );
-    for from in [damaged.base_offset + damaged.count - 1, victim_base] {
-        let got = topic.read(DAMAGED, from, 1 << 20);
-        assert!(is_corrupt_at(&got, None), "{context}: read from {from} across the damage: {got:?}");
-    }
-    // A read that starts in an earlier segment and runs into the damage fails too: data is
-    // never skipped silently.
-    let across = topic.read(DAMAGED, victim_base - 1, 1 << 20);
-    assert!(is_corrupt_at(&across, None), "{context}: read from the previous segment: {across:?}");
-
-    check_range(&topic, DAMAGED, 0, victim_base, &fixture.records, context);
-    check_range(&topic, DAMAGED, victim_end, end, &fixture.records, context);
-    check_range(&topic, 1 - DAMAGED, 0, end, &fixture.records, &format!("{context}, other partition"));
     // Time lookups never panic and never answer wrongly.
     for t in [0, 10_000, 10_000 + victim_base as i64 * 10, 10_000 + end as i64 * 10 - 50] {
         let want = fixture.records.iter().position(|r| r.timestamp.unwrap() >= t).map(|i| i as u64);
@@ -212,9 +255,14 @@ fn bit_rot_in_the_first_batch_of_a_sealed_segment_fails_reads_of_that_batch_only
 #[test]
 fn bit_rot_in_the_last_batch_of_a_sealed_segment_is_not_cut_at_open() {
     // The last batch lies past the segment's last index entry, where recovery verifies batches.
-    // A damaged length field is left out here: in the last batch of a file it looks exactly like
-    // a torn write, so cutting it is allowed.
-    run_bit_rot_cases("last", false, |b| *b.last().unwrap());
+    // A damaged length field there looks like a torn write, but only the last segment of a
+    // partition can have one: in a sealed segment it is damage, reported and kept.
+    run_bit_rot_cases("last", true, |b| *b.last().unwrap());
+}
+
+#[test]
+fn bit_rot_in_a_middle_batch_of_a_sealed_segment_keeps_the_batches_after_it() {
+    run_bit_rot_cases("middle", true, |b| b[b.len() / 2]);
 }
 
 #[test]
@@ -261,58 +309,151 @@ fn no_single_flipped_byte_panics_or_returns_wrong_data() {
     }
 }
 
-/// Reopens after a sealed segment lost its tail (or went missing) and checks that recovery cut
-/// it back to `survivors` records, removed every later segment, and reported both.
-fn check_cut_back(dir: &Path, fixture: &Fixture, survivors: u64, cut_bytes: u64, removed: &[PathBuf]) {
-    let removed_bytes: u64 = removed.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
-    let log = Log::open(dir, options()).unwrap();
-    let [report] = log.recovery() else { panic!("one report expected: {:?}", log.recovery()) };
-    assert_eq!((report.topic.as_str(), report.partition), (TOPIC, DAMAGED));
-    assert_eq!(report.removed_segments, removed.len(), "removed segments: {report:?}");
-    assert_eq!(report.truncated_bytes, cut_bytes + removed_bytes, "truncated bytes: {report:?}");
-    assert_eq!(report.end_offset, survivors, "{report:?}");
-    for path in removed {
-        assert!(!path.exists(), "{} survived recovery", path.display());
-        assert!(!path.with_extension("index").exists(), "index of {} survived recovery", path.display());
+/// Reopens twice after damage that loses exactly `lost` of the damaged partition, and checks
+/// both opens: the report, every read, the end offset (a consumer group commits there), and that
+/// appends after the first open continue at the old end and survive the second open.
+fn check_reported_loss(dir: &Path, fixture: &Fixture, lost: std::ops::Range<u64>, context: &str) {
+    let end = fixture.records.len() as u64;
+    let mut segments_before = segment_files(dir).len();
+    let more: Vec<Record> = (end..end + 40).map(record).collect();
+    for open in 0..2 {
+        let context = format!("{context}, open {open}");
+        let log = Log::open(dir, options()).unwrap();
+        check_report(&log, std::slice::from_ref(&lost), false, &context);
+        let [report] = log.recovery() else { unreachable!() };
+        let want_end = if open == 0 { end } else { end + more.len() as u64 };
+        assert_eq!(report.end_offset, want_end, "{context}: reported end offset");
+        assert_eq!(segment_files(dir).len(), segments_before, "{context}: segment files removed");
+        let topic = log.topic(TOPIC).unwrap();
+        if open == 0 {
+            check_lost_range(&topic, fixture, lost.clone(), &context);
+            let config = ConsumerConfig::new(TOPIC).group("g").auto_offset_reset(AutoOffsetReset::Earliest);
+            let mut consumer = log.consumer(config).unwrap();
+            consumer.seek(TOPIC, DAMAGED, end).unwrap();
+            consumer.commit().unwrap();
+            drop(consumer);
+            assert_eq!(topic.append(DAMAGED, &more).unwrap().base_offset, end, "{context}: append");
+            segments_before = segment_files(dir).len();
+        } else {
+            assert_eq!(topic.end_offset(DAMAGED).unwrap(), want_end, "{context}: end offset moved");
+            check_range(&topic, DAMAGED, 0, lost.start, &fixture.records, &context);
+            let mut all = fixture.records.clone();
+            all.extend(more.iter().cloned());
+            check_range(&topic, DAMAGED, lost.end, want_end, &all, &context);
+            check_corrupt_read(&topic, lost.start, &lost, &context);
+        }
     }
-    let topic = log.topic(TOPIC).unwrap();
-    assert_eq!(topic.end_offset(DAMAGED).unwrap(), survivors);
-    check_range(&topic, DAMAGED, 0, survivors, &fixture.records, "after the cut");
-    assert!(topic.read(DAMAGED, survivors, 1 << 20).unwrap().is_empty());
-    check_range(&topic, 1 - DAMAGED, 0, fixture.records.len() as u64, &fixture.records, "other partition");
-    // Appends continue densely, and the log reopens clean.
-    let more: Vec<Record> = (survivors..survivors + 40).map(record).collect();
-    assert_eq!(topic.append(DAMAGED, &more).unwrap().base_offset, survivors);
-    drop(topic);
-    drop(log);
-    let log = Log::open(dir, options()).unwrap();
-    assert!(log.recovery().is_empty(), "second reopen cut data: {:?}", log.recovery());
-    let mut expected = fixture.records[..survivors as usize].to_vec();
-    expected.extend(more);
-    let topic = log.topic(TOPIC).unwrap();
-    assert_eq!(topic.end_offset(DAMAGED).unwrap(), expected.len() as u64);
-    check_range(&topic, DAMAGED, 0, expected.len() as u64, &expected, "after appending past the cut");
 }
 
 #[test]
-fn a_torn_tail_in_a_sealed_segment_is_cut_and_later_segments_removed() {
+fn a_truncated_sealed_segment_keeps_every_later_segment() {
     let fixture = build();
     let victim = segment_files(&fixture.dir)[VICTIM].clone();
     let last = *batches(&victim).last().unwrap();
-    for cut in [last.position + 1, last.position + 37, last.position + 38, last.position + last.len - 1] {
+    // Cuts inside the last batch (a byte short, inside the header, just past it), and at its
+    // start: a batch boundary, where the segment ends short of the next one's base offset.
+    let len = last.position + last.len;
+    for cut in [len - 1, last.position + 1, last.position + 37, last.position + 38, last.position] {
         let dir = scratch(&fixture, "torn");
-        let segments = segment_files(&dir);
-        truncate(&segments[VICTIM], cut);
-        check_cut_back(&dir, &fixture, last.base_offset, cut - last.position, &segments[VICTIM + 1..]);
+        truncate(&segment_files(&dir)[VICTIM], cut);
+        let context = format!("sealed segment cut at byte {cut} (last batch {last:?})");
+        check_reported_loss(&dir, &fixture, last.base_offset..last.next_offset(), &context);
+    }
+}
+
+/// Damages the victim segment's file with `damage` and checks that exactly its offsets are a
+/// reported loss and every later segment stays.
+fn check_whole_segment_lost(what: &str, damage: impl Fn(&Path)) {
+    let fixture = build();
+    let all = batches(&segment_files(&fixture.dir)[VICTIM]);
+    let lost = all[0].base_offset..all.last().unwrap().next_offset();
+    let dir = scratch(&fixture, "whole");
+    damage(&segment_files(&dir)[VICTIM]);
+    check_reported_loss(&dir, &fixture, lost, what);
+}
+
+#[test]
+fn a_missing_sealed_segment_is_a_reported_gap_and_keeps_every_later_segment() {
+    check_whole_segment_lost("a missing sealed segment", |path| std::fs::remove_file(path).unwrap());
+}
+
+#[test]
+fn an_empty_sealed_segment_is_a_reported_gap_and_keeps_every_later_segment() {
+    check_whole_segment_lost("an emptied sealed segment", |path| truncate(path, 0));
+}
+
+#[test]
+fn a_stray_overlapping_segment_file_is_quarantined_and_nothing_is_lost() {
+    let fixture = build();
+    let segments = segment_files(&fixture.dir);
+    let inside = batches(&segments[VICTIM])[1].base_offset;
+    let past_end = fixture.records.len() as u64 + 1_000;
+    // A copy of a later segment named inside the victim's offsets, a copy of the first segment
+    // named after the end, and a copy of the victim named inside itself.
+    let strays = [(VICTIM + 1, inside), (0, past_end), (VICTIM, inside)];
+    for (k, (copy_of, name)) in strays.into_iter().enumerate() {
+        let dir = scratch(&fixture, &format!("stray-{k}"));
+        let stray = partition_dir(&dir).join(format!("{name:020}.log"));
+        std::fs::copy(&segment_files(&dir)[copy_of], &stray).unwrap();
+        let context = format!("a copy of segment {copy_of} named {name}");
+        let end = fixture.records.len() as u64;
+        let log = Log::open(&dir, options()).unwrap();
+        let [report] = log.recovery() else { panic!("{context}: one report expected: {:?}", log.recovery()) };
+        assert_eq!(report.truncated_bytes, 0, "{context}: {report:?}");
+        assert!(report.damaged.is_empty(), "{context}: {report:?}");
+        assert_eq!(report.quarantined.len(), 1, "{context}: {report:?}");
+        assert!(!stray.exists() && report.quarantined[0].exists(), "{context}: not moved aside: {report:?}");
+        let topic = log.topic(TOPIC).unwrap();
+        assert_eq!(topic.end_offset(DAMAGED).unwrap(), end, "{context}");
+        check_range(&topic, DAMAGED, 0, end, &fixture.records, &context);
+        assert_eq!(topic.append(DAMAGED, &[record(end)]).unwrap().base_offset, end, "{context}");
+        drop(topic);
+        drop(log);
+        let log = Log::open(&dir, options()).unwrap();
+        assert!(log.recovery().is_empty(), "{context}: second open: {:?}", log.recovery());
+        assert_eq!(log.topic(TOPIC).unwrap().end_offset(DAMAGED).unwrap(), end + 1, "{context}");
     }
 }
 
 #[test]
-fn a_missing_sealed_segment_removes_the_segments_after_it() {
+fn a_consumer_stops_at_bit_rot_after_the_records_before_it_or_skips_it_when_told() {
     let fixture = build();
-    let dir = scratch(&fixture, "missing");
-    let segments = segment_files(&dir);
-    let survivors = batches(&segments[VICTIM])[0].base_offset;
-    std::fs::remove_file(&segments[VICTIM]).unwrap();
-    check_cut_back(&dir, &fixture, survivors, 0, &segments[VICTIM + 1..]);
+    let victim = segment_files(&fixture.dir)[VICTIM].clone();
+    let damaged = batches(&victim)[2];
+    let dir = scratch(&fixture, "consumer");
+    xor_byte(&segment_files(&dir)[VICTIM], damaged.position + 40, 0x04);
+    let end = fixture.records.len() as u64;
+    let log = Log::open(&dir, options()).unwrap();
+    let poll_all = |policy: DamagePolicy| {
+        let config = ConsumerConfig::new(TOPIC).partitions([DAMAGED]).on_damage(policy);
+        let mut consumer = log.consumer(config).unwrap();
+        consumer.seek(TOPIC, DAMAGED, 0).unwrap();
+        let mut got = Vec::new();
+        let error = loop {
+            match consumer.poll_now() {
+                Ok(batches) if batches.is_empty() => break None,
+                Ok(batches) => got.extend(batches.into_iter().flat_map(|b| b.records).map(|r| r.offset)),
+                Err(e) => break Some(e),
+            }
+        };
+        (got, error, consumer.skipped().to_vec(), consumer.position(TOPIC, DAMAGED))
+    };
+    let (got, error, skipped, position) = poll_all(DamagePolicy::Fail);
+    assert_eq!(got, (0..damaged.base_offset).collect::<Vec<_>>(), "records before the damage");
+    assert!(
+        matches!(&error, Some(Error::Corrupt { offset, end_offset, .. })
+            if *offset == damaged.base_offset && *end_offset == damaged.next_offset()),
+        "{error:?}"
+    );
+    assert!(skipped.is_empty());
+    assert_eq!(position, Some(damaged.base_offset), "the position stays at the damage");
+
+    let (got, error, skipped, position) = poll_all(DamagePolicy::Skip);
+    let want: Vec<u64> =
+        (0..end).filter(|o| !(damaged.base_offset..damaged.next_offset()).contains(o)).collect();
+    assert_eq!(got, want, "every intact record");
+    assert!(error.is_none(), "{error:?}");
+    let skipped: Vec<_> = skipped.iter().map(|d| d.offsets.clone()).collect();
+    assert_eq!(skipped, vec![damaged.base_offset..damaged.next_offset()]);
+    assert_eq!(position, Some(end));
 }

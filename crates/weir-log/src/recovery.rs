@@ -1,0 +1,217 @@
+//! Recovery of one partition's segment files on open.
+//!
+//! The rules (the crate docs state them for users):
+//!
+//! 1. Only a torn tail of the partition's **last** segment is cut: damage there after which no
+//!    intact batch follows in the file. That is what an interrupted write leaves.
+//! 2. Damage anywhere else (in a sealed segment, or in the middle of the last one) is kept on
+//!    disk and reported as a [`DamagedRange`]; every intact batch before and after it stays.
+//! 3. Offsets no segment holds (a deleted or emptied segment, a segment cut short) are a
+//!    [`DamagedRange`] too; the segments after them stay.
+//! 4. A `.log` file that cannot belong where its name puts it — its first intact batch has
+//!    another base offset, or its name lies inside the offsets of the segment before it — is a
+//!    stray copy: it is moved to `quarantine/` in the partition directory (never read) and
+//!    reported.
+//! 5. A partition directory of an existing topic that is gone or holds no segment is recreated
+//!    empty, starting at the highest offset any consumer group committed for it, so no offset a
+//!    group has seen is handed out again; it is reported as recreated.
+//!
+//! Nothing here depends on anything but the bytes on disk (and the committed offsets), and the
+//! only changes it makes (the cut of a torn tail, moving strays aside, recreating a partition)
+//! leave bytes that recover to the same log: two opens of the same bytes give the same log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::damage::DamagedRange;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::partition::PartitionRecovery;
+use crate::segment::{self, Origin, Recovered, Segment};
+
+/// Where stray segment files are moved, inside the partition directory.
+pub(crate) const QUARANTINE: &str = "quarantine";
+
+/// A partition's segments after recovery, the damaged ranges reads must know about (non-empty
+/// ones, by offset), and the report.
+pub(crate) struct RecoveredPartition {
+    pub(crate) segments: Vec<Arc<Segment>>,
+    pub(crate) damaged: Vec<DamagedRange>,
+    pub(crate) report: PartitionRecovery,
+}
+
+/// Recovers the partition in `dir`. `existing` is `None` for a partition being created, else
+/// the highest offset any consumer group committed for it (0 if none): the partition must
+/// already exist, and is recreated at that offset if it does not.
+pub(crate) fn recover(
+    dir: &Path,
+    origin: &Origin,
+    index_interval: u64,
+    existing: Option<u64>,
+) -> Result<RecoveredPartition> {
+    let missing_dir = existing.is_some() && !dir.exists();
+    fsutil::create_dir_all(dir)?;
+    let mut report = PartitionRecovery {
+        topic: origin.topic.clone(),
+        partition: origin.partition,
+        truncated_bytes: 0,
+        damaged: Vec::new(),
+        quarantined: Vec::new(),
+        recreated: false,
+        end_offset: 0,
+    };
+    let mut bases = list_segments(dir)?;
+    bases.sort_unstable();
+
+    let mut kept: Vec<Recovered> = Vec::with_capacity(bases.len());
+    for base in bases {
+        let path = dir.join(segment::file_name(base, "log"));
+        let first = Segment::first_intact_base(&path)?;
+        let overlaps = kept.last().is_some_and(|prev| base < prev.segment.next_offset());
+        let reason = match first {
+            Some(first) if first != base => format!("its first batch has offset {first}, not {base}"),
+            _ if overlaps => "its offsets lie inside the previous segment's".to_owned(),
+            _ => {
+                kept.push(Segment::recover(dir, base, index_interval)?);
+                continue;
+            }
+        };
+        let moved = quarantine(dir, base)?;
+        tracing::warn!(
+            topic = %origin.topic, partition = origin.partition, file = %path.display(),
+            moved_to = %moved.display(), reason, "stray segment file moved aside, not read"
+        );
+        report.quarantined.push(moved);
+    }
+
+    let mut changed = !report.quarantined.is_empty();
+    if kept.is_empty() {
+        let base = existing.unwrap_or(0);
+        if let Some(floor) = existing {
+            report.recreated = true;
+            let what = if missing_dir { "directory is missing" } else { "directory holds no segment" };
+            tracing::warn!(
+                topic = %origin.topic, partition = origin.partition, dir = %dir.display(), start_offset = floor,
+                "partition {what}: its records are lost; recreated empty, starting at the highest \
+                 offset a consumer group committed so that no offset is handed out twice"
+            );
+        }
+        let segment = Segment::create(dir, base)?;
+        report.end_offset = base;
+        fsutil::sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            fsutil::sync_dir(parent)?;
+        }
+        return Ok(RecoveredPartition { segments: vec![Arc::new(segment)], damaged: Vec::new(), report });
+    }
+
+    // A torn tail of the last segment: damage after which nothing intact follows.
+    if let Some(last) = kept.last_mut()
+        && last.damage.last().is_some_and(|d| d.end_offset.is_none())
+        && let Some(torn) = last.damage.pop()
+    {
+        let cut = last.segment.cut_tail(torn.position)?;
+        report.truncated_bytes = cut;
+        changed = true;
+        tracing::warn!(
+            topic = %origin.topic, partition = origin.partition, segment = %last.segment.path.display(),
+            position = torn.position, bytes = cut, reason = torn.reason,
+            "recovery cut a torn tail off the last segment"
+        );
+    }
+
+    let next_bases: Vec<Option<u64>> =
+        kept.iter().skip(1).map(|r| Some(r.segment.base_offset)).chain([None]).collect();
+    let mut segments = Vec::with_capacity(kept.len());
+    for (recovered, next_base) in kept.into_iter().zip(next_bases) {
+        let Recovered { segment, damage } = recovered;
+        let end = next_base.unwrap_or_else(|| segment.next_offset());
+        let runs_to_end = damage.last().is_some_and(|d| d.end_offset.is_none());
+        for d in damage {
+            report.damaged.push(segment.damaged_range(origin, d, end));
+        }
+        if let Some(next_base) = next_base
+            && !runs_to_end
+            && segment.next_offset() < next_base
+        {
+            let (from, size) = (segment.next_offset(), segment.size());
+            report.damaged.push(DamagedRange {
+                topic: origin.topic.clone(),
+                partition: origin.partition,
+                offsets: from..next_base,
+                path: segment.path.clone(),
+                bytes: size..size,
+                reason: format!(
+                    "no segment holds these offsets: this segment ends at offset {from} and the next \
+                     starts at {next_base} (a segment file is missing, empty or was cut short)"
+                ),
+            });
+        }
+        segments.push(Arc::new(segment));
+    }
+    for range in &report.damaged {
+        tracing::warn!(
+            topic = %origin.topic, partition = origin.partition, file = %range.path.display(),
+            offsets = ?range.offsets, bytes = ?range.bytes, reason = range.reason,
+            "records lost to damage on disk; reads stop there unless told to skip"
+        );
+    }
+    if changed {
+        fsutil::sync_dir(dir)?;
+    }
+    report.end_offset = segments.last().map_or(0, |s| s.next_offset());
+    let damaged = report.damaged.iter().filter(|r| !r.offsets.is_empty()).cloned().collect();
+    Ok(RecoveredPartition { segments, damaged, report })
+}
+
+/// Moves the segment file starting at `base` (by name) to `quarantine/`, under a name not taken
+/// yet, and removes its index (a cache). Returns the new path.
+fn quarantine(dir: &Path, base: u64) -> Result<PathBuf> {
+    let from = dir.join(segment::file_name(base, "log"));
+    let into = dir.join(QUARANTINE);
+    fsutil::create_dir_all(&into)?;
+    let name = segment::file_name(base, "log");
+    let mut to = into.join(&name);
+    for n in 1.. {
+        if !to.exists() {
+            break;
+        }
+        to = into.join(format!("{name}.{n}"));
+    }
+    std::fs::rename(&from, &to).map_err(Error::io("move stray segment to quarantine", &to))?;
+    let index = dir.join(segment::file_name(base, "index"));
+    match std::fs::remove_file(&index) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove index", &index)(e)),
+        _ => Ok(to),
+    }
+}
+
+/// Base offsets of the `.log` files in a partition directory; removes leftovers (index files
+/// without a segment).
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io("list partition", dir))? {
+        let entry = entry.map_err(Error::io("list partition", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Only names the log writes: a zero-padded base offset and an extension.
+        let parsed = name
+            .split_once('.')
+            .and_then(|(stem, ext)| Some((stem.parse::<u64>().ok()?, ext)))
+            .filter(|&(base, ext)| *name == segment::file_name(base, ext));
+        match parsed {
+            Some((base, "log")) => bases.push(base),
+            Some((base, "index")) => indexes.push(base),
+            _ if name == QUARANTINE => {}
+            _ => {
+                tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in partition directory")
+            }
+        }
+    }
+    for base in indexes.into_iter().filter(|b| !bases.contains(b)) {
+        let path = dir.join(segment::file_name(base, "index"));
+        std::fs::remove_file(&path).map_err(Error::io("remove stray index", &path))?;
+    }
+    Ok(bases)
+}
