@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 
 /// Makes directory entries (created, renamed or removed files) in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("sync directory", dir))
+    crate::fault::before_sync(dir, 0)
+        .and_then(|()| File::open(dir)?.sync_all())
+        .map_err(Error::io("sync directory", dir))
 }
 
 /// Replaces `path` with `contents` atomically: write a temporary file beside it, fsync it, rename
@@ -20,7 +22,9 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = dir.join(tmp_name);
     let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
     f.write_all(contents).map_err(Error::io("write", &tmp))?;
-    f.sync_all().map_err(Error::io("fsync", &tmp))?;
+    crate::fault::before_sync(&tmp, contents.len() as u64)
+        .and_then(|()| f.sync_all())
+        .map_err(Error::io("fsync", &tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
     sync_dir(dir)

@@ -94,6 +94,8 @@ mod config;
 mod consumer;
 mod damage;
 mod error;
+#[doc(hidden)]
+pub mod fault;
 mod fsutil;
 mod group;
 mod index;

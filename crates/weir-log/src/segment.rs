@@ -349,7 +349,9 @@ impl Segment {
     pub(crate) fn cut_tail(&self, position: u64) -> Result<u64> {
         let len = self.size();
         self.file.set_len(position).map_err(Error::io("truncate torn segment tail", &self.path))?;
-        self.file.sync_all().map_err(Error::io("fsync truncated segment", &self.path))?;
+        crate::fault::before_sync(&self.path, position)
+            .and_then(|()| self.file.sync_all())
+            .map_err(Error::io("fsync truncated segment", &self.path))?;
         self.index().truncate_to_position(position)?;
         self.size.store(position, Ordering::Release);
         self.visible.store(position, Ordering::Release);
@@ -455,7 +457,9 @@ impl Segment {
 
     /// `fdatasync` of the segment file.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(Error::io("fdatasync segment", &self.path))
+        crate::fault::before_sync(&self.path, self.size())
+            .and_then(|()| self.file.sync_data())
+            .map_err(Error::io("fdatasync segment", &self.path))
     }
 
     /// Reads records from `from` on, stopping before offset `end` (the partition's high
