@@ -151,7 +151,7 @@ impl Partition {
             return Err(Error::io("recover partition", &dir)(std::io::ErrorKind::NotFound.into()));
         };
         let next_offset = active.next_offset();
-        let start = segments[0].base_offset;
+        let start = recovered.start_offset;
         let partition = Partition {
             origin,
             dir,
@@ -551,6 +551,11 @@ impl Partition {
             self.log_start.store(segments[0].base_offset, Ordering::Release);
             removed
         };
+        if !removed.is_empty() {
+            // Recorded before the files go, so that recovery can tell these offsets were
+            // removed on purpose from offsets lost with a deleted segment file.
+            recovery::record_log_start(&self.dir, self.start_offset())?;
+        }
         for s in &removed {
             s.delete_files()?;
             tracing::debug!(topic = %self.origin.topic, partition = self.id(), base_offset = s.base_offset, "retention deleted segment");

@@ -31,11 +31,17 @@ use crate::segment::{self, Origin, Recovered, Segment};
 
 /// Where stray segment files are moved, inside the partition directory.
 pub(crate) const QUARANTINE: &str = "quarantine";
+/// The file recording the partition's log start offset once retention has deleted segments
+/// (or the partition was recreated past offset 0): a decimal number. Absent means 0.
+pub(crate) const LOG_START: &str = "log-start-offset";
 
 /// A partition's segments after recovery, the damaged ranges reads must know about (non-empty
 /// ones, by offset), and the report.
 pub(crate) struct RecoveredPartition {
     pub(crate) segments: Vec<Arc<Segment>>,
+    /// The log start offset: the first segment's base offset, or the recorded log start if a
+    /// first segment went missing (its offsets are then a damaged range).
+    pub(crate) start_offset: u64,
     pub(crate) damaged: Vec<DamagedRange>,
     pub(crate) report: PartitionRecovery,
 }
@@ -98,11 +104,36 @@ pub(crate) fn recover(
         }
         let segment = Segment::create(dir, base)?;
         report.end_offset = base;
+        if base > 0 {
+            record_log_start(dir, base)?;
+        }
         fsutil::sync_dir(dir)?;
         if let Some(parent) = dir.parent() {
             fsutil::sync_dir(parent)?;
         }
-        return Ok(RecoveredPartition { segments: vec![Arc::new(segment)], damaged: Vec::new(), report });
+        let segments = vec![Arc::new(segment)];
+        return Ok(RecoveredPartition { segments, start_offset: base, damaged: Vec::new(), report });
+    }
+
+    // A last segment without one intact batch, named past the end of the one before it, is not
+    // a torn first write (the active segment starts where the previous one ends): it is a
+    // stray, and cutting it would move the end offset to its name.
+    if kept.len() >= 2
+        && let [.., prev, last] = &kept[..]
+        && last.segment.base_offset > prev.segment.next_offset()
+        && last.segment.next_offset() == last.segment.base_offset
+        && last.damage.first().is_some_and(|d| d.position == 0 && d.end_offset.is_none())
+        && let Some(stray) = kept.pop()
+    {
+        let base = stray.segment.base_offset;
+        drop(stray);
+        let moved = quarantine(dir, base)?;
+        tracing::warn!(
+            topic = %origin.topic, partition = origin.partition, moved_to = %moved.display(),
+            "stray segment file without an intact batch, named past the log's end, moved aside"
+        );
+        report.quarantined.push(moved);
+        changed = true;
     }
 
     // A torn tail of the last segment: damage after which nothing intact follows.
@@ -119,6 +150,24 @@ pub(crate) fn recover(
             "recovery cut a torn tail off the last segment"
         );
     }
+
+    // Offsets between the recorded log start and the first segment: a deleted first segment.
+    let first_base = kept[0].segment.base_offset;
+    let recorded = read_log_start(dir);
+    if recorded < first_base {
+        report.damaged.push(DamagedRange {
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            offsets: recorded..first_base,
+            path: dir.to_owned(),
+            bytes: 0..0,
+            reason: format!(
+                "no segment holds these offsets: the log starts at {recorded}, but its first segment \
+                 at {first_base} (a segment file is missing)"
+            ),
+        });
+    }
+    let start_offset = recorded.min(first_base);
 
     let next_bases: Vec<Option<u64>> =
         kept.iter().skip(1).map(|r| Some(r.segment.base_offset)).chain([None]).collect();
@@ -161,7 +210,25 @@ pub(crate) fn recover(
     }
     report.end_offset = segments.last().map_or(0, |s| s.next_offset());
     let damaged = report.damaged.iter().filter(|r| !r.offsets.is_empty()).cloned().collect();
-    Ok(RecoveredPartition { segments, damaged, report })
+    Ok(RecoveredPartition { segments, start_offset, damaged, report })
+}
+
+/// The recorded log start offset; 0 if none is recorded (or the record is unreadable, which
+/// at worst reports offsets retention removed as lost: loud, never silent).
+fn read_log_start(dir: &Path) -> u64 {
+    let path = dir.join(LOG_START);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(file = %path.display(), "unreadable log start offset; assuming 0");
+            0
+        }),
+        Err(_) => 0,
+    }
+}
+
+/// Records the partition's log start offset, durably and atomically.
+pub(crate) fn record_log_start(dir: &Path, offset: u64) -> Result<()> {
+    fsutil::write_atomic(&dir.join(LOG_START), format!("{offset}\n").as_bytes())
 }
 
 /// Moves the segment file starting at `base` (by name) to `quarantine/`, under a name not taken
@@ -203,7 +270,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         match parsed {
             Some((base, "log")) => bases.push(base),
             Some((base, "index")) => indexes.push(base),
-            _ if name == QUARANTINE => {}
+            _ if name == QUARANTINE || name == LOG_START => {}
             _ => {
                 tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in partition directory")
             }

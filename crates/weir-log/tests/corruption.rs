@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use common::{BatchInfo, Fixture, batches, build_fixture, files_with_ext, fresh_copy, truncate};
 use weir_log::{
     AutoOffsetReset, ConsumerConfig, DamagePolicy, Durability, Error, Log, LogOptions, Record, StoredRecord,
-    Topic, TopicConfig,
+    Topic,
 };
 
 const TOPIC: &str = "events";
@@ -43,12 +43,7 @@ fn record(i: u64) -> Record {
 }
 
 fn build() -> Fixture {
-    let config = TopicConfig {
-        partitions: 2,
-        segment_bytes: 4096,
-        index_interval_bytes: 256,
-        ..TopicConfig::default()
-    };
+    let config = common::small_segments(2);
     let sizes = [4u64, 9, 2, 6, 11, 3, 5, 8].into_iter().cycle().take(60);
     let fixture = build_fixture(options(), TOPIC, config, sizes, record);
     let segments = segment_files(&fixture.dir);

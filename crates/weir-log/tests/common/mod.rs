@@ -49,6 +49,12 @@ pub(crate) fn build_fixture(
     Fixture { tmp, dir, records }
 }
 
+/// A topic of `partitions` partitions with 4 KiB segments and an index entry every 256 bytes:
+/// a few hundred small records make several segments with several index entries each.
+pub(crate) fn small_segments(partitions: u32) -> TopicConfig {
+    TopicConfig { partitions, segment_bytes: 4096, index_interval_bytes: 256, ..TopicConfig::default() }
+}
+
 /// A batch as found by walking a segment file with the documented header layout.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchInfo {
