@@ -24,6 +24,8 @@
 //!     00000000000000000000.log             segment: batches back to back; name = base offset
 //!     00000000000000000000.index           sparse offset + time index of that segment
 //!     00000000000000081920.log             next segment: base offset = previous end offset
+//!     log-start-offset                     the log start once retention deleted segments
+//!     quarantine/                          stray segment files moved aside by recovery; never read
 //! <dir>/groups/<group>.json                committed offsets of a consumer group
 //! <dir>/tmp/, <dir>/trash/                 topic creation and deletion in progress
 //! ```
@@ -52,20 +54,57 @@
 //!
 //! # Recovery
 //!
-//! On open, for every segment in offset order: the index entries are checked from the last one
-//! backwards until one points at a batch header with the expected offset; from there every batch
-//! to the end of the file is verified (header shape, offset sequence, CRC-32C). The first batch
-//! that fails marks a torn or corrupt tail: the file is truncated there, the index cut back, and
-//! every later segment removed (offsets must stay dense); the cut is fsynced. What was cut is
-//! logged as a `tracing` warning with byte counts and listed by [`Log::recovery`]. Appends then
-//! continue at the recovered end offset.
+//! A torn tail exists only at the end of a partition's **last** segment: it is what a write
+//! interrupted by a crash leaves. Anything else wrong on disk is damage, and recovery never
+//! deletes intact data to get rid of it. On open, per partition, in offset order:
 //!
-//! A batch that fails its checks but lies whole inside a sealed segment is bit rot, not a torn
-//! write (under `EveryBatch` a sealed segment was synced before the next one was
-//! created): it is kept, logged, and reading it fails with [`Error::Corrupt`] naming
-//! topic, partition, offset and file. Data is never skipped silently, and one flipped bit never
-//! deletes the segments after it.
+//! 1. Segment files are listed by name. A file whose first intact batch has another base
+//!    offset than its name, or whose name lies inside the offsets of the segment before it, or a
+//!    last file without a single intact batch named past the previous segment's end, is a stray
+//!    copy: it is moved to `quarantine/` (never read), logged and listed.
+//! 2. In each segment, index entries are checked from the last one backwards until one points at
+//!    a batch header with the expected offset; from there every batch to the end of the file is
+//!    verified: header shape, offset sequence, CRC-32C. A batch that fails starts a damaged range;
+//!    the scan resynchronises at the next intact batch (the one the damaged header's length
+//!    points at if it checks out, else the first position where a header with plausible offsets
+//!    and a matching CRC-32C starts) and goes on. The range ends there, or at the end of the file
+//!    if nothing intact follows.
+//! 3. Damage that runs to the end of the last segment is the torn tail: the file is cut there,
+//!    the index cut back, the cut fsynced. This is the only cut. Appends continue at the end of
+//!    the last intact batch.
+//! 4. Every other damaged range is kept on disk and becomes a [`DamagedRange`]: the file, the
+//!    byte range, the offsets lost (up to the next intact batch, or to the next segment's base
+//!    offset). So is every run of offsets no segment holds: a segment that ends short of the
+//!    next one's base offset (cut at a batch boundary, emptied), a missing middle segment, and a
+//!    missing first segment (offsets between the recorded `log-start-offset`, 0 if none, and the
+//!    first segment). Every intact batch before and after stays readable.
+//! 5. A partition directory of an existing topic that is missing or holds no segment is
+//!    recreated empty, starting at the highest offset any consumer group committed for it (its
+//!    records are lost; no offset a group has seen is handed out again) and recorded as its log
+//!    start.
 //!
+//! Everything found is logged as a `tracing` warning and listed by [`Log::recovery`] (damaged
+//! ranges on every open while they are on disk). Recovery is idempotent: it depends only on the
+//! bytes on disk and the committed offsets, and its changes (the cut, moving strays aside,
+//! recreating a partition) leave bytes that recover to the same log, so two opens give the same
+//! end offsets and the same reads, and an offset once handed out is not handed out again —
+//! except the offsets of a torn tail cut from the last segment, or of a last segment deleted or
+//! cut at a batch boundary by hand, which nothing on disk distinguishes from a shorter log.
+//!
+//! Damage before a segment's last index entry is not looked for on open (that would read every
+//! segment); reads find it and treat it the same way, logging it once.
+//!
+//! Reads never return a damaged record and never skip one silently. A read that reaches a
+//! damaged range returns the intact records before it; a read starting inside it fails with
+//! [`Error::Corrupt`] naming the offsets, file and bytes lost. With [`DamagePolicy::Skip`]
+//! ([`Topic::read_skipping_damage`], [`ConsumerConfig::on_damage`]) reads step over it, log a
+//! warning and report what they skipped. A lookup by timestamp that meets damage fails with
+//! [`Error::Corrupt`].
+//!
+//! Damaged `topic.json` fails [`Log::open`] with an error naming the file (no data is touched);
+//! a damaged group offsets file fails that group with [`Error::Metadata`] naming the file, and
+//! nothing else.
+
 //! # Durability
 //!
 //! See [`Durability`] for what each mode survives. Under `EveryBatch`, concurrent appenders to a
