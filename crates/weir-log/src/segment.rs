@@ -9,13 +9,14 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, EncodedBatch, HEADER_LEN};
 use crate::error::{Error, Result};
+use crate::handles::SegmentFile;
 use crate::index::{Index, IndexEntry};
 use crate::record::StoredRecord;
 
@@ -50,7 +51,8 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     index_path: PathBuf,
-    file: File,
+    /// Opened on use, closed by the file cache when others are used more recently.
+    file: SegmentFile,
     index: Mutex<Index>,
     /// Bytes written so far (the writer's view).
     size: AtomicU64,
@@ -163,9 +165,9 @@ impl Segment {
     ) -> Segment {
         Segment {
             base_offset,
+            file: SegmentFile::with_open(path.clone(), file),
             path,
             index_path,
-            file,
             index: Mutex::new(index),
             size: AtomicU64::new(size),
             visible: AtomicU64::new(size),
@@ -317,10 +319,12 @@ impl Segment {
         index_interval: u64,
     ) -> std::result::Result<(), (Error, bool)> {
         let start = self.size();
-        if let Err(e) = self.file.write_all_at(buf, start) {
-            let unknown = self.file.set_len(start).is_err();
+        let file = self.file.get().map_err(|e| (Error::io("open segment", &self.path)(e), false))?;
+        if let Err(e) = file.write_all_at(buf, start) {
+            let unknown = file.set_len(start).is_err();
             return Err((Error::io("append to segment", &self.path)(e), unknown));
         }
+        self.file.written();
         let mut max_ts = self.max_timestamp();
         let mut next = self.next_offset();
         {
@@ -370,7 +374,7 @@ impl Segment {
 
     /// `fdatasync` of the segment file.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(Error::io("fdatasync segment", &self.path))
+        self.file.sync().map_err(Error::io("fdatasync segment", &self.path))
     }
 
     /// Reads records from `from` on, stopping before offset `end` (the partition's high
@@ -385,7 +389,8 @@ impl Segment {
         out: &mut Vec<StoredRecord>,
     ) -> Result<usize> {
         let entry = self.index().lookup_offset(from.saturating_sub(self.base_offset) as u32);
-        let mut scan = self.scan_from(entry, max_bytes.clamp(HEADER_LEN, READ_CHUNK));
+        let file = self.open()?;
+        let mut scan = self.scan_from(&file, entry, max_bytes.clamp(HEADER_LEN, READ_CHUNK));
         let mut expected = self.base_offset + u64::from(entry.relative_offset);
         let mut read_bytes = 0usize;
         while read_bytes == 0 || read_bytes < max_bytes {
@@ -415,7 +420,8 @@ impl Segment {
             return Ok(None);
         }
         let entry = self.index().lookup_time(timestamp);
-        let mut scan = self.scan_from(entry, SCAN_CHUNK);
+        let file = self.open()?;
+        let mut scan = self.scan_from(&file, entry, SCAN_CHUNK);
         let mut expected = self.base_offset + u64::from(entry.relative_offset);
         while let Some(b) = self.next_checked(origin, &mut scan, expected)? {
             if b.header.base_offset >= end {
@@ -435,9 +441,14 @@ impl Segment {
         Ok(None)
     }
 
-    fn scan_from(&self, entry: IndexEntry, chunk_size: usize) -> Scan<'_> {
+    /// The segment's file, opened if the file cache closed it.
+    fn open(&self) -> Result<Arc<File>> {
+        self.file.get().map_err(Error::io("open segment", &self.path))
+    }
+
+    fn scan_from<'f>(&self, file: &'f File, entry: IndexEntry, chunk_size: usize) -> Scan<'f> {
         Scan {
-            file: &self.file,
+            file,
             position: u64::from(entry.position),
             end: self.visible.load(Ordering::Acquire),
             chunk_size,
