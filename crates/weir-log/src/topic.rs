@@ -55,6 +55,14 @@ pub(crate) struct TopicInner {
     pub(crate) notify: Arc<Notify>,
 }
 
+/// `timeout` from now, or a century from now for a longer (or `Duration::MAX`) timeout, which
+/// would overflow the clock.
+pub(crate) fn deadline(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(timeout.min(century)).unwrap_or(now)
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -261,7 +269,7 @@ impl Topic {
     /// Cancel safe: dropping the future loses nothing.
     pub async fn wait_for(&self, partition: u32, offset: u64, timeout: Duration) -> Result<bool> {
         let p = self.partition(partition)?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::topic::deadline(timeout);
         loop {
             let notified = self.inner.notify.notified();
             tokio::pin!(notified);
