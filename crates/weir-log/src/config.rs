@@ -33,6 +33,11 @@ pub enum Durability {
 }
 
 /// Options for [`Log::open`](crate::Log::open).
+///
+/// [`Log::open`](crate::Log::open) checks them first and fails with
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the field: `Interval(d)` needs
+/// `1 ms <= d <= 1 day` ([`MAX_SYNC_INTERVAL`]), `retention_check_interval` `1 ms` to 365 days
+/// ([`MAX_RETENTION_CHECK_INTERVAL`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogOptions {
     /// Durability of appends. Default: [`Durability::EveryBatch`].
@@ -55,33 +60,70 @@ impl LogOptions {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
-        if self.durability == Durability::Interval(Duration::ZERO) {
-            return Err(invalid("durability", "Interval(0) would sync continuously; use EveryBatch"));
+    /// Checks every field; the error names the first bad one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming `durability` or `retention_check_interval`.
+    pub fn validate(&self) -> Result<()> {
+        if let Durability::Interval(d) = self.durability {
+            if d < Duration::from_millis(1) {
+                return Err(invalid(
+                    "durability",
+                    format!("Interval({d:?}) would sync continuously; use EveryBatch, or at least 1 ms"),
+                ));
+            }
+            if d > MAX_SYNC_INTERVAL {
+                return Err(invalid(
+                    "durability",
+                    format!("Interval({d:?}) is longer than the maximum of 1 day; use None not to sync"),
+                ));
+            }
         }
-        if self.retention_check_interval.is_zero() {
-            return Err(invalid("retention_check_interval", "must be greater than zero"));
+        let check = self.retention_check_interval;
+        if check < Duration::from_millis(1) || check > MAX_RETENTION_CHECK_INTERVAL {
+            return Err(invalid(
+                "retention_check_interval",
+                format!("{check:?} is not between 1 ms and 365 days (retention also runs on every roll)"),
+            ));
         }
         Ok(())
     }
 }
 
+/// The longest [`Durability::Interval`]: one day.
+pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest [`LogOptions::retention_check_interval`]: 365 days.
+pub const MAX_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest value of a millisecond setting ([`TopicConfig::retention_ms`],
+/// [`TopicConfig::segment_ms`]): `i64::MAX`, about 292 million years, as Kafka's `Long.MAX_VALUE`.
+/// Times are `i64` milliseconds since the Unix epoch, so a larger value cannot be compared with
+/// them. "Forever" is `None`, not a large number.
+pub const MAX_MS: u64 = i64::MAX as u64;
+
 /// Settings of one topic, fixed at creation and stored with it.
+///
+/// "No limit" is `None` for every optional setting (the CLI spells it `forever` or
+/// `unlimited`); `Some(0)` and values above the documented ranges are refused by
+/// [`TopicConfig::validate`] with [`Error::InvalidConfig`] naming the field, never wrapped or
+/// clamped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicConfig {
     /// Number of partitions, 1 to 10 000. Default: 1.
     pub partitions: u32,
     /// Retention by size, per partition: the oldest segments are deleted while the partition
-    /// stays at least this large without them. Default: `None` (unlimited).
+    /// stays at least this large without them. At least 1. Default: `None` (unlimited).
     pub retention_bytes: Option<u64>,
     /// Retention by age: a segment is deleted once its newest record is older than this many
-    /// milliseconds. Default: `None` (unlimited).
+    /// milliseconds, 1 to [`MAX_MS`]. Default: `None` (kept forever).
     pub retention_ms: Option<u64>,
     /// A segment is rolled before it would grow past this size, 4 KiB to 1 GiB. Default: 128 MiB.
     pub segment_bytes: u64,
-    /// A non-empty active segment older than this many milliseconds is rolled on the next append.
-    /// Default: `None` (roll by size only).
+    /// A non-empty active segment older than this many milliseconds is rolled on the next append,
+    /// 1 to [`MAX_MS`]. Default: `None` (roll by size only).
     pub segment_ms: Option<u64>,
     /// Bytes between sparse index entries, 64 B to 1 MiB. Default: 4 KiB.
     pub index_interval_bytes: u64,
@@ -130,17 +172,34 @@ impl TopicConfig {
             let v = self.max_batch_bytes;
             return Err(invalid("max_batch_bytes", format!("{v} is not between 1 KiB and 64 MiB")));
         }
-        if self.retention_ms == Some(0) {
+        if self.retention_bytes == Some(0) {
             return Err(invalid(
-                "retention_ms",
+                "retention_bytes",
                 "0 would delete every sealed segment at once; use None for no limit",
             ));
         }
-        if self.segment_ms == Some(0) {
-            return Err(invalid("segment_ms", "must be greater than zero"));
+        if let Some(ms) = self.retention_ms {
+            check_ms("retention_ms", ms, "0 would delete every sealed segment at once")?;
+        }
+        if let Some(ms) = self.segment_ms {
+            check_ms("segment_ms", ms, "0 would roll on every append")?;
         }
         Ok(())
     }
+}
+
+/// A millisecond setting: `1..=MAX_MS`.
+fn check_ms(field: &'static str, ms: u64, zero: &str) -> Result<()> {
+    if ms == 0 {
+        return Err(invalid(field, format!("{zero}; use None for no limit")));
+    }
+    if ms > MAX_MS {
+        return Err(invalid(
+            field,
+            format!("{ms} ms is more than the maximum of {MAX_MS} ms; use None for no limit"),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -166,6 +225,7 @@ mod tests {
             (TopicConfig { max_batch_bytes: 100 << 20, ..Default::default() }, "max_batch_bytes"),
             (TopicConfig { retention_ms: Some(0), ..Default::default() }, "retention_ms"),
             (TopicConfig { segment_ms: Some(0), ..Default::default() }, "segment_ms"),
+            (TopicConfig { retention_bytes: Some(0), ..Default::default() }, "retention_bytes"),
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err();
@@ -173,5 +233,40 @@ mod tests {
         }
         let err = LogOptions::default().durability(Durability::Interval(Duration::ZERO)).validate();
         assert!(matches!(err, Err(Error::InvalidConfig { field: "durability", .. })));
+    }
+
+    #[test]
+    fn millisecond_settings_beyond_i64_are_refused_not_wrapped() {
+        for ms in [u64::MAX, MAX_MS + 1] {
+            let config = TopicConfig { retention_ms: Some(ms), ..Default::default() };
+            let err = config.validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { field: "retention_ms", .. }), "{err}");
+            let config = TopicConfig { segment_ms: Some(ms), ..Default::default() };
+            let err = config.validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { field: "segment_ms", .. }), "{err}");
+        }
+        let longest =
+            TopicConfig { retention_ms: Some(MAX_MS), segment_ms: Some(MAX_MS), ..Default::default() };
+        longest.validate().unwrap();
+    }
+
+    #[test]
+    fn log_option_durations_out_of_range_are_named() {
+        let cases = [
+            (LogOptions::default().durability(Durability::Interval(Duration::from_nanos(1))), "durability"),
+            (LogOptions::default().durability(Durability::Interval(Duration::MAX)), "durability"),
+            (
+                LogOptions { retention_check_interval: Duration::MAX, ..Default::default() },
+                "retention_check_interval",
+            ),
+            (
+                LogOptions { retention_check_interval: Duration::ZERO, ..Default::default() },
+                "retention_check_interval",
+            ),
+        ];
+        for (options, field) in cases {
+            let err = options.validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { field: f, .. } if f == field), "{err}");
+        }
     }
 }

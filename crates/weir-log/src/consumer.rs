@@ -380,7 +380,7 @@ impl Consumer {
     ///
     /// Cancel safe: positions only move when records are returned.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumedBatch>> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::topic::deadline(timeout);
         let notifies: Vec<Arc<Notify>> = self.topics.iter().map(|t| t.inner().notify.clone()).collect();
         loop {
             let mut waits: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();

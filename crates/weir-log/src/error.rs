@@ -7,6 +7,9 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::topic::RecordPosition;
 
 /// The log's `Result` alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -139,9 +142,40 @@ pub enum Error {
         partition: u32,
     },
 
-    /// Another process (or another `Log` in this process) holds the directory's lock.
+    /// Another process (or another `Log` in this process) holds the directory's lock (an OS lock
+    /// on the directory itself: deleting `.lock` does not release it).
     #[error("log directory {0} is in use by another process")]
     Locked(PathBuf),
+
+    /// The topic's files exist but it could not be opened when the log was (unreadable
+    /// configuration, unreadable partition): the log's other topics work, this one fails with
+    /// this error until it is repaired (then reopen the log) or deleted with
+    /// [`Log::delete_topic`](crate::Log::delete_topic).
+    #[error("topic {topic:?} could not be opened: {source}")]
+    TopicUnavailable {
+        /// The topic.
+        topic: String,
+        /// Why opening it failed.
+        #[source]
+        source: Arc<Error>,
+    },
+
+    /// An append or send failed part-way: the records in `appended` are in the log (whole,
+    /// valid, with these positions; readable unless the partition is poisoned), the others of
+    /// the call are not. Retry only the records missing from `appended`.
+    #[error("{} of {total} records were appended to topic {topic:?} before an error: {source}", appended.len())]
+    PartiallyAppended {
+        /// The topic.
+        topic: String,
+        /// Records of the call given to the failing method.
+        total: usize,
+        /// For each record that made it, its index in the call's input and where it landed, in
+        /// input order.
+        appended: Vec<(usize, RecordPosition)>,
+        /// The failure that stopped the rest.
+        #[source]
+        source: Box<Error>,
+    },
 
     /// A metadata file (topic configuration, committed offsets) cannot be parsed.
     #[error("cannot parse {path}: {reason}")]

@@ -18,8 +18,8 @@
 //! The index is a cache, never the truth: it is written without fsync, checked on open, cut back
 //! to what the segment really holds, and rebuilt from the segment when it is missing or wrong.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ pub(crate) struct Index {
     entries: Vec<IndexEntry>,
     /// How many entries at the end of `entries` are not in the file yet.
     pending: usize,
-    file: File,
+    /// The file, opened for each write (an index keeps no file handle open).
     path: PathBuf,
 }
 
@@ -85,7 +85,7 @@ impl Index {
     /// holds, in order, stopping at the first that is not strictly after its predecessor.
     /// The caller checks them against the segment with [`Index::retain_valid`].
     pub(crate) fn open(path: &Path) -> Result<Index> {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -93,7 +93,8 @@ impl Index {
             .open(path)
             .map_err(Error::io("open index", path))?;
         let mut raw = Vec::new();
-        file.read_to_end(&mut raw).map_err(Error::io("read index", path))?;
+        (&file).read_to_end(&mut raw).map_err(Error::io("read index", path))?;
+        drop(file);
         let mut entries: Vec<IndexEntry> = Vec::with_capacity(raw.len() / ENTRY_LEN);
         for chunk in raw.chunks_exact(ENTRY_LEN) {
             let Some(e) = IndexEntry::from_bytes(chunk) else { break };
@@ -107,7 +108,7 @@ impl Index {
             entries.push(e);
         }
         let well_formed = entries.len() * ENTRY_LEN == raw.len();
-        let mut index = Index { entries, pending: 0, file, path: path.to_owned() };
+        let mut index = Index { entries, pending: 0, path: path.to_owned() };
         if !well_formed {
             index.rewrite()?;
         }
@@ -152,7 +153,12 @@ impl Index {
         let start = self.entries.len() - self.pending;
         let bytes: Vec<u8> = self.entries[start..].iter().flat_map(|e| e.to_bytes()).collect();
         self.pending = 0;
-        self.file.write_all(&bytes).map_err(Error::io("append to index", &self.path))
+        match OpenOptions::new().append(true).open(&self.path) {
+            Ok(mut file) => file.write_all(&bytes).map_err(Error::io("append to index", &self.path)),
+            // Retention deleted the segment with its index.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("open index", &self.path)(e)),
+        }
     }
 
     /// The last entry whose batch starts at or before `relative_offset`.
@@ -171,9 +177,12 @@ impl Index {
     fn rewrite(&mut self) -> Result<()> {
         self.pending = 0;
         let bytes: Vec<u8> = self.entries.iter().flat_map(|e| e.to_bytes()).collect();
-        self.file.set_len(0).map_err(Error::io("truncate index", &self.path))?;
-        self.file.seek(SeekFrom::Start(0)).map_err(Error::io("rewrite index", &self.path))?;
-        self.file.write_all(&bytes).map_err(Error::io("rewrite index", &self.path))
+        let mut file = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.path)
+            .map_err(Error::io("truncate index", &self.path))?;
+        file.write_all(&bytes).map_err(Error::io("rewrite index", &self.path))
     }
 }
 

@@ -18,7 +18,8 @@
 //! # On-disk format
 //!
 //! ```text
-//! <dir>/.lock                              OS lock: one process per directory
+//! <dir>/                                   locked (flock on the directory): one process at a time
+//! <dir>/.lock                              informational, also locked (older versions locked only it)
 //! <dir>/topics/<topic>/topic.json          the TopicConfig, written atomically at creation
 //! <dir>/topics/<topic>/<partition>/
 //!     00000000000000000000.log             segment: batches back to back; name = base offset
@@ -51,6 +52,24 @@
 //! 4. Indexes are caches, never the truth: each is checked against its segment on open, cut back,
 //!    and extended or rebuilt from the segment's batches.
 //! 5. Names of topics and groups are validated (Kafka's rule) before they touch a path.
+//!
+//! # Exclusion and file handles
+//!
+//! [`Log::open`] takes an OS lock (`flock`) on the log directory itself and holds it until the
+//! last handle is dropped; a second open, from this process or another, fails with
+//! [`Error::Locked`]. Deleting `.lock` releases nothing: the lock lives on the directory's open
+//! handle, not on a name that can be unlinked. (`.lock` is locked too, for older versions that
+//! locked only it.)
+//!
+//! Segment files are opened when used and cached: the process keeps at most a quarter of its
+//! `ulimit -n` (16 to 4096) segment files open, closing the least recently used when it needs
+//! another, after syncing any unsynced writes (a failure of that sync is reported by the
+//! partition's next sync, which poisons it). Index files are opened only to be read on open or
+//! written. So a log of 10 000 partitions opens, appends and reads under the default
+//! `ulimit -n 1024`. Topic creation is atomic: the topic is built under `tmp/`, committed by one
+//! rename, and undone if it then fails to open. A topic that cannot be opened (say, an
+//! unreadable `topic.json`) does not stop the log from opening: it is listed by
+//! [`Log::unavailable_topics`], fails with [`Error::TopicUnavailable`], and can be deleted.
 //!
 //! # Recovery
 //!
@@ -137,6 +156,7 @@ mod error;
 pub mod fault;
 mod fsutil;
 mod group;
+mod handles;
 mod index;
 mod log;
 mod metrics;
@@ -148,7 +168,9 @@ mod recovery;
 mod segment;
 mod topic;
 
-pub use config::{Durability, LogOptions, TopicConfig};
+pub use config::{
+    Durability, LogOptions, MAX_MS, MAX_RETENTION_CHECK_INTERVAL, MAX_SYNC_INTERVAL, TopicConfig,
+};
 pub use consumer::{AutoOffsetReset, ConsumedBatch, Consumer, ConsumerConfig};
 pub use damage::{DamagePolicy, DamagedRange, SkippingRead};
 pub use error::{Error, Result};

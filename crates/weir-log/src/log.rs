@@ -24,7 +24,8 @@ const TOPIC_META: &str = "topic.json";
 /// An embedded, persistent, partitioned log, opened on a directory.
 ///
 /// Cheap to clone: clones share one open log. Safe to use from many threads and tasks at once.
-/// One process at a time may open a directory (an OS file lock enforces it).
+/// One process at a time may open a directory: an OS lock (`flock`) on the directory itself
+/// enforces it, so deleting the informational `.lock` file does not let a second writer in.
 ///
 /// # Examples
 ///
@@ -59,6 +60,8 @@ struct Shared {
     dir: PathBuf,
     options: LogOptions,
     topics: RwLock<BTreeMap<String, Topic>>,
+    /// Topics whose files exist but failed to open, with why.
+    broken: RwLock<BTreeMap<String, Arc<Error>>>,
 }
 
 struct LogInner {
@@ -69,8 +72,9 @@ struct LogInner {
     metrics: OnceLock<weir_metrics::Metrics>,
     stop: Option<mpsc::Sender<()>>,
     maintenance: Option<JoinHandle<()>>,
-    /// Held for the log's lifetime; dropped last.
-    _lock: File,
+    /// Held for the log's lifetime; dropped last: the directory, locked, and `.lock`, locked too
+    /// (which excludes older versions that locked only that file).
+    _lock: (File, File),
 }
 
 impl Shared {
@@ -114,22 +118,13 @@ impl Log {
         options.validate()?;
         let dir = dir.as_ref().to_owned();
         fsutil::create_dir_all(&dir)?;
-        let lock_path = dir.join(".lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(Error::io("open lock file", &lock_path))?;
-        lock.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => Error::Locked(dir.clone()),
-            std::fs::TryLockError::Error(e) => Error::io("lock", &lock_path)(e),
-        })?;
+        let lock = lock_dir(&dir)?;
 
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             options: options.clone(),
             topics: RwLock::new(BTreeMap::new()),
+            broken: RwLock::new(BTreeMap::new()),
         });
         let topics_dir = shared.topics_dir();
         fsutil::create_dir_all(&topics_dir)?;
@@ -144,6 +139,7 @@ impl Log {
         let committed = groups.highest_committed()?;
         let mut recovery = Vec::new();
         let mut topics = BTreeMap::new();
+        let mut broken = BTreeMap::new();
         for entry in std::fs::read_dir(&topics_dir).map_err(Error::io("list topics", &topics_dir))? {
             let entry = entry.map_err(Error::io("list topics", &topics_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -151,11 +147,20 @@ impl Log {
                 tracing::warn!(path = %entry.path().display(), "ignoring directory that is not a topic");
                 continue;
             }
-            let (topic, reports) = open_topic(&name, entry.path(), options.durability, Some(&committed))?;
-            recovery.extend(reports.into_iter().filter(|r| !r.is_clean()));
-            topics.insert(name, topic);
+            // One topic that cannot be opened leaves the others usable.
+            match open_topic(&name, entry.path(), options.durability, Some(&committed)) {
+                Ok((topic, reports)) => {
+                    recovery.extend(reports.into_iter().filter(|r| !r.is_clean()));
+                    topics.insert(name, topic);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "topic could not be opened; the others are available");
+                    broken.insert(name, Arc::new(e));
+                }
+            }
         }
         *shared.topics.write().unwrap_or_else(PoisonError::into_inner) = topics;
+        *shared.broken.write().unwrap_or_else(PoisonError::into_inner) = broken;
         shared.enforce_retention()?;
 
         let (stop, stopped) = mpsc::channel();
@@ -194,6 +199,14 @@ impl Log {
     /// intact log, whether it was shut down cleanly or not.
     pub fn recovery(&self) -> &[PartitionRecovery] {
         &self.inner.recovery
+    }
+
+    /// Topics whose files exist but could not be opened, with why (sorted by name). Every other
+    /// topic works; these fail with [`Error::TopicUnavailable`] until repaired (then reopen) or
+    /// deleted with [`Log::delete_topic`].
+    pub fn unavailable_topics(&self) -> Vec<(String, Arc<Error>)> {
+        let broken = self.inner.shared.broken.read().unwrap_or_else(PoisonError::into_inner);
+        broken.iter().map(|(name, e)| (name.clone(), e.clone())).collect()
     }
 
     pub(crate) fn groups(&self) -> &Groups {
@@ -253,22 +266,45 @@ impl Log {
     /// [`Error::InvalidName`], [`Error::InvalidConfig`] (naming the field),
     /// [`Error::TopicExists`], [`Error::Io`].
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        self.create_topic_with(name, config, |name, dir, durability| open_topic(name, dir, durability, None))
+    }
+
+    /// [`Log::create_topic`], opening the committed topic with `open`.
+    fn create_topic_with(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        open: impl FnOnce(&str, PathBuf, Durability) -> Result<(Topic, Vec<PartitionRecovery>)>,
+    ) -> Result<Topic> {
         name::validate("topic", name)?;
         config.validate()?;
         let shared = &self.inner.shared;
         let mut topics = shared.topics.write().unwrap_or_else(PoisonError::into_inner);
-        if topics.contains_key(name) {
+        let final_dir = shared.topics_dir().join(name);
+        let broken = shared.broken.read().unwrap_or_else(PoisonError::into_inner).contains_key(name);
+        if topics.contains_key(name) || broken || final_dir.exists() {
             return Err(Error::TopicExists(name.to_owned()));
         }
+        // Everything is built under tmp/ (removed on open if a crash leaves it) and committed by
+        // one rename; a failure before it leaves nothing, a failure opening it undoes it.
         let tmp = shared.dir.join("tmp").join(name);
-        fsutil::create_dir_all(&tmp)?;
-        let meta = serde_json::to_vec_pretty(&config)
-            .map_err(|e| Error::Metadata { path: tmp.join(TOPIC_META), reason: e.to_string() })?;
-        fsutil::write_atomic(&tmp.join(TOPIC_META), &meta)?;
-        let final_dir = shared.topics_dir().join(name);
+        let built = build_topic(&tmp, &config);
+        if let Err(e) = built {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         std::fs::rename(&tmp, &final_dir).map_err(Error::io("move new topic into place", &final_dir))?;
         fsutil::sync_dir(&shared.topics_dir())?;
-        let (topic, _) = open_topic(name, final_dir, shared.options.durability, None)?;
+        let topic = match open(name, final_dir.clone(), shared.options.durability) {
+            Ok((topic, _)) => topic,
+            Err(e) => {
+                tracing::error!(topic = name, error = %e, "new topic could not be opened; creation undone");
+                if let Err(undo) = self.discard(name, &final_dir) {
+                    tracing::error!(topic = name, error = %undo, "undoing the creation failed");
+                }
+                return Err(e);
+            }
+        };
         if let Some(metrics) = self.inner.metrics.get() {
             crate::metrics::attach(metrics, &topic);
         }
@@ -277,14 +313,32 @@ impl Log {
         Ok(topic)
     }
 
+    /// Removes a topic directory: moved to `trash/` first, so a crash cannot leave half of it.
+    fn discard(&self, name: &str, dir: &Path) -> Result<()> {
+        let shared = &self.inner.shared;
+        let trash = shared.dir.join("trash");
+        fsutil::create_dir_all(&trash)?;
+        let doomed = trash.join(format!("{name}-{}", now_ms()));
+        std::fs::rename(dir, &doomed).map_err(Error::io("move topic to trash", &doomed))?;
+        fsutil::sync_dir(&shared.topics_dir())?;
+        std::fs::remove_dir_all(&doomed).map_err(Error::io("delete topic", &doomed))
+    }
+
     /// A handle to an existing topic.
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownTopic`].
+    /// [`Error::UnknownTopic`]; [`Error::TopicUnavailable`] for a topic that could not be opened
+    /// (see [`Log::unavailable_topics`]).
     pub fn topic(&self, name: &str) -> Result<Topic> {
-        let topics = self.inner.shared.topics.read().unwrap_or_else(PoisonError::into_inner);
-        topics.get(name).cloned().ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+        let shared = &self.inner.shared;
+        let topics = shared.topics.read().unwrap_or_else(PoisonError::into_inner);
+        topics.get(name).cloned().ok_or_else(|| {
+            match shared.broken.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+                Some(e) => Error::TopicUnavailable { topic: name.to_owned(), source: e.clone() },
+                None => Error::UnknownTopic(name.to_owned()),
+            }
+        })
     }
 
     /// The topic if it exists, else creates it with `config`.
@@ -307,23 +361,27 @@ impl Log {
 
     /// Deletes a topic, its data and the groups' committed offsets for it. Handles to it fail
     /// from then on. The directory is first moved to `trash/`, so a crash mid-delete cannot leave
-    /// a half-deleted topic behind.
+    /// a half-deleted topic behind. Also deletes a topic that could not be opened (see
+    /// [`Log::unavailable_topics`]).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let shared = &self.inner.shared;
-        let topic = {
-            let mut topics = shared.topics.write().unwrap_or_else(PoisonError::into_inner);
-            topics.remove(name).ok_or_else(|| Error::UnknownTopic(name.to_owned()))?
+        let mut topics = shared.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let dir = match topics.remove(name) {
+            Some(topic) => {
+                for p in &topic.inner().partitions {
+                    p.mark_deleted();
+                }
+                topic.inner().notify.notify_waiters();
+                topic.inner().dir.clone()
+            }
+            None => {
+                let mut broken = shared.broken.write().unwrap_or_else(PoisonError::into_inner);
+                broken.remove(name).ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
+                shared.topics_dir().join(name)
+            }
         };
-        for p in &topic.inner().partitions {
-            p.mark_deleted();
-        }
-        topic.inner().notify.notify_waiters();
-        let trash = shared.dir.join("trash");
-        fsutil::create_dir_all(&trash)?;
-        let doomed = trash.join(format!("{name}-{}", now_ms()));
-        std::fs::rename(&topic.inner().dir, &doomed).map_err(Error::io("move topic to trash", &doomed))?;
-        fsutil::sync_dir(&shared.topics_dir())?;
-        std::fs::remove_dir_all(&doomed).map_err(Error::io("delete topic", &doomed))?;
+        self.discard(name, &dir)?;
+        drop(topics);
         self.inner.groups.forget_topic(name)?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
@@ -410,6 +468,49 @@ fn open_topic(
     Ok((Topic::new(name, dir, config, partitions, notify), reports))
 }
 
+/// Takes the directory's lock: `flock` on the directory itself (the exclusion: a directory
+/// cannot be deleted and recreated under a live owner without its contents going too), then on
+/// `.lock`, the file older versions locked, which stays only for them and for operators to see.
+fn lock_dir(dir: &Path) -> Result<(File, File)> {
+    let locked = |file: &File, path: &Path| {
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => Error::Locked(dir.to_owned()),
+            std::fs::TryLockError::Error(e) => Error::io("lock", path)(e),
+        })
+    };
+    let dir_handle = File::open(dir).map_err(Error::io("open log directory", dir))?;
+    locked(&dir_handle, dir)?;
+    let lock_path = dir.join(".lock");
+    let lock_file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(Error::io("open lock file", &lock_path))?;
+    locked(&lock_file, &lock_path)?;
+    Ok((dir_handle, lock_file))
+}
+
+/// Writes a new topic's configuration and partition directories under `tmp`, durably.
+fn build_topic(tmp: &Path, config: &TopicConfig) -> Result<()> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(Error::io("remove leftovers", tmp))?;
+    }
+    fsutil::create_dir_all(tmp)?;
+    let meta = serde_json::to_vec_pretty(config)
+        .map_err(|e| Error::Metadata { path: tmp.join(TOPIC_META), reason: e.to_string() })?;
+    fsutil::write_atomic(&tmp.join(TOPIC_META), &meta)?;
+    for p in 0..config.partitions {
+        let dir = tmp.join(p.to_string());
+        std::fs::create_dir(&dir).map_err(Error::io("create partition directory", &dir))?;
+    }
+    fsutil::sync_dir(tmp)?;
+    if let Some(parent) = tmp.parent() {
+        fsutil::sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 /// The maintenance thread: periodic `fdatasync` under `Durability::Interval`, periodic
 /// retention. Exits when the log is dropped (the channel disconnects).
 fn maintain(shared: &Shared, stopped: &mpsc::Receiver<()>) {
@@ -446,5 +547,29 @@ impl Drop for LogInner {
         if matches!(self.shared.options.durability, Durability::Interval(_)) {
             self.shared.flush_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_creation_that_fails_half_way_leaves_nothing_committed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = Log::open(dir.path(), LogOptions::default()).expect("open");
+        // The partitions fail to open after the topic's directory was moved into place.
+        let failing = |_: &str, dir: PathBuf, _: Durability| -> Result<(Topic, Vec<PartitionRecovery>)> {
+            Err(Error::io("open partition", dir.join("300"))(std::io::Error::other("too many open files")))
+        };
+        let err = log.create_topic_with("t", TopicConfig::with_partitions(600), failing).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(log.topics().is_empty());
+        assert!(!dir.path().join("topics/t").exists());
+        drop(log);
+        // The directory reopens, without the topic, and the name is free.
+        let log = Log::open(dir.path(), LogOptions::default()).expect("reopen");
+        assert!(log.topics().is_empty());
+        log.create_topic("t", TopicConfig::with_partitions(600)).expect("create");
     }
 }

@@ -31,6 +31,7 @@ use crate::metrics::{PartitionMetrics, Written};
 use crate::record::{Record, StoredRecord};
 use crate::recovery;
 use crate::segment::{Origin, Segment};
+use crate::topic::RecordPosition;
 
 /// Where an append landed: its records got offsets `base_offset .. base_offset + count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,15 +256,59 @@ impl Partition {
         })?;
 
         // Write runs of batches that fit the active segment, rolling between them.
-        let mut first = 0;
         let mut rolled = false;
+        let result = self.write_runs(w, base_offset, &mut rolled, written);
+        let end = w.next_offset;
+        drop(guard);
+        if let Err(err) = result {
+            if end == base_offset {
+                return Err(err);
+            }
+            // Batches of this call already written stay (they are whole and valid); report
+            // exactly which records they hold, once they are as durable as an acknowledged append.
+            if self.durability == Durability::EveryBatch {
+                self.sync_to(end)?;
+            } else {
+                self.notify.notify_waiters();
+            }
+            let positions = (0..end - base_offset)
+                .map(|i| (i as usize, RecordPosition { partition: self.id(), offset: base_offset + i }));
+            return Err(Error::PartiallyAppended {
+                topic: self.origin.topic.clone(),
+                total: records.len(),
+                appended: positions.collect(),
+                source: Box::new(err),
+            });
+        }
+        if self.durability == Durability::EveryBatch {
+            self.sync_to(end)?;
+        } else {
+            self.notify.notify_waiters();
+        }
+        if rolled && let Err(e) = self.enforce_retention(now_ms) {
+            tracing::error!(topic = %self.origin.topic, partition = self.id(), error = %e, "retention after roll failed");
+        }
+        Ok(Appended { partition: self.id(), base_offset, count: end - base_offset })
+    }
+
+    /// Writes the encoded batches of `w` as runs that fit the active segment, rolling between
+    /// them. On `Err`, the batches before the failing one are written (`w.next_offset` says how
+    /// far).
+    fn write_runs(
+        &self,
+        w: &mut Writer,
+        base_offset: u64,
+        rolled: &mut bool,
+        written: &mut Written,
+    ) -> Result<()> {
+        let mut first = 0;
         while first < w.batches.len() {
             let run_start = w.batches[first].start;
             let first_len = (batch_end(&w.batches, w.buf.len(), first) - run_start) as u64;
             let full = w.active.size() + first_len > self.config.segment_bytes;
             if !w.active.is_empty() && (full || self.too_old(&w.active)) {
                 self.roll(w)?;
-                rolled = true;
+                *rolled = true;
             }
             let room = self.config.segment_bytes.saturating_sub(w.active.size());
             let mut last = first;
@@ -280,8 +325,6 @@ impl Partition {
                 self.config.index_interval_bytes,
             );
             if let Err((err, unknown)) = result {
-                // Batches of this call already written stay (they are whole and valid), but the
-                // call reports failure; the caller may retry the whole call (at-least-once).
                 return Err(if unknown { self.poison(err) } else { err });
             }
             w.next_offset = w.active.next_offset();
@@ -293,17 +336,7 @@ impl Partition {
             }
             first = last + 1;
         }
-        let end = w.next_offset;
-        drop(guard);
-        if self.durability == Durability::EveryBatch {
-            self.sync_to(end)?;
-        } else {
-            self.notify.notify_waiters();
-        }
-        if rolled && let Err(e) = self.enforce_retention(now_ms) {
-            tracing::error!(topic = %self.origin.topic, partition = self.id(), error = %e, "retention after roll failed");
-        }
-        Ok(Appended { partition: self.id(), base_offset, count: end - base_offset })
+        Ok(())
     }
 
     fn too_old(&self, segment: &Segment) -> bool {

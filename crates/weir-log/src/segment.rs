@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, EncodedBatch, HEADER_LEN};
 use crate::damage::DamagedRange;
 use crate::error::{Error, Result};
+use crate::handles::SegmentFile;
 use crate::index::{Index, IndexEntry};
 use crate::record::StoredRecord;
 
@@ -69,7 +70,8 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     index_path: PathBuf,
-    file: File,
+    /// Opened on use, closed by the file cache when others are used more recently.
+    file: SegmentFile,
     index: Mutex<Index>,
     /// Bytes written so far (the writer's view).
     size: AtomicU64,
@@ -248,9 +250,9 @@ impl Segment {
     ) -> Segment {
         Segment {
             base_offset,
+            file: SegmentFile::with_open(path.clone(), file),
             path,
             index_path,
-            file,
             index: Mutex::new(index),
             size: AtomicU64::new(size),
             visible: AtomicU64::new(size),
@@ -348,9 +350,10 @@ impl Segment {
     /// and drops the index entries past it. Returns the bytes cut. Only called during open.
     pub(crate) fn cut_tail(&self, position: u64) -> Result<u64> {
         let len = self.size();
-        self.file.set_len(position).map_err(Error::io("truncate torn segment tail", &self.path))?;
+        let file = self.open()?;
+        file.set_len(position).map_err(Error::io("truncate torn segment tail", &self.path))?;
         crate::fault::before_sync(&self.path, position)
-            .and_then(|()| self.file.sync_all())
+            .and_then(|()| file.sync_all())
             .map_err(Error::io("fsync truncated segment", &self.path))?;
         self.index().truncate_to_position(position)?;
         self.size.store(position, Ordering::Release);
@@ -404,10 +407,12 @@ impl Segment {
         index_interval: u64,
     ) -> std::result::Result<(), (Error, bool)> {
         let start = self.size();
-        if let Err(e) = self.file.write_all_at(buf, start) {
-            let unknown = self.file.set_len(start).is_err();
+        let file = self.file.get().map_err(|e| (Error::io("open segment", &self.path)(e), false))?;
+        if let Err(e) = file.write_all_at(buf, start) {
+            let unknown = file.set_len(start).is_err();
             return Err((Error::io("append to segment", &self.path)(e), unknown));
         }
+        self.file.written();
         let mut max_ts = self.max_timestamp();
         let mut next = self.next_offset();
         {
@@ -458,7 +463,7 @@ impl Segment {
     /// `fdatasync` of the segment file.
     pub(crate) fn sync(&self) -> Result<()> {
         crate::fault::before_sync(&self.path, self.size())
-            .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.file.sync())
             .map_err(Error::io("fdatasync segment", &self.path))
     }
 
@@ -476,7 +481,8 @@ impl Segment {
         out: &mut Vec<StoredRecord>,
     ) -> Result<(usize, Option<DamagedRange>)> {
         let entry = self.index().lookup_offset(from.saturating_sub(self.base_offset) as u32);
-        let mut scan = self.scan_from(entry, max_bytes.clamp(HEADER_LEN, READ_CHUNK));
+        let file = self.open()?;
+        let mut scan = self.scan_from(&file, entry, max_bytes.clamp(HEADER_LEN, READ_CHUNK));
         let mut expected = self.base_offset + u64::from(entry.relative_offset);
         let mut read_bytes = 0usize;
         while read_bytes == 0 || read_bytes < max_bytes {
@@ -511,7 +517,8 @@ impl Segment {
             return Ok(None);
         }
         let entry = self.index().lookup_time(timestamp);
-        let mut scan = self.scan_from(entry, SCAN_CHUNK);
+        let file = self.open()?;
+        let mut scan = self.scan_from(&file, entry, SCAN_CHUNK);
         let mut expected = self.base_offset + u64::from(entry.relative_offset);
         loop {
             let Some(b) = self.next_below(origin, &mut scan, expected, end).map_err(|r| r.to_error())? else {
@@ -549,9 +556,14 @@ impl Segment {
         }
     }
 
-    fn scan_from(&self, entry: IndexEntry, chunk_size: usize) -> Scan<'_> {
+    /// The segment's file, opened if the file cache closed it.
+    fn open(&self) -> Result<Arc<File>> {
+        self.file.get().map_err(Error::io("open segment", &self.path))
+    }
+
+    fn scan_from<'f>(&self, file: &'f File, entry: IndexEntry, chunk_size: usize) -> Scan<'f> {
         Scan {
-            file: &self.file,
+            file,
             position: u64::from(entry.position),
             end: self.visible.load(Ordering::Acquire),
             chunk_size,

@@ -56,6 +56,14 @@ pub(crate) struct TopicInner {
     pub(crate) notify: Arc<Notify>,
 }
 
+/// `timeout` from now, or a century from now for a longer (or `Duration::MAX`) timeout, which
+/// would overflow the clock.
+pub(crate) fn deadline(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(timeout.min(century)).unwrap_or(now)
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -125,9 +133,12 @@ impl Topic {
     /// # Errors
     ///
     /// [`Error::UnknownPartition`], [`Error::RecordTooLarge`] (nothing of the call is written),
-    /// [`Error::Io`] (disk full, permission denied: batches of this call written before the
-    /// failure stay, so a retry may duplicate them), [`Error::Poisoned`] after a failed
-    /// `fdatasync`, [`Error::UnknownTopic`] after the topic was deleted.
+    /// [`Error::Io`] (disk full, permission denied: nothing of the call is written),
+    /// [`Error::PartiallyAppended`] when an I/O failure stopped the call after some of its
+    /// batches were written: it lists exactly the records that are in the log (a prefix of
+    /// `records`), so a retry of the others duplicates nothing; [`Error::Poisoned`] after a
+    /// failed `fdatasync` (what the failing call wrote may or may not survive a reopen),
+    /// [`Error::UnknownTopic`] after the topic was deleted.
     pub fn append(&self, partition: u32, records: &[Record]) -> Result<Appended> {
         self.partition(partition)?.append(records, now_ms())
     }
@@ -138,7 +149,9 @@ impl Topic {
     ///
     /// # Errors
     ///
-    /// As [`Topic::append`]; records of partitions appended before a failing one stay written.
+    /// As [`Topic::append`]. Records go to their partitions one partition at a time; when a
+    /// partition fails after others (or part of its own records) were appended,
+    /// [`Error::PartiallyAppended`] lists every record that is in the log and where.
     pub fn send(&self, records: &[Record]) -> Result<Vec<RecordPosition>> {
         let n = self.partition_count();
         let mut targets = Vec::with_capacity(records.len());
@@ -163,15 +176,47 @@ impl Topic {
         for (i, &p) in targets.iter().enumerate() {
             buckets[p as usize].push(i);
         }
+        // Input indices of the records appended so far, for a failure part-way.
+        let mut done: Vec<usize> = Vec::new();
         for (p, indices) in buckets.iter().enumerate().filter(|(_, b)| !b.is_empty()) {
             let group: Vec<Record> = indices.iter().map(|&i| records[i].clone()).collect();
-            let appended = self.partition(p as u32)?.append(&group, now)?;
-            for (k, &i) in indices.iter().enumerate() {
-                positions[i] =
-                    RecordPosition { partition: p as u32, offset: appended.base_offset + k as u64 };
+            match self.partition(p as u32)?.append(&group, now) {
+                Ok(appended) => {
+                    for (k, &i) in indices.iter().enumerate() {
+                        positions[i] =
+                            RecordPosition { partition: p as u32, offset: appended.base_offset + k as u64 };
+                    }
+                    done.extend_from_slice(indices);
+                }
+                Err(err) => return Err(self.partial(records.len(), &positions, done, indices, err)),
             }
         }
         Ok(positions)
+    }
+
+    /// The error of a [`Topic::send`] that failed at a partition after the records `done`
+    /// (indices into the input, their positions in `positions`) were appended; `failed` maps the
+    /// failing partition's records to input indices.
+    fn partial(
+        &self,
+        total: usize,
+        positions: &[RecordPosition],
+        done: Vec<usize>,
+        failed: &[usize],
+        err: Error,
+    ) -> Error {
+        let mut appended: Vec<(usize, RecordPosition)> =
+            done.into_iter().map(|i| (i, positions[i])).collect();
+        let source = match err {
+            Error::PartiallyAppended { appended: some, source, .. } => {
+                appended.extend(some.into_iter().map(|(k, pos)| (failed[k], pos)));
+                source
+            }
+            err if appended.is_empty() => return err,
+            err => Box::new(err),
+        };
+        appended.sort_unstable_by_key(|&(i, _)| i);
+        Error::PartiallyAppended { topic: self.name().to_owned(), total, appended, source }
     }
 
     /// Reads records of a partition from `offset` on: about `max_bytes` worth of batches, and
@@ -261,7 +306,7 @@ impl Topic {
     /// Cancel safe: dropping the future loses nothing.
     pub async fn wait_for(&self, partition: u32, offset: u64, timeout: Duration) -> Result<bool> {
         let p = self.partition(partition)?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::topic::deadline(timeout);
         loop {
             let notified = self.inner.notify.notified();
             tokio::pin!(notified);

@@ -391,7 +391,7 @@ fn a_damaged_group_offsets_file_fails_that_group_loudly_and_nothing_else() {
 }
 
 #[test]
-fn a_damaged_topic_json_fails_the_open_naming_it_and_loses_nothing() {
+fn a_damaged_topic_json_makes_its_topic_unavailable_naming_it_and_loses_nothing() {
     let fixture = build();
     let scratch = fixture.tmp.path().join("scratch");
     let meta = |dir: &Path| dir.join("topics").join(TOPIC).join("topic.json");
@@ -410,11 +410,21 @@ fn a_damaged_topic_json_fails_the_open_naming_it_and_loses_nothing() {
             Some(b) => std::fs::write(meta(&scratch), b).unwrap(),
         }
         let context = format!("topic.json {what}");
-        match Log::open(&scratch, options()) {
-            Err(Error::Metadata { path, .. } | Error::Io { path, .. }) => {
-                assert_eq!(path, meta(&scratch), "{context}")
+        // The log opens; the topic is unavailable, naming topic.json, and nothing else is touched.
+        {
+            let log = Log::open(&scratch, options()).unwrap();
+            let [(name, error)] = &log.unavailable_topics()[..] else {
+                panic!("{context}: one unavailable topic expected: {:?}", log.unavailable_topics())
+            };
+            assert_eq!(name, TOPIC, "{context}");
+            match &**error {
+                Error::Metadata { path, .. } | Error::Io { path, .. } => assert_eq!(path, &meta(&scratch), "{context}"),
+                other => panic!("{context}: the error must name topic.json: {other:?}"),
             }
-            other => panic!("{context}: the open must fail naming topic.json: {other:?}"),
+            assert!(
+                matches!(log.topic(TOPIC), Err(Error::TopicUnavailable { .. })),
+                "{context}: the topic must be unavailable"
+            );
         }
         // Nothing was touched: with the file restored, every record is there.
         std::fs::write(meta(&scratch), &original).unwrap();

@@ -77,3 +77,23 @@ fn the_active_segment_is_never_deleted() {
     assert_eq!(log.enforce_retention().unwrap(), 0);
     assert_eq!(topic.read(0, 0, 1 << 20).unwrap().len(), 10);
 }
+
+#[test]
+fn a_retention_past_i64_is_refused_and_the_longest_one_keeps_every_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    // u64::MAX ms ("forever" typed as a number) once wrapped to -1 and deleted every sealed segment.
+    let forever = TopicConfig { segment_bytes: 4096, retention_ms: Some(u64::MAX), ..TopicConfig::default() };
+    let err = log.create_topic("t", forever).unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { field: "retention_ms", .. }), "{err}");
+    assert!(log.topics().is_empty());
+
+    let longest =
+        TopicConfig { segment_bytes: 4096, retention_ms: Some(i64::MAX as u64), ..TopicConfig::default() };
+    let topic = log.create_topic("t", longest).unwrap();
+    fill(&topic, 50, |_| 1);
+    assert_eq!(log.enforce_retention().unwrap(), 0);
+    let info = topic.describe().partitions[0];
+    assert!(info.segments > 1);
+    assert_eq!((info.start_offset, info.end_offset), (0, 50));
+}

@@ -96,3 +96,14 @@ fn read_by_timestamp_finds_the_first_record_at_or_after() {
     }
     assert_eq!(topic.offset_for_timestamp(0, 10_000).unwrap(), None);
 }
+
+#[tokio::test]
+async fn waiting_without_a_time_limit_does_not_overflow_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let topic = log.create_topic("t", TopicConfig::default()).unwrap();
+    topic.append(0, &[Record::new("x")]).unwrap();
+    assert!(topic.wait_for(0, 0, std::time::Duration::MAX).await.unwrap());
+    let mut consumer = log.consumer(weir_log::ConsumerConfig::new("t")).unwrap();
+    assert_eq!(consumer.poll(std::time::Duration::MAX).await.unwrap().len(), 1);
+}

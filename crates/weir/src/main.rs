@@ -13,11 +13,13 @@ fn main() -> ExitCode {
     cli::init_tracing(args.log_format);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        // `weir consume … | head`: the reader went away, which is how such a pipeline ends.
-        Err(e) if cli::output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("weir: error: {e:#}");
-            ExitCode::FAILURE
+            let code = cli::exit_code(&e);
+            if code != ExitCode::SUCCESS {
+                // If stderr is gone too, the exit code still says what happened.
+                let _ = cli::output::note(format_args!("weir: error: {e:#}"));
+            }
+            code
         }
     }
 }

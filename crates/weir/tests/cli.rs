@@ -618,3 +618,185 @@ fn sql_checkpoints_under_the_log_directory_and_names_bad_checkpoint_flags() {
         assert!(err.contains(flag), "weir {all:?}: {err}");
     }
 }
+
+impl Weir {
+    /// Runs `weir ARGS` through `sh -c`, with `setup` (ulimits, redirections) before it and
+    /// `redirect` after it: `sh -c "SETUP; exec weir --dir D ARGS REDIRECT"`. Returns the output.
+    fn shell(&self, setup: &str, args: &[&str], redirect: &str, stdin: &[u8]) -> Output {
+        let script = format!("{setup}\nexec \"$0\" --dir \"$1\" \"${{@:2}}\" {redirect}");
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_weir"))
+            .arg(self.dir.path().join("log"))
+            .args(args)
+            .env_remove("WEIR_DIR")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The child may exit without reading everything (a full disk).
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Records stored in `topic`, over all partitions.
+    fn records(&self, topic: &str) -> u64 {
+        let d = &self.json_lines(&["topic", "describe", topic, "--json"])[0];
+        d["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["end_offset"].as_u64().unwrap() - p["start_offset"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+fn lines(n: usize) -> Vec<u8> {
+    (0..n).map(|i| format!("line {i:0>100}\n")).collect::<String>().into_bytes()
+}
+
+fn no_panic(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && out.status.code() != Some(101), "panicked: {stderr}");
+}
+
+#[test]
+fn a_retention_too_large_is_refused_naming_the_flag_and_forever_means_no_limit() {
+    let weir = Weir::new();
+    let err = weir.fails(&["topic", "create", "t", "-p", "1", "--retention-ms", "18446744073709551615"], 1);
+    assert!(
+        err.contains("invalid --retention-ms: 18446744073709551615 ms is more than the maximum"),
+        "{err}"
+    );
+    assert!(err.contains("forever"), "{err}");
+    let err = weir.fails(&["topic", "create", "t", "-p", "1", "--segment-ms", "18446744073709551615"], 1);
+    assert!(err.contains("invalid --segment-ms"), "{err}");
+    let err = weir.fails(&["topic", "create", "t", "-p", "1", "--retention-bytes", "0"], 1);
+    assert!(err.contains("invalid --retention-bytes"), "{err}");
+    let err = weir.fails(&["topic", "create", "t", "-p", "1", "--retention-ms", "soon"], 2);
+    assert!(err.contains("forever"), "{err}");
+
+    weir.ok(&[
+        "topic",
+        "create",
+        "a",
+        "-p",
+        "1",
+        "--retention-ms",
+        "forever",
+        "--retention-bytes",
+        "unlimited",
+    ]);
+    weir.ok(&["topic", "create", "b", "-p", "1", "--retention-ms", "-1", "--segment-ms", "forever"]);
+    for topic in ["a", "b"] {
+        let d = &weir.json_lines(&["topic", "describe", topic, "--json"])[0];
+        assert_eq!(d["config"]["retention_ms"], Value::Null);
+        assert_eq!(d["config"]["retention_bytes"], Value::Null);
+        assert_eq!(d["config"]["segment_ms"], Value::Null);
+    }
+}
+
+#[test]
+fn a_closed_broken_or_full_stderr_never_panics_and_the_exit_code_says_what_was_appended() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "-p", "3"]);
+    let input = lines(100);
+    // Full stderr: the records are appended, the summary is lost, the exit code says so.
+    let out = weir.shell("", &["produce", "t"], "2>/dev/full", &input);
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(weir.records("t"), 100);
+    // Broken stderr: a pipe whose reader has gone.
+    let out = weir.shell("exec 3>&1", &["produce", "t"], "2> >(exec 0<&-; true)", &input);
+    no_panic(&out);
+    assert!(matches!(out.status.code(), Some(0 | 4)), "{:?}", out.status);
+    assert_eq!(weir.records("t"), 200);
+    // Closed stderr.
+    let out = weir.shell("", &["produce", "t"], "2>&-", &input);
+    no_panic(&out);
+    assert!(matches!(out.status.code(), Some(0 | 4)), "{:?}", out.status);
+    assert_eq!(weir.records("t"), 300);
+    // With --json the summary goes to stdout: a full stdout is code 4 too.
+    let out = weir.shell("", &["produce", "t", "--json"], ">/dev/full", &input);
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(weir.records("t"), 400);
+    // An error that changed nothing is 1, whether or not the message can be written.
+    let out = weir.shell("", &["produce", "nope"], "2>/dev/full", &input);
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    // Warnings through tracing to a full stderr do not panic either.
+    let out = weir.shell("export RUST_LOG=debug", &["topic", "list"], "2>/dev/full", b"");
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn consume_into_a_closed_or_full_stdout_never_panics_nor_commits_what_was_lost() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "-p", "1"]);
+    weir.ok_with_input(&["produce", "t"], &lines(10_000));
+    let out = weir.shell("set -o pipefail", &["consume", "t"], "| head -1", b"");
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let out = weir.shell("", &["consume", "t", "--group", "g"], ">/dev/full 2>/dev/full", b"");
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    // Nothing printed, nothing committed.
+    let err = weir.fails(&["group", "describe", "g"], 1);
+    assert!(err.contains("unknown consumer group"), "{err}");
+}
+
+#[test]
+fn produce_on_a_full_disk_reports_exactly_the_records_it_appended() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "-p", "3"]);
+    // The file-size limit fails writes with EFBIG as a full disk does with ENOSPC.
+    let out = weir.shell(
+        "trap '' XFSZ; ulimit -f 256",
+        &["produce", "t", "--batch-size", "300"],
+        "",
+        &lines(20_000),
+    );
+    no_panic(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let reported: u64 = stderr
+        .split(" record")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stderr}"));
+    assert!(stderr.contains("were appended to topic t before the error"), "{stderr}");
+    assert!(reported > 0);
+    assert_eq!(weir.records("t"), reported, "{stderr}");
+}
+
+#[test]
+fn a_topic_with_more_partitions_than_open_files_works_and_a_broken_topic_spares_the_others() {
+    let weir = Weir::new();
+    let low = "ulimit -n 256";
+    let out = weir.shell(low, &["topic", "create", "wide", "-p", "600"], "", b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir.shell(low, &["produce", "wide"], "", &lines(3_000));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir.shell(low, &["consume", "wide"], "", b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3_000);
+
+    // A topic whose configuration is unreadable: the others still work, with a warning.
+    weir.ok(&["topic", "create", "bad", "-p", "1"]);
+    std::fs::write(weir.dir.path().join("log/topics/bad/topic.json"), b"garbage").unwrap();
+    let out = weir.run(&["produce", "wide"], b"one more\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("topic bad could not be opened"));
+    assert_eq!(weir.records("wide"), 3_001);
+    let err = weir.fails(&["consume", "bad"], 1);
+    assert!(err.contains("topic \"bad\" could not be opened"), "{err}");
+    weir.ok(&["topic", "delete", "bad"]);
+    assert!(!weir.ok(&["topic", "list"]).contains("bad"));
+}

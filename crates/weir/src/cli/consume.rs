@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use weir::log::{AutoOffsetReset, Consumer, ConsumerConfig, Log, StoredRecord, Topic};
 
-use super::output::{Output, base64};
+use super::output::{Output, base64, note};
 
 /// How long one wait for new records lasts under `--follow` before the loop checks again.
 const POLL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -173,10 +173,10 @@ fn seek_to_start(consumer: &mut Consumer, topic: &Topic, args: &ConsumeArgs) -> 
             let (start, end) = (topic.start_offset(p)?, topic.end_offset(p)?);
             let clamped = offset.clamp(start, end);
             if clamped != offset {
-                eprintln!(
+                let _ = note(format_args!(
                     "weir: warning: partition {p} of {} holds offsets {start}..{end}; starting at {clamped} instead of {offset}",
                     topic.name()
-                );
+                ));
             }
             consumer.seek(topic.name(), p, clamped)?;
         }

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use weir::log::{Error, Log};
 
-use super::output::{Align, Output, Table};
+use super::output::{Align, Output, Table, note};
 
 /// The `group` subcommands.
 #[derive(Debug, Subcommand)]
@@ -55,7 +55,7 @@ fn list(log: &Log, out: &mut Output) -> Result<()> {
     if out.json() {
         Ok(())
     } else if table.is_empty() {
-        eprintln!("no consumer groups in {}", log.dir().display());
+        let _ = note(format_args!("no consumer groups in {}", log.dir().display()));
         Ok(())
     } else {
         out.table(&table)
@@ -97,7 +97,7 @@ fn describe(log: &Log, group: &str, out: &mut Output) -> Result<()> {
         ]);
     }
     if table.is_empty() {
-        eprintln!("group {group} has no committed offsets for existing topics");
+        let _ = note(format_args!("group {group} has no committed offsets for existing topics"));
         Ok(())
     } else {
         out.table(&table)

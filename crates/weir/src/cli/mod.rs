@@ -14,9 +14,18 @@
 //!
 //! # Exit codes
 //!
-//! `0` on success (also when the reader of stdout went away, as in `weir consume t | head`);
-//! `1` for an error, with a one-line `weir: error: …` message on stderr naming the problem;
-//! `2` for a usage error (unknown flag, bad value), reported by the argument parser.
+//! The exit code says what happened to the data, also when stdout or stderr is closed, broken
+//! or full (nothing panics on a failed write; a message that cannot be written is lost, the code
+//! is not):
+//!
+//! - `0`: success (also when the reader of stdout went away, as in `weir consume t | head`);
+//! - `1`: an error, and this command changed nothing in the log (no record appended, no topic
+//!   created or deleted); a one-line `weir: error: …` message on stderr names the problem;
+//! - `2`: a usage error (unknown flag, bad value), reported by the argument parser;
+//! - `3`: `produce` appended some records, then failed: the message says how many, and exactly
+//!   those are in the log (retry only the rest);
+//! - `4`: the command did everything it was asked (records appended, topic created or deleted),
+//!   but could not write its report to stdout or stderr: do not retry it.
 //!
 //! # Logging
 //!
@@ -32,6 +41,7 @@ pub(crate) mod topic;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -46,7 +56,10 @@ use self::output::Output;
     about = "Manage topics, produce and consume records, and inspect consumer groups of a Weir log directory"
 )]
 #[command(after_help = "With --json, every command prints JSON Lines on stdout: one JSON object per line.\n\
-Logging goes to stderr; set RUST_LOG (default: warn) to see more.")]
+Logging goes to stderr; set RUST_LOG (default: warn) to see more.\n\n\
+Exit codes: 0 success; 1 error, nothing changed in the log; 2 usage error; 3 produce appended \
+some records, then failed (the message says how many; exactly those are in the log); 4 done, \
+but the report could not be written to stdout/stderr (do not retry).")]
 pub(crate) struct Cli {
     /// The log directory.
     #[arg(long, global = true, env = "WEIR_DIR", default_value = "./weir-data", value_name = "DIR")]
@@ -90,14 +103,33 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`).
+/// Sets up `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`). A failed write
+/// loses the message and nothing else (tracing-subscriber's own report of it, which would go to
+/// the same stderr with a panicking `eprintln!`, is off).
 pub(crate) fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The exit code for a failed command (see the module docs).
+pub(crate) fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<output::AppendedBeforeError>().is_some() {
+        ExitCode::from(output::EXIT_APPENDED)
+    } else if error.downcast_ref::<output::Unreported>().is_some() {
+        ExitCode::from(output::EXIT_UNREPORTED)
+    } else if output::is_broken_pipe(error) {
+        // `weir consume … | head`: the reader went away, which is how such a pipeline ends.
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -108,13 +140,19 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         return sql::run(&cli.dir, args);
     }
     let mut out = Output::new(cli.json);
-    match cli.command {
+    // Whether the command changes the log: then a failure to report is `Unreported`.
+    let mut changes = false;
+    let result = match cli.command {
         Command::Topic { command } => {
             let creates = matches!(command, topic::TopicCommand::Create(_));
+            changes = matches!(command, topic::TopicCommand::Create(_) | topic::TopicCommand::Delete { .. });
             let log = open_log(&cli.dir, creates)?;
-            topic::run(&log, command, &mut out)?;
+            topic::run(&log, command, &mut out)
         }
-        Command::Produce(args) => produce::run(&open_log(&cli.dir, false)?, &args, &mut out)?,
+        Command::Produce(args) => {
+            changes = true;
+            produce::run(&open_log(&cli.dir, false)?, &args, &mut out)
+        }
         Command::Consume(args) => {
             let log = open_log(&cli.dir, false)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -122,12 +160,20 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
-            runtime.block_on(consume::run(&log, &args, &mut out))?;
+            runtime.block_on(consume::run(&log, &args, &mut out))
         }
-        Command::Group { command } => group::run(&open_log(&cli.dir, false)?, command, &mut out)?,
-        Command::Sql(_) => {}
-    }
-    out.flush()
+        Command::Group { command } => group::run(&open_log(&cli.dir, false)?, command, &mut out),
+        Command::Sql(_) => Ok(()),
+    };
+    result.and_then(|()| out.flush()).map_err(|e| {
+        // A command that made its change and then failed only to write about it.
+        let appended = e.downcast_ref::<output::AppendedBeforeError>().is_some();
+        if changes && !appended && e.downcast_ref::<output::ReportError>().is_some() {
+            e.context(output::Unreported)
+        } else {
+            e
+        }
+    })
 }
 
 /// Opens the log in `dir`. Only `topic create` may create a new log: for every other command a
@@ -139,12 +185,19 @@ fn open_log(dir: &Path, create: bool) -> Result<Log> {
             dir.display()
         );
     }
-    Log::open(dir, LogOptions::default()).map_err(|e| match e {
+    let log = Log::open(dir, LogOptions::default()).map_err(|e| match e {
         Error::Locked(_) => anyhow!(
             "{e}: a log directory can be open in one process at a time (is a `weir consume --follow` running?)"
         ),
         e => e.into(),
-    })
+    })?;
+    for (topic, error) in log.unavailable_topics() {
+        let _ = output::note(format_args!(
+            "weir: warning: topic {topic} could not be opened ({error}); the other topics are available \
+             (`weir topic delete {topic}` removes it)"
+        ));
+    }
+    Ok(log)
 }
 
 /// A separator argument: non-empty, with `\t` for a tab (shells make a literal tab awkward).

@@ -31,7 +31,7 @@ impl Output {
 
     /// Writes raw bytes.
     pub(crate) fn bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).context("cannot write to stdout")
+        self.out.write_all(bytes).context(ReportError::Stdout)
     }
 
     /// Writes `table` with its columns aligned.
@@ -42,9 +42,73 @@ impl Output {
 
     /// Pushes everything buffered to stdout.
     pub(crate) fn flush(&mut self) -> Result<()> {
-        self.out.flush().context("cannot write to stdout")
+        self.out.flush().context(ReportError::Stdout)
     }
 }
+
+/// Writes a line to stderr (a note, a summary, an error message). Never panics, unlike
+/// `eprintln!`: a closed, broken or full stderr loses the note, and the caller learns it from the
+/// result; what happened to the data is in the exit code.
+pub(crate) fn note(args: std::fmt::Arguments<'_>) -> io::Result<()> {
+    let mut stderr = io::stderr().lock();
+    stderr.write_fmt(args)?;
+    stderr.write_all(b"\n")?;
+    stderr.flush()
+}
+
+/// In the error chain of a failed write of output: stdout or stderr.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReportError {
+    /// Records, tables, JSON.
+    Stdout,
+    /// Notes and summaries.
+    Stderr,
+}
+
+impl std::fmt::Display for ReportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReportError::Stdout => "cannot write to stdout",
+            ReportError::Stderr => "cannot write to stderr",
+        })
+    }
+}
+
+/// In the error chain of a command that appended records before it failed: how many are in the
+/// log. Exit code [`EXIT_APPENDED`].
+#[derive(Debug)]
+pub(crate) struct AppendedBeforeError {
+    pub(crate) topic: String,
+    pub(crate) records: u64,
+}
+
+impl std::fmt::Display for AppendedBeforeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.records == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} record{s} of this run were appended to topic {} before the error (exactly those are in the log; \
+             retry only the rest)",
+            self.records, self.topic
+        )
+    }
+}
+
+/// In the error chain of a command that changed the log as asked but could not write its report
+/// (stdout or stderr closed, broken or full). Exit code [`EXIT_UNREPORTED`].
+#[derive(Debug)]
+pub(crate) struct Unreported;
+
+impl std::fmt::Display for Unreported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the command completed, but its report could not be written (do not retry it)")
+    }
+}
+
+/// Exit code: records were appended, then an error stopped the command.
+pub(crate) const EXIT_APPENDED: u8 = 3;
+/// Exit code: the command did everything, but writing its report failed.
+pub(crate) const EXIT_UNREPORTED: u8 = 4;
 
 /// Whether `error` is a write to a closed pipe (`weir consume t | head`).
 pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {

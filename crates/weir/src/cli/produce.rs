@@ -6,9 +6,9 @@ use std::io::{BufRead, BufReader};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
-use weir::log::{Log, Record, Topic};
+use weir::log::{Error, Log, Record, Topic};
 
-use super::output::Output;
+use super::output::{AppendedBeforeError, Output, ReportError, note};
 
 /// Arguments of `weir produce`.
 #[derive(Debug, Args)]
@@ -16,7 +16,8 @@ use super::output::Output;
 line ending (\\n or \\r\\n) is not part of it, and an empty line is a record with an empty value. \
 Records are appended in batches of --batch-size lines, so when typing lines by hand use \
 --batch-size 1 to append each at once. A summary goes to stderr (with --json: a JSON object on \
-stdout).")]
+stdout). If an append fails after records were appended, the exit code is 3 and the message says \
+how many records of this run are in the log: exactly those, so a retry should skip them.")]
 pub(crate) struct ProduceArgs {
     /// The topic to append to.
     topic: String,
@@ -52,19 +53,37 @@ pub(crate) fn run(log: &Log, args: &ProduceArgs, out: &mut Output) -> Result<()>
         out.json_line(&summary)
     } else {
         let partitions: Vec<String> = summary.partitions.iter().map(u32::to_string).collect();
-        eprintln!(
+        note(format_args!(
             "produced {} record{} to topic {} (partitions: {})",
             summary.records,
             if summary.records == 1 { "" } else { "s" },
             summary.topic,
             if partitions.is_empty() { "none".to_owned() } else { partitions.join(", ") },
-        );
-        Ok(())
+        ))
+        .context(ReportError::Stderr)
     }
 }
 
-fn produce(log: &Log, args: &ProduceArgs, mut input: impl BufRead) -> Result<Summary> {
+/// Appends every line of `input`. On an error after records were appended, the error carries
+/// [`AppendedBeforeError`] with their exact number.
+fn produce(log: &Log, args: &ProduceArgs, input: impl BufRead) -> Result<Summary> {
     let topic = log.topic(&args.topic)?;
+    let mut summary = Summary { topic: topic.name().to_owned(), ..Summary::default() };
+    match produce_into(&topic, args, input, &mut summary) {
+        Ok(()) => Ok(summary),
+        Err(e) if summary.records > 0 => {
+            Err(e.context(AppendedBeforeError { topic: summary.topic, records: summary.records }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn produce_into(
+    topic: &Topic,
+    args: &ProduceArgs,
+    mut input: impl BufRead,
+    summary: &mut Summary,
+) -> Result<()> {
     if let Some(p) = args.partition
         && p >= topic.partition_count()
     {
@@ -72,7 +91,6 @@ fn produce(log: &Log, args: &ProduceArgs, mut input: impl BufRead) -> Result<Sum
     }
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     let batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
-    let mut summary = Summary { topic: topic.name().to_owned(), ..Summary::default() };
     let mut batch: Vec<Record> = Vec::with_capacity(batch_size.min(1 << 16));
     let mut line = Vec::new();
     loop {
@@ -83,12 +101,11 @@ fn produce(log: &Log, args: &ProduceArgs, mut input: impl BufRead) -> Result<Sum
         }
         batch.push(to_record(&line, separator));
         if batch.len() >= batch_size {
-            append(&topic, args.partition, &batch, &mut summary)?;
+            append(topic, args.partition, &batch, summary)?;
             batch.clear();
         }
     }
-    append(&topic, args.partition, &batch, &mut summary)?;
-    Ok(summary)
+    append(topic, args.partition, &batch, summary)
 }
 
 /// One line as a record: without its line ending, split at the first separator if one is given.
@@ -105,24 +122,29 @@ fn to_record(line: &[u8], separator: Option<&[u8]>) -> Record {
     }
 }
 
+/// Appends one batch and counts it in `summary`; on failure counts exactly the records of the
+/// batch that made it into the log.
 fn append(topic: &Topic, partition: Option<u32>, batch: &[Record], summary: &mut Summary) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    let written = summary.records;
-    let context = || format!("append to topic {} failed after {written} records were appended", topic.name());
-    match partition {
-        Some(p) => {
-            topic.append(p, batch).with_context(context)?;
-            summary.partitions.insert(p);
+    let result = match partition {
+        Some(p) => topic.append(p, batch).map(|_| vec![p]),
+        None => topic.send(batch).map(|positions| positions.iter().map(|pos| pos.partition).collect()),
+    };
+    match result {
+        Ok(partitions) => {
+            summary.partitions.extend(partitions);
+            summary.records += batch.len() as u64;
+            Ok(())
         }
-        None => {
-            let positions = topic.send(batch).with_context(context)?;
-            summary.partitions.extend(positions.iter().map(|pos| pos.partition));
+        Err(Error::PartiallyAppended { appended, source, .. }) => {
+            summary.partitions.extend(appended.iter().map(|(_, pos)| pos.partition));
+            summary.records += appended.len() as u64;
+            Err(anyhow::Error::new(*source).context(format!("append to topic {} failed", topic.name())))
         }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("append to topic {} failed", topic.name()))),
     }
-    summary.records += batch.len() as u64;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `weir sql`: runs a file of streaming SQL statements, or one query.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +9,8 @@ use clap::Args;
 use weir::log::{Log, LogOptions};
 use weir::runtime::Checkpointing;
 use weir::sql::{Script, ScriptOptions, StreamContext};
+
+use super::output::{ReportError, note};
 
 /// Arguments of `weir sql`.
 #[derive(Debug, Args)]
@@ -97,16 +100,18 @@ pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
             checkpointing,
         };
         let (explained, report) = script.run(&mut ctx, &options).await?;
+        let mut stdout = std::io::stdout().lock();
         for e in explained {
-            println!("{e}");
+            writeln!(stdout, "{e}").context(ReportError::Stdout)?;
         }
+        stdout.flush().context(ReportError::Stdout)?;
         if let Some(report) = report.filter(|r| r.dead_letters > 0 || r.late_records > 0) {
-            eprintln!(
+            let _ = note(format_args!(
                 "weir: {} dead letters (weir --dir {} consume sql.dlq), {} late records",
                 report.dead_letters,
                 dir.display(),
                 report.late_records
-            );
+            ));
         }
         Ok(())
     })

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use weir::log::{Error, Log, PartitionInfo, TopicConfig, TopicDescription};
 
-use super::output::{Align, Output, Table};
+use super::output::{Align, Output, Table, note};
 
 /// The `topic` subcommands.
 #[derive(Debug, Subcommand)]
@@ -36,21 +36,40 @@ pub(crate) struct CreateArgs {
     #[arg(long, short, value_name = "N")]
     partitions: u32,
     /// Retention by size: delete a partition's oldest segments while it stays at least this
-    /// many bytes without them. [default: unlimited]
-    #[arg(long, value_name = "BYTES")]
-    retention_bytes: Option<u64>,
+    /// many bytes without them; at least 1, or `unlimited` (also `-1`, as Kafka's
+    /// retention.bytes). [default: unlimited]
+    #[arg(long, value_name = "BYTES|unlimited", value_parser = limit, allow_hyphen_values = true)]
+    retention_bytes: Option<Limit>,
     /// Retention by age: delete a segment once its newest record is older than this many
-    /// milliseconds. [default: unlimited]
-    #[arg(long, value_name = "MS")]
-    retention_ms: Option<u64>,
+    /// milliseconds, 1 to 9223372036854775807, or `forever` (also `-1`, as Kafka's
+    /// retention.ms). [default: forever]
+    #[arg(long, value_name = "MS|forever", value_parser = limit, allow_hyphen_values = true)]
+    retention_ms: Option<Limit>,
     /// Roll to a new segment before one would grow past this size, 4096 to 1073741824 bytes.
     /// [default: 134217728 (128 MiB)]
     #[arg(long, value_name = "BYTES")]
     segment_bytes: Option<u64>,
-    /// Roll a non-empty segment older than this many milliseconds on the next append.
-    /// [default: roll by size only]
-    #[arg(long, value_name = "MS")]
-    segment_ms: Option<u64>,
+    /// Roll a non-empty segment older than this many milliseconds on the next append, 1 to
+    /// 9223372036854775807, or `forever` (also `-1`): roll by size only. [default: forever]
+    #[arg(long, value_name = "MS|forever", value_parser = limit, allow_hyphen_values = true)]
+    segment_ms: Option<Limit>,
+}
+
+/// A limit given on the command line: a number, or `None` for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limit(Option<u64>);
+
+/// Parses a limit: a non-negative number, or `forever`, `unlimited`, `none` or `-1` for no limit.
+/// The range of a number is checked with the topic's configuration, which names the flag.
+fn limit(s: &str) -> Result<Limit, String> {
+    match s {
+        "forever" | "unlimited" | "none" | "-1" => Ok(Limit(None)),
+        _ => s.parse::<u64>().map(|n| Limit(Some(n))).map_err(|e| {
+            format!(
+                "{e}: expected a number from 0 to 18446744073709551615, or forever/unlimited/-1 for no limit"
+            )
+        }),
+    }
 }
 
 /// Runs a `topic` subcommand.
@@ -73,15 +92,17 @@ pub(crate) fn run(log: &Log, command: TopicCommand, out: &mut Output) -> Result<
 fn create(log: &Log, args: CreateArgs, out: &mut Output) -> Result<()> {
     let defaults = TopicConfig::with_partitions(args.partitions);
     let config = TopicConfig {
-        retention_bytes: args.retention_bytes,
-        retention_ms: args.retention_ms,
+        retention_bytes: args.retention_bytes.and_then(|l| l.0),
+        retention_ms: args.retention_ms.and_then(|l| l.0),
         segment_bytes: args.segment_bytes.unwrap_or(defaults.segment_bytes),
-        segment_ms: args.segment_ms,
+        segment_ms: args.segment_ms.and_then(|l| l.0),
         ..defaults
     };
     let topic = log.create_topic(&args.name, config).map_err(|e| match e {
         // Name the flag, not the configuration field.
-        Error::InvalidConfig { field, reason } => anyhow!("invalid --{}: {reason}", field.replace('_', "-")),
+        Error::InvalidConfig { field, reason } => {
+            anyhow!("invalid --{}: {}", field.replace('_', "-"), reason.replace("use None", "use `forever`"))
+        }
         e => e.into(),
     })?;
     if out.json() {
@@ -123,7 +144,7 @@ fn list(log: &Log, out: &mut Output) -> Result<()> {
     if out.json() {
         Ok(())
     } else if table.is_empty() {
-        eprintln!("no topics in {}", log.dir().display());
+        let _ = note(format_args!("no topics in {}", log.dir().display()));
         Ok(())
     } else {
         out.table(&table)
