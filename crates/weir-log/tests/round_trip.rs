@@ -104,6 +104,7 @@ async fn waiting_without_a_time_limit_does_not_overflow_the_clock() {
     let topic = log.create_topic("t", TopicConfig::default()).unwrap();
     topic.append(0, &[Record::new("x")]).unwrap();
     assert!(topic.wait_for(0, 0, std::time::Duration::MAX).await.unwrap());
-    let mut consumer = log.consumer(weir_log::ConsumerConfig::new("t")).unwrap();
+    let config = weir_log::ConsumerConfig::new("t").auto_offset_reset(weir_log::AutoOffsetReset::Earliest);
+    let mut consumer = log.consumer(config).unwrap();
     assert_eq!(consumer.poll(std::time::Duration::MAX).await.unwrap().len(), 1);
 }
