@@ -239,13 +239,16 @@ async fn stderr_child() {
     assert_eq!(report.has_untold_losses(), mode != "kept");
 }
 
+/// `stderr_child` in a child process in `mode`.
+fn child(mode: &str) -> std::process::Command {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child.args(["stderr_child", "--exact", "--nocapture", "--test-threads=1"]).env("WEIR_STDERR_CHILD", mode);
+    child
+}
+
 /// The stderr of `stderr_child` run in a child process in `mode`.
 fn child_stderr(mode: &str) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["stderr_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env("WEIR_STDERR_CHILD", mode)
-        .output()
-        .unwrap();
+    let out = child(mode).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "child failed: {stderr}\n{}", String::from_utf8_lossy(&out.stdout));
     stderr
@@ -280,4 +283,13 @@ fn without_a_dead_letter_sink_or_late_output_the_losses_are_summarised_on_stderr
 fn with_a_dead_letter_sink_and_a_late_output_nothing_is_printed() {
     let stderr = child_stderr("kept");
     assert!(!stderr.contains("weir:"), "{stderr}");
+}
+
+/// A closed stderr (a pipe nobody reads: every write fails) does not make `run` panic or fail.
+#[test]
+fn a_closed_stderr_does_not_fail_the_job() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = child("bare").stderr(writer).stdout(std::process::Stdio::null()).status().unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -301,10 +301,7 @@ impl<T: Raw + Send + 'static> Operator<T, RecordBatch> for Decode {
                         }),
                     }
                 }
-                match arrow::compute::concat_batches(&self.raw, &good) {
-                    Ok(b) if b.num_rows() > 0 => vec![b],
-                    _ => Vec::new(),
-                }
+                concat(&self.raw, good, "decode", out).into_iter().collect()
             }
         };
         for b in decoded {
