@@ -75,11 +75,16 @@ fn on_planner_thread<T: Send>(plan: impl Future<Output = Result<T>> + Send) -> R
     })
 }
 
-/// Refuses `query` if an expression in it nests deeper than [`MAX_EXPRESSION_DEPTH`]. A query
-/// that does not parse passes: DataFusion reports its syntax error.
+/// Refuses `query` if an expression in it nests deeper than [`MAX_EXPRESSION_DEPTH`], or its
+/// parentheses and subqueries deeper than the SQL parser's recursion limit. A query that does
+/// not parse otherwise passes: DataFusion reports its syntax error.
 fn check_nesting(query: &str) -> Result<()> {
     match deepest_expression(query) {
-        Some(depth) if depth > MAX_EXPRESSION_DEPTH => Err(SqlError::Unsupported(format!(
+        Err(limit) => Err(SqlError::Unsupported(format!(
+            "the query is too deeply nested for the SQL parser: {limit}; nest fewer parentheses \
+             or subqueries"
+        ))),
+        Ok(Some(depth)) if depth > MAX_EXPRESSION_DEPTH => Err(SqlError::Unsupported(format!(
             "the query is too deeply nested: an expression nests more than {MAX_EXPRESSION_DEPTH} \
              levels deep (each term of a chain of AND, OR, + … is a level); split it into \
              several queries or computed columns, or write a list of alternatives as IN (...)"
@@ -89,8 +94,9 @@ fn check_nesting(query: &str) -> Result<()> {
 }
 
 /// The nesting depth of the deepest expression of `query` (counted up to just past
-/// [`MAX_EXPRESSION_DEPTH`]), or `None` if it does not parse.
-fn deepest_expression(query: &str) -> Option<usize> {
+/// [`MAX_EXPRESSION_DEPTH`]), or `None` if it does not parse; the parser's error if it nests
+/// deeper than the parser's recursion limit.
+fn deepest_expression(query: &str) -> std::result::Result<Option<usize>, String> {
     use std::ops::ControlFlow;
 
     use datafusion::sql::parser::{DFParser, Statement};
@@ -113,7 +119,15 @@ fn deepest_expression(query: &str) -> Option<usize> {
             ControlFlow::Continue(())
         }
     }
-    let statements = DFParser::parse_sql(query).ok()?;
+    let statements = match DFParser::parse_sql(query) {
+        Ok(statements) => statements,
+        Err(datafusion::error::DataFusionError::SQL(e, limit))
+            if matches!(*e, datafusion::sql::sqlparser::parser::ParserError::RecursionLimitExceeded) =>
+        {
+            return Err(format!("recursion limit exceeded{}", limit.unwrap_or_default()));
+        }
+        Err(_) => return Ok(None),
+    };
     let mut depth = Depth { now: 0, max: 0 };
     for statement in &statements {
         if let Statement::Statement(s) = statement
@@ -122,7 +136,7 @@ fn deepest_expression(query: &str) -> Option<usize> {
             break;
         }
     }
-    Some(depth.max)
+    Ok(Some(depth.max))
 }
 
 /// Sources, and the planner for queries over them.

@@ -253,6 +253,7 @@ async fn expressions_nested_thousands_deep_are_refused_not_a_crash() {
         format!("SELECT id FROM t WHERE {}", chain(4_000, |i| format!("id <> {i}"), " AND ")),
         format!("SELECT {} AS s FROM t", chain(5_000, |_| "id".to_owned(), " + ")),
         format!("SELECT id FROM t WHERE {}", chain(3_000, |i| format!("id = {i}"), " OR ")),
+        format!("SELECT {}id{} AS p FROM t", "(".repeat(10_000), ")".repeat(10_000)),
     ] {
         let err = ctx.sql(&query).await.unwrap_err().to_string();
         assert!(err.contains("too deeply nested"), "{err}");
