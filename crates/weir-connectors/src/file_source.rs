@@ -39,11 +39,18 @@
 //!   numbers starting again at 1;
 //! - **the same file, shorter than what was read** (truncated in place, `copytruncate`): the file
 //!   is read again from its start;
+//! - **the same file, as long or longer, but with other first bytes** (truncated and rewritten
+//!   past the read position before the check, `copytruncate` followed by a burst of writes):
+//!   the file is read again from its start. The first [`FINGERPRINT_BYTES`] bytes of each file
+//!   are remembered as they are read and compared with the file's at every check;
 //! - **no file** (renamed, not yet recreated): the old handle is kept and read, since writers
 //!   often write a last line to it, until a new file appears.
 //!
-//! A file truncated and regrown past the read position between two checks is not noticed (as
-//! with `tail -F`). On systems without inodes only truncation is detected.
+//! A file truncated and rewritten with the same first bytes (a constant header line longer than
+//! the fingerprint, say) is not told from an append. The checks run when the reader is at the
+//! end of the file, before it reads what was written since: a rewrite while the reader is
+//! still behind is noticed only when it catches up. On systems without
+//! inodes only truncation and rewriting are detected.
 //!
 //! # Checkpoints
 //!
@@ -76,6 +83,9 @@ const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// Read buffer per open file.
 const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// How many of a file's first bytes follow mode remembers to tell a rewrite from an append.
+const FINGERPRINT_BYTES: usize = 4096;
 
 /// One line of a text file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -527,6 +537,11 @@ struct OpenFile {
     partial: Vec<u8>,
     /// The file's CSV header, once read.
     header: Option<Arc<CsvHeader>>,
+    /// The file's first bytes as read (up to [`FINGERPRINT_BYTES`]): if the file no longer
+    /// starts with them, it was rewritten.
+    head: Vec<u8>,
+    /// The file was rewritten in place: nothing more is read from this handle.
+    stale: bool,
 }
 
 impl OpenFile {
@@ -539,8 +554,26 @@ impl OpenFile {
             line: 0,
             partial: Vec::new(),
             header: None,
+            head: Vec::new(),
+            stale: false,
         }
     }
+
+    /// Remembers the part of `read`, the bytes just read at `at`, that lies in the first
+    /// [`FINGERPRINT_BYTES`] of the file.
+    fn remember_head(&mut self, at: u64, read: &[u8]) {
+        if at < FINGERPRINT_BYTES as u64 && at == self.head.len() as u64 {
+            let n = read.len().min(FINGERPRINT_BYTES - self.head.len());
+            self.head.extend_from_slice(&read[..n]);
+        }
+    }
+}
+
+/// The first `n` bytes of the file at `path` (fewer if it is shorter).
+fn first_bytes(path: &std::path::Path, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(n);
+    File::open(path)?.take(n as u64).read_to_end(&mut head)?;
+    Ok(head)
 }
 
 /// One file of a subtask.
@@ -556,6 +589,8 @@ struct TailedFile {
     done: bool,
     /// Bytes of the lines read, line ends included.
     bytes_read: u64,
+    /// Follow mode: the last read found the end; the file is checked before it is read again.
+    at_end: bool,
 }
 
 /// What one read found at the end.
@@ -569,7 +604,7 @@ enum Step {
 impl TailedFile {
     fn new(index: u32, path: PathBuf) -> TailedFile {
         let name: Arc<str> = path.to_string_lossy().into();
-        TailedFile { index, path, name, open: None, reopen: false, done: false, bytes_read: 0 }
+        TailedFile { index, path, name, open: None, reopen: false, done: false, bytes_read: 0, at_end: false }
     }
 
     fn error(&self, action: &str, e: impl std::fmt::Display) -> weir_runtime::Error {
@@ -605,7 +640,11 @@ impl TailedFile {
                 }
             }
         }
+        // What the file starts with now stands for what was read before the checkpoint.
+        let n = (p.offset as usize).min(FINGERPRINT_BYTES);
+        let head = first_bytes(&self.path, n).map_err(|e| self.error("read", e))?;
         let Some(open) = self.open.as_mut() else { return Ok(()) };
+        open.head = head;
         if let Err(e) = open.reader.seek(std::io::SeekFrom::Start(p.offset)) {
             return Err(self.error("seek", e));
         }
@@ -624,6 +663,10 @@ impl TailedFile {
         follow: bool,
         out: &mut Vec<F::Item>,
     ) -> Result<()> {
+        if follow && std::mem::take(&mut self.at_end) {
+            // What was written since may be a rewrite: look before reading on.
+            self.check_rotation()?;
+        }
         while out.len() < max {
             if self.open.is_none() {
                 match File::open(&self.path) {
@@ -644,7 +687,9 @@ impl TailedFile {
                     self.reopen = false;
                 }
                 Step::End => {
-                    if !follow {
+                    if follow {
+                        self.at_end = true;
+                    } else {
                         self.done = true;
                         self.open = None;
                     }
@@ -661,7 +706,12 @@ impl TailedFile {
         let Some(open) = self.open.as_mut() else { return Ok(Step::End) };
         let mut buf = std::mem::take(&mut open.partial);
         let limit = MAX_LINE_BYTES.saturating_sub(buf.len()) as u64;
-        let read = (&mut open.reader).take(limit).read_until(b'\n', &mut buf);
+        let before = buf.len();
+        let read = if open.stale {
+            Ok(0) // Rewritten: what follows in this handle is the new content, read from 0.
+        } else {
+            (&mut open.reader).take(limit).read_until(b'\n', &mut buf)
+        };
         let n = match read {
             Ok(n) => n,
             Err(e) => {
@@ -669,6 +719,7 @@ impl TailedFile {
                 return Err(self.error("read", e));
             }
         };
+        open.remember_head(open.consumed, &buf[before..]);
         open.consumed += n as u64;
         if buf.last() == Some(&b'\n') {
             return Ok(Step::Line(buf));
@@ -730,10 +781,26 @@ impl TailedFile {
             _ => false,
         };
         let truncated = !rotated && meta.len() < open.consumed;
-        if rotated || truncated {
+        let rewritten = !rotated && !truncated && self.rewritten(open)?;
+        if rewritten && let Some(open) = self.open.as_mut() {
+            open.stale = true;
+        }
+        if rotated || truncated || rewritten {
             self.reopen = true;
         }
         Ok(self.reopen)
+    }
+
+    /// Whether the file at the path (the open one) no longer starts with the bytes read from it.
+    fn rewritten(&self, open: &OpenFile) -> Result<bool> {
+        if open.head.is_empty() {
+            return Ok(false);
+        }
+        match first_bytes(&self.path, open.head.len()) {
+            Ok(now) => Ok(now != open.head),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.error("read", e)),
+        }
     }
 }
 

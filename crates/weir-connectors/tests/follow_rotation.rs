@@ -102,3 +102,43 @@ async fn bounded_sources_end_at_eof() {
     assert_eq!(report.dead_letters, 0);
     assert_eq!(out.take().len(), 10_000);
 }
+
+/// `copytruncate` followed by a burst: the file is truncated in place and rewritten past the
+/// size already read before the source looks again. Same inode, larger than the read position:
+/// only the changed first bytes tell; the new content is read from its start, whole lines only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_and_rewritten_past_its_old_size_between_polls_is_read_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let old: String = (1..=300).map(|i| format!("old line {i:04}\n")).collect();
+    std::fs::write(&path, &old).unwrap();
+
+    let p = Pipeline::builder("rewrite").parallelism(1).handle_signals(false).build().unwrap();
+    let out = CollectSink::new();
+    // A long poll interval: the truncation and the rewrite happen between two looks.
+    let source = FileSource::lines(path.to_str().unwrap()).follow().poll_interval(Duration::from_millis(300));
+    p.source(source).sink(out.clone());
+    let job = tokio::spawn(p.run());
+    let mut seen = Vec::new();
+
+    let test = async {
+        wait_for(&out, &mut seen, 300).await;
+        // Truncate in place (same inode) and write more than was there, in one go.
+        let new: String = (1..=400).map(|i| format!("new line {i:04}\n")).collect();
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
+        f.write_all(new.as_bytes()).unwrap();
+        drop(f);
+        // A last line after the rewrite: once it is seen, everything before it was read.
+        append(&path, "the end\n");
+        wait_for(&out, &mut seen, 701).await;
+        let expected: Vec<(u64, String)> = (1..=400u64)
+            .map(|i| (i, format!("new line {i:04}")))
+            .chain([(401, "the end".to_owned())])
+            .collect();
+        let got: Vec<(u64, String)> = seen[300..].iter().map(|l| (l.line, l.text.clone())).collect();
+        assert_eq!(got, expected);
+    };
+    tokio::time::timeout(Duration::from_secs(60), test).await.expect("rewrite test timed out");
+    job.abort();
+    assert!(job.await.unwrap_err().is_cancelled());
+}

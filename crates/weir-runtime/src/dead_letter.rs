@@ -5,10 +5,17 @@
 //! record's origin (topic/partition/offset, file/line), its raw payload and the error — to the
 //! pipeline's dead-letter output, and counts it. The pipeline's dead-letter sink is set with
 //! [`Pipeline::dead_letters`](crate::Pipeline::dead_letters); without one, dead letters are
-//! logged as `tracing` warnings (and counted).
+//! logged as `tracing` warnings (and counted), and [`Pipeline::run`](crate::Pipeline::run)
+//! prints a summary on stderr at the end (counts per operator and the first
+//! [`FIRST_DEAD_LETTERS`] letters), so they are visible without a `tracing` subscriber.
+//!
+//! Whatever the output, every dead letter is counted in
+//! [`JobReport::dead_letters`](crate::JobReport::dead_letters) and, per operator, in
+//! [`JobReport::dead_letters_by_operator`](crate::JobReport::dead_letters_by_operator).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -44,22 +51,51 @@ impl Traceable for String {
     }
 }
 
+/// How many dead letters a [`JobReport`](crate::JobReport) keeps as examples.
+pub const FIRST_DEAD_LETTERS: usize = 5;
+
+/// Dead letters per operator, and the first few of them.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) by_operator: BTreeMap<String, u64>,
+    pub(crate) first: Vec<DeadLetter>,
+}
+
 /// The sending side of the dead-letter output, shared by a pipeline's operators.
 #[derive(Clone, Debug)]
 pub(crate) struct DeadLetters {
     tx: mpsc::UnboundedSender<Vec<DeadLetter>>,
     count: Arc<AtomicU64>,
+    tally: Arc<Mutex<Tally>>,
 }
 
 impl DeadLetters {
     pub(crate) fn new() -> (DeadLetters, mpsc::UnboundedReceiver<Vec<DeadLetter>>, Arc<AtomicU64>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let count = Arc::new(AtomicU64::new(0));
-        (DeadLetters { tx, count: count.clone() }, rx, count)
+        (DeadLetters { tx, count: count.clone(), tally: Arc::default() }, rx, count)
+    }
+
+    /// The counts per operator and the first letters, updated as letters are sent.
+    pub(crate) fn tally(&self) -> Arc<Mutex<Tally>> {
+        self.tally.clone()
     }
 
     pub(crate) fn send(&self, letters: Vec<DeadLetter>) {
         self.count.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        {
+            let mut t = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+            for l in &letters {
+                match t.by_operator.get_mut(&l.operator) {
+                    Some(n) => *n += 1,
+                    None => {
+                        t.by_operator.insert(l.operator.clone(), 1);
+                    }
+                }
+            }
+            let room = FIRST_DEAD_LETTERS.saturating_sub(t.first.len());
+            t.first.extend(letters.iter().take(room).cloned());
+        }
         if let Err(e) = self.tx.send(letters) {
             for l in e.0 {
                 tracing::warn!(

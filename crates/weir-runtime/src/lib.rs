@@ -65,7 +65,7 @@ pub use batch::{Batch, Message, Timestamp};
 pub use checkpoint::{
     Checkpointing, KEY_GROUPS, SplitPositions, StateReader, StateWriter, decode, encode, subtask_for_hash,
 };
-pub use dead_letter::{DeadLetter, Traceable};
+pub use dead_letter::{DeadLetter, FIRST_DEAD_LETTERS, Traceable};
 pub use error::{Error, Result};
 pub use exchange::{KeyPartitioner, Partitioner};
 pub use operator::{Collector, DropReason, Operator, StateStats};

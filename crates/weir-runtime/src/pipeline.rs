@@ -7,6 +7,7 @@
 //! bounded channel. A sink closes the lanes for good; every closed lane becomes a tokio task
 //! when the pipeline runs.
 
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -64,6 +65,8 @@ type DeadLetterSink =
 struct Inner {
     tasks: Vec<Task>,
     dead_letter_sink: Option<DeadLetterSink>,
+    /// A window sends its late records to a late output ([`WindowedStream::late_records`]).
+    late_output: bool,
 }
 
 /// Stops a running pipeline gracefully: sources stop reading, in-flight batches drain, every
@@ -90,15 +93,69 @@ impl CheckpointHandle {
     }
 }
 
-/// Counters a finished job reports.
+/// Counters a finished job reports. Its `Display` is the summary [`Pipeline::run`] prints on
+/// stderr when dead letters or late records went to no output of their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JobReport {
     /// Records sent to the dead-letter output.
     pub dead_letters: u64,
+    /// [`JobReport::dead_letters`] per operator that sent them.
+    pub dead_letters_by_operator: BTreeMap<String, u64>,
+    /// The first dead letters (at most [`FIRST_DEAD_LETTERS`](crate::FIRST_DEAD_LETTERS)), to show what failed.
+    pub first_dead_letters: Vec<DeadLetter>,
+    /// Whether dead letters went to a dead-letter sink ([`Pipeline::dead_letters`]) rather than
+    /// only to `tracing` warnings and this report.
+    pub dead_letter_sink: bool,
     /// Records that arrived after their windows' allowed lateness.
     pub late_records: u64,
+    /// Whether late records went to a late output ([`WindowedStream::late_records`]) rather
+    /// than only being counted.
+    pub late_output: bool,
     /// Total time tasks waited on full channels (backpressure).
     pub backpressure: Duration,
+}
+
+impl JobReport {
+    /// Whether dead letters or late records went nowhere but this report (and `tracing`): then
+    /// [`Pipeline::run`] prints the report on stderr.
+    pub fn has_untold_losses(&self) -> bool {
+        (self.dead_letters > 0 && !self.dead_letter_sink) || (self.late_records > 0 && !self.late_output)
+    }
+}
+
+/// One line per kind of trouble: dead letters with their counts per operator and the first
+/// few (origin, error, payload), late records, backpressure.
+impl std::fmt::Display for JobReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} dead letters", self.dead_letters)?;
+        if self.dead_letters > 0 {
+            let per: Vec<String> =
+                self.dead_letters_by_operator.iter().map(|(op, n)| format!("{op}: {n}")).collect();
+            write!(f, " ({})", per.join(", "))?;
+            if !self.dead_letter_sink {
+                f.write_str(", not kept (no dead-letter sink)")?;
+            }
+            if !self.first_dead_letters.is_empty() {
+                f.write_str("; the first:")?;
+            }
+            for l in &self.first_dead_letters {
+                const MAX: usize = 200;
+                let payload: String = l.payload.chars().take(MAX).collect();
+                let more = if l.payload.chars().count() > MAX { "…" } else { "" };
+                write!(f, "\n  {}", l.operator)?;
+                if !l.origin.is_empty() {
+                    write!(f, " at {}", l.origin)?;
+                }
+                write!(f, ": {}; payload: {payload:?}{more}", l.error)?;
+            }
+        }
+        write!(f, "\n{} late records", self.late_records)?;
+        if self.late_records > 0 && !self.late_output {
+            f.write_str(" (their windows had closed; counted only, no late output)")?;
+        }
+        write!(f, "\nbackpressure: {:.3?}", self.backpressure)
+    }
 }
 
 /// Settings of a [`Pipeline`]; see [`Pipeline::builder`].
@@ -186,7 +243,11 @@ impl PipelineBuilder {
             metrics,
             settings: self,
             stop: Arc::new(watch::channel(false).0),
-            inner: Arc::new(Mutex::new(Inner { tasks: Vec::new(), dead_letter_sink: None })),
+            inner: Arc::new(Mutex::new(Inner {
+                tasks: Vec::new(),
+                dead_letter_sink: None,
+                late_output: false,
+            })),
             dead_letters,
             dead_rx: Some(dead_rx),
             dead_count,
@@ -378,15 +439,20 @@ impl Pipeline {
     /// Runs every task until the sources are exhausted (or the job is stopped by Ctrl-C/SIGTERM)
     /// and every sink finished.
     ///
+    /// When dead letters went to no dead-letter sink, or late records to no late output, the
+    /// [`JobReport`] is printed on stderr at the end (also when the job fails), so they are
+    /// visible without a `tracing` subscriber. Writing it never fails the job.
+    ///
     /// # Errors
     ///
     /// The first task error: a connector's [`Error::Connector`], or [`Error::Panicked`] naming
     /// the operators of a task whose user code panicked. The other tasks are stopped.
     pub async fn run(mut self) -> Result<JobReport> {
-        let (tasks, dead_sink) = {
+        let (tasks, dead_sink, late_output) = {
             let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            (std::mem::take(&mut inner.tasks), inner.dead_letter_sink.take())
+            (std::mem::take(&mut inner.tasks), inner.dead_letter_sink.take(), inner.late_output)
         };
+        let dead_letter_sink = dead_sink.is_some();
         if tasks.is_empty() {
             return Err(Error::InvalidConfig { field: "sinks", reason: "the pipeline has no sink".into() });
         }
@@ -430,6 +496,7 @@ impl Pipeline {
             names.insert(handle.id(), task.name);
         }
         // The operators hold the senders now; the channel closes when they finish.
+        let tally = self.dead_letters.tally();
         drop(std::mem::replace(&mut self.dead_letters, DeadLetters::new().0));
         let dead_task = tokio::spawn(drain_dead_letters(dead_rx, dead_sink));
         let name = self.settings.name.clone();
@@ -506,6 +573,21 @@ impl Pipeline {
         if let Some(server) = server {
             server.shutdown().await;
         }
+        let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
+        let report = JobReport {
+            dead_letters: self.dead_count.load(Ordering::Relaxed),
+            dead_letters_by_operator: tally.by_operator,
+            first_dead_letters: tally.first,
+            dead_letter_sink,
+            late_records: self.late_count.load(Ordering::Relaxed),
+            late_output,
+            backpressure: Duration::from_nanos(blocked.iter().map(|b| b.load(Ordering::Relaxed)).sum()),
+        };
+        if report.has_untold_losses() {
+            use std::io::Write as _;
+            // A closed or full stderr must not fail (or panic) the job: the error is ignored.
+            let _ = writeln!(std::io::stderr().lock(), "weir: pipeline {name}: {report}");
+        }
         if let Some(e) = first_error {
             return Err(e);
         }
@@ -516,11 +598,7 @@ impl Pipeline {
                 return Err(Error::Panicked { operator: "dead letters".into(), message: e.to_string() });
             }
         }
-        Ok(JobReport {
-            dead_letters: self.dead_count.load(Ordering::Relaxed),
-            late_records: self.late_count.load(Ordering::Relaxed),
-            backpressure: Duration::from_nanos(blocked.iter().map(|b| b.load(Ordering::Relaxed)).sum()),
-        })
+        Ok(report)
     }
 }
 
@@ -1148,6 +1226,7 @@ where
     pub fn late_records(&mut self) -> Stream<T> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Batch<T>>();
         self.late = Some(tx);
+        self.keyed.stream.ctx.inner.lock().unwrap_or_else(PoisonError::into_inner).late_output = true;
         let lane = Lane {
             name: "late records".to_owned(),
             checkpointed: false,

@@ -203,3 +203,93 @@ async fn a_panic_in_map_fails_the_job_and_names_the_map() {
         }
     }
 }
+
+/// The 2 000 lines, then three good lines whose windows closed long before: late.
+fn lines_with_late_ones() -> Vec<Line> {
+    let mut lines = lines();
+    for number in 2_001..=2_003 {
+        lines.push(Line { file: FILE, number, text: format!("{},ann,1", number - 2_000) });
+    }
+    lines
+}
+
+/// The child side of the stderr tests: runs the pipeline when `WEIR_STDERR_CHILD` says how
+/// (`bare`: no dead-letter sink, no late output; `kept`: both), else does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_child() {
+    let Some(mode) = std::env::var_os("WEIR_STDERR_CHILD") else { return };
+    let p = Pipeline::builder("unseen").parallelism(1).handle_signals(false).build().unwrap();
+    let (out, dead, late) = (CollectSink::new(), CollectSink::new(), CollectSink::new());
+    if mode == "kept" {
+        p.dead_letters(dead.clone());
+    }
+    let mut windows = p
+        .source(MemorySource::new(lines_with_late_ones()).batch_size(64))
+        .try_map(parse)
+        .assign_timestamps(|h: &Hit| h.ts, Watermarks::monotonic())
+        .key_by(|h: &Hit| h.user.clone())
+        .window(TumblingWindows::of(Duration::from_secs(10)));
+    if mode == "kept" {
+        windows.late_records().sink(late.clone());
+    }
+    windows.aggregate(Count).sink(out.clone());
+    let report = p.run().await.unwrap();
+    assert_eq!((report.dead_letters, report.late_records), (100, 3));
+    assert_eq!(report.dead_letters_by_operator, BTreeMap::from([("try_map".to_owned(), 100)]));
+    assert_eq!(report.has_untold_losses(), mode != "kept");
+}
+
+/// `stderr_child` in a child process in `mode`.
+fn child(mode: &str) -> std::process::Command {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child.args(["stderr_child", "--exact", "--nocapture", "--test-threads=1"]).env("WEIR_STDERR_CHILD", mode);
+    child
+}
+
+/// The stderr of `stderr_child` run in a child process in `mode`.
+fn child_stderr(mode: &str) -> String {
+    let out = child(mode).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "child failed: {stderr}\n{}", String::from_utf8_lossy(&out.stdout));
+    stderr
+}
+
+/// A program without a `tracing` subscriber and without a dead-letter sink or a late output
+/// still learns what it lost: `run` prints the report on stderr — dead letters per operator,
+/// the first ones with origin, error and payload, and the late records.
+#[test]
+fn without_a_dead_letter_sink_or_late_output_the_losses_are_summarised_on_stderr() {
+    let stderr = child_stderr("bare");
+    assert!(
+        stderr.contains(
+            "weir: pipeline unseen: 100 dead letters (try_map: 100), not kept (no dead-letter sink); the first:"
+        ),
+        "{stderr}"
+    );
+    let lines = lines();
+    for l in lines.iter().filter(|l| parse(l).is_err()).take(weir_runtime::FIRST_DEAD_LETTERS) {
+        let want =
+            format!("\n  try_map at {FILE}:{}: {}; payload: {:?}\n", l.number, parse(l).unwrap_err(), l.text);
+        assert!(stderr.contains(&want), "missing {want:?} in {stderr}");
+    }
+    assert!(
+        stderr.contains("\n3 late records (their windows had closed; counted only, no late output)\n"),
+        "{stderr}"
+    );
+}
+
+/// With a dead-letter sink and a late output, nothing is printed: the user sees them there.
+#[test]
+fn with_a_dead_letter_sink_and_a_late_output_nothing_is_printed() {
+    let stderr = child_stderr("kept");
+    assert!(!stderr.contains("weir:"), "{stderr}");
+}
+
+/// A closed stderr (a pipe nobody reads: every write fails) does not make `run` panic or fail.
+#[test]
+fn a_closed_stderr_does_not_fail_the_job() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = child("bare").stderr(writer).stdout(std::process::Stdio::null()).status().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -13,6 +13,17 @@
 //! Rows whose window already closed when they arrive are late: dropped and counted
 //! (`weir_operator_dropped_records_total{reason="late"}`).
 //!
+//! # No row lost without a trace
+//!
+//! Expressions are evaluated on a whole batch; when that fails (a division by zero, a CAST of
+//! one bad value), the batch is evaluated again row by row ([`batch_or_rows`]): the good rows go
+//! on, and each failing row alone goes to the dead letters, as JSON, with the error. The same
+//! holds for filters, computed columns and the window aggregate's keys and arguments. A row
+//! without an event time (its time column NULL: missing from the record, null, or declared
+//! under a name the records do not use) belongs to no window: the scan sends it to the dead
+//! letters, with the reason. So every input row of a windowed query ends in a window, in the
+//! late count, or in the dead letters.
+//!
 //! # Checkpoints
 //!
 //! The exchange routes a row by the hash of its group keys — arrow's `create_hashes` (as
@@ -81,6 +92,64 @@ pub(crate) fn max_event_time(batch: &RecordBatch, column: usize) -> Timestamp {
     event_time_ms(batch.column(column)).and_then(|a| arrow::compute::max(&a)).unwrap_or(Timestamp::MIN)
 }
 
+/// A row of `batch` as one JSON object (nulls included), for a dead letter.
+pub(crate) fn row_json(batch: &RecordBatch, row: usize) -> String {
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
+    match writer.write(&batch.slice(row, 1)).and_then(|()| writer.finish()) {
+        Ok(()) => String::from_utf8_lossy(&writer.into_inner()).trim_end().to_owned(),
+        Err(e) => format!("(row {row} of a batch of {} rows: not encodable as JSON: {e})", batch.num_rows()),
+    }
+}
+
+/// `f` over `batch`, or, if that fails, over each row alone: the results of the rows it
+/// succeeds on, in order; each row it fails on goes to the dead letters of `operator`, as JSON,
+/// with the error.
+pub(crate) fn batch_or_rows<T, E: std::fmt::Display>(
+    batch: &RecordBatch,
+    operator: &str,
+    out: &mut Collector<RecordBatch>,
+    f: impl Fn(&RecordBatch) -> Result<T, E>,
+) -> Vec<T> {
+    if let Ok(t) = f(batch) {
+        return vec![t];
+    }
+    let mut results = Vec::new();
+    for row in 0..batch.num_rows() {
+        match f(&batch.slice(row, 1)) {
+            Ok(t) => results.push(t),
+            Err(e) => out.dead_letter(DeadLetter {
+                operator: operator.into(),
+                origin: String::new(),
+                payload: row_json(batch, row),
+                error: e.to_string(),
+            }),
+        }
+    }
+    results
+}
+
+/// The batches of `parts` (of `schema`) as one.
+pub(crate) fn concat(
+    schema: &SchemaRef,
+    parts: Vec<RecordBatch>,
+    operator: &str,
+    out: &mut Collector<RecordBatch>,
+) -> Option<RecordBatch> {
+    match parts.len() {
+        0 => None,
+        1 => parts.into_iter().next(),
+        _ => match arrow::compute::concat_batches(schema, &parts) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                report(out, operator, parts.iter().map(RecordBatch::num_rows).sum(), e);
+                None
+            }
+        },
+    }
+}
+
 fn report(out: &mut Collector<RecordBatch>, operator: &str, rows: usize, error: impl std::fmt::Display) {
     out.dead_letter(DeadLetter {
         operator: operator.into(),
@@ -101,8 +170,10 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
-    fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+    /// The batch with its window columns, and the rows without an event time.
+    fn apply(&self, batch: &RecordBatch) -> Result<(RecordBatch, Vec<usize>), String> {
         let mut columns = batch.columns().to_vec();
+        let mut no_time = Vec::new();
         if let Some((window, time)) = &self.window {
             let ts =
                 event_time_ms(batch.column(*time)).ok_or("the window's time column is not a timestamp")?;
@@ -112,10 +183,14 @@ impl Scan {
             let mut bounds = Vec::new();
             for i in 0..ts.len() {
                 if ts.is_null(i) {
-                    continue; // No event time: in no window.
+                    no_time.push(i); // No event time: in no window.
+                    continue;
                 }
                 bounds.clear();
                 window.assign(ts.value(i), &mut bounds);
+                if bounds.is_empty() {
+                    no_time.push(i); // At the end of time: in no window that exists.
+                }
                 for &(s, e) in &bounds {
                     take.push(i as u32);
                     starts.push(s);
@@ -139,7 +214,9 @@ impl Scan {
         let rows = columns.first().map_or(batch.num_rows(), |c| c.len());
         let columns = self.projection.iter().map(|&i| columns[i].clone()).collect();
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options).map_err(|e| e.to_string())
+        let scanned = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .map_err(|e| e.to_string())?;
+        Ok((scanned, no_time))
     }
 }
 
@@ -148,7 +225,28 @@ impl Operator<RecordBatch, RecordBatch> for Scan {
         let mut records = Vec::with_capacity(batch.records.len());
         for b in &batch.records {
             match self.apply(b) {
-                Ok(b) => records.push(b),
+                Ok((scanned, no_time)) => {
+                    if let Some((window, time)) = &self.window {
+                        let column = &window.time_column;
+                        for row in no_time {
+                            let error = if b.column(*time).is_null(row) {
+                                format!(
+                                    "no event time: {column} is NULL (missing from the record, null, or \
+                                     not a timestamp), so the row is in no window"
+                                )
+                            } else {
+                                format!("{column} is so near the end of time that no window of the row ends")
+                            };
+                            out.dead_letter(DeadLetter {
+                                operator: "scan".into(),
+                                origin: String::new(),
+                                payload: row_json(b, row),
+                                error,
+                            });
+                        }
+                    }
+                    records.push(scanned);
+                }
                 Err(e) => report(out, "scan", b.num_rows(), e),
             }
         }
@@ -181,10 +279,10 @@ impl Operator<RecordBatch, RecordBatch> for Filter {
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         let mut records = Vec::with_capacity(batch.records.len());
         for b in &batch.records {
-            match self.apply(b) {
-                Ok(b) if b.num_rows() > 0 => records.push(b),
-                Ok(_) => {}
-                Err(e) => report(out, "filter", b.num_rows(), e),
+            let parts = batch_or_rows(b, "filter", out, |b| self.apply(b));
+            let Some(schema) = parts.first().map(RecordBatch::schema) else { continue };
+            if let Some(b) = concat(&schema, parts, "filter", out).filter(|b| b.num_rows() > 0) {
+                records.push(b);
             }
         }
         out.batch(batch.derive(records, Vec::new()));
@@ -213,10 +311,8 @@ impl Operator<RecordBatch, RecordBatch> for Project {
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         let mut records = Vec::with_capacity(batch.records.len());
         for b in &batch.records {
-            match self.apply(b) {
-                Ok(b) => records.push(b),
-                Err(e) => report(out, "projection", b.num_rows(), e),
-            }
+            let parts = batch_or_rows(b, "projection", out, |b| self.apply(b));
+            records.extend(concat(&self.schema, parts, "projection", out));
         }
         out.batch(batch.derive(records, Vec::new()));
     }
@@ -353,6 +449,18 @@ struct Session {
     accumulators: Vec<Box<dyn Accumulator>>,
 }
 
+/// A batch's window bounds, group keys, aggregate arguments and filters.
+struct Evaluated {
+    rows: usize,
+    starts: Int64Array,
+    ends: Int64Array,
+    /// No key columns: one group per window.
+    no_keys: bool,
+    key_rows: arrow::row::Rows,
+    args: Vec<Vec<ArrayRef>>,
+    filters: Vec<Option<BooleanArray>>,
+}
+
 /// The windowed aggregation (see the module docs).
 pub(crate) struct WindowAggregate {
     spec: AggregateSpec,
@@ -394,8 +502,8 @@ impl WindowAggregate {
             .map_err(|e| datafusion::error::DataFusionError::Execution(format!("group keys: {e}")))
     }
 
-    /// Adds a batch; returns the number of late rows.
-    fn add(&mut self, batch: &RecordBatch) -> datafusion::error::Result<u64> {
+    /// Evaluates what [`WindowAggregate::add`] needs of a batch: nothing changes yet.
+    fn evaluate(&self, batch: &RecordBatch) -> datafusion::error::Result<Evaluated> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(batch).and_then(|v| v.into_array(rows));
         let (ws, we) = self.spec.window_cols;
@@ -405,8 +513,6 @@ impl WindowAggregate {
             .unwrap_or_else(|| Int64Array::from(vec![0; rows]));
         let keys = self.spec.key_exprs().iter().map(eval).collect::<datafusion::error::Result<Vec<_>>>()?;
         let key_rows = self.converter()?.convert_columns(&keys)?;
-        // Without key columns (one group per window) every row has the empty key.
-        let key_of = |i: usize| -> &[u8] { if keys.is_empty() { &[] } else { key_rows.row(i).data() } };
         let args: Vec<Vec<ArrayRef>> = self
             .spec
             .aggregates
@@ -419,12 +525,21 @@ impl WindowAggregate {
             .iter()
             .map(|f| f.as_ref().map(|f| eval(f).map(|a| a.as_boolean().clone())).transpose())
             .collect::<datafusion::error::Result<_>>()?;
+        Ok(Evaluated { rows, starts, ends, no_keys: keys.is_empty(), key_rows, args, filters })
+    }
+
+    /// Adds an evaluated batch; returns the number of late rows.
+    fn add(&mut self, input: Evaluated) -> datafusion::error::Result<u64> {
+        let Evaluated { rows, starts, ends, no_keys, key_rows, args, filters } = input;
+        // Without key columns (one group per window) every row has the empty key.
+        let key_of = |i: usize| -> &[u8] { if no_keys { &[] } else { key_rows.row(i).data() } };
         let mut late = 0;
         if let WindowKind::Session { gap } = self.spec.window {
             for i in 0..rows {
                 let ts = starts.value(i);
                 // Late only if the session it would join (or open) already closed.
-                if self.merged_end(key_of(i), ts, ts.saturating_add(gap)) - 1 <= self.watermark {
+                if self.merged_end(key_of(i), ts, ts.saturating_add(gap)).saturating_sub(1) <= self.watermark
+                {
                     late += 1;
                     continue;
                 }
@@ -434,7 +549,7 @@ impl WindowAggregate {
                     .iter()
                     .map(|f| f.as_ref().is_none_or(|f| f.is_valid(i) && f.value(i)))
                     .collect::<Vec<_>>();
-                self.add_to_session(key_of(i), ts, ts + gap, &row_args, &keep)?;
+                self.add_to_session(key_of(i), ts, ts.saturating_add(gap), &row_args, &keep)?;
             }
             return Ok(late);
         }
@@ -1027,9 +1142,13 @@ impl Operator<RecordBatch, RecordBatch> for WindowAggregate {
 
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         for b in &batch.records {
-            match self.add(b) {
-                Ok(late) => out.dropped(DropReason::Late, late),
-                Err(e) => report(out, "window aggregate", b.num_rows(), e),
+            // Rows whose keys or arguments fail to evaluate go to the dead letters one by one.
+            for input in batch_or_rows(b, "window aggregate", out, |b| self.evaluate(b)) {
+                let rows = input.rows;
+                match self.add(input) {
+                    Ok(late) => out.dropped(DropReason::Late, late),
+                    Err(e) => report(out, "window aggregate", rows, e),
+                }
             }
         }
     }

@@ -34,7 +34,14 @@
 //! counted (no allowed lateness in SQL yet). Session windows merge `[t, t + gap)` per group
 //! when they overlap or touch. Queries that need the whole input (ORDER BY, LIMIT,
 //! non-windowed GROUP BY) or several sources (joins) are refused at planning, with what to write
-//! instead.
+//! instead, as are expressions nested deeper than [`MAX_EXPRESSION_DEPTH`] and a `hop` putting a
+//! row in more than [`window::MAX_WINDOWS_PER_ROW`] windows.
+//!
+//! A row an expression fails on (filters, projections, computed columns, a window aggregate's
+//! keys and arguments) goes to the dead letters alone, as JSON with the error: a failing batch
+//! is evaluated again row by row. A row of a windowed query without an event time (NULL), or
+//! whose windows would end after the end of time, goes to the dead letters with the reason.
+//! Every input row ends in a result, the late count or the dead letters.
 //!
 //! # Checkpoints and exactly once
 //!
@@ -76,5 +83,5 @@ pub mod window;
 
 pub use error::{Result, SqlError};
 pub use parquet_io::{ParquetSink, ParquetSource};
-pub use plan::{SqlStream, StreamContext};
+pub use plan::{MAX_EXPRESSION_DEPTH, SqlStream, StreamContext};
 pub use script::{Script, ScriptOptions};

@@ -9,6 +9,14 @@
 //! stateless operators, the `AggregateExec` becomes an exchange by its group keys and a
 //! [`WindowAggregate`](crate::exec::WindowAggregate) driven by watermarks. Anything else (a
 //! sort, a limit, a join, `OVER (...)`) is refused with a message that says what to write.
+//!
+//! Before DataFusion sees a query, its expressions' nesting depth is checked against
+//! [`MAX_EXPRESSION_DEPTH`]: DataFusion plans, optimises and evaluates expressions
+//! recursively, so thousands of terms joined by `AND` or `+` (a left-deep tree as deep as it is
+//! long) would overflow the stack and abort the process. Checking and planning run on a thread
+//! of their own with a large stack (parsing such a chain is iterative, but dropping it,
+//! visiting it and planning it are not; an unoptimised build's planner needs tens of KiB per
+//! level), and the check stops visiting at the limit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +48,96 @@ use crate::window::{self, WINDOW_END, WINDOW_START, WindowCall, WindowKind};
 
 /// How long a source split may send nothing before it stops holding the watermark back.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The deepest an expression of a query may nest: 256 levels. `a AND b AND c` is three levels
+/// deep (`(a AND b) AND c`), so this is also the most terms one chain of `AND`, `OR`, `+`, …
+/// may have; a longer disjunction of equalities is an `IN (...)` list, which is one level.
+/// Deeper queries are refused with [`SqlError::Unsupported`] ("too deeply nested").
+pub const MAX_EXPRESSION_DEPTH: usize = 256;
+
+/// The stack of the thread that checks and plans a query (reserved, touched only as needed).
+const PLANNER_STACK_BYTES: usize = 256 << 20;
+
+/// Runs `plan` to completion on a thread with a [`PLANNER_STACK_BYTES`] stack.
+fn on_planner_thread<T: Send>(plan: impl Future<Output = Result<T>> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("weir-sql-planner".into())
+            .stack_size(PLANNER_STACK_BYTES)
+            .spawn_scoped(scope, move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(|e| SqlError::Plan(format!("cannot start the planner's runtime: {e}")))?;
+                runtime.block_on(plan)
+            })
+            .map_err(|e| SqlError::Plan(format!("cannot start the planner's thread: {e}")))?;
+        thread.join().unwrap_or_else(|_| Err(SqlError::Plan("planning the query panicked".into())))
+    })
+}
+
+/// Refuses `query` if an expression in it nests deeper than [`MAX_EXPRESSION_DEPTH`], or its
+/// parentheses and subqueries deeper than the SQL parser's recursion limit. A query that does
+/// not parse otherwise passes: DataFusion reports its syntax error.
+fn check_nesting(query: &str) -> Result<()> {
+    match deepest_expression(query) {
+        Err(limit) => Err(SqlError::Unsupported(format!(
+            "the query is too deeply nested for the SQL parser: {limit}; nest fewer parentheses \
+             or subqueries"
+        ))),
+        Ok(Some(depth)) if depth > MAX_EXPRESSION_DEPTH => Err(SqlError::Unsupported(format!(
+            "the query is too deeply nested: an expression nests more than {MAX_EXPRESSION_DEPTH} \
+             levels deep (each term of a chain of AND, OR, + … is a level); split it into \
+             several queries or computed columns, or write a list of alternatives as IN (...)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The nesting depth of the deepest expression of `query` (counted up to just past
+/// [`MAX_EXPRESSION_DEPTH`]), or `None` if it does not parse; the parser's error if it nests
+/// deeper than the parser's recursion limit.
+fn deepest_expression(query: &str) -> std::result::Result<Option<usize>, String> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::parser::{DFParser, Statement};
+    use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+
+    struct Depth {
+        now: usize,
+        max: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.now += 1;
+            self.max = self.max.max(self.now);
+            // Stop at the limit: visiting is recursive too.
+            if self.now > MAX_EXPRESSION_DEPTH { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let statements = match DFParser::parse_sql(query) {
+        Ok(statements) => statements,
+        Err(datafusion::error::DataFusionError::SQL(e, limit))
+            if matches!(*e, datafusion::sql::sqlparser::parser::ParserError::RecursionLimitExceeded) =>
+        {
+            return Err(format!("recursion limit exceeded{}", limit.unwrap_or_default()));
+        }
+        Err(_) => return Ok(None),
+    };
+    let mut depth = Depth { now: 0, max: 0 };
+    for statement in &statements {
+        if let Statement::Statement(s) = statement
+            && s.visit(&mut depth).is_break()
+        {
+            break;
+        }
+    }
+    Ok(Some(depth.max))
+}
 
 /// Sources, and the planner for queries over them.
 #[derive(Debug, Default, Clone)]
@@ -185,6 +283,13 @@ impl StreamContext {
     /// A missing or invalid option ([`SqlError::Option`] naming it), an unknown type or a
     /// computed column DataFusion cannot plan ([`SqlError::Plan`]).
     pub async fn register_source(&mut self, def: &SourceDef) -> Result<()> {
+        let config = on_planner_thread(self.source_config(def))?;
+        self.sources.insert(def.name.clone(), Arc::new(config));
+        Ok(())
+    }
+
+    /// The configuration `def` declares (see [`StreamContext::register_source`]).
+    async fn source_config(&self, def: &SourceDef) -> Result<SourceConfig> {
         let ctx = session(&self.udfs, &self.udafs);
         let name = &def.name;
         // Types: let DataFusion's SQL planner map them.
@@ -210,11 +315,11 @@ impl StreamContext {
             Arc::new(Schema::new(fields))
         };
         let connector = self.connector(def)?;
-        let config =
-            SourceConfig::new(&ctx, name, raw_schema, &def.computed, def.watermark.clone(), connector)
-                .await?;
-        self.sources.insert(name.clone(), Arc::new(config));
-        Ok(())
+        for (col, text) in &def.computed {
+            check_nesting(&format!("SELECT {text}"))
+                .map_err(|e| SqlError::Plan(format!("source {name}: computed column {col}: {e}")))?;
+        }
+        SourceConfig::new(&ctx, name, raw_schema, &def.computed, def.watermark.clone(), connector).await
     }
 
     /// Registers record batches in memory as a bounded source named `name`, with `event_time`
@@ -286,9 +391,19 @@ impl StreamContext {
     /// # Errors
     ///
     /// [`SqlError::Plan`] for what DataFusion rejects (unknown columns, type errors — its
-    /// message names the column), [`SqlError::Unsupported`] for valid SQL a stream cannot run.
+    /// message names the column), [`SqlError::Unsupported`] for valid SQL a stream cannot run
+    /// or a query nested deeper than [`MAX_EXPRESSION_DEPTH`].
     pub async fn sql(&self, query: &str) -> Result<SqlStream> {
         let (rewritten, window) = window::rewrite(query)?;
+        on_planner_thread(async {
+            check_nesting(&rewritten)?;
+            self.plan(&rewritten, window).await
+        })
+    }
+
+    /// Plans the rewritten query (see [`StreamContext::sql`]).
+    async fn plan(&self, rewritten: &str, window: Option<WindowCall>) -> Result<SqlStream> {
+        let rewritten = rewritten.to_owned();
         let ctx = session(&self.udfs, &self.udafs);
         for (name, source) in &self.sources {
             let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| (**f).clone()).collect();

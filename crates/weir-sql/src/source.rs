@@ -10,7 +10,8 @@
 //! of lines is decoded at once; if that fails, line by line, and each line that does not decode
 //! goes to the pipeline's dead-letter output with its origin (`path:line`,
 //! `topic/partition@offset`) and the decoder's error. Computed columns are evaluated on every
-//! decoded batch and appended.
+//! decoded batch and appended; if that fails, row by row, and each row they fail on goes to the
+//! dead letters as JSON (its read columns) with the error.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use weir_log::Log;
 use weir_runtime::{Batch, Collector, DeadLetter, Operator, Pipeline, Stream, Traceable};
 
 use crate::error::{Result, SqlError};
+use crate::exec::{batch_or_rows, concat};
 
 /// A source declared by `CREATE SOURCE`, resolved against its options.
 #[derive(Debug, Clone)]
@@ -228,6 +230,18 @@ impl Decode {
         }
         RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| e.to_string())
     }
+
+    /// The batch with its computed columns; the rows they fail on go to the dead letters, one
+    /// by one.
+    fn computed_or_dead_letters(
+        &self,
+        batch: &RecordBatch,
+        out: &mut Collector<RecordBatch>,
+    ) -> Option<RecordBatch> {
+        const OPERATOR: &str = "computed columns";
+        let parts = batch_or_rows(batch, OPERATOR, out, |b| self.with_computed(b.clone()));
+        concat(&self.schema, parts, OPERATOR, out)
+    }
 }
 
 /// The two decoders `arrow` has for text, behind one interface.
@@ -287,21 +301,12 @@ impl<T: Raw + Send + 'static> Operator<T, RecordBatch> for Decode {
                         }),
                     }
                 }
-                match arrow::compute::concat_batches(&self.raw, &good) {
-                    Ok(b) if b.num_rows() > 0 => vec![b],
-                    _ => Vec::new(),
-                }
+                concat(&self.raw, good, "decode", out).into_iter().collect()
             }
         };
         for b in decoded {
-            match self.with_computed(b) {
-                Ok(b) => out.batch(batch.derive(vec![b], Vec::new())),
-                Err(error) => out.dead_letter(DeadLetter {
-                    operator: "computed columns".into(),
-                    origin: String::new(),
-                    payload: String::new(),
-                    error,
-                }),
+            if let Some(b) = self.computed_or_dead_letters(&b, out) {
+                out.batch(batch.derive(vec![b], Vec::new()));
             }
         }
     }
@@ -311,15 +316,7 @@ impl Operator<RecordBatch, RecordBatch> for Decode {
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         let mut records = Vec::with_capacity(batch.records.len());
         for b in &batch.records {
-            match self.with_computed(b.clone()) {
-                Ok(b) => records.push(b),
-                Err(error) => out.dead_letter(DeadLetter {
-                    operator: "computed columns".into(),
-                    origin: String::new(),
-                    payload: format!("a batch of {} rows", b.num_rows()),
-                    error,
-                }),
-            }
+            records.extend(self.computed_or_dead_letters(b, out));
         }
         out.batch(batch.derive(records, Vec::new()));
     }

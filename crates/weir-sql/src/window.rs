@@ -7,6 +7,10 @@
 //! tumbling and sliding windows are epoch-aligned and half-open, `[start, end)`, as in the
 //! runtime; a row belongs to `size / slide` sliding windows — and a session aggregate merges
 //! `[t, t + gap)` per group when they overlap or touch.
+//!
+//! A sliding window repeats each row in `size / slide` windows; a query whose hop would put a
+//! row in more than [`MAX_WINDOWS_PER_ROW`] windows is refused at planning, naming the call (a
+//! fan-out of millions per row is never what was meant, and would run for ever).
 
 use crate::ddl::{parse_interval_ms, split_top_level};
 use crate::error::{Result, SqlError};
@@ -15,6 +19,10 @@ use crate::error::{Result, SqlError};
 pub const WINDOW_START: &str = "window_start";
 /// See [`WINDOW_START`].
 pub const WINDOW_END: &str = "window_end";
+
+/// The most windows `hop(ts, slide, size)` may put one row in (`size / slide`): 10 000 (a day
+/// sliding by 10 seconds is 8 640). Each window a row is in costs as much as a row.
+pub const MAX_WINDOWS_PER_ROW: i64 = 10_000;
 
 /// The window of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,22 +57,31 @@ pub struct WindowCall {
 
 impl WindowCall {
     /// The windows `[start, end)` a row at `ts` belongs to (tumble, hop), or its initial
-    /// session.
+    /// session. A window that would start before `i64::MIN` or end after `i64::MAX` ms does not
+    /// exist: a row only in such windows gets none.
     pub fn assign(&self, ts: i64, out: &mut Vec<(i64, i64)>) {
         match self.kind {
             WindowKind::Tumble { size } => {
                 let start = ts - ts.rem_euclid(size);
-                out.push((start, start + size));
-            }
-            WindowKind::Hop { slide, size } => {
-                let last = ts - ts.rem_euclid(slide);
-                let mut start = last;
-                while start > ts - size {
-                    out.push((start, start + size));
-                    start -= slide;
+                if let Some(end) = start.checked_add(size) {
+                    out.push((start, end));
                 }
             }
-            WindowKind::Session { gap } => out.push((ts, ts + gap)),
+            WindowKind::Hop { slide, size } => {
+                let mut start = ts - ts.rem_euclid(slide);
+                while start > ts.saturating_sub(size) {
+                    if let Some(end) = start.checked_add(size) {
+                        out.push((start, end));
+                    }
+                    let Some(next) = start.checked_sub(slide) else { break };
+                    start = next;
+                }
+            }
+            WindowKind::Session { gap } => {
+                if let Some(end) = ts.checked_add(gap) {
+                    out.push((ts, end));
+                }
+            }
         }
     }
 }
@@ -146,6 +163,14 @@ pub fn rewrite(query: &str) -> Result<(String, Option<WindowCall>)> {
             if size % slide != 0 {
                 return Err(SqlError::Unsupported(format!(
                     "hop: the size ({size} ms) must be a multiple of the slide ({slide} ms)"
+                )));
+            }
+            if size / slide > MAX_WINDOWS_PER_ROW {
+                return Err(SqlError::Unsupported(format!(
+                    "{}: every row would be in {} windows (size {size} ms / slide {slide} ms); at \
+                     most {MAX_WINDOWS_PER_ROW} are supported: use a larger slide",
+                    &query[tokens[at].start..close.end],
+                    size / slide
                 )));
             }
             WindowKind::Hop { slide, size }
@@ -300,6 +325,19 @@ mod tests {
         );
         assert!(
             err("SELECT 1 FROM t GROUP BY tumble(ts + 1, INTERVAL '1' SECOND)").contains("must be a column")
+        );
+        let hop = "hop(ts, INTERVAL '1' MILLISECOND, INTERVAL '1' HOUR)";
+        assert!(
+            err(&format!("SELECT 1 FROM t GROUP BY {hop}"))
+                .contains(&format!("{hop}: every row would be in 3600000 windows")),
+            "{}",
+            err(&format!("SELECT 1 FROM t GROUP BY {hop}"))
+        );
+        // At the limit, and above.
+        rewrite("SELECT 1 FROM t GROUP BY hop(ts, INTERVAL '1' SECOND, INTERVAL '10000' SECOND)").unwrap();
+        assert!(
+            err("SELECT 1 FROM t GROUP BY hop(ts, INTERVAL '1' SECOND, INTERVAL '10001' SECOND)")
+                .contains("10001 windows")
         );
         assert!(
             err("SELECT 1 FROM (SELECT 1 FROM t GROUP BY tumble(ts, INTERVAL '1' SECOND))")

@@ -7,7 +7,8 @@
 //! `query.sql`, and then either
 //! - runs it at each parallelism of `case.json` (default 1 and 2), collects the result batches,
 //!   and compares them, as rows in any order, with `expected.csv` (same column names; `NULL` for
-//!   nulls; timestamps as epoch ms; numbers equal within 1e-9 relative), or
+//!   nulls; timestamps as epoch ms; numbers equal within 1e-9 relative), and the number of dead
+//!   letters with `expected_dead_letters.txt` (no file: none), or
 //! - checks that planning fails with an error containing every line of `error.txt` (and none
 //!   of its lines that start with `!`).
 //!
@@ -50,7 +51,7 @@ struct Case {
 
 #[derive(Debug)]
 enum Expected {
-    Rows { header: Vec<String>, rows: Vec<Vec<String>> },
+    Rows { header: Vec<String>, rows: Vec<Vec<String>>, dead_letters: u64 },
     Error(Vec<String>),
 }
 
@@ -93,7 +94,13 @@ fn load_case(dir: &Path) -> Case {
         let header = reader.headers().unwrap().iter().map(str::to_owned).collect();
         let rows =
             reader.records().map(|r| r.unwrap().iter().map(str::to_owned).collect::<Vec<_>>()).collect();
-        Expected::Rows { header, rows }
+        let dead_letters = match std::fs::read_to_string(dir.join("expected_dead_letters.txt")) {
+            Ok(text) => {
+                text.trim().parse().unwrap_or_else(|e| panic!("{name}/expected_dead_letters.txt: {e}"))
+            }
+            Err(_) => 0,
+        };
+        Expected::Rows { header, rows, dead_letters }
     };
     Case {
         source_sql: read(&dir.join("source.sql")).replace("{dir}", &dir.display().to_string()),
@@ -320,15 +327,18 @@ async fn run_case(case: &Case) -> Result<(), String> {
                 .collect();
             if wrong.is_empty() { Ok(()) } else { Err(format!("error {err:?} {}", wrong.join(", "))) }
         }
-        Expected::Rows { header, rows } => {
+        Expected::Rows { header, rows, dead_letters } => {
             let mut problems = Vec::new();
             for &p in &case.parallelism {
                 let (got_header, batches, report) = run_query(&ctx, &case.query, p).await?;
                 if &got_header != header {
                     problems.push(format!("parallelism {p}: columns {got_header:?}, expected {header:?}"));
                 }
-                if report.dead_letters != 0 {
-                    problems.push(format!("parallelism {p}: {} dead letters", report.dead_letters));
+                if report.dead_letters != *dead_letters {
+                    problems.push(format!(
+                        "parallelism {p}: {} dead letters, expected {dead_letters}",
+                        report.dead_letters
+                    ));
                 }
                 if let Some(diff) = compare(header, batch_rows(&batches), rows) {
                     problems.push(format!("parallelism {p}: {diff}"));
@@ -357,7 +367,7 @@ async fn sql_cases_match_duckdb() {
 #[test]
 fn cases_are_complete() {
     for case in all_cases() {
-        if let Expected::Rows { header, rows } = &case.expected {
+        if let Expected::Rows { header, rows, .. } = &case.expected {
             assert!(!header.is_empty() && !rows.is_empty(), "{}: empty expected.csv", case.name);
             assert!(case.dir.join("duckdb.sql").is_file(), "{}: expected.csv without duckdb.sql", case.name);
             assert!(rows.iter().all(|r| r.len() == header.len()), "{}: ragged expected.csv", case.name);

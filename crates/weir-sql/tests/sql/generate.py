@@ -9,6 +9,9 @@ Run through regenerate.sh (it provides DuckDB). Every directory next to this fil
     input.jsonl    rows (JSON lines) or input.csv (header line, then rows), written here
     duckdb.sql     the same query in plain SQL for DuckDB, over a table named like the source
     expected.csv   what duckdb.sql returns, written here
+    dead_letters.sql  optional: a DuckDB query over the same table returning one number, the rows
+                   Weir must send to the dead letters (e.g. rows without an event time)
+    expected_dead_letters.txt  what dead_letters.sql returns, written here (no file: 0)
     error.txt      instead of duckdb.sql/expected.csv: substrings the planning error must contain,
                    one a line (a line `!text`: must not contain)
 
@@ -244,7 +247,8 @@ def sort_key(row):
     return [(c is None, str(c)) for c in row]
 
 
-def expected_csv(case_dir, input_text, fmt, table, columns, memory):
+def case_table(input_text, fmt, table, columns, memory):
+    """A DuckDB connection with the case's input as `table` (plus _line and _batch)."""
     rows = read_input(input_text, fmt, columns)
     con = duckdb.connect()
     cols = ", ".join(f'"{c}" {t}' for c, t in columns)
@@ -256,6 +260,17 @@ def expected_csv(case_dir, input_text, fmt, table, columns, memory):
         values.append([r.get(c) for c, _ in columns] + [i, batch])
     placeholders = ", ".join("?" for _ in range(len(columns) + 2))
     con.executemany(f"INSERT INTO {table} VALUES ({placeholders})", values)
+    return con
+
+
+def expected_dead_letters(case_dir, input_text, fmt, table, columns, memory):
+    con = case_table(input_text, fmt, table, columns, memory)
+    [(n,)] = con.execute((case_dir / "dead_letters.sql").read_text()).fetchall()
+    return f"{n}\n"
+
+
+def expected_csv(case_dir, input_text, fmt, table, columns, memory):
+    con = case_table(input_text, fmt, table, columns, memory)
     query = (case_dir / "duckdb.sql").read_text()
     result = con.execute(query)
     header = [d[0] for d in result.description]
@@ -307,6 +322,9 @@ def main(argv):
             if text is None:
                 sys.exit(f"{d.name}: duckdb.sql but no input")
             put(d / "expected.csv", expected_csv(d, text, fmt, table, columns, memory))
+            if (d / "dead_letters.sql").exists():
+                dead = expected_dead_letters(d, text, fmt, table, columns, memory)
+                put(d / "expected_dead_letters.txt", dead)
         elif not (d / "error.txt").exists():
             sys.exit(f"{d.name}: neither duckdb.sql nor error.txt")
     if stale:
