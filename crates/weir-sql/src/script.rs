@@ -97,7 +97,7 @@ impl Script {
                     sinks += 1;
                 }
                 Statement::Sink(def) => {
-                    let stream = ctx.sql(&def.query).await?.build(&p)?;
+                    let stream = ctx.sql(&def.query).await?.build_named(&p, &def.name)?;
                     attach_sink(ctx, def, stream)?;
                     sinks += 1;
                 }
