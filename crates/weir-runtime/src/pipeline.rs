@@ -300,6 +300,16 @@ impl Pipeline {
         StopHandle(self.stop.clone())
     }
 
+    /// Derives the default checkpoint ids (see [`Stream::uid`]) of the operators, sources and
+    /// sinks added from now on from `scope` as well, until it is set again (`None`: no scope).
+    /// Streaming SQL scopes each statement by its sink's name, so two statements reading the
+    /// same source keep their own state and positions whatever their order in the script.
+    pub fn set_uid_scope(&self, scope: Option<&str>) {
+        if let Some(shared) = &self.checkpoint {
+            *shared.scope.lock().unwrap_or_else(PoisonError::into_inner) = scope.map(str::to_owned);
+        }
+    }
+
     /// A handle that starts a checkpoint on demand (ignored without
     /// [`PipelineBuilder::checkpointing`]).
     pub fn checkpoint_handle(&self) -> CheckpointHandle {

@@ -607,22 +607,6 @@ impl SqlStream {
     ///
     /// What building the source fails with.
     pub fn build(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
-        self.build_as(p, None)
-    }
-
-    /// [`SqlStream::build`], with the checkpoint id of its stateful operator (the window
-    /// aggregate) derived from `name`, e.g. the name of the sink a statement inserts into:
-    /// `<name>/window_aggregate`. Its state is then restored from a checkpoint of the same
-    /// statement whatever other statements were added, removed or reordered in the script.
-    ///
-    /// # Errors
-    ///
-    /// What building the source fails with.
-    pub fn build_named(&self, p: &Pipeline, name: &str) -> Result<Stream<RecordBatch>> {
-        self.build_as(p, Some(name))
-    }
-
-    fn build_as(&self, p: &Pipeline, name: Option<&str>) -> Result<Stream<RecordBatch>> {
         let mut s = self.source.stream(p)?;
         if let Some((col, bound)) = self.source.event_time {
             // A log partition announced up front holds the watermark back until it sends
@@ -642,9 +626,6 @@ impl SqlStream {
             s = s
                 .partition_by(KeyHash { keys })
                 .operator("window_aggregate", move || WindowAggregate::new(spec.clone()));
-            if let Some(name) = name {
-                s = s.uid(&format!("{name}/window_aggregate"));
-            }
         }
         for stage in &self.above {
             s = stage.apply(s);

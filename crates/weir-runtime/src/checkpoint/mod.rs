@@ -340,6 +340,8 @@ pub(crate) struct Shared {
     uids: Mutex<std::collections::HashSet<Arc<str>>>,
     /// Operators renamed by [`Stream::uid`](crate::Stream::uid): default uid → chosen uid.
     renamed: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    /// See [`Pipeline::set_uid_scope`](crate::Pipeline::set_uid_scope).
+    pub(crate) scope: Mutex<Option<String>>,
     pub(crate) committers: Mutex<Vec<Registered<dyn Committer>>>,
     pub(crate) sources: Mutex<Vec<Registered<dyn PositionCommitter>>>,
 }
@@ -356,6 +358,7 @@ impl Shared {
             parts: AtomicUsize::new(0),
             uids: Mutex::default(),
             renamed: Mutex::default(),
+            scope: Mutex::default(),
             committers: Mutex::default(),
             sources: Mutex::default(),
         })
@@ -365,8 +368,12 @@ impl Shared {
     /// [`default_uid`]), made unique (`#1`, `#2`, … for twins); registers `subtasks` parts that
     /// acknowledge every checkpoint.
     pub(crate) fn register(&self, kind: &str, origin: &str, subtasks: usize) -> Arc<str> {
+        let scope = self.scope.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let base = match scope {
+            Some(scope) => default_uid(kind, &format!("scope:{scope}/{origin}")),
+            None => default_uid(kind, origin),
+        };
         let mut uids = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
-        let base = default_uid(kind, origin);
         let mut uid: Arc<str> = base.clone().into();
         let mut n = 0;
         while uids.contains(&uid) {
