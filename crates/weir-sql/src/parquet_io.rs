@@ -585,7 +585,7 @@ mod tests {
         let from = ParquetSink::in_progress(&to);
         std::fs::write(&from, format!("file {n}")).unwrap();
         let c = weir_runtime::encode(&ParquetCommittable { files: vec![(from, to)] }).unwrap();
-        sink.commit(id, &[c.clone()]).unwrap();
+        sink.commit(id, std::slice::from_ref(&c)).unwrap();
         sink.commit(id, &[c]).unwrap(); // idempotent
     }
 
