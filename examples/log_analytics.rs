@@ -18,7 +18,9 @@
 //! With `--checkpoint-interval 10s` both pipelines checkpoint under `DIR/checkpoints`: the
 //! result files and topics receive every record exactly once (they grow at each checkpoint), and
 //! a run that was killed, or stopped with Ctrl-C (a savepoint), resumes where it left off when
-//! started again with the same arguments; `--from-scratch` starts over. The stdout table and the
+//! started again with the same arguments; `--from-scratch` starts over. A run whose checkpoints
+//! are gone or all damaged, while its files, topics or consumer groups show committed progress,
+//! refuses to start rather than produce that output again. The stdout table and the
 //! alerts on stderr are at least once: after a restore they may repeat what followed the
 //! checkpoint.
 //!
@@ -340,16 +342,15 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// Whether this run resumes from checkpoints: checkpointing is on, not from scratch, and
-/// there are checkpoints. Otherwise earlier checkpoints (of topics about to be recreated) go.
+/// Whether this run resumes from checkpoints: checkpointing is on and not from scratch (the
+/// pipelines restore their checkpoints, start fresh if there are none and nothing shows
+/// progress, or refuse if their output or consumer groups show progress but no checkpoint is
+/// left). Otherwise earlier checkpoints (of topics about to be recreated) go.
 fn resumes(args: &Args) -> anyhow::Result<bool> {
-    let dir = args.dir.join("checkpoints");
-    let any = [INGEST, PIPELINE]
-        .iter()
-        .any(|p| std::fs::read_dir(dir.join(p)).is_ok_and(|mut d| d.next().is_some()));
-    if args.checkpoint_interval.is_some() && !args.from_scratch && any {
+    if args.checkpoint_interval.is_some() && !args.from_scratch {
         return Ok(true);
     }
+    let dir = args.dir.join("checkpoints");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -362,7 +363,7 @@ fn builder(args: &Args, name: &str) -> weir::runtime::PipelineBuilder {
     match args.checkpoint_interval {
         Some(interval) => {
             let dir = args.dir.join("checkpoints").join(name);
-            b.checkpointing(Checkpointing::to_dir(dir).interval(interval))
+            b.checkpointing(Checkpointing::to_dir(dir).interval(interval).from_scratch(args.from_scratch))
         }
         None => b,
     }

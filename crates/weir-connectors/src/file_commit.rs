@@ -16,7 +16,11 @@
 //! | `dir/.name.s<subtask>.inprogress` | what subtask `<subtask>` wrote since its last barrier |
 //! | `dir/.name.s<subtask>.c<checkpoint>.pending` | the same, closed and synced at the barrier of `<checkpoint>` (pre-committed) |
 //! | `dir/name` | committed output only |
-//! | `dir/.name.committed` | `<checkpoint> <length>`: the last checkpoint committed to `name`, and `name`'s length after it |
+//! | `dir/.name.committed` | lines `<checkpoint> <length>`, oldest first: the checkpoints committed to `name` and `name`'s length after each; the first line is `0 0` (the empty file before the first commit) until more than [`MARKER_HISTORY`] lines would be kept |
+//!
+//! Paths in committables are absolute (sinks resolve their paths when they are built), so a
+//! checkpoint identifies its output whatever the working directory of the process restoring
+//! it; [`check_targets`] refuses a restore whose sink now writes elsewhere.
 //!
 //! # Commit
 //!
@@ -24,21 +28,28 @@
 //! subtask order (a CSV part's header line is dropped when the file already has content), then
 //! is synced; then the marker is replaced (write, sync, rename, directory sync) and the pending
 //! files are removed. A commit is idempotent: if the marker already names `c` or later, it does
-//! nothing; otherwise it first cuts the file back to the marker's length (undoing an append a
-//! crash interrupted) and appends again.
+//! nothing; otherwise it first cuts the file back to the marker's last length (undoing an append
+//! a crash interrupted) and appends again.
 //!
 //! # Restore
 //!
-//! On start, after the restored checkpoint was committed again, every in-progress and pending
-//! file is deleted and every final file cut back to its marker's length: what was written after
-//! the checkpoint is gone, and will be written again. On a fresh start (nothing restored), the
-//! final files and markers are deleted too: the output is replaced, as without checkpoints.
+//! On start, after the restored checkpoint `r` was committed again, every in-progress and pending
+//! file is deleted and every final file cut back to the length its marker records for the
+//! newest checkpoint at or before `r`, and the marker's later lines are dropped: what was
+//! written after the checkpoint is gone, and will be written again. That holds when `r` is
+//! older than the newest commit too (the newer checkpoints were damaged or deleted, and an
+//! older one is restored): their output is cut away instead of kept and produced a second
+//! time. If the marker no longer records a checkpoint at or before `r` (it keeps the last
+//! [`MARKER_HISTORY`] commits), the restore fails with an error saying so. On a fresh start
+//! (nothing restored), the final files and markers are deleted too: the output is replaced,
+//! as without checkpoints.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use weir_runtime::CommittedOutput;
 
 /// What a writer pre-committed: a pending file and the final file it goes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,22 +80,40 @@ fn marker(target: &Path) -> PathBuf {
     hidden(target, "committed")
 }
 
+/// How many commits a marker remembers: a restore can cut a file back to any of them.
+pub const MARKER_HISTORY: usize = 256;
+
+/// The commits recorded for `target`, oldest first: (checkpoint, length after it); empty if
+/// there is no marker.
+fn read_history(target: &Path) -> std::io::Result<Vec<(u64, u64)>> {
+    let text = match std::fs::read_to_string(marker(target)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let malformed = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not lines of `<checkpoint> <length>`", marker(target).display()),
+        )
+    };
+    let mut history = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut it = line.split_whitespace().map(str::parse::<u64>);
+        match (it.next(), it.next(), it.next()) {
+            (Some(Ok(id)), Some(Ok(len)), None) => history.push((id, len)),
+            _ => return Err(malformed()),
+        }
+    }
+    if history.is_empty() || history.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(malformed());
+    }
+    Ok(history)
+}
+
 /// The last checkpoint committed to `target` and its length then; `(0, 0)` if none.
 fn read_marker(target: &Path) -> std::io::Result<(u64, u64)> {
-    match std::fs::read_to_string(marker(target)) {
-        Ok(text) => {
-            let mut it = text.split_whitespace().map(str::parse::<u64>);
-            match (it.next(), it.next()) {
-                (Some(Ok(id)), Some(Ok(len))) => Ok((id, len)),
-                _ => Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} is not `<checkpoint> <length>`", marker(target).display()),
-                )),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0)),
-        Err(e) => Err(e),
-    }
+    Ok(read_history(target)?.last().copied().unwrap_or((0, 0)))
 }
 
 /// Syncs the directory that holds `path` (the current directory for a bare name), so renames
@@ -98,10 +127,11 @@ pub fn sync_dir(path: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn write_marker(target: &Path, id: u64, len: u64) -> std::io::Result<()> {
+fn write_marker(target: &Path, history: &[(u64, u64)]) -> std::io::Result<()> {
     let tmp = hidden(target, "committed.tmp");
     let mut f = File::create(&tmp)?;
-    f.write_all(format!("{id} {len}\n").as_bytes())?;
+    let text: String = history.iter().map(|(id, len)| format!("{id} {len}\n")).collect();
+    f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, marker(target))?;
     sync_dir(target)
@@ -120,9 +150,13 @@ pub fn commit(id: u64, parts: &[Committable], csv: bool) -> std::io::Result<()> 
     targets.sort_unstable();
     targets.dedup();
     for target in targets {
-        let (done, len) = read_marker(target)?;
+        let mut history = read_history(target)?;
+        let (done, len) = history.last().copied().unwrap_or((0, 0));
         if done >= id {
             continue;
+        }
+        if history.is_empty() {
+            history.push((0, 0));
         }
         let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(target)?;
         file.set_len(len)?;
@@ -146,7 +180,10 @@ pub fn commit(id: u64, parts: &[Committable], csv: bool) -> std::io::Result<()> 
             size += body.len() as u64;
         }
         file.sync_all()?;
-        write_marker(target, id, size)?;
+        history.push((id, size));
+        let excess = history.len().saturating_sub(MARKER_HISTORY);
+        history.drain(..excess);
+        write_marker(target, &history)?;
         for part in parts.iter().filter(|c| c.target == target) {
             let _ = std::fs::remove_file(&part.pending);
         }
@@ -189,13 +226,36 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
     for name in &targets {
         let target = dir.join(name);
         match restored {
-            Some(_) => {
-                let (_, len) = read_marker(&target)?;
-                let file = OpenOptions::new().write(true).open(&target)?;
-                if file.metadata()?.len() > len {
-                    file.set_len(len)?;
-                    file.sync_all()?;
-                }
+            Some(r) => {
+                let mut history = read_history(&target)?;
+                let len = match history.iter().rposition(|(id, _)| *id <= r) {
+                    Some(i) => {
+                        let len = history[i].1;
+                        if i + 1 < history.len() {
+                            tracing::warn!(
+                                file = %target.display(),
+                                restored = r,
+                                newest_committed = history[history.len() - 1].0,
+                                "cutting away the output of checkpoints newer than the restored one"
+                            );
+                            history.truncate(i + 1);
+                            cut(&target, len)?;
+                            write_marker(&target, &history)?;
+                        }
+                        len
+                    }
+                    None if history.is_empty() => 0,
+                    None => {
+                        return Err(std::io::Error::other(format!(
+                            "{}: the restored checkpoint {r} is older than every commit its marker \
+                             remembers (checkpoints {} to {}): the output cannot be cut back to it",
+                            target.display(),
+                            history[0].0,
+                            history[history.len() - 1].0
+                        )));
+                    }
+                };
+                cut(&target, len)?;
             }
             None => {
                 std::fs::remove_file(&target)?;
@@ -207,6 +267,93 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
         }
     }
     sync_dir(&dir.join("x"))
+}
+
+/// Cuts `target` back to `len` bytes if it is longer; an error if it is shorter (committed
+/// output is missing).
+fn cut(target: &Path, len: u64) -> std::io::Result<()> {
+    let file = OpenOptions::new().write(true).open(target)?;
+    let size = file.metadata()?.len();
+    if size > len {
+        file.set_len(len)?;
+        file.sync_all()?;
+    } else if size < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{} has {size} bytes, but {len} were committed to it", target.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// What the final files in `dir` (those `is_target` accepts) hold from an earlier run: the
+/// newest checkpoint their markers record, or output written without checkpoints (a non-empty
+/// final file without a marker); `None` if there is neither.
+///
+/// # Errors
+///
+/// I/O errors, or a malformed marker.
+pub fn committed(dir: &Path, is_target: &dyn Fn(&str) -> bool) -> std::io::Result<Option<CommittedOutput>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<String> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.retain(|n| is_target(n));
+    names.sort_unstable();
+    let mut found: Option<CommittedOutput> = None;
+    for name in names {
+        let target = dir.join(&name);
+        let size = std::fs::metadata(&target)?.len();
+        let (id, len) = read_marker(&target)?;
+        let (checkpoint, what) = match id {
+            0 if size == 0 => continue,
+            0 => (None, format!("{}: {size} bytes written without checkpoints", target.display())),
+            id => (Some(id), format!("{}: {len} bytes committed by checkpoint {id}", target.display())),
+        };
+        found = Some(match found {
+            Some(f) if f.checkpoint >= checkpoint => f,
+            _ => CommittedOutput::new(checkpoint, what),
+        });
+    }
+    Ok(found)
+}
+
+/// Checks that the final files of `parts` (a restored checkpoint's committables) are files of
+/// a sink writing in `dir` (those `is_target` accepts): a checkpoint taken while the sink
+/// wrote elsewhere (the program changed its path, or a relative path was resolved in another
+/// working directory) must not be restored into it.
+///
+/// # Errors
+///
+/// A message naming the file the checkpoint wrote and where the sink writes now.
+pub fn check_targets(
+    parts: &[Committable],
+    dir: &Path,
+    is_target: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
+    for part in parts {
+        let name = part.target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let parent = part.target.parent().unwrap_or(Path::new(""));
+        if parent != dir || !is_target(&name) {
+            return Err(format!(
+                "the checkpoint was taken while this sink wrote {}, but it now writes in {}; was the \
+                 path changed, or is a relative path resolved in another working directory? Restore \
+                 with the same output path, or start over with `--from-scratch`",
+                part.target.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute against the current directory (lexically: `..` and symbolic links are
+/// kept, and the file need not exist); `path` itself if the current directory is unknown.
+pub fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 #[cfg(test)]
@@ -273,5 +420,65 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "h\n1\n");
         discard(dir.path(), &is_target, None).unwrap();
         assert!(!target.exists() && !marker(&target).exists());
+    }
+
+    #[test]
+    fn restoring_an_older_checkpoint_cuts_away_what_newer_ones_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        let is_target = |n: &str| n == "out.csv";
+        commit(3, &[part(dir.path(), 0, 3, "h\n1\n")], true).unwrap();
+        commit(5, &[part(dir.path(), 0, 5, "h\n2\n")], true).unwrap();
+        commit(8, &[part(dir.path(), 0, 8, "h\n3\n")], true).unwrap();
+        assert_eq!(committed(dir.path(), &is_target).unwrap().unwrap().checkpoint, Some(8));
+        // Checkpoints 8 and 7 were damaged: 6 is restored, which committed nothing here.
+        discard(dir.path(), &is_target, Some(6)).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "h\n1\n2\n");
+        assert_eq!(read_history(&target).unwrap(), [(0, 0), (3, 4), (5, 6)]);
+        // The job goes on with checkpoint 9: appended once, after 5's output.
+        commit(9, &[part(dir.path(), 0, 9, "h\n3\n")], true).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "h\n1\n2\n3\n");
+        // Restoring before the first commit empties the file.
+        discard(dir.path(), &is_target, Some(2)).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+    }
+
+    #[test]
+    fn a_restore_older_than_the_marker_remembers_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        for id in 1..=(MARKER_HISTORY as u64 + 1) {
+            commit(id, &[part(dir.path(), 0, id, "h\nx\n")], true).unwrap();
+        }
+        assert_eq!(read_history(&target).unwrap().len(), MARKER_HISTORY);
+        let e = discard(dir.path(), &|n: &str| n == "out.csv", Some(1)).unwrap_err();
+        assert!(e.to_string().contains("older than every commit"), "{e}");
+        // One the marker remembers is fine.
+        discard(dir.path(), &|n: &str| n == "out.csv", Some(MARKER_HISTORY as u64)).unwrap();
+    }
+
+    #[test]
+    fn committed_reports_markers_and_files_written_without_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let is_target = |n: &str| n == "out.csv";
+        assert_eq!(committed(dir.path(), &is_target).unwrap(), None);
+        std::fs::write(dir.path().join("out.csv"), "").unwrap();
+        assert_eq!(committed(dir.path(), &is_target).unwrap(), None);
+        std::fs::write(dir.path().join("out.csv"), "h\n").unwrap();
+        assert_eq!(committed(dir.path(), &is_target).unwrap().unwrap().checkpoint, None);
+        commit(4, &[part(dir.path(), 0, 4, "h\n1\n")], true).unwrap();
+        let found = committed(dir.path(), &is_target).unwrap().unwrap();
+        assert_eq!(found.checkpoint, Some(4));
+        assert!(found.description.contains("out.csv"), "{}", found.description);
+    }
+
+    #[test]
+    fn targets_outside_the_sinks_directory_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = [part(dir.path(), 0, 1, "x")];
+        let is_target = |n: &str| n == "out.csv";
+        assert!(check_targets(&parts, dir.path(), &is_target).is_ok());
+        let e = check_targets(&parts, &dir.path().join("elsewhere"), &is_target).unwrap_err();
+        assert!(e.contains("out.csv") && e.contains("elsewhere"), "{e}");
     }
 }

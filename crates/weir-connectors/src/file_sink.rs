@@ -9,7 +9,9 @@
 //! [`FileSink::single_file`] every subtask writes `path` itself: each batch is written whole
 //! under a lock, so lines never interleave, and the last subtask to finish flushes and syncs.
 //! Missing parent directories are created; an existing file is replaced (truncated) when the
-//! first writer starts.
+//! first writer starts. A relative path is resolved against the working directory when the
+//! sink is built ([`FileSink::json_lines`], [`FileSink::csv`]): the files, and the paths a
+//! checkpoint records, stay the same whatever the working directory later.
 //!
 //! # Formats
 //!
@@ -91,12 +93,12 @@ struct Shared {
 impl FileSink {
     /// One JSON value per line.
     pub fn json_lines(path: impl Into<PathBuf>) -> FileSink {
-        FileSink { path: path.into(), format: Format::JsonLines, shared: None }
+        FileSink { path: crate::file_commit::absolute(path.into()), format: Format::JsonLines, shared: None }
     }
 
     /// CSV with a header line from the records' field names.
     pub fn csv(path: impl Into<PathBuf>) -> FileSink {
-        FileSink { path: path.into(), format: Format::Csv, shared: None }
+        FileSink { path: crate::file_commit::absolute(path.into()), format: Format::Csv, shared: None }
     }
 
     /// Every subtask writes to `path` itself, one batch at a time (see the module docs).
@@ -106,7 +108,7 @@ impl FileSink {
     }
 
     /// The file subtask `subtask` of `parallelism` writes: the path itself with one subtask,
-    /// else the path with `-{subtask}` before its extension.
+    /// else the path with `-{subtask}` before its extension (absolute, see the module docs).
     pub fn output_path(&self, subtask: usize, parallelism: usize) -> PathBuf {
         if parallelism <= 1 || self.shared.is_some() {
             return self.path.clone();
@@ -166,6 +168,14 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
             .iter()
             .map(|c| weir_runtime::decode::<crate::file_commit::Committable>(c))
             .collect::<Result<Vec<_>>>()?;
+        let is_target = |name: &str| self.is_output_name(name);
+        crate::file_commit::check_targets(&parts, self.dir(), &is_target).map_err(|e| {
+            connector_error(
+                "file sink",
+                self.path.display(),
+                format_args!("commit checkpoint {checkpoint}: {e}"),
+            )
+        })?;
         crate::file_commit::commit(checkpoint, &parts, self.format == Format::Csv).map_err(|e| {
             connector_error(
                 "file sink",
@@ -176,9 +186,8 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
     }
 
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let is_target = |name: &str| self.is_output_name(name);
-        crate::file_commit::discard(dir, &is_target, restored).map_err(|e| {
+        crate::file_commit::discard(self.dir(), &is_target, restored).map_err(|e| {
             connector_error(
                 "file sink",
                 self.path.display(),
@@ -186,9 +195,25 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
             )
         })
     }
+
+    fn destination(&self) -> Option<String> {
+        Some(self.path.display().to_string())
+    }
+
+    fn committed_output(&self) -> Result<Option<weir_runtime::CommittedOutput>> {
+        let is_target = |name: &str| self.is_output_name(name);
+        crate::file_commit::committed(self.dir(), &is_target).map_err(|e| {
+            connector_error("file sink", self.path.display(), format_args!("read committed output: {e}"))
+        })
+    }
 }
 
 impl FileSink {
+    /// The directory the files are in.
+    fn dir(&self) -> &Path {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
     /// Whether a file named `name` beside the path is one of this sink's outputs at some
     /// parallelism: the path's name, or its name with `-{subtask}` before the extension.
     fn is_output_name(&self, name: &str) -> bool {
@@ -361,10 +386,11 @@ mod tests {
 
     #[test]
     fn subtask_files_keep_their_extension() {
+        let cwd = std::env::current_dir().unwrap();
         let sink = FileSink::json_lines("out/events.jsonl");
-        assert_eq!(sink.output_path(0, 1), PathBuf::from("out/events.jsonl"));
-        assert_eq!(sink.output_path(1, 3), PathBuf::from("out/events-1.jsonl"));
-        assert_eq!(FileSink::csv("data").output_path(2, 4), PathBuf::from("data-2"));
+        assert_eq!(sink.output_path(0, 1), cwd.join("out/events.jsonl"));
+        assert_eq!(sink.output_path(1, 3), cwd.join("out/events-1.jsonl"));
+        assert_eq!(FileSink::csv("/data").output_path(2, 4), PathBuf::from("/data-2"));
     }
 
     #[tokio::test]

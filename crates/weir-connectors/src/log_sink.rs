@@ -25,7 +25,15 @@
 //!   reads the partition's last record; if that carries this checkpoint's header with index `i`,
 //!   only the records after `i` are appended (an append cut short by the crash is finished); if
 //!   it carries a newer checkpoint, nothing is;
-//! - records produced after the checkpoint were never appended, and are produced again.
+//! - records produced after the checkpoint were never appended, and are produced again;
+//! - a restore of a checkpoint older than the newest one committed (the newer ones were
+//!   damaged or deleted) is refused: the topic holds their records, a log cannot take them
+//!   back, and producing them again would append them twice. The error names the partition,
+//!   offset and checkpoint; repair or restore the newer checkpoint, or start over (from
+//!   scratch, into a new topic).
+//!
+//! Checkpoint ids keep rising across restarts (a pipeline numbers its checkpoints after the
+//! newest one a sink reports with [`Sink::committed_output`]), so a header is never reused.
 //!
 //! This needs the sink to be the topic's only writer while the pipeline runs. Output becomes
 //! visible once per checkpoint (latency: the checkpoint interval), and the records of one
@@ -216,25 +224,99 @@ impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
         }
         topic.flush().map_err(|e| error(&e))
     }
+
+    /// Refuses a restore of checkpoint `r` when a partition's last record was committed by a
+    /// newer checkpoint (see the module docs); nothing to discard otherwise (uncommitted
+    /// records were never appended).
+    fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
+        let Some(r) = restored else { return Ok(()) };
+        let Some(Mark { partition, checkpoint: id, offset, .. }) = self.newest_mark()? else { return Ok(()) };
+        if id <= r {
+            return Ok(());
+        }
+        Err(connector_error(
+            "log sink",
+            &self.topic,
+            format_args!(
+                "partition {partition} holds records committed by checkpoint {id} (its last, at offset \
+                 {offset}), newer than the restored checkpoint {r}: a topic cannot be rolled back, so \
+                 restoring {r} would append that output a second time. Repair or restore checkpoint \
+                 {id}, or start over from scratch into a new topic"
+            ),
+        ))
+    }
+
+    fn committed_output(&self) -> Result<Option<weir_runtime::CommittedOutput>> {
+        Ok(self.newest_mark()?.map(|Mark { partition, checkpoint: id, offset, .. }| {
+            weir_runtime::CommittedOutput::new(
+                Some(id),
+                format!(
+                    "topic {} partition {partition}: records committed by checkpoint {id} (up to offset {offset})",
+                    self.topic
+                ),
+            )
+        }))
+    }
+}
+
+impl<T> LogSink<T> {
+    /// The newest [`CHECKPOINT_HEADER`] a partition's last record carries; `None` if no
+    /// partition ends with one (or the topic does not exist yet).
+    fn newest_mark(&self) -> Result<Option<Mark>> {
+        let topic = match self.log.topic(&self.topic) {
+            Ok(t) => t,
+            Err(weir_log::Error::UnknownTopic(_)) => return Ok(None),
+            Err(e) => return Err(connector_error("log sink", &self.topic, e)),
+        };
+        let mut newest = None;
+        for partition in 0..topic.partition_count() {
+            let mark =
+                last_mark(&topic, partition).map_err(|e| connector_error("log sink", &self.topic, e))?;
+            if let Some(m) = mark
+                && newest.is_none_or(|n: Mark| m.checkpoint > n.checkpoint)
+            {
+                newest = Some(m);
+            }
+        }
+        Ok(newest)
+    }
 }
 
 /// The header that marks records a checkpoint committed: `<checkpoint>/<index>`.
 pub const CHECKPOINT_HEADER: &str = "weir.checkpoint";
 
-/// How many records of `checkpoint` partition `partition` already holds, judged by its last
-/// record's [`CHECKPOINT_HEADER`] (`usize::MAX` when a newer checkpoint was committed after).
-fn committed_upto(topic: &Topic, partition: u32, checkpoint: u64) -> weir_log::Result<usize> {
+/// The [`CHECKPOINT_HEADER`] of a partition's last record.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    partition: u32,
+    /// The checkpoint that committed it.
+    checkpoint: u64,
+    /// Its index among that checkpoint's records of the partition.
+    index: usize,
+    /// Its offset.
+    offset: u64,
+}
+
+/// The mark of the last record of `partition`; `None` if the partition is empty or its last
+/// record has no [`CHECKPOINT_HEADER`].
+fn last_mark(topic: &Topic, partition: u32) -> weir_log::Result<Option<Mark>> {
     let end = topic.end_offset(partition)?;
     if end == topic.start_offset(partition)? {
-        return Ok(0);
+        return Ok(None);
     }
     let last = topic.read(partition, end - 1, 1)?.into_iter().rfind(|r| r.offset == end - 1);
-    let mark = last.and_then(|r| {
+    Ok(last.and_then(|r| {
         let h = r.headers.into_iter().find(|h| h.key == CHECKPOINT_HEADER)?;
         let text = String::from_utf8(h.value?.to_vec()).ok()?;
         let (id, index) = text.split_once('/')?;
-        Some((id.parse::<u64>().ok()?, index.parse::<usize>().ok()?))
-    });
+        Some(Mark { partition, checkpoint: id.parse().ok()?, index: index.parse().ok()?, offset: end - 1 })
+    }))
+}
+
+/// How many records of `checkpoint` partition `partition` already holds, judged by its last
+/// record's [`CHECKPOINT_HEADER`] (`usize::MAX` when a newer checkpoint was committed after).
+fn committed_upto(topic: &Topic, partition: u32, checkpoint: u64) -> weir_log::Result<usize> {
+    let mark = last_mark(topic, partition)?.map(|m| (m.checkpoint, m.index));
     Ok(match mark {
         Some((id, _)) if id > checkpoint => usize::MAX,
         Some((id, index)) if id == checkpoint => index + 1,

@@ -196,6 +196,31 @@ impl Source for LogSource {
         }
         consumer.commit().map_err(|e| self.error(format_args!("commit: {e}")))
     }
+
+    /// The group's committed offsets on the topic, if it has any: a checkpointed pipeline
+    /// without a checkpoint to restore then refuses to start (see
+    /// [`Source::committed_progress`]).
+    fn committed_progress(&self) -> Result<Option<String>> {
+        let groups = self.log.list_groups().map_err(|e| self.error(e))?;
+        if !groups.contains(&self.group) {
+            return Ok(None);
+        }
+        let group = self.log.describe_group(&self.group).map_err(|e| self.error(e))?;
+        let committed: Vec<String> = group
+            .partitions
+            .iter()
+            .filter(|p| p.topic == self.topic)
+            .filter_map(|p| p.committed.map(|offset| format!("partition {} at {offset}", p.partition)))
+            .collect();
+        Ok((!committed.is_empty()).then(|| {
+            format!(
+                "consumer group {} has committed offsets on topic {}: {}",
+                self.group,
+                self.topic,
+                committed.join(", ")
+            )
+        }))
+    }
 }
 
 impl LogSource {

@@ -12,53 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+mod common;
+
+use common::{Event, Rng, Row, file_rows, open_log, topic_records};
 use weir_connectors::{FileSink, LogRecord, LogSink, LogSource};
-use weir_log::{AutoOffsetReset, ConsumerConfig, Durability, Log, LogOptions, Record, TopicConfig};
+use weir_log::TopicConfig;
 use weir_runtime::{Checkpointing, Count, Pipeline, Sum, TumblingWindows, Watermarks};
 
 const DIR_ENV: &str = "WEIR_EXACTLY_ONCE_DIR";
 const PARALLELISM_ENV: &str = "WEIR_EXACTLY_ONCE_PARALLELISM";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Event {
-    ts: i64,
-    user: u32,
-    amount: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Row {
-    user: u32,
-    window_start: i64,
-    events: u64,
-    amount: i64,
-}
-
-fn open_log(dir: &Path) -> Log {
-    Log::open(dir.join("log"), LogOptions::default().durability(Durability::EveryBatch)).unwrap()
-}
-
-/// The input: 360 000 events over 30 minutes of event time, 40 users, 4 partitions, out of
-/// order by up to a second.
-fn prepare(dir: &Path) {
-    let log = open_log(dir);
-    let topic = log.create_topic("events", TopicConfig::with_partitions(4)).unwrap();
-    let records: Vec<Record> = (0..360_000i64)
-        .map(|i| {
-            let e = Event {
-                ts: 1_700_000_000_000 + i * 5 - (i * 7919 % 200),
-                user: (i * 13 % 40) as u32,
-                amount: i % 1000,
-            };
-            Record::new(serde_json::to_vec(&e).unwrap()).with_key(e.user.to_string())
-        })
-        .collect();
-    for chunk in records.chunks(4096) {
-        topic.send(chunk).unwrap();
-    }
-    log.flush().unwrap();
-}
 
 /// The job (in the child process).
 async fn job(dir: &Path, parallelism: usize) -> weir_runtime::Result<()> {
@@ -109,36 +71,14 @@ fn run_to_end(dir: &Path, parallelism: usize) {
     assert!(status.success(), "the job failed: {status}");
 }
 
+/// The input: 360 000 events over 30 minutes of event time.
+fn prepare(dir: &Path) {
+    common::prepare(dir, 360_000);
+}
+
 /// The committed output: file rows and topic records (partition, key, value), sorted.
 fn output(dir: &Path) -> (Vec<String>, Vec<(u32, String, String)>) {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir.join("out")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue; // uncommitted or markers
-        }
-        lines.extend(std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned));
-    }
-    lines.sort_unstable();
-    let log = open_log(dir);
-    let mut consumer =
-        log.consumer(ConsumerConfig::new("rows").auto_offset_reset(AutoOffsetReset::Earliest)).unwrap();
-    let mut records = Vec::new();
-    loop {
-        let polled = consumer.poll_now().unwrap();
-        if polled.is_empty() {
-            break;
-        }
-        for batch in polled {
-            for r in batch.records {
-                let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
-                records.push((batch.partition, key, String::from_utf8(r.value.to_vec()).unwrap()));
-            }
-        }
-    }
-    records.sort_unstable();
-    (lines, records)
+    (file_rows(&dir.join("out")), topic_records(dir))
 }
 
 fn reference() -> (Vec<String>, Vec<(u32, String, String)>) {
@@ -165,18 +105,6 @@ fn newest_checkpoint(dir: &Path) -> u64 {
         .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
         .max()
         .unwrap_or(0)
-}
-
-/// A small xorshift generator: the kill times are random, and printed for a rerun.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// Up to 5 items of `a` not in `b` (both sorted).

@@ -63,17 +63,18 @@ pub use aggregate::{
 };
 pub use batch::{Batch, Message, Timestamp};
 pub use checkpoint::{
-    Checkpointing, KEY_GROUPS, SplitPositions, StateReader, StateWriter, decode, encode, subtask_for_hash,
+    Checkpointing, KEY_GROUPS, SplitPositions, StateReader, StateWriter, decode, encode, key_group,
+    subtask_for_hash,
 };
 pub use dead_letter::{DeadLetter, FIRST_DEAD_LETTERS, Traceable};
 pub use error::{Error, Result};
-pub use exchange::{KeyPartitioner, Partitioner};
+pub use exchange::{KeyPartitioner, Partitioner, key_hash};
 pub use operator::{Collector, DropReason, Operator, StateStats};
 pub use pipeline::{
     CheckpointHandle, JobReport, KeyedStream, Pipeline, PipelineBuilder, StopHandle, Stream, WindowedStream,
 };
 pub use process::{KeyedProcess, ProcessContext};
-pub use sink::{CollectSink, DiscardSink, Sink, SinkWriter};
+pub use sink::{CollectSink, CommittedOutput, DiscardSink, Sink, SinkWriter};
 pub use source::{MemoryReader, MemorySource, Source, SourceReader};
 pub use time::Watermarks;
 pub use weir_metrics::{Metrics, ServerConfig};

@@ -235,7 +235,7 @@ impl<In, Out, O: Operator<In, Out>> OpStage<In, Out, O> {
             *restored = true;
             if let Some(reader) = part.reader() {
                 self.op.restore(&reader).map_err(|e| match e {
-                    Error::Checkpoint(m) => Error::Checkpoint(format!("restoring {}: {m}", part.uid)),
+                    Error::Checkpoint(m) => Error::Checkpoint(format!("restoring {}: {m}", part.uid())),
                     other => other,
                 })?;
             }

@@ -317,10 +317,10 @@ struct Context {
 impl Context {
     /// The checkpoint parts of `lanes` lanes of an operator of `kind`, if the pipeline
     /// checkpoints and the lanes carry barriers.
-    fn parts(&self, kind: &str, lanes: usize, checkpointed: bool) -> Vec<Option<Part>> {
+    fn parts(&self, kind: &str, origin: &str, lanes: usize, checkpointed: bool) -> Vec<Option<Part>> {
         match self.checkpoint.as_ref().filter(|_| checkpointed) {
             Some(shared) => {
-                let uid = shared.register(kind, lanes);
+                let uid = shared.register(kind, origin, lanes);
                 (0..lanes)
                     .map(|subtask| {
                         Some(Part { shared: shared.clone(), uid: uid.clone(), subtask, parallelism: lanes })
@@ -361,6 +361,16 @@ impl Pipeline {
         StopHandle(self.stop.clone())
     }
 
+    /// Derives the default checkpoint ids (see [`Stream::uid`]) of the operators, sources and
+    /// sinks added from now on from `scope` as well, until it is set again (`None`: no scope).
+    /// Streaming SQL scopes each statement by its sink's name, so two statements reading the
+    /// same source keep their own state and positions whatever their order in the script.
+    pub fn set_uid_scope(&self, scope: Option<&str>) {
+        if let Some(shared) = &self.checkpoint {
+            *shared.scope.lock().unwrap_or_else(PoisonError::into_inner) = scope.map(str::to_owned);
+        }
+    }
+
     /// A handle that starts a checkpoint on demand (ignored without
     /// [`PipelineBuilder::checkpointing`]).
     pub fn checkpoint_handle(&self) -> CheckpointHandle {
@@ -385,7 +395,9 @@ impl Pipeline {
         let source = Arc::new(source);
         let parallelism = ctx.parallelism;
         let label = ctx.metrics.as_ref().map(|m| m.unique_name("source"));
-        let parts = ctx.parts("source", parallelism, true);
+        let origin: Arc<str> = format!("source:{}", source.name()).into();
+        let parts = ctx.parts("source", &origin, parallelism, true);
+        let made_by = parts.first().and_then(|p| p.as_ref()).map(|p| p.uid.clone());
         if let (Some(shared), Some(Some(part))) = (&ctx.checkpoint, parts.first()) {
             let committer: Arc<dyn PositionCommitter> = Arc::new(SourceCommitter(source.clone()));
             shared.sources.lock().unwrap_or_else(PoisonError::into_inner).push((part.uid.clone(), committer));
@@ -406,7 +418,7 @@ impl Pipeline {
                                 let reader = match &part {
                                     Some(part) => {
                                         let restored =
-                                            part.shared.restored_parts(&part.uid).unwrap_or_default();
+                                            part.shared.restored_parts(&part.uid()).unwrap_or_default();
                                         let positions = SplitPositions::from_parts(restored);
                                         source.reader_at(subtask, parallelism, &positions)?
                                     }
@@ -419,7 +431,7 @@ impl Pipeline {
                 }
             })
             .collect();
-        Stream { ctx, lanes }
+        Stream { ctx, lanes, origin, made_by }
     }
 
     /// Sends dead letters to `sink` (one writer) instead of logging them as warnings.
@@ -771,6 +783,14 @@ impl<S: Source> PositionCommitter for SourceCommitter<S> {
     fn commit(&self, positions: &SplitPositions) -> Result<()> {
         self.0.commit(positions)
     }
+
+    fn committed_progress(&self) -> Result<Option<String>> {
+        self.0.committed_progress()
+    }
+
+    fn name(&self) -> String {
+        self.0.name()
+    }
 }
 
 /// Commits a sink's committables for the coordinator.
@@ -783,6 +803,14 @@ impl<T: Send + 'static, S: Sink<T>> Committer for SinkCommitter<S, T> {
 
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
         self.0.discard_uncommitted(restored)
+    }
+
+    fn committed_output(&self) -> Result<Option<crate::sink::CommittedOutput>> {
+        self.0.committed_output()
+    }
+
+    fn destination(&self) -> Option<String> {
+        self.0.destination()
     }
 }
 
@@ -863,6 +891,8 @@ struct SinkStage<W> {
     metrics: Option<SinkMetrics>,
     part: Option<Part>,
     last_barrier: u64,
+    /// The sink's [`Sink::destination`], encoded, saved with each snapshot.
+    destination: Vec<u8>,
 }
 
 impl<W> SinkStage<W> {
@@ -877,7 +907,8 @@ impl<W> SinkStage<W> {
         };
         self.last_barrier = id;
         let committables = self.writer.pre_commit(id).await?.into_iter().collect();
-        part.ack(of, Ok(PartSnapshot { committables, ..PartSnapshot::default() }), false);
+        let meta = self.destination.clone();
+        part.ack(of, Ok(PartSnapshot { committables, meta, ..PartSnapshot::default() }), false);
         Ok(())
     }
 }
@@ -914,6 +945,11 @@ impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
 pub struct Stream<T> {
     ctx: Context,
     lanes: Vec<Lane<T>>,
+    /// What is upstream (sources and operator kinds), from which operators' default ids are
+    /// derived (see [`Stream::uid`]).
+    origin: Arc<str>,
+    /// The default id of the checkpointed operator that made this stream, if any.
+    made_by: Option<Arc<str>>,
 }
 
 impl<T> std::fmt::Debug for Stream<T> {
@@ -931,7 +967,9 @@ impl<T: Send + 'static> Stream<T> {
     {
         let label = self.ctx.metrics.as_ref().map(|m| m.unique_name(name));
         let checkpointed = self.lanes.iter().all(|l| l.checkpointed);
-        let parts = self.ctx.parts(name, self.lanes.len(), checkpointed);
+        let parts = self.ctx.parts(name, &self.origin, self.lanes.len(), checkpointed);
+        let made_by = parts.first().and_then(|p| p.as_ref()).map(|p| p.uid.clone());
+        let origin: Arc<str> = format!("{}/{name}", self.origin).into();
         let lanes = self
             .lanes
             .into_iter()
@@ -958,7 +996,31 @@ impl<T: Send + 'static> Stream<T> {
                 }
             })
             .collect();
-        Stream { ctx: self.ctx, lanes }
+        Stream { ctx: self.ctx, lanes, origin, made_by }
+    }
+
+    /// Names the operator that made this stream `uid` in checkpoints (as Flink's `uid`): its
+    /// state is restored from the checkpoint's state of `uid`, whatever else changed in the
+    /// program. Without one an operator's id is derived from its kind and what is upstream of
+    /// it (sources and operator kinds): stable across runs and builds of the same program, and
+    /// changed (so the restore refuses the old state rather than misplace it) when an operator
+    /// is added or removed upstream. Give ids to the stateful operators (windows, sinks) of a
+    /// job whose program will change. Without checkpoints, or on a stream no operator made
+    /// (a `fork`, `union`, `key_by`), it does nothing; an id used twice fails the pipeline's
+    /// run with [`Error::InvalidConfig`].
+    ///
+    /// Operators downstream of a named one derive their default ids from its uid instead of
+    /// everything upstream of it: naming the windows keeps the ids of what follows them (the
+    /// sinks, which cannot be named) when the program changes upstream of the windows.
+    pub fn uid(mut self, uid: &str) -> Stream<T> {
+        if let (Some(shared), Some(made_by)) = (&self.ctx.checkpoint, &self.made_by) {
+            if let Err(e) = shared.rename(made_by, uid) {
+                let reason = e.to_string();
+                return self.invalid("operator uid", reason);
+            }
+            self.origin = format!("uid:{uid}").into();
+        }
+        self
     }
 
     /// Transforms every record.
@@ -1045,7 +1107,11 @@ impl<T: Send + 'static> Stream<T> {
             left.push(inputs_lane(format!("{} (left)", lane.name), vec![lrx], checkpointed));
             right.push(inputs_lane(format!("{} (right)", lane.name), vec![rrx], checkpointed));
         }
-        (Stream { ctx: self.ctx.clone(), lanes: left }, Stream { ctx: self.ctx, lanes: right })
+        let (l, r) = (format!("{}/fork-left", self.origin), format!("{}/fork-right", self.origin));
+        (
+            Stream { ctx: self.ctx.clone(), lanes: left, origin: l.into(), made_by: None },
+            Stream { ctx: self.ctx, lanes: right, origin: r.into(), made_by: None },
+        )
     }
 
     /// Gives every record the wall-clock time it arrives as its timestamp, with watermarks that
@@ -1058,6 +1124,8 @@ impl<T: Send + 'static> Stream<T> {
     /// Merges another stream of the same records into this one.
     pub fn union(mut self, other: Stream<T>) -> Stream<T> {
         self.lanes.extend(other.lanes);
+        self.origin = format!("({}|{})", self.origin, other.origin).into();
+        self.made_by = None;
         self
     }
 
@@ -1065,7 +1133,7 @@ impl<T: Send + 'static> Stream<T> {
     /// exchange over bounded channels).
     pub fn key_by<K, KF>(self, key: KF) -> KeyedStream<K, T, KF>
     where
-        K: Hash + Eq + Clone + Send + 'static,
+        K: Hash + Eq + Clone + Send + serde::Serialize + 'static,
         KF: Fn(&T) -> K + Send + Sync + 'static,
     {
         let key = Arc::new(key);
@@ -1103,7 +1171,8 @@ impl<T: Send + 'static> Stream<T> {
         }
         let lanes =
             receivers.into_iter().map(|rx| inputs_lane(opening.to_owned(), rx, checkpointed)).collect();
-        Stream { ctx: self.ctx, lanes }
+        let origin = format!("{}/{closing}", self.origin).into();
+        Stream { ctx: self.ctx, lanes, origin, made_by: None }
     }
 
     /// Writes every record to `sink`, one writer per subtask.
@@ -1112,7 +1181,7 @@ impl<T: Send + 'static> Stream<T> {
         let parallelism = self.lanes.len();
         let label = self.ctx.metrics.as_ref().map(|m| m.unique_name("sink"));
         let checkpointed = self.lanes.iter().all(|l| l.checkpointed);
-        let parts = self.ctx.parts("sink", parallelism, checkpointed);
+        let parts = self.ctx.parts("sink", &self.origin, parallelism, checkpointed);
         if let (Some(shared), Some(Some(part))) = (&self.ctx.checkpoint, parts.first()) {
             let committer: Arc<dyn Committer> =
                 Arc::new(SinkCommitter(sink.clone(), std::marker::PhantomData));
@@ -1156,7 +1225,11 @@ where
                     None => self.sink.writer(self.subtask, self.parallelism)?,
                 };
                 let (metrics, part) = (self.metrics.take(), self.part.take());
-                self.writer = Some(SinkStage { writer, metrics, part, last_barrier: 0 });
+                let destination = match (&part, self.sink.destination()) {
+                    (Some(_), Some(d)) => crate::checkpoint::encode(&d)?,
+                    _ => Vec::new(),
+                };
+                self.writer = Some(SinkStage { writer, metrics, part, last_barrier: 0, destination });
             }
             match self.writer.as_mut() {
                 Some(w) => w.push(msg).await,
@@ -1242,7 +1315,8 @@ where
                 })
             }),
         };
-        Stream { ctx: self.keyed.stream.ctx.clone(), lanes: vec![lane] }
+        let origin = format!("{}/late", self.keyed.stream.origin).into();
+        Stream { ctx: self.keyed.stream.ctx.clone(), lanes: vec![lane], origin, made_by: None }
     }
 
     /// Aggregates each window of each key with `agg`, emitting a [`WindowResult`] when the
@@ -1310,6 +1384,6 @@ impl<T: Send + 'static> Stream<T> {
                 }
             })
             .collect();
-        Stream { ctx: self.ctx, lanes }
+        Stream { ctx: self.ctx, lanes, origin: self.origin, made_by: self.made_by }
     }
 }

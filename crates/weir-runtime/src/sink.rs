@@ -34,9 +34,50 @@ pub trait Sink<T>: Send + Sync + 'static {
 
     /// Removes what writers pre-committed or wrote but was never committed. Called on start,
     /// before any writer exists: after the restored checkpoint `restored` was committed again,
-    /// or with `None` on a fresh start (when earlier output may be replaced). Default: nothing.
+    /// or with `None` on a fresh start (when earlier output may be replaced).
+    ///
+    /// With `Some(r)` the output must afterwards hold exactly what checkpoints up to `r`
+    /// committed. It may hold more: when the newest checkpoints were damaged or deleted, an
+    /// older one is restored, and what the newer ones committed is produced again. A sink
+    /// that can cut its output back does (file sinks cut their files back to the length `r`
+    /// left); one that cannot must return an error naming what it holds, rather than let the
+    /// job commit those results a second time. Default: nothing.
     fn discard_uncommitted(&self, _restored: Option<u64>) -> Result<()> {
         Ok(())
+    }
+
+    /// What an earlier run of a checkpointed pipeline committed to this sink's destination
+    /// (`None`: nothing, or the sink cannot tell). A pipeline that finds no checkpoint to
+    /// restore refuses to start while a sink reports some (unless started from scratch), and
+    /// numbers its checkpoints after the reported id. Default: `None`.
+    fn committed_output(&self) -> Result<Option<CommittedOutput>> {
+        Ok(None)
+    }
+
+    /// What identifies the output independently of the process's working directory (an
+    /// absolute path, a topic), saved in checkpoints: a restore whose sink now has another
+    /// destination is refused with an error naming both, instead of committing the
+    /// checkpoint's output to one place and the rest to another. Default: `None` (not
+    /// compared).
+    fn destination(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Output a sink's destination holds from an earlier run; see [`Sink::committed_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommittedOutput {
+    /// The newest checkpoint whose output it holds, if it records one.
+    pub checkpoint: Option<u64>,
+    /// What and where, for messages: e.g. `out/rows.jsonl: 1234 bytes committed by checkpoint 17`.
+    pub description: String,
+}
+
+impl CommittedOutput {
+    /// Output committed by `checkpoint` (if known), described by `description`.
+    pub fn new(checkpoint: Option<u64>, description: impl Into<String>) -> Self {
+        CommittedOutput { checkpoint, description: description.into() }
     }
 }
 

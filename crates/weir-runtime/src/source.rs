@@ -48,6 +48,14 @@ pub trait Source: Send + Sync + 'static {
     fn commit(&self, _positions: &SplitPositions) -> Result<()> {
         Ok(())
     }
+
+    /// Progress an earlier run committed for this source outside a checkpoint (e.g. a consumer
+    /// group's committed offsets), described for a message; `None` if none. A checkpointed
+    /// pipeline that finds no checkpoint to restore refuses to start while a source reports
+    /// some, unless started from scratch. Default: `None`.
+    fn committed_progress(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Reads batches for one subtask.

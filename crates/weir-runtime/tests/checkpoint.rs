@@ -5,80 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+mod committed;
+
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use committed::Committed;
 use weir_runtime::{
-    Batch, Checkpointing, Count, Error, MemorySource, Pipeline, Result, Sink, SinkWriter, Sum,
-    TumblingWindows, Watermarks,
+    Checkpointing, Count, Error, MemorySource, Pipeline, Result, Sum, TumblingWindows, Watermarks,
 };
-
-/// A transactional sink for tests: writers hold records until a barrier; a complete
-/// checkpoint's records are added once (by id) to the shared output.
-struct Committed<T> {
-    inner: Arc<Mutex<(BTreeSet<u64>, Vec<T>)>>,
-}
-
-impl<T> Clone for Committed<T> {
-    fn clone(&self) -> Self {
-        Committed { inner: self.inner.clone() }
-    }
-}
-
-impl<T: Clone> Committed<T> {
-    fn new() -> Self {
-        Committed { inner: Arc::new(Mutex::new((BTreeSet::new(), Vec::new()))) }
-    }
-
-    fn output(&self) -> Vec<T> {
-        self.inner.lock().unwrap().1.clone()
-    }
-}
-
-struct Holding<T> {
-    held: Vec<T>,
-}
-
-impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> Sink<T> for Committed<T> {
-    type Writer = Holding<T>;
-    fn name(&self) -> String {
-        "committed".into()
-    }
-    fn writer(&self, _: usize, _: usize) -> Result<Holding<T>> {
-        panic!("the test pipelines are checkpointed")
-    }
-    fn transactional_writer(&self, _: usize, _: usize) -> Result<Holding<T>> {
-        Ok(Holding { held: Vec::new() })
-    }
-    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
-        let mut inner = self.inner.lock().unwrap();
-        if inner.0.insert(checkpoint) {
-            for c in committables {
-                inner.1.extend(weir_runtime::decode::<Vec<T>>(c)?);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<T: Serialize + Send + 'static> SinkWriter<T> for Holding<T> {
-    async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
-        self.held.extend(batch.records);
-        Ok(())
-    }
-    async fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
-    async fn pre_commit(&mut self, _: u64) -> Result<Option<Vec<u8>>> {
-        if self.held.is_empty() {
-            return Ok(None);
-        }
-        weir_runtime::encode(&std::mem::take(&mut self.held)).map(Some)
-    }
-}
 
 /// (key, window start, count, sum) rows.
 type Row = (u32, i64, u64, i64);
@@ -91,18 +25,37 @@ fn events() -> Vec<(i64, u32, i64)> {
 /// Builds the job: per key, 1 s windows of count and sum. `slow` makes each batch take a
 /// millisecond, so a stop lands in the middle.
 fn job(p: &Pipeline, out: Committed<Row>, slow: bool) {
-    p.source(MemorySource::new(events()).batch_size(100))
-        .inspect(move |_| {
-            if slow {
-                std::thread::sleep(Duration::from_micros(20));
-            }
-        })
+    job_with(p, out, slow, Variant::default());
+}
+
+/// Changes to the program between a savepoint and its restore.
+#[derive(Clone, Copy, Default)]
+struct Variant {
+    /// The window operator's uid, if it has one.
+    uid: Option<&'static str>,
+    /// An operator added upstream of the window.
+    added_upstream: bool,
+}
+
+fn job_with(p: &Pipeline, out: Committed<Row>, slow: bool, variant: Variant) {
+    let mut events = p.source(MemorySource::new(events()).batch_size(100)).inspect(move |_| {
+        if slow {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    });
+    if variant.added_upstream {
+        events = events.filter(|_| true);
+    }
+    let windows = events
         .assign_timestamps(|e| e.0, Watermarks::bounded_out_of_orderness(Duration::from_millis(100)))
         .key_by(|e| e.1)
         .window(TumblingWindows::of(Duration::from_secs(1)))
-        .aggregate((Count, Sum::of(|e: &(i64, u32, i64)| e.2)))
-        .map(|r| (r.key, r.window_start, r.value.0, r.value.1))
-        .sink(out);
+        .aggregate((Count, Sum::of(|e: &(i64, u32, i64)| e.2)));
+    let windows = match variant.uid {
+        Some(uid) => windows.uid(uid),
+        None => windows,
+    };
+    windows.map(|r| (r.key, r.window_start, r.value.0, r.value.1)).sink(out);
 }
 
 fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
@@ -116,12 +69,23 @@ async fn run(
     out: Committed<Row>,
     stop_after: Option<Duration>,
 ) -> Result<()> {
+    run_with(dir, parallelism, out, stop_after, Variant::default(), |c| c).await
+}
+
+async fn run_with(
+    dir: &std::path::Path,
+    parallelism: usize,
+    out: Committed<Row>,
+    stop_after: Option<Duration>,
+    variant: Variant,
+    config: impl FnOnce(Checkpointing) -> Checkpointing,
+) -> Result<()> {
     let p = Pipeline::builder("ckpt")
         .parallelism(parallelism)
         .handle_signals(false)
-        .checkpointing(Checkpointing::to_dir(dir).interval(Duration::from_millis(20)))
+        .checkpointing(config(Checkpointing::to_dir(dir).interval(Duration::from_millis(20))))
         .build()?;
-    job(&p, out, stop_after.is_some());
+    job_with(&p, out, stop_after.is_some(), variant);
     if let Some(after) = stop_after {
         // Stop once a checkpoint completed (and at least `after` passed): mid-run, whatever
         // the machine's speed.
@@ -168,7 +132,7 @@ async fn a_location_without_a_usable_checkpoint_is_refused_unless_from_scratch()
     // A checkpoint directory whose only checkpoint has a truncated manifest.
     let chk = dir.path().join(format!("chk-{:020}", 1));
     std::fs::create_dir_all(&chk).unwrap();
-    std::fs::write(chk.join("_manifest.json"), "{\"format_version\": 1, \"pipe").unwrap();
+    std::fs::write(chk.join("_manifest.json"), "{\"format_version\": 2, \"pipe").unwrap();
     let out = Committed::new();
     let err = run(dir.path(), 1, out.clone(), None).await.unwrap_err();
     let msg = err.to_string();
@@ -183,4 +147,69 @@ async fn a_location_without_a_usable_checkpoint_is_refused_unless_from_scratch()
     job(&p, out.clone(), false);
     p.run().await.unwrap();
     assert_eq!(sorted(out.output()), reference().await);
+}
+
+/// Takes a savepoint of the job as `variant` builds it, mid-run, in a new directory.
+async fn savepoint(variant: Variant) -> (tempfile::TempDir, Committed<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Committed::new();
+    run_with(dir.path(), 2, out.clone(), Some(Duration::from_millis(30)), variant, |c| c).await.unwrap();
+    (dir, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_added_upstream_does_not_take_over_the_state_of_another() {
+    // Without uids, the window's id depends on what is upstream of it: with an operator added
+    // there, the saved window state belongs to no operator, and the restore says so.
+    let (dir, out) = savepoint(Variant::default()).await;
+    let changed = Variant { added_upstream: true, ..Variant::default() };
+    let err = run_with(dir.path(), 2, out.clone(), None, changed, |c| c).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Checkpoint(_)), "{msg}");
+    for needle in
+        ["operators this pipeline does not have", "window-", "Stream::uid", "allow_non_restored_state"]
+    {
+        assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_with_a_uid_keeps_its_state_when_the_program_changes_upstream() {
+    let named = Variant { uid: Some("per-key-seconds"), added_upstream: false };
+    let (dir, out) = savepoint(named).await;
+    let changed = Variant { added_upstream: true, ..named };
+    run_with(dir.path(), 2, out.clone(), None, changed, |c| c).await.unwrap();
+    assert_eq!(sorted(out.output()), reference().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_of_a_uid_the_pipeline_lacks_is_refused_unless_dropping_it_is_allowed() {
+    let (dir, out) = savepoint(Variant { uid: Some("counts"), added_upstream: false }).await;
+    let renamed = Variant { uid: Some("totals"), added_upstream: false };
+    let err = run_with(dir.path(), 2, out.clone(), None, renamed, |c| c).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("`counts`") || msg.contains("counts,") || msg.contains("counts;"), "{msg}");
+    assert!(msg.contains("totals"), "the pipeline's own ids are listed: {msg}");
+    // Opted in: the old state is dropped, the job runs (its windows start empty).
+    run_with(dir.path(), 2, out.clone(), None, renamed, |c| c.allow_non_restored_state(true)).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_operators_cannot_share_a_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::builder("ckpt")
+        .parallelism(1)
+        .handle_signals(false)
+        .checkpointing(Checkpointing::to_dir(dir.path()))
+        .build()
+        .unwrap();
+    let out = Committed::<u32>::new();
+    p.source(MemorySource::new(vec![1u32, 2, 3]))
+        .map(|x| x + 1)
+        .uid("same")
+        .map(|x| x * 2)
+        .uid("same")
+        .sink(out);
+    let err = p.run().await.unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { field: "operator uid", .. }), "{err}");
 }

@@ -64,8 +64,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use serde::{Deserialize, Serialize};
 use weir_runtime::{
-    Batch, Collector, DeadLetter, DropReason, KEY_GROUPS, Operator, Partitioner, StateReader, StateStats,
-    StateWriter, Timestamp, subtask_for_hash,
+    Batch, Collector, DeadLetter, DropReason, Operator, Partitioner, StateReader, StateStats, StateWriter,
+    Timestamp, key_group, subtask_for_hash,
 };
 
 use crate::window::{WindowCall, WindowKind};
@@ -808,11 +808,6 @@ fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, String> {
         Some(batch) => batch.map_err(|e| e.to_string()),
         None => Err("no record batch".into()),
     }
-}
-
-/// The key group of a routing hash (see the runtime's key groups).
-fn key_group(hash: u64) -> u16 {
-    (hash % u64::from(KEY_GROUPS)) as u16
 }
 
 /// Writes `columns` (`rows` rows; the first `keys` are the group keys) as one entry per key

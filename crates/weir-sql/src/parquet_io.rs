@@ -16,6 +16,13 @@
 //! committed ones; a fresh start deletes the old `part-*.parquet` files too (the output is
 //! replaced). Files appear once per checkpoint, so `rows_per_file` bounds a file's size, not
 //! its minimum.
+//!
+//! Before renaming, a commit records each file and its checkpoint in `<dir>/.committed` (lines
+//! `<checkpoint> <file name>`, replaced atomically). A restore of checkpoint `r` deletes the
+//! files that checkpoints after `r` committed (the newer checkpoints were damaged or deleted,
+//! and their rows are written again), and a start without a checkpoint refuses while the
+//! directory holds committed files (see `Sink::committed_output`). The directory is made
+//! absolute when the sink is built.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -251,7 +258,47 @@ pub struct ParquetSink {
 impl ParquetSink {
     /// Files in `dir`, rolled every `rows_per_file` rows.
     pub fn new(dir: impl Into<PathBuf>, rows_per_file: usize) -> Self {
-        ParquetSink { dir: dir.into(), rows_per_file: rows_per_file.max(1) }
+        ParquetSink {
+            dir: weir_connectors::file_commit::absolute(dir.into()),
+            rows_per_file: rows_per_file.max(1),
+        }
+    }
+
+    /// The record of which checkpoint committed which file.
+    fn commits_path(&self) -> PathBuf {
+        self.dir.join(".committed")
+    }
+
+    /// The committed files, `(checkpoint, file name)`, in commit order; empty without a record.
+    fn read_commits(&self) -> Result<Vec<(u64, String)>> {
+        let path = self.commits_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(error(path.display(), e)),
+        };
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (id, name) = l.split_once(' ').unwrap_or_default();
+                match id.parse() {
+                    Ok(id) if part_number(name).is_some() => Ok((id, name.to_owned())),
+                    _ => Err(error(path.display(), format_args!("not `<checkpoint> <file name>`: {l:?}"))),
+                }
+            })
+            .collect()
+    }
+
+    /// Replaces the record of committed files (write, fsync, rename, directory fsync).
+    fn write_commits(&self, commits: &[(u64, String)]) -> Result<()> {
+        let path = self.commits_path();
+        let tmp = self.dir.join(".committed.tmp");
+        let text: String = commits.iter().map(|(id, name)| format!("{id} {name}\n")).collect();
+        let written = std::fs::write(&tmp, text)
+            .and_then(|()| File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| sync_dir(&path));
+        written.map_err(|e| error(path.display(), e))
     }
 
     fn final_path(&self, subtask: usize, n: usize) -> PathBuf {
@@ -326,9 +373,24 @@ impl Sink<RecordBatch> for ParquetSink {
     }
 
     fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+        let committables = committables
+            .iter()
+            .map(|c| weir_runtime::decode::<ParquetCommittable>(c))
+            .collect::<Result<Vec<_>>>()?;
+        // Recorded before the renames: a file renamed is always in the record.
+        let mut commits = self.read_commits()?;
+        let before = commits.len();
+        for (_, to) in committables.iter().flat_map(|c| &c.files) {
+            let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !commits.iter().any(|(_, n)| *n == name) {
+                commits.push((checkpoint, name));
+            }
+        }
+        if commits.len() > before {
+            self.write_commits(&commits)?;
+        }
         let mut renamed = false;
         for c in committables {
-            let c: ParquetCommittable = weir_runtime::decode(c)?;
             for (from, to) in c.files {
                 match std::fs::rename(&from, &to) {
                     Ok(()) => renamed = true,
@@ -353,6 +415,33 @@ impl Sink<RecordBatch> for ParquetSink {
 
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
         let mut removed = false;
+        match restored {
+            Some(r) => {
+                let mut commits = self.read_commits()?;
+                let newer: Vec<String> =
+                    commits.iter().filter(|(id, _)| *id > r).map(|(_, n)| n.clone()).collect();
+                if !newer.is_empty() {
+                    tracing::warn!(dir = %self.dir.display(), restored = r, files = ?newer, "deleting the files of checkpoints newer than the restored one");
+                    for name in &newer {
+                        let path = self.dir.join(name);
+                        match std::fs::remove_file(&path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(error(path.display(), e));
+                            }
+                            _ => removed = true,
+                        }
+                    }
+                    commits.retain(|(id, _)| *id <= r);
+                    self.write_commits(&commits)?;
+                }
+            }
+            None => match std::fs::remove_file(self.commits_path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error(self.commits_path().display(), e));
+                }
+                _ => {}
+            },
+        }
         for name in self.names()? {
             let stale = match restored {
                 None => part_number(&name).is_some(),
@@ -373,6 +462,33 @@ impl Sink<RecordBatch> for ParquetSink {
                 .map_err(|e| error(self.dir.display(), format_args!("fsync: {e}")))?;
         }
         Ok(())
+    }
+
+    fn committed_output(&self) -> Result<Option<weir_runtime::CommittedOutput>> {
+        self.committed()
+    }
+
+    fn destination(&self) -> Option<String> {
+        Some(self.dir.display().to_string())
+    }
+}
+
+impl ParquetSink {
+    /// See [`Sink::committed_output`]: the newest checkpoint the record names, or files
+    /// written without checkpoints.
+    fn committed(&self) -> Result<Option<weir_runtime::CommittedOutput>> {
+        let commits = self.read_commits()?;
+        if let Some(id) = commits.iter().map(|(id, _)| *id).max() {
+            let files = commits.len();
+            let what =
+                format!("{}: {files} files committed, the last by checkpoint {id}", self.dir.display());
+            return Ok(Some(weir_runtime::CommittedOutput::new(Some(id), what)));
+        }
+        let files = self.names()?.iter().filter(|n| part_number(n).is_some()).count();
+        Ok((files > 0).then(|| {
+            let what = format!("{}: {files} files written without checkpoints", self.dir.display());
+            weir_runtime::CommittedOutput::new(None, what)
+        }))
     }
 }
 
@@ -454,5 +570,42 @@ impl SinkWriter<RecordBatch> for ParquetWriter {
 
     fn bytes_written(&self) -> u64 {
         self.written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Checkpoint `id` commits file `n` of subtask 0 (a stand-in for a closed Parquet file).
+    fn commit(sink: &ParquetSink, id: u64, n: usize) {
+        let to = sink.final_path(0, n);
+        let from = ParquetSink::in_progress(&to);
+        std::fs::write(&from, format!("file {n}")).unwrap();
+        let c = weir_runtime::encode(&ParquetCommittable { files: vec![(from, to)] }).unwrap();
+        sink.commit(id, std::slice::from_ref(&c)).unwrap();
+        sink.commit(id, &[c]).unwrap(); // idempotent
+    }
+
+    #[test]
+    fn restoring_an_older_checkpoint_deletes_the_files_newer_ones_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = ParquetSink::new(dir.path(), 10);
+        assert_eq!(sink.committed_output().unwrap(), None);
+        commit(&sink, 3, 0);
+        commit(&sink, 5, 1);
+        commit(&sink, 6, 2);
+        assert_eq!(sink.committed_output().unwrap().unwrap().checkpoint, Some(6));
+        // Checkpoints 6 and 5 were damaged: 4 is restored.
+        sink.discard_uncommitted(Some(4)).unwrap();
+        assert!(sink.final_path(0, 0).exists());
+        assert!(!sink.final_path(0, 1).exists() && !sink.final_path(0, 2).exists());
+        assert_eq!(sink.read_commits().unwrap(), [(3, "part-0-0.parquet".to_owned())]);
+        // A fresh start replaces everything, record included.
+        sink.discard_uncommitted(None).unwrap();
+        assert!(!sink.final_path(0, 0).exists() && !sink.commits_path().exists());
+        assert_eq!(sink.committed_output().unwrap(), None);
     }
 }

@@ -97,8 +97,11 @@ impl Script {
                     sinks += 1;
                 }
                 Statement::Sink(def) => {
+                    // Checkpoint ids from the statement's sink, not its position in the script.
+                    p.set_uid_scope(Some(&def.name));
                     let stream = ctx.sql(&def.query).await?.build(&p)?;
                     attach_sink(ctx, def, stream)?;
+                    p.set_uid_scope(None);
                     sinks += 1;
                 }
             }

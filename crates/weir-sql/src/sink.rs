@@ -72,7 +72,7 @@ impl TextFileSink {
     /// JSON lines (or CSV with a header) in `path`, created or truncated when the job starts
     /// (in a checkpointed pipeline: on a fresh start; a restored job keeps what was committed).
     pub fn new(path: impl Into<PathBuf>, csv: bool) -> Self {
-        TextFileSink { path: path.into(), csv, file: Arc::default() }
+        TextFileSink { path: file_commit::absolute(path.into()), csv, file: Arc::default() }
     }
 
     fn dir(&self) -> &Path {
@@ -128,6 +128,9 @@ impl Sink<RecordBatch> for TextFileSink {
         if parts.is_empty() {
             return Ok(());
         }
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        file_commit::check_targets(&parts, self.dir(), &|n: &str| n == name)
+            .map_err(|e| error(self.path.display(), format_args!("commit checkpoint {checkpoint}: {e}")))?;
         file_commit::commit(checkpoint, &parts, self.csv)
             .map_err(|e| error(self.path.display(), format_args!("commit checkpoint {checkpoint}: {e}")))
     }
@@ -137,6 +140,16 @@ impl Sink<RecordBatch> for TextFileSink {
         let is_target = |n: &str| n == name;
         file_commit::discard(self.dir(), &is_target, restored)
             .map_err(|e| error(self.path.display(), format_args!("clean up uncommitted output: {e}")))
+    }
+
+    fn destination(&self) -> Option<String> {
+        Some(self.path.display().to_string())
+    }
+
+    fn committed_output(&self) -> Result<Option<weir_runtime::CommittedOutput>> {
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        file_commit::committed(self.dir(), &|n: &str| n == name)
+            .map_err(|e| error(self.path.display(), format_args!("read committed output: {e}")))
     }
 }
 
@@ -278,6 +291,10 @@ impl Sink<RecordBatch> for LogTopicSink {
 
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
         Sink::<Box<RawValue>>::discard_uncommitted(&self.inner, restored)
+    }
+
+    fn committed_output(&self) -> Result<Option<weir_runtime::CommittedOutput>> {
+        Sink::<Box<RawValue>>::committed_output(&self.inner)
     }
 }
 

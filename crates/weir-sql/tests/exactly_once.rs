@@ -21,6 +21,8 @@ use weir_sql::{Script, ScriptOptions, StreamContext};
 
 const DIR_ENV: &str = "WEIR_SQL_EXACTLY_ONCE_DIR";
 const PARALLELISM_ENV: &str = "WEIR_SQL_EXACTLY_ONCE_PARALLELISM";
+/// Set: the script's CREATE SINK statements in reverse order.
+const REVERSED_ENV: &str = "WEIR_SQL_EXACTLY_ONCE_REVERSED";
 
 /// Events in the input.
 const EVENTS: i64 = 60_000;
@@ -49,6 +51,17 @@ fn prepare(dir: &Path) {
 }
 
 fn script(dir: &Path) -> String {
+    let script = script_in_order(dir);
+    if std::env::var(REVERSED_ENV).is_err() {
+        return script;
+    }
+    // The CREATE SINK statements in reverse order, after the CREATE SOURCE.
+    let mut statements: Vec<&str> = script.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
+    statements[1..].reverse();
+    statements.join(";\n")
+}
+
+fn script_in_order(dir: &Path) -> String {
     let out = dir.join("out");
     format!(
         "CREATE SOURCE events (ts_ms BIGINT, user_id INT, amount BIGINT, ts AS to_timestamp_millis(ts_ms), \
@@ -95,12 +108,19 @@ fn child_process() {
 }
 
 fn spawn(dir: &Path, parallelism: usize) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process", "--nocapture", "--test-threads", "1"])
+    spawn_script(dir, parallelism, false)
+}
+
+/// The child, with the script's CREATE SINK statements in reverse order if `reversed`.
+fn spawn_script(dir: &Path, parallelism: usize, reversed: bool) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_process", "--nocapture", "--test-threads", "1"])
         .env(DIR_ENV, dir)
-        .env(PARALLELISM_ENV, parallelism.to_string())
-        .spawn()
-        .unwrap()
+        .env(PARALLELISM_ENV, parallelism.to_string());
+    if reversed {
+        cmd.env(REVERSED_ENV, "1");
+    }
+    cmd.spawn().unwrap()
 }
 
 fn run_to_end(dir: &Path, parallelism: usize) {
@@ -330,4 +350,28 @@ fn a_sql_checkpoint_taken_at_parallelism_two_restores_at_one_and_at_four() {
         eprintln!("restored at parallelism {restore_at}");
         assert_same(&output(dir.path()), want);
     }
+}
+
+#[test]
+fn a_sql_checkpoint_restores_into_the_script_with_its_statements_reordered() {
+    if std::env::var(DIR_ENV).is_ok() {
+        return;
+    }
+    let _serial = serial();
+    let want = reference();
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let mut child = spawn(dir.path(), 2);
+    let started = Instant::now();
+    while checkpoints(dir.path()).is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
+        assert!(started.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Each statement's state and source positions follow it to its new place.
+    let status = spawn_script(dir.path(), 2, true).wait().unwrap();
+    assert!(status.success(), "the job failed: {status}");
+    assert_same(&output(dir.path()), want);
 }

@@ -90,12 +90,16 @@ fn finished(checkpoints: &Path) -> bool {
     manifest["finished"].as_bool().unwrap()
 }
 
-/// The ids of the committed output files, sorted, and the names of the other files.
+/// The ids of the committed output files, sorted, and the names of the other files (the
+/// record of commits, `.committed`, aside).
 fn output(dir: &Path) -> (Vec<i64>, Vec<String>) {
     let (mut ids, mut others) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir.join("out")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == ".committed" {
+            continue;
+        }
         if name.starts_with('.') {
             others.push(name);
             continue;

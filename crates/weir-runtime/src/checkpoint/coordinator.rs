@@ -13,6 +13,7 @@ use super::format::{Manifest, PartSnapshot};
 use super::{Ack, AckOf, CheckpointStore, Restored, Shared, SplitPositions, Trigger};
 use crate::error::{Error, Result};
 use crate::metrics::CheckpointMetrics;
+use crate::sink::CommittedOutput;
 
 type PartKey = (Arc<str>, u32);
 
@@ -45,6 +46,87 @@ fn now_ms() -> i64 {
     crate::time::now_ms()
 }
 
+/// Refuses a start with nothing to restore when the sinks or sources show progress an earlier
+/// run committed (its checkpoints were deleted, or all of them are unusable): starting over
+/// would replay the whole input into output that holds its results.
+fn refuse_fresh_start(shared: &Shared, store: &CheckpointStore, outputs: &[CommittedOutput]) -> Result<()> {
+    let mut found: Vec<String> = outputs.iter().map(|o| o.description.clone()).collect();
+    let sources = shared.sources.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    for (_, s) in sources {
+        if let Some(progress) = s.committed_progress()? {
+            found.push(format!("source {}: {progress}", s.name()));
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Checkpoint(format!(
+        "no checkpoint to restore in {}, but an earlier run of this pipeline committed progress: {}; \
+         starting without its state would process the input again into that output. Restore its \
+         checkpoints, or start over with `--from-scratch` (`Checkpointing::from_scratch`), which \
+         replaces file sinks' output and appends to topics after what they hold",
+        store.location(),
+        found.join("; ")
+    )))
+}
+
+/// Refuses a checkpoint holding state of operators this pipeline does not have (removed, or
+/// their uid changed), unless `allow_non_restored_state` drops it with a warning.
+fn check_operators(
+    shared: &Shared,
+    store: &CheckpointStore,
+    id: u64,
+    parts: &mut HashMap<String, Vec<PartSnapshot>>,
+) -> Result<()> {
+    let known = shared.operator_uids();
+    let mut unknown: Vec<String> = parts.keys().filter(|u| !known.contains(u.as_str())).cloned().collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    if shared.config.allow_non_restored_state {
+        tracing::warn!(checkpoint = id, location = %store.location(), operators = ?unknown, "dropping the state of operators this pipeline does not have");
+        parts.retain(|u, _| known.contains(u.as_str()));
+        return Ok(());
+    }
+    let mut ours: Vec<&str> = known.iter().map(|u| &**u).collect();
+    ours.sort_unstable();
+    Err(Error::Checkpoint(format!(
+        "checkpoint {id} in {} holds state of operators this pipeline does not have: {}; this \
+         pipeline's operators are {}. Give operators the ids they had (`Stream::uid`), allow \
+         dropping that state (`Checkpointing::allow_non_restored_state`), or start over with \
+         `--from-scratch`",
+        store.location(),
+        unknown.join(", "),
+        ours.join(", ")
+    )))
+}
+
+/// Refuses a checkpoint whose sinks wrote to another destination than this pipeline's sinks
+/// of the same uid (see [`Sink::destination`](crate::Sink::destination)).
+fn check_destinations(
+    shared: &Shared,
+    committers: &[super::Registered<dyn super::Committer>],
+    id: u64,
+    parts: &HashMap<String, Vec<PartSnapshot>>,
+) -> Result<()> {
+    for (uid, c) in committers {
+        let uid = shared.uid_of(uid);
+        let Some(now) = c.destination() else { continue };
+        for part in parts.get(&*uid).into_iter().flatten().filter(|p| !p.meta.is_empty()) {
+            let then: String = super::decode(&part.meta)?;
+            if then != now {
+                return Err(Error::Checkpoint(format!(
+                    "checkpoint {id}: sink `{uid}` wrote to {then}, but it now writes to {now} (was \
+                     its path changed, or a relative path resolved in another working directory?); \
+                     restore it with the same destination, or start over with `--from-scratch`"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Coordinator {
     /// Opens the checkpoint location and restores the latest complete checkpoint into `shared`
     /// (unless the configuration says to start from scratch): its committables are committed
@@ -66,12 +148,25 @@ impl Coordinator {
         } else {
             store.load_latest().await?
         };
+        let committers = shared.committers.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut outputs = Vec::new();
+        for (_, c) in &committers {
+            if let Some(output) = c.committed_output()? {
+                outputs.push(output);
+            }
+        }
+        if loaded.is_none() && !shared.config.from_scratch {
+            refuse_fresh_start(&shared, &store, &outputs)?;
+        }
+        // Ids stay above every checkpoint whose output a sink holds, even if its directory is
+        // gone: a sink recognises what it committed by the id.
+        let committed = outputs.iter().filter_map(|o| o.checkpoint).max().unwrap_or(0);
         let coordinator = Coordinator {
             shared: shared.clone(),
             store,
             pipeline: pipeline.to_owned(),
             parallelism: parallelism as u32,
-            next_id: newest + 1,
+            next_id: newest.max(committed) + 1,
             metrics,
             carried: HashMap::new(),
         };
@@ -85,6 +180,8 @@ impl Coordinator {
                     parts.entry(entry.uid).or_default().push(part);
                 }
                 let m = &loaded.manifest;
+                check_operators(&shared, &coordinator.store, m.id, &mut parts)?;
+                check_destinations(&shared, &committers, m.id, &parts)?;
                 tracing::info!(
                     pipeline,
                     checkpoint = m.id,
@@ -97,13 +194,13 @@ impl Coordinator {
                 if let Some(metrics) = &coordinator.metrics {
                     metrics.restored(m.id, m.created_ms);
                 }
-                Some(Restored { id: m.id, parts })
+                let renamed = shared.renamed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                Some(Restored { id: m.id, parts, renamed })
             }
         };
         if let Some(r) = &restored {
             coordinator.commit(r.id, |uid| r.of(uid).to_vec())?;
         }
-        let committers = shared.committers.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for (_, c) in committers {
             c.discard_uncommitted(restored.as_ref().map(|r| r.id))?;
         }
@@ -117,14 +214,14 @@ impl Coordinator {
         let committers = self.shared.committers.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for (uid, c) in committers {
             let committables: Vec<Vec<u8>> =
-                parts_of(&uid).into_iter().flat_map(|p| p.committables).collect();
+                parts_of(&self.shared.uid_of(&uid)).into_iter().flat_map(|p| p.committables).collect();
             if !committables.is_empty() {
                 c.commit(id, &committables)?;
             }
         }
         let sources = self.shared.sources.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for (uid, s) in sources {
-            let parts = parts_of(&uid);
+            let parts = parts_of(&self.shared.uid_of(&uid));
             let positions = SplitPositions::from_parts(&parts);
             if !positions.is_empty() {
                 s.commit(&positions)?;

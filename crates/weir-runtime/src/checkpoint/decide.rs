@@ -152,14 +152,16 @@ mod tests {
     #[test]
     fn an_incompatible_newest_checkpoint_refuses() {
         for candidates in [
-            vec![Candidate::Valid(7), Candidate::Incompatible { id: 8, found: 2 }],
-            vec![Candidate::Incompatible { id: 8, found: 2 }],
-            vec![Candidate::Valid(7), corrupt(9, "truncated"), Candidate::Incompatible { id: 8, found: 2 }],
+            vec![Candidate::Valid(7), Candidate::Incompatible { id: 8, found: 1 }],
+            vec![Candidate::Incompatible { id: 8, found: 1 }],
+            vec![Candidate::Valid(7), corrupt(9, "truncated"), Candidate::Incompatible { id: 8, found: 1 }],
         ] {
             let RestoreChoice::Refuse(message) = choose_restore(&candidates) else {
                 panic!("expected a refusal for {candidates:?}");
             };
-            for needle in ["checkpoint 8", "version 2", "version 1", "--from-scratch"] {
+            for needle in
+                ["checkpoint 8", "version 1", &format!("version {FORMAT_VERSION}"), "--from-scratch"]
+            {
                 assert!(message.contains(needle), "{needle:?} not in {message:?}");
             }
         }
@@ -167,7 +169,7 @@ mod tests {
 
     #[test]
     fn an_incompatible_checkpoint_older_than_a_valid_one_is_fine() {
-        let candidates = [Candidate::Incompatible { id: 2, found: 2 }, Candidate::Valid(3)];
+        let candidates = [Candidate::Incompatible { id: 2, found: 1 }, Candidate::Valid(3)];
         assert_eq!(choose_restore(&candidates), RestoreChoice::Restore { id: 3, skipped: vec![] });
     }
 

@@ -25,7 +25,13 @@
 use serde::{Deserialize, Serialize};
 
 /// The version of both formats this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first format (key groups by std's `DefaultHasher`, operator ids by position).
+/// - 2: key groups by [`key_hash`](crate::key_hash) (CRC-32C of the key's postcard bytes);
+///   operator ids chosen with `Stream::uid` or derived from what is upstream; file sink
+///   paths absolute; file sink markers keep a history of commits. Checkpoints of version 1 are
+///   refused (their key groups and ids mean something else).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// The first bytes of every part file.
 const MAGIC: &[u8; 8] = b"WEIRPART";
@@ -306,11 +312,11 @@ mod tests {
     #[test]
     fn another_version_is_a_version_error() {
         let mut bytes = encode_part(&sample());
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
         let end = bytes.len() - 4;
         let crc = crc32c::crc32c(&bytes[..end]);
         bytes[end..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_part(&bytes), Err(FormatError::Version { found: 2, supported: 1 }));
+        assert_eq!(decode_part(&bytes), Err(FormatError::Version { found: 3, supported: FORMAT_VERSION }));
     }
 
     #[test]
@@ -328,7 +334,7 @@ mod tests {
     fn manifests_round_trip_and_sum_their_parts() {
         let m = manifest();
         let json = m.to_json().unwrap();
-        assert!(String::from_utf8_lossy(&json).contains("\n  \"format_version\": 1"), "pretty JSON");
+        assert!(String::from_utf8_lossy(&json).contains("\n  \"format_version\": 2"), "pretty JSON");
         assert_eq!(Manifest::from_json(&json), Ok(m.clone()));
         assert_eq!(m.total_bytes(), 123);
     }
@@ -336,10 +342,13 @@ mod tests {
     #[test]
     fn a_manifest_of_another_version_is_a_version_error() {
         let mut value = serde_json::to_value(manifest()).unwrap();
-        value["format_version"] = 2.into();
-        value["renamed_in_v2"] = value["parts"].take();
+        value["format_version"] = 3.into();
+        value["renamed_in_v3"] = value["parts"].take();
         let json = serde_json::to_vec(&value).unwrap();
-        assert_eq!(Manifest::from_json(&json), Err(FormatError::Version { found: 2, supported: 1 }));
+        assert_eq!(
+            Manifest::from_json(&json),
+            Err(FormatError::Version { found: 3, supported: FORMAT_VERSION })
+        );
     }
 
     #[test]
@@ -349,6 +358,6 @@ mod tests {
             let got = Manifest::from_json(&json[..n]);
             assert!(matches!(got, Err(FormatError::Undecodable(_))), "{n} bytes: {got:?}");
         }
-        assert!(matches!(Manifest::from_json(b"{\"format_version\": 1}"), Err(FormatError::Undecodable(_))));
+        assert!(matches!(Manifest::from_json(b"{\"format_version\": 2}"), Err(FormatError::Undecodable(_))));
     }
 }

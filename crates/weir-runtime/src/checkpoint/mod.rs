@@ -31,6 +31,44 @@
 //! Records after the checkpoint are read again and their results, never committed before,
 //! are produced again: exactly once in state and in transactional sinks' output.
 //!
+//! When the restored checkpoint is older than the newest one committed (the newer ones were
+//! damaged or deleted), the sinks hold output the restore will produce again.
+//! [`Sink::discard_uncommitted`](crate::Sink::discard_uncommitted) then rolls each sink back to
+//! what the restored checkpoint committed, or refuses the start if it cannot (a log sink: a
+//! topic cannot take records back). Output is never committed twice in silence.
+//!
+//! A start refuses, unless configured to start from scratch:
+//! - checkpoints exist but none is usable (`decide`);
+//! - no checkpoint exists, but a sink reports output committed by an earlier run
+//!   ([`Sink::committed_output`](crate::Sink::committed_output)) or a source reports committed
+//!   progress ([`Source::committed_progress`](crate::Source::committed_progress)): the
+//!   checkpoints were deleted, and starting over would replay the input into that output;
+//! - the checkpoint holds state of an operator id the pipeline does not have (see below),
+//!   unless [`Checkpointing::allow_non_restored_state`];
+//! - a sink's saved [`Sink::destination`](crate::Sink::destination) differs from its current
+//!   one (e.g. a relative path resolved in another working directory).
+//!
+//! New checkpoints are numbered after every checkpoint in the location and every checkpoint a
+//! sink reports committed, so an id is never reused for other output.
+//!
+//! # Operator ids
+//!
+//! State is saved and found by operator id: the one given with
+//! [`Stream::uid`](crate::Stream::uid), else `<kind>-<hash>` where the hash (CRC-32C) is over a
+//! description of what is upstream of the operator (its sources' names and the kinds of the
+//! operators between, or the uid of the nearest named operator upstream). Ids do not depend on
+//! an operator's position among the others, so they survive rebuilding the same program, and
+//! an operator added upstream of an unnamed one changes its id: the restore refuses the old
+//! state rather than hand it to another operator.
+//!
+//! # Format version
+//!
+//! Checkpoints are written in format version 2 (see `format`): key groups by
+//! [`key_hash`](crate::key_hash), the CRC-32C of the key's postcard encoding (version 1 used
+//! std's unspecified `DefaultHasher`, and ids by position). A checkpoint of another version is
+//! refused. A restore checks that every restored key still hashes to the key group it was saved
+//! in. `tests/fixtures` holds a checkpoint of this version that CI restores.
+//!
 //! # The end of a job
 //!
 //! A part that ends acknowledges its last state. For a later checkpoint, a part that ended
@@ -64,7 +102,7 @@ use tokio::sync::{mpsc, watch};
 
 pub(crate) use coordinator::Coordinator;
 pub(crate) use format::PartSnapshot;
-pub use state::{KEY_GROUPS, StateReader, StateWriter, decode, encode, subtask_for_hash};
+pub use state::{KEY_GROUPS, StateReader, StateWriter, decode, encode, key_group, subtask_for_hash};
 pub(crate) use store::CheckpointStore;
 
 use crate::error::{Error, Result};
@@ -77,6 +115,7 @@ pub struct Checkpointing {
     keep: usize,
     timeout: Duration,
     from_scratch: bool,
+    allow_non_restored_state: bool,
 }
 
 #[derive(Clone)]
@@ -97,6 +136,7 @@ impl std::fmt::Debug for Checkpointing {
             .field("keep", &self.keep)
             .field("timeout", &self.timeout)
             .field("from_scratch", &self.from_scratch)
+            .field("allow_non_restored_state", &self.allow_non_restored_state)
             .finish()
     }
 }
@@ -119,6 +159,7 @@ impl Checkpointing {
             keep: 3,
             timeout: Duration::from_secs(600),
             from_scratch: false,
+            allow_non_restored_state: false,
         }
     }
 
@@ -144,6 +185,15 @@ impl Checkpointing {
     /// old ones, which are pruned as usual). Default: `false`.
     pub fn from_scratch(mut self, yes: bool) -> Self {
         self.from_scratch = yes;
+        self
+    }
+
+    /// Restores a checkpoint that holds state of operators this pipeline does not have (an
+    /// operator was removed, or its uid changed), dropping that state. Default: `false`, such a
+    /// restore is refused with an error naming the operators (as Flink's
+    /// `allowNonRestoredState`).
+    pub fn allow_non_restored_state(mut self, yes: bool) -> Self {
+        self.allow_non_restored_state = yes;
         self
     }
 
@@ -216,9 +266,16 @@ impl SplitPositions {
 pub(crate) struct Restored {
     pub(crate) id: u64,
     pub(crate) parts: HashMap<String, Vec<PartSnapshot>>,
+    /// Operators renamed by `uid()`: default uid → chosen uid.
+    pub(crate) renamed: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl Restored {
+    /// The uid of the operator registered as `default`.
+    fn name_of<'a>(&'a self, default: &'a Arc<str>) -> &'a str {
+        self.renamed.get(default).map_or(default, |u| u)
+    }
+
     pub(crate) fn of(&self, uid: &str) -> &[PartSnapshot] {
         self.parts.get(uid).map_or(&[], Vec::as_slice)
     }
@@ -257,11 +314,15 @@ pub(crate) struct Trigger {
 pub(crate) trait Committer: Send + Sync {
     fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()>;
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()>;
+    fn committed_output(&self) -> Result<Option<crate::sink::CommittedOutput>>;
+    fn destination(&self) -> Option<String>;
 }
 
 /// Commits a source's positions; see [`Source::commit`](crate::Source::commit).
 pub(crate) trait PositionCommitter: Send + Sync {
     fn commit(&self, positions: &SplitPositions) -> Result<()>;
+    fn committed_progress(&self) -> Result<Option<String>>;
+    fn name(&self) -> String;
 }
 
 /// A sink's or source's committer, by operator uid.
@@ -275,7 +336,12 @@ pub(crate) struct Shared {
     pub(crate) trigger: watch::Sender<Trigger>,
     pub(crate) restored: OnceLock<Option<Restored>>,
     parts: AtomicUsize,
-    uids: Mutex<HashMap<String, usize>>,
+    /// Every uid given out, the ids chosen by `uid()` included.
+    uids: Mutex<std::collections::HashSet<Arc<str>>>,
+    /// Operators renamed by [`Stream::uid`](crate::Stream::uid): default uid → chosen uid.
+    renamed: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    /// See [`Pipeline::set_uid_scope`](crate::Pipeline::set_uid_scope).
+    pub(crate) scope: Mutex<Option<String>>,
     pub(crate) committers: Mutex<Vec<Registered<dyn Committer>>>,
     pub(crate) sources: Mutex<Vec<Registered<dyn PositionCommitter>>>,
 }
@@ -291,21 +357,61 @@ impl Shared {
             restored: OnceLock::new(),
             parts: AtomicUsize::new(0),
             uids: Mutex::default(),
+            renamed: Mutex::default(),
+            scope: Mutex::default(),
             committers: Mutex::default(),
             sources: Mutex::default(),
         })
     }
 
-    /// A stable id for the next operator of `kind` (`window#0`, `window#1`, …): the same
-    /// program gets the same ids, which is how a restored operator finds its state. Registers
-    /// `subtasks` parts that acknowledge every checkpoint.
-    pub(crate) fn register(&self, kind: &str, subtasks: usize) -> Arc<str> {
+    /// The default id of an operator of `kind` whose input is described by `origin` (see
+    /// [`default_uid`]), made unique (`#1`, `#2`, … for twins); registers `subtasks` parts that
+    /// acknowledge every checkpoint.
+    pub(crate) fn register(&self, kind: &str, origin: &str, subtasks: usize) -> Arc<str> {
+        let scope = self.scope.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let base = match scope {
+            Some(scope) => default_uid(kind, &format!("scope:{scope}/{origin}")),
+            None => default_uid(kind, origin),
+        };
         let mut uids = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = uids.entry(kind.to_owned()).or_insert(0);
-        let uid = format!("{kind}#{n}");
-        *n += 1;
+        let mut uid: Arc<str> = base.clone().into();
+        let mut n = 0;
+        while uids.contains(&uid) {
+            n += 1;
+            uid = format!("{base}#{n}").into();
+        }
+        uids.insert(uid.clone());
         self.parts.fetch_add(subtasks, Ordering::Relaxed);
-        uid.into()
+        uid
+    }
+
+    /// Gives the operator registered as `default` the id `chosen`; an id already in use is
+    /// [`Error::InvalidConfig`].
+    pub(crate) fn rename(&self, default: &Arc<str>, chosen: &str) -> Result<()> {
+        let mut uids = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
+        let chosen: Arc<str> = chosen.into();
+        if chosen.is_empty() || uids.contains(&chosen) {
+            return Err(Error::InvalidConfig {
+                field: "operator uid",
+                reason: format!("`{chosen}` is empty or already the id of another operator of the pipeline"),
+            });
+        }
+        uids.insert(chosen.clone());
+        self.renamed.lock().unwrap_or_else(PoisonError::into_inner).insert(default.clone(), chosen);
+        Ok(())
+    }
+
+    /// The id of the operator registered as `default`: the one `uid()` chose, else `default`.
+    pub(crate) fn uid_of(&self, default: &Arc<str>) -> Arc<str> {
+        let renamed = self.renamed.lock().unwrap_or_else(PoisonError::into_inner);
+        renamed.get(default).cloned().unwrap_or_else(|| default.clone())
+    }
+
+    /// The ids of every registered operator, as checkpoints name them.
+    pub(crate) fn operator_uids(&self) -> std::collections::HashSet<Arc<str>> {
+        let uids = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
+        let renamed = self.renamed.lock().unwrap_or_else(PoisonError::into_inner);
+        uids.iter().filter(|u| !renamed.contains_key(*u)).cloned().collect()
     }
 
     pub(crate) fn parts(&self) -> usize {
@@ -314,6 +420,16 @@ impl Shared {
 
     pub(crate) fn take_acks(&self) -> Option<mpsc::UnboundedReceiver<Ack>> {
         self.acks_rx.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// [`Shared::uid_of`] without allocating, borrowed from `self` or `default`.
+    fn renamed_or<'a>(&'a self, default: &'a Arc<str>) -> &'a str {
+        // Renames happen while the pipeline is built, before any part reads its state: the
+        // map is final here, and `Restored` keeps the names alive.
+        match self.restored.get().and_then(Option::as_ref) {
+            Some(r) => r.name_of(default),
+            None => default,
+        }
     }
 
     /// The restored state of `uid`, if the pipeline restored a checkpoint.
@@ -332,11 +448,16 @@ pub(crate) struct Part {
 }
 
 impl Part {
+    /// The operator's id, as checkpoints name it (see [`Shared::uid_of`]).
+    pub(crate) fn uid(&self) -> Arc<str> {
+        self.shared.uid_of(&self.uid)
+    }
+
     pub(crate) fn ack(&self, of: AckOf, snapshot: std::result::Result<PartSnapshot, String>, source: bool) {
         // The coordinator is gone only when the job is over.
         let _ = self.shared.acks.send(Ack {
             of,
-            uid: self.uid.clone(),
+            uid: self.uid(),
             subtask: self.subtask as u32,
             snapshot,
             source,
@@ -345,8 +466,18 @@ impl Part {
 
     /// This part's restored state, read through a [`StateReader`] for its key groups.
     pub(crate) fn reader(&self) -> Option<StateReader<'_>> {
+        let uid = self.shared.renamed_or(&self.uid);
         self.shared
-            .restored_parts(&self.uid)
-            .map(|parts| StateReader::new(parts, self.subtask, self.parallelism))
+            .restored_parts(uid)
+            .map(|parts| StateReader::new(parts, self.subtask, self.parallelism, uid))
     }
+}
+
+/// The default id of an operator of `kind` whose input `origin` describes (the sources and
+/// operator kinds upstream of it, see `Stream`): `<kind>-<CRC-32C of origin, 8 hex digits>`.
+/// It depends on what is upstream, not on the operator's position among the others of its
+/// kind, so adding an operator elsewhere leaves it alone, and adding one upstream changes it
+/// (the restore then refuses the old id's state instead of handing it to another operator).
+pub(crate) fn default_uid(kind: &str, origin: &str) -> String {
+    format!("{kind}-{:08x}", crc32c::crc32c(origin.as_bytes()))
 }

@@ -2,8 +2,9 @@
 //!
 //! # Key groups
 //!
-//! Keyed state is addressed by *key group*: `hash(key) mod KEY_GROUPS`, with the same fixed
-//! hash the exchange routes by. Subtask `i` of `n` owns the contiguous groups
+//! Keyed state is addressed by *key group*: `hash(key) mod KEY_GROUPS`, with the same
+//! specified hash the exchange routes by ([`key_hash`](crate::key_hash): CRC-32C of the key's
+//! postcard encoding, stable across builds and Rust releases). Subtask `i` of `n` owns the contiguous groups
 //! `[ceil(i·G/n), ceil((i+1)·G/n))` (G = [`KEY_GROUPS`]), and the exchange sends a key to the
 //! owner of its group, so a subtask's state is exactly the state of its groups. A checkpoint
 //! stores each subtask's state group by group; restoring at another parallelism hands every
@@ -16,9 +17,14 @@
 //! operator may write several entries for one key (one per window). Operator-wide values (a
 //! watermark) go to `meta`, one per subtask; a restored subtask sees the metas of every old
 //! subtask.
+//!
+//! # Restore check
+//!
+//! [`StateReader::entries`] hashes every restored key again and fails, naming the operator and
+//! the key group, if the key no longer belongs to the group it was saved in: state is never
+//! handed to a subtask the exchange would not route its key to.
 
 use std::collections::BTreeMap;
-use std::hash::Hash;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,8 +36,9 @@ use crate::exchange::key_hash;
 /// The number of key groups, and so the highest parallelism a pipeline accepts.
 pub const KEY_GROUPS: u32 = 1024;
 
-/// The key group of a key's hash.
-pub(crate) fn key_group(hash: u64) -> u16 {
+/// The key group of a key's hash ([`key_hash`](crate::key_hash) for typed keys): `hash mod
+/// KEY_GROUPS`.
+pub fn key_group(hash: u64) -> u16 {
     (hash % u64::from(KEY_GROUPS)) as u16
 }
 
@@ -70,7 +77,7 @@ pub struct StateWriter {
 
 impl StateWriter {
     /// Saves `value` under `key` (in the key's group; several values per key are fine).
-    pub fn put<K: Hash + Serialize, V: Serialize>(&mut self, key: &K, value: &V) -> Result<()> {
+    pub fn put<K: Serialize, V: Serialize>(&mut self, key: &K, value: &V) -> Result<()> {
         let buf = self.groups.entry(key_group(key_hash(key))).or_default();
         postcard::to_io(&(key, value), buf).map_err(|e| encode_error("keyed state", e))?;
         Ok(())
@@ -103,30 +110,51 @@ pub struct StateReader<'a> {
     parts: &'a [PartSnapshot],
     subtask: usize,
     parallelism: usize,
+    /// The operator's uid, for errors.
+    uid: &'a str,
 }
 
 impl<'a> StateReader<'a> {
-    pub(crate) fn new(parts: &'a [PartSnapshot], subtask: usize, parallelism: usize) -> Self {
-        StateReader { parts, subtask, parallelism }
+    pub(crate) fn new(parts: &'a [PartSnapshot], subtask: usize, parallelism: usize, uid: &'a str) -> Self {
+        StateReader { parts, subtask, parallelism, uid }
     }
 
-    /// Every `(key, value)` saved in the key groups this subtask owns.
-    pub fn entries<K: DeserializeOwned + 'a, V: DeserializeOwned + 'a>(
+    /// Every `(key, value)` saved in the key groups this subtask owns. An entry whose key no
+    /// longer hashes to the key group it was saved in is an error naming the operator and the
+    /// group (the state would otherwise sit on a subtask that never sees the key's records).
+    pub fn entries<K: Serialize + DeserializeOwned + 'a, V: DeserializeOwned + 'a>(
         &self,
     ) -> impl Iterator<Item = Result<(K, V)>> + 'a {
-        self.values::<(K, V)>()
+        let uid = self.uid;
+        self.grouped::<(K, V)>().map(move |entry| {
+            let (group, (k, v)) = entry?;
+            let now = key_group(key_hash(&k));
+            if now != group {
+                return Err(Error::Checkpoint(format!(
+                    "operator `{uid}`: a key saved in key group {group} now hashes to key group {now} \
+                     (was the key type changed?); the checkpoint cannot be restored into this pipeline"
+                )));
+            }
+            Ok((k, v))
+        })
     }
 
     /// Every value saved with [`StateWriter::put_hashed`] in the key groups this subtask owns.
     pub fn values<V: DeserializeOwned + 'a>(&self) -> impl Iterator<Item = Result<V>> + 'a {
-        let (subtask, parallelism) = (self.subtask, self.parallelism);
+        self.grouped::<V>().map(|entry| entry.map(|(_, v)| v))
+    }
+
+    /// Every value in the key groups this subtask owns, with its group.
+    fn grouped<V: DeserializeOwned + 'a>(&self) -> impl Iterator<Item = Result<(u16, V)>> + 'a {
+        let (subtask, parallelism, uid) = (self.subtask, self.parallelism, self.uid);
         self.parts
             .iter()
             .flat_map(|p| p.keyed.iter())
             .filter(move |(group, _)| subtask_of_group(*group, parallelism) == subtask)
-            .flat_map(|(group, bytes)| Entries {
+            .flat_map(move |(group, bytes)| Entries {
                 bytes,
                 group: *group,
+                uid,
                 failed: false,
                 _v: std::marker::PhantomData,
             })
@@ -141,12 +169,13 @@ impl<'a> StateReader<'a> {
 struct Entries<'a, V> {
     bytes: &'a [u8],
     group: u16,
+    uid: &'a str,
     failed: bool,
     _v: std::marker::PhantomData<fn() -> V>,
 }
 
 impl<V: DeserializeOwned> Iterator for Entries<'_, V> {
-    type Item = Result<V>;
+    type Item = Result<(u16, V)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.bytes.is_empty() || self.failed {
@@ -155,13 +184,14 @@ impl<V: DeserializeOwned> Iterator for Entries<'_, V> {
         match postcard::take_from_bytes::<V>(self.bytes) {
             Ok((kv, rest)) => {
                 self.bytes = rest;
-                Some(Ok(kv))
+                Some(Ok((self.group, kv)))
             }
             Err(e) => {
                 self.failed = true;
                 Some(Err(Error::Checkpoint(format!(
-                    "key group {} does not decode as this operator's state (was the job changed?): {e}",
-                    self.group
+                    "operator `{}`: key group {} does not decode as this operator's state (was the job \
+                     changed?): {e}",
+                    self.uid, self.group
                 ))))
             }
         }
@@ -202,7 +232,7 @@ mod tests {
         for n in [1, 3, 4] {
             let mut seen = Vec::new();
             for subtask in 0..n {
-                let r = StateReader::new(&parts, subtask, n);
+                let r = StateReader::new(&parts, subtask, n, "window-test");
                 for kv in r.entries::<u32, u32>() {
                     let (k, v) = kv.unwrap();
                     assert_eq!(subtask_for_hash(key_hash(&k), n), subtask);
@@ -221,8 +251,27 @@ mod tests {
         let mut w = StateWriter::default();
         w.put(&"key", &1u8).unwrap();
         let parts = [w.into_part()];
-        let r = StateReader::new(&parts, 0, 1);
+        let r = StateReader::new(&parts, 0, 1, "window-test");
         let got: Vec<_> = r.entries::<u64, String>().collect();
         assert!(got.iter().any(Result::is_err));
+    }
+
+    #[test]
+    fn a_key_saved_in_another_key_group_is_refused_naming_the_operator() {
+        // A key whose group differs from the group it is stored under: what a checkpoint of a
+        // build with another hash, or of another key type, looks like.
+        let key = 7u32;
+        let wrong = (key_group(key_hash(&key)) + 1) % KEY_GROUPS as u16;
+        let mut bytes = Vec::new();
+        postcard::to_io(&(key, 1u8), &mut bytes).unwrap();
+        let parts = [PartSnapshot { keyed: vec![(wrong, bytes)], ..PartSnapshot::default() }];
+        let r = StateReader::new(&parts, 0, 1, "window-counts");
+        let got: Vec<_> = r.entries::<u32, u8>().collect();
+        let Some(Err(e)) = got.first() else { panic!("restored {got:?}") };
+        let message = e.to_string();
+        assert!(
+            message.contains("window-counts") && message.contains(&format!("key group {wrong}")),
+            "{message}"
+        );
     }
 }

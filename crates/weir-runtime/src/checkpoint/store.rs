@@ -576,16 +576,16 @@ mod tests {
         checkpoint(&store, 2).await;
         let path = file(&dir, 2, MANIFEST);
         let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        json["format_version"] = 2.into();
+        json["format_version"] = 1.into();
         std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
         let Err(Error::Checkpoint(message)) = store.load_latest().await else {
-            panic!("a checkpoint of version 2 was not refused");
+            panic!("a checkpoint of version 1 was not refused");
         };
-        let needles = ["checkpoint 2", "version 2", &format!("version {FORMAT_VERSION}"), "--from-scratch"];
+        let needles = ["checkpoint 2", "version 1", &format!("version {FORMAT_VERSION}"), "--from-scratch"];
         for needle in needles.iter().chain([&store.location().as_str()]) {
             assert!(message.contains(needle), "{needle:?} not in {message:?}");
         }
-        assert_eq!(store.read_manifest(2).await.unwrap(), Err(Candidate::Incompatible { id: 2, found: 2 }));
+        assert_eq!(store.read_manifest(2).await.unwrap(), Err(Candidate::Incompatible { id: 2, found: 1 }));
     }
 
     #[tokio::test]
