@@ -418,7 +418,9 @@ fn a_damaged_topic_json_makes_its_topic_unavailable_naming_it_and_loses_nothing(
             };
             assert_eq!(name, TOPIC, "{context}");
             match &**error {
-                Error::Metadata { path, .. } | Error::Io { path, .. } => assert_eq!(path, &meta(&scratch), "{context}"),
+                Error::Metadata { path, .. } | Error::Io { path, .. } => {
+                    assert_eq!(path, &meta(&scratch), "{context}")
+                }
                 other => panic!("{context}: the error must name topic.json: {other:?}"),
             }
             assert!(
