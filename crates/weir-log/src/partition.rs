@@ -72,8 +72,9 @@ pub struct PartitionRecovery {
     /// `quarantine/` directory, which is never read.
     pub quarantined: Vec<PathBuf>,
     /// The partition's directory was missing or held no segment: its records are lost, and it
-    /// was recreated empty, starting at `end_offset`, the highest offset any consumer group had
-    /// committed for it, so no offset is handed out twice.
+    /// was recreated empty, starting at `end_offset`, the higher of its recorded end offset and
+    /// the highest offset any consumer group had committed for it, so no offset is handed out
+    /// twice.
     pub recreated: bool,
     /// The log end offset after recovery.
     pub end_offset: u64,
