@@ -162,3 +162,39 @@ fn a_commit_past_the_end_claims_no_offsets_and_a_clean_reopen_reports_nothing() 
     assert!(damaged.is_empty(), "{damaged:?}");
     assert_eq!(reopened_end, end);
 }
+
+#[test]
+fn under_interval_the_background_flush_records_the_end_so_a_crash_then_a_lost_last_segment_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let options = LogOptions::default().durability(Durability::Interval(std::time::Duration::from_millis(5)));
+    let log = Log::open(&dir, options.clone()).unwrap();
+    let topic = log.create_topic(TOPIC, small_segments(1)).unwrap();
+    for i in 0..40 {
+        topic.append(0, &(i * 5..i * 5 + 5).map(record).collect::<Vec<_>>()).unwrap();
+    }
+    // The last roll's end, once the background flush made it durable, is recorded.
+    let last_base = batches(&segments(&dir).pop().unwrap())[0].base_offset;
+    let recorded = || {
+        std::fs::read_to_string(partition_dir(&dir).join("end-offset"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while recorded().is_none_or(|end| end < last_base) {
+        assert!(std::time::Instant::now() < deadline, "the end offset was never recorded: {:?}", recorded());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // A crash now (a copy of the files of the running log), then the last segment is lost.
+    let crashed = tmp.path().join("crashed");
+    common::fresh_copy(&dir, &crashed);
+    let last = segments(&crashed).pop().unwrap();
+    std::fs::remove_file(&last).unwrap();
+    let _ = std::fs::remove_file(last.with_extension("index"));
+    let reopened = Log::open(&crashed, options).unwrap();
+    let damaged: Vec<DamagedRange> = reopened.recovery().iter().flat_map(|r| r.damaged.clone()).collect();
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert_eq!(damaged[0].offsets.start, last_base, "{damaged:?}");
+    let end = reopened.topic(TOPIC).unwrap().end_offset(0).unwrap();
+    assert!(end >= last_base && end == damaged[0].offsets.end, "end {end}, {damaged:?}");
+}
