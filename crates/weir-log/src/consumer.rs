@@ -399,10 +399,17 @@ impl Consumer {
 
     /// Saves this consumer's positions of its owned partitions as the group's committed offsets
     /// (durably: see the crate docs). A consumer without a group has nothing to commit.
+    ///
+    /// A position past a partition's end offset (after a [`Consumer::seek`] there) is committed
+    /// as the end offset: recovery takes committed offsets as offsets the log handed out (see
+    /// the crate docs, "Recovery"), and none past the end was.
     pub fn commit(&mut self) -> Result<()> {
         let Some((state, _)) = &self.group else { return Ok(()) };
-        let offsets: Vec<(String, u32, u64)> =
-            self.assigned.iter().map(|a| (a.topic.name().to_owned(), a.partition, a.position)).collect();
+        let mut offsets: Vec<(String, u32, u64)> = Vec::with_capacity(self.assigned.len());
+        for a in &self.assigned {
+            let end = a.topic.end_offset(a.partition)?;
+            offsets.push((a.topic.name().to_owned(), a.partition, a.position.min(end)));
+        }
         lock(state).commit(offsets)
     }
 

@@ -3,7 +3,8 @@
 //! A [`DamagedRange`] is a run of offsets of one partition that no intact batch holds: a batch
 //! that fails its checks in a segment (bit rot, a hole left by a power loss), the offsets between
 //! a segment's last intact batch and the next segment's base offset (a segment cut short or
-//! emptied), or offsets no segment file holds at all (a deleted segment). Recovery finds the
+//! emptied), offsets no segment file holds at all (a deleted segment), or the end of the log
+//! lost (segments ending below the end offset the partition recorded or a group committed). Recovery finds the
 //! damage after each segment's last index entry when the log is opened and lists it in
 //! [`Log::recovery`](crate::Log::recovery); reads find the rest when they reach it. Either way
 //! the range is exact: its first offset is the first one lost, its end the first offset of the

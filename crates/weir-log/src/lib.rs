@@ -26,6 +26,7 @@
 //!     00000000000000000000.index           sparse offset + time index of that segment
 //!     00000000000000081920.log             next segment: base offset = previous end offset
 //!     log-start-offset                     the log start once retention deleted segments
+//!     end-offset                           an end offset the log durably reached (see Recovery)
 //!     quarantine/                          stray segment files moved aside by recovery; never read
 //! <dir>/groups/<group>.json                committed offsets of a consumer group
 //! <dir>/tmp/, <dir>/trash/                 topic creation and deletion in progress
@@ -98,17 +99,30 @@
 //!    missing first segment (offsets between the recorded `log-start-offset`, 0 if none, and the
 //!    first segment). Every intact batch before and after stays readable.
 //! 5. A partition directory of an existing topic that is missing or holds no segment is
-//!    recreated empty, starting at the highest offset any consumer group committed for it (its
-//!    records are lost; no offset a group has seen is handed out again) and recorded as its log
-//!    start.
+//!    recreated empty, starting at the highest offset any consumer group committed for it or its
+//!    recorded `end-offset` (its records are lost; no offset handed out is handed out again) and
+//!    recorded as its log start.
+//! 6. Each partition records in `end-offset` (written atomically) an end offset it has reached
+//!    durably: at every roll once the sealed segment is synced, every 5 seconds from the
+//!    background thread (the end made durable by the last `fdatasync`) and on a clean close
+//!    (after the final sync; under [`Durability::None`], which never syncs on its own, the end
+//!    written). Never per append. If the segments end below the higher of it and the highest
+//!    offset a consumer group committed for the partition, the end of the log was lost (a last
+//!    segment deleted, or cut at a batch boundary): the missing offsets are a [`DamagedRange`]
+//!    ("end of the log lost") and an empty segment named by that offset is created, where
+//!    appends continue, so no offset is handed out twice. Under `EveryBatch` the recorded value
+//!    never runs ahead of synced data, so a torn tail of a batch that was never acknowledged is
+//!    never reported as a loss. (A group commit of a position past the end is committed as the
+//!    end: it names no record.)
 //!
 //! Everything found is logged as a `tracing` warning and listed by [`Log::recovery`] (damaged
 //! ranges on every open while they are on disk). Recovery is idempotent: it depends only on the
-//! bytes on disk and the committed offsets, and its changes (the cut, moving strays aside,
-//! recreating a partition) leave bytes that recover to the same log, so two opens give the same
-//! end offsets and the same reads, and an offset once handed out is not handed out again —
-//! except the offsets of a torn tail cut from the last segment, or of a last segment deleted or
-//! cut at a batch boundary by hand, which nothing on disk distinguishes from a shorter log.
+//! bytes on disk, the recorded offsets and the committed offsets, and its changes (the cut,
+//! moving strays aside, recreating a partition, a segment past a lost end) leave bytes that
+//! recover to the same log, so two opens give the same end offsets and the same reads, and an
+//! offset once handed out is not handed out again — except the offsets of a torn tail cut from
+//! the last segment, and under `Interval` or `None` the end of the log written since the last
+//! record of `end-offset` (and not committed by a group) if it is lost or cut by hand.
 //!
 //! Damage before a segment's last index entry is not looked for on open (that would read every
 //! segment); reads find it and treat it the same way, logging it once.
@@ -120,9 +134,10 @@
 //! warning and report what they skipped. A lookup by timestamp that meets damage fails with
 //! [`Error::Corrupt`].
 //!
-//! Damaged `topic.json` fails [`Log::open`] with an error naming the file (no data is touched);
-//! a damaged group offsets file fails that group with [`Error::Metadata`] naming the file, and
-//! nothing else.
+//! A damaged `topic.json` makes that topic unavailable (listed by [`Log::unavailable_topics`],
+//! [`Error::TopicUnavailable`] naming the file; it can be deleted) while the log and the other
+//! topics open and work; no data is touched. A damaged group offsets file fails that group with
+//! [`Error::Metadata`] naming the file, and nothing else.
 
 //! # Durability
 //!

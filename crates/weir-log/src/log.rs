@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -90,6 +90,16 @@ impl Shared {
         for t in self.topics() {
             if let Err(e) = t.flush() {
                 tracing::error!(topic = t.name(), error = %e, "background fdatasync failed");
+            }
+        }
+    }
+
+    /// Records each partition's end offset: on close (`closing`), or what the last `fdatasync`
+    /// made durable.
+    fn record_ends(&self, closing: bool) {
+        for t in self.topics() {
+            for p in &t.inner().partitions {
+                if closing { p.record_end_on_close() } else { p.record_synced_end() }
             }
         }
     }
@@ -511,23 +521,32 @@ fn build_topic(tmp: &Path, config: &TopicConfig) -> Result<()> {
     Ok(())
 }
 
+/// How often the maintenance thread records the partitions' durable end offsets.
+const RECORD_END_EVERY: Duration = Duration::from_secs(5);
+
 /// The maintenance thread: periodic `fdatasync` under `Durability::Interval`, periodic
-/// retention. Exits when the log is dropped (the channel disconnects).
+/// retention, and every [`RECORD_END_EVERY`] the end offsets made durable (see the `recovery`
+/// module). Exits when the log is dropped (the channel disconnects).
 fn maintain(shared: &Shared, stopped: &mpsc::Receiver<()>) {
     let sync_every = match shared.options.durability {
         Durability::Interval(d) => Some(d),
         _ => None,
     };
     let retention_every = shared.options.retention_check_interval;
-    let tick = sync_every.map_or(retention_every, |d| d.min(retention_every));
-    let mut last_retention = Instant::now();
+    let tick = sync_every.map_or(retention_every, |d| d.min(retention_every)).min(RECORD_END_EVERY);
+    let (mut last_sync, mut last_retention, mut last_end) = (Instant::now(), Instant::now(), Instant::now());
     loop {
         match stopped.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        if sync_every.is_some() {
+        if sync_every.is_some_and(|d| last_sync.elapsed() >= d) {
+            last_sync = Instant::now();
             shared.flush_all();
+        }
+        if last_end.elapsed() >= RECORD_END_EVERY {
+            last_end = Instant::now();
+            shared.record_ends(false);
         }
         if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();
@@ -547,6 +566,7 @@ impl Drop for LogInner {
         if matches!(self.shared.options.durability, Durability::Interval(_)) {
             self.shared.flush_all();
         }
+        self.shared.record_ends(true);
     }
 }
 

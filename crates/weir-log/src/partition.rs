@@ -11,6 +11,13 @@
 //! Metrics (`metrics`, set at most once when metrics are registered) cost one `OnceLock::get` per
 //! append call and per `fdatasync` when absent; see the `metrics` module.
 //!
+//! The recorded end offset (`recovery::END_OFFSET`, see the `recovery` module) only ever holds
+//! an offset already durable under the durability mode in force, except on a clean close under
+//! `Durability::None`: it is written at a roll once the sealed segment is synced, by the
+//! background flush, and on close; never per append. `recorded_end` (a mutex, held across the
+//! write and never while taking another lock but the writer's, which may be held around it)
+//! keeps one write at a time and the value monotonic.
+//!
 //! Publication order (what makes lock-free reads safe): the writer writes the bytes, stores the
 //! segment's size, then its visible size, then the high watermark; readers load the high
 //! watermark first, then the visible size, and read no further than either.
@@ -65,8 +72,9 @@ pub struct PartitionRecovery {
     /// `quarantine/` directory, which is never read.
     pub quarantined: Vec<PathBuf>,
     /// The partition's directory was missing or held no segment: its records are lost, and it
-    /// was recreated empty, starting at `end_offset`, the highest offset any consumer group had
-    /// committed for it, so no offset is handed out twice.
+    /// was recreated empty, starting at `end_offset`, the higher of its recorded end offset and
+    /// the highest offset any consumer group had committed for it, so no offset is handed out
+    /// twice.
     pub recreated: bool,
     /// The log end offset after recovery.
     pub end_offset: u64,
@@ -119,6 +127,10 @@ pub(crate) struct Partition {
     high_watermark: AtomicU64,
     log_start: AtomicU64,
     durable: AtomicU64,
+    /// The highest offset an `fdatasync` made durable since the log was opened (0 before one).
+    synced_end: AtomicU64,
+    /// The end offset recorded in the partition's end-offset file.
+    recorded_end: Mutex<u64>,
     /// Whether an `fdatasync` is in flight; `synced` is signalled when one ends.
     sync: Mutex<bool>,
     synced: Condvar,
@@ -147,7 +159,7 @@ impl Partition {
         existing: Option<u64>,
     ) -> Result<(Partition, PartitionRecovery)> {
         let recovered = recovery::recover(&dir, &origin, config.index_interval_bytes, existing)?;
-        let (segments, report) = (recovered.segments, recovered.report);
+        let (segments, report, recorded_end) = (recovered.segments, recovered.report, recovered.recorded_end);
         let Some(active) = segments.last().cloned() else {
             return Err(Error::io("recover partition", &dir)(std::io::ErrorKind::NotFound.into()));
         };
@@ -172,6 +184,8 @@ impl Partition {
             high_watermark: AtomicU64::new(next_offset),
             log_start: AtomicU64::new(start),
             durable: AtomicU64::new(next_offset),
+            synced_end: AtomicU64::new(0),
+            recorded_end: Mutex::new(recorded_end),
             sync: Mutex::new(false),
             synced: Condvar::new(),
             poisoned: AtomicBool::new(false),
@@ -351,6 +365,8 @@ impl Partition {
         if self.durability == Durability::EveryBatch {
             self.sync_active(&w.active).map_err(|e| self.poison(e))?;
             w.dirty = false;
+            self.synced_end.fetch_max(w.next_offset, Ordering::AcqRel);
+            self.record_end(w.next_offset);
         } else {
             w.unsynced.push(w.active.clone());
         }
@@ -413,6 +429,11 @@ impl Partition {
         }
         self.sync_active(&active).map_err(|e| self.poison(e))?;
         self.durable.fetch_max(target, Ordering::AcqRel);
+        self.synced_end.fetch_max(target, Ordering::AcqRel);
+        if !sealed.is_empty() {
+            // Segments rolled since the last sync (every mode but `EveryBatch`): now durable.
+            self.record_end(target);
+        }
         if self.durability == Durability::EveryBatch {
             active.publish_up_to(size);
             self.high_watermark.fetch_max(target, Ordering::AcqRel);
@@ -433,6 +454,40 @@ impl Partition {
             (w.dirty, w.next_offset)
         };
         if dirty { self.sync_to(end) } else { Ok(()) }
+    }
+
+    /// Records `end` as the partition's durably reached end offset unless as high a value is
+    /// recorded. A failure is logged, never returned: the record is a safety net for reopening
+    /// (it lets recovery report a lost end of the log), not data, so it never fails an append.
+    fn record_end(&self, end: u64) {
+        let mut recorded = lock(&self.recorded_end);
+        if end <= *recorded || self.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        match recovery::record_end(&self.dir, end) {
+            Ok(()) => *recorded = end,
+            Err(e) => tracing::warn!(
+                topic = %self.origin.topic, partition = self.id(), end, error = %e,
+                "could not record the end offset; recovery can tell a lost end of the log only up \
+                 to the one recorded before"
+            ),
+        }
+    }
+
+    /// Records the end offset made durable by the last `fdatasync` (background flush).
+    pub(crate) fn record_synced_end(&self) {
+        self.record_end(self.synced_end.load(Ordering::Acquire));
+    }
+
+    /// Records the end offset on a clean close, after the final sync: what is durable, or under
+    /// `Durability::None`, which never syncs on its own, everything written (a power loss before
+    /// the operating system writes it back then turns the lost records into a reported gap).
+    pub(crate) fn record_end_on_close(&self) {
+        let end = match self.durability {
+            Durability::None if !self.poisoned.load(Ordering::Acquire) => lock(&self.writer).next_offset,
+            _ => self.synced_end.load(Ordering::Acquire),
+        };
+        self.record_end(end);
     }
 
     fn out_of_range(&self, offset: u64) -> Error {

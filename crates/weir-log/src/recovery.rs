@@ -13,8 +13,14 @@
 //!    stray copy: it is moved to `quarantine/` in the partition directory (never read) and
 //!    reported.
 //! 5. A partition directory of an existing topic that is gone or holds no segment is recreated
-//!    empty, starting at the highest offset any consumer group committed for it, so no offset a
-//!    group has seen is handed out again; it is reported as recreated.
+//!    empty, starting at the highest offset any consumer group committed for it or its recorded
+//!    end offset, so no offset a group has seen is handed out again; it is reported as recreated.
+//! 6. When the segments end below the offset the log is known to have reached — its recorded
+//!    end offset (`end-offset`, written only with values already durable under the durability
+//!    mode in force) or a consumer group's commit — the end of the log was lost (a deleted last
+//!    segment, one cut at a batch boundary): the missing offsets are a [`DamagedRange`] and an
+//!    empty segment named by the reached offset is created, where appends continue, so that no
+//!    offset is handed out twice and the next open finds the same gap.
 //!
 //! Nothing here depends on anything but the bytes on disk (and the committed offsets), and the
 //! only changes it makes (the cut of a torn tail, moving strays aside, recreating a partition)
@@ -34,6 +40,9 @@ pub(crate) const QUARANTINE: &str = "quarantine";
 /// The file recording the partition's log start offset once retention has deleted segments
 /// (or the partition was recreated past offset 0): a decimal number. Absent means 0.
 pub(crate) const LOG_START: &str = "log-start-offset";
+/// The file recording an offset the partition's log is known to have reached durably (its end
+/// offset at a roll, a periodic flush or a clean close): a decimal number. Absent means 0.
+pub(crate) const END_OFFSET: &str = "end-offset";
 
 /// A partition's segments after recovery, the damaged ranges reads must know about (non-empty
 /// ones, by offset), and the report.
@@ -44,6 +53,8 @@ pub(crate) struct RecoveredPartition {
     pub(crate) start_offset: u64,
     pub(crate) damaged: Vec<DamagedRange>,
     pub(crate) report: PartitionRecovery,
+    /// The end offset recorded in [`END_OFFSET`] (0 if none).
+    pub(crate) recorded_end: u64,
 }
 
 /// Recovers the partition in `dir`. `existing` is `None` for a partition being created, else
@@ -91,15 +102,17 @@ pub(crate) fn recover(
     }
 
     let mut changed = !report.quarantined.is_empty();
+    let recorded_end = read_offset(dir, END_OFFSET, "end offset");
     if kept.is_empty() {
-        let base = existing.unwrap_or(0);
+        let base = existing.unwrap_or(0).max(recorded_end);
         if let Some(floor) = existing {
             report.recreated = true;
             let what = if missing_dir { "directory is missing" } else { "directory holds no segment" };
             tracing::warn!(
                 topic = %origin.topic, partition = origin.partition, dir = %dir.display(), start_offset = floor,
                 "partition {what}: its records are lost; recreated empty, starting at the highest \
-                 offset a consumer group committed so that no offset is handed out twice"
+                 offset a consumer group committed or the recorded end offset, so that no offset is \
+                 handed out twice"
             );
         }
         let segment = Segment::create(dir, base)?;
@@ -112,7 +125,13 @@ pub(crate) fn recover(
             fsutil::sync_dir(parent)?;
         }
         let segments = vec![Arc::new(segment)];
-        return Ok(RecoveredPartition { segments, start_offset: base, damaged: Vec::new(), report });
+        return Ok(RecoveredPartition {
+            segments,
+            start_offset: base,
+            damaged: Vec::new(),
+            report,
+            recorded_end,
+        });
     }
 
     // A last segment without one intact batch, named past the end of the one before it, is not
@@ -151,9 +170,28 @@ pub(crate) fn recover(
         );
     }
 
+    // The end of the log lost: the segments end below the offset the log had durably reached
+    // or a group committed. Appends continue there, in a new (empty) last segment; the offsets
+    // between are reported below as a gap before it.
+    let reached = recorded_end.max(existing.unwrap_or(0));
+    let end = kept.last().map_or(0, |r| r.segment.next_offset());
+    let mut end_lost = None;
+    if end < reached {
+        tracing::warn!(
+            topic = %origin.topic, partition = origin.partition, end, reached,
+            "the end of the log was lost: its segments end below the offset it had reached; \
+             appends continue past it so that no offset is handed out twice"
+        );
+        kept.push(Recovered { segment: Segment::create(dir, reached)?, damage: Vec::new() });
+        changed = true;
+    }
+    if kept.len() >= 2 && kept.last().is_some_and(|r| r.segment.is_empty()) {
+        end_lost = kept.last().map(|r| r.segment.base_offset);
+    }
+
     // Offsets between the recorded log start and the first segment: a deleted first segment.
     let first_base = kept[0].segment.base_offset;
-    let recorded = read_log_start(dir);
+    let recorded = read_offset(dir, LOG_START, "log start offset");
     if recorded < first_base {
         report.damaged.push(DamagedRange {
             topic: origin.topic.clone(),
@@ -184,16 +222,25 @@ pub(crate) fn recover(
             && segment.next_offset() < next_base
         {
             let (from, size) = (segment.next_offset(), segment.size());
+            let reason = if end_lost == Some(next_base) {
+                format!(
+                    "end of the log lost: the log had reached offset {next_base} (its recorded end \
+                     offset or a consumer group's commit), but its segments end at {from} (a last \
+                     segment was deleted or cut short); appends continue at {next_base}"
+                )
+            } else {
+                format!(
+                    "no segment holds these offsets: this segment ends at offset {from} and the next \
+                     starts at {next_base} (a segment file is missing, empty or was cut short)"
+                )
+            };
             report.damaged.push(DamagedRange {
                 topic: origin.topic.clone(),
                 partition: origin.partition,
                 offsets: from..next_base,
                 path: segment.path.clone(),
                 bytes: size..size,
-                reason: format!(
-                    "no segment holds these offsets: this segment ends at offset {from} and the next \
-                     starts at {next_base} (a segment file is missing, empty or was cut short)"
-                ),
+                reason,
             });
         }
         segments.push(Arc::new(segment));
@@ -210,20 +257,26 @@ pub(crate) fn recover(
     }
     report.end_offset = segments.last().map_or(0, |s| s.next_offset());
     let damaged = report.damaged.iter().filter(|r| !r.offsets.is_empty()).cloned().collect();
-    Ok(RecoveredPartition { segments, start_offset, damaged, report })
+    Ok(RecoveredPartition { segments, start_offset, damaged, report, recorded_end })
 }
 
-/// The recorded log start offset; 0 if none is recorded (or the record is unreadable, which
-/// at worst reports offsets retention removed as lost: loud, never silent).
-fn read_log_start(dir: &Path) -> u64 {
-    let path = dir.join(LOG_START);
+/// The offset recorded in the file `name` of `dir`; 0 if none is recorded (or the record is
+/// unreadable: for the log start, that at worst reports offsets retention removed as lost; for
+/// the end offset, it loses only the check of the log's end: loud, never silent).
+fn read_offset(dir: &Path, name: &str, what: &str) -> u64 {
+    let path = dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse().unwrap_or_else(|_| {
-            tracing::warn!(file = %path.display(), "unreadable log start offset; assuming 0");
+            tracing::warn!(file = %path.display(), "unreadable {what}; assuming 0");
             0
         }),
         Err(_) => 0,
     }
+}
+
+/// Records an offset the partition's log has durably reached, atomically and durably.
+pub(crate) fn record_end(dir: &Path, offset: u64) -> Result<()> {
+    fsutil::write_atomic(&dir.join(END_OFFSET), format!("{offset}\n").as_bytes())
 }
 
 /// Records the partition's log start offset, durably and atomically.
@@ -270,7 +323,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         match parsed {
             Some((base, "log")) => bases.push(base),
             Some((base, "index")) => indexes.push(base),
-            _ if name == QUARANTINE || name == LOG_START => {}
+            _ if [QUARANTINE, LOG_START, END_OFFSET].contains(&&*name) => {}
             _ => {
                 tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in partition directory")
             }

@@ -346,7 +346,8 @@ impl Harness {
                         self.model.committed.get(&(*group, p)).copied().unwrap_or(0)
                     };
                     consumer.seek(TOPIC, p, at).unwrap();
-                    self.model.committed.insert((*group, p), at);
+                    // A position past the end is committed as the end.
+                    self.model.committed.insert((*group, p), at.min(self.model.end(p)));
                 }
                 consumer.commit().unwrap();
                 drop(consumer);

@@ -54,6 +54,12 @@ const APPENDS: [u64; 16] = [3, 1, 17, 40, 5, 60, 2, 33, 8, 1, 25, 4, 12, 7, 3, 5
 
 fn build() -> Fixture {
     let fixture = build_fixture(options(), TOPIC, config(), APPENDS, record);
+    // The fixture stands for a log whose writer crashed: no clean close recorded its end
+    // offset, so a cut at a batch boundary is indistinguishable from a write that never ended
+    // (with the recorded end it is a reported loss; see `end_of_log.rs`).
+    for p in 0..config().partitions {
+        let _ = std::fs::remove_file(partition_dir(&fixture.dir, p).join("end-offset"));
+    }
     let segments = segment_files(&fixture.dir, DAMAGED);
     assert!(segments.len() >= 3, "fixture needs sealed segments, has {} segments", segments.len());
     let active = batches(segments.last().unwrap());

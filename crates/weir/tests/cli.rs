@@ -800,3 +800,50 @@ fn a_topic_with_more_partitions_than_open_files_works_and_a_broken_topic_spares_
     weir.ok(&["topic", "delete", "bad"]);
     assert!(!weir.ok(&["topic", "list"]).contains("bad"));
 }
+
+#[test]
+fn consume_stops_at_a_damaged_batch_naming_it_or_skips_it_when_told() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "1", "--segment-bytes", "4096"]);
+    let input: String = (0..600).map(|i| format!("line-{i}\n")).collect();
+    weir.ok_with_input(&["produce", "t", "--batch-size", "10"], input.as_bytes());
+    // Flip a byte in the payload of the first batch of a sealed segment (not the first one).
+    let partition = weir.dir.path().join("log/topics/t/0");
+    let mut segments: Vec<_> = std::fs::read_dir(&partition)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "the topic needs sealed segments: {segments:?}");
+    let victim = &segments[1];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let base = u64::from_le_bytes(bytes[0..8].try_into().unwrap());
+    let length = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let count = u64::from(u32::from_le_bytes(bytes[18..22].try_into().unwrap()));
+    bytes[(12 + length) / 2 + 20] ^= 0x40;
+    std::fs::write(victim, &bytes).unwrap();
+    let lost = format!("{base}..{}", base + count);
+    let line = |i: u64| format!("line-{i}");
+
+    // A read that starts before the damage returns the records before it.
+    assert_eq!(weir.ok(&["consume", "t", "--offset", "0", "-n", "1"]), "line-0\n");
+
+    // Stop (the default): every record before the damage, then an error naming it.
+    let out = weir.run(&["consume", "t"], b"");
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains(&format!("offsets {lost} lost")), "{stderr}");
+    let before: Vec<String> = (0..base).map(line).collect();
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), before, "{stderr}");
+    assert_eq!(weir.run(&["consume", "t", "--on-damage", "stop"], b"").status.code(), Some(1));
+
+    // Skip: every other record, and a warning naming the range.
+    let out = weir.run(&["consume", "t", "--on-damage", "skip"], b"");
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("skipped offsets {lost} of t/0")), "{stderr}");
+    let kept: Vec<String> = (0..600).filter(|i| !(base..base + count).contains(i)).map(line).collect();
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), kept, "{stderr}");
+}

@@ -14,6 +14,11 @@
 //! it seeks the partition back to the first record it did not print before committing. A commit
 //! happens only after stdout was flushed, so a record lost in a closed pipe is not committed
 //! (at-least-once).
+//!
+//! Records lost to damage on disk are never passed over silently: with `--on-damage stop` (the
+//! default) the records before the damaged range are printed (and committed), then the command
+//! fails naming the range; with `--on-damage skip` it steps over the range and prints a warning
+//! naming it on stderr.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -25,7 +30,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use tokio::sync::Notify;
-use weir::log::{AutoOffsetReset, Consumer, ConsumerConfig, Log, StoredRecord, Topic};
+use weir::log::{AutoOffsetReset, Consumer, ConsumerConfig, DamagePolicy, Log, StoredRecord, Topic};
 
 use super::output::{Output, base64, note};
 
@@ -89,13 +94,32 @@ pub(crate) struct ConsumeArgs {
     /// With --json, give keys and values in base64 (lossless for binary data) instead of text.
     #[arg(long, requires = "json")]
     base64: bool,
+    /// What to do at records lost to damage on disk (a damaged batch, a missing segment): `stop`
+    /// prints the records before them, then fails naming the lost offsets (exit code 1); `skip`
+    /// steps over them with a warning naming them on stderr.
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = OnDamage::Stop)]
+    on_damage: OnDamage,
+}
+
+/// The values of `--on-damage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnDamage {
+    /// Print the records before the damage, then fail naming it.
+    Stop,
+    /// Step over the damage with a warning naming it.
+    Skip,
 }
 
 /// Runs `weir consume`; returns on Ctrl-C, at the end of the records to print, or on an error.
 pub(crate) async fn run(log: &Log, args: &ConsumeArgs, out: &mut Output) -> Result<()> {
     let topic = log.topic(&args.topic)?;
     let stop = Stop::install()?;
-    let mut config = ConsumerConfig::new(topic.name()).auto_offset_reset(AutoOffsetReset::Earliest);
+    let policy = match args.on_damage {
+        OnDamage::Stop => DamagePolicy::Fail,
+        OnDamage::Skip => DamagePolicy::Skip,
+    };
+    let mut config =
+        ConsumerConfig::new(topic.name()).auto_offset_reset(AutoOffsetReset::Earliest).on_damage(policy);
     if let Some(group) = &args.group {
         config = config.group(group.as_str());
     }
@@ -112,8 +136,10 @@ pub(crate) async fn run(log: &Log, args: &ConsumeArgs, out: &mut Output) -> Resu
     tracing::debug!(partitions = ?positions(&consumer), ?ends, "consuming");
 
     let mut printed = 0u64;
+    let mut warned = 0;
     let max = args.max_records.unwrap_or(u64::MAX);
     while printed < max && !stop.requested() {
+        warn_skipped(&consumer, &mut warned);
         let batches = if args.follow {
             tokio::select! {
                 () = stop.wait() => break,
@@ -131,6 +157,7 @@ pub(crate) async fn run(log: &Log, args: &ConsumeArgs, out: &mut Output) -> Resu
             }
             batches
         };
+        warn_skipped(&consumer, &mut warned);
         if batches.is_empty() {
             continue;
         }
@@ -154,6 +181,25 @@ pub(crate) async fn run(log: &Log, args: &ConsumeArgs, out: &mut Output) -> Resu
     }
     out.flush()?;
     Ok(consumer.commit()?)
+}
+
+/// Prints a warning for each damaged range the consumer stepped over since the last call
+/// (`--on-damage skip`); `warned` counts those already reported.
+fn warn_skipped(consumer: &Consumer, warned: &mut usize) {
+    for range in consumer.skipped().iter().skip(*warned) {
+        let _ = note(format_args!(
+            "weir: warning: skipped offsets {}..{} of {}/{}, lost to damage on disk ({}, bytes {}..{}): {}",
+            range.offsets.start,
+            range.offsets.end,
+            range.topic,
+            range.partition,
+            range.path.display(),
+            range.bytes.start,
+            range.bytes.end,
+            range.reason
+        ));
+    }
+    *warned = consumer.skipped().len();
 }
 
 /// (partition, next offset to read) of every partition the consumer reads.
