@@ -801,6 +801,10 @@ impl<T: Send + 'static, S: Sink<T>> Committer for SinkCommitter<S, T> {
         self.0.commit(checkpoint, committables)
     }
 
+    fn check_restore(&self, restored: Option<u64>) -> Result<()> {
+        self.0.check_restore(restored)
+    }
+
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
         self.0.discard_uncommitted(restored)
     }
