@@ -40,7 +40,8 @@
 //! older than the newest commit too (the newer checkpoints were damaged or deleted, and an
 //! older one is restored): their output is cut away instead of kept and produced a second
 //! time. If the marker no longer records a checkpoint at or before `r` (it keeps the last
-//! [`MARKER_HISTORY`] commits), the restore fails with an error saying so. On a fresh start
+//! [`MARKER_HISTORY`] commits), the restore fails with an error saying so; [`check_discard`]
+//! finds that without changing anything, so the pipeline can refuse before any sink is cut. On a fresh start
 //! (nothing restored), the final files and markers are deleted too: the output is replaced,
 //! as without checkpoints.
 
@@ -201,6 +202,68 @@ fn uncommitted_target(name: &str) -> Option<&str> {
     Some(subtask.rsplit_once(".s")?.0)
 }
 
+/// Where the history of `target` puts the restored checkpoint `r`: the index of the newest
+/// commit at or before `r` (`None` if nothing was committed); an error if the history no longer
+/// reaches back to `r`.
+fn restore_point(target: &Path, history: &[(u64, u64)], r: u64) -> std::io::Result<Option<usize>> {
+    match history.iter().rposition(|(id, _)| *id <= r) {
+        Some(i) => Ok(Some(i)),
+        None if history.is_empty() => Ok(None),
+        None => Err(std::io::Error::other(format!(
+            "{}: the restored checkpoint {r} is older than every commit its marker remembers \
+             (checkpoints {} to {}): the output cannot be cut back to it",
+            target.display(),
+            history[0].0,
+            history[history.len() - 1].0
+        ))),
+    }
+}
+
+/// The names in `dir`; empty if `dir` does not exist.
+fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            Ok(entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks, changing nothing, that [`discard`] can restore checkpoint `restored` (see the
+/// module docs): every marker is readable, reaches back to `restored`, and every final file
+/// holds at least the bytes `restored` left in it. A sink calls it from
+/// [`Sink::check_restore`](weir_runtime::Sink::check_restore), so that a refusal by any sink of
+/// the pipeline leaves these files as they were.
+///
+/// # Errors
+///
+/// What [`discard`] would fail on: I/O errors, a malformed marker, a marker that no longer
+/// reaches back to `restored`, a final file shorter than its committed length.
+pub fn check_discard(
+    dir: &Path,
+    is_target: &dyn Fn(&str) -> bool,
+    restored: Option<u64>,
+) -> std::io::Result<()> {
+    let Some(r) = restored else { return Ok(()) };
+    for name in names_in(dir)?.iter().filter(|n| is_target(n)) {
+        let target = dir.join(name);
+        let history = read_history(&target)?;
+        let Some(i) = restore_point(&target, &history, r)? else { continue };
+        // Only a cut back to an older commit is checked: a file at its newest commit's length
+        // may still be completed by the commit of `r`.
+        let len = history[i].1;
+        let size = std::fs::metadata(&target)?.len();
+        if i + 1 < history.len() && size < len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} has {size} bytes, but {len} were committed to it", target.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Cleans up on start (see the module docs). `is_target` tells the sink's final file names
 /// (the name of a file in `dir`); `restored` is the checkpoint the pipeline restored (final
 /// files are cut back to their markers), `None` on a fresh start (final files and markers are
@@ -210,13 +273,10 @@ fn uncommitted_target(name: &str) -> Option<&str> {
 ///
 /// I/O errors, or a malformed marker.
 pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u64>) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let names: Vec<String> =
-        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let names = names_in(dir)?;
+    if names.is_empty() {
+        return Ok(());
+    }
     let targets: Vec<String> = names.iter().filter(|n| is_target(n)).cloned().collect();
     for name in &names {
         if uncommitted_target(name).is_some_and(is_target) {
@@ -228,7 +288,7 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
         match restored {
             Some(r) => {
                 let mut history = read_history(&target)?;
-                let len = match history.iter().rposition(|(id, _)| *id <= r) {
+                let len = match restore_point(&target, &history, r)? {
                     Some(i) => {
                         let len = history[i].1;
                         if i + 1 < history.len() {
@@ -244,16 +304,7 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
                         }
                         len
                     }
-                    None if history.is_empty() => 0,
-                    None => {
-                        return Err(std::io::Error::other(format!(
-                            "{}: the restored checkpoint {r} is older than every commit its marker \
-                             remembers (checkpoints {} to {}): the output cannot be cut back to it",
-                            target.display(),
-                            history[0].0,
-                            history[history.len() - 1].0
-                        )));
-                    }
+                    None => 0,
                 };
                 cut(&target, len)?;
             }
@@ -294,13 +345,7 @@ fn cut(target: &Path, len: u64) -> std::io::Result<()> {
 ///
 /// I/O errors, or a malformed marker.
 pub fn committed(dir: &Path, is_target: &dyn Fn(&str) -> bool) -> std::io::Result<Option<CommittedOutput>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut names: Vec<String> =
-        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names = names_in(dir)?;
     names.retain(|n| is_target(n));
     names.sort_unstable();
     let mut found: Option<CommittedOutput> = None;
@@ -451,6 +496,11 @@ mod tests {
             commit(id, &[part(dir.path(), 0, id, "h\nx\n")], true).unwrap();
         }
         assert_eq!(read_history(&target).unwrap().len(), MARKER_HISTORY);
+        let before = std::fs::read(&target).unwrap();
+        let e = check_discard(dir.path(), &|n: &str| n == "out.csv", Some(1)).unwrap_err();
+        assert!(e.to_string().contains("older than every commit"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), before, "a check changes nothing");
+        check_discard(dir.path(), &|n: &str| n == "out.csv", Some(MARKER_HISTORY as u64)).unwrap();
         let e = discard(dir.path(), &|n: &str| n == "out.csv", Some(1)).unwrap_err();
         assert!(e.to_string().contains("older than every commit"), "{e}");
         // One the marker remembers is fine.

@@ -185,6 +185,12 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
         })
     }
 
+    fn check_restore(&self, restored: Option<u64>) -> Result<()> {
+        let is_target = |name: &str| self.is_output_name(name);
+        crate::file_commit::check_discard(self.dir(), &is_target, restored)
+            .map_err(|e| connector_error("file sink", self.path.display(), format_args!("roll back: {e}")))
+    }
+
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
         let is_target = |name: &str| self.is_output_name(name);
         crate::file_commit::discard(self.dir(), &is_target, restored).map_err(|e| {

@@ -32,6 +32,10 @@
 //!   offset and checkpoint; repair or restore the newer checkpoint, or start over (from
 //!   scratch, into a new topic).
 //!
+//! A checkpoint saves the sink's [`Sink::destination`], the log directory's canonical path and
+//! the topic: a restore into another log or topic (another working directory, a renamed topic)
+//! is refused instead of committing the rest of the output elsewhere.
+//!
 //! Checkpoint ids keep rising across restarts (a pipeline numbers its checkpoints after the
 //! newest one a sink reports with [`Sink::committed_output`]), so a header is never reused.
 //!
@@ -225,10 +229,15 @@ impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
         topic.flush().map_err(|e| error(&e))
     }
 
-    /// Refuses a restore of checkpoint `r` when a partition's last record was committed by a
-    /// newer checkpoint (see the module docs); nothing to discard otherwise (uncommitted
-    /// records were never appended).
+    /// Nothing to discard (uncommitted records were never appended); refuses like
+    /// [`Sink::check_restore`] if called alone.
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
+        Sink::<T>::check_restore(self, restored)
+    }
+
+    /// Refuses a restore of checkpoint `r` when a partition's last record was committed by a
+    /// newer checkpoint (see the module docs).
+    fn check_restore(&self, restored: Option<u64>) -> Result<()> {
         let Some(r) = restored else { return Ok(()) };
         let Some(Mark { partition, checkpoint: id, offset, .. }) = self.newest_mark()? else { return Ok(()) };
         if id <= r {
@@ -244,6 +253,13 @@ impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
                  {id}, or start over from scratch into a new topic"
             ),
         ))
+    }
+
+    /// The log directory (canonical, else absolute) and the topic: `log <dir>, topic <topic>`.
+    fn destination(&self) -> Option<String> {
+        let dir = self.log.dir();
+        let dir = dir.canonicalize().unwrap_or_else(|_| crate::file_commit::absolute(dir.to_path_buf()));
+        Some(format!("log {}, topic {}", dir.display(), self.topic))
     }
 
     fn committed_output(&self) -> Result<Option<weir_runtime::CommittedOutput>> {

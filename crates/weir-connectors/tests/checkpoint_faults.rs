@@ -30,6 +30,8 @@ const SINKS_ENV: &str = "WEIR_FAULTS_SINKS";
 /// working directory).
 const OUT_ENV: &str = "WEIR_FAULTS_OUT";
 const FROM_SCRATCH_ENV: &str = "WEIR_FAULTS_FROM_SCRATCH";
+/// The log sink's topic; default `rows`.
+const TOPIC_ENV: &str = "WEIR_FAULTS_TOPIC";
 /// What the child prints before the job's error, so the parent can find the message.
 const FAILED: &str = "JOB FAILED: ";
 
@@ -39,7 +41,13 @@ fn prepare(dir: &Path) {
 }
 
 /// The job (in the child process).
-async fn job(dir: &Path, both: bool, out: &Path, from_scratch: bool) -> weir_runtime::Result<()> {
+async fn job(
+    dir: &Path,
+    both: bool,
+    out: &Path,
+    topic: &str,
+    from_scratch: bool,
+) -> weir_runtime::Result<()> {
     let log = open_log(dir);
     let p = Pipeline::builder("faults")
         .parallelism(2)
@@ -69,7 +77,7 @@ async fn job(dir: &Path, both: bool, out: &Path, from_scratch: bool) -> weir_run
         let (to_file, to_log) = rows.fork();
         to_file.sink(FileSink::json_lines(out));
         to_log.sink(
-            LogSink::topic(&log, "rows")
+            LogSink::topic(&log, topic)
                 .create_if_missing(TopicConfig::with_partitions(3))
                 .key_by(|r: &Row| r.user.to_string()),
         );
@@ -86,8 +94,9 @@ fn child_process() {
     let both = std::env::var(SINKS_ENV).is_ok_and(|s| s == "both");
     let out = std::env::var(OUT_ENV).unwrap();
     let from_scratch = std::env::var(FROM_SCRATCH_ENV).is_ok();
+    let topic = std::env::var(TOPIC_ENV).unwrap_or_else(|_| "rows".to_owned());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    if let Err(e) = rt.block_on(job(Path::new(&dir), both, Path::new(&out), from_scratch)) {
+    if let Err(e) = rt.block_on(job(Path::new(&dir), both, Path::new(&out), &topic, from_scratch)) {
         eprintln!("{FAILED}{e}");
         std::process::exit(3);
     }
@@ -101,12 +110,14 @@ struct Run<'a> {
     /// The file sink's path as given to the job; default `<dir>/out/rows.jsonl`.
     out: Option<&'a str>,
     cwd: Option<&'a Path>,
+    /// The log sink's topic; default `rows`.
+    topic: Option<&'a str>,
     from_scratch: bool,
 }
 
 impl<'a> Run<'a> {
     fn new(dir: &'a Path, both: bool) -> Self {
-        Run { dir, both, out: None, cwd: None, from_scratch: false }
+        Run { dir, both, out: None, cwd: None, topic: None, from_scratch: false }
     }
 
     fn spawn(&self) -> Child {
@@ -119,6 +130,9 @@ impl<'a> Run<'a> {
             .stderr(Stdio::piped());
         if self.from_scratch {
             cmd.env(FROM_SCRATCH_ENV, "1");
+        }
+        if let Some(topic) = self.topic {
+            cmd.env(TOPIC_ENV, topic);
         }
         if let Some(cwd) = self.cwd {
             cmd.current_dir(cwd);
@@ -166,6 +180,18 @@ fn reference() -> Output {
         out.1.len()
     );
     out
+}
+
+/// A directory in which the job ran to its end (`both`: with the log sink too); `None` in the
+/// child process.
+fn ran_to_end(both: bool) -> Option<tempfile::TempDir> {
+    if std::env::var(DIR_ENV).is_ok() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    Run::new(dir.path(), both).to_end().unwrap();
+    Some(dir)
 }
 
 /// Published checkpoints (with a manifest) in the job's directory, ascending.
@@ -263,6 +289,17 @@ fn marked(out_dir: &Path) -> Option<u64> {
         .max()
 }
 
+/// Every file in the file sink's directory (markers included) and its bytes, sorted by name.
+fn out_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir.join("out")) else { return Vec::new() };
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort_unstable();
+    files
+}
+
 /// Whether every item of `got` is in `want` at most as often (both sorted).
 fn is_sub_multiset<T: Ord>(got: &[T], want: &[T]) -> bool {
     let mut w = want.iter().peekable();
@@ -333,6 +370,7 @@ fn a_damaged_newest_checkpoint_never_duplicates_output() {
         // restore must then cut it away).
         let cut = marked(&dir.path().join("out")) == Some(newest);
         let damaged = damage(dir.path(), newest, how, &mut rng);
+        let before = out_files(dir.path());
         let what = format!("run {run}: {how:?} of {} (both sinks: {both})", damaged.display());
         match job.to_end() {
             Ok(()) => {
@@ -349,6 +387,7 @@ fn a_damaged_newest_checkpoint_never_duplicates_output() {
                     "{what}: unclear refusal: {message}"
                 );
                 let got = output(dir.path());
+                assert!(out_files(dir.path()) == before, "{what}: the refusal changed the file sink's files");
                 assert!(is_sub_multiset(&got.0, &want.0), "{what}: duplicate file rows after a refusal");
                 assert!(is_sub_multiset(&got.1, &want.1), "{what}: duplicate topic records after a refusal");
                 log.push(format!("{how:?}/both/newest committed: {cut}: refused"));
@@ -360,13 +399,8 @@ fn a_damaged_newest_checkpoint_never_duplicates_output() {
 
 #[test]
 fn a_job_without_checkpoints_refuses_to_start_while_its_output_or_group_shows_progress() {
-    if std::env::var(DIR_ENV).is_ok() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    prepare(dir.path());
+    let Some(dir) = ran_to_end(false) else { return };
     let job = Run::new(dir.path(), false);
-    job.to_end().unwrap();
     assert!(!file_rows(&dir.path().join("out")).is_empty());
     // Every manifest deleted: no checkpoint is restorable, the output holds their commits.
     for id in published(dir.path()) {
@@ -431,4 +465,38 @@ fn a_job_resumed_from_another_working_directory_writes_only_where_it_wrote_first
     Run { out: Some(&absolute), cwd: Some(&b), ..in_a.clone() }.to_end().unwrap();
     let got = file_rows(&a.join("out"));
     assert!(got == want, "{} rows, want {}", got.len(), want.len());
+}
+
+#[test]
+fn a_refused_restore_leaves_every_output_byte_identical() {
+    let Some(dir) = ran_to_end(true) else { return };
+    let job = Run::new(dir.path(), true);
+    // The newest checkpoint is gone: the older one restored would cut the files back, but the
+    // topic holds the newest one's records and cannot be cut back.
+    let newest = *published(dir.path()).last().unwrap();
+    assert!(published(dir.path()).len() > 1, "no older checkpoint to restore");
+    std::fs::remove_file(checkpoint_dir(dir.path(), newest).join("_manifest.json")).unwrap();
+    let (files, records) = (out_files(dir.path()), topic_records(dir.path()));
+    assert!(files.iter().any(|(_, bytes)| !bytes.is_empty()));
+    let message = job.to_end().unwrap_err();
+    assert!(
+        message.contains("cannot be rolled back") && message.contains(&format!("checkpoint {newest}")),
+        "{message}"
+    );
+    assert!(out_files(dir.path()) == files, "the refused restore changed the file sink's files");
+    assert!(topic_records(dir.path()) == records, "the refused restore changed the topic");
+}
+
+#[test]
+fn a_log_sink_restored_into_another_topic_is_refused() {
+    let Some(dir) = ran_to_end(true) else { return };
+    let job = Run::new(dir.path(), true);
+    let files = out_files(dir.path());
+    let message = Run { topic: Some("rows-renamed"), ..job.clone() }.to_end().unwrap_err();
+    let log_dir = dir.path().join("log").canonicalize().unwrap();
+    for needle in [&*log_dir.to_string_lossy(), "topic rows,", "topic rows-renamed"] {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+    assert!(open_log(dir.path()).topic("rows-renamed").is_err(), "the other topic was written");
+    assert!(out_files(dir.path()) == files, "the refused restore changed the file sink's files");
 }

@@ -165,6 +165,7 @@ pub struct PipelineBuilder {
     parallelism: usize,
     channel_capacity: usize,
     handle_signals: bool,
+    report_on_stderr: bool,
     metrics: Option<Metrics>,
     serve_metrics: Option<ServerConfig>,
     checkpointing: Option<Checkpointing>,
@@ -194,6 +195,15 @@ impl PipelineBuilder {
     /// windows fire, sinks flush). Default: `true`.
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;
+        self
+    }
+
+    /// Whether [`Pipeline::run`] prints the [`JobReport`] on stderr when dead letters or late
+    /// records went to no output of their own ([`JobReport::has_untold_losses`]). Default:
+    /// `true`. Turn it off only when the caller shows the returned report itself (as the
+    /// `weir sql` command does), so it is not printed twice.
+    pub fn report_on_stderr(mut self, yes: bool) -> Self {
+        self.report_on_stderr = yes;
         self
     }
 
@@ -345,6 +355,7 @@ impl Pipeline {
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             channel_capacity: 8,
             handle_signals: true,
+            report_on_stderr: true,
             metrics: None,
             serve_metrics: None,
             checkpointing: None,
@@ -595,7 +606,7 @@ impl Pipeline {
             late_output,
             backpressure: Duration::from_nanos(blocked.iter().map(|b| b.load(Ordering::Relaxed)).sum()),
         };
-        if report.has_untold_losses() {
+        if report.has_untold_losses() && self.settings.report_on_stderr {
             use std::io::Write as _;
             // A closed or full stderr must not fail (or panic) the job: the error is ignored.
             let _ = writeln!(std::io::stderr().lock(), "weir: pipeline {name}: {report}");
@@ -799,6 +810,10 @@ struct SinkCommitter<S, T>(Arc<S>, std::marker::PhantomData<fn(T)>);
 impl<T: Send + 'static, S: Sink<T>> Committer for SinkCommitter<S, T> {
     fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
         self.0.commit(checkpoint, committables)
+    }
+
+    fn check_restore(&self, restored: Option<u64>) -> Result<()> {
+        self.0.check_restore(restored)
     }
 
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {

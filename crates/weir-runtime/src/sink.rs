@@ -32,8 +32,20 @@ pub trait Sink<T>: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether this sink can be rolled back to the restored checkpoint `restored` (`None`: a
+    /// fresh start), without changing anything. Called on start for every sink of the
+    /// pipeline before any of them is [committed](Sink::commit) again or
+    /// [rolled back](Sink::discard_uncommitted): if one refuses, the start is refused and
+    /// every output is left as it was. It must return the error
+    /// [`Sink::discard_uncommitted`] would, e.g. a topic holding records of a newer
+    /// checkpoint, or a file whose history no longer reaches back to `restored`. Default:
+    /// `Ok(())`.
+    fn check_restore(&self, _restored: Option<u64>) -> Result<()> {
+        Ok(())
+    }
+
     /// Removes what writers pre-committed or wrote but was never committed. Called on start,
-    /// before any writer exists: after the restored checkpoint `restored` was committed again,
+    /// before any writer exists, once every sink passed [`Sink::check_restore`]: after the restored checkpoint `restored` was committed again,
     /// or with `None` on a fresh start (when earlier output may be replaced).
     ///
     /// With `Some(r)` the output must afterwards hold exactly what checkpoints up to `r`

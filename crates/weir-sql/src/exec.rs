@@ -24,6 +24,10 @@
 //! letters, with the reason. So every input row of a windowed query ends in a window, in the
 //! late count, or in the dead letters.
 //!
+//! A dead letter's origin names the source (`source <name>`); while rows still map to the
+//! records they were decoded from (decoding and computed columns), it adds where the record was
+//! read (`source <name>: <path>:<line>`, `source <name>: <topic>/<partition>@<offset>`).
+//!
 //! # Checkpoints
 //!
 //! The exchange routes a row by the hash of its group keys — arrow's `create_hashes` (as
@@ -103,12 +107,22 @@ pub(crate) fn row_json(batch: &RecordBatch, row: usize) -> String {
     }
 }
 
+/// The origin of a dead letter of a query over source `source`: `source` and, where the
+/// row's record is known, where it was read (`<path>:<line>`, `<topic>/<partition>@<offset>`).
+pub(crate) fn origin(source: &str, record: Option<&str>) -> String {
+    match record {
+        Some(r) if !r.is_empty() => format!("source {source}: {r}"),
+        _ => format!("source {source}"),
+    }
+}
+
 /// `f` over `batch`, or, if that fails, over each row alone: the results of the rows it
 /// succeeds on, in order; each row it fails on goes to the dead letters of `operator`, as JSON,
-/// with the error.
+/// with the error and `origin(row)`.
 pub(crate) fn batch_or_rows<T, E: std::fmt::Display>(
     batch: &RecordBatch,
     operator: &str,
+    origin: &dyn Fn(usize) -> String,
     out: &mut Collector<RecordBatch>,
     f: impl Fn(&RecordBatch) -> Result<T, E>,
 ) -> Vec<T> {
@@ -121,7 +135,7 @@ pub(crate) fn batch_or_rows<T, E: std::fmt::Display>(
             Ok(t) => results.push(t),
             Err(e) => out.dead_letter(DeadLetter {
                 operator: operator.into(),
-                origin: String::new(),
+                origin: origin(row),
                 payload: row_json(batch, row),
                 error: e.to_string(),
             }),
@@ -130,11 +144,13 @@ pub(crate) fn batch_or_rows<T, E: std::fmt::Display>(
     results
 }
 
-/// The batches of `parts` (of `schema`) as one.
+/// The batches of `parts` (of `schema`) as one; if that fails, a dead letter of `operator`
+/// from `origin` that says how many rows were lost.
 pub(crate) fn concat(
     schema: &SchemaRef,
     parts: Vec<RecordBatch>,
     operator: &str,
+    origin: &str,
     out: &mut Collector<RecordBatch>,
 ) -> Option<RecordBatch> {
     match parts.len() {
@@ -143,17 +159,23 @@ pub(crate) fn concat(
         _ => match arrow::compute::concat_batches(schema, &parts) {
             Ok(b) => Some(b),
             Err(e) => {
-                report(out, operator, parts.iter().map(RecordBatch::num_rows).sum(), e);
+                report(out, operator, origin, parts.iter().map(RecordBatch::num_rows).sum(), e);
                 None
             }
         },
     }
 }
 
-fn report(out: &mut Collector<RecordBatch>, operator: &str, rows: usize, error: impl std::fmt::Display) {
+fn report(
+    out: &mut Collector<RecordBatch>,
+    operator: &str,
+    origin: &str,
+    rows: usize,
+    error: impl std::fmt::Display,
+) {
     out.dead_letter(DeadLetter {
         operator: operator.into(),
-        origin: String::new(),
+        origin: origin.into(),
         payload: format!("a batch of {rows} rows"),
         error: error.to_string(),
     });
@@ -167,6 +189,8 @@ pub(crate) struct Scan {
     /// Indices of the scan's columns in the source's schema plus the window columns.
     pub(crate) projection: Vec<usize>,
     pub(crate) schema: SchemaRef,
+    /// The origin of its dead letters (see [`origin`]).
+    pub(crate) origin: Arc<str>,
 }
 
 impl Scan {
@@ -239,7 +263,7 @@ impl Operator<RecordBatch, RecordBatch> for Scan {
                             };
                             out.dead_letter(DeadLetter {
                                 operator: "scan".into(),
-                                origin: String::new(),
+                                origin: self.origin.to_string(),
                                 payload: row_json(b, row),
                                 error,
                             });
@@ -247,7 +271,7 @@ impl Operator<RecordBatch, RecordBatch> for Scan {
                     }
                     records.push(scanned);
                 }
-                Err(e) => report(out, "scan", b.num_rows(), e),
+                Err(e) => report(out, "scan", &self.origin, b.num_rows(), e),
             }
         }
         out.batch(batch.derive(records, batch.timestamps.clone()));
@@ -258,6 +282,8 @@ impl Operator<RecordBatch, RecordBatch> for Scan {
 pub(crate) struct Filter {
     pub(crate) predicate: Arc<dyn PhysicalExpr>,
     pub(crate) projection: Option<Vec<usize>>,
+    /// The origin of its dead letters (see [`origin`]).
+    pub(crate) origin: Arc<str>,
 }
 
 impl Filter {
@@ -279,9 +305,10 @@ impl Operator<RecordBatch, RecordBatch> for Filter {
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         let mut records = Vec::with_capacity(batch.records.len());
         for b in &batch.records {
-            let parts = batch_or_rows(b, "filter", out, |b| self.apply(b));
+            let parts = batch_or_rows(b, "filter", &|_| self.origin.to_string(), out, |b| self.apply(b));
             let Some(schema) = parts.first().map(RecordBatch::schema) else { continue };
-            if let Some(b) = concat(&schema, parts, "filter", out).filter(|b| b.num_rows() > 0) {
+            if let Some(b) = concat(&schema, parts, "filter", &self.origin, out).filter(|b| b.num_rows() > 0)
+            {
                 records.push(b);
             }
         }
@@ -293,6 +320,8 @@ impl Operator<RecordBatch, RecordBatch> for Filter {
 pub(crate) struct Project {
     pub(crate) exprs: Vec<Arc<dyn PhysicalExpr>>,
     pub(crate) schema: SchemaRef,
+    /// The origin of its dead letters (see [`origin`]).
+    pub(crate) origin: Arc<str>,
 }
 
 impl Project {
@@ -311,8 +340,8 @@ impl Operator<RecordBatch, RecordBatch> for Project {
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         let mut records = Vec::with_capacity(batch.records.len());
         for b in &batch.records {
-            let parts = batch_or_rows(b, "projection", out, |b| self.apply(b));
-            records.extend(concat(&self.schema, parts, "projection", out));
+            let parts = batch_or_rows(b, "projection", &|_| self.origin.to_string(), out, |b| self.apply(b));
+            records.extend(concat(&self.schema, parts, "projection", &self.origin, out));
         }
         out.batch(batch.derive(records, Vec::new()));
     }
@@ -470,10 +499,12 @@ pub(crate) struct WindowAggregate {
     windows: BTreeMap<i64, WindowGroups>,
     sessions: HashMap<Box<[u8]>, Vec<Session>>,
     fired: u64,
+    /// The origin of its dead letters (see [`origin`]).
+    origin: Arc<str>,
 }
 
 impl WindowAggregate {
-    pub(crate) fn new(spec: AggregateSpec) -> Self {
+    pub(crate) fn new(spec: AggregateSpec, origin: Arc<str>) -> Self {
         // Key types come from the output schema: group columns keep their types.
         let (s, e) = spec.window_cols;
         let key_fields: Vec<SortField> = spec
@@ -493,6 +524,7 @@ impl WindowAggregate {
             windows: BTreeMap::new(),
             sessions: HashMap::new(),
             fired: 0,
+            origin,
         }
     }
 
@@ -1138,11 +1170,14 @@ impl Operator<RecordBatch, RecordBatch> for WindowAggregate {
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         for b in &batch.records {
             // Rows whose keys or arguments fail to evaluate go to the dead letters one by one.
-            for input in batch_or_rows(b, "window aggregate", out, |b| self.evaluate(b)) {
+            let origin = self.origin.clone();
+            for input in
+                batch_or_rows(b, "window aggregate", &|_| origin.to_string(), out, |b| self.evaluate(b))
+            {
                 let rows = input.rows;
                 match self.add(input) {
                     Ok(late) => out.dropped(DropReason::Late, late),
-                    Err(e) => report(out, "window aggregate", rows, e),
+                    Err(e) => report(out, "window aggregate", &origin, rows, e),
                 }
             }
         }
@@ -1156,7 +1191,7 @@ impl Operator<RecordBatch, RecordBatch> for WindowAggregate {
         match self.fire(watermark) {
             Ok(batches) if !batches.is_empty() => out.batch(Batch::new(batches)),
             Ok(_) => {}
-            Err(e) => report(out, "window aggregate", 0, e),
+            Err(e) => report(out, "window aggregate", &self.origin, 0, e),
         }
         out.watermark(watermark);
     }

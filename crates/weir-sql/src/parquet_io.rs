@@ -413,6 +413,14 @@ impl Sink<RecordBatch> for ParquetSink {
         Ok(())
     }
 
+    /// A restore only needs the record of commits to be readable.
+    fn check_restore(&self, restored: Option<u64>) -> Result<()> {
+        match restored {
+            Some(_) => self.read_commits().map(drop),
+            None => Ok(()),
+        }
+    }
+
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
         let mut removed = false;
         match restored {

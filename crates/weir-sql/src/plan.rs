@@ -166,15 +166,20 @@ impl Stage {
         }
     }
 
-    fn apply(&self, s: Stream<RecordBatch>) -> Stream<RecordBatch> {
+    /// Adds the step to `s`; its dead letters say they come from `origin`.
+    fn apply(&self, s: Stream<RecordBatch>, origin: &Arc<str>) -> Stream<RecordBatch> {
+        let origin = origin.clone();
         match self.clone() {
             Stage::Filter { predicate, projection } => s.operator("filter", move || Filter {
                 predicate: predicate.clone(),
                 projection: projection.clone(),
+                origin: origin.clone(),
             }),
-            Stage::Project { exprs, schema, .. } => {
-                s.operator("projection", move || Project { exprs: exprs.clone(), schema: schema.clone() })
-            }
+            Stage::Project { exprs, schema, .. } => s.operator("projection", move || Project {
+                exprs: exprs.clone(),
+                schema: schema.clone(),
+                origin: origin.clone(),
+            }),
         }
     }
 }
@@ -501,7 +506,8 @@ impl StreamContext {
                 Some((w.clone(), time))
             }
         };
-        let scan = Scan { window: window_time, projection, schema: scan_schema };
+        let origin = crate::exec::origin(&source.name, None).into();
+        let scan = Scan { window: window_time, projection, schema: scan_schema, origin };
 
         let mut below = Vec::new();
         let mut above = Vec::new();
@@ -732,18 +738,19 @@ impl SqlStream {
         }
         let scan = self.scan.clone();
         s = s.operator("scan", move || scan.clone());
+        let origin = self.scan.origin.clone();
         for stage in &self.below {
-            s = stage.apply(s);
+            s = stage.apply(s, &origin);
         }
         if let Some(spec) = &self.aggregate {
             let keys = spec.key_exprs();
-            let spec = spec.clone();
+            let (spec, origin) = (spec.clone(), origin.clone());
             s = s
                 .partition_by(KeyHash { keys })
-                .operator("window_aggregate", move || WindowAggregate::new(spec.clone()));
+                .operator("window_aggregate", move || WindowAggregate::new(spec.clone(), origin.clone()));
         }
         for stage in &self.above {
-            s = stage.apply(s);
+            s = stage.apply(s, &origin);
         }
         Ok(s)
     }

@@ -29,6 +29,11 @@ pub struct ScriptOptions {
     /// belongs to this script: another script's checkpoints there would be restored into it.
     /// Default: none (at least once: a restarted job starts over).
     pub checkpointing: Option<Checkpointing>,
+    /// Whether the pipeline prints its report on stderr when dead letters or late records went
+    /// to no output of their own (see
+    /// [`PipelineBuilder::report_on_stderr`](weir_runtime::PipelineBuilder::report_on_stderr)).
+    /// Default: `true`; off when the caller prints the returned report.
+    pub report_on_stderr: bool,
 }
 
 impl Default for ScriptOptions {
@@ -39,6 +44,7 @@ impl Default for ScriptOptions {
             bounded: false,
             metrics: None,
             checkpointing: None,
+            report_on_stderr: true,
         }
     }
 }
@@ -70,7 +76,9 @@ impl Script {
         ctx: &mut StreamContext,
         options: &ScriptOptions,
     ) -> Result<(Vec<String>, Option<JobReport>)> {
-        let mut builder = Pipeline::builder(options.name.clone()).parallelism(options.parallelism);
+        let mut builder = Pipeline::builder(options.name.clone())
+            .parallelism(options.parallelism)
+            .report_on_stderr(options.report_on_stderr);
         if let Some(m) = &options.metrics {
             builder = builder.metrics(m.clone());
         }

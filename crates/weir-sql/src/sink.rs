@@ -135,6 +135,12 @@ impl Sink<RecordBatch> for TextFileSink {
             .map_err(|e| error(self.path.display(), format_args!("commit checkpoint {checkpoint}: {e}")))
     }
 
+    fn check_restore(&self, restored: Option<u64>) -> Result<()> {
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        file_commit::check_discard(self.dir(), &|n: &str| n == name, restored)
+            .map_err(|e| error(self.path.display(), format_args!("roll back: {e}")))
+    }
+
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
         let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let is_target = |n: &str| n == name;
@@ -289,8 +295,16 @@ impl Sink<RecordBatch> for LogTopicSink {
         self.inner.commit(checkpoint, committables)
     }
 
+    fn check_restore(&self, restored: Option<u64>) -> Result<()> {
+        Sink::<Box<RawValue>>::check_restore(&self.inner, restored)
+    }
+
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
         Sink::<Box<RawValue>>::discard_uncommitted(&self.inner, restored)
+    }
+
+    fn destination(&self) -> Option<String> {
+        Sink::<Box<RawValue>>::destination(&self.inner)
     }
 
     fn committed_output(&self) -> Result<Option<weir_runtime::CommittedOutput>> {

@@ -23,7 +23,7 @@ use weir_log::Log;
 use weir_runtime::{Batch, Collector, DeadLetter, Operator, Pipeline, Stream, Traceable};
 
 use crate::error::{Result, SqlError};
-use crate::exec::{batch_or_rows, concat};
+use crate::exec::{batch_or_rows, concat, origin};
 
 /// A source declared by `CREATE SOURCE`, resolved against its options.
 #[derive(Debug, Clone)]
@@ -130,12 +130,14 @@ impl SourceConfig {
         let decoder = {
             let (raw, schema, computed) =
                 (self.raw_schema.clone(), self.schema.clone(), self.computed.clone());
+            let source: Arc<str> = self.name.as_str().into();
             move |format: Format, skip_header: bool| Decode {
                 format,
                 skip_header,
                 raw: raw.clone(),
                 schema: schema.clone(),
                 computed: computed.clone(),
+                source: source.clone(),
             }
         };
         Ok(match &self.connector {
@@ -180,6 +182,8 @@ struct Decode {
     raw: SchemaRef,
     schema: SchemaRef,
     computed: Vec<Arc<dyn PhysicalExpr>>,
+    /// The source's name, for the origin of dead letters.
+    source: Arc<str>,
 }
 
 impl Decode {
@@ -232,15 +236,18 @@ impl Decode {
     }
 
     /// The batch with its computed columns; the rows they fail on go to the dead letters, one
-    /// by one.
+    /// by one, with the origin of their record (`records[row]`, where the rows were decoded
+    /// from records).
     fn computed_or_dead_letters(
         &self,
         batch: &RecordBatch,
+        records: Option<&[String]>,
         out: &mut Collector<RecordBatch>,
     ) -> Option<RecordBatch> {
         const OPERATOR: &str = "computed columns";
-        let parts = batch_or_rows(batch, OPERATOR, out, |b| self.with_computed(b.clone()));
-        concat(&self.schema, parts, OPERATOR, out)
+        let origin = |row: usize| origin(&self.source, records.and_then(|r| r.get(row)).map(String::as_str));
+        let parts = batch_or_rows(batch, OPERATOR, &origin, out, |b| self.with_computed(b.clone()));
+        concat(&self.schema, parts, OPERATOR, &origin(usize::MAX), out)
     }
 }
 
@@ -284,30 +291,36 @@ impl<T: Raw + Send + 'static> Operator<T, RecordBatch> for Decode {
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<RecordBatch>) {
         let records: Vec<&T> =
             batch.records.iter().filter(|r| !(self.skip_header && r.is_header())).collect();
+        // Where each decoded row was read.
+        let mut origins: Vec<String> = Vec::with_capacity(records.len());
         let decoded = match self.decode(records.iter().map(|r| r.raw())) {
-            Ok(b) => b.into_iter().collect::<Vec<_>>(),
+            Ok(b) => {
+                origins.extend(records.iter().map(|r| r.origin()));
+                b
+            }
             // One bad line fails the batch: decode line by line, the bad ones to dead letters.
             Err(_) => {
                 let mut good = Vec::new();
                 for r in &records {
                     match self.decode(std::iter::once(r.raw())) {
-                        Ok(Some(b)) => good.push(b),
+                        Ok(Some(b)) => {
+                            origins.push(r.origin());
+                            good.push(b);
+                        }
                         Ok(None) => {}
                         Err(error) => out.dead_letter(DeadLetter {
                             operator: "decode".into(),
-                            origin: r.origin(),
+                            origin: origin(&self.source, Some(&r.origin())),
                             payload: r.payload(),
                             error,
                         }),
                     }
                 }
-                concat(&self.raw, good, "decode", out).into_iter().collect()
+                concat(&self.raw, good, "decode", &origin(&self.source, None), out)
             }
         };
-        for b in decoded {
-            if let Some(b) = self.computed_or_dead_letters(&b, out) {
-                out.batch(batch.derive(vec![b], Vec::new()));
-            }
+        if let Some(b) = decoded.and_then(|b| self.computed_or_dead_letters(&b, Some(&origins), out)) {
+            out.batch(batch.derive(vec![b], Vec::new()));
         }
     }
 }
@@ -316,7 +329,7 @@ impl Operator<RecordBatch, RecordBatch> for Decode {
     fn process_batch(&mut self, batch: Batch<RecordBatch>, out: &mut Collector<RecordBatch>) {
         let mut records = Vec::with_capacity(batch.records.len());
         for b in &batch.records {
-            records.extend(self.computed_or_dead_letters(b, out));
+            records.extend(self.computed_or_dead_letters(b, None, out));
         }
         out.batch(batch.derive(records, Vec::new()));
     }

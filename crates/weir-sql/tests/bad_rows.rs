@@ -305,10 +305,8 @@ async fn a_computed_column_nested_thousands_deep_is_refused_not_a_crash() {
     assert!(err.contains("computed column b") && err.contains("too deeply nested"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_computed_column_failing_on_one_row_dead_letters_that_row_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = readings(dir.path(), 2_000, "ts_ms");
+/// The readings at `path` as a source with the computed column `q AS 1000 / (id - 999)`.
+async fn failing_computed_column(path: &std::path::Path) -> StreamContext {
     let ddl = format!(
         "CREATE SOURCE readings (id BIGINT, v BIGINT, q AS 1000 / (id - 999)) \
          WITH (connector = 'file', path = '{}', format = 'json')",
@@ -317,6 +315,14 @@ async fn a_computed_column_failing_on_one_row_dead_letters_that_row_alone() {
     let Statement::Source(def) = parse_statement(&ddl).unwrap() else { panic!() };
     let mut ctx = StreamContext::new();
     ctx.register_source(&def).await.unwrap();
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computed_column_failing_on_one_row_dead_letters_that_row_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = readings(dir.path(), 2_000, "ts_ms");
+    let ctx = failing_computed_column(&path).await;
     let (batches, dead, _) = run(&ctx, "SELECT id, q FROM readings", 1).await;
     let got: Vec<(Option<i64>, Option<i64>)> =
         column_i64(&batches, 0).into_iter().zip(column_i64(&batches, 1)).collect();
@@ -353,4 +359,24 @@ async fn a_row_at_the_end_of_time_is_a_dead_letter_not_an_overflow() {
     let query = "SELECT window_start, count(*) AS n FROM readings GROUP BY session(ts, INTERVAL '1' SECOND)";
     let (_, dead, _) = run(&ctx, query, 1).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_name_their_source_and_where_the_row_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = readings(dir.path(), 2_000, "ts_ms");
+    let ctx = failing_computed_column(&path).await;
+    let (_, mut dead, _) = run(&ctx, "SELECT id, q, 10 / (id - 500) AS r FROM readings", 2).await;
+    dead.sort_by(|a, b| a.operator.cmp(&b.operator));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    // Decoded from line 1 000 of the file: the computed column knows the line.
+    assert_eq!(dead[0].operator, "computed columns");
+    assert_eq!(dead[0].origin, format!("source readings: {}:1000", path.display()));
+    // After decoding, rows no longer know their line: the source is named.
+    assert_eq!(dead[1].operator, "projection");
+    assert_eq!(dead[1].origin, "source readings");
+    // Memory batches have no lines either.
+    let (_, dead, _) = run(&ids(0..3_000).await, "SELECT 10 / (id - 2000) FROM t", 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].origin, "source t");
 }

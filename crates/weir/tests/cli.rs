@@ -554,22 +554,7 @@ fn sql_checkpoints_under_the_log_directory_and_names_bad_checkpoint_flags() {
         .collect();
     weir.ok_with_input(&["produce", "access"], events.as_bytes());
     let out = weir.dir.path().join("per_status.jsonl");
-    let write_script = |group: &str| {
-        let script = weir.dir.path().join(format!("{group}.sql"));
-        std::fs::write(
-            &script,
-            format!(
-                "CREATE SOURCE access (ts_ms BIGINT, status INT, ts AS to_timestamp_millis(ts_ms), \
-                   WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
-                   WITH (connector = 'log', topic = 'access', format = 'json', bounded = 'true', group = '{group}');\n\
-                 CREATE SINK per_status WITH (connector = 'file', path = '{}', format = 'json') AS \
-                   SELECT window_start, status, count(*) AS n FROM access GROUP BY tumble(ts, INTERVAL '10' SECOND), status;",
-                out.display()
-            ),
-        )
-        .unwrap();
-        script.to_str().unwrap().to_owned()
-    };
+    let write_script = |group: &str| per_status_script(&weir, group, &out);
     let script = &write_script("first");
     let rows = || std::fs::read_to_string(&out).unwrap().lines().count();
     // A manifest per complete checkpoint, in <--dir>/checkpoints/<pipeline>.
@@ -846,4 +831,59 @@ fn consume_stops_at_a_damaged_batch_naming_it_or_skips_it_when_told() {
     assert!(stderr.contains(&format!("skipped offsets {lost} of t/0")), "{stderr}");
     let kept: Vec<String> = (0..600).filter(|i| !(base..base + count).contains(i)).map(line).collect();
     assert_eq!(stdout.lines().collect::<Vec<_>>(), kept, "{stderr}");
+}
+
+/// Writes `<group>.sql`: the log source `access` (JSON with `ts_ms` and `status`, bounded, read in
+/// consumer group `group`) and a sink of rows per status and 10-second window into `out`; returns
+/// its path.
+fn per_status_script(weir: &Weir, group: &str, out: &std::path::Path) -> String {
+    let script = weir.dir.path().join(format!("{group}.sql"));
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE SOURCE access (ts_ms BIGINT, status INT, ts AS to_timestamp_millis(ts_ms), \
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+               WITH (connector = 'log', topic = 'access', format = 'json', bounded = 'true', group = '{group}');\n\
+             CREATE SINK per_status WITH (connector = 'file', path = '{}', format = 'json') AS \
+               SELECT window_start, status, count(*) AS n FROM access GROUP BY tumble(ts, INTERVAL '10' SECOND), status;",
+            out.display()
+        ),
+    )
+    .unwrap();
+    script.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn sql_prints_one_summary_of_dead_letters_and_late_records_and_a_lost_one_is_exit_code_4() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "access", "--partitions", "1"]);
+    // 5 000 events 100 ms apart, then 5 behind the closed first window (late), then 2 lines
+    // that are not JSON (dead letters).
+    let mut events: String = (0..5_000u64)
+        .map(|i| format!("{{\"ts_ms\":{},\"status\":200}}\n", 1_700_000_000_000 + i * 100))
+        .collect();
+    for i in 0..5u64 {
+        events.push_str(&format!("{{\"ts_ms\":{},\"status\":500}}\n", 1_700_000_000_000 + i));
+    }
+    events.push_str("not json\n{\"ts_ms\": oops}\n");
+    weir.ok_with_input(&["produce", "access"], events.as_bytes());
+    // Each run reads the topic in its own consumer group, into its own file.
+    let script =
+        |group: &str| per_status_script(&weir, group, &weir.dir.path().join(format!("{group}.jsonl")));
+    let out = weir.run(&["sql", "-f", &script("a")], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("late records").count(), 1, "one summary: {stderr}");
+    assert_eq!(stderr.matches("dead letters").count(), 2, "{stderr}"); // the report's and the topic's line
+    assert!(stderr.contains("weir: pipeline sql: 2 dead letters (decode: 2)"), "{stderr}");
+    assert!(stderr.contains("\n5 late records"), "{stderr}");
+    assert!(stderr.contains("dead letters are in topic sql.dlq: weir --dir"), "{stderr}");
+    // A full or closed stderr: no panic, the job's output is written; a summary lost to a full
+    // stderr is code 4 (a closed one may count as written: Rust's stderr ignores EBADF).
+    for (group, redirect, codes) in [("b", "2>/dev/full", [4, 4]), ("c", "2>&-", [0, 4])] {
+        let out = weir.shell("", &["sql", "-f", &script(group)], redirect, b"");
+        no_panic(&out);
+        assert!(out.status.code().is_some_and(|c| codes.contains(&c)), "{redirect}: {:?}", out.status);
+        assert!(weir.dir.path().join(format!("{group}.jsonl")).exists(), "{redirect}");
+    }
 }

@@ -198,6 +198,11 @@ impl Coordinator {
                 Some(Restored { id: m.id, parts, renamed })
             }
         };
+        // Two phases: every sink says whether it can roll back before any is changed, so a
+        // refusal leaves every output as it was.
+        for (_, c) in &committers {
+            c.check_restore(restored.as_ref().map(|r| r.id))?;
+        }
         if let Some(r) = &restored {
             coordinator.commit(r.id, |uid| r.of(uid).to_vec())?;
         }

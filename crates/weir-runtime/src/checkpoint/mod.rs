@@ -35,7 +35,10 @@
 //! damaged or deleted), the sinks hold output the restore will produce again.
 //! [`Sink::discard_uncommitted`](crate::Sink::discard_uncommitted) then rolls each sink back to
 //! what the restored checkpoint committed, or refuses the start if it cannot (a log sink: a
-//! topic cannot take records back). Output is never committed twice in silence.
+//! topic cannot take records back). Output is never committed twice in silence. Every sink is
+//! first asked whether it can roll back ([`Sink::check_restore`](crate::Sink::check_restore)),
+//! and only when all can is any sink committed again or rolled back: a refusal leaves every
+//! output byte for byte as it was.
 //!
 //! A start refuses, unless configured to start from scratch:
 //! - checkpoints exist but none is usable (`decide`);
@@ -313,6 +316,7 @@ pub(crate) struct Trigger {
 /// Makes a sink's committables visible; see [`Sink::commit`](crate::Sink::commit).
 pub(crate) trait Committer: Send + Sync {
     fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()>;
+    fn check_restore(&self, restored: Option<u64>) -> Result<()>;
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()>;
     fn committed_output(&self) -> Result<Option<crate::sink::CommittedOutput>>;
     fn destination(&self) -> Option<String>;

@@ -10,7 +10,7 @@ use weir::log::{Log, LogOptions};
 use weir::runtime::Checkpointing;
 use weir::sql::{Script, ScriptOptions, StreamContext};
 
-use super::output::{ReportError, note};
+use super::output::{ReportError, Unreported};
 
 /// Arguments of `weir sql`.
 #[derive(Debug, Args)]
@@ -98,6 +98,8 @@ pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
             bounded: args.execute.is_some() && !args.follow,
             metrics: None,
             checkpointing,
+            // Printed once, below, with where the dead letters are.
+            report_on_stderr: false,
         };
         let (explained, report) = script.run(&mut ctx, &options).await?;
         let mut stdout = std::io::stdout().lock();
@@ -106,13 +108,25 @@ pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
         }
         stdout.flush().context(ReportError::Stdout)?;
         if let Some(report) = report.filter(|r| r.dead_letters > 0 || r.late_records > 0) {
-            let _ = note(format_args!(
-                "weir: {} dead letters (weir --dir {} consume sql.dlq), {} late records",
-                report.dead_letters,
-                dir.display(),
-                report.late_records
-            ));
+            // The job is done: a summary lost to a closed or full stderr is exit code 4.
+            summary(dir, name, &report).context(ReportError::Stderr).context(Unreported)?;
         }
         Ok(())
     })
+}
+
+/// The job's one summary on stderr: the pipeline's report (dead letters per operator and the
+/// first few, late records) and the topic that keeps the dead letters.
+fn summary(dir: &std::path::Path, name: &str, report: &weir::runtime::JobReport) -> std::io::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    writeln!(stderr, "weir: pipeline {name}: {report}")?;
+    if report.dead_letters > 0 && report.dead_letter_sink {
+        let topic = weir::connectors::LogSink::dead_letter_topic(name);
+        writeln!(
+            stderr,
+            "weir: the dead letters are in topic {topic}: weir --dir {} consume {topic}",
+            dir.display()
+        )?;
+    }
+    stderr.flush()
 }
