@@ -2,7 +2,9 @@
 //!
 //! Committed offsets of group `g` live in `groups/g.json`, replaced atomically on every commit
 //! (temporary file, fsync, rename, fsync of the directory): after a crash the file holds either
-//! the previous or the new commit, never a mix.
+//! the previous or the new commit, never a mix. The file carries a CRC-32C of its contents (the
+//! `meta` module): one whose checksum does not match fails the group with [`Error::Metadata`],
+//! so a flipped bit never moves a committed offset silently.
 //!
 //! Members of a group (consumers in this process) share the partitions of the topics they
 //! subscribe to. Every join or leave starts a new generation; each member picks up its new
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::meta;
 use crate::name;
 
 /// A member's identity within its group.
@@ -120,9 +123,7 @@ impl GroupState {
                 })
                 .collect(),
         };
-        let json = serde_json::to_vec_pretty(&file)
-            .map_err(|e| Error::Metadata { path: self.path.clone(), reason: e.to_string() })?;
-        fsutil::write_atomic(&self.path, &json)
+        meta::write_json(&file, &self.path)
     }
 }
 
@@ -177,8 +178,7 @@ impl Groups {
         let mut state = GroupState { path: path.clone(), ..GroupState::default() };
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let file: OffsetsFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Metadata { path: path.clone(), reason: e.to_string() })?;
+                let file: OffsetsFile = meta::from_json(&bytes, &path)?;
                 if file.version != 1 {
                     let reason = format!("unsupported version {}", file.version);
                     return Err(Error::Metadata { path, reason });

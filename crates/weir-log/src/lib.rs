@@ -20,15 +20,15 @@
 //! ```text
 //! <dir>/                                   locked (flock on the directory): one process at a time
 //! <dir>/.lock                              informational, also locked (older versions locked only it)
-//! <dir>/topics/<topic>/topic.json          the TopicConfig, written atomically at creation
+//! <dir>/topics/<topic>/topic.json          the TopicConfig (JSON, CRC-32C), written atomically at creation
 //! <dir>/topics/<topic>/<partition>/
 //!     00000000000000000000.log             segment: batches back to back; name = base offset
 //!     00000000000000000000.index           sparse offset + time index of that segment
 //!     00000000000000081920.log             next segment: base offset = previous end offset
-//!     log-start-offset                     the log start once retention deleted segments
-//!     end-offset                           an end offset the log durably reached (see Recovery)
+//!     log-start-offset                     the log start once retention deleted segments (CRC-32C)
+//!     end-offset                           an end offset the log durably reached (CRC-32C; see Recovery)
 //!     quarantine/                          stray segment files moved aside by recovery; never read
-//! <dir>/groups/<group>.json                committed offsets of a consumer group
+//! <dir>/groups/<group>.json                committed offsets of a consumer group (JSON, CRC-32C)
 //! <dir>/tmp/, <dir>/trash/                 topic creation and deletion in progress
 //! ```
 //!
@@ -41,6 +41,23 @@
 //! The index (the `index` module) has one 20-byte entry per ~4 KiB of segment: relative offset,
 //! byte position, the largest timestamp of everything before that position, and a CRC, so one
 //! file answers both "where is offset o" and "where can a scan for time t start".
+//!
+//! The metadata files carry a CRC-32C too (the `meta` module):
+//!
+//! - `topic.json` and `groups/<group>.json` are pretty-printed JSON objects with one more
+//!   member, `"crc32c"`: the CRC-32C (a number) of the object without that member in canonical
+//!   form (compact, members sorted by name at every level). A group file is
+//!   `{"version": 1, "offsets": [{"topic", "partition", "offset"}, …], "crc32c"}`; `topic.json`
+//!   is the [`TopicConfig`]'s fields and `"crc32c"`.
+//! - `log-start-offset` and `end-offset` are one line: `<offset> crc32c=<hex>`, the CRC-32C of
+//!   the decimal digits as 8 lowercase hex digits, e.g. `230 crc32c=faa78442`.
+//!
+//! Files without a checksum (a JSON object without `"crc32c"`, a bare decimal number: the format
+//! before checksums) are read as they are and get one the next time they are written. A file
+//! whose checksum does not match is treated as unreadable (see below): a flipped bit never
+//! silently moves a committed offset, the log start or end, or changes a topic's configuration.
+//! All metadata files are replaced atomically (temporary file, fsync, rename, fsync of the
+//! directory).
 //!
 //! # Invariants
 //!
@@ -137,7 +154,10 @@
 //! A damaged `topic.json` makes that topic unavailable (listed by [`Log::unavailable_topics`],
 //! [`Error::TopicUnavailable`] naming the file; it can be deleted) while the log and the other
 //! topics open and work; no data is touched. A damaged group offsets file fails that group with
-//! [`Error::Metadata`] naming the file, and nothing else.
+//! [`Error::Metadata`] naming the file, and nothing else (recovery does not use its offsets). A
+//! damaged `log-start-offset` or `end-offset` is logged and not used: the log starts at its
+//! first segment, and its end is checked only against the groups' commits; nothing is deleted.
+//! "Damaged" includes a checksum that does not match.
 
 //! # Durability
 //!
@@ -174,6 +194,7 @@ mod group;
 mod handles;
 mod index;
 mod log;
+mod meta;
 mod metrics;
 mod name;
 mod partition;

@@ -17,7 +17,7 @@ use crate::group::{GroupDescription, Groups};
 use crate::partition::{Partition, PartitionRecovery};
 use crate::segment::Origin;
 use crate::topic::{Topic, TopicDescription, now_ms};
-use crate::{fsutil, name};
+use crate::{fsutil, meta, name};
 
 const TOPIC_META: &str = "topic.json";
 
@@ -454,8 +454,7 @@ fn open_topic(
 ) -> Result<(Topic, Vec<PartitionRecovery>)> {
     let meta_path = dir.join(TOPIC_META);
     let bytes = std::fs::read(&meta_path).map_err(Error::io("read topic configuration", &meta_path))?;
-    let config: TopicConfig = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Metadata { path: meta_path.clone(), reason: e.to_string() })?;
+    let config: TopicConfig = meta::from_json(&bytes, &meta_path)?;
     config.validate()?;
     let config = Arc::new(config);
     let notify = Arc::new(Notify::new());
@@ -507,9 +506,7 @@ fn build_topic(tmp: &Path, config: &TopicConfig) -> Result<()> {
         std::fs::remove_dir_all(tmp).map_err(Error::io("remove leftovers", tmp))?;
     }
     fsutil::create_dir_all(tmp)?;
-    let meta = serde_json::to_vec_pretty(config)
-        .map_err(|e| Error::Metadata { path: tmp.join(TOPIC_META), reason: e.to_string() })?;
-    fsutil::write_atomic(&tmp.join(TOPIC_META), &meta)?;
+    meta::write_json(config, &tmp.join(TOPIC_META))?;
     for p in 0..config.partitions {
         let dir = tmp.join(p.to_string());
         std::fs::create_dir(&dir).map_err(Error::io("create partition directory", &dir))?;

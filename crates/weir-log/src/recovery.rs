@@ -22,6 +22,10 @@
 //!    empty segment named by the reached offset is created, where appends continue, so that no
 //!    offset is handed out twice and the next open finds the same gap.
 //!
+//! 7. A damaged `log-start-offset` or `end-offset` (its checksum does not match) is logged and
+//!    not used: the log start is then the first segment's base offset, and the end is checked
+//!    only against the groups' commits. Nothing is deleted because of it.
+//!
 //! Nothing here depends on anything but the bytes on disk (and the committed offsets), and the
 //! only changes it makes (the cut of a torn tail, moving strays aside, recreating a partition)
 //! leave bytes that recover to the same log: two opens of the same bytes give the same log.
@@ -31,17 +35,19 @@ use std::sync::Arc;
 
 use crate::damage::DamagedRange;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::partition::PartitionRecovery;
 use crate::segment::{self, Origin, Recovered, Segment};
+use crate::{fsutil, meta};
 
 /// Where stray segment files are moved, inside the partition directory.
 pub(crate) const QUARANTINE: &str = "quarantine";
 /// The file recording the partition's log start offset once retention has deleted segments
-/// (or the partition was recreated past offset 0): a decimal number. Absent means 0.
+/// (or the partition was recreated past offset 0): a checksummed decimal number (the `meta`
+/// module). Absent means 0.
 pub(crate) const LOG_START: &str = "log-start-offset";
 /// The file recording an offset the partition's log is known to have reached durably (its end
-/// offset at a roll, a periodic flush or a clean close): a decimal number. Absent means 0.
+/// offset at a roll, a periodic flush or a clean close): a checksummed decimal number (the
+/// `meta` module). Absent means 0.
 pub(crate) const END_OFFSET: &str = "end-offset";
 
 /// A partition's segments after recovery, the damaged ranges reads must know about (non-empty
@@ -102,7 +108,7 @@ pub(crate) fn recover(
     }
 
     let mut changed = !report.quarantined.is_empty();
-    let recorded_end = read_offset(dir, END_OFFSET, "end offset");
+    let recorded_end = read_offset(dir, END_OFFSET, "end offset").unwrap_or(0);
     if kept.is_empty() {
         let base = existing.unwrap_or(0).max(recorded_end);
         if let Some(floor) = existing {
@@ -191,7 +197,7 @@ pub(crate) fn recover(
 
     // Offsets between the recorded log start and the first segment: a deleted first segment.
     let first_base = kept[0].segment.base_offset;
-    let recorded = read_offset(dir, LOG_START, "log start offset");
+    let recorded = read_offset(dir, LOG_START, "log start offset").unwrap_or(first_base);
     if recorded < first_base {
         report.damaged.push(DamagedRange {
             topic: origin.topic.clone(),
@@ -260,28 +266,36 @@ pub(crate) fn recover(
     Ok(RecoveredPartition { segments, start_offset, damaged, report, recorded_end })
 }
 
-/// The offset recorded in the file `name` of `dir`; 0 if none is recorded (or the record is
-/// unreadable: for the log start, that at worst reports offsets retention removed as lost; for
-/// the end offset, it loses only the check of the log's end: loud, never silent).
-fn read_offset(dir: &Path, name: &str, what: &str) -> u64 {
+/// The offset recorded in the file `name` of `dir` (0 if there is none), or `None` if the file
+/// is damaged: its checksum does not match, or it does not parse. A damaged record is logged and
+/// not used: recovery then goes by what the segments say (for the log start, the first segment;
+/// for the end offset, the segments' end and the groups' commits), and never deletes anything
+/// because of it. The file is rewritten, with a checksum, the next time the offset is recorded.
+fn read_offset(dir: &Path, name: &str, what: &str) -> Option<u64> {
     let path = dir.join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
-            tracing::warn!(file = %path.display(), "unreadable {what}; assuming 0");
-            0
-        }),
-        Err(_) => 0,
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let offset = std::str::from_utf8(&bytes).ok().and_then(meta::parse_offset);
+            if offset.is_none() {
+                tracing::warn!(
+                    file = %path.display(),
+                    "damaged {what} record (checksum mismatch or unparseable); not used, going by the segments"
+                );
+            }
+            offset
+        }
+        Err(_) => Some(0),
     }
 }
 
 /// Records an offset the partition's log has durably reached, atomically and durably.
 pub(crate) fn record_end(dir: &Path, offset: u64) -> Result<()> {
-    fsutil::write_atomic(&dir.join(END_OFFSET), format!("{offset}\n").as_bytes())
+    meta::write_offset(&dir.join(END_OFFSET), offset)
 }
 
 /// Records the partition's log start offset, durably and atomically.
 pub(crate) fn record_log_start(dir: &Path, offset: u64) -> Result<()> {
-    fsutil::write_atomic(&dir.join(LOG_START), format!("{offset}\n").as_bytes())
+    meta::write_offset(&dir.join(LOG_START), offset)
 }
 
 /// Moves the segment file starting at `base` (by name) to `quarantine/`, under a name not taken

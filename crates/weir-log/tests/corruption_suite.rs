@@ -1,14 +1,18 @@
 //! Damage to every on-disk structure of the log, one case at a time: segments (cuts at every
 //! batch boundary and one byte either side, flipped bits in each header field and in payloads,
 //! deleted, emptied, duplicated, a stray file), indexes, a consumer group's offsets file, the
-//! topic's `topic.json`, and a whole partition directory. For each case, against the records
+//! topic's `topic.json`, the recorded `log-start-offset` and `end-offset`, and a whole
+//! partition directory. For each case, against the records
 //! written:
 //!
 //! - the log loses at most the records of the batches whose bytes were damaged;
 //! - every lost record is reported: in [`Log::recovery`], or by the `Error::Corrupt` of a read
 //!   that reaches it (the skipping reads here list them), or, for a torn tail of the last segment,
 //!   as bytes cut;
-//! - two opens of the same bytes agree: same end offsets, same records, same lost ranges.
+//! - two opens of the same bytes agree: same end offsets, same records, same lost ranges;
+//! - a flipped bit in a metadata file (a group's offsets, `topic.json`, `log-start-offset`,
+//!   `end-offset`) is either detected (the group fails, or the topic is unavailable, naming the
+//!   file; a damaged offset record is not used) or changes nothing the log or a group shows.
 //!
 //! Cuts and flips are sampled (every batch of the first, a middle and the last segment, every
 //! third batch of the others); set `WEIR_CORRUPTION_FULL=1` to damage every batch. The counts
@@ -24,7 +28,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use common::{BatchInfo, Fixture, Rng, batches, build_fixture, files_with_ext, fresh_copy, truncate};
-use weir_log::{AutoOffsetReset, ConsumerConfig, Durability, Error, Log, LogOptions, Record, StoredRecord};
+use weir_log::{
+    AutoOffsetReset, ConsumerConfig, Durability, Error, Log, LogOptions, Record, StoredRecord, TopicConfig,
+};
 
 const TOPIC: &str = "suite";
 /// A named way to damage a file.
@@ -474,4 +480,153 @@ fn a_deleted_partition_directory_is_recreated_past_every_committed_offset() {
 fn check_partition_zero(log: &Log, fixture: &Fixture) {
     let v = view(log, 1 - DAMAGED);
     assert_eq!(v.records.len(), fixture.records.len());
+}
+
+/// What a log shows through its API: per topic its configuration, or the file that makes it
+/// unavailable; per partition its start and end offsets, its records and its lost ranges; per
+/// group its committed offsets, or the file that fails it.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    topic: Result<String, PathBuf>,
+    partitions: Vec<SeenPartition>,
+    groups: Vec<Result<Committed, PathBuf>>,
+}
+
+/// A group's committed offsets, by partition.
+type Committed = Vec<(u32, Option<u64>)>;
+
+/// What a partition shows.
+#[derive(Debug, PartialEq)]
+struct SeenPartition {
+    start: u64,
+    end: u64,
+    /// The offsets of the records read from the start.
+    offsets: Vec<u64>,
+    /// The CRC-32C of their values.
+    values: u32,
+    /// The ranges recovery reported lost.
+    lost: Vec<Range<u64>>,
+}
+
+/// Opens the log in `dir` and records what it shows (see [`Seen`]).
+fn seen(dir: &Path) -> Seen {
+    let path_of = |e: &Error| match e {
+        Error::Metadata { path, .. } => path.clone(),
+        Error::TopicUnavailable { source, .. } => match &**source {
+            Error::Metadata { path, .. } => path.clone(),
+            other => panic!("the error must name the damaged file: {other:?}"),
+        },
+        other => panic!("the error must name the damaged file: {other:?}"),
+    };
+    let log = Log::open(dir, options()).unwrap();
+    let topic = log.topic(TOPIC);
+    let mut partitions = Vec::new();
+    if let Ok(topic) = &topic {
+        for p in 0..topic.partition_count() {
+            let (start, end) = (topic.start_offset(p).unwrap(), topic.end_offset(p).unwrap());
+            let records = topic.read(p, start, usize::MAX).unwrap();
+            let lost = log
+                .recovery()
+                .iter()
+                .filter(|r| r.partition == p)
+                .flat_map(|r| r.damaged.iter().map(|d| d.offsets.clone()))
+                .collect();
+            let offsets = records.iter().map(|r| r.offset).collect();
+            let values = records.iter().fold(0, |crc, r| crc32c::crc32c_append(crc, &r.value));
+            partitions.push(SeenPartition { start, end, offsets, values, lost });
+        }
+    }
+    let groups = [GROUP, OTHER_GROUP]
+        .into_iter()
+        .map(|g| match log.describe_group(g) {
+            Ok(d) => Ok(d.partitions.iter().map(|p| (p.partition, p.committed)).collect()),
+            Err(e) => Err(path_of(&e)),
+        })
+        .collect();
+    Seen { topic: topic.map(|t| format!("{:?}", t.config())).map_err(|e| path_of(&e)), partitions, groups }
+}
+
+/// A log whose metadata files all exist: a topic of two partitions whose first segments
+/// retention deleted (so `log-start-offset` is recorded), closed cleanly (so `end-offset` is),
+/// and two groups with committed offsets.
+fn build_with_metadata() -> Fixture {
+    let config = TopicConfig { retention_bytes: Some(6000), ..common::small_segments(2) };
+    let fixture = build_fixture(options(), TOPIC, config, std::iter::repeat_n(4, 60), record);
+    let log = Log::open(&fixture.dir, options()).unwrap();
+    let topic = log.topic(TOPIC).unwrap();
+    let (start, end) = (topic.start_offset(0).unwrap(), topic.end_offset(0).unwrap());
+    assert!(start > 0, "retention must have deleted a segment");
+    for (group, at) in [(GROUP, end - 7), (OTHER_GROUP, start + 3)] {
+        let config = ConsumerConfig::new(TOPIC).group(group).auto_offset_reset(AutoOffsetReset::Earliest);
+        let mut consumer = log.consumer(config).unwrap();
+        consumer.seek(TOPIC, 0, at).unwrap();
+        consumer.seek(TOPIC, 1, at - 1).unwrap();
+        consumer.commit().unwrap();
+    }
+    drop(topic);
+    drop(log);
+    fixture
+}
+
+/// Flips bits of the metadata file `file` (relative to the log directory), one at a time in a
+/// fresh copy of the log (every bit of each digit and one bit of each other byte; every bit
+/// with `WEIR_CORRUPTION_FULL=1`), and checks that the log shows exactly what it showed before, or,
+/// if `detected` accepts what it shows (the damage was found and reported as documented), that
+/// restoring the file brings back exactly what it showed before. Returns (cases, detected).
+fn flip_every_bit(file: &Path, detected: impl Fn(&Seen, &Path) -> bool) -> (usize, usize) {
+    let fixture = build_with_metadata();
+    let scratch = fixture.tmp.path().join("scratch");
+    let original = std::fs::read(fixture.dir.join(file)).unwrap();
+    fresh_copy(&fixture.dir, &scratch);
+    let before = seen(&scratch);
+    let (mut cases, mut found) = (0, 0);
+    let full = std::env::var("WEIR_CORRUPTION_FULL").is_ok_and(|v| v == "1");
+    // Sampled: every bit of each digit (a flipped digit is what still parses), one bit of each
+    // other byte.
+    let bits = (0..original.len() * 8)
+        .filter(|bit| full || original[bit / 8].is_ascii_digit() || bit % 8 == (bit / 8) % 8);
+    for bit in bits {
+        fresh_copy(&fixture.dir, &scratch);
+        let mut bytes = original.clone();
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        std::fs::write(scratch.join(file), &bytes).unwrap();
+        let context =
+            format!("{} with bit {bit} flipped: {:?}", file.display(), String::from_utf8_lossy(&bytes));
+        let after = seen(&scratch);
+        cases += 1;
+        if after != before && detected(&after, &scratch.join(file)) {
+            found += 1;
+            std::fs::write(scratch.join(file), &original).unwrap();
+            assert_eq!(seen(&scratch), before, "{context}: restoring the file must restore the log");
+        } else {
+            assert_eq!(after, before, "{context}: accepted, so the log must show what it showed before");
+        }
+    }
+    eprintln!("{}: {cases} bits flipped, {found} detected", file.display());
+    (cases, found)
+}
+
+#[test]
+fn every_flipped_bit_of_a_group_offsets_file_fails_that_group_or_changes_nothing() {
+    let file = Path::new("groups").join(format!("{GROUP}.json"));
+    let (cases, found) = flip_every_bit(&file, |after, path| {
+        after.groups[0] == Err(path.to_owned()) && after.groups[1].is_ok() && after.topic.is_ok()
+    });
+    assert!(found > cases / 2, "most flips change the offsets and must be detected");
+}
+
+#[test]
+fn every_flipped_bit_of_topic_json_makes_the_topic_unavailable_or_changes_nothing() {
+    let file = Path::new("topics").join(TOPIC).join("topic.json");
+    let (cases, found) = flip_every_bit(&file, |after, path| after.topic == Err(path.to_owned()));
+    assert!(found > cases / 2, "most flips change the configuration and must be detected");
+}
+
+#[test]
+fn every_flipped_bit_of_the_recorded_log_start_and_end_offsets_changes_nothing() {
+    for name in ["log-start-offset", "end-offset"] {
+        let file = Path::new("topics").join(TOPIC).join(DAMAGED.to_string()).join(name);
+        // Damage is reported as a warning and recovery falls back to what the segments say.
+        flip_every_bit(&file, |_, _| false);
+    }
 }

@@ -178,7 +178,8 @@ fn under_interval_the_background_flush_records_the_end_so_a_crash_then_a_lost_la
     let recorded = || {
         std::fs::read_to_string(partition_dir(&dir).join("end-offset"))
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+            // `<offset> crc32c=<hex>` (see the crate docs, "On-disk format").
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while recorded().is_none_or(|end| end < last_base) {
