@@ -1,14 +1,17 @@
-//! The on-disk format is pinned by a committed log directory, `tests/fixtures/v1/log/`: a topic
-//! of two partitions in several segments (with indexes), records with and without keys and
-//! headers, and a consumer group with committed offsets, written by [`generate`].
+//! The on-disk format is pinned by committed log directories, one per format version:
+//! `tests/fixtures/v1/log/` (metadata files without checksums) and `tests/fixtures/v2/log/`
+//! (`topic.json`, group files and recorded offsets with a CRC-32C), each a topic of two
+//! partitions in several segments (with indexes), records with and without keys and headers, and
+//! a consumer group with committed offsets, written by [`generate`] (v1 by the version before
+//! metadata checksums).
 //!
-//! - Every build must read it back exactly: every record, offset, timestamp, key and header,
-//!   the end offsets and the group's committed offsets.
-//! - The writer must still produce it byte for byte, so any change to the format (segments,
-//!   indexes, `topic.json`, group files) fails here until it is deliberate: then bump the format
-//!   version, keep reading the old fixture, and add a new one.
+//! - Every build must read every fixture back exactly: every record, offset, timestamp, key and
+//!   header, the end offsets and the group's committed offsets.
+//! - The writer must still produce the newest one byte for byte, so any change to the format
+//!   (segments, indexes, `topic.json`, group files, offset files) fails here until it is
+//!   deliberate: then bump the format version, keep reading the old fixtures, and add a new one.
 //!
-//! To regenerate (only for a deliberate format change):
+//! To regenerate the newest (only for a deliberate format change):
 //! `WEIR_REGENERATE_FIXTURES=1 cargo test -p weir-log --test format_fixture`.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
@@ -25,8 +28,11 @@ const GROUP: &str = "billing";
 const RECORDS: [u64; 2] = [230, 190];
 const COMMITTED: [u64; 2] = [120, 190];
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/log")
+/// The fixture the current writer produces.
+const NEWEST: &str = "v2";
+
+fn fixture_dir(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version).join("log")
 }
 
 fn options() -> LogOptions {
@@ -104,10 +110,19 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 #[test]
-fn the_committed_v1_fixture_reads_back_every_record_and_offset() {
+fn the_committed_v1_fixture_without_checksums_reads_back_every_record_and_offset() {
+    reads_back_every_record_and_offset("v1");
+}
+
+#[test]
+fn the_committed_v2_fixture_with_checksums_reads_back_every_record_and_offset() {
+    reads_back_every_record_and_offset("v2");
+}
+
+fn reads_back_every_record_and_offset(version: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    common::copy_dir(&fixture_dir(), &dir);
+    common::copy_dir(&fixture_dir(version), &dir);
     let segments = common::files_with_ext(&dir.join("topics").join(TOPIC).join("0"), "log");
     assert!(segments.len() >= 3, "the fixture has several segments: {segments:?}");
 
@@ -145,15 +160,15 @@ fn the_writer_still_produces_the_committed_fixture_byte_for_byte() {
     let dir = tmp.path().join("log");
     generate(&dir);
     if std::env::var("WEIR_REGENERATE_FIXTURES").is_ok_and(|v| v == "1") {
-        let _ = std::fs::remove_dir_all(fixture_dir());
+        let _ = std::fs::remove_dir_all(fixture_dir(NEWEST));
         for (path, bytes) in files(&dir) {
-            let target = fixture_dir().join(path);
+            let target = fixture_dir(NEWEST).join(path);
             std::fs::create_dir_all(target.parent().unwrap()).unwrap();
             std::fs::write(target, bytes).unwrap();
         }
-        eprintln!("regenerated {}", fixture_dir().display());
+        eprintln!("regenerated {}", fixture_dir(NEWEST).display());
     }
-    let (written, committed) = (files(&dir), files(&fixture_dir()));
+    let (written, committed) = (files(&dir), files(&fixture_dir(NEWEST)));
     let names = |f: &[(PathBuf, Vec<u8>)]| f.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
     assert_eq!(names(&written), names(&committed), "the files of a log changed");
     for ((path, new), (_, old)) in written.iter().zip(&committed) {
