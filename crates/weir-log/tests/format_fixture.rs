@@ -179,3 +179,30 @@ fn the_writer_still_produces_the_committed_fixture_byte_for_byte() {
         );
     }
 }
+
+#[test]
+fn a_v1_directory_gets_checksums_in_the_files_it_writes_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    common::copy_dir(&fixture_dir("v1"), &dir);
+    let group_file = dir.join("groups").join(format!("{GROUP}.json"));
+    let end_file = dir.join("topics").join(TOPIC).join("0").join("end-offset");
+    let has_checksum = |path: &Path| std::fs::read_to_string(path).unwrap().contains("crc32c");
+    assert!(!has_checksum(&group_file) && !has_checksum(&end_file), "v1 files have no checksum");
+    {
+        let log = Log::open(&dir, options()).unwrap();
+        let topic = log.topic(TOPIC).unwrap();
+        assert_eq!(topic.append(0, &[record(0, RECORDS[0])]).unwrap().base_offset, RECORDS[0]);
+        let config = ConsumerConfig::new(TOPIC).group(GROUP).auto_offset_reset(AutoOffsetReset::Earliest);
+        let mut consumer = log.consumer(config).unwrap();
+        consumer.seek(TOPIC, 0, COMMITTED[0] + 1).unwrap();
+        consumer.commit().unwrap();
+    }
+    assert!(has_checksum(&group_file), "the group's next commit writes a checksum");
+    assert!(has_checksum(&end_file), "the next record of the end offset writes a checksum");
+    let log = Log::open(&dir, options()).unwrap();
+    assert!(log.recovery().is_empty(), "{:?}", log.recovery());
+    assert_eq!(log.topic(TOPIC).unwrap().end_offset(0).unwrap(), RECORDS[0] + 1);
+    let group = log.describe_group(GROUP).unwrap();
+    assert_eq!(group.partitions[0].committed, Some(COMMITTED[0] + 1));
+}
