@@ -29,7 +29,9 @@
 //! is synced; then the marker is replaced (write, sync, rename, directory sync) and the pending
 //! files are removed. A commit is idempotent: if the marker already names `c` or later, it does
 //! nothing; otherwise it first cuts the file back to the marker's last length (undoing an append
-//! a crash interrupted) and appends again.
+//! a crash interrupted) and appends again. A final file shorter than its marker's last length
+//! (or missing) lost committed output after the commit (it was truncated or replaced): the
+//! commit fails with an error naming the file and both lengths, and writes nothing.
 //!
 //! # Restore
 //!
@@ -40,8 +42,10 @@
 //! older than the newest commit too (the newer checkpoints were damaged or deleted, and an
 //! older one is restored): their output is cut away instead of kept and produced a second
 //! time. If the marker no longer records a checkpoint at or before `r` (it keeps the last
-//! [`MARKER_HISTORY`] commits), the restore fails with an error saying so; [`check_discard`]
-//! finds that without changing anything, so the pipeline can refuse before any sink is cut. On a fresh start
+//! [`MARKER_HISTORY`] commits), or the file (or a missing file its marker names) is shorter than
+//! the length it records for that checkpoint, the restore fails with an error saying so;
+//! [`check_discard`] finds both without changing anything, so the pipeline can refuse before
+//! any sink is cut. On a fresh start
 //! (nothing restored), the final files and markers are deleted too: the output is replaced,
 //! as without checkpoints.
 
@@ -159,6 +163,9 @@ pub fn commit(id: u64, parts: &[Committable], csv: bool) -> std::io::Result<()> 
         if history.is_empty() {
             history.push((0, 0));
         }
+        // A file shorter than its marker lost committed output (it was truncated or replaced):
+        // refuse rather than extend it with zeros.
+        check_holds(target, len, done)?;
         let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(target)?;
         file.set_len(len)?;
         file.seek(SeekFrom::Start(len))?;
@@ -219,6 +226,49 @@ fn restore_point(target: &Path, history: &[(u64, u64)], r: u64) -> std::io::Resu
     }
 }
 
+/// The size of `target`, 0 if it does not exist.
+fn size_of(target: &Path) -> std::io::Result<u64> {
+    match std::fs::metadata(target) {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// An error unless `target` holds at least the `len` bytes its marker says checkpoint
+/// `checkpoint` left in it: a shorter (or missing) file was truncated or replaced after the
+/// commit, and neither extending it nor cutting it back would give the committed output.
+fn check_holds(target: &Path, len: u64, checkpoint: u64) -> std::io::Result<()> {
+    let size = size_of(target)?;
+    if size < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "{} has {size} bytes, but {len} were committed to it (up to checkpoint {checkpoint}, \
+                 see {}): was it truncated or replaced? Restore the file, or start over with \
+                 `--from-scratch`",
+                target.display(),
+                marker(target).display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The final files in `dir` (of the names `names`): those `is_target` accepts, and those
+/// a marker names (a final file deleted after a commit), sorted.
+fn targets_in(names: &[String], is_target: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut targets: Vec<String> = names
+        .iter()
+        .map(|n| n.strip_prefix('.').and_then(|r| r.strip_suffix(".committed")).unwrap_or(n))
+        .filter(|n| is_target(n))
+        .map(str::to_owned)
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
+}
+
 /// The names in `dir`; empty if `dir` does not exist.
 fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
     match std::fs::read_dir(dir) {
@@ -246,20 +296,13 @@ pub fn check_discard(
     restored: Option<u64>,
 ) -> std::io::Result<()> {
     let Some(r) = restored else { return Ok(()) };
-    for name in names_in(dir)?.iter().filter(|n| is_target(n)) {
+    for name in targets_in(&names_in(dir)?, is_target) {
         let target = dir.join(name);
         let history = read_history(&target)?;
         let Some(i) = restore_point(&target, &history, r)? else { continue };
-        // Only a cut back to an older commit is checked: a file at its newest commit's length
-        // may still be completed by the commit of `r`.
-        let len = history[i].1;
-        let size = std::fs::metadata(&target)?.len();
-        if i + 1 < history.len() && size < len {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("{} has {size} bytes, but {len} were committed to it", target.display()),
-            ));
-        }
+        // Lengths only grow along the history: the file must hold what the restore point left
+        // in it, whether it is cut back to it or `r` is committed again on top of it.
+        check_holds(&target, history[i].1, history[i].0)?;
     }
     Ok(())
 }
@@ -277,7 +320,7 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
     if names.is_empty() {
         return Ok(());
     }
-    let targets: Vec<String> = names.iter().filter(|n| is_target(n)).cloned().collect();
+    let targets = targets_in(&names, is_target);
     for name in &names {
         if uncommitted_target(name).is_some_and(is_target) {
             std::fs::remove_file(dir.join(name))?;
@@ -291,6 +334,7 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
                 let len = match restore_point(&target, &history, r)? {
                     Some(i) => {
                         let len = history[i].1;
+                        check_holds(&target, len, history[i].0)?;
                         if i + 1 < history.len() {
                             tracing::warn!(
                                 file = %target.display(),
@@ -309,10 +353,11 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
                 cut(&target, len)?;
             }
             None => {
-                std::fs::remove_file(&target)?;
-                match std::fs::remove_file(marker(&target)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
+                for path in [target.clone(), marker(&target)] {
+                    match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
                 }
             }
         }
@@ -320,19 +365,17 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
     sync_dir(&dir.join("x"))
 }
 
-/// Cuts `target` back to `len` bytes if it is longer; an error if it is shorter (committed
-/// output is missing).
+/// Cuts `target` back to `len` bytes if it is longer (the caller checked it is not shorter);
+/// a missing file stays missing.
 fn cut(target: &Path, len: u64) -> std::io::Result<()> {
-    let file = OpenOptions::new().write(true).open(target)?;
-    let size = file.metadata()?.len();
-    if size > len {
+    let file = match OpenOptions::new().write(true).open(target) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && len == 0 => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if file.metadata()?.len() > len {
         file.set_len(len)?;
         file.sync_all()?;
-    } else if size < len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("{} has {size} bytes, but {len} were committed to it", target.display()),
-        ));
     }
     Ok(())
 }
@@ -505,6 +548,71 @@ mod tests {
         assert!(e.to_string().contains("older than every commit"), "{e}");
         // One the marker remembers is fine.
         discard(dir.path(), &|n: &str| n == "out.csv", Some(MARKER_HISTORY as u64)).unwrap();
+    }
+
+    #[test]
+    fn a_commit_refuses_a_final_file_shorter_than_its_marker_instead_of_writing_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        commit(1, &[part(dir.path(), 0, 1, "h\n1\n2\n")], true).unwrap();
+        // Truncated by a user or a tool, then deleted: the committed output is not there.
+        for damage in [Some(3_u64), None] {
+            match damage {
+                Some(len) => {
+                    std::fs::OpenOptions::new().write(true).open(&target).unwrap().set_len(len).unwrap()
+                }
+                None => std::fs::remove_file(&target).unwrap(),
+            }
+            let before = std::fs::read(&target).ok();
+            let e = commit(2, &[part(dir.path(), 0, 2, "h\n3\n")], true).unwrap_err();
+            let message = e.to_string();
+            let size = before.as_ref().map_or(0, Vec::len);
+            assert!(
+                message.contains("out.csv")
+                    && message.contains(&format!("has {size} bytes, but 6 were committed")),
+                "{message}"
+            );
+            assert_eq!(std::fs::read(&target).ok(), before, "a refused commit writes nothing");
+            assert_eq!(read_history(&target).unwrap(), [(0, 0), (1, 6)]);
+        }
+    }
+
+    #[test]
+    fn a_restore_refuses_a_final_file_shorter_than_its_marker_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        let is_target = |n: &str| n == "out.csv";
+        commit(1, &[part(dir.path(), 0, 1, "h\n1\n")], true).unwrap();
+        commit(2, &[part(dir.path(), 0, 2, "h\n2\n")], true).unwrap();
+        // Uncommitted output of checkpoint 3, which is restored: its commit is redone.
+        let pending3 = part(dir.path(), 0, 3, "h\n3\n");
+        std::fs::write(in_progress(&target, 0), "h\n4\n").unwrap();
+        std::fs::OpenOptions::new().write(true).open(&target).unwrap().set_len(5).unwrap();
+        let files = || {
+            let mut names = names_in(dir.path()).unwrap();
+            names.sort_unstable();
+            names.into_iter().map(|n| (std::fs::read(dir.path().join(&n)).unwrap(), n)).collect::<Vec<_>>()
+        };
+        let before = files();
+        for restored in [3, 2] {
+            let e = check_discard(dir.path(), &is_target, Some(restored)).unwrap_err();
+            assert!(e.to_string().contains("out.csv has 5 bytes, but"), "{e}");
+            assert_eq!(files(), before, "a refused restore changes nothing");
+        }
+        let e = commit(3, &[pending3], true).unwrap_err();
+        assert!(e.to_string().contains("out.csv has 5 bytes, but 6 were committed"), "{e}");
+        assert_eq!(files(), before, "a refused commit changes nothing");
+        // Restoring a checkpoint whose output is all there is fine: checkpoint 1 left 4 bytes.
+        check_discard(dir.path(), &is_target, Some(1)).unwrap();
+        discard(dir.path(), &is_target, Some(1)).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "h\n1\n");
+        // A deleted final file whose marker records output is refused too.
+        std::fs::remove_file(&target).unwrap();
+        let e = check_discard(dir.path(), &is_target, Some(1)).unwrap_err();
+        assert!(e.to_string().contains("out.csv has 0 bytes, but 4 were committed"), "{e}");
+        // A fresh start replaces everything, the marker included.
+        discard(dir.path(), &is_target, None).unwrap();
+        assert!(!marker(&target).exists());
     }
 
     #[test]

@@ -470,24 +470,37 @@ impl Pipeline {
     ///
     /// The first task error: a connector's [`Error::Connector`], or [`Error::Panicked`] naming
     /// the operators of a task whose user code panicked. The other tasks are stopped.
-    pub async fn run(mut self) -> Result<JobReport> {
+    pub async fn run(self) -> Result<JobReport> {
+        let (report, result) = self.run_with_report().await;
+        result.map(|()| report)
+    }
+
+    /// Runs like [`Pipeline::run`], and returns the [`JobReport`] also when the job fails: then
+    /// it counts the dead letters and late records up to the failure (all zero if the job
+    /// failed before it started, e.g. a refused restore). For a caller that shows the report
+    /// itself (see [`PipelineBuilder::report_on_stderr`]) whatever the outcome.
+    pub async fn run_with_report(mut self) -> (JobReport, Result<()>) {
         let (tasks, dead_sink, late_output) = {
             let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
             (std::mem::take(&mut inner.tasks), inner.dead_letter_sink.take(), inner.late_output)
         };
         let dead_letter_sink = dead_sink.is_some();
+        // Failures before the job starts: nothing was counted yet.
+        let not_started = |e: Error| (JobReport::default(), Err(e));
         if tasks.is_empty() {
-            return Err(Error::InvalidConfig { field: "sinks", reason: "the pipeline has no sink".into() });
+            return not_started(Error::InvalidConfig {
+                field: "sinks",
+                reason: "the pipeline has no sink".into(),
+            });
         }
         let server = match (&self.settings.serve_metrics, &self.settings.metrics) {
-            (Some(config), Some(metrics)) => {
-                Some(weir_metrics::serve(metrics.clone(), config).await.map_err(|e| match e {
-                    weir_metrics::Error::InvalidConfig { field, reason } => {
-                        Error::InvalidConfig { field, reason }
-                    }
-                    other => Error::Metrics(other.to_string()),
-                })?)
-            }
+            (Some(config), Some(metrics)) => match weir_metrics::serve(metrics.clone(), config).await {
+                Ok(server) => Some(server),
+                Err(weir_metrics::Error::InvalidConfig { field, reason }) => {
+                    return not_started(Error::InvalidConfig { field, reason });
+                }
+                Err(other) => return not_started(Error::Metrics(other.to_string())),
+            },
             _ => None,
         };
         let stop_tx = self.stop.clone();
@@ -503,7 +516,10 @@ impl Pipeline {
                     metrics,
                 );
                 let demand = self.demand_rx.take().unwrap_or_else(|| mpsc::unbounded_channel().1);
-                Some(tokio::spawn(c.await?.run(stop_rx.clone(), demand)))
+                match c.await {
+                    Ok(c) => Some(tokio::spawn(c.run(stop_rx.clone(), demand))),
+                    Err(e) => return not_started(e),
+                }
             }
             None => None,
         };
@@ -611,17 +627,14 @@ impl Pipeline {
             // A closed or full stderr must not fail (or panic) the job: the error is ignored.
             let _ = writeln!(std::io::stderr().lock(), "weir: pipeline {name}: {report}");
         }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        checkpoints?;
-        match dead {
-            Ok(result) => result?,
-            Err(e) => {
-                return Err(Error::Panicked { operator: "dead letters".into(), message: e.to_string() });
+        let result = match (first_error, checkpoints, dead) {
+            (Some(e), _, _) | (None, Err(e), _) | (None, Ok(()), Ok(Err(e))) => Err(e),
+            (None, Ok(()), Err(e)) => {
+                Err(Error::Panicked { operator: "dead letters".into(), message: e.to_string() })
             }
-        }
-        Ok(report)
+            (None, Ok(()), Ok(Ok(()))) => Ok(()),
+        };
+        (report, result)
     }
 }
 

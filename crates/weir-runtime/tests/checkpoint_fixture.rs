@@ -15,11 +15,11 @@
 
 mod committed;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use committed::Committed;
+use committed::{Committed, assert_completes, checkpoints, read_fixture, write_fixture};
 use weir_runtime::{Checkpointing, Count, MemorySource, Pipeline, Result, Sum, TumblingWindows, Watermarks};
 
 /// (key, window start, count, sum) rows.
@@ -76,32 +76,8 @@ async fn run(dir: &Path, out: Committed<Row>, slow: bool) -> Result<()> {
     p.run().await.map(drop)
 }
 
-/// The published checkpoint directories in `dir`, ascending.
-fn checkpoints(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join("_manifest.json").exists())
-        .collect();
-    found.sort_unstable();
-    found
-}
-
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v2")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// Writes the fixture (only with `WEIR_WRITE_FIXTURES=1`): a savepoint of the job taken
@@ -114,40 +90,16 @@ async fn generate_the_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let out = Committed::new();
     run(dir.path(), out.clone(), true).await.unwrap();
-    let newest = checkpoints(dir.path()).pop().unwrap();
-    let target = fixture();
-    if target.exists() {
-        std::fs::remove_dir_all(&target).unwrap();
-    }
-    copy_dir(&newest, &target.join(newest.file_name().unwrap()));
-    let (ids, mut rows) = out.state();
-    rows.sort_unstable();
-    std::fs::write(target.join("before.json"), serde_json::to_vec(&(ids, rows)).unwrap()).unwrap();
+    write_fixture(dir.path(), &out, &fixture());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_of_format_version_2_restores_and_completes_the_output() {
     let dir = tempfile::tempdir().unwrap();
-    for chk in std::fs::read_dir(fixture()).unwrap() {
-        let chk = chk.unwrap();
-        if chk.file_type().unwrap().is_dir() {
-            copy_dir(&chk.path(), &dir.path().join(chk.file_name()));
-        }
-    }
-    let manifest =
-        std::fs::read_to_string(checkpoints(dir.path()).pop().unwrap().join("_manifest.json")).unwrap();
-    assert!(manifest.contains("\"format_version\": 2"), "{manifest}");
-    let (ids, before): (BTreeSet<u64>, Vec<Row>) =
-        serde_json::from_slice(&std::fs::read(fixture().join("before.json")).unwrap()).unwrap();
     let want = expected();
-    assert!(!before.is_empty() && before.len() < want.len(), "the fixture was not taken mid-run");
+    let (ids, before) = read_fixture(&fixture(), dir.path(), &want);
 
     let out = Committed::after(ids);
     run(dir.path(), out.clone(), false).await.unwrap();
-    let after = out.output();
-    assert!(after.len() < want.len(), "the job started over instead of restoring: {} rows", after.len());
-    let mut all: Vec<Row> = before.into_iter().chain(after).collect();
-    all.sort_unstable();
-    let missing = want.iter().filter(|r| all.binary_search(r).is_err()).take(5).collect::<Vec<_>>();
-    assert!(all == want, "{} rows, want {}; missing e.g. {missing:?}", all.len(), want.len());
+    assert_completes(before, out.output(), &want);
 }

@@ -29,6 +29,16 @@ pub enum SqlError {
     /// Running the pipeline failed.
     #[error(transparent)]
     Runtime(#[from] weir_runtime::Error),
+    /// The pipeline of a script failed ([`Script::run`](crate::Script::run)); `report` counts
+    /// what it dead-lettered and dropped as late until then, so a caller that prints the report
+    /// itself can still show it.
+    #[error("{source}")]
+    Job {
+        /// Why the job failed.
+        source: weir_runtime::Error,
+        /// The job's counters up to the failure.
+        report: Box<weir_runtime::JobReport>,
+    },
     /// The embedded log failed.
     #[error(transparent)]
     Log(#[from] weir_log::Error),

@@ -70,7 +70,8 @@ impl Script {
     ///
     /// # Errors
     ///
-    /// The first statement that fails to plan, or the job's error.
+    /// The first statement that fails to plan, or [`SqlError::Job`]: the job's error with its
+    /// report up to the failure.
     pub async fn run(
         &self,
         ctx: &mut StreamContext,
@@ -117,7 +118,10 @@ impl Script {
         if sinks == 0 {
             return Ok((explained, None));
         }
-        Ok((explained, Some(p.run().await?)))
+        match p.run_with_report().await {
+            (report, Ok(())) => Ok((explained, Some(report))),
+            (report, Err(source)) => Err(SqlError::Job { source, report: Box::new(report) }),
+        }
     }
 }
 

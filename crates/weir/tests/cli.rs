@@ -887,3 +887,41 @@ fn sql_prints_one_summary_of_dead_letters_and_late_records_and_a_lost_one_is_exi
         assert!(weir.dir.path().join(format!("{group}.jsonl")).exists(), "{redirect}");
     }
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_failing_sql_job_still_prints_its_summary_of_dead_letters() {
+    let weir = Weir::new();
+    // A line that is not JSON (a dead letter), then rows for a sink that cannot write them: the
+    // job fails after the dead letter was counted (one subtask: another one, without input,
+    // could fail the job first, syncing /dev/full).
+    let input = weir.dir.path().join("in.jsonl");
+    let lines: String = std::iter::once("not json\n".to_owned())
+        .chain((0..100).map(|i| format!("{{\"a\":{i}}}\n")))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let script = weir.dir.path().join("full.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE SOURCE s (a BIGINT) WITH (connector = 'file', path = '{}', format = 'json');\n\
+             CREATE SINK out WITH (connector = 'file', path = '/dev/full', format = 'json') AS SELECT a FROM s;",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let args = ["sql", "--parallelism", "1", "-f", script.to_str().unwrap()];
+    let stderr = weir.fails(&args, 1);
+    assert!(
+        stderr.contains("/dev/full") && stderr.contains("(os error 28)"),
+        "the failure is reported: {stderr}"
+    );
+    assert_eq!(stderr.matches("weir: pipeline sql:").count(), 1, "one summary: {stderr}");
+    assert!(stderr.contains("weir: pipeline sql: 1 dead letters (decode: 1)"), "{stderr}");
+    assert!(stderr.contains("not json"), "the first dead letter is shown: {stderr}");
+    assert!(stderr.contains("dead letters are in topic sql.dlq"), "{stderr}");
+    // A full stderr on top: still the job's failure, no panic.
+    let out = weir.shell("", &args, "2>/dev/full", b"");
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(1), "{:?}", out.status);
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use weir::log::{Log, LogOptions};
 use weir::runtime::Checkpointing;
-use weir::sql::{Script, ScriptOptions, StreamContext};
+use weir::sql::{Script, ScriptOptions, SqlError, StreamContext};
 
 use super::output::{ReportError, Unreported};
 
@@ -101,18 +101,34 @@ pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
             // Printed once, below, with where the dead letters are.
             report_on_stderr: false,
         };
-        let (explained, report) = script.run(&mut ctx, &options).await?;
+        let (explained, report) = match script.run(&mut ctx, &options).await {
+            Ok(done) => done,
+            Err(SqlError::Job { source, report }) => {
+                if has_losses(&report) {
+                    // The job failed, which its exit code says: a summary lost to a closed or
+                    // full stderr changes nothing more.
+                    let _ = summary(dir, name, &report);
+                }
+                return Err(source.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut stdout = std::io::stdout().lock();
         for e in explained {
             writeln!(stdout, "{e}").context(ReportError::Stdout)?;
         }
         stdout.flush().context(ReportError::Stdout)?;
-        if let Some(report) = report.filter(|r| r.dead_letters > 0 || r.late_records > 0) {
+        if let Some(report) = report.filter(has_losses) {
             // The job is done: a summary lost to a closed or full stderr is exit code 4.
             summary(dir, name, &report).context(ReportError::Stderr).context(Unreported)?;
         }
         Ok(())
     })
+}
+
+/// Whether the job dead-lettered or dropped late records: then its summary is printed.
+fn has_losses(report: &weir::runtime::JobReport) -> bool {
+    report.dead_letters > 0 || report.late_records > 0
 }
 
 /// The job's one summary on stderr: the pipeline's report (dead letters per operator and the
