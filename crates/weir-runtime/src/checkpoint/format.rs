@@ -19,7 +19,8 @@
 //! # Manifest
 //!
 //! A [`Manifest`], pretty-printed JSON, names the checkpoint and each of its part files with
-//! the file's size and CRC-32C (of the whole file). Its `format_version` is read first: another
+//! the file's size and CRC-32C (of every byte but the trailer: the value in the trailer, which
+//! tells one checkpoint's part from another's). Its `format_version` is read first: another
 //! version is [`FormatError::Version`]; JSON that does not parse is corrupt.
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,13 @@ pub(crate) fn encode_part(part: &PartSnapshot) -> Vec<u8> {
     out
 }
 
+/// The CRC-32C a manifest records for a part file: over everything but the part's own trailing
+/// CRC, so it identifies the content. (A CRC over the whole file, trailer included, is the same
+/// constant for every intact part, and would not tell one checkpoint's part from another's.)
+pub(crate) fn content_crc(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(&bytes[..bytes.len().saturating_sub(TRAILER_LEN)])
+}
+
 /// Decodes and verifies a part file written by [`encode_part`].
 pub(crate) fn decode_part(bytes: &[u8]) -> std::result::Result<PartSnapshot, FormatError> {
     let found = bytes.len() as u64;
@@ -175,7 +183,7 @@ pub(crate) struct PartEntry {
     pub(crate) file: String,
     /// The file's length in bytes.
     pub(crate) size: u64,
-    /// The CRC-32C of the whole file.
+    /// The CRC-32C of the file but its trailer (`content_crc`): the value in the trailer.
     pub(crate) crc32c: u32,
 }
 

@@ -184,7 +184,7 @@ impl CheckpointStore {
         let file = part_file_name(uid, subtask);
         let bytes = format::encode_part(part);
         let size = bytes.len() as u64;
-        let crc32c = crc32c::crc32c(&bytes);
+        let crc32c = format::content_crc(&bytes);
         self.store
             .put(&self.path(id, &file), PutPayload::from(bytes))
             .await
@@ -285,7 +285,7 @@ impl CheckpointStore {
         if bytes.len() as u64 != entry.size {
             return Ok(Err(reason(format_args!("{} bytes, the manifest says {}", bytes.len(), entry.size))));
         }
-        let crc = crc32c::crc32c(&bytes);
+        let crc = format::content_crc(&bytes);
         if crc != entry.crc32c {
             return Ok(Err(reason(format_args!(
                 "CRC-32C {crc:#010x}, the manifest says {:#010x}",
@@ -566,6 +566,22 @@ mod tests {
         assert!(loaded.skipped[0].contains("CRC-32C"), "{:?}", loaded.skipped);
         assert!(store.read_part(2, &two.parts[0]).await.unwrap().is_err());
         assert!(store.read_part(2, &two.parts[1]).await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_intact_part_of_another_checkpoint_put_in_place_of_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::local(dir.path()).unwrap();
+        let (manifest, _) = checkpoint(&store, 1).await;
+        let (two, _) = checkpoint(&store, 2).await;
+        // Same uid, subtask and size: only the content tells them apart.
+        let (older, newer) = (file(&dir, 1, "window_0-0.part"), file(&dir, 2, "window_0-0.part"));
+        assert_eq!(std::fs::metadata(&older).unwrap().len(), std::fs::metadata(&newer).unwrap().len());
+        std::fs::copy(&older, &newer).unwrap();
+        assert!(store.read_part(2, &two.parts[0]).await.unwrap().is_err());
+        let loaded = store.load_latest().await.unwrap().unwrap();
+        assert_eq!(loaded.manifest, manifest);
+        assert!(loaded.skipped[0].contains("CRC-32C"), "{:?}", loaded.skipped);
     }
 
     #[tokio::test]
