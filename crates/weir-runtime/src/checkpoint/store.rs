@@ -573,12 +573,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::local(dir.path()).unwrap();
         let (manifest, _) = checkpoint(&store, 1).await;
-        let (two, _) = checkpoint(&store, 2).await;
+        let (three, _) = checkpoint(&store, 3).await;
         // Same uid, subtask and size: only the content tells them apart.
-        let (older, newer) = (file(&dir, 1, "window_0-0.part"), file(&dir, 2, "window_0-0.part"));
+        let (older, newer) = (file(&dir, 1, "window_0-0.part"), file(&dir, 3, "window_0-0.part"));
         assert_eq!(std::fs::metadata(&older).unwrap().len(), std::fs::metadata(&newer).unwrap().len());
         std::fs::copy(&older, &newer).unwrap();
-        assert!(store.read_part(2, &two.parts[0]).await.unwrap().is_err());
+        assert!(store.read_part(3, &three.parts[0]).await.unwrap().is_err());
         let loaded = store.load_latest().await.unwrap().unwrap();
         assert_eq!(loaded.manifest, manifest);
         assert!(loaded.skipped[0].contains("CRC-32C"), "{:?}", loaded.skipped);
