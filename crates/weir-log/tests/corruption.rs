@@ -353,6 +353,12 @@ fn a_truncated_sealed_segment_keeps_every_later_segment() {
         truncate(&segment_files(&dir)[VICTIM], cut);
         let context = format!("sealed segment cut at byte {cut} (last batch {last:?})");
         check_reported_loss(&dir, &fixture, last.base_offset..last.next_offset(), &context);
+        // The report names the file and the bytes: the torn batch, or nothing at the cut.
+        let log = Log::open(&dir, options()).unwrap();
+        let damaged = &log.recovery()[0].damaged[0];
+        assert_eq!(damaged.path, segment_files(&dir)[VICTIM], "{context}");
+        let start = if cut == last.position { cut } else { last.position };
+        assert_eq!(damaged.bytes, start..cut, "{context}: {damaged:?}");
     }
 }
 
