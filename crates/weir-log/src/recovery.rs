@@ -89,10 +89,10 @@ pub(crate) fn recover(
     let mut kept: Vec<Recovered> = Vec::with_capacity(bases.len());
     for base in bases {
         let path = dir.join(segment::file_name(base, "log"));
-        let first = Segment::first_intact_base(&path)?;
+        let misnamed = Segment::misnamed_first_batch(&path, base)?;
         let overlaps = kept.last().is_some_and(|prev| base < prev.segment.next_offset());
-        let reason = match first {
-            Some(first) if first != base => format!("its first batch has offset {first}, not {base}"),
+        let reason = match misnamed {
+            Some(first) => format!("its first batch has offset {first}, not {base}"),
             _ if overlaps => "its offsets lie inside the previous segment's".to_owned(),
             _ => {
                 kept.push(Segment::recover(dir, base, index_interval)?);

@@ -331,8 +331,11 @@ impl Segment {
         Ok(Recovered { segment, damage })
     }
 
-    /// The base offset of the segment file's first batch, if that batch is intact.
-    pub(crate) fn first_intact_base(path: &Path) -> Result<Option<u64>> {
+    /// The base offset of the segment file's first batch if that batch is intact and its base
+    /// offset is not `base_offset` (the file's name): a copy under another name. Only such a
+    /// header makes it read the whole batch (to check its CRC-32C); a file whose first header
+    /// agrees with its name, or is damaged, is not a stray.
+    pub(crate) fn misnamed_first_batch(path: &Path, base_offset: u64) -> Result<Option<u64>> {
         let file = File::open(path).map_err(Error::io("open segment", path))?;
         let len = file.metadata().map_err(Error::io("stat segment", path))?.len();
         let mut scan = Scan {
@@ -343,6 +346,10 @@ impl Segment {
             chunk: Bytes::new(),
             chunk_position: 0,
         };
+        let header = scan.peek(0, HEADER_LEN).ok().flatten().and_then(|h| BatchHeader::parse(&h));
+        if header.is_none_or(|h| h.base_offset == base_offset) {
+            return Ok(None);
+        }
         Ok(scan.intact_at(0, 0, u64::MAX).map(|b| b.header.base_offset))
     }
 

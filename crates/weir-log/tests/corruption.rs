@@ -353,6 +353,12 @@ fn a_truncated_sealed_segment_keeps_every_later_segment() {
         truncate(&segment_files(&dir)[VICTIM], cut);
         let context = format!("sealed segment cut at byte {cut} (last batch {last:?})");
         check_reported_loss(&dir, &fixture, last.base_offset..last.next_offset(), &context);
+        // The report names the file and the bytes: the torn batch, or nothing at the cut.
+        let log = Log::open(&dir, options()).unwrap();
+        let damaged = &log.recovery()[0].damaged[0];
+        assert_eq!(damaged.path, segment_files(&dir)[VICTIM], "{context}");
+        let start = if cut == last.position { cut } else { last.position };
+        assert_eq!(damaged.bytes, start..cut, "{context}: {damaged:?}");
     }
 }
 
@@ -451,4 +457,26 @@ fn a_consumer_stops_at_bit_rot_after_the_records_before_it_or_skips_it_when_told
     let skipped: Vec<_> = skipped.iter().map(|d| d.offsets.clone()).collect();
     assert_eq!(skipped, vec![damaged.base_offset..damaged.next_offset()]);
     assert_eq!(position, Some(end));
+}
+
+#[test]
+fn a_flipped_length_bit_with_the_index_missing_keeps_every_later_batch_and_segment() {
+    let fixture = build();
+    let victim = segment_files(&fixture.dir)[VICTIM].clone();
+    let all = batches(&victim);
+    for (k, b) in [(0, all[0]), (1, all[all.len() / 2]), (2, *all.last().unwrap())] {
+        for mask in [0x01, 0x40] {
+            let dir = scratch(&fixture, &format!("no-index-{k}-{mask}"));
+            let segment = &segment_files(&dir)[VICTIM];
+            std::fs::remove_file(segment.with_extension("index")).unwrap();
+            xor_byte(segment, b.position + 8 + u64::from(mask == 0x40) * 2, mask);
+            let context =
+                format!("index missing, length of the batch at {} flipped by {mask:#x}", b.position);
+            let lost = b.base_offset..b.next_offset();
+            let log = Log::open(&dir, options()).unwrap();
+            // Without the index, recovery verifies the whole segment: the damage is found on open.
+            check_report(&log, std::slice::from_ref(&lost), false, &context);
+            check_lost_range(&log.topic(TOPIC).unwrap(), &fixture, lost, &context);
+        }
+    }
 }
