@@ -34,21 +34,25 @@ pub fn key_hash<K: Serialize + ?Sized>(key: &K) -> u64 {
     }
     SCRATCH.with(|scratch| {
         let mut buf = std::mem::take(&mut *scratch.borrow_mut());
-        buf.clear();
-        let hash = match postcard::to_extend(key, buf) {
-            Ok(bytes) => {
-                let hash = u64::from(crc32c::crc32c(&bytes));
-                buf = bytes;
-                hash
-            }
-            Err(_) => {
-                buf = Vec::new();
-                0
-            }
-        };
+        let hash = key_hash_with(&mut buf, key);
         *scratch.borrow_mut() = buf;
         hash
     })
+}
+
+/// [`key_hash`] encoding into `scratch` (cleared first), so a caller hashing many keys (the
+/// exchange, a batch at a time) reuses one buffer without a thread-local per key.
+fn key_hash_with<K: Serialize + ?Sized>(scratch: &mut Vec<u8>, key: &K) -> u64 {
+    let mut buf = std::mem::take(scratch);
+    buf.clear();
+    match postcard::to_extend(key, buf) {
+        Ok(bytes) => {
+            let hash = u64::from(crc32c::crc32c(&bytes));
+            *scratch = bytes;
+            hash
+        }
+        Err(_) => 0,
+    }
 }
 
 /// Sends a message, measuring the time spent waiting on a full channel.
@@ -101,8 +105,10 @@ where
             })
             .collect();
         let mut timestamps = batch.timestamps.into_iter();
+        let mut scratch = Vec::new();
         for record in batch.records {
-            let target = crate::checkpoint::subtask_for_hash(key_hash(&(self.0)(&record)), n);
+            let target =
+                crate::checkpoint::subtask_for_hash(key_hash_with(&mut scratch, &(self.0)(&record)), n);
             let part = &mut parts[target];
             part.records.push(record);
             if let Some(ts) = timestamps.next() {
