@@ -75,6 +75,7 @@ mod access_log;
 pub mod file_commit;
 mod file_sink;
 mod file_source;
+mod files;
 mod generator;
 mod log_sink;
 mod log_source;
