@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
@@ -62,6 +63,8 @@ struct Shared {
     topics: RwLock<BTreeMap<String, Topic>>,
     /// Topics whose files exist but failed to open, with why.
     broken: RwLock<BTreeMap<String, Arc<Error>>>,
+    /// Opened by [`Log::open_read_only`]: a view of a directory another process may write.
+    read_only: bool,
 }
 
 struct LogInner {
@@ -73,8 +76,8 @@ struct LogInner {
     stop: Option<mpsc::Sender<()>>,
     maintenance: Option<JoinHandle<()>>,
     /// Held for the log's lifetime; dropped last: the directory, locked, and `.lock`, locked too
-    /// (which excludes older versions that locked only that file).
-    _lock: (File, File),
+    /// (which excludes older versions that locked only that file). `None` when read-only.
+    _lock: Option<(File, File)>,
 }
 
 impl Shared {
@@ -105,6 +108,9 @@ impl Shared {
     }
 
     fn enforce_retention(&self) -> Result<usize> {
+        if self.read_only {
+            return Ok(0);
+        }
         let now = now_ms();
         let mut removed = 0;
         for t in self.topics() {
@@ -135,6 +141,7 @@ impl Log {
             options: options.clone(),
             topics: RwLock::new(BTreeMap::new()),
             broken: RwLock::new(BTreeMap::new()),
+            read_only: false,
         });
         let topics_dir = shared.topics_dir();
         fsutil::create_dir_all(&topics_dir)?;
@@ -188,9 +195,71 @@ impl Log {
                 metrics: OnceLock::new(),
                 stop: Some(stop),
                 maintenance: Some(maintenance),
-                _lock: lock,
+                _lock: Some(lock),
             }),
         })
+    }
+
+    /// Opens the log in `dir` read-only, beside the process that may own it: takes no lock,
+    /// runs no recovery, writes nothing. It sees what the writer has published (see the crate
+    /// docs, "Readers beside a writer") and follows it: a background thread looks for new
+    /// records, segments, topics and deletions every 100 ms (or call [`Log::catch_up`]), and
+    /// consumers and [`Topic::wait_for`] wake when it finds records.
+    ///
+    /// Appends, topic creation and deletion, and group commits fail with [`Error::ReadOnly`].
+    /// Consumers work, with or without a group (a group's committed offsets are read, not
+    /// changed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `dir` is not a log directory (it is never created).
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Log> {
+        let dir = dir.as_ref().to_owned();
+        let topics_dir = dir.join("topics");
+        std::fs::read_dir(&topics_dir).map_err(Error::io("open log directory", &topics_dir))?;
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            options: LogOptions::default(),
+            topics: RwLock::new(BTreeMap::new()),
+            broken: RwLock::new(BTreeMap::new()),
+            read_only: true,
+        });
+        shared.catch_up_topics()?;
+        let groups = Groups::open_read_only(dir.join("groups"));
+        let (stop, stopped) = mpsc::channel();
+        let worker = shared.clone();
+        let follower = std::thread::Builder::new()
+            .name("weir-log-follow".into())
+            .spawn(move || follow(&worker, &stopped))
+            .map_err(Error::io("start follower thread", &dir))?;
+        tracing::debug!(dir = %dir.display(), topics = shared.topics().len(), "log opened read-only");
+        Ok(Log {
+            inner: Arc::new(LogInner {
+                shared,
+                groups,
+                recovery: Vec::new(),
+                metrics: OnceLock::new(),
+                stop: Some(stop),
+                maintenance: Some(follower),
+                _lock: None,
+            }),
+        })
+    }
+
+    /// Whether the log was opened with [`Log::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.shared.read_only
+    }
+
+    /// For a log opened read-only, looks at the directory now: records, segments and topics the
+    /// writer added, segments retention deleted, topics deleted (the background thread does this
+    /// every 100 ms). Does nothing for a log opened for writing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the directory cannot be listed.
+    pub fn catch_up(&self) -> Result<()> {
+        if self.inner.shared.read_only { self.inner.shared.catch_up_topics() } else { Ok(()) }
     }
 
     /// The directory the log lives in.
@@ -276,6 +345,7 @@ impl Log {
     /// [`Error::InvalidName`], [`Error::InvalidConfig`] (naming the field),
     /// [`Error::TopicExists`], [`Error::Io`].
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        self.writable("create a topic")?;
         self.create_topic_with(name, config, |name, dir, durability| open_topic(name, dir, durability, None))
     }
 
@@ -374,6 +444,7 @@ impl Log {
     /// a half-deleted topic behind. Also deletes a topic that could not be opened (see
     /// [`Log::unavailable_topics`]).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.writable("delete a topic")?;
         let shared = &self.inner.shared;
         let mut topics = shared.topics.write().unwrap_or_else(PoisonError::into_inner);
         let dir = match topics.remove(name) {
@@ -433,6 +504,16 @@ impl Log {
     }
 }
 
+impl Log {
+    /// [`Error::ReadOnly`] for `op` if the log was opened read-only.
+    pub(crate) fn writable(&self, op: &'static str) -> Result<()> {
+        match self.inner.shared.read_only {
+            true => Err(Error::ReadOnly { dir: self.dir().to_owned(), op }),
+            false => Ok(()),
+        }
+    }
+}
+
 /// A [`Log`] that does not keep it open (held by the metrics collector).
 pub(crate) struct WeakLog(Weak<LogInner>);
 
@@ -477,13 +558,95 @@ fn open_topic(
     Ok((Topic::new(name, dir, config, partitions, notify), reports))
 }
 
+/// Opens a topic's partitions read-only (see [`Partition::open_read_only`]).
+fn open_topic_read_only(name: &str, dir: PathBuf) -> Result<Topic> {
+    let meta_path = dir.join(TOPIC_META);
+    let bytes = std::fs::read(&meta_path).map_err(Error::io("read topic configuration", &meta_path))?;
+    let config: TopicConfig = meta::from_json(&bytes, &meta_path)?;
+    config.validate()?;
+    let config = Arc::new(config);
+    let notify = Arc::new(Notify::new());
+    let partitions = (0..config.partitions)
+        .map(|p| {
+            let origin = Origin { topic: name.to_owned(), partition: p };
+            Partition::open_read_only(dir.join(p.to_string()), origin, config.clone(), notify.clone())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Topic::new(name, dir, config, partitions, notify))
+}
+
+impl Shared {
+    /// A read-only view's look at the directory: topics created since are opened (a topic still
+    /// being created, or unreadable, is retried next time and listed as unavailable), topics
+    /// deleted are dropped (handles to them fail), and every partition catches up.
+    fn catch_up_topics(&self) -> Result<()> {
+        let topics_dir = self.topics_dir();
+        let mut present = Vec::new();
+        for entry in std::fs::read_dir(&topics_dir).map_err(Error::io("list topics", &topics_dir))? {
+            let entry = entry.map_err(Error::io("list topics", &topics_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name::validate("topic", &name).is_ok() {
+                present.push((name, entry.path()));
+            }
+        }
+        let known = self.topics();
+        for topic in &known {
+            if !present.iter().any(|(name, _)| name == topic.name()) {
+                self.topics.write().unwrap_or_else(PoisonError::into_inner).remove(topic.name());
+                for p in &topic.inner().partitions {
+                    p.mark_deleted();
+                }
+                topic.inner().notify.notify_waiters();
+                continue;
+            }
+            for p in &topic.inner().partitions {
+                if let Err(e) = p.catch_up() {
+                    tracing::warn!(topic = topic.name(), partition = p.id(), error = %e, "reading the writer's new records failed");
+                }
+            }
+        }
+        let mut broken = BTreeMap::new();
+        for (name, path) in present {
+            if known.iter().any(|t| t.name() == name) {
+                continue;
+            }
+            match open_topic_read_only(&name, path) {
+                Ok(topic) => {
+                    self.topics.write().unwrap_or_else(PoisonError::into_inner).insert(name, topic);
+                }
+                Err(e) => {
+                    broken.insert(name, Arc::new(e));
+                }
+            }
+        }
+        *self.broken.write().unwrap_or_else(PoisonError::into_inner) = broken;
+        Ok(())
+    }
+}
+
+/// How often a read-only view looks for what the writer published.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
+/// The thread of a read-only view: catches up every [`FOLLOW_EVERY`] until the log is dropped.
+fn follow(shared: &Shared, stopped: &mpsc::Receiver<()>) {
+    loop {
+        match stopped.recv_timeout(FOLLOW_EVERY) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if let Err(e) = shared.catch_up_topics() {
+            tracing::warn!(dir = %shared.dir.display(), error = %e, "following the log failed");
+        }
+    }
+}
+
 /// Takes the directory's lock: `flock` on the directory itself (the exclusion: a directory
 /// cannot be deleted and recreated under a live owner without its contents going too), then on
 /// `.lock`, the file older versions locked, which stays only for them and for operators to see.
 fn lock_dir(dir: &Path) -> Result<(File, File)> {
     let locked = |file: &File, path: &Path| {
         file.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => Error::Locked(dir.to_owned()),
+            std::fs::TryLockError::WouldBlock => Error::Locked { dir: dir.to_owned(), pid: lock_owner(dir) },
             std::fs::TryLockError::Error(e) => Error::io("lock", path)(e),
         })
     };
@@ -497,7 +660,17 @@ fn lock_dir(dir: &Path) -> Result<(File, File)> {
         .open(&lock_path)
         .map_err(Error::io("open lock file", &lock_path))?;
     locked(&lock_file, &lock_path)?;
+    // For the error another process gets (informational: the lock is the flock, not this).
+    let pid = format!("{}\n", std::process::id());
+    if let Err(e) = lock_file.set_len(0).and_then(|()| (&lock_file).write_all(pid.as_bytes())) {
+        tracing::debug!(path = %lock_path.display(), error = %e, "could not write the pid into the lock file");
+    }
     Ok((dir_handle, lock_file))
+}
+
+/// The process id the owner of `dir` wrote into `.lock`, if it can be read.
+fn lock_owner(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join(".lock")).ok()?.trim().parse().ok()
 }
 
 /// Writes a new topic's configuration and partition directories under `tmp`, durably.
@@ -559,6 +732,9 @@ impl Drop for LogInner {
         drop(self.stop.take());
         if let Some(handle) = self.maintenance.take() {
             let _ = handle.join();
+        }
+        if self.shared.read_only {
+            return;
         }
         if matches!(self.shared.options.durability, Durability::Interval(_)) {
             self.shared.flush_all();

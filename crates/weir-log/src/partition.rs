@@ -136,6 +136,8 @@ pub(crate) struct Partition {
     synced: Condvar,
     poisoned: AtomicBool,
     deleted: AtomicBool,
+    /// A reader's view of a partition another process writes (see [`Partition::open_read_only`]).
+    read_only: bool,
     /// Woken (all waiters) whenever the high watermark of any partition of the topic moves.
     notify: Arc<Notify>,
     /// Metric handles, set once by `Log::register_metrics` (or at creation after it).
@@ -190,10 +192,101 @@ impl Partition {
             synced: Condvar::new(),
             poisoned: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
+            read_only: false,
             notify,
             metrics: OnceLock::new(),
         };
         Ok((partition, report))
+    }
+
+    /// Opens a read-only view of a partition another process may be writing: what its files
+    /// hold now, up to the last complete batch, without recovery or any write (see
+    /// [`recovery::catch_up`]). [`Partition::catch_up`] moves the view on. Fails if the
+    /// partition has no segment yet (a topic being created).
+    pub(crate) fn open_read_only(
+        dir: PathBuf,
+        origin: Origin,
+        config: Arc<TopicConfig>,
+        notify: Arc<Notify>,
+    ) -> Result<Partition> {
+        let mut segments = Vec::new();
+        let damaged = recovery::catch_up(&dir, &origin, config.index_interval_bytes, &mut segments)?;
+        let (Some(first), Some(active)) = (segments.first().cloned(), segments.last().cloned()) else {
+            return Err(Error::io("read partition", &dir)(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no segment yet (the topic is being created)",
+            )));
+        };
+        let next_offset = active.next_offset();
+        Ok(Partition {
+            origin,
+            dir,
+            config,
+            durability: Durability::None,
+            writer: Mutex::new(Writer {
+                active,
+                next_offset,
+                buf: Vec::new(),
+                batches: Vec::new(),
+                dirty: false,
+                unsynced: Vec::new(),
+                dir_unsynced: false,
+            }),
+            segments: RwLock::new(segments),
+            damaged: RwLock::new(damaged.into_iter().filter(|r| !r.offsets.is_empty()).collect()),
+            high_watermark: AtomicU64::new(next_offset),
+            log_start: AtomicU64::new(first.base_offset),
+            durable: AtomicU64::new(next_offset),
+            synced_end: AtomicU64::new(0),
+            recorded_end: Mutex::new(0),
+            sync: Mutex::new(false),
+            synced: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            read_only: true,
+            notify,
+            metrics: OnceLock::new(),
+        })
+    }
+
+    /// Moves a read-only view on to what the writer has published since: new batches, new
+    /// segments, segments deleted by retention. Returns whether the end offset moved. Never
+    /// writes; a partition directory that is gone (its topic deleted) changes nothing.
+    pub(crate) fn catch_up(&self) -> Result<bool> {
+        // The writer's lock serializes catch-ups (a read-only view has no writer).
+        let mut w = lock(&self.writer);
+        let mut segments = self.segments();
+        let found = match recovery::catch_up(
+            &self.dir,
+            &self.origin,
+            self.config.index_interval_bytes,
+            &mut segments,
+        ) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(false);
+            }
+            other => other?,
+        };
+        let (Some(first), Some(last)) = (segments.first().cloned(), segments.last().cloned()) else {
+            return Ok(false);
+        };
+        for range in found {
+            self.remember(range);
+        }
+        let end = last.next_offset();
+        w.active = last;
+        w.next_offset = end;
+        *self.segments.write().unwrap_or_else(PoisonError::into_inner) = segments;
+        self.log_start.store(first.base_offset, Ordering::Release);
+        let moved = self.high_watermark.fetch_max(end, Ordering::AcqRel) < end;
+        if moved {
+            self.notify.notify_waiters();
+        }
+        Ok(moved)
+    }
+
+    fn read_only_error(&self, op: &'static str) -> Error {
+        Error::ReadOnly { dir: self.dir.clone(), op }
     }
 
     pub(crate) fn id(&self) -> u32 {
@@ -247,6 +340,9 @@ impl Partition {
 
     /// [`Partition::append`] without metrics; `written` follows what reached the segment files.
     fn append_unmetered(&self, records: &[Record], now_ms: i64, written: &mut Written) -> Result<Appended> {
+        if self.read_only {
+            return Err(self.read_only_error("append"));
+        }
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poisoned_error());
         }
@@ -460,6 +556,9 @@ impl Partition {
     /// recorded. A failure is logged, never returned: the record is a safety net for reopening
     /// (it lets recovery report a lost end of the log), not data, so it never fails an append.
     fn record_end(&self, end: u64) {
+        if self.read_only {
+            return;
+        }
         let mut recorded = lock(&self.recorded_end);
         if end <= *recorded || self.deleted.load(Ordering::Acquire) {
             return;
@@ -542,7 +641,17 @@ impl Partition {
                 return Err(self.out_of_range(from));
             };
             let before = out.len();
-            let (read, damage) = segment.read(&self.origin, from, stop, budget, out)?;
+            let (read, damage) = match segment.read(&self.origin, from, stop, budget, out) {
+                // Retention deleted the segment under a reader: its offsets are below the log
+                // start now.
+                Err(Error::Io { source, .. })
+                    if self.read_only && source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    self.catch_up()?;
+                    return Err(self.out_of_range(from));
+                }
+                other => other?,
+            };
             budget = budget.saturating_sub(read);
             if let Some(last) = out[before..].last() {
                 from = last.offset + 1;
@@ -615,6 +724,9 @@ impl Partition {
 
     /// Deletes the oldest sealed segments that retention no longer keeps. Returns how many.
     pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        if self.read_only {
+            return Ok(0);
+        }
         let (retention_bytes, retention_ms) = (self.config.retention_bytes, self.config.retention_ms);
         if retention_bytes.is_none() && retention_ms.is_none() {
             return Ok(0);
