@@ -533,11 +533,7 @@ fn open_topic(
     durability: Durability,
     committed: Option<&BTreeMap<(String, u32), u64>>,
 ) -> Result<(Topic, Vec<PartitionRecovery>)> {
-    let meta_path = dir.join(TOPIC_META);
-    let bytes = std::fs::read(&meta_path).map_err(Error::io("read topic configuration", &meta_path))?;
-    let config: TopicConfig = meta::from_json(&bytes, &meta_path)?;
-    config.validate()?;
-    let config = Arc::new(config);
+    let config = read_topic_config(&dir)?;
     let notify = Arc::new(Notify::new());
     let mut partitions = Vec::with_capacity(config.partitions as usize);
     let mut reports = Vec::new();
@@ -558,13 +554,18 @@ fn open_topic(
     Ok((Topic::new(name, dir, config, partitions, notify), reports))
 }
 
-/// Opens a topic's partitions read-only (see [`Partition::open_read_only`]).
-fn open_topic_read_only(name: &str, dir: PathBuf) -> Result<Topic> {
+/// A topic's configuration, from its `topic.json`.
+fn read_topic_config(dir: &Path) -> Result<Arc<TopicConfig>> {
     let meta_path = dir.join(TOPIC_META);
     let bytes = std::fs::read(&meta_path).map_err(Error::io("read topic configuration", &meta_path))?;
     let config: TopicConfig = meta::from_json(&bytes, &meta_path)?;
     config.validate()?;
-    let config = Arc::new(config);
+    Ok(Arc::new(config))
+}
+
+/// Opens a topic's partitions read-only (see [`Partition::open_read_only`]).
+fn open_topic_read_only(name: &str, dir: PathBuf) -> Result<Topic> {
+    let config = read_topic_config(&dir)?;
     let notify = Arc::new(Notify::new());
     let partitions = (0..config.partitions)
         .map(|p| {

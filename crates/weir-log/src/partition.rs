@@ -115,6 +115,14 @@ struct Writer {
     dir_unsynced: bool,
 }
 
+/// The segments a partition opens with, its known damage, log start and active segment.
+struct View {
+    segments: Vec<Arc<Segment>>,
+    damaged: Vec<DamagedRange>,
+    start: u64,
+    active: Arc<Segment>,
+}
+
 pub(crate) struct Partition {
     pub(crate) origin: Origin,
     dir: PathBuf,
@@ -165,37 +173,9 @@ impl Partition {
         let Some(active) = segments.last().cloned() else {
             return Err(Error::io("recover partition", &dir)(std::io::ErrorKind::NotFound.into()));
         };
-        let next_offset = active.next_offset();
-        let start = recovered.start_offset;
-        let partition = Partition {
-            origin,
-            dir,
-            config: config.clone(),
-            durability,
-            writer: Mutex::new(Writer {
-                active,
-                next_offset,
-                buf: Vec::new(),
-                batches: Vec::new(),
-                dirty: false,
-                unsynced: Vec::new(),
-                dir_unsynced: false,
-            }),
-            segments: RwLock::new(segments),
-            damaged: RwLock::new(recovered.damaged),
-            high_watermark: AtomicU64::new(next_offset),
-            log_start: AtomicU64::new(start),
-            durable: AtomicU64::new(next_offset),
-            synced_end: AtomicU64::new(0),
-            recorded_end: Mutex::new(recorded_end),
-            sync: Mutex::new(false),
-            synced: Condvar::new(),
-            poisoned: AtomicBool::new(false),
-            deleted: AtomicBool::new(false),
-            read_only: false,
-            notify,
-            metrics: OnceLock::new(),
-        };
+        let view = View { segments, damaged: recovered.damaged, start: recovered.start_offset, active };
+        let partition =
+            Partition::assemble(origin, dir, config, durability, view, recorded_end, notify, false);
         Ok((partition, report))
     }
 
@@ -217,14 +197,30 @@ impl Partition {
                 "no segment yet (the topic is being created)",
             )));
         };
-        let next_offset = active.next_offset();
-        Ok(Partition {
+        let damaged = damaged.into_iter().filter(|r| !r.offsets.is_empty()).collect();
+        let view = View { segments, damaged, start: first.base_offset, active };
+        Ok(Partition::assemble(origin, dir, config, Durability::None, view, 0, notify, true))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        origin: Origin,
+        dir: PathBuf,
+        config: Arc<TopicConfig>,
+        durability: Durability,
+        view: View,
+        recorded_end: u64,
+        notify: Arc<Notify>,
+        read_only: bool,
+    ) -> Partition {
+        let next_offset = view.active.next_offset();
+        Partition {
             origin,
             dir,
             config,
-            durability: Durability::None,
+            durability,
             writer: Mutex::new(Writer {
-                active,
+                active: view.active,
                 next_offset,
                 buf: Vec::new(),
                 batches: Vec::new(),
@@ -232,21 +228,21 @@ impl Partition {
                 unsynced: Vec::new(),
                 dir_unsynced: false,
             }),
-            segments: RwLock::new(segments),
-            damaged: RwLock::new(damaged.into_iter().filter(|r| !r.offsets.is_empty()).collect()),
+            segments: RwLock::new(view.segments),
+            damaged: RwLock::new(view.damaged),
             high_watermark: AtomicU64::new(next_offset),
-            log_start: AtomicU64::new(first.base_offset),
+            log_start: AtomicU64::new(view.start),
             durable: AtomicU64::new(next_offset),
             synced_end: AtomicU64::new(0),
-            recorded_end: Mutex::new(0),
+            recorded_end: Mutex::new(recorded_end),
             sync: Mutex::new(false),
             synced: Condvar::new(),
             poisoned: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
-            read_only: true,
+            read_only,
             notify,
             metrics: OnceLock::new(),
-        })
+        }
     }
 
     /// Moves a read-only view on to what the writer has published since: new batches, new
