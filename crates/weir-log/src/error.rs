@@ -63,6 +63,15 @@ pub enum Error {
     #[error("unknown consumer group {0:?}")]
     UnknownGroup(String),
 
+    /// The group has live members (consumers in this process), so it cannot be deleted.
+    #[error("consumer group {group:?} has {members} live member(s); stop its consumers first")]
+    GroupActive {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
+
     /// The partition number is not below the topic's partition count.
     #[error("topic {topic:?} has {partitions} partitions; there is no partition {partition}")]
     UnknownPartition {

@@ -289,6 +289,26 @@ impl Groups {
         Ok(highest)
     }
 
+    /// Deletes a group without members: its offsets file and its state.
+    pub(crate) fn delete(&self, group: &str) -> Result<()> {
+        let state = self.existing(group)?;
+        let mut groups = lock(&self.groups);
+        let s = lock(&state);
+        if !s.members.is_empty() {
+            return Err(Error::GroupActive { group: group.to_owned(), members: s.members.len() });
+        }
+        match std::fs::remove_file(&s.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("delete committed offsets", &s.path)(e));
+            }
+            _ => {}
+        }
+        fsutil::sync_dir(&self.dir)?;
+        drop(s);
+        groups.remove(group);
+        Ok(())
+    }
+
     /// Forgets the committed offsets of a deleted topic in every group that has them.
     pub(crate) fn forget_topic(&self, topic: &str) -> Result<()> {
         for group in self.list()? {

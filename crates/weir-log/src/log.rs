@@ -468,6 +468,38 @@ impl Log {
         Ok(())
     }
 
+    /// Changes a topic's retention (`None`: no limit), as Kafka's `kafka-configs --alter` does
+    /// for `retention.bytes` and `retention.ms`: written to its `topic.json` atomically, in
+    /// force for its partitions from the next retention check (every
+    /// [`LogOptions::retention_check_interval`], or [`Log::enforce_retention`]). Returns the new
+    /// configuration. The other settings of a topic do not change after creation.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`], [`Error::TopicUnavailable`], [`Error::InvalidConfig`] naming the
+    /// field, [`Error::ReadOnly`], [`Error::Io`].
+    pub fn set_topic_retention(
+        &self,
+        name: &str,
+        retention_bytes: Option<u64>,
+        retention_ms: Option<u64>,
+    ) -> Result<TopicConfig> {
+        self.writable("change a topic's retention")?;
+        let topic = self.topic(name)?;
+        let config = TopicConfig { retention_bytes, retention_ms, ..TopicConfig::clone(&topic.config()) };
+        config.validate()?;
+        // Under the topics lock, so a concurrent delete cannot interleave.
+        let topics = self.inner.shared.topics.read().unwrap_or_else(PoisonError::into_inner);
+        if !topics.contains_key(name) {
+            return Err(Error::UnknownTopic(name.to_owned()));
+        }
+        meta::write_json(&config, &topic.inner().dir.join(TOPIC_META))?;
+        topic.set_config(config.clone());
+        drop(topics);
+        tracing::info!(topic = name, ?retention_bytes, ?retention_ms, "topic retention changed");
+        Ok(config)
+    }
+
     /// Applies retention to every partition now; returns how many segments were deleted.
     pub fn enforce_retention(&self) -> Result<usize> {
         self.inner.shared.enforce_retention()
@@ -492,6 +524,48 @@ impl Log {
     /// Names of the groups with committed offsets or live members, sorted.
     pub fn list_groups(&self) -> Result<Vec<String>> {
         self.inner.groups.list()
+    }
+
+    /// Sets a group's committed offsets for partitions of `topic`, as Kafka's
+    /// `kafka-consumer-groups --reset-offsets --execute` does: each `(partition, offset)` is
+    /// written (backwards too), an offset past the partition's end as the end (see
+    /// [`Consumer::commit`]); the group's other committed offsets stay. Durable and atomic, as
+    /// every commit. Consumers of the group in this process that already hold a position keep
+    /// it; the next consumer to take a partition starts from the new offset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad group name, [`Error::UnknownTopic`],
+    /// [`Error::UnknownPartition`], [`Error::ReadOnly`], [`Error::Metadata`] for an unreadable
+    /// group file, [`Error::Io`].
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: impl IntoIterator<Item = (u32, u64)>,
+    ) -> Result<()> {
+        self.writable("commit offsets")?;
+        let t = self.topic(topic)?;
+        let offsets = offsets
+            .into_iter()
+            .map(|(p, offset)| Ok((topic.to_owned(), p, offset.min(t.end_offset(p)?))))
+            .collect::<Result<Vec<_>>>()?;
+        let state = self.inner.groups.get(group)?;
+        crate::group::lock(&state).commit(offsets)
+    }
+
+    /// Deletes a consumer group: its committed offsets (its file) are removed. Like Kafka, only
+    /// a group without live members.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownGroup`], [`Error::GroupActive`] while consumers of this process are
+    /// members, [`Error::ReadOnly`], [`Error::Io`].
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        self.writable("delete a group")?;
+        self.inner.groups.delete(group)?;
+        tracing::info!(group, "consumer group deleted");
+        Ok(())
     }
 
     /// A group's members, committed offsets, end offsets and lag per partition.

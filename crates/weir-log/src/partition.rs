@@ -144,6 +144,10 @@ pub(crate) struct Partition {
     synced: Condvar,
     poisoned: AtomicBool,
     deleted: AtomicBool,
+    /// Retention by size and age (`u64::MAX`: none), set from `config` and changed by
+    /// [`Partition::set_retention`].
+    retention_bytes: AtomicU64,
+    retention_ms: AtomicU64,
     /// A reader's view of a partition another process writes (see [`Partition::open_read_only`]).
     read_only: bool,
     /// Woken (all waiters) whenever the high watermark of any partition of the topic moves.
@@ -217,6 +221,8 @@ impl Partition {
         Partition {
             origin,
             dir,
+            retention_bytes: AtomicU64::new(config.retention_bytes.unwrap_or(u64::MAX)),
+            retention_ms: AtomicU64::new(config.retention_ms.unwrap_or(u64::MAX)),
             config,
             durability,
             writer: Mutex::new(Writer {
@@ -723,7 +729,8 @@ impl Partition {
         if self.read_only {
             return Ok(0);
         }
-        let (retention_bytes, retention_ms) = (self.config.retention_bytes, self.config.retention_ms);
+        let limit = |a: &AtomicU64| Some(a.load(Ordering::Acquire)).filter(|&v| v != u64::MAX);
+        let (retention_bytes, retention_ms) = (limit(&self.retention_bytes), limit(&self.retention_ms));
         if retention_bytes.is_none() && retention_ms.is_none() {
             return Ok(0);
         }
@@ -757,6 +764,12 @@ impl Partition {
             tracing::debug!(topic = %self.origin.topic, partition = self.id(), base_offset = s.base_offset, "retention deleted segment");
         }
         Ok(removed.len())
+    }
+
+    /// Changes retention (`None`: no limit); applied by the next retention check.
+    pub(crate) fn set_retention(&self, bytes: Option<u64>, ms: Option<u64>) {
+        self.retention_bytes.store(bytes.unwrap_or(u64::MAX), Ordering::Release);
+        self.retention_ms.store(ms.unwrap_or(u64::MAX), Ordering::Release);
     }
 
     /// Marks the partition deleted and waits out any append in progress.
