@@ -51,6 +51,12 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 earliest offset of each partition, like reading a file. With --group and no start flag, at the \
 group's committed offsets (the earliest offset where it has none). A start flag \
 (--from-beginning, --offset, --since) overrides both.\n\n\
+Commits (with --group): after each printed batch and on exit, only for partitions read from, and \
+only forward: a look back (--offset 0 -n 2) leaves the group's offsets where they are; `weir group \
+reset-offsets` moves them back. With --no-commit, nothing is committed.\n\n\
+Beside a running program: without --group, or with --no-commit, the log is opened read-only and \
+this works while another process owns the log directory, showing what it has written so far \
+(with --follow, as it writes).\n\n\
 Where it stops: without --follow, at the end offsets the partitions had when the command started \
 (or after -n records); with --follow, on Ctrl-C (or after -n records).\n\n\
 Output: each record's value as raw bytes followed by a newline. With --json, one JSON object per \

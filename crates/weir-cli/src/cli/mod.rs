@@ -13,8 +13,9 @@
 //! - Human-readable (default): aligned tables for `list` and `describe`; raw record values, one
 //!   per line, for `consume`; notes and summaries on stderr.
 //! - `--json`: [JSON Lines](https://jsonlines.org) on stdout, one JSON object per line: one per
-//!   item for `topic list` and `group list`, one per record for `consume`, one object for
-//!   `describe`, `create`, `delete` and `produce` (its summary).
+//!   item for `topic list` and `group list`, one per record for `consume`, one per partition for
+//!   `group reset-offsets`, one object for `describe`, `create`, `alter`, `delete` and `produce`
+//!   (its summary).
 //!
 //! # Exit codes
 //!
@@ -62,6 +63,9 @@ use self::output::Output;
 )]
 #[command(after_help = "With --json, every command prints JSON Lines on stdout: one JSON object per line.\n\
 Logging goes to stderr; set RUST_LOG (default: warn) to see more.\n\n\
+Reading commands (topic list/describe, group list/describe, group reset-offsets without --execute, \
+consume without --group or with --no-commit) work while another process owns the log directory; \
+commands that change the log take its lock, one process at a time.\n\n\
 Exit codes: 0 success; 1 error, nothing changed in the log; 2 usage error; 3 produce appended \
 some records, then failed (the message says how many; exactly those are in the log); 4 done, \
 but the report could not be written to stdout/stderr (do not retry).")]
