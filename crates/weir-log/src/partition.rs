@@ -646,9 +646,7 @@ impl Partition {
             let (read, damage) = match segment.read(&self.origin, from, stop, budget, out) {
                 // Retention deleted the segment under a reader: its offsets are below the log
                 // start now.
-                Err(Error::Io { source, .. })
-                    if self.read_only && source.kind() == std::io::ErrorKind::NotFound =>
-                {
+                Err(e) if self.deleted_under_reader(&e) => {
                     self.catch_up()?;
                     return Err(self.out_of_range(from));
                 }
@@ -717,11 +715,21 @@ impl Partition {
     pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
         let end = self.end_offset();
         for segment in self.segments() {
-            if let Some(offset) = segment.offset_for_timestamp(&self.origin, timestamp, end)? {
-                return Ok(Some(offset));
+            match segment.offset_for_timestamp(&self.origin, timestamp, end) {
+                Ok(Some(offset)) => return Ok(Some(offset)),
+                Ok(None) => {}
+                // Its records are gone: the answer is in a later segment.
+                Err(e) if self.deleted_under_reader(&e) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
+    }
+
+    /// Whether `e` is a read-only view's read of a segment file retention deleted since.
+    fn deleted_under_reader(&self, e: &Error) -> bool {
+        self.read_only
+            && matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// Deletes the oldest sealed segments that retention no longer keeps. Returns how many.
