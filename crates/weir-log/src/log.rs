@@ -210,6 +210,30 @@ impl Log {
     /// Consumers work, with or without a group (a group's committed offsets are read, not
     /// changed).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_log::{Error, Log, LogOptions, Record, TopicConfig};
+    ///
+    /// # fn main() -> weir_log::Result<()> {
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let writer = Log::open(dir.path(), LogOptions::default())?;
+    /// let events = writer.create_topic("events", TopicConfig::with_partitions(1))?;
+    /// events.append(0, &[Record::new("first")])?;
+    ///
+    /// // Beside the writer (here in the same process; usually another one).
+    /// let reader = Log::open_read_only(dir.path())?;
+    /// let seen = reader.topic("events")?;
+    /// assert_eq!(&seen.read(0, 0, 1 << 20)?[0].value[..], b"first");
+    /// assert!(matches!(seen.append(0, &[Record::new("no")]), Err(Error::ReadOnly { .. })));
+    ///
+    /// events.append(0, &[Record::new("second")])?;
+    /// reader.catch_up()?; // or wait: a background thread looks every 100 ms
+    /// assert_eq!(seen.end_offset(0)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Io`] if `dir` is not a log directory (it is never created).
@@ -474,6 +498,22 @@ impl Log {
     /// [`LogOptions::retention_check_interval`], or [`Log::enforce_retention`]). Returns the new
     /// configuration. The other settings of a topic do not change after creation.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_log::{Log, LogOptions, TopicConfig};
+    ///
+    /// # fn main() -> weir_log::Result<()> {
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let log = Log::open(dir.path(), LogOptions::default())?;
+    /// let t = log.create_topic("t", TopicConfig::with_partitions(1))?;
+    /// let week = 7 * 24 * 3600 * 1000;
+    /// log.set_topic_retention("t", None, Some(week))?;
+    /// assert_eq!(t.config().retention_ms, Some(week));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::UnknownTopic`], [`Error::TopicUnavailable`], [`Error::InvalidConfig`] naming the
@@ -532,6 +572,26 @@ impl Log {
     /// [`Consumer::commit`]); the group's other committed offsets stay. Durable and atomic, as
     /// every commit. Consumers of the group in this process that already hold a position keep
     /// it; the next consumer to take a partition starts from the new offset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_log::{Log, LogOptions, Record, TopicConfig};
+    ///
+    /// # fn main() -> weir_log::Result<()> {
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let log = Log::open(dir.path(), LogOptions::default())?;
+    /// let t = log.create_topic("t", TopicConfig::with_partitions(2))?;
+    /// t.append(0, &[Record::new("a"), Record::new("b")])?;
+    /// log.commit_offsets("g", "t", [(0, 2), (1, 0)])?;
+    /// log.commit_offsets("g", "t", [(0, 0)])?; // back to the start of partition 0
+    /// let committed: Vec<_> = log.describe_group("g")?.partitions.iter().map(|p| p.committed).collect();
+    /// assert_eq!(committed, [Some(0), Some(0)]);
+    /// log.delete_group("g")?;
+    /// assert!(log.list_groups()?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
