@@ -128,6 +128,21 @@ impl Scan<'_> {
         Ok(Some(ScannedBatch { position: pos, header, bytes }))
     }
 
+    /// The next batch if it is complete and intact (shape, CRC-32C) and starts at offset
+    /// `expected`; else `None`, and the scan stays where it was.
+    fn next_complete(&mut self, expected: u64) -> Option<ScannedBatch> {
+        let position = self.position;
+        match self.next() {
+            Ok(Some(b)) if b.header.base_offset == expected && batch::verify(&b.header, &b.bytes).is_ok() => {
+                Some(b)
+            }
+            _ => {
+                self.position = position;
+                None
+            }
+        }
+    }
+
     /// The next batch if it is intact (shape, CRC-32C) and starts at offset `expected`. Else
     /// the damage there, which runs to the next intact batch with offsets in
     /// `expected..=max_offset` (see [`Scan::resync`]); the scan then stands at that batch.
@@ -372,7 +387,13 @@ impl Segment {
             let mut index = self.index();
             let mut last_indexed = u64::from(index.last().position);
             loop {
-                match scan.next_intact(next, max_offset(self.base_offset)) {
+                let found = if sealed {
+                    scan.next_intact(next, max_offset(self.base_offset))
+                } else {
+                    // A batch not complete yet ends the look, without searching past it.
+                    Ok(scan.next_complete(next))
+                };
+                match found {
                     Ok(None) => break,
                     Ok(Some(b)) => {
                         // As in recovery, the first batch after damage is always indexed.
@@ -391,10 +412,6 @@ impl Segment {
                         max_ts = max_ts.max(b.header.max_timestamp);
                         next = b.header.next_offset();
                         visible = b.position + b.bytes.len() as u64;
-                    }
-                    Err(d) if !sealed => {
-                        tracing::trace!(path = %self.path.display(), position = d.position, "segment tail not complete yet");
-                        break;
                     }
                     Err(d) => {
                         if let Some(end) = d.end_offset {

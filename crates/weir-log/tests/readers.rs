@@ -225,3 +225,37 @@ fn segments_retention_deletes_under_a_reader_move_its_start_and_new_segments_app
     assert!(got.first().is_some_and(|&o| o <= start), "{got:?}");
     assert_eq!(got.last(), Some(&199));
 }
+
+#[test]
+fn a_reader_following_a_busy_writer_always_sees_a_prefix_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Log::open(dir.path(), options()).unwrap();
+    let config =
+        TopicConfig { segment_bytes: 4096, index_interval_bytes: 256, ..TopicConfig::with_partitions(1) };
+    let topic = writer.create_topic("t", config).unwrap();
+    let reader = Log::open_read_only(dir.path()).unwrap();
+    let seen = reader.topic("t").unwrap();
+    const TOTAL: u64 = 3000;
+    let appender = std::thread::spawn(move || {
+        let mut next = 0;
+        while next < TOTAL {
+            let n = (next % 7 + 1).min(TOTAL - next);
+            topic.append(0, &records(next, n)).unwrap();
+            next += n;
+        }
+    });
+    let mut position = 0;
+    while position < TOTAL {
+        reader.catch_up().unwrap();
+        let end = seen.end_offset(0).unwrap();
+        assert!(end >= position && end <= TOTAL);
+        while position < end {
+            for r in seen.read(0, position, 1 << 16).unwrap() {
+                assert_eq!((r.offset, &r.value[..]), (position, format!("record-{position}").as_bytes()));
+                position += 1;
+            }
+        }
+    }
+    appender.join().unwrap();
+    assert!(seen.describe().partitions[0].segments > 1);
+}
