@@ -196,7 +196,9 @@ impl Commits {
         behind.sort();
         for (p, (position, committed)) in behind {
             let _ = note(format_args!(
-                "weir: note: partition {p} of {topic} read up to offset {position}, behind the group's                  committed offset {committed}: not committed (the group's offsets only move forward;                  `weir group reset-offsets` moves them back)"
+                "weir: note: partition {p} of {topic} read up to offset {position}, behind the group's \
+                 committed offset {committed}: not committed (the group's offsets only move forward; \
+                 `weir group reset-offsets` moves them back)"
             ));
         }
     }

@@ -32,7 +32,9 @@ pub(crate) enum GroupCommand {
 /// Arguments of `weir group reset-offsets`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Every new offset is clamped to what the partition holds (its earliest offset to its end). Without --execute (or with --dry-run) the plan is printed and nothing changes; the log is then only read, so a dry run works while another process owns the log directory."
+    after_help = "Every new offset is clamped to what the partition holds (its earliest offset to its \
+end). Without --execute (or with --dry-run) the plan is printed and nothing changes; the log is \
+then only read, so a dry run works while another process owns the log directory."
 )]
 #[command(group(clap::ArgGroup::new("to").required(true)))]
 pub(crate) struct ResetArgs {

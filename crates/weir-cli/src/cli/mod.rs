@@ -213,7 +213,9 @@ fn open_log(dir: &Path, access: Access) -> Result<Log> {
         Access::Read => Log::open_read_only(dir)?,
         Access::Write | Access::Create => Log::open(dir, LogOptions::default()).map_err(|e| match e {
             Error::Locked { .. } => anyhow!(
-                "{e}: one process at a time can change a log directory. Commands that only read work                  beside it: topic list/describe, group list/describe, group reset-offsets without                  --execute, consume without --group or with --no-commit (also with --follow)"
+                "{e}: one process at a time can change a log directory. Commands that only read work \
+                 beside it: topic list/describe, group list/describe, group reset-offsets without \
+                 --execute, consume without --group or with --no-commit (also with --follow)"
             ),
             e => e.into(),
         })?,

@@ -17,7 +17,11 @@ line ending (\\n or \\r\\n) is not part of it, and an empty line is a record wit
 Records are appended in batches of --batch-size lines, so when typing lines by hand use \
 --batch-size 1 to append each at once. A summary goes to stderr (with --json: a JSON object on \
 stdout). If an append fails after records were appended, the exit code is 3 and the message says \
-how many records of this run are in the log: exactly those, so a retry should skip them.\n\nRecord timestamps: the time of the append by default; --timestamp sets one for every record; --timestamp-separator reads one at the start of each line (TIME SEP [KEY SEP] VALUE). A time is milliseconds since the Unix epoch, an RFC 3339 timestamp (2024-05-01T12:00:00Z) or a duration before now (10m).")]
+how many records of this run are in the log: exactly those, so a retry should skip them.\n\nRecord \
+timestamps: the time of the append by default; --timestamp sets one for every record; \
+--timestamp-separator reads one at the start of each line (TIME SEP [KEY SEP] VALUE). A time is \
+milliseconds since the Unix epoch, an RFC 3339 timestamp (2024-05-01T12:00:00Z) or a duration \
+before now (10m).")]
 pub(crate) struct ProduceArgs {
     /// The topic to append to.
     topic: String,
