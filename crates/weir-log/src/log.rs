@@ -25,8 +25,9 @@ const TOPIC_META: &str = "topic.json";
 /// An embedded, persistent, partitioned log, opened on a directory.
 ///
 /// Cheap to clone: clones share one open log. Safe to use from many threads and tasks at once.
-/// One process at a time may open a directory: an OS lock (`flock`) on the directory itself
-/// enforces it, so deleting the informational `.lock` file does not let a second writer in.
+/// One process at a time may open a directory with [`Log::open`]: an OS lock (`flock`) on the
+/// directory itself enforces it, so deleting the `.lock` file does not let a second writer in.
+/// Any number of readers may open it beside that writer with [`Log::open_read_only`].
 ///
 /// # Examples
 ///
