@@ -259,3 +259,14 @@ fn a_reader_following_a_busy_writer_always_sees_a_prefix_of_the_log() {
     appender.join().unwrap();
     assert!(seen.describe().partitions[0].segments > 1);
 }
+
+#[test]
+fn a_reader_takes_no_lock_a_writer_opens_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Log::open(dir.path(), options()).unwrap());
+    let reader = Log::open_read_only(dir.path()).unwrap();
+    let writer = Log::open(dir.path(), options()).unwrap();
+    writer.create_topic("t", TopicConfig::with_partitions(1)).unwrap().append(0, &records(0, 1)).unwrap();
+    reader.catch_up().unwrap();
+    assert_eq!(reader.topic("t").unwrap().end_offset(0).unwrap(), 1);
+}
