@@ -105,8 +105,10 @@
 //!   topic creation and deletion, commits) with [`Error::ReadOnly`].
 //!
 //! A topic still being created, or whose files cannot be read, is listed by
-//! [`Log::unavailable_topics`] and tried again at the next look. If the writer restarts and its
-//! recovery changes files (it only cuts what no reader saw, or moves strays aside), reopen.
+//! [`Log::unavailable_topics`] and tried again at the next look. A topic's configuration is read
+//! when the view opens it: retention changed since ([`Log::set_topic_retention`]) shows after a
+//! reopen. If the writer restarts and its recovery changes files (it only cuts what no reader
+//! saw, or moves strays aside), reopen.
 //!
 //! Segment files are opened when used and cached: the process keeps at most a quarter of its
 //! `ulimit -n` (16 to 4096) segment files open, closing the least recently used when it needs
