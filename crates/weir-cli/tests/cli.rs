@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests may unwrap (STYLE.md)")]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -35,6 +35,13 @@ impl Weir {
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin).unwrap();
         child.wait_with_output().unwrap()
+    }
+
+    /// Starts `weir ARGS` with its stdout piped, to be read line by line with [`next_line`].
+    fn spawn(&self, args: &[&str]) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+        let mut child = self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        (child, stdout)
     }
 
     /// Runs `weir ARGS`, which must succeed; returns stdout.
@@ -86,6 +93,13 @@ impl Weir {
             })
             .collect()
     }
+}
+
+/// The next line a spawned command printed (waits for it).
+fn next_line(stdout: &mut BufReader<std::process::ChildStdout>) -> String {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line
 }
 
 /// A row of `group describe --json`: (topic, partition, committed, end offset, lag).
@@ -383,23 +397,14 @@ fn follow_stops_after_n_records() {
 #[cfg(unix)]
 #[test]
 fn follow_commits_and_exits_cleanly_on_ctrl_c() {
-    use std::io::BufRead;
     use std::time::{Duration, Instant};
 
     let weir = Weir::new();
     weir.ok(&["topic", "create", "t", "--partitions", "2"]);
     weir.ok_with_input(&["produce", "t"], b"a\nb\nc\n");
-    let mut child = weir
-        .command(&["consume", "t", "--follow", "--group", "g"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
+    let (mut child, mut stdout) = weir.spawn(&["consume", "t", "--follow", "--group", "g"]);
     for _ in 0..3 {
-        line.clear();
-        stdout.read_line(&mut line).unwrap();
+        let line = next_line(&mut stdout);
         assert!(["a\n", "b\n", "c\n"].contains(&line.as_str()), "{line:?}");
     }
     let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
@@ -418,6 +423,298 @@ fn follow_commits_and_exits_cleanly_on_ctrl_c() {
     assert!(status.success(), "{status}");
     let committed: u64 = weir.group("g").iter().map(|p| p.2.unwrap()).sum();
     assert_eq!(committed, 3);
+}
+
+/// A writer holding the log directory, as a running program would: a `Log` of this (test)
+/// process, while the `weir` commands run in their own processes.
+fn live_writer(weir: &Weir, partitions: u32) -> (weir::log::Log, weir::log::Topic) {
+    let log = weir::log::Log::open(weir.dir.path().join("log"), weir::log::LogOptions::default()).unwrap();
+    let topic = log.create_topic("t", weir::log::TopicConfig::with_partitions(partitions)).unwrap();
+    (log, topic)
+}
+
+fn append(topic: &weir::log::Topic, partition: u32, values: &[&str]) {
+    let records: Vec<weir::log::Record> =
+        values.iter().map(|v| weir::log::Record::new(v.to_string())).collect();
+    topic.append(partition, &records).unwrap();
+}
+
+#[test]
+fn reading_commands_work_beside_a_live_writer_and_writing_ones_name_its_pid() {
+    let weir = Weir::new();
+    let (log, topic) = live_writer(&weir, 2);
+    append(&topic, 0, &["a", "b", "c"]);
+    append(&topic, 1, &["d"]);
+    log.commit_offsets("g", "t", [(0, 1)]).unwrap();
+
+    assert_eq!(row(&weir.ok(&["topic", "list"]), "t")[..3], ["t", "2", "4"]);
+    assert_eq!(row(&weir.ok(&["topic", "describe", "t"]), "0")[..3], ["0", "0", "3"]);
+    assert_eq!(weir.group("g"), [("t".into(), 0, Some(1), 3, Some(2))]);
+    assert_eq!(row(&weir.ok(&["group", "list"]), "g"), ["g", "1", "2"]);
+    assert_eq!(weir.ok(&["consume", "t", "--partition", "0", "-n", "2"]), "a\nb\n");
+    assert_eq!(weir.consume_sorted(&["consume", "t"]), sorted(&["a", "b", "c", "d"]));
+    // A group's records, from its committed offsets, without committing.
+    assert_eq!(
+        weir.consume_sorted(&["consume", "t", "--group", "g", "--no-commit"]),
+        sorted(&["b", "c", "d"])
+    );
+    assert_eq!(weir.group("g"), [("t".into(), 0, Some(1), 3, Some(2))]);
+
+    // What the writer publishes later is seen by the next command.
+    append(&topic, 1, &["e"]);
+    log.commit_offsets("g", "t", [(0, 3)]).unwrap();
+    assert_eq!(weir.ok(&["consume", "t", "--partition", "1"]), "d\ne\n");
+    assert_eq!(weir.group("g"), [("t".into(), 0, Some(3), 3, Some(0))]);
+
+    // Commands that change the log are refused, naming the process that holds it.
+    let pid = format!("process {}", std::process::id());
+    for args in [
+        &["produce", "t"][..],
+        &["consume", "t", "--group", "g"],
+        &["topic", "create", "u", "--partitions", "1"],
+        &["topic", "alter", "t", "--retention-ms", "1h"],
+        &["group", "delete", "g"],
+        &["group", "reset-offsets", "--group", "g", "--topic", "t", "--to-earliest", "--execute"],
+    ] {
+        let stderr = weir.fails(args, 1);
+        assert!(stderr.contains(&pid), "weir {args:?}: {stderr}");
+        assert!(stderr.contains("--no-commit"), "weir {args:?} does not say what works: {stderr}");
+    }
+    // A dry run only reads.
+    let plan = weir.ok(&["group", "reset-offsets", "--group", "g", "--topic", "t", "--to-earliest"]);
+    assert_eq!(row(&plan, "t"), ["t", "0", "3", "0"]);
+    drop((topic, log));
+}
+
+#[test]
+fn follow_beside_a_live_writer_prints_records_as_they_are_appended() {
+    let weir = Weir::new();
+    let (_log, topic) = live_writer(&weir, 1);
+    append(&topic, 0, &["one", "two"]);
+    let (mut child, mut stdout) = weir.spawn(&["consume", "t", "--follow", "-n", "4"]);
+    assert_eq!([next_line(&mut stdout), next_line(&mut stdout)], ["one\n", "two\n"]);
+    append(&topic, 0, &["three", "four"]);
+    assert_eq!([next_line(&mut stdout), next_line(&mut stdout)], ["three\n", "four\n"]);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_batch_the_writer_is_still_writing_is_not_shown() {
+    let weir = Weir::new();
+    let (_log, topic) = live_writer(&weir, 1);
+    let segment = weir.dir.path().join("log/topics/t/0/00000000000000000000.log");
+    append(&topic, 0, &["first"]);
+    let before = std::fs::metadata(&segment).unwrap().len() as usize;
+    append(&topic, 0, &["second"]);
+    let bytes = std::fs::read(&segment).unwrap();
+    // Half of a third batch (a copy of the second, as the writer would write one) at the end.
+    let torn = &bytes[before..before + (bytes.len() - before) / 2];
+    let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+    file.write_all(torn).unwrap();
+    drop(file);
+
+    assert_eq!(weir.ok(&["consume", "t"]), "first\nsecond\n");
+    assert_eq!(row(&weir.ok(&["topic", "describe", "t"]), "0")[..3], ["0", "0", "2"]);
+    let stderr = String::from_utf8(weir.run(&["consume", "t"], b"").stderr).unwrap();
+    assert!(stderr.is_empty(), "a batch being written is not damage: {stderr}");
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len() as usize,
+        bytes.len() + torn.len(),
+        "nothing was cut"
+    );
+
+    // The writer's next batch goes where the torn bytes were, and is seen.
+    append(&topic, 0, &["third"]);
+    assert_eq!(weir.ok(&["consume", "t"]), "first\nsecond\nthird\n");
+}
+
+#[test]
+fn a_peek_at_an_offset_commits_only_what_it_read_and_never_rewinds() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "3"]);
+    weir.ok_with_input(&["produce", "t"], &lines(30));
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g"]).lines().count(), 30);
+    let caught_up = weir.group("g");
+    assert!(caught_up.iter().all(|p| p.4 == Some(0)), "{caught_up:?}");
+
+    // The peek reads two records of one partition: no partition is rewound.
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g", "--offset", "0", "-n", "2"]).lines().count(), 2);
+    assert_eq!(weir.group("g"), caught_up, "a peek moved the group's committed offsets");
+
+    // Reading on from the committed offsets still commits forward, only where it read.
+    weir.ok_with_input(&["produce", "t", "--partition", "1"], b"x\ny\n");
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g", "-n", "1"]), "x\n");
+    let after = weir.group("g");
+    assert_eq!(after[1].2, caught_up[1].2.map(|c| c + 1));
+    assert_eq!((after[0].clone(), after[2].clone()), (caught_up[0].clone(), caught_up[2].clone()));
+}
+
+#[test]
+fn group_reset_offsets_moves_a_groups_offsets_as_kafkas_tool_does() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "2"]);
+    weir.ok_with_input(&["produce", "t", "--partition", "0", "--timestamp", "1000"], b"a\nb\nc\n");
+    weir.ok_with_input(&["produce", "t", "--partition", "0", "--timestamp", "2000"], b"d\n");
+    weir.ok_with_input(
+        &["produce", "t", "--partition", "1", "--timestamp", "1970-01-01T00:00:03Z"],
+        b"e\nf\n",
+    );
+    weir.ok(&["consume", "t", "--group", "g"]);
+    let reset = |args: &[&str]| {
+        let mut all = vec!["group", "reset-offsets", "--group", "g", "--topic", "t"];
+        all.extend_from_slice(args);
+        weir.ok(&all)
+    };
+    let committed = || weir.group("g").iter().map(|p| p.2.unwrap()).collect::<Vec<_>>();
+    assert_eq!(committed(), [4, 2]);
+
+    // Without --execute: the plan, and nothing changes.
+    let plan = reset(&["--to-earliest"]);
+    assert_eq!(row(&plan, "TOPIC"), ["TOPIC", "PARTITION", "CURRENT", "NEW"]);
+    assert_eq!(row(&plan, "t"), ["t", "0", "4", "0"]);
+    assert_eq!(committed(), [4, 2]);
+    reset(&["--to-earliest", "--execute"]);
+    assert_eq!(committed(), [0, 0]);
+    reset(&["--to-latest", "--partition", "1", "--execute"]);
+    assert_eq!(committed(), [0, 2]);
+    reset(&["--to-offset", "2", "--execute"]);
+    assert_eq!(committed(), [2, 2]);
+    reset(&["--shift-by", "-1", "--execute"]);
+    assert_eq!(committed(), [1, 1]);
+    reset(&["--shift-by", "10", "--execute"]);
+    assert_eq!(committed(), [4, 2], "clamped to the end");
+    // Times: epoch milliseconds, RFC 3339, or a duration before now.
+    reset(&["--to-datetime", "2000", "--execute"]);
+    assert_eq!(committed(), [3, 0]);
+    reset(&["--to-datetime", "1970-01-01T00:00:01.500Z", "--execute"]);
+    assert_eq!(committed(), [3, 0]);
+    reset(&["--to-datetime", "1h", "--execute"]);
+    assert_eq!(committed(), [4, 2], "no record that recent: the end");
+    let json = weir.json_lines(&[
+        "group",
+        "reset-offsets",
+        "--group",
+        "g",
+        "--topic",
+        "t",
+        "--to-offset",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(
+        json[0],
+        serde_json::json!({"group": "g", "topic": "t", "partition": 0, "current": 4, "new": 1})
+    );
+    assert_eq!(committed(), [4, 2]);
+
+    let stderr = weir.fails(&["group", "reset-offsets", "--group", "g", "--topic", "t", "--execute"], 2);
+    assert!(stderr.contains("--to-earliest"), "{stderr}");
+    let stderr = weir.fails(
+        &["group", "reset-offsets", "--group", "g", "--topic", "t", "--to-earliest", "--to-latest"],
+        2,
+    );
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let stderr = weir
+        .fails(&["group", "reset-offsets", "--group", "g", "--topic", "t", "--to-datetime", "yesterday"], 2);
+    assert!(stderr.contains("RFC 3339"), "{stderr}");
+    let stderr = weir.fails(
+        &["group", "reset-offsets", "--group", "g", "--topic", "t", "--to-earliest", "--partition", "7"],
+        1,
+    );
+    assert!(stderr.contains("no partition 7"), "{stderr}");
+}
+
+#[test]
+fn group_delete_removes_a_groups_committed_offsets() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "1"]);
+    weir.ok_with_input(&["produce", "t"], b"a\n");
+    weir.ok(&["consume", "t", "--group", "g"]);
+    assert_eq!(weir.ok(&["group", "delete", "g"]), "deleted group g\n");
+    assert!(weir.ok(&["group", "list"]).is_empty());
+    assert!(weir.fails(&["group", "delete", "g"], 1).contains("unknown consumer group"));
+    // A new group of that name starts over.
+    assert_eq!(weir.ok(&["consume", "t", "--group", "g"]), "a\n");
+}
+
+#[test]
+fn topic_alter_changes_retention_and_durations_are_accepted_wherever_one_is_taken() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "1", "--retention-ms", "7d", "--segment-ms", "1h"]);
+    let describe = || weir.json_lines(&["topic", "describe", "t", "--json"])[0]["config"].clone();
+    assert_eq!(describe()["retention_ms"], 604_800_000);
+    assert_eq!(describe()["segment_ms"], 3_600_000);
+    assert_eq!(
+        weir.ok(&["topic", "alter", "t", "--retention-ms", "36h", "--retention-bytes", "1000000"]),
+        "altered topic t\n"
+    );
+    assert_eq!(
+        (describe()["retention_ms"].clone(), describe()["retention_bytes"].clone()),
+        (129_600_000.into(), 1_000_000.into())
+    );
+    weir.ok(&["topic", "alter", "t", "--retention-ms", "forever"]);
+    assert_eq!(
+        (describe()["retention_ms"].clone(), describe()["retention_bytes"].clone()),
+        (Value::Null, 1_000_000.into())
+    );
+    weir.ok(&["topic", "alter", "t", "--retention-ms", "90000", "--retention-bytes", "unlimited"]);
+    assert_eq!(
+        (describe()["retention_ms"].clone(), describe()["retention_bytes"].clone()),
+        (90_000.into(), Value::Null)
+    );
+
+    assert!(weir.fails(&["topic", "alter", "t"], 2).contains("--retention-ms"));
+    assert!(weir.fails(&["topic", "alter", "t", "--retention-ms", "7 parsecs"], 2).contains("7d"));
+    assert!(weir.fails(&["topic", "alter", "nope", "--retention-ms", "1d"], 1).contains("nope"));
+
+    // Retention applies at once: a topic altered to keep little loses its old segments.
+    weir.ok(&["topic", "create", "small", "--partitions", "1", "--segment-bytes", "4096"]);
+    let big: Vec<u8> = (0..100).flat_map(|i| format!("{i:0>200}\n").into_bytes()).collect();
+    weir.ok_with_input(&["produce", "small", "--batch-size", "1"], &big);
+    weir.ok(&["topic", "alter", "small", "--retention-bytes", "8192"]);
+    let start =
+        weir.json_lines(&["topic", "describe", "small", "--json"])[0]["partitions"][0]["start_offset"]
+            .as_u64()
+            .unwrap();
+    assert!(start > 0, "retention did not apply");
+}
+
+#[test]
+fn produce_sets_record_timestamps_and_times_are_epoch_ms_or_rfc_3339_everywhere() {
+    let weir = Weir::new();
+    weir.ok(&["topic", "create", "t", "--partitions", "1"]);
+    weir.ok_with_input(&["produce", "t", "--timestamp", "2024-05-01T12:00:00Z"], b"a\n");
+    weir.ok_with_input(&["produce", "t", "--timestamp", "1714564801000"], b"b\n");
+    weir.ok_with_input(
+        &["produce", "t", "--timestamp-separator", ",", "--key-separator", ":"],
+        b"1714564802000,k:c\n2024-05-01T14:00:03+02:00,d\n",
+    );
+    let records = weir.json_lines(&["consume", "t", "--json"]);
+    let got: Vec<(i64, &str, Option<&str>)> = records
+        .iter()
+        .map(|r| (r["timestamp"].as_i64().unwrap(), r["value"].as_str().unwrap(), r["key"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1_714_564_800_000, "a", None),
+            (1_714_564_801_000, "b", None),
+            (1_714_564_802_000, "c", Some("k")),
+            (1_714_564_803_000, "d", None)
+        ]
+    );
+    assert_eq!(weir.ok(&["consume", "t", "--since", "1714564802000"]), "c\nd\n");
+    assert_eq!(weir.ok(&["consume", "t", "--since", "2024-05-01T12:00:03Z"]), "d\n");
+
+    let out = weir.run(&["produce", "t", "--timestamp-separator", ","], b"1714564804000,e\nnot a time,f\n");
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("line 2") && stderr.contains("not a time"), "{stderr}");
+    assert!(weir.fails(&["produce", "t", "--timestamp", "soon"], 2).contains("RFC 3339"));
+    assert!(
+        weir.fails(&["produce", "t", "--timestamp", "1", "--timestamp-separator", ","], 2)
+            .contains("cannot be used with")
+    );
 }
 
 #[test]

@@ -63,6 +63,15 @@ pub enum Error {
     #[error("unknown consumer group {0:?}")]
     UnknownGroup(String),
 
+    /// The group has live members (consumers in this process), so it cannot be deleted.
+    #[error("consumer group {group:?} has {members} live member(s); stop its consumers first")]
+    GroupActive {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
+
     /// The partition number is not below the topic's partition count.
     #[error("topic {topic:?} has {partitions} partitions; there is no partition {partition}")]
     UnknownPartition {
@@ -144,8 +153,24 @@ pub enum Error {
 
     /// Another process (or another `Log` in this process) holds the directory's lock (an OS lock
     /// on the directory itself: deleting `.lock` does not release it).
-    #[error("log directory {0} is in use by another process")]
-    Locked(PathBuf),
+    #[error("log directory {} is in use by {}", dir.display(), match pid { Some(pid) => format!("process {pid}"), None => "another process".to_owned() })]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+        /// The process holding the lock, as it wrote its id into `.lock` (`None` if it could
+        /// not be read: an older version, or the owner is still starting).
+        pid: Option<u32>,
+    },
+
+    /// A change was asked of a log opened read-only ([`Log::open_read_only`](crate::Log::open_read_only)):
+    /// appends, topic and group changes, commits need the directory's lock.
+    #[error("log directory {} is open read-only: cannot {op}", dir.display())]
+    ReadOnly {
+        /// The log directory.
+        dir: PathBuf,
+        /// What was asked, e.g. "append".
+        op: &'static str,
+    },
 
     /// The topic's files exist but it could not be opened when the log was (unreadable
     /// configuration, unreadable partition): the log's other topics work, this one fails with

@@ -14,7 +14,7 @@
 //! not committed before a rebalance are delivered again (at-least-once, as in Kafka).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,8 @@ struct CommittedOffset {
 #[derive(Debug, Default)]
 pub(crate) struct GroupState {
     path: PathBuf,
+    /// Read from a log opened read-only: never written, read anew on each use.
+    read_only: bool,
     offsets: BTreeMap<(String, u32), u64>,
     /// Members in join order, with the topics each subscribes to.
     members: BTreeMap<MemberId, Vec<String>>,
@@ -104,6 +106,9 @@ impl GroupState {
 
     /// Records and persists committed offsets.
     pub(crate) fn commit(&mut self, offsets: impl IntoIterator<Item = (String, u32, u64)>) -> Result<()> {
+        if self.read_only {
+            return self.persist();
+        }
         for (topic, partition, offset) in offsets {
             self.offsets.insert((topic, partition), offset);
         }
@@ -111,6 +116,10 @@ impl GroupState {
     }
 
     fn persist(&self) -> Result<()> {
+        if self.read_only {
+            let dir = self.path.parent().and_then(Path::parent).unwrap_or(&self.path).to_owned();
+            return Err(Error::ReadOnly { dir, op: "commit offsets" });
+        }
         let file = OffsetsFile {
             version: 1,
             offsets: self
@@ -145,6 +154,7 @@ pub(crate) struct Groups {
     dir: PathBuf,
     groups: Mutex<HashMap<String, Arc<Mutex<GroupState>>>>,
     next_member: std::sync::atomic::AtomicU64,
+    read_only: bool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,7 +164,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Groups {
     pub(crate) fn open(dir: PathBuf) -> Result<Groups> {
         fsutil::create_dir_all(&dir)?;
-        Ok(Groups { dir, groups: Mutex::new(HashMap::new()), next_member: 1.into() })
+        Ok(Groups { dir, groups: Mutex::new(HashMap::new()), next_member: 1.into(), read_only: false })
+    }
+
+    /// The groups of a log opened read-only: committed offsets are read from their files on
+    /// every use (the writer commits), and never written. The directory is not created.
+    pub(crate) fn open_read_only(dir: PathBuf) -> Groups {
+        Groups { dir, groups: Mutex::new(HashMap::new()), next_member: 1.into(), read_only: true }
     }
 
     /// The state of `group`, loading its committed offsets on first use; a new group if it has
@@ -171,25 +187,34 @@ impl Groups {
     fn load(&self, group: &str, create: bool) -> Result<Option<Arc<Mutex<GroupState>>>> {
         name::validate("group", group)?;
         let mut groups = lock(&self.groups);
-        if let Some(g) = groups.get(group) {
+        let path = self.dir.join(format!("{group}.json"));
+        let cached = groups.get(group).cloned();
+        if let Some(g) = &cached
+            && !self.read_only
+        {
             return Ok(Some(g.clone()));
         }
-        let path = self.dir.join(format!("{group}.json"));
-        let mut state = GroupState { path: path.clone(), ..GroupState::default() };
-        match std::fs::read(&path) {
+        let offsets = match std::fs::read(&path) {
             Ok(bytes) => {
                 let file: OffsetsFile = meta::from_json(&bytes, &path)?;
                 if file.version != 1 {
                     let reason = format!("unsupported version {}", file.version);
                     return Err(Error::Metadata { path, reason });
                 }
-                state.offsets =
-                    file.offsets.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
+                file.offsets.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect()
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create && cached.is_none() => {
+                return Ok(None);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(Error::io("read committed offsets", &path)(e)),
+        };
+        if let Some(g) = cached {
+            // Read-only: the writer's latest commit.
+            lock(&g).offsets = offsets;
+            return Ok(Some(g));
         }
+        let state = GroupState { path, read_only: self.read_only, offsets, ..GroupState::default() };
         let state = Arc::new(Mutex::new(state));
         groups.insert(group.to_owned(), state.clone());
         Ok(Some(state))
@@ -225,7 +250,11 @@ impl Groups {
             })
             .map(|(name, _)| name.clone())
             .collect();
-        for entry in std::fs::read_dir(&self.dir).map_err(Error::io("list groups", &self.dir))? {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(e) if self.read_only && e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            other => other.map_err(Error::io("list groups", &self.dir))?,
+        };
+        for entry in entries {
             let entry = entry.map_err(Error::io("list groups", &self.dir))?;
             let file = entry.file_name();
             if let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json"))
@@ -258,6 +287,26 @@ impl Groups {
             }
         }
         Ok(highest)
+    }
+
+    /// Deletes a group without members: its offsets file and its state.
+    pub(crate) fn delete(&self, group: &str) -> Result<()> {
+        let state = self.existing(group)?;
+        let mut groups = lock(&self.groups);
+        let s = lock(&state);
+        if !s.members.is_empty() {
+            return Err(Error::GroupActive { group: group.to_owned(), members: s.members.len() });
+        }
+        match std::fs::remove_file(&s.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("delete committed offsets", &s.path)(e));
+            }
+            _ => {}
+        }
+        fsutil::sync_dir(&self.dir)?;
+        drop(s);
+        groups.remove(group);
+        Ok(())
     }
 
     /// Forgets the committed offsets of a deleted topic in every group that has them.

@@ -39,6 +39,8 @@ pub(crate) struct SegmentFile {
 #[derive(Debug)]
 struct Slot {
     path: PathBuf,
+    /// Opened read-only (a reader beside another process's writer), else read-write.
+    read_only: bool,
     /// The cache's clock at the last use.
     last_used: AtomicU64,
     state: Mutex<SlotState>,
@@ -133,10 +135,16 @@ impl Slot {
 
 impl SegmentFile {
     /// A segment file that is not open yet.
+    #[cfg(test)]
     pub(crate) fn closed(path: PathBuf) -> SegmentFile {
+        SegmentFile::closed_with(path, false)
+    }
+
+    fn closed_with(path: PathBuf, read_only: bool) -> SegmentFile {
         SegmentFile {
             slot: Arc::new(Slot {
                 path,
+                read_only,
                 last_used: AtomicU64::new(0),
                 state: Mutex::new(SlotState::default()),
             }),
@@ -145,7 +153,13 @@ impl SegmentFile {
 
     /// A segment file already opened (read-write) by the caller; the cache takes it over.
     pub(crate) fn with_open(path: PathBuf, file: File) -> SegmentFile {
-        let segment = SegmentFile::closed(path);
+        SegmentFile::with_open_as(path, file, false)
+    }
+
+    /// A segment file already opened by the caller, read-only if `read_only` (then it is
+    /// reopened read-only too); the cache takes it over.
+    pub(crate) fn with_open_as(path: PathBuf, file: File, read_only: bool) -> SegmentFile {
+        let segment = SegmentFile::closed_with(path, read_only);
         lock(&segment.slot.state).file = Some(Arc::new(file));
         segment.touch();
         cache().opened(&segment.slot);
@@ -156,13 +170,13 @@ impl SegmentFile {
         self.slot.last_used.store(cache().clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
     }
 
-    /// The open file, opened (read-write) if the cache closed it.
+    /// The open file, opened (read-write, or read-only for a reader) if the cache closed it.
     pub(crate) fn get(&self) -> io::Result<Arc<File>> {
         self.touch();
         if let Some(file) = &lock(&self.slot.state).file {
             return Ok(file.clone());
         }
-        let file = Arc::new(OpenOptions::new().read(true).write(true).open(&self.slot.path)?);
+        let file = Arc::new(OpenOptions::new().read(true).write(!self.slot.read_only).open(&self.slot.path)?);
         {
             let mut state = lock(&self.slot.state);
             if let Some(raced) = &state.file {

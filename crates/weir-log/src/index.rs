@@ -75,6 +75,8 @@ pub(crate) struct Index {
     pending: usize,
     /// The file, opened for each write (an index keeps no file handle open).
     path: PathBuf,
+    /// The index of a segment another process writes: never written to its file.
+    read_only: bool,
 }
 
 /// Entries gathered before they are written out together.
@@ -95,6 +97,24 @@ impl Index {
         let mut raw = Vec::new();
         (&file).read_to_end(&mut raw).map_err(Error::io("read index", path))?;
         drop(file);
+        let (mut index, well_formed) = Index::parse(path, &raw, false);
+        if !well_formed {
+            index.rewrite()?;
+        }
+        Ok(index)
+    }
+
+    /// Reads the index of a segment another process writes: its well-formed entries, nothing
+    /// if the file is missing or unreadable. The file is never written: entries pushed stay in
+    /// memory.
+    pub(crate) fn open_read_only(path: &Path) -> Index {
+        let raw = std::fs::read(path).unwrap_or_default();
+        Index::parse(path, &raw, true).0
+    }
+
+    /// The entries of `raw` up to the first malformed or disordered one, and whether that was
+    /// all of it.
+    fn parse(path: &Path, raw: &[u8], read_only: bool) -> (Index, bool) {
         let mut entries: Vec<IndexEntry> = Vec::with_capacity(raw.len() / ENTRY_LEN);
         for chunk in raw.chunks_exact(ENTRY_LEN) {
             let Some(e) = IndexEntry::from_bytes(chunk) else { break };
@@ -108,11 +128,7 @@ impl Index {
             entries.push(e);
         }
         let well_formed = entries.len() * ENTRY_LEN == raw.len();
-        let mut index = Index { entries, pending: 0, path: path.to_owned() };
-        if !well_formed {
-            index.rewrite()?;
-        }
-        Ok(index)
+        (Index { entries, pending: 0, path: path.to_owned(), read_only }, well_formed)
     }
 
     /// Drops entries from the end while `valid` says no, then rewrites the file if any went.
@@ -147,6 +163,10 @@ impl Index {
 
     /// Writes the entries not yet in the file.
     pub(crate) fn write_pending(&mut self) -> Result<()> {
+        if self.read_only {
+            self.pending = 0;
+            return Ok(());
+        }
         if self.pending == 0 {
             return Ok(());
         }
@@ -176,6 +196,9 @@ impl Index {
     /// Writes the file anew from memory (after entries were dropped).
     fn rewrite(&mut self) -> Result<()> {
         self.pending = 0;
+        if self.read_only {
+            return Ok(());
+        }
         let bytes: Vec<u8> = self.entries.iter().flat_map(|e| e.to_bytes()).collect();
         let mut file = OpenOptions::new()
             .write(true)

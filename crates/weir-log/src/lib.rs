@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! <dir>/                                   locked (flock on the directory): one process at a time
-//! <dir>/.lock                              informational, also locked (older versions locked only it)
+//! <dir>/.lock                              the owner's process id; also locked (older versions locked only it)
 //! <dir>/topics/<topic>/topic.json          the TopicConfig (JSON, CRC-32C), written atomically at creation
 //! <dir>/topics/<topic>/<partition>/
 //!     00000000000000000000.log             segment: batches back to back; name = base offset
@@ -78,6 +78,37 @@
 //! [`Error::Locked`]. Deleting `.lock` releases nothing: the lock lives on the directory's open
 //! handle, not on a name that can be unlinked. (`.lock` is locked too, for older versions that
 //! locked only it.)
+//!
+//! The owner writes its process id into `.lock`; [`Error::Locked`] names it.
+//!
+//! # Readers beside a writer
+//!
+//! [`Log::open_read_only`] opens a directory another process (or another `Log`) owns, to list and
+//! describe topics and groups and to consume, without taking the lock. A read-only log:
+//!
+//! - never writes, creates, truncates, moves or deletes a file, and runs no recovery: files
+//!   (segments and indexes) are opened read-only; index entries it lacks are kept in memory;
+//! - sees, per partition, a prefix of the log: the complete batches (checked: header, offset
+//!   sequence, CRC-32C) that the writer has written to its segment files. A batch being written,
+//!   or a torn tail a crash left, is simply not visible yet; nothing is cut. (It reads what the
+//!   writer wrote, not only what it synced: under `Durability::EveryBatch` a record can be seen
+//!   shortly before its append returns, and one a power loss then takes is one the writer never
+//!   acknowledged.)
+//! - follows the writer: every 100 ms (or at [`Log::catch_up`]) it reads the batches appended
+//!   since, opens segments the writer rolled to (the one left behind is sealed, so damage in it
+//!   is damage, as for the writer), drops segments retention deleted (the log start moves; a
+//!   position in them gets [`Error::OffsetOutOfRange`], which consumers reset), opens topics
+//!   created and drops topics deleted; consumers and [`Topic::wait_for`] wake when records
+//!   appear;
+//! - reads consumer groups' committed offsets from their files on each use, so
+//!   [`Log::describe_group`] shows the writer's latest commit, and refuses changes (appends,
+//!   topic creation and deletion, commits) with [`Error::ReadOnly`].
+//!
+//! A topic still being created, or whose files cannot be read, is listed by
+//! [`Log::unavailable_topics`] and tried again at the next look. A topic's configuration is read
+//! when the view opens it: retention changed since ([`Log::set_topic_retention`]) shows after a
+//! reopen. If the writer restarts and its recovery changes files (it only cuts what no reader
+//! saw, or moves strays aside), reopen.
 //!
 //! Segment files are opened when used and cached: the process keeps at most a quarter of its
 //! `ulimit -n` (16 to 4096) segment files open, closing the least recently used when it needs

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
@@ -24,8 +25,9 @@ const TOPIC_META: &str = "topic.json";
 /// An embedded, persistent, partitioned log, opened on a directory.
 ///
 /// Cheap to clone: clones share one open log. Safe to use from many threads and tasks at once.
-/// One process at a time may open a directory: an OS lock (`flock`) on the directory itself
-/// enforces it, so deleting the informational `.lock` file does not let a second writer in.
+/// One process at a time may open a directory with [`Log::open`]: an OS lock (`flock`) on the
+/// directory itself enforces it, so deleting the `.lock` file does not let a second writer in.
+/// Any number of readers may open it beside that writer with [`Log::open_read_only`].
 ///
 /// # Examples
 ///
@@ -62,6 +64,8 @@ struct Shared {
     topics: RwLock<BTreeMap<String, Topic>>,
     /// Topics whose files exist but failed to open, with why.
     broken: RwLock<BTreeMap<String, Arc<Error>>>,
+    /// Opened by [`Log::open_read_only`]: a view of a directory another process may write.
+    read_only: bool,
 }
 
 struct LogInner {
@@ -73,8 +77,8 @@ struct LogInner {
     stop: Option<mpsc::Sender<()>>,
     maintenance: Option<JoinHandle<()>>,
     /// Held for the log's lifetime; dropped last: the directory, locked, and `.lock`, locked too
-    /// (which excludes older versions that locked only that file).
-    _lock: (File, File),
+    /// (which excludes older versions that locked only that file). `None` when read-only.
+    _lock: Option<(File, File)>,
 }
 
 impl Shared {
@@ -105,6 +109,9 @@ impl Shared {
     }
 
     fn enforce_retention(&self) -> Result<usize> {
+        if self.read_only {
+            return Ok(0);
+        }
         let now = now_ms();
         let mut removed = 0;
         for t in self.topics() {
@@ -135,6 +142,7 @@ impl Log {
             options: options.clone(),
             topics: RwLock::new(BTreeMap::new()),
             broken: RwLock::new(BTreeMap::new()),
+            read_only: false,
         });
         let topics_dir = shared.topics_dir();
         fsutil::create_dir_all(&topics_dir)?;
@@ -188,9 +196,95 @@ impl Log {
                 metrics: OnceLock::new(),
                 stop: Some(stop),
                 maintenance: Some(maintenance),
-                _lock: lock,
+                _lock: Some(lock),
             }),
         })
+    }
+
+    /// Opens the log in `dir` read-only, beside the process that may own it: takes no lock,
+    /// runs no recovery, writes nothing. It sees what the writer has published (see the crate
+    /// docs, "Readers beside a writer") and follows it: a background thread looks for new
+    /// records, segments, topics and deletions every 100 ms (or call [`Log::catch_up`]), and
+    /// consumers and [`Topic::wait_for`] wake when it finds records.
+    ///
+    /// Appends, topic creation and deletion, and group commits fail with [`Error::ReadOnly`].
+    /// Consumers work, with or without a group (a group's committed offsets are read, not
+    /// changed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_log::{Error, Log, LogOptions, Record, TopicConfig};
+    ///
+    /// # fn main() -> weir_log::Result<()> {
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let writer = Log::open(dir.path(), LogOptions::default())?;
+    /// let events = writer.create_topic("events", TopicConfig::with_partitions(1))?;
+    /// events.append(0, &[Record::new("first")])?;
+    ///
+    /// // Beside the writer (here in the same process; usually another one).
+    /// let reader = Log::open_read_only(dir.path())?;
+    /// let seen = reader.topic("events")?;
+    /// assert_eq!(&seen.read(0, 0, 1 << 20)?[0].value[..], b"first");
+    /// assert!(matches!(seen.append(0, &[Record::new("no")]), Err(Error::ReadOnly { .. })));
+    ///
+    /// events.append(0, &[Record::new("second")])?;
+    /// reader.catch_up()?; // or wait: a background thread looks every 100 ms
+    /// assert_eq!(seen.end_offset(0)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `dir` is not a log directory (it is never created).
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Log> {
+        let dir = dir.as_ref().to_owned();
+        let topics_dir = dir.join("topics");
+        std::fs::read_dir(&topics_dir).map_err(Error::io("open log directory", &topics_dir))?;
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            options: LogOptions::default(),
+            topics: RwLock::new(BTreeMap::new()),
+            broken: RwLock::new(BTreeMap::new()),
+            read_only: true,
+        });
+        shared.catch_up_topics()?;
+        let groups = Groups::open_read_only(dir.join("groups"));
+        let (stop, stopped) = mpsc::channel();
+        let worker = shared.clone();
+        let follower = std::thread::Builder::new()
+            .name("weir-log-follow".into())
+            .spawn(move || follow(&worker, &stopped))
+            .map_err(Error::io("start follower thread", &dir))?;
+        tracing::debug!(dir = %dir.display(), topics = shared.topics().len(), "log opened read-only");
+        Ok(Log {
+            inner: Arc::new(LogInner {
+                shared,
+                groups,
+                recovery: Vec::new(),
+                metrics: OnceLock::new(),
+                stop: Some(stop),
+                maintenance: Some(follower),
+                _lock: None,
+            }),
+        })
+    }
+
+    /// Whether the log was opened with [`Log::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.shared.read_only
+    }
+
+    /// For a log opened read-only, looks at the directory now: records, segments and topics the
+    /// writer added, segments retention deleted, topics deleted (the background thread does this
+    /// every 100 ms). Does nothing for a log opened for writing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the directory cannot be listed.
+    pub fn catch_up(&self) -> Result<()> {
+        if self.inner.shared.read_only { self.inner.shared.catch_up_topics() } else { Ok(()) }
     }
 
     /// The directory the log lives in.
@@ -276,6 +370,7 @@ impl Log {
     /// [`Error::InvalidName`], [`Error::InvalidConfig`] (naming the field),
     /// [`Error::TopicExists`], [`Error::Io`].
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        self.writable("create a topic")?;
         self.create_topic_with(name, config, |name, dir, durability| open_topic(name, dir, durability, None))
     }
 
@@ -374,6 +469,7 @@ impl Log {
     /// a half-deleted topic behind. Also deletes a topic that could not be opened (see
     /// [`Log::unavailable_topics`]).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.writable("delete a topic")?;
         let shared = &self.inner.shared;
         let mut topics = shared.topics.write().unwrap_or_else(PoisonError::into_inner);
         let dir = match topics.remove(name) {
@@ -395,6 +491,54 @@ impl Log {
         self.inner.groups.forget_topic(name)?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
+    }
+
+    /// Changes a topic's retention (`None`: no limit), as Kafka's `kafka-configs --alter` does
+    /// for `retention.bytes` and `retention.ms`: written to its `topic.json` atomically, in
+    /// force for its partitions from the next retention check (every
+    /// [`LogOptions::retention_check_interval`], or [`Log::enforce_retention`]). Returns the new
+    /// configuration. The other settings of a topic do not change after creation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_log::{Log, LogOptions, TopicConfig};
+    ///
+    /// # fn main() -> weir_log::Result<()> {
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let log = Log::open(dir.path(), LogOptions::default())?;
+    /// let t = log.create_topic("t", TopicConfig::with_partitions(1))?;
+    /// let week = 7 * 24 * 3600 * 1000;
+    /// log.set_topic_retention("t", None, Some(week))?;
+    /// assert_eq!(t.config().retention_ms, Some(week));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`], [`Error::TopicUnavailable`], [`Error::InvalidConfig`] naming the
+    /// field, [`Error::ReadOnly`], [`Error::Io`].
+    pub fn set_topic_retention(
+        &self,
+        name: &str,
+        retention_bytes: Option<u64>,
+        retention_ms: Option<u64>,
+    ) -> Result<TopicConfig> {
+        self.writable("change a topic's retention")?;
+        let topic = self.topic(name)?;
+        let config = TopicConfig { retention_bytes, retention_ms, ..TopicConfig::clone(&topic.config()) };
+        config.validate()?;
+        // Under the topics lock, so a concurrent delete cannot interleave.
+        let topics = self.inner.shared.topics.read().unwrap_or_else(PoisonError::into_inner);
+        if !topics.contains_key(name) {
+            return Err(Error::UnknownTopic(name.to_owned()));
+        }
+        meta::write_json(&config, &topic.inner().dir.join(TOPIC_META))?;
+        topic.set_config(config.clone());
+        drop(topics);
+        tracing::info!(topic = name, ?retention_bytes, ?retention_ms, "topic retention changed");
+        Ok(config)
     }
 
     /// Applies retention to every partition now; returns how many segments were deleted.
@@ -423,6 +567,68 @@ impl Log {
         self.inner.groups.list()
     }
 
+    /// Sets a group's committed offsets for partitions of `topic`, as Kafka's
+    /// `kafka-consumer-groups --reset-offsets --execute` does: each `(partition, offset)` is
+    /// written (backwards too), an offset past the partition's end as the end (see
+    /// [`Consumer::commit`]); the group's other committed offsets stay. Durable and atomic, as
+    /// every commit. Consumers of the group in this process that already hold a position keep
+    /// it; the next consumer to take a partition starts from the new offset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_log::{Log, LogOptions, Record, TopicConfig};
+    ///
+    /// # fn main() -> weir_log::Result<()> {
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let log = Log::open(dir.path(), LogOptions::default())?;
+    /// let t = log.create_topic("t", TopicConfig::with_partitions(2))?;
+    /// t.append(0, &[Record::new("a"), Record::new("b")])?;
+    /// log.commit_offsets("g", "t", [(0, 2), (1, 0)])?;
+    /// log.commit_offsets("g", "t", [(0, 0)])?; // back to the start of partition 0
+    /// let committed: Vec<_> = log.describe_group("g")?.partitions.iter().map(|p| p.committed).collect();
+    /// assert_eq!(committed, [Some(0), Some(0)]);
+    /// log.delete_group("g")?;
+    /// assert!(log.list_groups()?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad group name, [`Error::UnknownTopic`],
+    /// [`Error::UnknownPartition`], [`Error::ReadOnly`], [`Error::Metadata`] for an unreadable
+    /// group file, [`Error::Io`].
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: impl IntoIterator<Item = (u32, u64)>,
+    ) -> Result<()> {
+        self.writable("commit offsets")?;
+        let t = self.topic(topic)?;
+        let offsets = offsets
+            .into_iter()
+            .map(|(p, offset)| Ok((topic.to_owned(), p, offset.min(t.end_offset(p)?))))
+            .collect::<Result<Vec<_>>>()?;
+        let state = self.inner.groups.get(group)?;
+        crate::group::lock(&state).commit(offsets)
+    }
+
+    /// Deletes a consumer group: its committed offsets (its file) are removed. Like Kafka, only
+    /// a group without live members.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownGroup`], [`Error::GroupActive`] while consumers of this process are
+    /// members, [`Error::ReadOnly`], [`Error::Io`].
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        self.writable("delete a group")?;
+        self.inner.groups.delete(group)?;
+        tracing::info!(group, "consumer group deleted");
+        Ok(())
+    }
+
     /// A group's members, committed offsets, end offsets and lag per partition.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         self.inner.groups.describe(
@@ -430,6 +636,16 @@ impl Log {
             |t| self.topic(t).ok().map(|t| t.partition_count()),
             |t, p| self.topic(t).ok().and_then(|t| t.end_offset(p).ok()),
         )
+    }
+}
+
+impl Log {
+    /// [`Error::ReadOnly`] for `op` if the log was opened read-only.
+    pub(crate) fn writable(&self, op: &'static str) -> Result<()> {
+        match self.inner.shared.read_only {
+            true => Err(Error::ReadOnly { dir: self.dir().to_owned(), op }),
+            false => Ok(()),
+        }
     }
 }
 
@@ -452,11 +668,7 @@ fn open_topic(
     durability: Durability,
     committed: Option<&BTreeMap<(String, u32), u64>>,
 ) -> Result<(Topic, Vec<PartitionRecovery>)> {
-    let meta_path = dir.join(TOPIC_META);
-    let bytes = std::fs::read(&meta_path).map_err(Error::io("read topic configuration", &meta_path))?;
-    let config: TopicConfig = meta::from_json(&bytes, &meta_path)?;
-    config.validate()?;
-    let config = Arc::new(config);
+    let config = read_topic_config(&dir)?;
     let notify = Arc::new(Notify::new());
     let mut partitions = Vec::with_capacity(config.partitions as usize);
     let mut reports = Vec::new();
@@ -477,13 +689,100 @@ fn open_topic(
     Ok((Topic::new(name, dir, config, partitions, notify), reports))
 }
 
+/// A topic's configuration, from its `topic.json`.
+fn read_topic_config(dir: &Path) -> Result<Arc<TopicConfig>> {
+    let meta_path = dir.join(TOPIC_META);
+    let bytes = std::fs::read(&meta_path).map_err(Error::io("read topic configuration", &meta_path))?;
+    let config: TopicConfig = meta::from_json(&bytes, &meta_path)?;
+    config.validate()?;
+    Ok(Arc::new(config))
+}
+
+/// Opens a topic's partitions read-only (see [`Partition::open_read_only`]).
+fn open_topic_read_only(name: &str, dir: PathBuf) -> Result<Topic> {
+    let config = read_topic_config(&dir)?;
+    let notify = Arc::new(Notify::new());
+    let partitions = (0..config.partitions)
+        .map(|p| {
+            let origin = Origin { topic: name.to_owned(), partition: p };
+            Partition::open_read_only(dir.join(p.to_string()), origin, config.clone(), notify.clone())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Topic::new(name, dir, config, partitions, notify))
+}
+
+impl Shared {
+    /// A read-only view's look at the directory: topics created since are opened (a topic still
+    /// being created, or unreadable, is retried next time and listed as unavailable), topics
+    /// deleted are dropped (handles to them fail), and every partition catches up.
+    fn catch_up_topics(&self) -> Result<()> {
+        let topics_dir = self.topics_dir();
+        let mut present = Vec::new();
+        for entry in std::fs::read_dir(&topics_dir).map_err(Error::io("list topics", &topics_dir))? {
+            let entry = entry.map_err(Error::io("list topics", &topics_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name::validate("topic", &name).is_ok() {
+                present.push((name, entry.path()));
+            }
+        }
+        let known = self.topics();
+        for topic in &known {
+            if !present.iter().any(|(name, _)| name == topic.name()) {
+                self.topics.write().unwrap_or_else(PoisonError::into_inner).remove(topic.name());
+                for p in &topic.inner().partitions {
+                    p.mark_deleted();
+                }
+                topic.inner().notify.notify_waiters();
+                continue;
+            }
+            for p in &topic.inner().partitions {
+                if let Err(e) = p.catch_up() {
+                    tracing::warn!(topic = topic.name(), partition = p.id(), error = %e, "reading the writer's new records failed");
+                }
+            }
+        }
+        let mut broken = BTreeMap::new();
+        for (name, path) in present {
+            if known.iter().any(|t| t.name() == name) {
+                continue;
+            }
+            match open_topic_read_only(&name, path) {
+                Ok(topic) => {
+                    self.topics.write().unwrap_or_else(PoisonError::into_inner).insert(name, topic);
+                }
+                Err(e) => {
+                    broken.insert(name, Arc::new(e));
+                }
+            }
+        }
+        *self.broken.write().unwrap_or_else(PoisonError::into_inner) = broken;
+        Ok(())
+    }
+}
+
+/// How often a read-only view looks for what the writer published.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
+/// The thread of a read-only view: catches up every [`FOLLOW_EVERY`] until the log is dropped.
+fn follow(shared: &Shared, stopped: &mpsc::Receiver<()>) {
+    loop {
+        match stopped.recv_timeout(FOLLOW_EVERY) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if let Err(e) = shared.catch_up_topics() {
+            tracing::warn!(dir = %shared.dir.display(), error = %e, "following the log failed");
+        }
+    }
+}
+
 /// Takes the directory's lock: `flock` on the directory itself (the exclusion: a directory
 /// cannot be deleted and recreated under a live owner without its contents going too), then on
 /// `.lock`, the file older versions locked, which stays only for them and for operators to see.
 fn lock_dir(dir: &Path) -> Result<(File, File)> {
     let locked = |file: &File, path: &Path| {
         file.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => Error::Locked(dir.to_owned()),
+            std::fs::TryLockError::WouldBlock => Error::Locked { dir: dir.to_owned(), pid: lock_owner(dir) },
             std::fs::TryLockError::Error(e) => Error::io("lock", path)(e),
         })
     };
@@ -497,7 +796,17 @@ fn lock_dir(dir: &Path) -> Result<(File, File)> {
         .open(&lock_path)
         .map_err(Error::io("open lock file", &lock_path))?;
     locked(&lock_file, &lock_path)?;
+    // For the error another process gets (informational: the lock is the flock, not this).
+    let pid = format!("{}\n", std::process::id());
+    if let Err(e) = lock_file.set_len(0).and_then(|()| (&lock_file).write_all(pid.as_bytes())) {
+        tracing::debug!(path = %lock_path.display(), error = %e, "could not write the pid into the lock file");
+    }
     Ok((dir_handle, lock_file))
+}
+
+/// The process id the owner of `dir` wrote into `.lock`, if it can be read.
+fn lock_owner(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join(".lock")).ok()?.trim().parse().ok()
 }
 
 /// Writes a new topic's configuration and partition directories under `tmp`, durably.
@@ -559,6 +868,9 @@ impl Drop for LogInner {
         drop(self.stop.take());
         if let Some(handle) = self.maintenance.take() {
             let _ = handle.join();
+        }
+        if self.shared.read_only {
+            return;
         }
         if matches!(self.shared.options.durability, Durability::Interval(_)) {
             self.shared.flush_all();

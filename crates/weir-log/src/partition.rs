@@ -115,6 +115,14 @@ struct Writer {
     dir_unsynced: bool,
 }
 
+/// The segments a partition opens with, its known damage, log start and active segment.
+struct View {
+    segments: Vec<Arc<Segment>>,
+    damaged: Vec<DamagedRange>,
+    start: u64,
+    active: Arc<Segment>,
+}
+
 pub(crate) struct Partition {
     pub(crate) origin: Origin,
     dir: PathBuf,
@@ -136,6 +144,12 @@ pub(crate) struct Partition {
     synced: Condvar,
     poisoned: AtomicBool,
     deleted: AtomicBool,
+    /// Retention by size and age (`u64::MAX`: none), set from `config` and changed by
+    /// [`Partition::set_retention`].
+    retention_bytes: AtomicU64,
+    retention_ms: AtomicU64,
+    /// A reader's view of a partition another process writes (see [`Partition::open_read_only`]).
+    read_only: bool,
     /// Woken (all waiters) whenever the high watermark of any partition of the topic moves.
     notify: Arc<Notify>,
     /// Metric handles, set once by `Log::register_metrics` (or at creation after it).
@@ -163,15 +177,56 @@ impl Partition {
         let Some(active) = segments.last().cloned() else {
             return Err(Error::io("recover partition", &dir)(std::io::ErrorKind::NotFound.into()));
         };
-        let next_offset = active.next_offset();
-        let start = recovered.start_offset;
-        let partition = Partition {
+        let view = View { segments, damaged: recovered.damaged, start: recovered.start_offset, active };
+        let partition =
+            Partition::assemble(origin, dir, config, durability, view, recorded_end, notify, false);
+        Ok((partition, report))
+    }
+
+    /// Opens a read-only view of a partition another process may be writing: what its files
+    /// hold now, up to the last complete batch, without recovery or any write (see
+    /// [`recovery::catch_up`]). [`Partition::catch_up`] moves the view on. Fails if the
+    /// partition has no segment yet (a topic being created).
+    pub(crate) fn open_read_only(
+        dir: PathBuf,
+        origin: Origin,
+        config: Arc<TopicConfig>,
+        notify: Arc<Notify>,
+    ) -> Result<Partition> {
+        let mut segments = Vec::new();
+        let damaged = recovery::catch_up(&dir, &origin, config.index_interval_bytes, &mut segments)?;
+        let (Some(first), Some(active)) = (segments.first().cloned(), segments.last().cloned()) else {
+            return Err(Error::io("read partition", &dir)(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no segment yet (the topic is being created)",
+            )));
+        };
+        let damaged = damaged.into_iter().filter(|r| !r.offsets.is_empty()).collect();
+        let view = View { segments, damaged, start: first.base_offset, active };
+        Ok(Partition::assemble(origin, dir, config, Durability::None, view, 0, notify, true))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        origin: Origin,
+        dir: PathBuf,
+        config: Arc<TopicConfig>,
+        durability: Durability,
+        view: View,
+        recorded_end: u64,
+        notify: Arc<Notify>,
+        read_only: bool,
+    ) -> Partition {
+        let next_offset = view.active.next_offset();
+        Partition {
             origin,
             dir,
-            config: config.clone(),
+            retention_bytes: AtomicU64::new(config.retention_bytes.unwrap_or(u64::MAX)),
+            retention_ms: AtomicU64::new(config.retention_ms.unwrap_or(u64::MAX)),
+            config,
             durability,
             writer: Mutex::new(Writer {
-                active,
+                active: view.active,
                 next_offset,
                 buf: Vec::new(),
                 batches: Vec::new(),
@@ -179,10 +234,10 @@ impl Partition {
                 unsynced: Vec::new(),
                 dir_unsynced: false,
             }),
-            segments: RwLock::new(segments),
-            damaged: RwLock::new(recovered.damaged),
+            segments: RwLock::new(view.segments),
+            damaged: RwLock::new(view.damaged),
             high_watermark: AtomicU64::new(next_offset),
-            log_start: AtomicU64::new(start),
+            log_start: AtomicU64::new(view.start),
             durable: AtomicU64::new(next_offset),
             synced_end: AtomicU64::new(0),
             recorded_end: Mutex::new(recorded_end),
@@ -190,10 +245,50 @@ impl Partition {
             synced: Condvar::new(),
             poisoned: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
+            read_only,
             notify,
             metrics: OnceLock::new(),
+        }
+    }
+
+    /// Moves a read-only view on to what the writer has published since: new batches, new
+    /// segments, segments deleted by retention. Returns whether the end offset moved. Never
+    /// writes; a partition directory that is gone (its topic deleted) changes nothing.
+    pub(crate) fn catch_up(&self) -> Result<bool> {
+        // The writer's lock serializes catch-ups (a read-only view has no writer).
+        let mut w = lock(&self.writer);
+        let mut segments = self.segments();
+        let found = match recovery::catch_up(
+            &self.dir,
+            &self.origin,
+            self.config.index_interval_bytes,
+            &mut segments,
+        ) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(false);
+            }
+            other => other?,
         };
-        Ok((partition, report))
+        let (Some(first), Some(last)) = (segments.first().cloned(), segments.last().cloned()) else {
+            return Ok(false);
+        };
+        for range in found {
+            self.remember(range);
+        }
+        let end = last.next_offset();
+        w.active = last;
+        w.next_offset = end;
+        *self.segments.write().unwrap_or_else(PoisonError::into_inner) = segments;
+        self.log_start.store(first.base_offset, Ordering::Release);
+        let moved = self.high_watermark.fetch_max(end, Ordering::AcqRel) < end;
+        if moved {
+            self.notify.notify_waiters();
+        }
+        Ok(moved)
+    }
+
+    fn read_only_error(&self, op: &'static str) -> Error {
+        Error::ReadOnly { dir: self.dir.clone(), op }
     }
 
     pub(crate) fn id(&self) -> u32 {
@@ -247,6 +342,9 @@ impl Partition {
 
     /// [`Partition::append`] without metrics; `written` follows what reached the segment files.
     fn append_unmetered(&self, records: &[Record], now_ms: i64, written: &mut Written) -> Result<Appended> {
+        if self.read_only {
+            return Err(self.read_only_error("append"));
+        }
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poisoned_error());
         }
@@ -460,6 +558,9 @@ impl Partition {
     /// recorded. A failure is logged, never returned: the record is a safety net for reopening
     /// (it lets recovery report a lost end of the log), not data, so it never fails an append.
     fn record_end(&self, end: u64) {
+        if self.read_only {
+            return;
+        }
         let mut recorded = lock(&self.recorded_end);
         if end <= *recorded || self.deleted.load(Ordering::Acquire) {
             return;
@@ -542,7 +643,15 @@ impl Partition {
                 return Err(self.out_of_range(from));
             };
             let before = out.len();
-            let (read, damage) = segment.read(&self.origin, from, stop, budget, out)?;
+            let (read, damage) = match segment.read(&self.origin, from, stop, budget, out) {
+                // Retention deleted the segment under a reader: its offsets are below the log
+                // start now.
+                Err(e) if self.deleted_under_reader(&e) => {
+                    self.catch_up()?;
+                    return Err(self.out_of_range(from));
+                }
+                other => other?,
+            };
             budget = budget.saturating_sub(read);
             if let Some(last) = out[before..].last() {
                 from = last.offset + 1;
@@ -606,16 +715,30 @@ impl Partition {
     pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
         let end = self.end_offset();
         for segment in self.segments() {
-            if let Some(offset) = segment.offset_for_timestamp(&self.origin, timestamp, end)? {
-                return Ok(Some(offset));
+            match segment.offset_for_timestamp(&self.origin, timestamp, end) {
+                Ok(Some(offset)) => return Ok(Some(offset)),
+                Ok(None) => {}
+                // Its records are gone: the answer is in a later segment.
+                Err(e) if self.deleted_under_reader(&e) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
     }
 
+    /// Whether `e` is a read-only view's read of a segment file retention deleted since.
+    fn deleted_under_reader(&self, e: &Error) -> bool {
+        self.read_only
+            && matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
     /// Deletes the oldest sealed segments that retention no longer keeps. Returns how many.
     pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        let (retention_bytes, retention_ms) = (self.config.retention_bytes, self.config.retention_ms);
+        if self.read_only {
+            return Ok(0);
+        }
+        let limit = |a: &AtomicU64| Some(a.load(Ordering::Acquire)).filter(|&v| v != u64::MAX);
+        let (retention_bytes, retention_ms) = (limit(&self.retention_bytes), limit(&self.retention_ms));
         if retention_bytes.is_none() && retention_ms.is_none() {
             return Ok(0);
         }
@@ -649,6 +772,12 @@ impl Partition {
             tracing::debug!(topic = %self.origin.topic, partition = self.id(), base_offset = s.base_offset, "retention deleted segment");
         }
         Ok(removed.len())
+    }
+
+    /// Changes retention (`None`: no limit); applied by the next retention check.
+    pub(crate) fn set_retention(&self, bytes: Option<u64>, ms: Option<u64>) {
+        self.retention_bytes.store(bytes.unwrap_or(u64::MAX), Ordering::Release);
+        self.retention_ms.store(ms.unwrap_or(u64::MAX), Ordering::Release);
     }
 
     /// Marks the partition deleted and waits out any append in progress.

@@ -323,6 +323,17 @@ fn quarantine(dir: &Path, base: u64) -> Result<PathBuf> {
 /// Base offsets of the `.log` files in a partition directory; removes leftovers (index files
 /// without a segment).
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let (bases, indexes) = list_files(dir, true)?;
+    for base in indexes.into_iter().filter(|b| !bases.contains(b)) {
+        let path = dir.join(segment::file_name(base, "index"));
+        std::fs::remove_file(&path).map_err(Error::io("remove stray index", &path))?;
+    }
+    Ok(bases)
+}
+
+/// Base offsets of the `.log` and `.index` files in a partition directory, warning about other
+/// files if `warn`.
+fn list_files(dir: &Path, warn: bool) -> Result<(Vec<u64>, Vec<u64>)> {
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(Error::io("list partition", dir))? {
@@ -338,14 +349,70 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
             Some((base, "log")) => bases.push(base),
             Some((base, "index")) => indexes.push(base),
             _ if [QUARANTINE, LOG_START, END_OFFSET].contains(&&*name) => {}
-            _ => {
+            _ if warn => {
                 tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in partition directory")
             }
+            _ => {}
         }
     }
-    for base in indexes.into_iter().filter(|b| !bases.contains(b)) {
-        let path = dir.join(segment::file_name(base, "index"));
-        std::fs::remove_file(&path).map_err(Error::io("remove stray index", &path))?;
+    Ok((bases, indexes))
+}
+
+/// Brings a reader's view of a partition another process writes up to date with its files,
+/// without writing anything (see the crate docs, "Readers beside a writer"):
+///
+/// - segments whose files retention deleted are dropped from the front of `segments`;
+/// - the last known segment is read on from where the view ended: sealed if a later segment
+///   exists (its damage is damage), else only up to the first batch not complete yet;
+/// - later segment files are added in offset order, each read whole; the last one's incomplete
+///   tail (a write in progress, or torn) is not visible. A file named inside the offsets of the
+///   segment before it (a stray copy recovery would move aside) is not read.
+///
+/// Returns the damaged ranges found. An empty `segments` is filled from the directory.
+pub(crate) fn catch_up(
+    dir: &Path,
+    origin: &Origin,
+    index_interval: u64,
+    segments: &mut Vec<Arc<Segment>>,
+) -> Result<Vec<DamagedRange>> {
+    let (mut bases, _) = list_files(dir, false)?;
+    bases.sort_unstable();
+    let gone = segments.iter().take_while(|s| bases.binary_search(&s.base_offset).is_err()).count();
+    segments.drain(..gone.min(segments.len().saturating_sub(1)));
+    if segments.len() == 1 && bases.binary_search(&segments[0].base_offset).is_err() {
+        // Every file this view knew is gone: start over from what is there.
+        segments.clear();
     }
-    Ok(bases)
+    let known = segments.last().map(|s| s.base_offset);
+    let new: Vec<u64> = bases.into_iter().filter(|&b| known.is_none_or(|k| b > k)).collect();
+    let mut damaged = Vec::new();
+    if let Some(last) = segments.last() {
+        let end = new.first().copied().unwrap_or(u64::MAX);
+        for d in last.catch_up(index_interval, !new.is_empty())? {
+            damaged.push(last.damaged_range(origin, d, end));
+        }
+    }
+    for (i, &base) in new.iter().enumerate() {
+        if segments.last().is_some_and(|prev| base < prev.next_offset()) {
+            continue;
+        }
+        let Recovered { segment, mut damage } = match Segment::open_read_only(dir, base, index_interval) {
+            Ok(r) => r,
+            // Deleted by retention since it was listed.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let next_base = new.get(i + 1).copied();
+        if next_base.is_none()
+            && let Some(torn) = damage.pop_if(|d| d.end_offset.is_none())
+        {
+            segment.hide_from(torn.position);
+        }
+        let end = next_base.unwrap_or_else(|| segment.next_offset());
+        for d in damage {
+            damaged.push(segment.damaged_range(origin, d, end));
+        }
+        segments.push(Arc::new(segment));
+    }
+    Ok(damaged)
 }

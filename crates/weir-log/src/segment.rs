@@ -128,6 +128,21 @@ impl Scan<'_> {
         Ok(Some(ScannedBatch { position: pos, header, bytes }))
     }
 
+    /// The next batch if it is complete and intact (shape, CRC-32C) and starts at offset
+    /// `expected`; else `None`, and the scan stays where it was.
+    fn next_complete(&mut self, expected: u64) -> Option<ScannedBatch> {
+        let position = self.position;
+        match self.next() {
+            Ok(Some(b)) if b.header.base_offset == expected && batch::verify(&b.header, &b.bytes).is_ok() => {
+                Some(b)
+            }
+            _ => {
+                self.position = position;
+                None
+            }
+        }
+    }
+
     /// The next batch if it is intact (shape, CRC-32C) and starts at offset `expected`. Else
     /// the damage there, which runs to the next intact batch with offsets in
     /// `expected..=max_offset` (see [`Scan::resync`]); the scan then stands at that batch.
@@ -234,6 +249,7 @@ impl Segment {
         let index_path = dir.join(file_name(base_offset, "index"));
         let _ = std::fs::remove_file(&index_path);
         let index = Index::open(&index_path)?;
+        let file = SegmentFile::with_open(path.clone(), file);
         Ok(Segment::new(base_offset, path, index_path, file, index, 0, base_offset, i64::MIN))
     }
 
@@ -242,7 +258,7 @@ impl Segment {
         base_offset: u64,
         path: PathBuf,
         index_path: PathBuf,
-        file: File,
+        file: SegmentFile,
         index: Index,
         size: u64,
         next_offset: u64,
@@ -250,7 +266,7 @@ impl Segment {
     ) -> Segment {
         Segment {
             base_offset,
-            file: SegmentFile::with_open(path.clone(), file),
+            file,
             path,
             index_path,
             index: Mutex::new(index),
@@ -269,15 +285,26 @@ impl Segment {
     /// cut; the caller decides (only a torn tail of a partition's last segment is cut, with
     /// [`Segment::cut_tail`]).
     pub(crate) fn recover(dir: &Path, base_offset: u64, index_interval: u64) -> Result<Recovered> {
+        Segment::scan_file(dir, base_offset, index_interval, false)
+    }
+
+    /// [`Segment::recover`] for a reader beside another process's writer: the files are opened
+    /// read-only and never written (index entries found missing are kept in memory only).
+    pub(crate) fn open_read_only(dir: &Path, base_offset: u64, index_interval: u64) -> Result<Recovered> {
+        Segment::scan_file(dir, base_offset, index_interval, true)
+    }
+
+    fn scan_file(dir: &Path, base_offset: u64, index_interval: u64, read_only: bool) -> Result<Recovered> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!read_only)
             .open(&path)
             .map_err(Error::io("open segment", &path))?;
         let len = file.metadata().map_err(Error::io("stat segment", &path))?.len();
         let index_path = dir.join(file_name(base_offset, "index"));
-        let mut index = Index::open(&index_path)?;
+        let mut index =
+            if read_only { Index::open_read_only(&index_path) } else { Index::open(&index_path)? };
         index.retain_valid(|e| {
             let mut h = [0u8; HEADER_LEN];
             u64::from(e.position) + HEADER_LEN as u64 <= len
@@ -327,8 +354,87 @@ impl Segment {
                 }
             }
         }
+        let file = SegmentFile::with_open_as(path.clone(), file, read_only);
         let segment = Segment::new(base_offset, path, index_path, file, index, len, next, max_ts);
         Ok(Recovered { segment, damage })
+    }
+
+    /// Reads what another process appended to this segment since the last look (a reader's
+    /// view): every intact batch from the visible end on becomes visible, with index entries in
+    /// memory. `sealed` says the writer has moved on to a later segment: damage then is damage
+    /// (returned, and the scan resumes after it); otherwise the first batch that is not intact
+    /// yet, a write in progress or a torn tail, ends what is visible for now. Returns the damage
+    /// found. Never writes.
+    pub(crate) fn catch_up(&self, index_interval: u64, sealed: bool) -> Result<Vec<Damage>> {
+        let file = self.open()?;
+        let len = file.metadata().map_err(Error::io("stat segment", &self.path))?.len();
+        let from = self.visible.load(Ordering::Acquire);
+        if len <= from {
+            return Ok(Vec::new());
+        }
+        let mut scan = Scan {
+            file: &file,
+            position: from,
+            end: len,
+            chunk_size: SCAN_CHUNK,
+            chunk: Bytes::new(),
+            chunk_position: 0,
+        };
+        let (mut next, mut max_ts) = (self.next_offset(), self.max_timestamp());
+        let mut visible = from;
+        let mut damage = Vec::new();
+        {
+            let mut index = self.index();
+            let mut last_indexed = u64::from(index.last().position);
+            loop {
+                let found = if sealed {
+                    scan.next_intact(next, max_offset(self.base_offset))
+                } else {
+                    // A batch not complete yet ends the look, without searching past it.
+                    Ok(scan.next_complete(next))
+                };
+                match found {
+                    Ok(None) => break,
+                    Ok(Some(b)) => {
+                        // As in recovery, the first batch after damage is always indexed.
+                        let resumed = damage.last().is_some_and(|d: &Damage| d.end_position == b.position);
+                        if b.position >= last_indexed + index_interval
+                            || (resumed && b.position > last_indexed)
+                        {
+                            // In memory only: a reader's index is never written.
+                            let _ = index.push(IndexEntry {
+                                relative_offset: (b.header.base_offset - self.base_offset) as u32,
+                                position: b.position as u32,
+                                max_timestamp_before: max_ts,
+                            });
+                            last_indexed = b.position;
+                        }
+                        max_ts = max_ts.max(b.header.max_timestamp);
+                        next = b.header.next_offset();
+                        visible = b.position + b.bytes.len() as u64;
+                    }
+                    Err(d) => {
+                        if let Some(end) = d.end_offset {
+                            next = end;
+                        }
+                        visible = d.end_position;
+                        damage.push(d);
+                    }
+                }
+            }
+        }
+        self.max_timestamp.store(max_ts, Ordering::Release);
+        self.next_offset.store(next, Ordering::Release);
+        self.size.store(visible, Ordering::Release);
+        self.visible.store(visible, Ordering::Release);
+        Ok(damage)
+    }
+
+    /// A reader's view ends at `position`: the bytes after it (a tail being written, or torn)
+    /// are not visible. Nothing is written.
+    pub(crate) fn hide_from(&self, position: u64) {
+        self.size.store(position, Ordering::Release);
+        self.visible.store(position, Ordering::Release);
     }
 
     /// The base offset of the segment file's first batch if that batch is intact and its base

@@ -1,8 +1,8 @@
 //! A topic: a named set of partitions sharing one configuration.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -50,7 +50,8 @@ impl std::fmt::Debug for Topic {
 pub(crate) struct TopicInner {
     pub(crate) name: Arc<str>,
     pub(crate) dir: PathBuf,
-    pub(crate) config: Arc<TopicConfig>,
+    /// The configuration; replaced whole when retention is changed.
+    config: RwLock<Arc<TopicConfig>>,
     pub(crate) partitions: Vec<Partition>,
     round_robin: AtomicU32,
     pub(crate) notify: Arc<Notify>,
@@ -80,7 +81,7 @@ impl Topic {
             inner: Arc::new(TopicInner {
                 name: name.into(),
                 dir,
-                config,
+                config: RwLock::new(config),
                 partitions,
                 round_robin: AtomicU32::new(0),
                 notify,
@@ -102,9 +103,18 @@ impl Topic {
         self.inner.name.clone()
     }
 
-    /// The topic's configuration.
-    pub fn config(&self) -> &TopicConfig {
-        &self.inner.config
+    /// The topic's configuration (retention as last set by
+    /// [`Log::set_topic_retention`](crate::Log::set_topic_retention)).
+    pub fn config(&self) -> Arc<TopicConfig> {
+        self.inner.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the configuration (only retention differs) and the partitions' retention.
+    pub(crate) fn set_config(&self, config: TopicConfig) {
+        for p in &self.inner.partitions {
+            p.set_retention(config.retention_bytes, config.retention_ms);
+        }
+        *self.inner.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
     }
 
     /// Number of partitions.
@@ -329,7 +339,7 @@ impl Topic {
     pub fn describe(&self) -> TopicDescription {
         TopicDescription {
             name: self.name().to_owned(),
-            config: self.config().clone(),
+            config: TopicConfig::clone(&self.config()),
             partitions: self.inner.partitions.iter().map(Partition::info).collect(),
         }
     }

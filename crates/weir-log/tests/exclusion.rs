@@ -29,7 +29,7 @@ fn exclusion_child() {
             let mut rest = Vec::new();
             std::io::stdin().read_to_end(&mut rest).unwrap();
         }
-        Err(Error::Locked(_)) => println!("locked"),
+        Err(Error::Locked { .. }) => println!("locked"),
         Err(e) => println!("error {e}"),
     }
 }
@@ -66,7 +66,7 @@ fn deleting_the_lock_file_does_not_let_a_second_writer_in() {
     assert_eq!(answer, "locked", "a second process opened the log after .lock was deleted");
     assert!(second.wait().unwrap().success());
     let err = Log::open(dir.path(), LogOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::Locked(_)), "{err}");
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
 
     // Once the owner is gone, the directory opens, with the owner's record only.
     drop(owner.stdin.take());
@@ -74,4 +74,16 @@ fn deleting_the_lock_file_does_not_let_a_second_writer_in() {
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.topic("t").unwrap().end_offset(0).unwrap(), 1);
     assert!(dir.path().join(".lock").exists());
+}
+
+#[test]
+fn the_lock_error_names_the_owning_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut owner, first) = child(dir.path());
+    assert_eq!(first, "opened");
+    let err = Log::open(dir.path(), LogOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { pid: Some(pid), .. } if pid == owner.id()), "{err:?}");
+    assert!(err.to_string().contains(&format!("process {}", owner.id())), "{err}");
+    drop(owner.stdin.take());
+    assert!(owner.wait().unwrap().success());
 }

@@ -15,6 +15,14 @@
 //! happens only after stdout was flushed, so a record lost in a closed pipe is not committed
 //! (at-least-once).
 //!
+//! What is committed: only partitions this run read from (its position there moved), and only
+//! forward, past the group's committed offset; a partition the group has no offset for gets
+//! where the run stands (so a new group starts where it was told to). A look back with
+//! `--offset` or `--since` ("peek") thus never moves the group back; `weir group reset-offsets`
+//! does that. With `--no-commit` nothing is committed, and the log is opened read-only, so it
+//! works beside the program that owns the log directory (as does every consume without
+//! `--group`).
+//!
 //! Records lost to damage on disk are never passed over silently: with `--on-damage stop` (the
 //! default) the records before the damaged range are printed (and committed), then the command
 //! fails naming the range; with `--on-damage skip` it steps over the range and prints a warning
@@ -24,7 +32,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
@@ -43,6 +51,12 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 earliest offset of each partition, like reading a file. With --group and no start flag, at the \
 group's committed offsets (the earliest offset where it has none). A start flag \
 (--from-beginning, --offset, --since) overrides both.\n\n\
+Commits (with --group): after each printed batch and on exit, only for partitions read from, and \
+only forward: a look back (--offset 0 -n 2) leaves the group's offsets where they are; `weir group \
+reset-offsets` moves them back. With --no-commit, nothing is committed.\n\n\
+Beside a running program: without --group, or with --no-commit, the log is opened read-only and \
+this works while another process owns the log directory, showing what it has written so far \
+(with --follow, as it writes).\n\n\
 Where it stops: without --follow, at the end offsets the partitions had when the command started \
 (or after -n records); with --follow, on Ctrl-C (or after -n records).\n\n\
 Output: each record's value as raw bytes followed by a newline. With --json, one JSON object per \
@@ -53,9 +67,13 @@ pub(crate) struct ConsumeArgs {
     /// The topic to read.
     topic: String,
     /// Read as this consumer group: start from its committed offsets and commit after each
-    /// printed batch and on exit.
+    /// printed batch and on exit, only forward and only for partitions read from.
     #[arg(long, short, value_name = "GROUP")]
     group: Option<String>,
+    /// With --group: start from the group's committed offsets but commit nothing. Opens the log
+    /// read-only, so it works while another process owns the log directory.
+    #[arg(long, requires = "group")]
+    no_commit: bool,
     /// Start at the earliest offset still stored.
     #[arg(long, group = "start")]
     from_beginning: bool,
@@ -63,10 +81,10 @@ pub(crate) struct ConsumeArgs {
     /// the end; where retention deleted it, at the earliest offset left (with a warning).
     #[arg(long, group = "start", value_name = "N")]
     offset: Option<u64>,
-    /// Start at the first record with a timestamp at or after TIME: an RFC 3339 timestamp
-    /// (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) or a duration before now (10m, 2h 30m,
-    /// 1day).
-    #[arg(long, group = "start", value_name = "TIME", value_parser = parse_since)]
+    /// Start at the first record with a timestamp at or after TIME: milliseconds since the Unix
+    /// epoch, an RFC 3339 timestamp (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) or a
+    /// duration before now (10m, 2h 30m, 1day).
+    #[arg(long, group = "start", value_name = "TIME", value_parser = super::values::time)]
     since: Option<i64>,
     /// Read only this partition. With --group, read it for the group without joining the group
     /// as a member: start from, and commit to, the group's committed offset for this partition.
@@ -110,6 +128,82 @@ enum OnDamage {
     Skip,
 }
 
+impl ConsumeArgs {
+    /// Whether this run commits to a group (and so needs the log opened for writing).
+    pub(crate) fn commits(&self) -> bool {
+        self.group.is_some() && !self.no_commit
+    }
+}
+
+/// The group commits of a run: only partitions read from, only forward (see the module docs).
+struct Commits {
+    /// The group, if this run commits.
+    group: Option<String>,
+    /// The group's committed offsets of the topic, as last known.
+    committed: HashMap<u32, u64>,
+    /// Each partition's position when reading started.
+    started: HashMap<u32, u64>,
+    /// Partitions read from whose position stayed behind the group's committed offset:
+    /// (position, committed), reported at the end.
+    behind: HashMap<u32, (u64, u64)>,
+}
+
+impl Commits {
+    fn new(log: &Log, args: &ConsumeArgs, consumer: &Consumer) -> Result<Commits> {
+        let group = args.group.clone().filter(|_| args.commits());
+        let committed = match &group {
+            Some(g) => super::group::committed(log, g, &args.topic)?,
+            None => HashMap::new(),
+        };
+        Ok(Commits {
+            group,
+            committed,
+            started: positions(consumer).into_iter().collect(),
+            behind: HashMap::new(),
+        })
+    }
+
+    /// Commits the positions of the partitions read from, where they are past the committed
+    /// offset (or there is none yet).
+    fn commit(&mut self, log: &Log, topic: &str, consumer: &Consumer) -> Result<()> {
+        let Some(group) = &self.group else { return Ok(()) };
+        let mut offsets = Vec::new();
+        for (p, position) in positions(consumer) {
+            let read = self.started.get(&p) != Some(&position);
+            match self.committed.get(&p) {
+                None => offsets.push((p, position)),
+                Some(&c) if read && position > c => offsets.push((p, position)),
+                Some(&c) if read && position < c => {
+                    self.behind.insert(p, (position, c));
+                }
+                Some(_) => {}
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        log.commit_offsets(group, topic, offsets.iter().copied())?;
+        for (p, offset) in offsets {
+            self.committed.insert(p, offset);
+            self.behind.remove(&p);
+        }
+        Ok(())
+    }
+
+    /// Says which partitions were left uncommitted because the group is further on.
+    fn report(&self, topic: &str) {
+        let mut behind: Vec<_> = self.behind.iter().collect();
+        behind.sort();
+        for (p, (position, committed)) in behind {
+            let _ = note(format_args!(
+                "weir: note: partition {p} of {topic} read up to offset {position}, behind the group's \
+                 committed offset {committed}: not committed (the group's offsets only move forward; \
+                 `weir group reset-offsets` moves them back)"
+            ));
+        }
+    }
+}
+
 /// Runs `weir consume`; returns on Ctrl-C, at the end of the records to print, or on an error.
 pub(crate) async fn run(log: &Log, args: &ConsumeArgs, out: &mut Output) -> Result<()> {
     let topic = log.topic(&args.topic)?;
@@ -134,6 +228,7 @@ pub(crate) async fn run(log: &Log, args: &ConsumeArgs, out: &mut Output) -> Resu
         .map(|(p, _)| Ok((p, topic.end_offset(p)?)))
         .collect::<Result<_>>()?;
     tracing::debug!(partitions = ?positions(&consumer), ?ends, "consuming");
+    let mut commits = Commits::new(log, args, &consumer)?;
 
     let mut printed = 0u64;
     let mut warned = 0;
@@ -177,10 +272,12 @@ pub(crate) async fn run(log: &Log, args: &ConsumeArgs, out: &mut Output) -> Resu
             }
         }
         out.flush()?;
-        consumer.commit()?;
+        commits.commit(log, topic.name(), &consumer)?;
     }
     out.flush()?;
-    Ok(consumer.commit()?)
+    commits.commit(log, topic.name(), &consumer)?;
+    commits.report(topic.name());
+    Ok(())
 }
 
 /// Prints a warning for each damaged range the consumer stepped over since the last call
@@ -335,78 +432,4 @@ fn signal_handler() -> Result<impl Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
-}
-
-const SINCE_HELP: &str = "expected an RFC 3339 timestamp with a time zone (2024-05-01T12:00:00Z, \
-2024-05-01T14:00:00+02:00) or a duration before now (10m, 2h 30m, 1day)";
-
-/// Parses `--since`: milliseconds since the Unix epoch.
-fn parse_since(s: &str) -> Result<i64, String> {
-    parse_time(s.trim(), SystemTime::now())
-}
-
-fn parse_time(s: &str, now: SystemTime) -> Result<i64, String> {
-    if let Ok(ago) = humantime::parse_duration(s) {
-        let t = now.checked_sub(ago).ok_or_else(|| format!("{s} ago is out of range"))?;
-        return millis(t);
-    }
-    let (body, zone_minutes) = split_zone(s).ok_or(SINCE_HELP)?;
-    let mut body = body.to_owned();
-    if body.as_bytes().get(10) == Some(&b't') {
-        body.replace_range(10..11, "T");
-    }
-    let t = humantime::parse_rfc3339_weak(&body).map_err(|e| format!("{e}; {SINCE_HELP}"))?;
-    Ok(millis(t)? - zone_minutes * 60_000)
-}
-
-/// Splits an RFC 3339 time zone (`Z` or `±HH:MM`) off the end: the rest and the zone's offset
-/// from UTC in minutes.
-fn split_zone(s: &str) -> Option<(&str, i64)> {
-    if let Some(body) = s.strip_suffix(['Z', 'z']) {
-        return Some((body, 0));
-    }
-    let at = s.len().checked_sub(6)?;
-    if !s.is_char_boundary(at) {
-        return None;
-    }
-    let (body, zone) = s.split_at(at);
-    let &[sign, h1, h2, b':', m1, m2] = zone.as_bytes() else { return None };
-    let sign = match sign {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let two = |a: u8, b: u8| {
-        (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i64::from(a - b'0') * 10 + i64::from(b - b'0'))
-    };
-    let (hours, minutes) = (two(h1, h2)?, two(m1, m2)?);
-    (hours <= 23 && minutes <= 59).then_some((body, sign * (hours * 60 + minutes)))
-}
-
-fn millis(t: SystemTime) -> Result<i64, String> {
-    let since_epoch = t.duration_since(UNIX_EPOCH).map_err(|_| "times before 1970 are not supported")?;
-    i64::try_from(since_epoch.as_millis()).map_err(|_| "time out of range".to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_accepts_rfc_3339_with_any_zone_and_durations() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let utc = 1_714_564_800_000; // 2024-05-01T12:00:00Z
-        assert_eq!(parse_time("2024-05-01T12:00:00Z", now), Ok(utc));
-        assert_eq!(parse_time("2024-05-01t12:00:00z", now), Ok(utc));
-        assert_eq!(parse_time("2024-05-01T14:00:00+02:00", now), Ok(utc));
-        assert_eq!(parse_time("2024-05-01T07:30:00-04:30", now), Ok(utc));
-        assert_eq!(parse_time("2024-05-01T12:00:00.250Z", now), Ok(utc + 250));
-        assert_eq!(parse_time("10m", now), Ok(1_700_000_000_000 - 600_000));
-        assert_eq!(parse_time("1h 30m", now), Ok(1_700_000_000_000 - 5_400_000));
-        for bad in
-            ["", "yesterday", "2024-05-01T12:00:00", "2024-05-01T12:00:00+2:00", "2024-05-01", "ääääääää"]
-        {
-            assert!(parse_time(bad, now).is_err(), "{bad:?} was accepted");
-        }
-    }
 }

@@ -1,16 +1,21 @@
 //! Command-line parsing and dispatch for the `weir` binary.
 //!
 //! Every command opens the log in `--dir` (default `./weir-data`, or `$WEIR_DIR`), does its work
-//! and closes the log. The log allows one process per directory, so two `weir` commands cannot
-//! run on the same directory at the same time; the second fails with a message saying so.
+//! and closes the log. Commands that only read (`topic list`/`describe`, `group list`/`describe`,
+//! `group reset-offsets` without `--execute`, `consume` without `--group` or with `--no-commit`,
+//! also with `--follow`) open it read-only: they work while another process (a running
+//! pipeline, a `weir produce`) owns the directory, and see what it has published so far.
+//! Commands that change the log take the directory's lock: one such process at a time; another
+//! fails with a message naming the owner's process id.
 //!
 //! # Output
 //!
 //! - Human-readable (default): aligned tables for `list` and `describe`; raw record values, one
 //!   per line, for `consume`; notes and summaries on stderr.
 //! - `--json`: [JSON Lines](https://jsonlines.org) on stdout, one JSON object per line: one per
-//!   item for `topic list` and `group list`, one per record for `consume`, one object for
-//!   `describe`, `create`, `delete` and `produce` (its summary).
+//!   item for `topic list` and `group list`, one per record for `consume`, one per partition for
+//!   `group reset-offsets`, one object for `describe`, `create`, `alter`, `delete` and `produce`
+//!   (its summary).
 //!
 //! # Exit codes
 //!
@@ -38,6 +43,7 @@ pub(crate) mod output;
 pub(crate) mod produce;
 pub(crate) mod sql;
 pub(crate) mod topic;
+pub(crate) mod values;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -57,6 +63,9 @@ use self::output::Output;
 )]
 #[command(after_help = "With --json, every command prints JSON Lines on stdout: one JSON object per line.\n\
 Logging goes to stderr; set RUST_LOG (default: warn) to see more.\n\n\
+Reading commands (topic list/describe, group list/describe, group reset-offsets without --execute, \
+consume without --group or with --no-commit) work while another process owns the log directory; \
+commands that change the log take its lock, one process at a time.\n\n\
 Exit codes: 0 success; 1 error, nothing changed in the log; 2 usage error; 3 produce appended \
 some records, then failed (the message says how many; exactly those are in the log); 4 done, \
 but the report could not be written to stdout/stderr (do not retry).")]
@@ -76,7 +85,7 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create, list, describe and delete topics.
+    /// Create, list, describe, alter and delete topics.
     Topic {
         #[command(subcommand)]
         command: topic::TopicCommand,
@@ -85,7 +94,7 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records.
     Consume(consume::ConsumeArgs),
-    /// List and describe consumer groups.
+    /// List, describe, reset and delete consumer groups.
     Group {
         #[command(subcommand)]
         command: group::GroupCommand,
@@ -144,17 +153,17 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     let mut changes = false;
     let result = match cli.command {
         Command::Topic { command } => {
-            let creates = matches!(command, topic::TopicCommand::Create(_));
-            changes = matches!(command, topic::TopicCommand::Create(_) | topic::TopicCommand::Delete { .. });
-            let log = open_log(&cli.dir, creates)?;
+            let access = command.access();
+            changes = access != Access::Read;
+            let log = open_log(&cli.dir, access)?;
             topic::run(&log, command, &mut out)
         }
         Command::Produce(args) => {
             changes = true;
-            produce::run(&open_log(&cli.dir, false)?, &args, &mut out)
+            produce::run(&open_log(&cli.dir, Access::Write)?, &args, &mut out)
         }
         Command::Consume(args) => {
-            let log = open_log(&cli.dir, false)?;
+            let log = open_log(&cli.dir, if args.commits() { Access::Write } else { Access::Read })?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -162,7 +171,11 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
             runtime.block_on(consume::run(&log, &args, &mut out))
         }
-        Command::Group { command } => group::run(&open_log(&cli.dir, false)?, command, &mut out),
+        Command::Group { command } => {
+            let access = command.access();
+            changes = access != Access::Read;
+            group::run(&open_log(&cli.dir, access)?, command, &mut out)
+        }
         Command::Sql(_) => Ok(()),
     };
     result.and_then(|()| out.flush()).map_err(|e| {
@@ -176,21 +189,37 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     })
 }
 
+/// How a command opens the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read-only, beside a process that may own the directory; changes nothing.
+    Read,
+    /// With the directory's lock, to change an existing log.
+    Write,
+    /// With the lock, creating the log if there is none (`topic create`).
+    Create,
+}
+
 /// Opens the log in `dir`. Only `topic create` may create a new log: for every other command a
 /// directory that holds no log is an error (most likely a typo in `--dir`), not an empty log.
-fn open_log(dir: &Path, create: bool) -> Result<Log> {
-    if !create && !dir.join("topics").is_dir() {
+fn open_log(dir: &Path, access: Access) -> Result<Log> {
+    if access != Access::Create && !dir.join("topics").is_dir() {
         bail!(
             "no weir log in {} (create a topic with `weir topic create`, or point --dir or WEIR_DIR at a log)",
             dir.display()
         );
     }
-    let log = Log::open(dir, LogOptions::default()).map_err(|e| match e {
-        Error::Locked(_) => anyhow!(
-            "{e}: a log directory can be open in one process at a time (is a `weir consume --follow` running?)"
-        ),
-        e => e.into(),
-    })?;
+    let log = match access {
+        Access::Read => Log::open_read_only(dir)?,
+        Access::Write | Access::Create => Log::open(dir, LogOptions::default()).map_err(|e| match e {
+            Error::Locked { .. } => anyhow!(
+                "{e}: one process at a time can change a log directory. Commands that only read work \
+                 beside it: topic list/describe, group list/describe, group reset-offsets without \
+                 --execute, consume without --group or with --no-commit (also with --follow)"
+            ),
+            e => e.into(),
+        })?,
+    };
     for (topic, error) in log.unavailable_topics() {
         let _ = output::note(format_args!(
             "weir: warning: topic {topic} could not be opened ({error}); the other topics are available \

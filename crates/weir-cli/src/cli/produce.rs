@@ -17,7 +17,11 @@ line ending (\\n or \\r\\n) is not part of it, and an empty line is a record wit
 Records are appended in batches of --batch-size lines, so when typing lines by hand use \
 --batch-size 1 to append each at once. A summary goes to stderr (with --json: a JSON object on \
 stdout). If an append fails after records were appended, the exit code is 3 and the message says \
-how many records of this run are in the log: exactly those, so a retry should skip them.")]
+how many records of this run are in the log: exactly those, so a retry should skip them.\n\nRecord \
+timestamps: the time of the append by default; --timestamp sets one for every record; \
+--timestamp-separator reads one at the start of each line (TIME SEP [KEY SEP] VALUE). A time is \
+milliseconds since the Unix epoch, an RFC 3339 timestamp (2024-05-01T12:00:00Z) or a duration \
+before now (10m).")]
 pub(crate) struct ProduceArgs {
     /// The topic to append to.
     topic: String,
@@ -30,6 +34,16 @@ pub(crate) struct ProduceArgs {
     /// their key's hash and keyless records round-robin.
     #[arg(long, short, value_name = "P")]
     partition: Option<u32>,
+    /// Give every record this timestamp: milliseconds since the Unix epoch, an RFC 3339
+    /// timestamp (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) or a duration before now
+    /// (10m). [default: the time of the append]
+    #[arg(long, value_name = "TIME", value_parser = super::values::time, conflicts_with = "timestamp_separator")]
+    timestamp: Option<i64>,
+    /// Each line starts with its record's timestamp (a TIME, as for --timestamp), then SEP; the
+    /// rest is the key (with --key-separator) and value. A line whose timestamp does not parse
+    /// fails the command, naming the line. `\t` stands for a tab.
+    #[arg(long, value_name = "SEP", value_parser = super::separator)]
+    timestamp_separator: Option<String>,
     /// Lines per append.
     #[arg(long, short, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -90,6 +104,8 @@ fn produce_into(
         bail!("topic {} has {} partitions; there is no partition {p}", topic.name(), topic.partition_count());
     }
     let separator = args.key_separator.as_deref().map(str::as_bytes);
+    let time_separator = args.timestamp_separator.as_deref().map(str::as_bytes);
+    let mut line_number = 0u64;
     let batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
     let mut batch: Vec<Record> = Vec::with_capacity(batch_size.min(1 << 16));
     let mut line = Vec::new();
@@ -99,13 +115,42 @@ fn produce_into(
         if n == 0 {
             break;
         }
-        batch.push(to_record(&line, separator));
+        line_number += 1;
+        let mut record = match time_separator {
+            Some(sep) => {
+                match split_at_timestamp(&line, sep) {
+                    Ok((time, rest)) => to_record(rest, separator).with_timestamp(time),
+                    Err(e) => {
+                        // The lines before it are appended: the error says how many are in.
+                        append(topic, args.partition, &batch, summary)?;
+                        bail!("line {line_number} of stdin: {e}");
+                    }
+                }
+            }
+            None => to_record(&line, separator),
+        };
+        if let Some(t) = args.timestamp {
+            record = record.with_timestamp(t);
+        }
+        batch.push(record);
         if batch.len() >= batch_size {
             append(topic, args.partition, &batch, summary)?;
             batch.clear();
         }
     }
     append(topic, args.partition, &batch, summary)
+}
+
+/// Splits a line's leading timestamp field off at the first `sep`: the time in milliseconds
+/// since the Unix epoch, and the rest of the line.
+fn split_at_timestamp<'a>(line: &'a [u8], sep: &[u8]) -> std::result::Result<(i64, &'a [u8]), String> {
+    let Some(at) = line.windows(sep.len()).position(|w| w == sep) else {
+        let sep = String::from_utf8_lossy(sep);
+        return Err(format!("no timestamp separator {sep:?}: expected TIME{sep}[KEY SEP]VALUE"));
+    };
+    let field = String::from_utf8_lossy(&line[..at]);
+    let time = super::values::time(&field).map_err(|e| format!("bad timestamp {field:?}: {e}"))?;
+    Ok((time, &line[at + sep.len()..]))
 }
 
 /// One line as a record: without its line ending, split at the first separator if one is given.

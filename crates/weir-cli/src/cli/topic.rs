@@ -1,4 +1,4 @@
-//! `weir topic create | list | describe | delete`.
+//! `weir topic create | list | describe | alter | delete`.
 
 use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
@@ -20,6 +20,9 @@ pub(crate) enum TopicCommand {
         /// The topic.
         name: String,
     },
+    /// Change a topic's retention (as Kafka's `kafka-configs --alter` does for retention.bytes
+    /// and retention.ms); retention applies at once. Other settings are fixed at creation.
+    Alter(AlterArgs),
     /// Delete a topic, its data, and the committed offsets of every group for it.
     Delete {
         /// The topic.
@@ -40,24 +43,56 @@ pub(crate) struct CreateArgs {
     /// retention.bytes). [default: unlimited]
     #[arg(long, value_name = "BYTES|unlimited", value_parser = limit, allow_hyphen_values = true)]
     retention_bytes: Option<Limit>,
-    /// Retention by age: delete a segment once its newest record is older than this many
-    /// milliseconds, 1 to 9223372036854775807, or `forever` (also `-1`, as Kafka's
-    /// retention.ms). [default: forever]
-    #[arg(long, value_name = "MS|forever", value_parser = limit, allow_hyphen_values = true)]
+    /// Retention by age: delete a segment once its newest record is older than this: a
+    /// duration (7d, 36h, 1h 30m), milliseconds (1 to 9223372036854775807), or `forever` (also
+    /// `-1`, as Kafka's retention.ms). [default: forever]
+    #[arg(long, value_name = "DURATION|forever", value_parser = duration, allow_hyphen_values = true)]
     retention_ms: Option<Limit>,
     /// Roll to a new segment before one would grow past this size, 4096 to 1073741824 bytes.
     /// [default: 134217728 (128 MiB)]
     #[arg(long, value_name = "BYTES")]
     segment_bytes: Option<u64>,
-    /// Roll a non-empty segment older than this many milliseconds on the next append, 1 to
-    /// 9223372036854775807, or `forever` (also `-1`): roll by size only. [default: forever]
-    #[arg(long, value_name = "MS|forever", value_parser = limit, allow_hyphen_values = true)]
+    /// Roll a non-empty segment older than this on the next append: a duration (1h, 1d),
+    /// milliseconds (1 to 9223372036854775807), or `forever` (also `-1`): roll by size only.
+    /// [default: forever]
+    #[arg(long, value_name = "DURATION|forever", value_parser = duration, allow_hyphen_values = true)]
     segment_ms: Option<Limit>,
+}
+
+/// Arguments of `weir topic alter`: the retention settings to change; the others stay.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
+pub(crate) struct AlterArgs {
+    /// The topic.
+    name: String,
+    /// New retention by size, as for `topic create`: bytes, or `unlimited` (also `-1`).
+    #[arg(long, group = "change", value_name = "BYTES|unlimited", value_parser = limit, allow_hyphen_values = true)]
+    retention_bytes: Option<Limit>,
+    /// New retention by age, as for `topic create`: a duration (7d, 36h), milliseconds, or
+    /// `forever` (also `-1`).
+    #[arg(long, group = "change", value_name = "DURATION|forever", value_parser = duration, allow_hyphen_values = true)]
+    retention_ms: Option<Limit>,
+}
+
+impl TopicCommand {
+    /// How the command opens the log.
+    pub(crate) fn access(&self) -> super::Access {
+        match self {
+            TopicCommand::Create(_) => super::Access::Create,
+            TopicCommand::Alter(_) | TopicCommand::Delete { .. } => super::Access::Write,
+            TopicCommand::List | TopicCommand::Describe { .. } => super::Access::Read,
+        }
+    }
 }
 
 /// A limit given on the command line: a number, or `None` for no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Limit(Option<u64>);
+
+/// Parses a duration flag (see the `values` module) into a limit in milliseconds.
+fn duration(s: &str) -> Result<Limit, String> {
+    super::values::duration(s).map(Limit)
+}
 
 /// Parses a limit: a non-negative number, or `forever`, `unlimited`, `none` or `-1` for no limit.
 /// The range of a number is checked with the topic's configuration, which names the flag.
@@ -78,6 +113,7 @@ pub(crate) fn run(log: &Log, command: TopicCommand, out: &mut Output) -> Result<
         TopicCommand::Create(args) => create(log, args, out),
         TopicCommand::List => list(log, out),
         TopicCommand::Describe { name } => describe(log, &name, out),
+        TopicCommand::Alter(args) => alter(log, args, out),
         TopicCommand::Delete { name } => {
             log.delete_topic(&name)?;
             if out.json() {
@@ -98,13 +134,7 @@ fn create(log: &Log, args: CreateArgs, out: &mut Output) -> Result<()> {
         segment_ms: args.segment_ms.and_then(|l| l.0),
         ..defaults
     };
-    let topic = log.create_topic(&args.name, config).map_err(|e| match e {
-        // Name the flag, not the configuration field.
-        Error::InvalidConfig { field, reason } => {
-            anyhow!("invalid --{}: {}", field.replace('_', "-"), reason.replace("use None", "use `forever`"))
-        }
-        e => e.into(),
-    })?;
+    let topic = log.create_topic(&args.name, config).map_err(flag_error)?;
     if out.json() {
         out.json_line(&TopicJson::from(&topic.describe()))
     } else {
@@ -112,6 +142,32 @@ fn create(log: &Log, args: CreateArgs, out: &mut Output) -> Result<()> {
         let plural = if n == 1 { "" } else { "s" };
         out.bytes(format!("created topic {} with {n} partition{plural}\n", topic.name()).as_bytes())
     }
+}
+
+/// An error of the log naming the flag, not the configuration field, for a bad setting.
+fn flag_error(e: Error) -> anyhow::Error {
+    match e {
+        Error::InvalidConfig { field, reason } => {
+            anyhow!("invalid --{}: {}", field.replace('_', "-"), reason.replace("use None", "use `forever`"))
+        }
+        e => e.into(),
+    }
+}
+
+fn alter(log: &Log, args: AlterArgs, out: &mut Output) -> Result<()> {
+    let current = log.topic(&args.name)?.config();
+    let bytes = args.retention_bytes.map_or(current.retention_bytes, |l| l.0);
+    let ms = args.retention_ms.map_or(current.retention_ms, |l| l.0);
+    log.set_topic_retention(&args.name, bytes, ms).map_err(flag_error)?;
+    // In force at once, as a user altering retention to free space expects.
+    let deleted = log.enforce_retention()?;
+    if out.json() {
+        return out.json_line(&TopicJson::from(&log.describe_topic(&args.name)?));
+    }
+    if deleted > 0 {
+        let _ = note(format_args!("retention deleted {deleted} segment(s)"));
+    }
+    out.bytes(format!("altered topic {}\n", args.name).as_bytes())
 }
 
 fn list(log: &Log, out: &mut Output) -> Result<()> {
