@@ -71,7 +71,6 @@
 //! tokio's blocking pool (`spawn_blocking`) in the log sink; the log source's commit is a
 //! blocking call on the task (one per poll, not per record).
 
-mod access_log;
 pub mod file_commit;
 mod file_sink;
 mod file_source;
@@ -82,7 +81,6 @@ mod log_source;
 mod parse;
 mod stdout;
 
-pub use access_log::{AccessLogEntry, AccessLogError, parse_access_log};
 pub use file_sink::{FileSink, FileWriter};
 pub use file_source::{Csv, FileReader, FileSource, JsonLines, Line, LineFormat, Lines};
 pub use generator::{GeneratorReader, GeneratorSource};

@@ -51,6 +51,8 @@
 //! so nothing is late). `--generate FILE` writes it to a file and exits; the same `--events`
 //! give the same lines.
 
+mod access_log;
+
 use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,12 +60,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use access_log::{AccessLogEntry, parse_access_log};
 use clap::Parser;
 use serde::Serialize;
-use weir::connectors::{
-    AccessLogEntry, FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource, StdoutSink,
-    parse_access_log,
-};
+use weir::connectors::{FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource, StdoutSink};
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::runtime::{
     Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig,
@@ -802,7 +802,7 @@ mod synthetic {
         fn lines_parse_and_times_round_trip() {
             for i in [0, 1, 99, 12_345, 299_999] {
                 let l = super::line(i);
-                let e = weir::connectors::parse_access_log(&l).unwrap_or_else(|err| panic!("{l}: {err}"));
+                let e = crate::access_log::parse_access_log(&l).unwrap_or_else(|err| panic!("{l}: {err}"));
                 assert!((e.timestamp_ms - (super::START_MS + i as i64 * 10)).abs() <= 3_000, "{l}");
             }
         }
