@@ -257,10 +257,12 @@ FROM acc WHERE m NOT IN (SELECT ws FROM ex_minutes) GROUP BY m
 # A record opens [t, t + gap); sessions that overlap or touch merge: a new session starts when
 # the next request is more than `gap` after the previous one.
 SESSIONS_SQL = f"""
-WITH o AS (SELECT client, ts, lag(ts) OVER (PARTITION BY client ORDER BY ts) AS prev FROM acc),
+-- Ties in ts are ordered by line, the same way in both windows (else a tied row may start a
+-- session in one order and be counted after it in the other).
+WITH o AS (SELECT client, ts, line_no, lag(ts) OVER (PARTITION BY client ORDER BY ts, line_no) AS prev FROM acc),
 s AS (SELECT client, ts,
              sum(CASE WHEN prev IS NULL OR ts - prev > {GAP} THEN 1 ELSE 0 END)
-               OVER (PARTITION BY client ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid
+               OVER (PARTITION BY client ORDER BY ts, line_no ROWS UNBOUNDED PRECEDING) AS sid
       FROM o)
 SELECT {rfc3339('min(ts)')}, {rfc3339(f'max(ts) + {GAP}')}, client, count(*) AS pages,
        (max(ts) - min(ts))::DOUBLE / CAST(1000 AS DOUBLE) AS duration_s
