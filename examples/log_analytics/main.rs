@@ -259,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("wrote {} lines to {}", args.events, path.display());
         return Ok(());
     }
-    init_tracing();
+    weir_examples::init_tracing("warn");
     let started = Instant::now();
     let log = Log::open(&args.dir, LogOptions::default())?;
     let resume = resumes(&args)?;
@@ -334,12 +334,6 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("not appended   {}", ingest_report.dead_letters);
     }
     Ok(())
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Whether this run resumes from checkpoints: checkpointing is on and not from scratch (the
