@@ -448,9 +448,10 @@ fn ingest_pipeline(
     };
     let ingested = ingested.clone();
     let lines = lines.operator("progress", move || IngestProgress(ingested.clone()));
-    // The client is the line's first word (JSON lines: the whole line is the key's fallback).
+    // The lines as they are (a dead letter then holds the line itself), keyed by client: the
+    // line's first word (of a JSON line, `{"...`: one key for all).
     lines.sink(
-        LogSink::topic(log, "access").key_by(|l: &String| l.split(' ').next().unwrap_or_default().to_owned()),
+        LogSink::raw(log, "access").key_by(|l: &String| l.split(' ').next().unwrap_or_default().to_owned()),
     );
     Ok(p)
 }
@@ -475,8 +476,8 @@ impl Operator<String, String> for IngestProgress {
 }
 
 fn parse(r: &LogRecord) -> Result<Access, String> {
-    let line: String = r.parse_json().map_err(|e| e.to_string())?;
-    parse_access_log(&line).map(Access::from).map_err(|e| e.to_string())
+    let line = std::str::from_utf8(&r.value).map_err(|e| format!("not UTF-8: {e}"))?;
+    parse_access_log(line).map(Access::from).map_err(|e| e.to_string())
 }
 
 /// Topic `access` → the five result kinds.
