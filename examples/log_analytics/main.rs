@@ -20,7 +20,7 @@
 //! a run that was killed, or stopped with Ctrl-C (a savepoint), resumes where it left off when
 //! started again with the same arguments; `--from-scratch` starts over. A run whose checkpoints
 //! are gone or all damaged, while its files, topics or consumer groups show committed progress,
-//! refuses to start rather than produce that output again. The stdout table and the
+//! refuses to start rather than produce that output again. The stdout tables and the
 //! alerts on stderr are at least once: after a restore they may repeat what followed the
 //! checkpoint.
 //!
@@ -37,9 +37,22 @@
 //! Every record starts with `window_start` and `window_end` (RFC 3339, UTC, milliseconds); a
 //! session's window is `[first request, last request + 30 min)` and `duration_s` the time from
 //! its first to its last request. Percentiles come from a DDSketch (1 % relative error). Records
-//! go to `--out DIR/<kind>.jsonl` and to the log topics `access_stats.<kind>`; a table of the
-//! `status` rows and the alerts go to stdout, the alerts to stderr too. Lines that do not parse
-//! go to the topic `access_stats.dlq` (`weir --dir DIR consume access_stats.dlq`).
+//! go to `--out DIR/<kind>.jsonl` and to the log topics `access_stats.<kind>`; the alerts go to
+//! stderr too. Lines that do not parse go to the topic `access_stats.dlq`, as they are (the
+//! error and origin in each record's headers); the summary at the end prints the command that
+//! shows them.
+//!
+//! Unless `--quiet`, stdout gets one table per minute, in window order, once the minute is
+//! complete (all at the end of a bounded run): requests, bytes and share by status class, the
+//! top 5 paths with their percentiles and the top 5 clients of the five minutes that end with
+//! it (the files hold the top 10), and `ALERT` when its 5xx share is over the threshold. The
+//! metrics URL is printed on stderr at the start.
+//!
+//! # Input
+//!
+//! `access_log.rs` says which lines parse and how (Apache/nginx common and combined, with any
+//! fields after them, and nginx JSON lines); `corpus/access_logs.txt` holds real-world variants
+//! with their expected parse.
 //!
 //! # The synthetic log
 //!
@@ -52,6 +65,7 @@
 //! give the same lines.
 
 mod access_log;
+mod report;
 
 use std::cmp::Reverse;
 use std::net::SocketAddr;
@@ -62,8 +76,9 @@ use std::time::{Duration, Instant};
 
 use access_log::{AccessLogEntry, parse_access_log};
 use clap::Parser;
+use report::Report;
 use serde::Serialize;
-use weir::connectors::{FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource, StdoutSink};
+use weir::connectors::{FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource};
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::runtime::{
     Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig,
@@ -271,7 +286,10 @@ async fn main() -> anyhow::Result<()> {
     log.register_metrics(&metrics);
     let server =
         match weir::metrics::serve(metrics.clone(), &ServerConfig::default().addr(args.metrics_addr)).await {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                eprintln!("metrics        http://{}/metrics", s.addr());
+                Some(s)
+            }
             Err(e) => {
                 eprintln!("note: no metrics endpoint: {e}");
                 None
@@ -284,10 +302,24 @@ async fn main() -> anyhow::Result<()> {
     let analysed = Arc::new(AtomicU64::new(0));
     let results: Arc<[AtomicU64; 5]> = Arc::default();
     let time_mode = has_request_time(&args)?;
+    let tables =
+        (!args.quiet).then(|| Report::new(if time_mode { "ms" } else { "bytes" }, args.error_threshold));
+    let stages =
+        Stages { bounded: !args.follow, time_mode, count: analysed.clone(), results, tables: tables.clone() };
 
     let (ingest_report, report) = if args.follow {
-        let analytics = analytics_pipeline(&args, &log, &metrics, false, time_mode, &analysed, &results)?;
+        let analytics = analytics_pipeline(&args, &log, &metrics, &stages)?;
+        // Each minute's table once it is complete.
+        let printer = tables.clone().map(|tables| {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    print!("{}", tables.take_ready(false));
+                }
+            })
+        });
         let (a, b) = tokio::join!(ingest.run(), analytics.run());
+        printer.inspect(tokio::task::JoinHandle::abort);
         (a?, b?)
     } else {
         let bar = progress_bar("appending to topic `access`", ingest_total(&args)?);
@@ -296,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
         let ingest_report = ingest.run().await?;
         ticker.abort();
         bar.finish_and_clear();
-        let analytics = analytics_pipeline(&args, &log, &metrics, true, time_mode, &analysed, &results)?;
+        let analytics = analytics_pipeline(&args, &log, &metrics, &stages)?;
         let bar = progress_bar("analysing", ingested.lines.load(Ordering::Relaxed));
         let ticker = tick(bar.clone(), analysed.clone());
         let report = analytics.run().await;
@@ -306,6 +338,9 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(server) = server {
         server.shutdown().await;
+    }
+    if let Some(tables) = &tables {
+        print!("{}", tables.take_ready(true));
     }
 
     let wall = started.elapsed();
@@ -317,13 +352,17 @@ async fn main() -> anyhow::Result<()> {
         wall.as_secs_f64()
     );
     eprintln!("parsed         {}", analysed.load(Ordering::Relaxed));
-    eprintln!(
-        "malformed      {} (dead letters: weir --dir {} consume {PIPELINE}.dlq)",
-        report.dead_letters,
-        args.dir.display()
-    );
+    eprintln!("malformed      {}", report.dead_letters);
+    if report.dead_letters > 0 {
+        // The lines themselves; `--json` adds each one's error and origin (headers).
+        eprintln!(
+            "               {} --dir {} consume {PIPELINE}.dlq --json",
+            weir_command(),
+            args.dir.display()
+        );
+    }
     eprintln!("late           {}", report.late_records);
-    for (kind, n) in KINDS.iter().zip(results.iter()) {
+    for (kind, n) in KINDS.iter().zip(stages.results.iter()) {
         eprintln!(
             "{kind:<14} {} records -> {}",
             n.load(Ordering::Relaxed),
@@ -334,6 +373,19 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("not appended   {}", ingest_report.dead_letters);
     }
     Ok(())
+}
+
+/// How to run the `weir` CLI from here: the binary built beside this example (`cargo build
+/// -p weir-cli`), else through cargo.
+fn weir_command() -> String {
+    let exe = std::env::current_exe().ok();
+    let built = exe
+        .as_deref()
+        .and_then(|e| Some(e.parent()?.parent()?.join(format!("weir{}", std::env::consts::EXE_SUFFIX))));
+    match built.filter(|w| w.is_file()) {
+        Some(weir) => weir.display().to_string(),
+        None => "cargo run --release -p weir-cli --".to_owned(),
+    }
 }
 
 /// Whether this run resumes from checkpoints: checkpointing is on and not from scratch (the
@@ -480,16 +532,28 @@ fn parse(r: &LogRecord) -> Result<Access, String> {
     parse_access_log(line).map(Access::from).map_err(|e| e.to_string())
 }
 
+/// What the analytics pipeline needs beside the arguments.
+struct Stages {
+    /// Read the topic to its end (else follow it).
+    bounded: bool,
+    /// Percentiles of request times (else of response bytes).
+    time_mode: bool,
+    /// Records parsed.
+    count: Arc<AtomicU64>,
+    /// Result records per kind.
+    results: Arc<[AtomicU64; 5]>,
+    /// Where the stdout tables are gathered (none with `--quiet`).
+    tables: Option<Report>,
+}
+
 /// Topic `access` → the five result kinds.
 fn analytics_pipeline(
     args: &Args,
     log: &Log,
     metrics: &Metrics,
-    bounded: bool,
-    time_mode: bool,
-    count: &Arc<AtomicU64>,
-    results: &Arc<[AtomicU64; 5]>,
+    stages: &Stages,
 ) -> anyhow::Result<Pipeline> {
+    let Stages { bounded, time_mode, ref count, ref results, ref tables } = *stages;
     let p = builder(args, PIPELINE).parallelism(args.parallelism).metrics(metrics.clone()).build()?;
     p.dead_letters(LogSink::dead_letters(log, PIPELINE));
     let mut source = LogSource::topic(log, "access", PIPELINE);
@@ -516,10 +580,16 @@ fn analytics_pipeline(
     let sink = Sinks { log: log.clone(), out: args.out.clone(), results: results.clone() };
 
     // Requests and bytes per minute by status class.
+    let table = tables.clone();
     let status = events
         .key_by(|a| a.status_class)
         .window(TumblingWindows::of(MINUTE))
         .aggregate((Count, Sum::of(|a: &Access| a.bytes)))
+        .inspect(move |r| {
+            if let Some(t) = &table {
+                t.status(r.window_start, r.key, r.value.0, r.value.1);
+            }
+        })
         .map(|r| StatusRow {
             window_start: rfc3339(r.window_start),
             window_end: rfc3339(r.window_end),
@@ -527,16 +597,10 @@ fn analytics_pipeline(
             requests: r.value.0,
             bytes: r.value.1,
         });
-    let status = if args.quiet {
-        status
-    } else {
-        let (status, table) = status.fork();
-        table.sink(StdoutSink::table());
-        status
-    };
     sink.write(0, status);
 
     // Top 10 paths per minute with percentiles.
+    let table = tables.clone();
     let value = move |a: &Access| if time_mode { a.time_ms } else { a.bytes as f64 };
     let per_path = rest.key_by(|a| a.path.clone()).window(TumblingWindows::of(MINUTE)).aggregate((
         Count,
@@ -548,6 +612,17 @@ fn analytics_pipeline(
         .key_by(|r| r.window_start)
         .window(TumblingWindows::of(MINUTE))
         .aggregate(TopBy::of(10, |r: &PathStats| (r.value.0, Reverse(r.key.clone()))))
+        .inspect(move |top| {
+            if let Some(t) = &table {
+                t.paths(
+                    top.key,
+                    top.value
+                        .iter()
+                        .map(|r| (r.key.clone(), r.value.0, [r.value.1, r.value.2, r.value.3]))
+                        .collect(),
+                );
+            }
+        })
         .flat_map(move |top| {
             top.value
                 .into_iter()
@@ -578,6 +653,7 @@ fn analytics_pipeline(
     sink.write(1, top_paths);
 
     // Top 10 clients over 5 minutes, sliding by 1.
+    let table = tables.clone();
     let top_clients = more
         .key_by(|a| a.client.clone())
         .window(SlidingWindows::of(5 * MINUTE, MINUTE))
@@ -587,6 +663,14 @@ fn analytics_pipeline(
         .aggregate(TopBy::of(10, |r: &weir::runtime::WindowResult<Arc<str>, u64>| {
             (r.value, Reverse(r.key.clone()))
         }))
+        .inspect(move |top| {
+            if let Some(t) = &table {
+                t.clients(
+                    top.key + (5 * MINUTE).as_millis() as i64,
+                    top.value.iter().map(|r| (r.key.clone(), r.value)).collect(),
+                );
+            }
+        })
         .flat_map(|top| {
             top.value
                 .into_iter()
@@ -627,13 +711,6 @@ fn analytics_pipeline(
                 100.0 * a.threshold
             );
         });
-    let alerts = if args.quiet {
-        alerts
-    } else {
-        let (alerts, table) = alerts.fork();
-        table.sink(StdoutSink::table());
-        alerts
-    };
     sink.write(3, alerts);
 
     // Sessions per client: 30 minutes of inactivity end one.
