@@ -1,9 +1,11 @@
-//! The log sink: records as JSON values appended to a weir-log topic, and dead-letter topics.
+//! The log sink: records appended to a weir-log topic as JSON values (or as the bytes they
+//! are), and dead-letter topics.
 //!
-//! Each batch becomes one [`Topic::send`]: a record's value is its `serde_json` encoding, its
-//! key the bytes of the [`LogSink::key_by`] extractor (keyed records go to the partition of
-//! their key's hash, keyless ones round-robin), its timestamp the record's event time if the
-//! stream assigned one, else the append's wall clock. `Topic::send` is blocking (it may wait for
+//! Each batch becomes one [`Topic::send`]: a record's value is its `serde_json` encoding (its
+//! bytes with [`LogSink::raw`]; the payload of a dead letter), its key the bytes of the
+//! [`LogSink::key_by`] extractor (keyed records go to the partition of their key's hash,
+//! keyless ones round-robin), its timestamp the record's event time if the stream assigned one,
+//! else the append's wall clock. `Topic::send` is blocking (it may wait for
 //! `fdatasync`, per the log's durability), so it runs on tokio's blocking pool; the writer waits
 //! for it, so batches keep their order. [`SinkWriter::finish`] flushes the topic.
 //!
