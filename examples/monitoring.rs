@@ -67,8 +67,8 @@ struct Access {
 }
 
 fn parse(r: &LogRecord) -> Result<Access, String> {
-    // The producer's sink wrote each line as a JSON string.
-    let line: String = r.parse_json().map_err(|e| e.to_string())?;
+    // The producer's sink wrote each line as it is (so a dead letter holds the line).
+    let line = std::str::from_utf8(&r.value).map_err(|e| format!("not UTF-8: {e}"))?;
     let f: Vec<&str> = line.split(',').collect();
     let [ts, _client, _path, status, latency] = f[..] else {
         return Err(format!("expected 5 fields, found {}", f.len()));
@@ -94,8 +94,7 @@ async fn main() -> anyhow::Result<()> {
 
     let producer = Pipeline::builder("access-producer").parallelism(1).metrics(metrics.clone()).build()?;
     producer.source(GeneratorSource::new(u64::MAX, event).rate(RATE).batch_size(256)).sink(
-        LogSink::topic(&log, "access")
-            .key_by(|line: &String| line.split(',').nth(1).unwrap_or("").to_owned()),
+        LogSink::raw(&log, "access").key_by(|line: &String| line.split(',').nth(1).unwrap_or("").to_owned()),
     );
 
     let dir = Path::new(&args.dir);
