@@ -68,7 +68,30 @@ fn examples_write_no_ansi_escapes_to_a_redirected_stderr() {
     assert!(out.status.success(), "log_analytics: {}\n{stderr}", out.status);
     assert!(stderr.contains(" INFO "), "no log messages to check:\n{stderr}");
     assert!(!out.stderr.contains(&0x1b), "ANSI escapes in a redirected stderr:\n{stderr:?}");
+    let url = stderr.lines().find_map(|l| l.strip_prefix("metrics        http://"));
+    assert!(url.is_some_and(|u| u.starts_with("127.0.0.1:") && u.ends_with("/metrics")), "{stderr}");
     let out = run("quickstart", &["data"], cwd.path(), &[("RUST_LOG", "info")]);
     assert!(out.status.success(), "quickstart: {}", String::from_utf8_lossy(&out.stderr));
     assert!(!out.stderr.contains(&0x1b), "ANSI escapes in quickstart's stderr");
+}
+
+#[test]
+fn log_analytics_prints_one_table_and_a_runnable_dead_letter_command() {
+    let cwd = tempfile::tempdir().unwrap();
+    let good = r#"10.0.0.1 - - [24/Nov/2026:00:00:01 +0000] "GET /a HTTP/1.1" 200 5 "-" "ua" "198.51.100.4""#;
+    std::fs::write(cwd.path().join("in.log"), format!("{good}\n{good}\nnot a log line\n")).unwrap();
+    let args = ["--input", "in.log", "--dir", "data", "--out", "out", "--metrics-addr", "127.0.0.1:0"];
+    let out = run("log_analytics", &args, cwd.path(), &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.matches(" requests, 5xx ").count(), 1, "{stdout}");
+    assert!(stdout.starts_with("2026-11-24T00:00Z – 00:01Z  2 requests, 5xx 0.0 %\n"), "{stdout}");
+    assert!(stderr.contains("\nmalformed      1\n"), "{stderr}");
+    let command = stderr
+        .lines()
+        .find(|l| l.contains(" consume access_stats.dlq"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let program = command.split_whitespace().next().unwrap();
+    assert!(program == "cargo" || Path::new(program).is_file(), "not runnable: {command}");
+    assert!(command.contains("--dir data consume access_stats.dlq"), "{command}");
 }
