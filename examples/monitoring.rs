@@ -29,34 +29,20 @@ const STATUSES: [u16; 8] = [200, 200, 200, 200, 304, 404, 500, 503];
 /// (dashboards/test.sh, one scrape a second) sees several complete within its rate interval.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
+#[derive(Debug, clap::Parser)]
+#[command(
+    about = "A metered producer and analytics pipeline on the embedded log, for the Grafana dashboards"
+)]
 struct Args {
+    /// Where the Prometheus metrics are served.
+    #[arg(long, default_value_t = ServerConfig::default().configured_addr())]
     metrics_addr: SocketAddr,
+    /// The log directory.
+    #[arg(long, default_value = "weir-data")]
     dir: String,
-    duration: Option<Duration>,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        metrics_addr: ServerConfig::default().configured_addr(),
-        dir: "weir-data".into(),
-        duration: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
-        match flag.as_str() {
-            "--metrics-addr" => args.metrics_addr = value()?.parse()?,
-            "--dir" => args.dir = value()?,
-            "--duration-secs" => {
-                let secs: u64 = value()?.parse()?;
-                args.duration = (secs > 0).then(|| Duration::from_secs(secs));
-            }
-            other => anyhow::bail!(
-                "unknown argument {other}\nusage: monitoring [--metrics-addr ADDR] [--dir DIR] [--duration-secs N]"
-            ),
-        }
-    }
-    Ok(args)
+    /// Stop after this many seconds; 0 runs until Ctrl-C.
+    #[arg(long = "duration-secs", value_name = "SECS", default_value_t = 0)]
+    duration_secs: u64,
 }
 
 /// Event `i`: `ts_ms,client,path,status,latency_ms`; every 200th line is malformed and every
@@ -81,8 +67,8 @@ struct Access {
 }
 
 fn parse(r: &LogRecord) -> Result<Access, String> {
-    // The producer's sink wrote each line as a JSON string.
-    let line: String = r.parse_json().map_err(|e| e.to_string())?;
+    // The producer's sink wrote each line as it is (so a dead letter holds the line).
+    let line = std::str::from_utf8(&r.value).map_err(|e| format!("not UTF-8: {e}"))?;
     let f: Vec<&str> = line.split(',').collect();
     let [ts, _client, _path, status, latency] = f[..] else {
         return Err(format!("expected 5 fields, found {}", f.len()));
@@ -96,8 +82,8 @@ fn parse(r: &LogRecord) -> Result<Access, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber_init();
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
+    weir_examples::init_tracing("info");
     let metrics = Metrics::new();
     let log = Log::open(&args.dir, LogOptions::default())?;
     log.topic_or_create("access", TopicConfig::with_partitions(3))?;
@@ -108,8 +94,7 @@ async fn main() -> anyhow::Result<()> {
 
     let producer = Pipeline::builder("access-producer").parallelism(1).metrics(metrics.clone()).build()?;
     producer.source(GeneratorSource::new(u64::MAX, event).rate(RATE).batch_size(256)).sink(
-        LogSink::topic(&log, "access")
-            .key_by(|line: &String| line.split(',').nth(1).unwrap_or("").to_owned()),
+        LogSink::raw(&log, "access").key_by(|line: &String| line.split(',').nth(1).unwrap_or("").to_owned()),
     );
 
     let dir = Path::new(&args.dir);
@@ -134,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
         .sink(FileSink::json_lines(out.join("per_status")));
 
     let stops = [producer.stop_handle(), analytics.stop_handle()];
-    if let Some(d) = args.duration {
+    if let Some(d) = (args.duration_secs > 0).then(|| Duration::from_secs(args.duration_secs)) {
         tokio::spawn(async move {
             tokio::time::sleep(d).await;
             stops.iter().for_each(|s| s.stop());
@@ -148,11 +133,4 @@ async fn main() -> anyhow::Result<()> {
         analysed.dead_letters, analysed.late_records, produced.dead_letters
     );
     Ok(())
-}
-
-/// Log messages to stderr, filtered by `RUST_LOG` (default `info`).
-fn tracing_subscriber_init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -10,16 +10,24 @@
 //! Run it twice: the second run prints only the new record, because the group committed its
 //! position the first time. `weir consume test_topic --from-beginning` shows them all.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Parser;
 use weir::prelude::*;
+
+#[derive(Debug, Parser)]
+#[command(about = "Sends one record to a topic of the embedded log, then consumes what is new")]
+struct Args {
+    /// The log directory.
+    #[arg(default_value = "weir-data", env = "WEIR_DIR")]
+    dir: PathBuf,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let dir = std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("WEIR_DIR").ok())
-        .unwrap_or_else(|| "weir-data".to_owned());
+    let Args { dir } = Args::parse();
+    weir_examples::init_tracing("warn");
     let log = Log::open(&dir, LogOptions::default())?;
 
     // Producer.
@@ -50,6 +58,6 @@ async fn main() -> anyhow::Result<()> {
         }
         consumer.commit()?;
     }
-    println!("data in {dir}");
+    println!("data in {}", dir.display());
     Ok(())
 }

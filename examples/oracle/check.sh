@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# An independent oracle for examples/log_analytics.rs: DuckDB recomputes every result kind from
+# An independent oracle for examples/log_analytics/main.rs: DuckDB recomputes every result kind from
 # the raw access logs with plain SQL, and oracle.py compares them with log_analytics' output
 # (what is compared, and how late records are handled: see oracle.py's docstring).
 #

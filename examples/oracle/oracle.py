@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent oracle for examples/log_analytics.rs: DuckDB recomputes every result kind from
+"""An independent oracle for examples/log_analytics/main.rs: DuckDB recomputes every result kind from
 the raw access log, and the oracle compares them with what log_analytics wrote.
 
     oracle.py --bin PATH/TO/log_analytics --work DIR NAME=LOG ... [--reuse]
@@ -11,7 +11,7 @@ then prints one line per check, `ok ...` or `FAIL ...`, and at the end `N passed
 the exit status is 1 when anything failed.
 
 No Weir code computes an expected value. DuckDB reads the raw file (read_text) and parses it
-with SQL regular expressions written from the rules in crates/weir-connectors/src/access_log.rs
+with SQL regular expressions written from the rules in examples/log_analytics/access_log.rs
 (the common/combined text formats; JSON lines are not implemented, and a check says so if an
 input has any). What is compared:
 
@@ -88,18 +88,19 @@ LINE = (
     r"([^ ]+) +([^ ]+)"  # status bytes
     r"((?: .*)?)$"  # the rest: empty or after a space
 )
-# The rest after the bytes: nothing but whitespace; or "referer" "user agent" and then
-# whitespace or a request time; or a request time. After the time only whitespace.
-TAIL = (
-    rf"^(?:{WS}*"
-    rf"| +{QUOTED} *{QUOTED}(?:{WS}*| *({FLOAT})(?: {WS}*)?)"
-    rf"| +({FLOAT})(?: {WS}*)?)$"
-)
+# The rest after the bytes: optionally "referer" "user agent" (both, or neither is taken); then,
+# if the next word (up to a space) is `digits.digits`, the request time; anything else is ignored.
+SECS = r"[0-9]+\.[0-9]+"
+TAIL = rf"^(?: *{QUOTED} *{QUOTED})?(?: *({SECS})(?: .*)?|.*)$"
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 # `dd/Mon/yyyy:HH:MM:SS +zzzz`: the date splits on ':' or '/', the clock on ':'; the offset is
 # what follows the first space: Z, or a sign and 4 digits with any ':' in between.
 TIME = rf"^([0-9]+)[:/]({'|'.join(MONTHS)})[:/]([0-9]+)[:/]([0-9]+):([0-9]+):([0-9]+) (Z|[+-][0-9:]*)$"
-REQUEST = r"^ *([A-Z]+) +([^ ]+) +(HTTP/[^ ]*) *$"  # exactly three words
+# METHOD TARGET PROTOCOL, or METHOD TARGET (HTTP/0.9); the method an HTTP token (RFC 9110).
+REQUEST = r"^ *([!#$%&'*+.^_`|~0-9A-Za-z-]+) +([^ ]+)(?: +(HTTP/[^ ]*))? *$"
+# Apache's escapes \" and \\ are undone in the request before it is split.
+UNESCAPE = r'\\(["\\])'
+
 JSON_LINE = rf"^{WS}*\{{"
 
 
@@ -133,10 +134,10 @@ b AS (
   SELECT *,
          regexp_matches(f.tm, {q(TIME)}) AS m_time,
          regexp_extract(f.tm, {q(TIME)}, ['d', 'mon', 'y', 'h', 'mi', 's', 'off']) AS t,
-         regexp_matches(f.request, {q(REQUEST)}) AS m_req,
-         regexp_extract(f.request, {q(REQUEST)}, ['method', 'target', 'protocol']) AS r,
-         regexp_matches(f.tail, {q(TAIL)}) AS m_tail,
-         regexp_extract(f.tail, {q(TAIL)}, ['t1', 't2']) AS tl
+         regexp_matches(regexp_replace(f.request, {q(UNESCAPE)}, '\\1', 'g'), {q(REQUEST)}) AS m_req,
+         regexp_extract(regexp_replace(f.request, {q(UNESCAPE)}, '\\1', 'g'), {q(REQUEST)},
+                        ['method', 'target', 'protocol']) AS r,
+         regexp_extract(f.tail, {q(TAIL)}, ['t1']) AS tl
   FROM a),
 c AS (
   SELECT *,
@@ -149,7 +150,7 @@ c AS (
          TRY_CAST(ltrim(f.status, '+') AS USMALLINT) AS status,
          CASE WHEN f.bytes = '-' THEN 0::UBIGINT
               WHEN regexp_matches(f.bytes, '^[+]?[0-9]+$') THEN TRY_CAST(ltrim(f.bytes, '+') AS UBIGINT) END AS bytes,
-         nullif(tl.t1 || tl.t2, '') AS time_text
+         nullif(tl.t1, '') AS time_text
   FROM b),
 d AS (
   SELECT *,
@@ -169,11 +170,10 @@ SELECT line_no, line, is_json,
        coalesce(m_line AND NOT is_json
          AND m_time AND d BETWEEN 1 AND 31 AND mo IS NOT NULL AND y IS NOT NULL
          AND h <= 23 AND mi <= 59 AND s <= 60 AND length(off_digits) = 4 AND off_min IS NOT NULL
-         AND m_req AND ok_status AND bytes IS NOT NULL AND m_tail
-         AND (time_text IS NULL OR (time_s IS NOT NULL AND isfinite(time_s) AND time_s >= 0)), false) AS ok,
+         AND m_req AND ok_status AND bytes IS NOT NULL, false) AS ok,
        ((days * 86400 + h * 3600 + mi * 60 + s) - off_min * 60) * 1000 AS ts_huge,
        f.client AS client, regexp_extract(r.target, '^[^?]*') AS path, status, bytes,
-       time_s * CAST(1000 AS DOUBLE) AS time_ms
+       CASE WHEN isfinite(time_s) THEN time_s * CAST(1000 AS DOUBLE) END AS time_ms
 FROM h;
 
 CREATE TEMP TABLE acc AS
@@ -257,10 +257,12 @@ FROM acc WHERE m NOT IN (SELECT ws FROM ex_minutes) GROUP BY m
 # A record opens [t, t + gap); sessions that overlap or touch merge: a new session starts when
 # the next request is more than `gap` after the previous one.
 SESSIONS_SQL = f"""
-WITH o AS (SELECT client, ts, lag(ts) OVER (PARTITION BY client ORDER BY ts) AS prev FROM acc),
+-- Ties in ts are ordered by line, the same way in both windows (else a tied row may start a
+-- session in one order and be counted after it in the other).
+WITH o AS (SELECT client, ts, line_no, lag(ts) OVER (PARTITION BY client ORDER BY ts, line_no) AS prev FROM acc),
 s AS (SELECT client, ts,
              sum(CASE WHEN prev IS NULL OR ts - prev > {GAP} THEN 1 ELSE 0 END)
-               OVER (PARTITION BY client ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid
+               OVER (PARTITION BY client ORDER BY ts, line_no ROWS UNBOUNDED PRECEDING) AS sid
       FROM o)
 SELECT {rfc3339('min(ts)')}, {rfc3339(f'max(ts) + {GAP}')}, client, count(*) AS pages,
        (max(ts) - min(ts))::DOUBLE / CAST(1000 AS DOUBLE) AS duration_s

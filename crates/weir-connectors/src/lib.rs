@@ -24,7 +24,7 @@
 //! | [`GeneratorSource`] | bounded (`n` records), optionally rate-limited | one per subtask | `generator` |
 //! | [`FileSink`] | JSON lines or CSV, one file per subtask | — | `file_sink` |
 //! | [`StdoutSink`] | JSON lines or an aligned table per batch | — | `stdout` |
-//! | [`LogSink`] | JSON values into a log topic; dead-letter topics | — | `log_sink` |
+//! | [`LogSink`] | JSON (or raw) values into a log topic; dead-letter topics (the payload as the value, the reason in headers) | — | `log_sink` |
 //!
 //! In a checkpointed pipeline the file and log sinks are exactly once (two-phase commit, see
 //! their modules); [`file_commit`] holds the file protocol, for other sinks that write files.
@@ -71,7 +71,6 @@
 //! tokio's blocking pool (`spawn_blocking`) in the log sink; the log source's commit is a
 //! blocking call on the task (one per poll, not per record).
 
-mod access_log;
 pub mod file_commit;
 mod file_sink;
 mod file_source;
@@ -82,11 +81,13 @@ mod log_source;
 mod parse;
 mod stdout;
 
-pub use access_log::{AccessLogEntry, AccessLogError, parse_access_log};
 pub use file_sink::{FileSink, FileWriter};
 pub use file_source::{Csv, FileReader, FileSource, JsonLines, Line, LineFormat, Lines};
 pub use generator::{GeneratorReader, GeneratorSource};
-pub use log_sink::{CHECKPOINT_HEADER, LogSink, LogWriter};
+pub use log_sink::{
+    CHECKPOINT_HEADER, DEAD_LETTER_ERROR_HEADER, DEAD_LETTER_OPERATOR_HEADER, DEAD_LETTER_ORIGIN_HEADER,
+    LogSink, LogWriter,
+};
 pub use log_source::{LogReader, LogRecord, LogSource};
 pub use parse::{CsvHeader, CsvLine, JsonLine, Parse, ParseError, ParseExt, parse_json};
 pub use stdout::{StdoutSink, StdoutWriter};

@@ -1,9 +1,11 @@
-//! The log sink: records as JSON values appended to a weir-log topic, and dead-letter topics.
+//! The log sink: records appended to a weir-log topic as JSON values (or as the bytes they
+//! are), and dead-letter topics.
 //!
-//! Each batch becomes one [`Topic::send`]: a record's value is its `serde_json` encoding, its
-//! key the bytes of the [`LogSink::key_by`] extractor (keyed records go to the partition of
-//! their key's hash, keyless ones round-robin), its timestamp the record's event time if the
-//! stream assigned one, else the append's wall clock. `Topic::send` is blocking (it may wait for
+//! Each batch becomes one [`Topic::send`]: a record's value is its `serde_json` encoding (its
+//! bytes with [`LogSink::raw`]; the payload of a dead letter), its key the bytes of the
+//! [`LogSink::key_by`] extractor (keyed records go to the partition of their key's hash,
+//! keyless ones round-robin), its timestamp the record's event time if the stream assigned one,
+//! else the append's wall clock. `Topic::send` is blocking (it may wait for
 //! `fdatasync`, per the log's durability), so it runs on tokio's blocking pool; the writer waits
 //! for it, so batches keep their order. [`SinkWriter::finish`] flushes the topic.
 //!
@@ -47,8 +49,12 @@
 //! # Dead letters
 //!
 //! [`LogSink::dead_letters`] sends a pipeline's dead letters to the topic `<pipeline>.dlq`
-//! (created with one partition if missing), each a JSON object with `operator`, `origin`,
-//! `payload` and `error`:
+//! (created with one partition if missing) the way Kafka users expect of a dead-letter queue:
+//! each record's value is the failed record's payload, byte for byte as the operator saw it
+//! (a bad line is stored as the line, a bad JSON value as that value, not as a JSON string
+//! holding it), and what happened is in its headers: [`DEAD_LETTER_OPERATOR_HEADER`],
+//! [`DEAD_LETTER_ORIGIN_HEADER`] and [`DEAD_LETTER_ERROR_HEADER`] (UTF-8 text). `weir consume
+//! <pipeline>.dlq` prints the payloads, `--json` the headers with them.
 //!
 //! ```no_run
 //! # use weir_connectors::LogSink;
@@ -58,6 +64,11 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Raw values
+//!
+//! [`LogSink::raw`] appends records that already are bytes (`String`, `Vec<u8>`, `Bytes`) as
+//! they are, without the JSON encoding: a topic of log lines holds the lines.
 
 use std::sync::Arc;
 
@@ -70,7 +81,48 @@ use crate::connector_error;
 
 type KeyFn<T> = Arc<dyn Fn(&T) -> Bytes + Send + Sync>;
 
-/// Appends records of any `T: Serialize` to a log topic as JSON; see the module docs.
+/// Writes a record's value into the buffer and its headers (if any) into the vector.
+type EncodeFn<T> = fn(&T, &mut Vec<u8>, &mut Vec<Header>) -> serde_json::Result<()>;
+
+fn encode_json<T: Serialize>(record: &T, value: &mut Vec<u8>, _: &mut Vec<Header>) -> serde_json::Result<()> {
+    serde_json::to_writer(value, record)
+}
+
+fn encode_raw<T: AsRef<[u8]>>(
+    record: &T,
+    value: &mut Vec<u8>,
+    _: &mut Vec<Header>,
+) -> serde_json::Result<()> {
+    value.extend_from_slice(record.as_ref());
+    Ok(())
+}
+
+/// The header of a dead letter that names the operator that failed (e.g. `try_map`).
+pub const DEAD_LETTER_OPERATOR_HEADER: &str = "weir.dead_letter.operator";
+/// The header of a dead letter that says where the failed record came from (`path:line`,
+/// `topic/partition@offset`).
+pub const DEAD_LETTER_ORIGIN_HEADER: &str = "weir.dead_letter.origin";
+/// The header of a dead letter that holds the error.
+pub const DEAD_LETTER_ERROR_HEADER: &str = "weir.dead_letter.error";
+
+fn encode_dead_letter(
+    letter: &DeadLetter,
+    value: &mut Vec<u8>,
+    headers: &mut Vec<Header>,
+) -> serde_json::Result<()> {
+    value.extend_from_slice(letter.payload.as_bytes());
+    for (key, text) in [
+        (DEAD_LETTER_OPERATOR_HEADER, &letter.operator),
+        (DEAD_LETTER_ORIGIN_HEADER, &letter.origin),
+        (DEAD_LETTER_ERROR_HEADER, &letter.error),
+    ] {
+        headers.push(Header { key: key.to_owned(), value: Some(Bytes::copy_from_slice(text.as_bytes())) });
+    }
+    Ok(())
+}
+
+/// Appends records of any `T: Serialize` to a log topic as JSON (or bytes as they are, with
+/// [`LogSink::raw`]); see the module docs.
 ///
 /// # Examples
 ///
@@ -95,6 +147,7 @@ pub struct LogSink<T> {
     topic: String,
     create: Option<TopicConfig>,
     key: Option<KeyFn<T>>,
+    encode: EncodeFn<T>,
 }
 
 impl<T> std::fmt::Debug for LogSink<T> {
@@ -114,16 +167,27 @@ impl<T> Clone for LogSink<T> {
             topic: self.topic.clone(),
             create: self.create.clone(),
             key: self.key.clone(),
+            encode: self.encode,
         }
     }
 }
 
 impl<T: Serialize + Send + 'static> LogSink<T> {
-    /// Appends to the existing topic `topic`, keyless.
+    /// Appends to the existing topic `topic`, keyless, each record's value its JSON encoding.
     pub fn topic(log: &Log, topic: impl Into<String>) -> LogSink<T> {
-        LogSink { log: log.clone(), topic: topic.into(), create: None, key: None }
+        LogSink { log: log.clone(), topic: topic.into(), create: None, key: None, encode: encode_json::<T> }
     }
+}
 
+impl<T: AsRef<[u8]> + Send + 'static> LogSink<T> {
+    /// Appends to the existing topic `topic`, keyless, each record's value its bytes as they
+    /// are (a `String` line is stored as the line, not as a JSON string).
+    pub fn raw(log: &Log, topic: impl Into<String>) -> LogSink<T> {
+        LogSink { log: log.clone(), topic: topic.into(), create: None, key: None, encode: encode_raw::<T> }
+    }
+}
+
+impl<T: Send + 'static> LogSink<T> {
     /// Keys every record with the bytes of `key(record)`: equal keys go to the same partition.
     /// Default: keyless (round-robin).
     pub fn key_by<K, F>(mut self, key: F) -> Self
@@ -152,8 +216,16 @@ impl LogSink<DeadLetter> {
     /// A sink for a pipeline's dead letters (see
     /// [`Pipeline::dead_letters`](weir_runtime::Pipeline::dead_letters)): the topic
     /// [`LogSink::dead_letter_topic`]`(pipeline)`, created with one partition if missing.
+    /// Each record's value is the dead letter's payload, its operator, origin and error are
+    /// headers (see the module docs).
     pub fn dead_letters(log: &Log, pipeline: &str) -> LogSink<DeadLetter> {
-        LogSink::topic(log, LogSink::dead_letter_topic(pipeline)).create_if_missing(TopicConfig::default())
+        LogSink {
+            log: log.clone(),
+            topic: LogSink::dead_letter_topic(pipeline),
+            create: Some(TopicConfig::default()),
+            key: None,
+            encode: encode_dead_letter,
+        }
     }
 
     /// The dead-letter topic of a pipeline: `<pipeline>.dlq`, with every character a topic name
@@ -174,7 +246,7 @@ impl LogSink<DeadLetter> {
     }
 }
 
-impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
+impl<T: Send + 'static> Sink<T> for LogSink<T> {
     type Writer = LogWriter<T>;
 
     fn name(&self) -> String {
@@ -185,6 +257,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
         Ok(LogWriter {
             topic: self.open()?,
             key: self.key.clone(),
+            encode: self.encode,
             scratch: Vec::new(),
             written: 0,
             held: None,
@@ -212,14 +285,22 @@ impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
                 .into_iter()
                 .enumerate()
                 .skip(done)
-                .map(|(i, r)| Record {
-                    key: r.key.map(Bytes::from),
-                    value: Bytes::from(r.value),
-                    headers: vec![Header {
+                .map(|(i, r)| {
+                    let mut headers: Vec<Header> = r
+                        .headers
+                        .into_iter()
+                        .map(|(key, value)| Header { key, value: value.map(Bytes::from) })
+                        .collect();
+                    headers.push(Header {
                         key: CHECKPOINT_HEADER.to_owned(),
                         value: Some(Bytes::from(format!("{checkpoint}/{i}"))),
-                    }],
-                    timestamp: r.timestamp,
+                    });
+                    Record {
+                        key: r.key.map(Bytes::from),
+                        value: Bytes::from(r.value),
+                        headers,
+                        timestamp: r.timestamp,
+                    }
                 })
                 .collect();
             if !records.is_empty() {
@@ -356,6 +437,7 @@ struct HeldRecord {
     partition: u32,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
     timestamp: Option<i64>,
 }
 
@@ -369,6 +451,7 @@ struct Held {
 pub struct LogWriter<T> {
     topic: Topic,
     key: Option<KeyFn<T>>,
+    encode: EncodeFn<T>,
     scratch: Vec<u8>,
     /// Bytes of the serialized values sent.
     written: u64,
@@ -400,16 +483,18 @@ impl<T> LogWriter<T> {
     }
 }
 
-impl<T: Serialize + Send + 'static> SinkWriter<T> for LogWriter<T> {
+impl<T: Send + 'static> SinkWriter<T> for LogWriter<T> {
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
         let mut records = Vec::with_capacity(batch.len());
         for (i, r) in batch.records.iter().enumerate() {
             self.scratch.clear();
-            if let Err(e) = serde_json::to_writer(&mut self.scratch, r) {
+            let mut headers = Vec::new();
+            if let Err(e) = (self.encode)(r, &mut self.scratch, &mut headers) {
                 return Err(self.error(format_args!("serialize record as JSON: {e}")));
             }
             self.written += self.scratch.len() as u64;
             let mut record = Record::new(Bytes::copy_from_slice(&self.scratch));
+            record.headers = headers;
             if let Some(key) = &self.key {
                 record.key = Some(key(r));
             }
@@ -430,6 +515,7 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for LogWriter<T> {
                     partition,
                     key: r.key.map(|k| k.to_vec()),
                     value: r.value.to_vec(),
+                    headers: r.headers.into_iter().map(|h| (h.key, h.value.map(|v| v.to_vec()))).collect(),
                     timestamp: r.timestamp,
                 });
             }

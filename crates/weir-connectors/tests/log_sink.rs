@@ -1,14 +1,18 @@
-//! The log sink writes records readable with weir-log (JSON values, keys, event time), and a
-//! pipeline's dead letters go to its `<pipeline>.dlq` topic.
+//! The log sink writes records readable with weir-log (JSON or raw values, keys, event time),
+//! and a pipeline's dead letters go to its `<pipeline>.dlq` topic: the payload as the value, the
+//! reason in headers.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use weir_connectors::{FileSource, LogSink};
-use weir_log::{ConsumerConfig, Durability, Log, LogOptions, TopicConfig, partition_for_key};
-use weir_runtime::{DeadLetter, MemorySource, Pipeline, Watermarks};
+use weir_connectors::{
+    DEAD_LETTER_ERROR_HEADER, DEAD_LETTER_OPERATOR_HEADER, DEAD_LETTER_ORIGIN_HEADER, FileSource, LogSink,
+    ParseExt,
+};
+use weir_log::{ConsumerConfig, Durability, Log, LogOptions, StoredRecord, TopicConfig, partition_for_key};
+use weir_runtime::{Checkpointing, DeadLetter, DiscardSink, MemorySource, Pipeline, Watermarks};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Click {
@@ -96,12 +100,73 @@ async fn dead_letters_go_to_the_pipeline_dlq_topic() {
 
     assert_eq!(LogSink::<DeadLetter>::dead_letter_topic("numbers"), "numbers.dlq");
     let records = log.topic("numbers.dlq").unwrap().read(0, 0, 1 << 20).unwrap();
-    let letters: Vec<serde_json::Value> =
-        records.iter().map(|r| serde_json::from_slice(&r.value).unwrap()).collect();
-    assert_eq!(letters.len(), 2);
-    assert_eq!(letters[0]["origin"], format!("{name}:3"));
-    assert_eq!(letters[0]["payload"], "three");
-    assert_eq!(letters[0]["operator"], "try_map");
-    assert!(letters[0]["error"].as_str().unwrap().contains("invalid digit"), "{}", letters[0]);
-    assert_eq!(letters[1]["origin"], format!("{name}:5"));
+    assert_eq!(records.len(), 2);
+    let header = |i: usize, key: &str| {
+        let h = records[i].headers.iter().find(|h| h.key == key).unwrap_or_else(|| panic!("no {key}"));
+        String::from_utf8(h.value.as_ref().unwrap().to_vec()).unwrap()
+    };
+    assert_eq!(&records[0].value[..], b"three");
+    assert_eq!(header(0, DEAD_LETTER_ORIGIN_HEADER), format!("{name}:3"));
+    assert_eq!(header(0, DEAD_LETTER_OPERATOR_HEADER), "try_map");
+    let error = header(0, DEAD_LETTER_ERROR_HEADER);
+    assert!(error.contains("invalid digit"), "{error}");
+    assert_eq!(&records[1].value[..], b"five");
+    assert_eq!(header(1, DEAD_LETTER_ORIGIN_HEADER), format!("{name}:5"));
+}
+
+/// Lines no reader should have to unescape: quotes, backslashes, JSON not of the record's
+/// shape, JSON string escapes, non-ASCII text, a JSON string.
+const AWKWARD_LINES: [&str; 5] = [
+    r#"{"user": "a \"quoted\" name", "page": 7}"#,
+    r#"10.0.0.1 - - [24/Nov/2026:00:00:00 +0000] "GET /\"x HTTP/1.1" 200 - "-" "ua \" q""#,
+    r"tab\there\tand a literal \\t",
+    "\\u00e9 caf\u{e9} \u{1F600}",
+    r#""just a JSON string""#,
+];
+
+/// Runs `lines` (as a file) through a JSON parse into `Click`, which every line fails, with the
+/// dead letters into the pipeline's topic; returns the topic's records.
+async fn dead_letters_of(dir: &std::path::Path, lines: &[&str], checkpointed: bool) -> Vec<StoredRecord> {
+    let log = open(&dir.join("log"));
+    let input = dir.join("in.jsonl");
+    std::fs::write(&input, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let mut b = Pipeline::builder("awkward").parallelism(1).handle_signals(false);
+    if checkpointed {
+        b = b.checkpointing(Checkpointing::to_dir(dir.join("cp")).interval(Duration::from_millis(10)));
+    }
+    let p = b.build().unwrap();
+    p.dead_letters(LogSink::dead_letters(&log, p.name()));
+    p.source(FileSource::json_lines::<Click>(input.to_str().unwrap())).parsed().sink(DiscardSink);
+    let report = p.run().await.unwrap();
+    assert_eq!(report.dead_letters, lines.len() as u64);
+    log.topic("awkward.dlq").unwrap().read(0, 0, 1 << 20).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_is_stored_in_the_dead_letter_topic_byte_for_byte() {
+    for checkpointed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dead_letters_of(dir.path(), &AWKWARD_LINES, checkpointed).await;
+        // Compared as text for readable failures; equal `str`s are equal bytes.
+        let values: Vec<&str> = records.iter().map(|r| std::str::from_utf8(&r.value).unwrap()).collect();
+        assert_eq!(values, AWKWARD_LINES, "checkpointed: {checkpointed}");
+        for (i, r) in records.iter().enumerate() {
+            let origin = r.headers.iter().find(|h| h.key == DEAD_LETTER_ORIGIN_HEADER).unwrap();
+            assert!(origin.value.as_deref().unwrap().ends_with(format!(":{}", i + 1).as_bytes()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_sinks_store_lines_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.topic_or_create("lines", TopicConfig::with_partitions(1)).unwrap();
+    let p = Pipeline::builder("raw").parallelism(1).handle_signals(false).build().unwrap();
+    let lines: Vec<String> = AWKWARD_LINES.iter().map(|l| (*l).to_owned()).collect();
+    p.source(MemorySource::new(lines.clone())).sink(LogSink::raw(&log, "lines"));
+    p.run().await.unwrap();
+    let records = log.topic("lines").unwrap().read(0, 0, 1 << 20).unwrap();
+    let values: Vec<&str> = records.iter().map(|r| std::str::from_utf8(&r.value).unwrap()).collect();
+    assert_eq!(values, AWKWARD_LINES);
 }

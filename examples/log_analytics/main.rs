@@ -20,7 +20,7 @@
 //! a run that was killed, or stopped with Ctrl-C (a savepoint), resumes where it left off when
 //! started again with the same arguments; `--from-scratch` starts over. A run whose checkpoints
 //! are gone or all damaged, while its files, topics or consumer groups show committed progress,
-//! refuses to start rather than produce that output again. The stdout table and the
+//! refuses to start rather than produce that output again. The stdout tables and the
 //! alerts on stderr are at least once: after a restore they may repeat what followed the
 //! checkpoint.
 //!
@@ -37,9 +37,22 @@
 //! Every record starts with `window_start` and `window_end` (RFC 3339, UTC, milliseconds); a
 //! session's window is `[first request, last request + 30 min)` and `duration_s` the time from
 //! its first to its last request. Percentiles come from a DDSketch (1 % relative error). Records
-//! go to `--out DIR/<kind>.jsonl` and to the log topics `access_stats.<kind>`; a table of the
-//! `status` rows and the alerts go to stdout, the alerts to stderr too. Lines that do not parse
-//! go to the topic `access_stats.dlq` (`weir --dir DIR consume access_stats.dlq`).
+//! go to `--out DIR/<kind>.jsonl` and to the log topics `access_stats.<kind>`; the alerts go to
+//! stderr too. Lines that do not parse go to the topic `access_stats.dlq`, as they are (the
+//! error and origin in each record's headers); the summary at the end prints the command that
+//! shows them.
+//!
+//! Unless `--quiet`, stdout gets one table per minute, in window order, once the minute is
+//! complete (all at the end of a bounded run): requests, bytes and share by status class, the
+//! top 5 paths with their percentiles and the top 5 clients of the five minutes that end with
+//! it (the files hold the top 10), and `ALERT` when its 5xx share is over the threshold. The
+//! metrics URL is printed on stderr at the start.
+//!
+//! # Input
+//!
+//! `access_log.rs` says which lines parse and how (Apache/nginx common and combined, with any
+//! fields after them, and nginx JSON lines); `corpus/access_logs.txt` holds real-world variants
+//! with their expected parse.
 //!
 //! # The synthetic log
 //!
@@ -51,6 +64,10 @@
 //! so nothing is late). `--generate FILE` writes it to a file and exits; the same `--events`
 //! give the same lines.
 
+mod access_log;
+mod report;
+mod synthetic;
+
 use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,12 +75,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use access_log::{AccessLogEntry, parse_access_log};
 use clap::Parser;
+use report::Report;
 use serde::Serialize;
-use weir::connectors::{
-    AccessLogEntry, FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource, StdoutSink,
-    parse_access_log,
-};
+use weir::connectors::{FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource};
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::runtime::{
     Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig,
@@ -259,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("wrote {} lines to {}", args.events, path.display());
         return Ok(());
     }
-    init_tracing();
+    weir_examples::init_tracing("warn");
     let started = Instant::now();
     let log = Log::open(&args.dir, LogOptions::default())?;
     let resume = resumes(&args)?;
@@ -271,7 +287,10 @@ async fn main() -> anyhow::Result<()> {
     log.register_metrics(&metrics);
     let server =
         match weir::metrics::serve(metrics.clone(), &ServerConfig::default().addr(args.metrics_addr)).await {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                eprintln!("metrics        http://{}/metrics", s.addr());
+                Some(s)
+            }
             Err(e) => {
                 eprintln!("note: no metrics endpoint: {e}");
                 None
@@ -284,10 +303,24 @@ async fn main() -> anyhow::Result<()> {
     let analysed = Arc::new(AtomicU64::new(0));
     let results: Arc<[AtomicU64; 5]> = Arc::default();
     let time_mode = has_request_time(&args)?;
+    let tables =
+        (!args.quiet).then(|| Report::new(if time_mode { "ms" } else { "bytes" }, args.error_threshold));
+    let stages =
+        Stages { bounded: !args.follow, time_mode, count: analysed.clone(), results, tables: tables.clone() };
 
     let (ingest_report, report) = if args.follow {
-        let analytics = analytics_pipeline(&args, &log, &metrics, false, time_mode, &analysed, &results)?;
+        let analytics = analytics_pipeline(&args, &log, &metrics, &stages)?;
+        // Each minute's table once it is complete.
+        let printer = tables.clone().map(|tables| {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    print!("{}", tables.take_ready(false));
+                }
+            })
+        });
         let (a, b) = tokio::join!(ingest.run(), analytics.run());
+        printer.inspect(tokio::task::JoinHandle::abort);
         (a?, b?)
     } else {
         let bar = progress_bar("appending to topic `access`", ingest_total(&args)?);
@@ -296,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
         let ingest_report = ingest.run().await?;
         ticker.abort();
         bar.finish_and_clear();
-        let analytics = analytics_pipeline(&args, &log, &metrics, true, time_mode, &analysed, &results)?;
+        let analytics = analytics_pipeline(&args, &log, &metrics, &stages)?;
         let bar = progress_bar("analysing", ingested.lines.load(Ordering::Relaxed));
         let ticker = tick(bar.clone(), analysed.clone());
         let report = analytics.run().await;
@@ -306,6 +339,9 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(server) = server {
         server.shutdown().await;
+    }
+    if let Some(tables) = &tables {
+        print!("{}", tables.take_ready(true));
     }
 
     let wall = started.elapsed();
@@ -317,13 +353,17 @@ async fn main() -> anyhow::Result<()> {
         wall.as_secs_f64()
     );
     eprintln!("parsed         {}", analysed.load(Ordering::Relaxed));
-    eprintln!(
-        "malformed      {} (dead letters: weir --dir {} consume {PIPELINE}.dlq)",
-        report.dead_letters,
-        args.dir.display()
-    );
+    eprintln!("malformed      {}", report.dead_letters);
+    if report.dead_letters > 0 {
+        // The lines themselves; `--json` adds each one's error and origin (headers).
+        eprintln!(
+            "               {} --dir {} consume {PIPELINE}.dlq --json",
+            weir_command(),
+            args.dir.display()
+        );
+    }
     eprintln!("late           {}", report.late_records);
-    for (kind, n) in KINDS.iter().zip(results.iter()) {
+    for (kind, n) in KINDS.iter().zip(stages.results.iter()) {
         eprintln!(
             "{kind:<14} {} records -> {}",
             n.load(Ordering::Relaxed),
@@ -336,10 +376,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// How to run the `weir` CLI from here: the binary built beside this example (`cargo build
+/// -p weir-cli`), else through cargo.
+fn weir_command() -> String {
+    let exe = std::env::current_exe().ok();
+    let built = exe
+        .as_deref()
+        .and_then(|e| Some(e.parent()?.parent()?.join(format!("weir{}", std::env::consts::EXE_SUFFIX))));
+    match built.filter(|w| w.is_file()) {
+        Some(weir) => weir.display().to_string(),
+        None => "cargo run --release -p weir-cli --".to_owned(),
+    }
 }
 
 /// Whether this run resumes from checkpoints: checkpointing is on and not from scratch (the
@@ -454,9 +501,10 @@ fn ingest_pipeline(
     };
     let ingested = ingested.clone();
     let lines = lines.operator("progress", move || IngestProgress(ingested.clone()));
-    // The client is the line's first word (JSON lines: the whole line is the key's fallback).
+    // The lines as they are (a dead letter then holds the line itself), keyed by client: the
+    // line's first word (of a JSON line, `{"...`: one key for all).
     lines.sink(
-        LogSink::topic(log, "access").key_by(|l: &String| l.split(' ').next().unwrap_or_default().to_owned()),
+        LogSink::raw(log, "access").key_by(|l: &String| l.split(' ').next().unwrap_or_default().to_owned()),
     );
     Ok(p)
 }
@@ -481,8 +529,22 @@ impl Operator<String, String> for IngestProgress {
 }
 
 fn parse(r: &LogRecord) -> Result<Access, String> {
-    let line: String = r.parse_json().map_err(|e| e.to_string())?;
-    parse_access_log(&line).map(Access::from).map_err(|e| e.to_string())
+    let line = std::str::from_utf8(&r.value).map_err(|e| format!("not UTF-8: {e}"))?;
+    parse_access_log(line).map(Access::from).map_err(|e| e.to_string())
+}
+
+/// What the analytics pipeline needs beside the arguments.
+struct Stages {
+    /// Read the topic to its end (else follow it).
+    bounded: bool,
+    /// Percentiles of request times (else of response bytes).
+    time_mode: bool,
+    /// Records parsed.
+    count: Arc<AtomicU64>,
+    /// Result records per kind.
+    results: Arc<[AtomicU64; 5]>,
+    /// Where the stdout tables are gathered (none with `--quiet`).
+    tables: Option<Report>,
 }
 
 /// Topic `access` → the five result kinds.
@@ -490,11 +552,9 @@ fn analytics_pipeline(
     args: &Args,
     log: &Log,
     metrics: &Metrics,
-    bounded: bool,
-    time_mode: bool,
-    count: &Arc<AtomicU64>,
-    results: &Arc<[AtomicU64; 5]>,
+    stages: &Stages,
 ) -> anyhow::Result<Pipeline> {
+    let Stages { bounded, time_mode, ref count, ref results, ref tables } = *stages;
     let p = builder(args, PIPELINE).parallelism(args.parallelism).metrics(metrics.clone()).build()?;
     p.dead_letters(LogSink::dead_letters(log, PIPELINE));
     let mut source = LogSource::topic(log, "access", PIPELINE);
@@ -521,10 +581,16 @@ fn analytics_pipeline(
     let sink = Sinks { log: log.clone(), out: args.out.clone(), results: results.clone() };
 
     // Requests and bytes per minute by status class.
+    let table = tables.clone();
     let status = events
         .key_by(|a| a.status_class)
         .window(TumblingWindows::of(MINUTE))
         .aggregate((Count, Sum::of(|a: &Access| a.bytes)))
+        .inspect(move |r| {
+            if let Some(t) = &table {
+                t.status(r.window_start, r.key, r.value.0, r.value.1);
+            }
+        })
         .map(|r| StatusRow {
             window_start: rfc3339(r.window_start),
             window_end: rfc3339(r.window_end),
@@ -532,16 +598,10 @@ fn analytics_pipeline(
             requests: r.value.0,
             bytes: r.value.1,
         });
-    let status = if args.quiet {
-        status
-    } else {
-        let (status, table) = status.fork();
-        table.sink(StdoutSink::table());
-        status
-    };
     sink.write(0, status);
 
     // Top 10 paths per minute with percentiles.
+    let table = tables.clone();
     let value = move |a: &Access| if time_mode { a.time_ms } else { a.bytes as f64 };
     let per_path = rest.key_by(|a| a.path.clone()).window(TumblingWindows::of(MINUTE)).aggregate((
         Count,
@@ -553,6 +613,17 @@ fn analytics_pipeline(
         .key_by(|r| r.window_start)
         .window(TumblingWindows::of(MINUTE))
         .aggregate(TopBy::of(10, |r: &PathStats| (r.value.0, Reverse(r.key.clone()))))
+        .inspect(move |top| {
+            if let Some(t) = &table {
+                t.paths(
+                    top.key,
+                    top.value
+                        .iter()
+                        .map(|r| (r.key.clone(), r.value.0, [r.value.1, r.value.2, r.value.3]))
+                        .collect(),
+                );
+            }
+        })
         .flat_map(move |top| {
             top.value
                 .into_iter()
@@ -583,6 +654,7 @@ fn analytics_pipeline(
     sink.write(1, top_paths);
 
     // Top 10 clients over 5 minutes, sliding by 1.
+    let table = tables.clone();
     let top_clients = more
         .key_by(|a| a.client.clone())
         .window(SlidingWindows::of(5 * MINUTE, MINUTE))
@@ -592,6 +664,14 @@ fn analytics_pipeline(
         .aggregate(TopBy::of(10, |r: &weir::runtime::WindowResult<Arc<str>, u64>| {
             (r.value, Reverse(r.key.clone()))
         }))
+        .inspect(move |top| {
+            if let Some(t) = &table {
+                t.clients(
+                    top.key + (5 * MINUTE).as_millis() as i64,
+                    top.value.iter().map(|r| (r.key.clone(), r.value)).collect(),
+                );
+            }
+        })
         .flat_map(|top| {
             top.value
                 .into_iter()
@@ -632,13 +712,6 @@ fn analytics_pipeline(
                 100.0 * a.threshold
             );
         });
-    let alerts = if args.quiet {
-        alerts
-    } else {
-        let (alerts, table) = alerts.fork();
-        table.sink(StdoutSink::table());
-        alerts
-    };
     sink.write(3, alerts);
 
     // Sessions per client: 30 minutes of inactivity end one.
@@ -682,129 +755,5 @@ impl<T: Send + 'static> Operator<T, T> for Counted {
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
         self.0[self.1].fetch_add(batch.len() as u64, Ordering::Relaxed);
         out.batch(batch);
-    }
-}
-
-/// The synthetic access log: line `i` is a pure function of `i`.
-mod synthetic {
-    use std::io::Write;
-    use std::path::Path;
-
-    /// 2026-11-24T00:00:00Z.
-    const START_MS: i64 = 1_795_478_400_000;
-    const PER_SECOND: i64 = 100;
-    const CLIENTS: u64 = 2_000;
-    const PATHS: u64 = 400;
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    const AGENTS: [&str; 4] = [
-        "Mozilla/5.0 (X11; Linux x86_64) Firefox/132.0",
-        "Mozilla/5.0 (Macintosh) Safari/605.1.15",
-        "curl/8.5.0",
-        "Googlebot/2.1",
-    ];
-
-    /// SplitMix64: a well-mixed 64-bit hash of `x`.
-    fn mix(mut x: u64) -> u64 {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    }
-
-    /// A uniform number in [0, 1) from draw `k` of line `i`.
-    fn unit(i: u64, k: u64) -> f64 {
-        (mix(i.wrapping_mul(8).wrapping_add(k)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A long-tailed pick in `0..n` (small indices far more often).
-    fn skewed(i: u64, k: u64, n: u64) -> u64 {
-        ((n as f64) * unit(i, k).powi(3)) as u64 % n
-    }
-
-    /// Line `i` of the log.
-    pub(super) fn line(i: u64) -> String {
-        let disorder = (unit(i, 0) * 3_000.0) as i64;
-        let ts = START_MS + i as i64 * 1_000 / PER_SECOND - disorder;
-        let minute = (ts - START_MS).div_euclid(60_000);
-        // Who is busy changes every 45 minutes: clients come back after gaps, so most have
-        // several sessions.
-        let client = (skewed(i, 1, CLIENTS) + (i / (45 * 60 * PER_SECOND as u64)) * 613) % CLIENTS;
-        let path = skewed(i, 2, PATHS);
-        let burst = minute % 17 == 16;
-        let u = unit(i, 3);
-        let status = if burst && u < 0.25 {
-            [500, 502, 503][(i % 3) as usize]
-        } else if u < 0.85 {
-            200
-        } else if u < 0.91 {
-            [301, 304][(i % 2) as usize]
-        } else if u < 0.97 {
-            [404, 403, 400][(i % 3) as usize]
-        } else {
-            500
-        };
-        let bytes = if status == 304 { 0 } else { 200 + (path * 37 % 5_000) + (unit(i, 4) * 2_000.0) as u64 };
-        // Log-normal-ish: exp of a sum of uniforms, scaled per path.
-        let z = unit(i, 5) + unit(i, 6) + unit(i, 7) - 1.5;
-        let latency_ms = (5.0 + (path % 20) as f64) * (2.0 * z).exp() * if burst { 3.0 } else { 1.0 };
-        let path_text = match path {
-            0 => "/".to_owned(),
-            p if p % 5 == 0 => format!("/api/v1/items/{p}?page={}", i % 4),
-            p => format!("/page/{p}"),
-        };
-        let method = if path.is_multiple_of(5) && i.is_multiple_of(7) { "POST" } else { "GET" };
-        let agent = AGENTS[(client % 4) as usize];
-        format!(
-            "10.{}.{}.{} - - [{}] \"{method} {path_text} HTTP/1.1\" {status} {bytes} \"-\" \"{agent}\" {:.3}",
-            client / 65_536,
-            client / 256 % 256,
-            client % 256,
-            clf_time(ts),
-            latency_ms / 1000.0
-        )
-    }
-
-    /// `24/Nov/2026:00:00:00 +0000`.
-    fn clf_time(ms: i64) -> String {
-        let secs = ms.div_euclid(1000);
-        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        let (y, m, d) = super::civil_from_days(days);
-        format!(
-            "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-            MONTHS[(m - 1) as usize],
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60
-        )
-    }
-
-    /// Writes lines `0..n` to `path`.
-    pub(super) fn write(path: &Path, n: u64) -> std::io::Result<()> {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        for i in 0..n {
-            writeln!(out, "{}", line(i))?;
-        }
-        out.flush()
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn rfc3339_covers_every_year_the_parser_accepts() {
-            assert_eq!(super::super::rfc3339(super::START_MS), "2026-11-24T00:00:00.000Z");
-            assert_eq!(super::super::rfc3339(-1), "1969-12-31T23:59:59.999Z");
-            assert_eq!(super::super::rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
-            assert_eq!(super::super::rfc3339(-62_167_219_200_000), "0000-01-01T00:00:00.000Z");
-        }
-
-        #[test]
-        fn lines_parse_and_times_round_trip() {
-            for i in [0, 1, 99, 12_345, 299_999] {
-                let l = super::line(i);
-                let e = weir::connectors::parse_access_log(&l).unwrap_or_else(|err| panic!("{l}: {err}"));
-                assert!((e.timestamp_ms - (super::START_MS + i as i64 * 10)).abs() <= 3_000, "{l}");
-            }
-        }
     }
 }
