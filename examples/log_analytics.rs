@@ -66,8 +66,8 @@ use weir::connectors::{
 };
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::runtime::{
-    Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig,
-    SessionWindows, SlidingWindows, Stream, Sum, TopBy, TumblingWindows, Watermarks,
+    Batch, Checkpointing, Collector, Count, Metrics, Operator, Pipeline, Quantile, ServerConfig,
+    SessionWindows, SlidingWindows, Stream, TumblingWindows, Watermarks,
 };
 
 const PIPELINE: &str = "access_stats";
@@ -238,10 +238,8 @@ struct SessionRow {
     duration_s: f64,
 }
 
-/// Requests and p50/p95/p99 of one path in one minute.
-type PathStats = weir::runtime::WindowResult<Arc<str>, (u64, Option<f64>, Option<f64>, Option<f64>)>;
-
 /// Counts the records that pass, per batch.
+#[derive(Clone)]
 struct Progress(Arc<AtomicU64>);
 
 impl<T: Send + 'static> Operator<T, T> for Progress {
@@ -453,7 +451,7 @@ fn ingest_pipeline(
         }
     };
     let ingested = ingested.clone();
-    let lines = lines.operator("progress", move || IngestProgress(ingested.clone()));
+    let lines = lines.operator("progress", IngestProgress(ingested.clone()));
     // The client is the line's first word (JSON lines: the whole line is the key's fallback).
     lines.sink(
         LogSink::topic(log, "access").key_by(|l: &String| l.split(' ').next().unwrap_or_default().to_owned()),
@@ -469,6 +467,7 @@ struct Ingested {
 }
 
 /// Counts the lines that pass and their bytes, per batch.
+#[derive(Clone)]
 struct IngestProgress(Arc<Ingested>);
 
 impl Operator<String, String> for IngestProgress {
@@ -507,16 +506,12 @@ fn analytics_pipeline(
         // every window from closing.
         watermarks = watermarks.with_idle_timeout(Duration::from_secs(10));
     }
-    let count = count.clone();
     let events = p
         .source(source)
         .try_map(parse)
-        .operator("progress", move || Progress(count.clone()))
+        .operator("progress", Progress(count.clone()))
         .assign_timestamps(|a| a.ts, watermarks);
-    let (events, rest) = events.fork();
-    let (rest, more) = rest.fork();
-    let (more, last) = more.fork();
-    let (last, sessions) = last.fork();
+    let [events, rest, more, last, sessions] = events.split();
 
     let sink = Sinks { log: log.clone(), out: args.out.clone(), results: results.clone() };
 
@@ -524,7 +519,7 @@ fn analytics_pipeline(
     let status = events
         .key_by(|a| a.status_class)
         .window(TumblingWindows::of(MINUTE))
-        .aggregate((Count, Sum::of(|a: &Access| a.bytes)))
+        .aggregate_with(|a| (a.count(), a.sum(|a| a.bytes)))
         .map(|r| StatusRow {
             window_start: rfc3339(r.window_start),
             window_end: rfc3339(r.window_end),
@@ -552,7 +547,7 @@ fn analytics_pipeline(
     let top_paths = per_path
         .key_by(|r| r.window_start)
         .window(TumblingWindows::of(MINUTE))
-        .aggregate(TopBy::of(10, |r: &PathStats| (r.value.0, Reverse(r.key.clone()))))
+        .aggregate_with(|a| a.top_by(10, |r| (r.value.0, Reverse(r.key.clone()))))
         .flat_map(move |top| {
             top.value
                 .into_iter()
@@ -589,9 +584,7 @@ fn analytics_pipeline(
         .aggregate(Count)
         .key_by(|r| r.window_start)
         .window(TumblingWindows::of(MINUTE))
-        .aggregate(TopBy::of(10, |r: &weir::runtime::WindowResult<Arc<str>, u64>| {
-            (r.value, Reverse(r.key.clone()))
-        }))
+        .aggregate_with(|a| a.top_by(10, |r| (r.value, Reverse(r.key.clone()))))
         .flat_map(|top| {
             top.value
                 .into_iter()
@@ -612,7 +605,7 @@ fn analytics_pipeline(
     let alerts = last
         .key_by(|_| ())
         .window(TumblingWindows::of(MINUTE))
-        .aggregate((Count, Sum::of(|a: &Access| u64::from(a.status_class == 5))))
+        .aggregate_with(|a| (a.count(), a.sum(|a| u64::from(a.status_class == 5))))
         .filter(move |r| r.value.1 as f64 > threshold * r.value.0 as f64)
         .map(move |r| AlertRow {
             window_start: rfc3339(r.window_start),
@@ -645,13 +638,13 @@ fn analytics_pipeline(
     let sessions = sessions
         .key_by(|a| a.client.clone())
         .window(SessionWindows::with_gap(30 * MINUTE))
-        .aggregate((Count, Min::of(|a: &Access| a.ts), Max::of(|a: &Access| a.ts)))
+        .aggregate_with(|a| (a.count(), a.min(|a| a.ts), a.max(|a| a.ts)))
         .map(|r| SessionRow {
             window_start: rfc3339(r.window_start),
             window_end: rfc3339(r.window_end),
             client: r.key,
             pages: r.value.0,
-            duration_s: (r.value.2.unwrap_or(0) - r.value.1.unwrap_or(0)) as f64 / 1000.0,
+            duration_s: (r.value.2 - r.value.1) as f64 / 1000.0,
         });
     sink.write(4, sessions);
     Ok(p)
@@ -669,13 +662,14 @@ impl Sinks {
     fn write<T: Serialize + Clone + Send + 'static>(&self, i: usize, stream: Stream<T>) {
         let kind = KINDS[i];
         let results = self.results.clone();
-        let (to_file, to_topic) = stream.operator("count", move || Counted(results.clone(), i)).fork();
+        let (to_file, to_topic) = stream.operator("count", Counted(results, i)).fork();
         to_file.sink(FileSink::json_lines(self.out.join(format!("{kind}.jsonl"))).single_file());
         to_topic.sink(LogSink::topic(&self.log, format!("{PIPELINE}.{kind}")));
     }
 }
 
 /// Counts result records of kind `.1`.
+#[derive(Clone)]
 struct Counted(Arc<[AtomicU64; 5]>, usize);
 
 impl<T: Send + 'static> Operator<T, T> for Counted {

@@ -81,11 +81,13 @@ extractor!(
     Sum
 );
 extractor!(
-    /// Smallest value (`None` for no records).
+    /// Smallest value. A window that fires holds at least one record, so its result is a
+    /// value, not an `Option`; the state of no records (only seen when calling
+    /// [`Aggregator::finish`] on [`Aggregator::create`]'s state) finishes as `V::default()`.
     Min
 );
 extractor!(
-    /// Largest value (`None` for no records).
+    /// Largest value; as [`Min`], a value, `V::default()` for no records.
     Max
 );
 extractor!(
@@ -127,10 +129,11 @@ macro_rules! extreme {
         impl<T, F, V> Aggregator<T> for $name<F, V>
         where
             F: Fn(&T) -> V + Send + Sync + 'static,
-            V: Copy + PartialOrd + Send + Serialize + DeserializeOwned + 'static,
+            V: Copy + Default + PartialOrd + Send + Serialize + DeserializeOwned + 'static,
         {
+            // `Option`: merging needs to tell "no value yet" from a value equal to the default.
             type Acc = Option<V>;
-            type Output = Option<V>;
+            type Output = V;
             fn create(&self) -> Option<V> {
                 None
             }
@@ -145,8 +148,8 @@ macro_rules! extreme {
                     (a, b) => a.or(b),
                 };
             }
-            fn finish(&self, acc: &Option<V>) -> Option<V> {
-                *acc
+            fn finish(&self, acc: &Option<V>) -> V {
+                acc.unwrap_or_default()
             }
         }
     };
@@ -225,7 +228,8 @@ where
     }
 }
 
-/// Arithmetic mean of a value (`None` for no records).
+/// Arithmetic mean of a value. A window that fires holds at least one record, so its result is
+/// a number, not an `Option`; the state of no records finishes as NaN.
 pub struct Avg<F> {
     f: F,
 }
@@ -245,7 +249,7 @@ where
     F: Fn(&T) -> f64 + Send + Sync + 'static,
 {
     type Acc = (f64, u64);
-    type Output = Option<f64>;
+    type Output = f64;
     fn create(&self) -> (f64, u64) {
         (0.0, 0)
     }
@@ -257,8 +261,8 @@ where
         acc.0 += other.0;
         acc.1 += other.1;
     }
-    fn finish(&self, acc: &(f64, u64)) -> Option<f64> {
-        (acc.1 > 0).then(|| acc.0 / acc.1 as f64)
+    fn finish(&self, acc: &(f64, u64)) -> f64 {
+        if acc.1 == 0 { f64::NAN } else { acc.0 / acc.1 as f64 }
     }
 }
 
@@ -485,6 +489,128 @@ where
     }
 }
 
+/// Makes the built-in aggregators over records of type `T`, so extractor closures need no type
+/// annotations: `T` is fixed once, by [`WindowedStream::aggregate_with`] or by naming it here
+/// (`Aggs::<Access>::new()`). Each method is the aggregator's own constructor (`a.sum(f)` is
+/// `Sum::of(f)`); combine them in a tuple to compute several in one pass.
+///
+/// [`WindowedStream::aggregate_with`]: crate::WindowedStream::aggregate_with
+///
+/// # Examples
+///
+/// ```
+/// use weir_runtime::{Aggregator, Aggs};
+///
+/// struct Reading {
+///     sensor: u32,
+///     celsius: f64,
+/// }
+///
+/// let agg = Aggs::<Reading>::new().build(|a| (a.count(), a.avg(|r| r.celsius), a.distinct_count(|r| r.sensor)));
+/// let mut acc = agg.create();
+/// agg.add(&mut acc, &Reading { sensor: 1, celsius: 20.0 });
+/// agg.add(&mut acc, &Reading { sensor: 2, celsius: 22.0 });
+/// assert_eq!(agg.finish(&acc), (2, 21.0, 2));
+/// ```
+pub struct Aggs<T>(PhantomData<fn(&T)>);
+
+impl<T> std::fmt::Debug for Aggs<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Aggs").field(&std::any::type_name::<T>()).finish()
+    }
+}
+
+impl<T> Clone for Aggs<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Aggs<T> {}
+
+impl<T> Default for Aggs<T> {
+    fn default() -> Self {
+        Aggs(PhantomData)
+    }
+}
+
+impl<T> Aggs<T> {
+    /// The aggregators over `T`.
+    pub fn new() -> Self {
+        Aggs(PhantomData)
+    }
+
+    /// The aggregator `build` makes from these (a tuple of several, or one).
+    pub fn build<A: Aggregator<T>>(self, build: impl FnOnce(Self) -> A) -> A {
+        build(self)
+    }
+
+    /// [`Count`].
+    pub fn count(self) -> Count {
+        Count
+    }
+
+    /// [`Sum::of`]`(f)`.
+    pub fn sum<V, F: Fn(&T) -> V>(self, f: F) -> Sum<F, V> {
+        Sum::of(f)
+    }
+
+    /// [`Min::of`]`(f)`.
+    pub fn min<V, F: Fn(&T) -> V>(self, f: F) -> Min<F, V> {
+        Min::of(f)
+    }
+
+    /// [`Max::of`]`(f)`.
+    pub fn max<V, F: Fn(&T) -> V>(self, f: F) -> Max<F, V> {
+        Max::of(f)
+    }
+
+    /// [`Avg::of`]`(f)`.
+    pub fn avg<F: Fn(&T) -> f64>(self, f: F) -> Avg<F> {
+        Avg::of(f)
+    }
+
+    /// [`DistinctCount::of`]`(f)`.
+    pub fn distinct_count<V, F: Fn(&T) -> V>(self, f: F) -> DistinctCount<F, V> {
+        DistinctCount::of(f)
+    }
+
+    /// [`ApproxDistinctCount::of`]`(f)`.
+    pub fn approx_distinct_count<V, F: Fn(&T) -> V>(self, f: F) -> ApproxDistinctCount<F, V> {
+        ApproxDistinctCount::of(f)
+    }
+
+    /// [`Quantile::of`]`(q, f)`.
+    pub fn quantile<F: Fn(&T) -> f64>(self, q: f64, f: F) -> Quantile<F> {
+        Quantile::of(q, f)
+    }
+
+    /// [`First::of`]`(f)`.
+    pub fn first<V, F: Fn(&T) -> V>(self, f: F) -> First<F, V> {
+        First::of(f)
+    }
+
+    /// [`Last::of`]`(f)`.
+    pub fn last<V, F: Fn(&T) -> V>(self, f: F) -> Last<F, V> {
+        Last::of(f)
+    }
+
+    /// [`TopK::of`]`(k, f)`.
+    pub fn top_k<V, F: Fn(&T) -> V>(self, k: usize, f: F) -> TopK<F, V> {
+        TopK::of(k, f)
+    }
+
+    /// [`TopBy::of`]`(n, key)`.
+    pub fn top_by<K: Ord, F: Fn(&T) -> K>(self, n: usize, key: F) -> TopBy<F> {
+        TopBy::of(n, key)
+    }
+
+    /// [`Reduce::with`]`(f)`.
+    pub fn reduce<F: Fn(T, &T) -> T>(self, f: F) -> Reduce<F> {
+        Reduce::with(f)
+    }
+}
+
 macro_rules! tuple_aggregator {
     ($($a:ident $i:tt),+) => {
         impl<T, $($a: Aggregator<T>),+> Aggregator<T> for ($($a,)+) {
@@ -530,17 +656,17 @@ mod tests {
         let v = [5i64, -2, 9, 9, 1];
         assert_eq!(fold(&Count, &v), 5);
         assert_eq!(fold(&Sum::of(|x: &i64| *x), &v), 22);
-        assert_eq!(fold(&Min::of(|x: &i64| *x), &v), Some(-2));
-        assert_eq!(fold(&Max::of(|x: &i64| *x), &v), Some(9));
-        assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &v), Some(4.4));
+        assert_eq!(fold(&Min::of(|x: &i64| *x), &v), -2);
+        assert_eq!(fold(&Max::of(|x: &i64| *x), &v), 9);
+        assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &v), 4.4);
         assert_eq!(fold(&DistinctCount::of(|x: &i64| *x), &v), 4);
         assert_eq!(fold(&First::of(|x: &i64| *x), &v), Some(5));
         assert_eq!(fold(&Last::of(|x: &i64| *x), &v), Some(1));
         assert_eq!(fold(&Reduce::with(|a: i64, b: &i64| a.max(*b) * 2), &[1, 5, 3]), Some(20));
         assert_eq!(fold(&TopK::of(2, |x: &i64| *x), &[3, 1, 3, 2, 1, 3, 7]), vec![(3, 3), (1, 2)]);
         assert_eq!(fold(&TopK::of(2, |x: &i64| *x), &[9, 8]), vec![(8, 1), (9, 1)], "ties by value");
-        assert_eq!(fold(&Min::of(|x: &i64| *x), &[]), None);
-        assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &[]), None);
+        assert_eq!(fold(&Min::of(|x: &i64| *x), &[]), 0, "no records: the default");
+        assert!(fold(&Avg::of(|x: &i64| *x as f64), &[]).is_nan(), "no records: NaN");
     }
 
     #[test]

@@ -58,8 +58,8 @@ mod time;
 mod window;
 
 pub use aggregate::{
-    Aggregator, ApproxDistinctCount, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile, Reduce, Sum,
-    TopBy, TopK,
+    Aggregator, Aggs, ApproxDistinctCount, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile,
+    Reduce, Sum, TopBy, TopK,
 };
 pub use batch::{Batch, Message, Timestamp};
 pub use checkpoint::{

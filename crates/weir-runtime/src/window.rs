@@ -26,6 +26,7 @@ use crate::aggregate::Aggregator;
 use crate::batch::{Batch, Timestamp};
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
+use crate::exchange::KeysFn;
 use crate::operator::{Collector, Operator, StateStats};
 
 /// The kind of window and its sizes, in milliseconds.
@@ -184,8 +185,10 @@ struct Session<A> {
 }
 
 /// The keyed window operator.
-pub(crate) struct WindowOperator<K, T, KF, A: Aggregator<T>> {
-    key: Arc<KF>,
+pub(crate) struct WindowOperator<K, T, A: Aggregator<T>> {
+    keys: KeysFn<K, T>,
+    /// The keys of the batch being handled (kept to reuse its allocation).
+    scratch: Vec<K>,
     spec: WindowSpec,
     agg: Arc<A>,
     lateness: i64,
@@ -203,22 +206,22 @@ pub(crate) struct WindowOperator<K, T, KF, A: Aggregator<T>> {
     stats: std::cell::Cell<Option<(std::time::Instant, StateStats)>>,
 }
 
-impl<K, T, KF, A> WindowOperator<K, T, KF, A>
+impl<K, T, A> WindowOperator<K, T, A>
 where
     K: Hash + Eq + Clone + Send + 'static,
     T: Send + 'static,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
     A: Aggregator<T>,
 {
     pub(crate) fn new(
-        key: Arc<KF>,
+        keys: KeysFn<K, T>,
         spec: WindowSpec,
         agg: Arc<A>,
         lateness: i64,
         late: LateRecords<T>,
     ) -> Self {
         WindowOperator {
-            key,
+            keys,
+            scratch: Vec::new(),
             spec,
             agg,
             lateness,
@@ -379,11 +382,10 @@ fn emit<K, V>(results: Vec<WindowResult<K, V>>, out: &mut Collector<WindowResult
     out.batch(batch);
 }
 
-impl<K, T, KF, A> Operator<T, WindowResult<K, A::Output>> for WindowOperator<K, T, KF, A>
+impl<K, T, A> Operator<T, WindowResult<K, A::Output>> for WindowOperator<K, T, A>
 where
     K: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static,
     T: Send + 'static,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
     A: Aggregator<T>,
 {
     /// Saves `(watermark, fired)` as the subtask's meta, and per key `(start, end, acc)` for
@@ -443,13 +445,14 @@ where
         }
         let mut refired = Vec::new();
         let mut late = Vec::new();
-        let key_fn = self.key.clone();
-        for (i, record) in batch.records.into_iter().enumerate() {
+        let mut keys = std::mem::take(&mut self.scratch);
+        keys.clear();
+        (self.keys)(&batch.records, &mut keys);
+        for ((i, record), key) in batch.records.into_iter().enumerate().zip(keys.drain(..)) {
             let Some(ts) = batch.timestamps.get(i).copied() else {
                 late.push(record);
                 continue;
             };
-            let key = key_fn(&record);
             let is_late = match self.spec {
                 WindowSpec::Session { gap } => self.add_session(&key, ts, gap, &record, &mut refired),
                 _ => self.add_fixed(&key, ts, &record, &mut refired),
@@ -458,6 +461,7 @@ where
                 late.push(record);
             }
         }
+        self.scratch = keys;
         self.fired += self.emit_refired(refired, out);
         if !late.is_empty() {
             out.dropped(crate::operator::DropReason::Late, late.len() as u64);

@@ -279,6 +279,7 @@ impl Operator<RecordBatch, RecordBatch> for Scan {
 }
 
 /// `WHERE` / `HAVING`.
+#[derive(Clone)]
 pub(crate) struct Filter {
     pub(crate) predicate: Arc<dyn PhysicalExpr>,
     pub(crate) projection: Option<Vec<usize>>,
@@ -317,6 +318,7 @@ impl Operator<RecordBatch, RecordBatch> for Filter {
 }
 
 /// `SELECT` expressions.
+#[derive(Clone)]
 pub(crate) struct Project {
     pub(crate) exprs: Vec<Arc<dyn PhysicalExpr>>,
     pub(crate) schema: SchemaRef,
@@ -501,6 +503,14 @@ pub(crate) struct WindowAggregate {
     fired: u64,
     /// The origin of its dead letters (see [`origin`]).
     origin: Arc<str>,
+}
+
+/// A copy for another subtask: the same query, without the windows' state (accumulators cannot be
+/// copied). The pipeline copies an operator once per subtask before any record reaches it.
+impl Clone for WindowAggregate {
+    fn clone(&self) -> Self {
+        WindowAggregate::new(self.spec.clone(), self.origin.clone())
+    }
 }
 
 impl WindowAggregate {

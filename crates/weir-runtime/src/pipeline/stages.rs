@@ -13,17 +13,21 @@ use crate::metrics::SinkMetrics;
 use crate::operator::Stage;
 use crate::sink::{Sink, SinkWriter};
 
-/// The end of a chain that hands every message to two channels.
+/// The end of a chain that hands every message to several channels (at least two): a copy to
+/// each but the last, the message itself to the last.
 pub(super) struct Broadcast<T> {
-    pub(super) senders: [mpsc::Sender<Message<T>>; 2],
+    pub(super) senders: Vec<mpsc::Sender<Message<T>>>,
     pub(super) blocked_ns: Arc<AtomicU64>,
 }
 
 impl<T: Clone + Send + 'static> Stage<T> for Broadcast<T> {
     fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            crate::exchange::send(&self.senders[0], msg.clone(), &self.blocked_ns).await?;
-            crate::exchange::send(&self.senders[1], msg, &self.blocked_ns).await
+            let Some((last, copies)) = self.senders.split_last() else { return Ok(()) };
+            for tx in copies {
+                crate::exchange::send(tx, msg.clone(), &self.blocked_ns).await?;
+            }
+            crate::exchange::send(last, msg, &self.blocked_ns).await
         })
     }
 }
