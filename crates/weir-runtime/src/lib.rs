@@ -78,4 +78,4 @@ pub use sink::{CollectSink, CommittedOutput, DiscardSink, Sink, SinkWriter};
 pub use source::{MemoryReader, MemorySource, Source, SourceReader};
 pub use time::Watermarks;
 pub use weir_metrics::{Metrics, ServerConfig};
-pub use window::{SessionWindows, SlidingWindows, TumblingWindows, WindowResult, WindowSpec};
+pub use window::{SessionWindows, SlidingWindows, TumblingWindows, WindowResult, WindowSpec, format_rfc3339};
