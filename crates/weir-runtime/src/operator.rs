@@ -20,6 +20,7 @@ use crate::metrics::OperatorMetrics;
 /// Why records left an operator's main output (counted in
 /// `weir_operator_dropped_records_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// Behind the watermark plus the allowed lateness (sent to the late side output).
     Late,

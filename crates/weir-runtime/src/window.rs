@@ -31,6 +31,7 @@ use crate::operator::{Collector, Operator, StateStats};
 
 /// The kind of window and its sizes, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WindowSpec {
     /// Fixed-size windows that do not overlap.
     Tumbling {
