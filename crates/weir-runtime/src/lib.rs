@@ -70,6 +70,7 @@ pub use dead_letter::{DeadLetter, FIRST_DEAD_LETTERS, Traceable};
 pub use error::{Error, Result};
 pub use exchange::{KeyPartitioner, Partitioner, key_hash};
 pub use operator::{Collector, DropReason, Operator, StateStats};
+pub use ops::Traced;
 pub use pipeline::{
     CheckpointHandle, JobReport, KeyedStream, Pipeline, PipelineBuilder, StopHandle, Stream, WindowedStream,
 };

@@ -15,7 +15,7 @@ use crate::dead_letter::Traceable;
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeStage, KeyPartitioner, KeysFn, Partitioner};
 use crate::operator::{OpStage, Operator, Stage};
-use crate::ops::{Filter, FlatMap, Inspect, Map, TryMap};
+use crate::ops::{Filter, FlatMap, Inspect, Map, Traced, TryMap, TryMapTraced};
 use crate::sink::Sink;
 use crate::time::{AssignTimestamps, Watermarks};
 use crate::window::{LateRecords, WindowOperator, WindowResult, WindowSpec};
@@ -230,6 +230,62 @@ impl<T: Send + 'static> Stream<T> {
     {
         let f = Arc::new(f);
         self.operator_with("try_map", || TryMap { f: f.clone(), operator: "try_map".into() })
+    }
+
+    /// [`Stream::try_map`] whose results keep the record they were made from ([`Traced`]), so
+    /// a second fallible step can send a failure to the dead letters with the record's origin
+    /// and raw payload: `try_map_traced(parse).try_map(check)`. A [`Traced`] dereferences to
+    /// the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_runtime::{CollectSink, DeadLetter, MemorySource, Pipeline, Traceable};
+    ///
+    /// /// A line of a file.
+    /// #[derive(Debug, Clone)]
+    /// struct Line(u64, String);
+    ///
+    /// impl Traceable for Line {
+    ///     fn origin(&self) -> String {
+    ///         format!("readings.txt:{}", self.0)
+    ///     }
+    ///     fn payload(&self) -> String {
+    ///         self.1.clone()
+    ///     }
+    /// }
+    ///
+    /// fn plausible(celsius: &f64) -> Result<f64, String> {
+    ///     if (-90.0..=60.0).contains(celsius) { Ok(*celsius) } else { Err(format!("{celsius} °C")) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_runtime::Result<()> {
+    /// let p = Pipeline::builder("checks").parallelism(1).handle_signals(false).build()?;
+    /// let (out, dead) = (CollectSink::new(), CollectSink::<DeadLetter>::new());
+    /// p.dead_letters(dead.clone());
+    /// let lines = vec![Line(1, "21.5".into()), Line(2, "x".into()), Line(3, "999".into())];
+    /// p.source(MemorySource::new(lines))
+    ///     .try_map_traced(|l| l.1.parse::<f64>())
+    ///     .try_map(|c| plausible(c))
+    ///     .sink(out.clone());
+    /// p.run().await?;
+    /// assert_eq!(out.take(), [21.5]);
+    /// let dead = dead.take();
+    /// assert_eq!(dead[1].origin, "readings.txt:3", "the second step's failure keeps its origin");
+    /// assert_eq!((dead[1].payload.as_str(), dead[1].error.as_str()), ("999", "999 °C"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_map_traced<U, E, F>(self, f: F) -> Stream<Traced<T, U>>
+    where
+        T: Traceable,
+        U: Send + 'static,
+        E: std::fmt::Display,
+        F: Fn(&T) -> Result<U, E> + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator_with("try_map", || TryMapTraced { f: f.clone(), operator: "try_map".into() })
     }
 
     /// Gives every record an event timestamp (ms) and starts generating watermarks per source
