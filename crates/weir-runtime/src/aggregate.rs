@@ -19,6 +19,63 @@ use sketches_ddsketch::{Config, DDSketch};
 /// The running state is serializable (serde): checkpoints save it, and a restored pipeline
 /// merges it back. Values an aggregator keeps (distinct values, first/last values, top
 /// records) are therefore owned serializable types (`String`, not `&str`).
+///
+/// # Implementing
+///
+/// `create` makes the state of no records, `add` folds one record in, `merge` folds another
+/// state in (session windows merge, and states are merged in time order, earlier first), and
+/// `finish` reads the result without consuming the state (a window with allowed lateness
+/// fires again after more records). Here, the spread (largest minus smallest) of a value:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use weir_runtime::{Aggregator, CollectSink, MemorySource, Pipeline, TumblingWindows, Watermarks};
+///
+/// /// Largest minus smallest of the value `f` extracts.
+/// struct Spread<F>(F);
+///
+/// impl<T, F: Fn(&T) -> f64 + Send + Sync + 'static> Aggregator<T> for Spread<F> {
+///     /// (smallest, largest) so far; `None` for no records.
+///     type Acc = Option<(f64, f64)>;
+///     type Output = f64;
+///
+///     fn create(&self) -> Self::Acc {
+///         None
+///     }
+///
+///     fn add(&self, acc: &mut Self::Acc, record: &T) {
+///         let v = (self.0)(record);
+///         self.merge(acc, Some((v, v)));
+///     }
+///
+///     fn merge(&self, acc: &mut Self::Acc, other: Self::Acc) {
+///         *acc = match (*acc, other) {
+///             (Some((lo, hi)), Some((l, h))) => Some((lo.min(l), hi.max(h))),
+///             (a, b) => a.or(b),
+///         };
+///     }
+///
+///     fn finish(&self, acc: &Self::Acc) -> f64 {
+///         acc.map_or(0.0, |(lo, hi)| hi - lo)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> weir_runtime::Result<()> {
+/// let p = Pipeline::builder("spread").parallelism(1).handle_signals(false).build()?;
+/// let out = CollectSink::new();
+/// p.source(MemorySource::new(vec![(0i64, 20.5), (1_000, 18.0), (2_000, 23.0)]))
+///     .assign_timestamps(|r| r.0, Watermarks::monotonic())
+///     .key_by(|_| ())
+///     .window(TumblingWindows::of(Duration::from_secs(60)))
+///     .aggregate(Spread(|r: &(i64, f64)| r.1))
+///     .sink(out.clone());
+/// p.run().await?;
+/// assert_eq!(out.take()[0].value, 5.0);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Aggregator<T>: Send + Sync + 'static {
     /// The running state.
     type Acc: Send + Serialize + DeserializeOwned + 'static;
