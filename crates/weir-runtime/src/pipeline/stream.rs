@@ -363,15 +363,14 @@ impl<T: Send + 'static> Stream<T> {
         T: Clone,
     {
         let n = origins.len();
-        if n == 1 {
-            return vec![self];
+        match n {
+            0 => return Vec::new(),
+            1 => return vec![self],
+            _ => {}
         }
         let capacity = self.ctx.channel_capacity;
         let mut branches: Vec<Vec<Lane<T>>> = (0..n).map(|_| Vec::with_capacity(self.lanes.len())).collect();
         for (subtask, lane) in self.lanes.into_iter().enumerate() {
-            if n == 0 {
-                break;
-            }
             let checkpointed = lane.checkpointed;
             let mut senders = Vec::with_capacity(n);
             for (i, branch) in branches.iter_mut().enumerate() {
