@@ -6,7 +6,7 @@
 //!
 //! The pipeline is `MemorySource (batch_size b) → assign_timestamps(bounded_out_of_orderness B)
 //! → key_by(key) → window(spec).allowed_lateness(L) → (Count, Sum, Min, Max, Avg)`, with the late
-//! records sunk through `late_records()`. The rules it is held to:
+//! records sunk through `late_records`. The rules it is held to:
 //!
 //! - A source split's watermark is its largest timestamp − B − 1. `MemorySource` chunk `c` (records
 //!   `c·b .. (c+1)·b`) is read by subtask `c mod p`; a task's watermark is the minimum over the

@@ -307,8 +307,9 @@ impl<T: Send + 'static> Stream<T> {
     where
         T: Clone,
     {
-        let origins = (0..n).map(|i| format!("{}/branch-{i}", self.origin)).collect();
-        self.fan_out(origins)
+        let branches =
+            (0..n).map(|i| (format!("{}/branch-{i}", self.origin), format!("branch {i}"))).collect();
+        self.fan_out(branches, "broadcast")
     }
 
     /// [`Stream::broadcast`] into `N` streams, as an array to destructure.
@@ -347,43 +348,48 @@ impl<T: Send + 'static> Stream<T> {
     where
         T: Clone,
     {
-        // The branches keep the origins (hence default checkpoint ids) forks always had.
-        let origins = vec![format!("{}/fork-left", self.origin), format!("{}/fork-right", self.origin)];
-        let mut branches = self.fan_out(origins).into_iter();
+        // The branches keep the origins (hence default checkpoint ids) and task names forks
+        // always had.
+        let branches = vec![
+            (format!("{}/fork-left", self.origin), "left".to_owned()),
+            (format!("{}/fork-right", self.origin), "right".to_owned()),
+        ];
+        let mut branches = self.fan_out(branches, "fork").into_iter();
         match (branches.next(), branches.next()) {
             (Some(left), Some(right)) => (left, right),
             _ => unreachable!("fan_out returns a stream per origin"),
         }
     }
 
-    /// One stream per origin in `origins`, each with every record: the lanes close with a
-    /// [`Broadcast`] to one channel per branch.
-    fn fan_out(self, origins: Vec<String>) -> Vec<Stream<T>>
+    /// One stream per `(origin, name)` in `branches`, each with every record: the lanes close
+    /// with a [`Broadcast`] (a task named after `kind`) to one channel per branch.
+    fn fan_out(self, branches: Vec<(String, String)>, kind: &str) -> Vec<Stream<T>>
     where
         T: Clone,
     {
-        let n = origins.len();
+        let n = branches.len();
+        let (origins, names): (Vec<String>, Vec<String>) = branches.into_iter().unzip();
         match n {
             0 => return Vec::new(),
             1 => return vec![self],
             _ => {}
         }
         let capacity = self.ctx.channel_capacity;
-        let mut branches: Vec<Vec<Lane<T>>> = (0..n).map(|_| Vec::with_capacity(self.lanes.len())).collect();
+        let mut lanes: Vec<Vec<Lane<T>>> = (0..n).map(|_| Vec::with_capacity(self.lanes.len())).collect();
         for (subtask, lane) in self.lanes.into_iter().enumerate() {
             let checkpointed = lane.checkpointed;
             let mut senders = Vec::with_capacity(n);
-            for (i, branch) in branches.iter_mut().enumerate() {
+            for (branch, name) in lanes.iter_mut().zip(&names) {
                 let (tx, rx) = mpsc::channel::<Message<T>>(capacity);
                 senders.push(tx);
-                branch.push(inputs_lane(format!("{} (branch {i})", lane.name), vec![rx], checkpointed));
+                branch.push(inputs_lane(format!("{} ({name})", lane.name), vec![rx], checkpointed));
             }
             let blocked = Arc::new(AtomicU64::new(0));
             let stage = Broadcast { senders, blocked_ns: blocked.clone() };
-            let name = format!("{} -> broadcast", lane.name);
+            let name = format!("{} -> {kind}", lane.name);
             self.ctx.add_task(name, subtask, blocked, (lane.close)(Box::new(stage)));
         }
-        branches
+        lanes
             .into_iter()
             .zip(origins)
             .map(|(lanes, origin)| Stream {
