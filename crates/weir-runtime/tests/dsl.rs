@@ -66,6 +66,16 @@ async fn split_and_fork_give_every_branch_every_record() {
     assert_eq!(sorted(d.take()).len(), 50);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_dropped_without_a_sink_does_not_stop_the_others() {
+    let p = pipeline("dropped");
+    let out = CollectSink::new();
+    let [used, _] = p.source(MemorySource::new((0..1_000).collect::<Vec<i64>>()).batch_size(10)).split();
+    used.sink(out.clone());
+    p.run().await.unwrap();
+    assert_eq!(sorted(out.take()), (0..1_000).collect::<Vec<_>>());
+}
+
 /// A program's own type holding keyed and windowed streams: their types name no closure.
 #[derive(Debug)]
 struct BySensor {
