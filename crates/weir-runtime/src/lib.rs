@@ -28,7 +28,10 @@
 //! tasks with a hash exchange: each downstream subtask reads one bounded channel, and a full
 //! channel makes the sender wait (backpressure, measured in [`JobReport::backpressure`]).
 //! Operators implement [`Operator`]: one required method, `process_batch`, and hooks for
-//! watermarks, barriers and the end of input.
+//! watermarks, barriers and the end of input. A stream feeds several branches with
+//! [`Stream::split`] (or [`Stream::broadcast`]): the task that produced it hands each branch
+//! the batches over a bounded channel of its own; a keyed stream splits the same way after its
+//! one exchange ([`KeyedStream::split`]), e.g. for a per-minute and a per-hour window.
 //!
 //! # Event time and windows
 //!

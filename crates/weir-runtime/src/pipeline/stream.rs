@@ -301,8 +301,9 @@ impl<T: Send + 'static> Stream<T> {
     /// `n` streams with the same records, so one stream can feed any number of sinks or
     /// branches. Each lane hands every message to the `n` branches from the task that produced
     /// it, over one bounded channel per branch (a slow branch holds back all of them, as in
-    /// Flink); every branch but the last gets a copy. `broadcast(1)` is the stream itself, and
-    /// `broadcast(0)` drops it. See [`Stream::split`] for a fixed number of branches.
+    /// Flink); every branch but the last gets a copy. A branch dropped without a sink is left
+    /// out. `broadcast(1)` is the stream itself, and `broadcast(0)` drops it. See
+    /// [`Stream::split`] for a fixed number of branches.
     pub fn broadcast(self, n: usize) -> Vec<Stream<T>>
     where
         T: Clone,
