@@ -4,7 +4,14 @@
 //! [`ApproxDistinctCount`] (HyperLogLog), [`Quantile`]
 //! (DDSketch: relative error 1 %), [`TopK`], [`First`], [`Last`], [`Reduce`]. A tuple of aggregators is an aggregator of
 //! tuples, so `(Count, Avg::of(..), Quantile::of(0.99, ..))` computes all three in one pass. Any
-//! type implementing [`Aggregator`] works the same way.
+//! type implementing [`Aggregator`] works the same way. [`Aggs`] makes the built-ins for a known
+//! record type, so their closures need no type annotations (see
+//! [`WindowedStream::aggregate_with`](crate::WindowedStream::aggregate_with)).
+//!
+//! A window fires only once it holds a record, so aggregates that always have a value there
+//! ([`Min`], [`Max`], [`Avg`]) are plain values; those that can lack one are `Option`s:
+//! [`Quantile`] (its values may all be NaN, which it skips), and [`First`], [`Last`] and
+//! [`Reduce`], which keep any type (no default stands for "no record").
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
