@@ -118,7 +118,7 @@ fn run(input: &str, out: PathBuf, parallelism: usize, batch: Option<usize>, star
             window_start: r.window_start,
             window_end: r.window_end,
             count: r.value.0,
-            avg_latency: r.value.1.unwrap_or(f64::NAN),
+            avg_latency: r.value.1,
             sum_bytes: r.value.2,
         })
         .sink(FileSink::csv(&out).single_file());

@@ -333,8 +333,7 @@ fn typed_results(out: Vec<WindowOut>) -> Result<Results> {
             r.window_start,
             r.window_end
         );
-        let (count, avg, sum) = r.value;
-        let row = (count, avg.context("a window without an average")?, sum);
+        let row = r.value;
         ensure!(
             results.insert((r.key, r.window_start), row).is_none(),
             "two results for {:?}",

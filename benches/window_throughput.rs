@@ -644,7 +644,7 @@ fn verify(runtime: &Runtime, sources: &Sources, row: Row, expected: &Totals) -> 
     let want: BTreeMap<(u16, i64), Value> = expected
         .groups
         .iter()
-        .map(|(&k, &(count, latency, bytes))| (k, (count, Some(latency as f64 / count as f64), bytes)))
+        .map(|(&k, &(count, latency, bytes))| (k, (count, latency as f64 / count as f64, bytes)))
         .collect();
     let keys: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).copied().collect();
     let differing: Vec<_> = keys.into_iter().filter(|k| got.get(k) != want.get(k)).collect();

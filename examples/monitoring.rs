@@ -19,7 +19,7 @@ use std::time::Duration;
 use weir::connectors::{FileSink, GeneratorSource, LogRecord, LogSink, LogSource};
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::runtime::{
-    Avg, Checkpointing, Count, DiscardSink, Metrics, Pipeline, ServerConfig, TumblingWindows, Watermarks,
+    Checkpointing, DiscardSink, Metrics, Pipeline, ServerConfig, TumblingWindows, Watermarks,
 };
 
 /// Events per second the producer writes.
@@ -106,16 +106,15 @@ async fn main() -> anyhow::Result<()> {
     analytics.dead_letters(LogSink::dead_letters(&log, "access-stats"));
     let out = dir.join("out");
     std::fs::create_dir_all(&out)?;
-    let mut windows = analytics
+    analytics
         .source(LogSource::topic(&log, "access", "access-stats"))
         .try_map(parse)
         .assign_timestamps(|a| a.ts, Watermarks::bounded_out_of_orderness(Duration::from_secs(2)))
         .key_by(|a| a.status)
         .window(TumblingWindows::of(Duration::from_secs(10)))
-        .allowed_lateness(Duration::from_secs(5));
-    windows.late_records().sink(DiscardSink);
-    windows
-        .aggregate((Count, Avg::of(|a: &Access| a.latency_ms)))
+        .allowed_lateness(Duration::from_secs(5))
+        .late_records(|late| late.sink(DiscardSink))
+        .aggregate_with(|a| (a.count(), a.avg(|a| a.latency_ms)))
         .sink(FileSink::json_lines(out.join("per_status")));
 
     let stops = [producer.stop_handle(), analytics.stop_handle()];

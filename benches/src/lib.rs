@@ -465,7 +465,7 @@ pub mod access_events {
 
     use anyhow::{Context, Result};
     use weir_connectors::Line;
-    use weir_runtime::{Avg, Count, Stream, Sum, TumblingWindows, Watermarks, WindowResult};
+    use weir_runtime::{Stream, TumblingWindows, Watermarks, WindowResult};
 
     /// The CSV header line (without its newline).
     pub const CSV_HEADER: &str = "ts,ip,method,path,status,bytes,latency_ms";
@@ -703,7 +703,7 @@ pub mod access_events {
     }
 
     /// (count, average latency, sum of bytes) of one status in one window.
-    pub type Value = (u64, Option<f64>, u64);
+    pub type Value = (u64, f64, u64);
     /// One window result of [`aggregate_windows`].
     pub type WindowOut = WindowResult<u16, Value>;
 
@@ -720,7 +720,7 @@ pub mod access_events {
             .assign_timestamps(|e: &Event| e.ts, Watermarks::bounded_out_of_orderness(DISORDER))
             .key_by(|e: &Event| e.status)
             .window(TumblingWindows::of(WINDOW))
-            .aggregate((Count, Avg::of(|e: &Event| f64::from(e.latency_ms)), Sum::of(|e: &Event| e.bytes)))
+            .aggregate_with(|a| (a.count(), a.avg(|e| f64::from(e.latency_ms)), a.sum(|e| e.bytes)))
     }
 
     /// count, sum of latency_ms, sum of bytes.

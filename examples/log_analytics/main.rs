@@ -82,8 +82,8 @@ use serde::Serialize;
 use weir::connectors::{FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource};
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::runtime::{
-    Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig,
-    SessionWindows, SlidingWindows, Stream, Sum, TopBy, TumblingWindows, Watermarks,
+    Batch, Checkpointing, Collector, Count, Metrics, Operator, Pipeline, Quantile, ServerConfig,
+    SessionWindows, SlidingWindows, Stream, TumblingWindows, Watermarks,
 };
 
 const PIPELINE: &str = "access_stats";
@@ -254,10 +254,8 @@ struct SessionRow {
     duration_s: f64,
 }
 
-/// Requests and p50/p95/p99 of one path in one minute.
-type PathStats = weir::runtime::WindowResult<Arc<str>, (u64, Option<f64>, Option<f64>, Option<f64>)>;
-
 /// Counts the records that pass, per batch.
+#[derive(Clone)]
 struct Progress(Arc<AtomicU64>);
 
 impl<T: Send + 'static> Operator<T, T> for Progress {
@@ -500,7 +498,7 @@ fn ingest_pipeline(
         }
     };
     let ingested = ingested.clone();
-    let lines = lines.operator("progress", move || IngestProgress(ingested.clone()));
+    let lines = lines.operator("progress", IngestProgress(ingested.clone()));
     // The lines as they are (a dead letter then holds the line itself), keyed by client: the
     // line's first word (of a JSON line, `{"...`: one key for all).
     lines.sink(
@@ -517,6 +515,7 @@ struct Ingested {
 }
 
 /// Counts the lines that pass and their bytes, per batch.
+#[derive(Clone)]
 struct IngestProgress(Arc<Ingested>);
 
 impl Operator<String, String> for IngestProgress {
@@ -567,16 +566,12 @@ fn analytics_pipeline(
         // every window from closing.
         watermarks = watermarks.with_idle_timeout(Duration::from_secs(10));
     }
-    let count = count.clone();
     let events = p
         .source(source)
         .try_map(parse)
-        .operator("progress", move || Progress(count.clone()))
+        .operator("progress", Progress(count.clone()))
         .assign_timestamps(|a| a.ts, watermarks);
-    let (events, rest) = events.fork();
-    let (rest, more) = rest.fork();
-    let (more, last) = more.fork();
-    let (last, sessions) = last.fork();
+    let [events, rest, more, last, sessions] = events.split();
 
     let sink = Sinks { log: log.clone(), out: args.out.clone(), results: results.clone() };
 
@@ -585,7 +580,7 @@ fn analytics_pipeline(
     let status = events
         .key_by(|a| a.status_class)
         .window(TumblingWindows::of(MINUTE))
-        .aggregate((Count, Sum::of(|a: &Access| a.bytes)))
+        .aggregate_with(|a| (a.count(), a.sum(|a| a.bytes)))
         .inspect(move |r| {
             if let Some(t) = &table {
                 t.status(r.window_start, r.key, r.value.0, r.value.1);
@@ -612,7 +607,7 @@ fn analytics_pipeline(
     let top_paths = per_path
         .key_by(|r| r.window_start)
         .window(TumblingWindows::of(MINUTE))
-        .aggregate(TopBy::of(10, |r: &PathStats| (r.value.0, Reverse(r.key.clone()))))
+        .aggregate_with(|a| a.top_by(10, |r| (r.value.0, Reverse(r.key.clone()))))
         .inspect(move |top| {
             if let Some(t) = &table {
                 t.paths(
@@ -661,9 +656,7 @@ fn analytics_pipeline(
         .aggregate(Count)
         .key_by(|r| r.window_start)
         .window(TumblingWindows::of(MINUTE))
-        .aggregate(TopBy::of(10, |r: &weir::runtime::WindowResult<Arc<str>, u64>| {
-            (r.value, Reverse(r.key.clone()))
-        }))
+        .aggregate_with(|a| a.top_by(10, |r| (r.value, Reverse(r.key.clone()))))
         .inspect(move |top| {
             if let Some(t) = &table {
                 t.clients(
@@ -692,7 +685,7 @@ fn analytics_pipeline(
     let alerts = last
         .key_by(|_| ())
         .window(TumblingWindows::of(MINUTE))
-        .aggregate((Count, Sum::of(|a: &Access| u64::from(a.status_class == 5))))
+        .aggregate_with(|a| (a.count(), a.sum(|a| u64::from(a.status_class == 5))))
         .filter(move |r| r.value.1 as f64 > threshold * r.value.0 as f64)
         .map(move |r| AlertRow {
             window_start: rfc3339(r.window_start),
@@ -718,13 +711,13 @@ fn analytics_pipeline(
     let sessions = sessions
         .key_by(|a| a.client.clone())
         .window(SessionWindows::with_gap(30 * MINUTE))
-        .aggregate((Count, Min::of(|a: &Access| a.ts), Max::of(|a: &Access| a.ts)))
+        .aggregate_with(|a| (a.count(), a.min(|a| a.ts), a.max(|a| a.ts)))
         .map(|r| SessionRow {
             window_start: rfc3339(r.window_start),
             window_end: rfc3339(r.window_end),
             client: r.key,
             pages: r.value.0,
-            duration_s: (r.value.2.unwrap_or(0) - r.value.1.unwrap_or(0)) as f64 / 1000.0,
+            duration_s: (r.value.2 - r.value.1) as f64 / 1000.0,
         });
     sink.write(4, sessions);
     Ok(p)
@@ -742,13 +735,14 @@ impl Sinks {
     fn write<T: Serialize + Clone + Send + 'static>(&self, i: usize, stream: Stream<T>) {
         let kind = KINDS[i];
         let results = self.results.clone();
-        let (to_file, to_topic) = stream.operator("count", move || Counted(results.clone(), i)).fork();
+        let (to_file, to_topic) = stream.operator("count", Counted(results, i)).fork();
         to_file.sink(FileSink::json_lines(self.out.join(format!("{kind}.jsonl"))).single_file());
         to_topic.sink(LogSink::topic(&self.log, format!("{PIPELINE}.{kind}")));
     }
 }
 
 /// Counts result records of kind `.1`.
+#[derive(Clone)]
 struct Counted(Arc<[AtomicU64; 5]>, usize);
 
 impl<T: Send + 'static> Operator<T, T> for Counted {

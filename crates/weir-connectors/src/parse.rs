@@ -23,7 +23,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use weir_runtime::{Stream, Traceable};
+use weir_runtime::{Stream, Traceable, Traced};
 
 use crate::file_source::Line;
 
@@ -72,9 +72,18 @@ pub trait ParseExt {
     /// The parsed records.
     type Output;
 
+    /// The parsed records, each with the record it was parsed from.
+    type Traced;
+
     /// Parses every record; a record that fails goes to the pipeline's dead letters (origin,
     /// raw payload, error) and the pipeline goes on. This is `try_map(Parse::parse)`.
     fn parsed(self) -> Self::Output;
+
+    /// [`ParseExt::parsed`], keeping each record with its value
+    /// ([`Traced`](weir_runtime::Traced), which dereferences to the value): a later
+    /// [`try_map`](Stream::try_map) sends its failures to the dead letters with the line's
+    /// origin and text. This is `try_map_traced(Parse::parse)`.
+    fn parsed_traced(self) -> Self::Traced;
 }
 
 impl<R> ParseExt for Stream<R>
@@ -83,9 +92,14 @@ where
     R::Output: Send + 'static,
 {
     type Output = Stream<R::Output>;
+    type Traced = Stream<Traced<R, R::Output>>;
 
     fn parsed(self) -> Stream<R::Output> {
         self.try_map(R::parse)
+    }
+
+    fn parsed_traced(self) -> Stream<Traced<R, R::Output>> {
+        self.try_map_traced(R::parse)
     }
 }
 

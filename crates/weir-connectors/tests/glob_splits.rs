@@ -13,6 +13,7 @@ use weir_runtime::{Batch, CollectSink, Collector, Operator, Pipeline};
 type Seen = Arc<Mutex<Vec<(u32, Vec<Arc<str>>)>>>;
 
 /// Passes batches on, noting what it saw.
+#[derive(Clone)]
 struct Splits(Seen);
 
 impl Operator<Line, Line> for Splits {
@@ -40,10 +41,7 @@ async fn glob_over_three_files_at_parallelism_two_sees_every_line_once() {
     let splits: Seen = Arc::default();
     let pattern = dir.path().join("*.log");
     p.source(FileSource::lines(pattern.to_str().unwrap()).batch_size(128))
-        .operator("splits", {
-            let splits = splits.clone();
-            move || Splits(splits.clone())
-        })
+        .operator("splits", Splits(splits.clone()))
         .sink(out.clone());
     p.run().await.unwrap();
 

@@ -16,6 +16,7 @@ fn open(dir: &std::path::Path) -> Log {
 }
 
 /// Checks that every batch's split is the partition of its records.
+#[derive(Clone)]
 struct SplitIsPartition(Arc<Mutex<Vec<(u32, usize)>>>);
 
 impl Operator<LogRecord, LogRecord> for SplitIsPartition {
@@ -40,10 +41,7 @@ async fn run_bounded(log: &Log, group: &str) -> (Vec<LogRecord>, Vec<(u32, usize
     let out = CollectSink::new();
     let batches = Arc::new(Mutex::new(Vec::new()));
     p.source(LogSource::topic(log, "events", group).bounded().batch_size(50))
-        .operator("check", {
-            let batches = batches.clone();
-            move || SplitIsPartition(batches.clone())
-        })
+        .operator("check", SplitIsPartition(batches.clone()))
         .sink(out.clone());
     tokio::time::timeout(Duration::from_secs(30), p.run()).await.unwrap().unwrap();
     let batches = batches.lock().unwrap().clone();

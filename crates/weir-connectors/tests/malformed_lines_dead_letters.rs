@@ -120,3 +120,39 @@ async fn malformed_csv_lines_become_dead_letters_with_their_line_numbers() {
     let report = p.run().await.unwrap();
     check(good.take(), dead.take(), &want_bad, "invalid CSV", report.dead_letters);
 }
+
+/// A reading outside the plausible range.
+fn plausible(r: &Reading) -> Result<Reading, String> {
+    if r.value < 500.0 { Ok(r.clone()) } else { Err(format!("implausible value {}", r.value)) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_fallible_step_after_parsing_sends_its_failures_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readings.jsonl");
+    let name = path.to_str().unwrap();
+    let lines: Vec<String> = (0..LINES)
+        .map(|i| match i {
+            7 => "not json".to_owned(),
+            _ => format!(r#"{{"sensor":"s{}","value":{i}.25,"count":{i}}}"#, i % 4),
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let (p, dead) = pipeline("two-steps");
+    let good = CollectSink::new();
+    p.source(FileSource::json_lines::<Reading>(name).batch_size(64))
+        .parsed_traced()
+        .try_map(|r| plausible(r))
+        .sink(good.clone());
+    let report = p.run().await.unwrap();
+    assert_eq!(good.take().len(), 500 - 1, "values below 500, less the line that is not JSON");
+    let mut dead = dead.take();
+    dead.sort_by_key(|d| d.origin.rsplit(':').next().unwrap().parse::<usize>().unwrap());
+    assert_eq!(report.dead_letters, 1 + 500);
+    assert!(dead[0].error.starts_with("invalid JSON"), "{:?}", dead[0]);
+    let second = &dead[1];
+    assert_eq!(second.origin, format!("{name}:501"), "the line of the 500th reading");
+    assert_eq!(second.payload, lines[500], "the line's text");
+    assert_eq!(second.error, "implausible value 500.25");
+}

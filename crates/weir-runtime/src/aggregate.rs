@@ -4,7 +4,14 @@
 //! [`ApproxDistinctCount`] (HyperLogLog), [`Quantile`]
 //! (DDSketch: relative error 1 %), [`TopK`], [`First`], [`Last`], [`Reduce`]. A tuple of aggregators is an aggregator of
 //! tuples, so `(Count, Avg::of(..), Quantile::of(0.99, ..))` computes all three in one pass. Any
-//! type implementing [`Aggregator`] works the same way.
+//! type implementing [`Aggregator`] works the same way. [`Aggs`] makes the built-ins for a known
+//! record type, so their closures need no type annotations (see
+//! [`WindowedStream::aggregate_with`](crate::WindowedStream::aggregate_with)).
+//!
+//! A window fires only once it holds a record, so aggregates that always have a value there
+//! ([`Min`], [`Max`], [`Avg`]) are plain values; those that can lack one are `Option`s:
+//! [`Quantile`] (its values may all be NaN, which it skips), and [`First`], [`Last`] and
+//! [`Reduce`], which keep any type (no default stands for "no record").
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -19,6 +26,63 @@ use sketches_ddsketch::{Config, DDSketch};
 /// The running state is serializable (serde): checkpoints save it, and a restored pipeline
 /// merges it back. Values an aggregator keeps (distinct values, first/last values, top
 /// records) are therefore owned serializable types (`String`, not `&str`).
+///
+/// # Implementing
+///
+/// `create` makes the state of no records, `add` folds one record in, `merge` folds another
+/// state in (session windows merge, and states are merged in time order, earlier first), and
+/// `finish` reads the result without consuming the state (a window with allowed lateness
+/// fires again after more records). Here, the spread (largest minus smallest) of a value:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use weir_runtime::{Aggregator, CollectSink, MemorySource, Pipeline, TumblingWindows, Watermarks};
+///
+/// /// Largest minus smallest of the value `f` extracts.
+/// struct Spread<F>(F);
+///
+/// impl<T, F: Fn(&T) -> f64 + Send + Sync + 'static> Aggregator<T> for Spread<F> {
+///     /// (smallest, largest) so far; `None` for no records.
+///     type Acc = Option<(f64, f64)>;
+///     type Output = f64;
+///
+///     fn create(&self) -> Self::Acc {
+///         None
+///     }
+///
+///     fn add(&self, acc: &mut Self::Acc, record: &T) {
+///         let v = (self.0)(record);
+///         self.merge(acc, Some((v, v)));
+///     }
+///
+///     fn merge(&self, acc: &mut Self::Acc, other: Self::Acc) {
+///         *acc = match (*acc, other) {
+///             (Some((lo, hi)), Some((l, h))) => Some((lo.min(l), hi.max(h))),
+///             (a, b) => a.or(b),
+///         };
+///     }
+///
+///     fn finish(&self, acc: &Self::Acc) -> f64 {
+///         acc.map_or(0.0, |(lo, hi)| hi - lo)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> weir_runtime::Result<()> {
+/// let p = Pipeline::builder("spread").parallelism(1).handle_signals(false).build()?;
+/// let out = CollectSink::new();
+/// p.source(MemorySource::new(vec![(0i64, 20.5), (1_000, 18.0), (2_000, 23.0)]))
+///     .assign_timestamps(|r| r.0, Watermarks::monotonic())
+///     .key_by(|_| ())
+///     .window(TumblingWindows::of(Duration::from_secs(60)))
+///     .aggregate(Spread(|r: &(i64, f64)| r.1))
+///     .sink(out.clone());
+/// p.run().await?;
+/// assert_eq!(out.take()[0].value, 5.0);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Aggregator<T>: Send + Sync + 'static {
     /// The running state.
     type Acc: Send + Serialize + DeserializeOwned + 'static;
@@ -81,11 +145,13 @@ extractor!(
     Sum
 );
 extractor!(
-    /// Smallest value (`None` for no records).
+    /// Smallest value. A window that fires holds at least one record, so its result is a
+    /// value, not an `Option`; the state of no records (only seen when calling
+    /// [`Aggregator::finish`] on [`Aggregator::create`]'s state) finishes as `V::default()`.
     Min
 );
 extractor!(
-    /// Largest value (`None` for no records).
+    /// Largest value; as [`Min`], a value, `V::default()` for no records.
     Max
 );
 extractor!(
@@ -127,10 +193,11 @@ macro_rules! extreme {
         impl<T, F, V> Aggregator<T> for $name<F, V>
         where
             F: Fn(&T) -> V + Send + Sync + 'static,
-            V: Copy + PartialOrd + Send + Serialize + DeserializeOwned + 'static,
+            V: Copy + Default + PartialOrd + Send + Serialize + DeserializeOwned + 'static,
         {
+            // `Option`: merging needs to tell "no value yet" from a value equal to the default.
             type Acc = Option<V>;
-            type Output = Option<V>;
+            type Output = V;
             fn create(&self) -> Option<V> {
                 None
             }
@@ -145,8 +212,8 @@ macro_rules! extreme {
                     (a, b) => a.or(b),
                 };
             }
-            fn finish(&self, acc: &Option<V>) -> Option<V> {
-                *acc
+            fn finish(&self, acc: &Option<V>) -> V {
+                acc.unwrap_or_default()
             }
         }
     };
@@ -225,7 +292,8 @@ where
     }
 }
 
-/// Arithmetic mean of a value (`None` for no records).
+/// Arithmetic mean of a value. A window that fires holds at least one record, so its result is
+/// a number, not an `Option`; the state of no records finishes as NaN.
 pub struct Avg<F> {
     f: F,
 }
@@ -245,7 +313,7 @@ where
     F: Fn(&T) -> f64 + Send + Sync + 'static,
 {
     type Acc = (f64, u64);
-    type Output = Option<f64>;
+    type Output = f64;
     fn create(&self) -> (f64, u64) {
         (0.0, 0)
     }
@@ -257,8 +325,8 @@ where
         acc.0 += other.0;
         acc.1 += other.1;
     }
-    fn finish(&self, acc: &(f64, u64)) -> Option<f64> {
-        (acc.1 > 0).then(|| acc.0 / acc.1 as f64)
+    fn finish(&self, acc: &(f64, u64)) -> f64 {
+        if acc.1 == 0 { f64::NAN } else { acc.0 / acc.1 as f64 }
     }
 }
 
@@ -485,6 +553,128 @@ where
     }
 }
 
+/// Makes the built-in aggregators over records of type `T`, so extractor closures need no type
+/// annotations: `T` is fixed once, by [`WindowedStream::aggregate_with`] or by naming it here
+/// (`Aggs::<Access>::new()`). Each method is the aggregator's own constructor (`a.sum(f)` is
+/// `Sum::of(f)`); combine them in a tuple to compute several in one pass.
+///
+/// [`WindowedStream::aggregate_with`]: crate::WindowedStream::aggregate_with
+///
+/// # Examples
+///
+/// ```
+/// use weir_runtime::{Aggregator, Aggs};
+///
+/// struct Reading {
+///     sensor: u32,
+///     celsius: f64,
+/// }
+///
+/// let agg = Aggs::<Reading>::new().build(|a| (a.count(), a.avg(|r| r.celsius), a.distinct_count(|r| r.sensor)));
+/// let mut acc = agg.create();
+/// agg.add(&mut acc, &Reading { sensor: 1, celsius: 20.0 });
+/// agg.add(&mut acc, &Reading { sensor: 2, celsius: 22.0 });
+/// assert_eq!(agg.finish(&acc), (2, 21.0, 2));
+/// ```
+pub struct Aggs<T>(PhantomData<fn(&T)>);
+
+impl<T> std::fmt::Debug for Aggs<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Aggs").field(&std::any::type_name::<T>()).finish()
+    }
+}
+
+impl<T> Clone for Aggs<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Aggs<T> {}
+
+impl<T> Default for Aggs<T> {
+    fn default() -> Self {
+        Aggs(PhantomData)
+    }
+}
+
+impl<T> Aggs<T> {
+    /// The aggregators over `T`.
+    pub fn new() -> Self {
+        Aggs(PhantomData)
+    }
+
+    /// The aggregator `build` makes from these (a tuple of several, or one).
+    pub fn build<A: Aggregator<T>>(self, build: impl FnOnce(Self) -> A) -> A {
+        build(self)
+    }
+
+    /// [`Count`].
+    pub fn count(self) -> Count {
+        Count
+    }
+
+    /// [`Sum::of`]`(f)`.
+    pub fn sum<V, F: Fn(&T) -> V>(self, f: F) -> Sum<F, V> {
+        Sum::of(f)
+    }
+
+    /// [`Min::of`]`(f)`.
+    pub fn min<V, F: Fn(&T) -> V>(self, f: F) -> Min<F, V> {
+        Min::of(f)
+    }
+
+    /// [`Max::of`]`(f)`.
+    pub fn max<V, F: Fn(&T) -> V>(self, f: F) -> Max<F, V> {
+        Max::of(f)
+    }
+
+    /// [`Avg::of`]`(f)`.
+    pub fn avg<F: Fn(&T) -> f64>(self, f: F) -> Avg<F> {
+        Avg::of(f)
+    }
+
+    /// [`DistinctCount::of`]`(f)`.
+    pub fn distinct_count<V, F: Fn(&T) -> V>(self, f: F) -> DistinctCount<F, V> {
+        DistinctCount::of(f)
+    }
+
+    /// [`ApproxDistinctCount::of`]`(f)`.
+    pub fn approx_distinct_count<V, F: Fn(&T) -> V>(self, f: F) -> ApproxDistinctCount<F, V> {
+        ApproxDistinctCount::of(f)
+    }
+
+    /// [`Quantile::of`]`(q, f)`.
+    pub fn quantile<F: Fn(&T) -> f64>(self, q: f64, f: F) -> Quantile<F> {
+        Quantile::of(q, f)
+    }
+
+    /// [`First::of`]`(f)`.
+    pub fn first<V, F: Fn(&T) -> V>(self, f: F) -> First<F, V> {
+        First::of(f)
+    }
+
+    /// [`Last::of`]`(f)`.
+    pub fn last<V, F: Fn(&T) -> V>(self, f: F) -> Last<F, V> {
+        Last::of(f)
+    }
+
+    /// [`TopK::of`]`(k, f)`.
+    pub fn top_k<V, F: Fn(&T) -> V>(self, k: usize, f: F) -> TopK<F, V> {
+        TopK::of(k, f)
+    }
+
+    /// [`TopBy::of`]`(n, key)`.
+    pub fn top_by<K: Ord, F: Fn(&T) -> K>(self, n: usize, key: F) -> TopBy<F> {
+        TopBy::of(n, key)
+    }
+
+    /// [`Reduce::with`]`(f)`.
+    pub fn reduce<F: Fn(T, &T) -> T>(self, f: F) -> Reduce<F> {
+        Reduce::with(f)
+    }
+}
+
 macro_rules! tuple_aggregator {
     ($($a:ident $i:tt),+) => {
         impl<T, $($a: Aggregator<T>),+> Aggregator<T> for ($($a,)+) {
@@ -530,17 +720,17 @@ mod tests {
         let v = [5i64, -2, 9, 9, 1];
         assert_eq!(fold(&Count, &v), 5);
         assert_eq!(fold(&Sum::of(|x: &i64| *x), &v), 22);
-        assert_eq!(fold(&Min::of(|x: &i64| *x), &v), Some(-2));
-        assert_eq!(fold(&Max::of(|x: &i64| *x), &v), Some(9));
-        assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &v), Some(4.4));
+        assert_eq!(fold(&Min::of(|x: &i64| *x), &v), -2);
+        assert_eq!(fold(&Max::of(|x: &i64| *x), &v), 9);
+        assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &v), 4.4);
         assert_eq!(fold(&DistinctCount::of(|x: &i64| *x), &v), 4);
         assert_eq!(fold(&First::of(|x: &i64| *x), &v), Some(5));
         assert_eq!(fold(&Last::of(|x: &i64| *x), &v), Some(1));
         assert_eq!(fold(&Reduce::with(|a: i64, b: &i64| a.max(*b) * 2), &[1, 5, 3]), Some(20));
         assert_eq!(fold(&TopK::of(2, |x: &i64| *x), &[3, 1, 3, 2, 1, 3, 7]), vec![(3, 3), (1, 2)]);
         assert_eq!(fold(&TopK::of(2, |x: &i64| *x), &[9, 8]), vec![(8, 1), (9, 1)], "ties by value");
-        assert_eq!(fold(&Min::of(|x: &i64| *x), &[]), None);
-        assert_eq!(fold(&Avg::of(|x: &i64| *x as f64), &[]), None);
+        assert_eq!(fold(&Min::of(|x: &i64| *x), &[]), 0, "no records: the default");
+        assert!(fold(&Avg::of(|x: &i64| *x as f64), &[]).is_nan(), "no records: NaN");
     }
 
     #[test]

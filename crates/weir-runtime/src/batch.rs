@@ -77,6 +77,7 @@ impl<T> Batch<T> {
 /// an input sends; it is preceded by `Watermark(Timestamp::MAX)` on bounded inputs, which fires
 /// every window. `Idle` excludes a sender from the watermark minimum until it sends again.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Message<T> {
     /// Records.
     Data(Batch<T>),

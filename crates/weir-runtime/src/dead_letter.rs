@@ -35,6 +35,11 @@ pub struct DeadLetter {
 
 /// A record that can say where it came from and what it looked like, so a failure to handle it
 /// can be reported as a [`DeadLetter`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot say where it came from, so a fallible step cannot send it to the dead letters",
+    note = "make the step before keep its input: `try_map_traced` instead of `try_map`, `parsed_traced` instead of `parsed`",
+    note = "or implement `Traceable` for `{Self}`"
+)]
 pub trait Traceable {
     /// Where the record came from.
     fn origin(&self) -> String;

@@ -84,6 +84,11 @@ pub trait Partitioner<T>: Send + Sync + 'static {
     fn partition(&self, batch: Batch<T>, n: usize) -> Vec<Batch<T>>;
 }
 
+/// The key function of a keyed stream with its closure's type erased: it appends the keys of a
+/// batch's records to the vector it is given, so keyed operators make one dynamic call per
+/// batch, not per record.
+pub(crate) type KeysFn<K, T> = Arc<dyn Fn(&[T], &mut Vec<K>) + Send + Sync>;
+
 /// Routes each record to subtask `hash(key) mod n`.
 pub struct KeyPartitioner<KF>(pub(crate) Arc<KF>);
 

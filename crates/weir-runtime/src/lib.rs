@@ -28,7 +28,10 @@
 //! tasks with a hash exchange: each downstream subtask reads one bounded channel, and a full
 //! channel makes the sender wait (backpressure, measured in [`JobReport::backpressure`]).
 //! Operators implement [`Operator`]: one required method, `process_batch`, and hooks for
-//! watermarks, barriers and the end of input.
+//! watermarks, barriers and the end of input. A stream feeds several branches with
+//! [`Stream::split`] (or [`Stream::broadcast`]): the task that produced it hands each branch
+//! the batches over a bounded channel of its own; a keyed stream splits the same way after its
+//! one exchange ([`KeyedStream::split`]), e.g. for a per-minute and a per-hour window.
 //!
 //! # Event time and windows
 //!
@@ -58,8 +61,8 @@ mod time;
 mod window;
 
 pub use aggregate::{
-    Aggregator, ApproxDistinctCount, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile, Reduce, Sum,
-    TopBy, TopK,
+    Aggregator, Aggs, ApproxDistinctCount, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile,
+    Reduce, Sum, TopBy, TopK,
 };
 pub use batch::{Batch, Message, Timestamp};
 pub use checkpoint::{
@@ -70,6 +73,7 @@ pub use dead_letter::{DeadLetter, FIRST_DEAD_LETTERS, Traceable};
 pub use error::{Error, Result};
 pub use exchange::{KeyPartitioner, Partitioner, key_hash};
 pub use operator::{Collector, DropReason, Operator, StateStats};
+pub use ops::Traced;
 pub use pipeline::{
     CheckpointHandle, JobReport, KeyedStream, Pipeline, PipelineBuilder, StopHandle, Stream, WindowedStream,
 };
@@ -78,4 +82,46 @@ pub use sink::{CollectSink, CommittedOutput, DiscardSink, Sink, SinkWriter};
 pub use source::{MemoryReader, MemorySource, Source, SourceReader};
 pub use time::Watermarks;
 pub use weir_metrics::{Metrics, ServerConfig};
-pub use window::{SessionWindows, SlidingWindows, TumblingWindows, WindowResult, WindowSpec};
+pub use window::{SessionWindows, SlidingWindows, TumblingWindows, WindowResult, WindowSpec, format_rfc3339};
+
+/// The names a typical pipeline uses: `use weir_runtime::prelude::*;`.
+///
+/// It includes [`Stream`], which a program that also imports `futures::Stream` names through
+/// a path or an alias, and [`Result`], whose error type defaults to [`Error`] (so
+/// `Result<T, E>` still means `std::result::Result<T, E>`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_runtime::prelude::*;
+///
+/// fn per_minute(readings: Stream<(i64, u32, f64)>) -> Stream<WindowResult<u32, (u64, f64)>> {
+///     readings
+///         .assign_timestamps(|r| r.0, Watermarks::monotonic())
+///         .key_by(|r| r.1)
+///         .window(TumblingWindows::of(Duration::from_secs(60)))
+///         .aggregate_with(|a| (a.count(), a.avg(|r| r.2)))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let p = Pipeline::builder("prelude").parallelism(1).handle_signals(false).build()?;
+/// let out = CollectSink::new();
+/// per_minute(p.source(MemorySource::new(vec![(0, 7, 20.0), (1_000, 7, 22.0)]))).sink(out.clone());
+/// let report: JobReport = p.run().await?;
+/// assert_eq!(report.dead_letters, 0);
+/// assert_eq!(out.take()[0].value, (2, 21.0));
+/// # Ok(())
+/// # }
+/// ```
+pub mod prelude {
+    pub use crate::{
+        Aggregator, Aggs, ApproxDistinctCount, Avg, Batch, CheckpointHandle, Checkpointing, CollectSink,
+        Collector, Count, DeadLetter, DiscardSink, DistinctCount, Error, First, JobReport, KeyedProcess,
+        KeyedStream, Last, Max, MemorySource, Metrics, Min, Operator, Pipeline, PipelineBuilder,
+        ProcessContext, Quantile, Reduce, Result, ServerConfig, SessionWindows, Sink, SinkWriter,
+        SlidingWindows, Source, SourceReader, StopHandle, Stream, Sum, Timestamp, TopBy, TopK, Traceable,
+        TumblingWindows, Watermarks, WindowResult, WindowSpec, WindowedStream,
+    };
+}

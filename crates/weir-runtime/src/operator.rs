@@ -20,6 +20,7 @@ use crate::metrics::OperatorMetrics;
 /// Why records left an operator's main output (counted in
 /// `weir_operator_dropped_records_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// Behind the watermark plus the allowed lateness (sent to the late side output).
     Late,
@@ -110,6 +111,72 @@ impl<T> Collector<T> {
 /// Watermarks, barriers and the end of input are forwarded unchanged unless an operator overrides
 /// the hook; an operator that holds records back (a window) emits them from `on_watermark` or
 /// `on_end`.
+///
+/// # Implementing
+///
+/// [`Operator::process_batch`] is the one required method; it emits through the [`Collector`].
+/// An operator with state saves it in [`Operator::snapshot`] and reads it back in
+/// [`Operator::restore`]: keyed state with [`StateWriter::put`] follows its keys when a
+/// checkpoint is restored at another parallelism. Added with
+/// [`Stream::operator`](crate::Stream::operator), which clones it for each subtask. Here, a
+/// running count of each key, after a `key_by` so that a subtask sees all records of its keys:
+///
+/// ```
+/// use std::collections::HashMap;
+///
+/// use weir_runtime::{
+///     Batch, CollectSink, Collector, MemorySource, Operator, Pipeline, Result, StateReader, StateWriter,
+/// };
+///
+/// #[derive(Clone, Default)]
+/// struct RunningCount {
+///     counts: HashMap<char, u64>,
+/// }
+///
+/// impl Operator<char, (char, u64)> for RunningCount {
+///     fn process_batch(&mut self, batch: Batch<char>, out: &mut Collector<(char, u64)>) {
+///         let counted = batch
+///             .records
+///             .iter()
+///             .map(|c| {
+///                 let n = self.counts.entry(*c).or_insert(0);
+///                 *n += 1;
+///                 (*c, *n)
+///             })
+///             .collect();
+///         out.batch(batch.derive(counted, batch.timestamps.clone()));
+///     }
+///
+///     fn snapshot(&mut self, state: &mut StateWriter) -> Result<()> {
+///         self.counts.iter().try_for_each(|(key, n)| state.put(key, n))
+///     }
+///
+///     fn restore(&mut self, state: &StateReader<'_>) -> Result<()> {
+///         for entry in state.entries::<char, u64>() {
+///             let (key, n) = entry?;
+///             self.counts.insert(key, n);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let p = Pipeline::builder("running").parallelism(2).handle_signals(false).build()?;
+/// let out = CollectSink::new();
+/// p.source(MemorySource::new("abracadabra".chars().collect()))
+///     .key_by(|c| *c)
+///     .into_stream()
+///     .operator("running_count", RunningCount::default())
+///     .sink(out.clone());
+/// p.run().await?;
+/// let mut got = out.take();
+/// got.sort();
+/// assert_eq!(got.iter().filter(|(c, _)| *c == 'a').map(|(_, n)| *n).max(), Some(5));
+/// assert_eq!(got.len(), 11);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Operator<In, Out>: Send + 'static {
     /// Handles one batch of input.
     fn process_batch(&mut self, batch: Batch<In>, out: &mut Collector<Out>);

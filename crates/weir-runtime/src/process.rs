@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::Hash;
-use std::sync::Arc;
 
 use crate::batch::{Batch, Timestamp};
+use crate::exchange::KeysFn;
 use crate::operator::{Collector, Operator};
 
 /// Per-key processing with timers; see the module docs.
@@ -62,16 +62,24 @@ impl<K: Hash + Eq + Clone, O> ProcessContext<'_, K, O> {
     }
 }
 
-pub(crate) struct ProcessOperator<K, KF, P> {
-    key: Arc<KF>,
+pub(crate) struct ProcessOperator<K, T, P> {
+    keys: KeysFn<K, T>,
+    /// The keys of the batch being handled (kept to reuse its allocation).
+    scratch: Vec<K>,
     process: P,
     watermark: Timestamp,
     timers: BTreeMap<Timestamp, HashSet<K>>,
 }
 
-impl<K, KF, P> ProcessOperator<K, KF, P> {
-    pub(crate) fn new(key: Arc<KF>, process: P) -> Self {
-        ProcessOperator { key, process, watermark: Timestamp::MIN, timers: BTreeMap::new() }
+impl<K, T, P> ProcessOperator<K, T, P> {
+    pub(crate) fn new(keys: KeysFn<K, T>, process: P) -> Self {
+        ProcessOperator {
+            keys,
+            scratch: Vec::new(),
+            process,
+            watermark: Timestamp::MIN,
+            timers: BTreeMap::new(),
+        }
     }
 }
 
@@ -83,18 +91,19 @@ fn emit<O>(results: Vec<(O, Option<Timestamp>)>, out: &mut Collector<O>) {
     out.batch(batch);
 }
 
-impl<K, T, KF, P> Operator<T, P::Out> for ProcessOperator<K, KF, P>
+impl<K, T, P> Operator<T, P::Out> for ProcessOperator<K, T, P>
 where
     K: Hash + Eq + Clone + Send + 'static,
     T: Send + 'static,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
     P: KeyedProcess<K, T>,
 {
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<P::Out>) {
         let mut results = Vec::new();
         let timestamps = batch.timestamps;
-        for (i, record) in batch.records.into_iter().enumerate() {
-            let key = (self.key)(&record);
+        let mut keys = std::mem::take(&mut self.scratch);
+        keys.clear();
+        (self.keys)(&batch.records, &mut keys);
+        for ((i, record), key) in batch.records.into_iter().enumerate().zip(keys.drain(..)) {
             let mut ctx = ProcessContext {
                 key: &key,
                 timestamp: timestamps.get(i).copied(),
@@ -104,6 +113,7 @@ where
             };
             self.process.process(&key, record, &mut ctx);
         }
+        self.scratch = keys;
         emit(results, out);
     }
 

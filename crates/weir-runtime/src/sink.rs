@@ -7,6 +7,64 @@ use crate::batch::Batch;
 use crate::error::Result;
 
 /// A description of where records go; at run time it makes one [`SinkWriter`] per subtask.
+///
+/// # Implementing
+///
+/// A sink names itself and makes a [`SinkWriter`] per subtask, which writes batches and
+/// flushes in [`SinkWriter::finish`]. That is an at-least-once sink in a checkpointed
+/// pipeline; an exactly-once one also implements [`Sink::transactional_writer`],
+/// [`SinkWriter::pre_commit`] and [`Sink::commit`] (see the file and log sinks of
+/// `weir-connectors`). Here, a sink that adds up the records of all subtasks:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use weir_runtime::{Batch, MemorySource, Pipeline, Result, Sink, SinkWriter};
+///
+/// #[derive(Clone, Default)]
+/// struct Total(Arc<AtomicU64>);
+///
+/// impl Sink<u64> for Total {
+///     type Writer = TotalWriter;
+///
+///     fn name(&self) -> String {
+///         "total".to_owned()
+///     }
+///
+///     fn writer(&self, _subtask: usize, _parallelism: usize) -> Result<TotalWriter> {
+///         Ok(TotalWriter { total: self.0.clone(), sum: 0 })
+///     }
+/// }
+///
+/// /// Sums its subtask's records, and adds the sum to the total at the end.
+/// struct TotalWriter {
+///     total: Arc<AtomicU64>,
+///     sum: u64,
+/// }
+///
+/// impl SinkWriter<u64> for TotalWriter {
+///     async fn write_batch(&mut self, batch: Batch<u64>) -> Result<()> {
+///         self.sum += batch.records.iter().sum::<u64>();
+///         Ok(())
+///     }
+///
+///     async fn finish(&mut self) -> Result<()> {
+///         self.total.fetch_add(self.sum, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let p = Pipeline::builder("total").parallelism(2).handle_signals(false).build()?;
+/// let total = Total::default();
+/// p.source(MemorySource::new((1..=100u64).collect())).sink(total.clone());
+/// p.run().await?;
+/// assert_eq!(total.0.load(Ordering::Relaxed), 5_050);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Sink<T>: Send + Sync + 'static {
     /// The writer of one subtask.
     type Writer: SinkWriter<T>;

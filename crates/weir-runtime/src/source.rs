@@ -8,11 +8,133 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::batch::Batch;
 use crate::checkpoint::SplitPositions;
 use crate::error::Result;
 
+/// Typed positions: a reader saves a serde value per split and finds the same value again,
+/// without encoding bytes by hand. The bytes are the checkpoint's encoding of the value
+/// ([`encode`](crate::encode)), so positions saved either way restore either way.
+impl SplitPositions {
+    /// The position saved for `split`, as the type the reader saved with
+    /// [`SplitPositions::encode`]; `None` if none was saved.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Checkpoint`](crate::Error::Checkpoint) if the saved bytes are not a `P` (the
+    /// program changed its position type).
+    pub fn position<P: DeserializeOwned>(&self, split: u32) -> Result<Option<P>> {
+        self.get(split).map(crate::checkpoint::decode).transpose()
+    }
+
+    /// What [`SourceReader::positions`] returns for typed positions: `(split, position)`
+    /// pairs, each position encoded as a checkpoint stores it. A position the encoding cannot
+    /// write (a sequence of unknown length) is left out with an error logged: its split would
+    /// be read again from the start after a restore.
+    pub fn encode<P: Serialize>(positions: impl IntoIterator<Item = (u32, P)>) -> Vec<(u32, Vec<u8>)> {
+        positions
+            .into_iter()
+            .filter_map(|(split, p)| match crate::checkpoint::encode(&p) {
+                Ok(bytes) => Some((split, bytes)),
+                Err(e) => {
+                    tracing::error!(split, error = %e, "a source position cannot be saved in checkpoints");
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+/// Positions as [`SourceReader::positions`] returns them (e.g. to test that a reader resumes
+/// where another stopped).
+impl FromIterator<(u32, Vec<u8>)> for SplitPositions {
+    fn from_iter<I: IntoIterator<Item = (u32, Vec<u8>)>>(positions: I) -> Self {
+        SplitPositions(positions.into_iter().collect())
+    }
+}
+
 /// A description of where records come from.
+///
+/// # Implementing
+///
+/// A source names itself and makes one [`SourceReader`] per subtask; the reader returns
+/// batches (`Ok(None)` once a bounded source is exhausted). To resume after a restore, a
+/// source implements [`Source::reader_at`] and its reader [`SourceReader::positions`], with
+/// typed positions ([`SplitPositions::encode`], [`SplitPositions::position`]). Here, numbers
+/// `0..up_to`, subtask `i` of `p` reading those `≡ i (mod p)` as split `i`:
+///
+/// ```
+/// use weir_runtime::{Batch, CollectSink, Pipeline, Result, Source, SourceReader, SplitPositions};
+///
+/// struct Numbers {
+///     up_to: u64,
+/// }
+///
+/// struct NumbersReader {
+///     split: u32,
+///     next: u64,
+///     step: u64,
+///     up_to: u64,
+/// }
+///
+/// impl Source for Numbers {
+///     type Item = u64;
+///     type Reader = NumbersReader;
+///
+///     fn name(&self) -> String {
+///         format!("numbers:{}", self.up_to)
+///     }
+///
+///     fn reader(&self, subtask: usize, parallelism: usize) -> Result<NumbersReader> {
+///         let split = u32::try_from(subtask).unwrap_or(u32::MAX);
+///         Ok(NumbersReader { split, next: subtask as u64, step: parallelism as u64, up_to: self.up_to })
+///     }
+///
+///     fn reader_at(&self, subtask: usize, parallelism: usize, positions: &SplitPositions) -> Result<NumbersReader> {
+///         let mut reader = self.reader(subtask, parallelism)?;
+///         if let Some(next) = positions.position::<u64>(reader.split)? {
+///             reader.next = next;
+///         }
+///         Ok(reader)
+///     }
+/// }
+///
+/// impl SourceReader for NumbersReader {
+///     type Item = u64;
+///
+///     async fn next_batch(&mut self) -> Result<Option<Batch<u64>>> {
+///         let batch: Vec<u64> = (self.next..self.up_to).step_by(self.step as usize).take(100).collect();
+///         let Some(last) = batch.last() else { return Ok(None) };
+///         self.next = last + self.step;
+///         Ok(Some(Batch::from_split(self.split, batch)))
+///     }
+///
+///     fn positions(&self) -> Vec<(u32, Vec<u8>)> {
+///         SplitPositions::encode([(self.split, self.next)])
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let p = Pipeline::builder("numbers").parallelism(2).handle_signals(false).build()?;
+/// let out = CollectSink::new();
+/// p.source(Numbers { up_to: 1_000 }).sink(out.clone());
+/// p.run().await?;
+/// assert_eq!(out.take().iter().sum::<u64>(), 999 * 1_000 / 2);
+///
+/// // A reader resumes where another one's positions say.
+/// let numbers = Numbers { up_to: 1_000 };
+/// let mut first = numbers.reader(1, 2)?;
+/// first.next_batch().await?;
+/// let saved: SplitPositions = first.positions().into_iter().collect();
+/// let mut resumed = numbers.reader_at(1, 2, &saved)?;
+/// assert_eq!(resumed.next_batch().await?.unwrap().records[0], 201);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Source: Send + Sync + 'static {
     /// The records it produces.
     type Item: Send + 'static;
@@ -90,8 +212,9 @@ pub trait SourceReader: Send + 'static {
     }
 
     /// Where reading resumes, for a checkpoint: `(split, position)` for every split this reader
-    /// has read from, encoded with [`encode`](crate::checkpoint::encode). Called between
-    /// batches. Default: none (see [`Source::reader_at`]).
+    /// has read from, made with [`SplitPositions::encode`] from typed positions (read back with
+    /// [`SplitPositions::position`]). Called between batches. Default: none (see
+    /// [`Source::reader_at`]).
     fn positions(&self) -> Vec<(u32, Vec<u8>)> {
         Vec::new()
     }
@@ -140,8 +263,8 @@ impl<T: Clone + Send + Sync + 'static> Source for MemorySource<T> {
         positions: &SplitPositions,
     ) -> Result<MemoryReader<T>> {
         let mut reader = self.reader(subtask, parallelism)?;
-        if let Some(p) = positions.get(reader.split) {
-            reader.chunk = crate::checkpoint::decode(p)?;
+        if let Some(chunk) = positions.position(reader.split)? {
+            reader.chunk = chunk;
         }
         Ok(reader)
     }
@@ -184,6 +307,6 @@ impl<T: Clone + Send + Sync + 'static> SourceReader for MemoryReader<T> {
     }
 
     fn positions(&self) -> Vec<(u32, Vec<u8>)> {
-        crate::checkpoint::encode(&self.chunk).map(|p| vec![(self.split, p)]).unwrap_or_default()
+        SplitPositions::encode([(self.split, self.chunk)])
     }
 }

@@ -26,10 +26,12 @@ use crate::aggregate::Aggregator;
 use crate::batch::{Batch, Timestamp};
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
+use crate::exchange::KeysFn;
 use crate::operator::{Collector, Operator, StateStats};
 
 /// The kind of window and its sizes, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WindowSpec {
     /// Fixed-size windows that do not overlap.
     Tumbling {
@@ -154,16 +156,143 @@ impl WindowSpec {
 }
 
 /// One window's result for one key.
+///
+/// In human-readable formats (JSON) it serialises as
+/// `{"key": …, "start": "2026-11-24T00:16:00.000Z", "end": "…Z", "value": …}`: the bounds in RFC
+/// 3339 (UTC, milliseconds; a bound outside the years 0000–9999 stays a number of ms), read back
+/// from either form. Compact formats (checkpoints) keep the bounds as numbers.
+///
+/// # Examples
+///
+/// ```
+/// use weir_runtime::WindowResult;
+///
+/// let r = WindowResult { key: "/", window_start: 1_795_479_360_000, window_end: 1_795_479_420_000, value: 7 };
+/// let json = serde_json::to_string(&r).unwrap();
+/// assert_eq!(json, r#"{"key":"/","start":"2026-11-24T00:16:00.000Z","end":"2026-11-24T00:17:00.000Z","value":7}"#);
+/// assert_eq!(serde_json::from_str::<WindowResult<&str, u64>>(&json).unwrap(), r);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct WindowResult<K, V> {
     /// The key.
     pub key: K,
     /// Window start (inclusive), ms since the epoch.
+    #[serde(rename = "start", with = "bound")]
     pub window_start: Timestamp,
     /// Window end (exclusive), ms since the epoch.
+    #[serde(rename = "end", with = "bound")]
     pub window_end: Timestamp,
     /// The aggregate.
     pub value: V,
+}
+
+/// `2026-11-24T00:16:00.000Z`: a timestamp (ms since the epoch) in RFC 3339, UTC, with
+/// milliseconds; `None` outside the years 0000–9999, which RFC 3339 cannot write.
+pub fn format_rfc3339(t: Timestamp) -> Option<String> {
+    let (secs, millis) = (t.div_euclid(1000), t.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    (0..=9999).contains(&y).then(|| {
+        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    })
+}
+
+/// Year, month and day of a day number since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The day number since 1970-01-01 of a date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Reads an RFC 3339 timestamp (`Z` or a `±hh:mm` offset, any fraction of a second, cut to ms).
+fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) =
+        (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0;
+    if b[i] == b'.' {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        let ms_digits = &s[i + 1..i + 1 + digits.min(3)];
+        millis = ms_digits.parse::<i64>().ok()? * 10_i64.pow(3 - ms_digits.len() as u32);
+        i += 1 + digits;
+    }
+    let offset_min = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'-' { -m } else { m }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    Some(secs * 1000 + millis)
+}
+
+/// A window bound: RFC 3339 text in human-readable formats, ms in the others.
+mod bound {
+    use serde::{Deserializer, Serializer, de};
+
+    use crate::batch::Timestamp;
+
+    pub(super) fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        match super::format_rfc3339(*t).filter(|_| s.is_human_readable()) {
+            Some(text) => s.serialize_str(&text),
+            None => s.serialize_i64(*t),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        struct Bound;
+        impl de::Visitor<'_> for Bound {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an RFC 3339 timestamp or milliseconds since the epoch")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
+                Ok(v)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
+                Timestamp::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                super::parse_rfc3339(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+        if d.is_human_readable() { d.deserialize_any(Bound) } else { d.deserialize_i64(Bound) }
+    }
 }
 
 /// Where late records go.
@@ -184,8 +313,10 @@ struct Session<A> {
 }
 
 /// The keyed window operator.
-pub(crate) struct WindowOperator<K, T, KF, A: Aggregator<T>> {
-    key: Arc<KF>,
+pub(crate) struct WindowOperator<K, T, A: Aggregator<T>> {
+    keys: KeysFn<K, T>,
+    /// The keys of the batch being handled (kept to reuse its allocation).
+    scratch: Vec<K>,
     spec: WindowSpec,
     agg: Arc<A>,
     lateness: i64,
@@ -203,22 +334,22 @@ pub(crate) struct WindowOperator<K, T, KF, A: Aggregator<T>> {
     stats: std::cell::Cell<Option<(std::time::Instant, StateStats)>>,
 }
 
-impl<K, T, KF, A> WindowOperator<K, T, KF, A>
+impl<K, T, A> WindowOperator<K, T, A>
 where
     K: Hash + Eq + Clone + Send + 'static,
     T: Send + 'static,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
     A: Aggregator<T>,
 {
     pub(crate) fn new(
-        key: Arc<KF>,
+        keys: KeysFn<K, T>,
         spec: WindowSpec,
         agg: Arc<A>,
         lateness: i64,
         late: LateRecords<T>,
     ) -> Self {
         WindowOperator {
-            key,
+            keys,
+            scratch: Vec::new(),
             spec,
             agg,
             lateness,
@@ -379,11 +510,10 @@ fn emit<K, V>(results: Vec<WindowResult<K, V>>, out: &mut Collector<WindowResult
     out.batch(batch);
 }
 
-impl<K, T, KF, A> Operator<T, WindowResult<K, A::Output>> for WindowOperator<K, T, KF, A>
+impl<K, T, A> Operator<T, WindowResult<K, A::Output>> for WindowOperator<K, T, A>
 where
     K: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static,
     T: Send + 'static,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
     A: Aggregator<T>,
 {
     /// Saves `(watermark, fired)` as the subtask's meta, and per key `(start, end, acc)` for
@@ -443,13 +573,14 @@ where
         }
         let mut refired = Vec::new();
         let mut late = Vec::new();
-        let key_fn = self.key.clone();
-        for (i, record) in batch.records.into_iter().enumerate() {
+        let mut keys = std::mem::take(&mut self.scratch);
+        keys.clear();
+        (self.keys)(&batch.records, &mut keys);
+        for ((i, record), key) in batch.records.into_iter().enumerate().zip(keys.drain(..)) {
             let Some(ts) = batch.timestamps.get(i).copied() else {
                 late.push(record);
                 continue;
             };
-            let key = key_fn(&record);
             let is_late = match self.spec {
                 WindowSpec::Session { gap } => self.add_session(&key, ts, gap, &record, &mut refired),
                 _ => self.add_fixed(&key, ts, &record, &mut refired),
@@ -458,6 +589,7 @@ where
                 late.push(record);
             }
         }
+        self.scratch = keys;
         self.fired += self.emit_refired(refired, out);
         if !late.is_empty() {
             out.dropped(crate::operator::DropReason::Late, late.len() as u64);
@@ -543,5 +675,40 @@ where
                 Some(stats)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    use super::*;
+
+    #[test]
+    fn bounds_round_trip_through_rfc3339_in_every_representable_year() {
+        for t in [0, -1, 1_795_479_360_123, -62_167_219_200_000, 253_402_300_799_999, 951_782_400_000] {
+            let text = format_rfc3339(t).unwrap();
+            assert_eq!(parse_rfc3339(&text), Some(t), "{text}");
+        }
+        assert_eq!(format_rfc3339(0).as_deref(), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(format_rfc3339(-62_167_219_200_001), None, "before year 0");
+        assert_eq!(format_rfc3339(i64::MAX), None);
+        assert_eq!(parse_rfc3339("2026-11-24T01:16:00.5+01:00"), Some(1_795_479_360_500));
+        assert_eq!(parse_rfc3339("2026-11-24T00:16:00Z"), Some(1_795_479_360_000));
+        for bad in ["2026-11-24", "2026-13-24T00:16:00Z", "2026-11-24T00:16:00", "2026-11-24T00:16:00.Z", "x"]
+        {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn window_results_keep_numeric_bounds_in_compact_formats_and_outside_rfc3339() {
+        let r = WindowResult { key: 1u8, window_start: i64::MIN, window_end: 5, value: 2u64 };
+        let bytes = postcard::to_stdvec(&r).unwrap();
+        assert_eq!(postcard::from_bytes::<WindowResult<u8, u64>>(&bytes).unwrap(), r);
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"{{"key":1,"start":{},"end":"1970-01-01T00:00:00.005Z","value":2}}"#, i64::MIN)
+        );
+        assert_eq!(serde_json::from_str::<WindowResult<u8, u64>>(&json).unwrap(), r);
     }
 }

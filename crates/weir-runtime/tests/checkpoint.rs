@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use committed::Committed;
 use weir_runtime::{
-    Checkpointing, Count, Error, MemorySource, Pipeline, Result, Sum, TumblingWindows, Watermarks,
+    Checkpointing, Count, Error, MemorySource, Metrics, Pipeline, Result, Sum, TumblingWindows, Watermarks,
 };
 
 /// (key, window start, count, sum) rows.
@@ -35,6 +35,8 @@ struct Variant {
     uid: Option<&'static str>,
     /// An operator added upstream of the window.
     added_upstream: bool,
+    /// The window's display name in metrics, if it has one.
+    name: Option<&'static str>,
 }
 
 fn job_with(p: &Pipeline, out: Committed<Row>, slow: bool, variant: Variant) {
@@ -53,6 +55,10 @@ fn job_with(p: &Pipeline, out: Committed<Row>, slow: bool, variant: Variant) {
         .aggregate((Count, Sum::of(|e: &(i64, u32, i64)| e.2)));
     let windows = match variant.uid {
         Some(uid) => windows.uid(uid),
+        None => windows,
+    };
+    let windows = match variant.name {
+        Some(name) => windows.name(name),
         None => windows,
     };
     windows.map(|r| (r.key, r.window_start, r.value.0, r.value.1)).sink(out);
@@ -80,11 +86,14 @@ async fn run_with(
     variant: Variant,
     config: impl FnOnce(Checkpointing) -> Checkpointing,
 ) -> Result<()> {
-    let p = Pipeline::builder("ckpt")
+    let mut builder = Pipeline::builder("ckpt")
         .parallelism(parallelism)
         .handle_signals(false)
-        .checkpointing(config(Checkpointing::to_dir(dir).interval(Duration::from_millis(20))))
-        .build()?;
+        .checkpointing(config(Checkpointing::to_dir(dir).interval(Duration::from_millis(20))));
+    if variant.name.is_some() {
+        builder = builder.metrics(Metrics::new());
+    }
+    let p = builder.build()?;
     job_with(&p, out, stop_after.is_some(), variant);
     if let Some(after) = stop_after {
         // Stop once a checkpoint completed (and at least `after` passed): mid-run, whatever
@@ -175,7 +184,7 @@ async fn an_operator_added_upstream_does_not_take_over_the_state_of_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_with_a_uid_keeps_its_state_when_the_program_changes_upstream() {
-    let named = Variant { uid: Some("per-key-seconds"), added_upstream: false };
+    let named = Variant { uid: Some("per-key-seconds"), ..Variant::default() };
     let (dir, out) = savepoint(named).await;
     let changed = Variant { added_upstream: true, ..named };
     run_with(dir.path(), 2, out.clone(), None, changed, |c| c).await.unwrap();
@@ -183,9 +192,18 @@ async fn a_window_with_a_uid_keeps_its_state_when_the_program_changes_upstream()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_name_given_after_a_savepoint_keeps_the_window_state() {
+    // `name` labels metrics only: the window's checkpoint id stays the default one.
+    let (dir, out) = savepoint(Variant::default()).await;
+    let named = Variant { name: Some("per_key_seconds"), ..Variant::default() };
+    run_with(dir.path(), 2, out.clone(), None, named, |c| c).await.unwrap();
+    assert_eq!(sorted(out.output()), reference().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_of_a_uid_the_pipeline_lacks_is_refused_unless_dropping_it_is_allowed() {
-    let (dir, out) = savepoint(Variant { uid: Some("counts"), added_upstream: false }).await;
-    let renamed = Variant { uid: Some("totals"), added_upstream: false };
+    let (dir, out) = savepoint(Variant { uid: Some("counts"), ..Variant::default() }).await;
+    let renamed = Variant { uid: Some("totals"), ..Variant::default() };
     let err = run_with(dir.path(), 2, out.clone(), None, renamed, |c| c).await.unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("`counts`") || msg.contains("counts,") || msg.contains("counts;"), "{msg}");

@@ -230,7 +230,7 @@ async fn stderr_child() {
         .key_by(|h: &Hit| h.user.clone())
         .window(TumblingWindows::of(Duration::from_secs(10)));
     if mode == "kept" {
-        windows.late_records().sink(late.clone());
+        windows = windows.late_records(|records| records.sink(late.clone()));
     }
     windows.aggregate(Count).sink(out.clone());
     let report = p.run().await.unwrap();

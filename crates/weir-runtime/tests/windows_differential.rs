@@ -6,7 +6,7 @@
 //!
 //! The pipeline is `MemorySource (batch_size b) → assign_timestamps(bounded_out_of_orderness B)
 //! → key_by(key) → window(spec).allowed_lateness(L) → (Count, Sum, Min, Max, Avg)`, with the late
-//! records sunk through `late_records()`. The rules it is held to:
+//! records sunk through `late_records`. The rules it is held to:
 //!
 //! - A source split's watermark is its largest timestamp − B − 1. `MemorySource` chunk `c` (records
 //!   `c·b .. (c+1)·b`) is read by subtask `c mod p`; a task's watermark is the minimum over the
@@ -85,7 +85,7 @@ struct Ev {
 }
 
 /// (count, sum, min, max, avg) of `v`.
-type Value = (u64, i64, Option<i64>, Option<i64>, Option<f64>);
+type Value = (u64, i64, i64, i64, f64);
 
 fn aggregator() -> impl Aggregator<Ev, Output = Value> {
     (Count, Sum::of(|e: &Ev| e.v), Min::of(|e: &Ev| e.v), Max::of(|e: &Ev| e.v), Avg::of(|e: &Ev| e.v as f64))
@@ -95,7 +95,8 @@ fn aggregator() -> impl Aggregator<Ev, Output = Value> {
 fn value_of(values: &[i64]) -> Value {
     let n = values.len() as u64;
     let sum: i64 = values.iter().sum();
-    (n, sum, values.iter().min().copied(), values.iter().max().copied(), Some(sum as f64 / n as f64))
+    let (min, max) = (values.iter().min().copied(), values.iter().max().copied());
+    (n, sum, min.unwrap_or_default(), max.unwrap_or_default(), sum as f64 / n as f64)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -328,14 +329,14 @@ fn run(case: &Case, parallelism: usize) -> (Vec<WindowResult<u8, Value>>, Vec<Ev
         let p =
             Pipeline::builder("differential").parallelism(parallelism).handle_signals(false).build().unwrap();
         let (out, late) = (CollectSink::new(), CollectSink::new());
-        let mut windowed = p
-            .source(MemorySource::new(case.records.clone()).batch_size(case.batch_size))
+        p.source(MemorySource::new(case.records.clone()).batch_size(case.batch_size))
             .assign_timestamps(|e: &Ev| e.ts, Watermarks::bounded_out_of_orderness(ms(case.bound)))
             .key_by(|e: &Ev| e.key)
             .window(case.kind.spec())
-            .allowed_lateness(ms(case.lateness));
-        windowed.late_records().sink(late.clone());
-        windowed.aggregate(aggregator()).sink(out.clone());
+            .allowed_lateness(ms(case.lateness))
+            .late_records(|records| records.sink(late.clone()))
+            .aggregate(aggregator())
+            .sink(out.clone());
         let report = tokio::time::timeout(Duration::from_secs(30), p.run()).await.expect("the job completes");
         (out.take(), late.take(), report.unwrap())
     })

@@ -170,16 +170,12 @@ impl Stage {
     fn apply(&self, s: Stream<RecordBatch>, origin: &Arc<str>) -> Stream<RecordBatch> {
         let origin = origin.clone();
         match self.clone() {
-            Stage::Filter { predicate, projection } => s.operator("filter", move || Filter {
-                predicate: predicate.clone(),
-                projection: projection.clone(),
-                origin: origin.clone(),
-            }),
-            Stage::Project { exprs, schema, .. } => s.operator("projection", move || Project {
-                exprs: exprs.clone(),
-                schema: schema.clone(),
-                origin: origin.clone(),
-            }),
+            Stage::Filter { predicate, projection } => {
+                s.operator("filter", Filter { predicate, projection, origin })
+            }
+            Stage::Project { exprs, schema, .. } => {
+                s.operator("projection", Project { exprs, schema, origin })
+            }
         }
     }
 }
@@ -736,18 +732,15 @@ impl SqlStream {
                 .with_idle_timeout(IDLE_TIMEOUT);
             s = s.assign_timestamps(move |b: &RecordBatch| max_event_time(b, col), strategy);
         }
-        let scan = self.scan.clone();
-        s = s.operator("scan", move || scan.clone());
+        s = s.operator("scan", self.scan.clone());
         let origin = self.scan.origin.clone();
         for stage in &self.below {
             s = stage.apply(s, &origin);
         }
         if let Some(spec) = &self.aggregate {
             let keys = spec.key_exprs();
-            let (spec, origin) = (spec.clone(), origin.clone());
-            s = s
-                .partition_by(KeyHash { keys })
-                .operator("window_aggregate", move || WindowAggregate::new(spec.clone(), origin.clone()));
+            let aggregate = WindowAggregate::new(spec.clone(), origin.clone());
+            s = s.partition_by(KeyHash { keys }).operator("window_aggregate", aggregate);
         }
         for stage in &self.above {
             s = stage.apply(s, &origin);

@@ -141,11 +141,9 @@ impl SourceConfig {
             }
         };
         Ok(match &self.connector {
-            Connector::File { path, format: Format::Parquet, .. } => {
-                let compute = decoder(Format::Parquet, false);
-                p.source(crate::parquet_io::ParquetSource::new(path.clone(), self.raw_schema.clone()))
-                    .operator("computed", move || compute.clone())
-            }
+            Connector::File { path, format: Format::Parquet, .. } => p
+                .source(crate::parquet_io::ParquetSource::new(path.clone(), self.raw_schema.clone()))
+                .operator("computed", decoder(Format::Parquet, false)),
             Connector::File { path, format, follow, header } => {
                 let mut source = FileSource::lines(path.as_str());
                 if *follow {
@@ -153,7 +151,7 @@ impl SourceConfig {
                 }
                 let skip = *header && *format == Format::Csv;
                 let format = *format;
-                p.source(source).operator("decode", move || decoder(format, skip))
+                p.source(source).operator("decode", decoder(format, skip))
             }
             Connector::Log { log, topic, group, bounded, format } => {
                 let mut source = LogSource::topic(log, topic.clone(), group.clone());
@@ -161,13 +159,11 @@ impl SourceConfig {
                     source = source.bounded();
                 }
                 let format = *format;
-                p.source(source).operator("decode", move || decoder(format, false))
+                p.source(source).operator("decode", decoder(format, false))
             }
-            Connector::Memory(batches) => {
-                let compute = decoder(Format::Parquet, false);
-                p.source(weir_runtime::MemorySource::new(batches.clone()).batch_size(1))
-                    .operator("computed", move || compute.clone())
-            }
+            Connector::Memory(batches) => p
+                .source(weir_runtime::MemorySource::new(batches.clone()).batch_size(1))
+                .operator("computed", decoder(Format::Parquet, false)),
         })
     }
 }

@@ -376,7 +376,7 @@ fn cases_are_complete() {
 }
 
 /// A result of the typed pipeline: per host and window, (count, sum of bytes, mean latency).
-type TypedResult = WindowResult<String, (u64, i64, Option<f64>)>;
+type TypedResult = WindowResult<String, (u64, i64, f64)>;
 
 /// A record of the typed pipeline.
 #[derive(Debug, Clone)]
@@ -445,7 +445,7 @@ async fn sql_and_typed_api_agree() {
                     w.key.clone(),
                     n.to_string(),
                     total.to_string(),
-                    avg.map_or("NULL".into(), |a| a.to_string()),
+                    avg.to_string(),
                 ]
             })
             .collect();

@@ -241,7 +241,7 @@ impl Checkpointing {
 /// Positions of a source's splits saved in a checkpoint: split → what the source encoded (see
 /// [`encode`]). A reader given them resumes where the checkpoint was taken.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SplitPositions(BTreeMap<u32, Vec<u8>>);
+pub struct SplitPositions(pub(crate) BTreeMap<u32, Vec<u8>>);
 
 impl SplitPositions {
     /// The saved position of `split`.

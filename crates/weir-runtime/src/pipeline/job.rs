@@ -118,7 +118,7 @@ impl Pipeline {
                 }
             })
             .collect();
-        Stream { ctx, lanes, origin, made_by }
+        Stream { ctx, lanes, origin, made_by, label: None }
     }
 
     /// Sends dead letters to `sink` (one writer) instead of logging them as warnings.

@@ -8,22 +8,38 @@ use tokio::sync::mpsc;
 
 use crate::batch::Message;
 use crate::checkpoint::{AckOf, Part, PartSnapshot};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::SinkMetrics;
 use crate::operator::Stage;
 use crate::sink::{Sink, SinkWriter};
 
-/// The end of a chain that hands every message to two channels.
+/// The end of a chain that hands every message to several channels (at least two): a copy to
+/// each but the last, the message itself to the last. A branch whose receiver is gone (a
+/// stream dropped without a sink, or a downstream task that failed) is left out from then on;
+/// once all are gone, the chain is cancelled.
 pub(super) struct Broadcast<T> {
-    pub(super) senders: [mpsc::Sender<Message<T>>; 2],
+    pub(super) senders: Vec<mpsc::Sender<Message<T>>>,
     pub(super) blocked_ns: Arc<AtomicU64>,
 }
 
 impl<T: Clone + Send + 'static> Stage<T> for Broadcast<T> {
     fn push(&mut self, msg: Message<T>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            crate::exchange::send(&self.senders[0], msg.clone(), &self.blocked_ns).await?;
-            crate::exchange::send(&self.senders[1], msg, &self.blocked_ns).await
+            let last = self.senders.len().saturating_sub(1);
+            let mut msg = Some(msg);
+            let mut gone = false;
+            for (i, tx) in self.senders.iter().enumerate() {
+                let m = if i == last { msg.take() } else { msg.clone() };
+                let Some(m) = m else { break };
+                gone |= crate::exchange::send(tx, m, &self.blocked_ns).await.is_err();
+            }
+            if gone {
+                self.senders.retain(|tx| !tx.is_closed());
+                if self.senders.is_empty() {
+                    return Err(Error::Cancelled);
+                }
+            }
+            Ok(())
         })
     }
 }

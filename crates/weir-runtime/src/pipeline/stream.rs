@@ -3,19 +3,19 @@
 use super::{Context, Lane, TaskContext, TaskFn};
 use std::hash::Hash;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, Aggs};
 use crate::batch::{Batch, Message, Timestamp};
 use crate::checkpoint::Committer;
 use crate::dead_letter::Traceable;
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeStage, KeyPartitioner, Partitioner};
+use crate::exchange::{ExchangeStage, KeyPartitioner, KeysFn, Partitioner};
 use crate::operator::{OpStage, Operator, Stage};
-use crate::ops::{Filter, FlatMap, Inspect, Map, TryMap};
+use crate::ops::{Filter, FlatMap, Inspect, Map, Traced, TryMap, TryMapTraced};
 use crate::sink::Sink;
 use crate::time::{AssignTimestamps, Watermarks};
 use crate::window::{LateRecords, WindowOperator, WindowResult, WindowSpec};
@@ -32,6 +32,8 @@ pub struct Stream<T> {
     pub(super) origin: Arc<str>,
     /// The default id of the checkpointed operator that made this stream, if any.
     pub(super) made_by: Option<Arc<str>>,
+    /// The metrics label of the operator that made this stream, if any (see [`Stream::name`]).
+    pub(super) label: Option<Arc<Mutex<String>>>,
 }
 
 impl<T> std::fmt::Debug for Stream<T> {
@@ -41,13 +43,56 @@ impl<T> std::fmt::Debug for Stream<T> {
 }
 
 impl<T: Send + 'static> Stream<T> {
-    /// Extends every lane with an operator made by `make`, fused into the lane's task.
-    pub fn operator<U, O>(self, name: &str, make: impl Fn() -> O) -> Stream<U>
+    /// Extends every lane with `op`, fused into the lane's task: each subtask runs its own clone
+    /// of `op` (as [`KeyedStream::process`] does). `name` is the operator's kind in metrics
+    /// labels (made unique: a second `"enrich"` is `"enrich_2"`; see [`Stream::name`]) and in
+    /// its default checkpoint id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_runtime::{Batch, CollectSink, Collector, MemorySource, Operator, Pipeline};
+    ///
+    /// /// Adds `by` to every record.
+    /// #[derive(Clone)]
+    /// struct AddTo {
+    ///     by: i64,
+    /// }
+    ///
+    /// impl Operator<i64, i64> for AddTo {
+    ///     fn process_batch(&mut self, mut batch: Batch<i64>, out: &mut Collector<i64>) {
+    ///         batch.records.iter_mut().for_each(|r| *r += self.by);
+    ///         out.batch(batch);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_runtime::Result<()> {
+    /// let p = Pipeline::builder("add").parallelism(2).handle_signals(false).build()?;
+    /// let out = CollectSink::new();
+    /// p.source(MemorySource::new(vec![1i64, 2, 3])).operator("add", AddTo { by: 10 }).sink(out.clone());
+    /// p.run().await?;
+    /// let mut got = out.take();
+    /// got.sort();
+    /// assert_eq!(got, [11, 12, 13]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn operator<U, O>(self, name: &str, op: O) -> Stream<U>
+    where
+        U: Send + 'static,
+        O: Operator<T, U> + Clone,
+    {
+        self.operator_with(name, move || op.clone())
+    }
+
+    /// [`Stream::operator`] with an operator made by `make` for each subtask.
+    fn operator_with<U, O>(self, name: &str, make: impl Fn() -> O) -> Stream<U>
     where
         U: Send + 'static,
         O: Operator<T, U>,
     {
-        let label = self.ctx.metrics.as_ref().map(|m| m.unique_name(name));
+        let label = self.ctx.metrics.as_ref().map(|m| Arc::new(Mutex::new(m.unique_name(name))));
         let checkpointed = self.lanes.iter().all(|l| l.checkpointed);
         let parts = self.ctx.parts(name, &self.origin, self.lanes.len(), checkpointed);
         let made_by = parts.first().and_then(|p| p.as_ref()).map(|p| p.uid.clone());
@@ -60,12 +105,8 @@ impl<T: Send + 'static> Stream<T> {
             .map(|(subtask, (lane, part))| {
                 let op = make();
                 let stateful = op.state_stats().is_some();
-                let metrics = self
-                    .ctx
-                    .metrics
-                    .as_ref()
-                    .zip(label.as_deref())
-                    .map(|(m, l)| m.operator(l, subtask, stateful));
+                // Created when the lane closes, after a `name` given to the stream.
+                let metrics = self.ctx.metrics.clone().zip(label.clone());
                 let close = lane.close;
                 let dead_letters = self.ctx.dead_letters.clone();
                 let late_count = self.ctx.late_count.clone();
@@ -73,12 +114,45 @@ impl<T: Send + 'static> Stream<T> {
                     name: format!("{} -> {name}", lane.name),
                     checkpointed,
                     close: Box::new(move |next: Box<dyn Stage<U>>| {
+                        let metrics = metrics.map(|(m, l)| {
+                            m.operator(&l.lock().unwrap_or_else(PoisonError::into_inner), subtask, stateful)
+                        });
                         close(Box::new(OpStage::new(op, next, metrics, dead_letters, late_count, part)))
                     }),
                 }
             })
             .collect();
-        Stream { ctx: self.ctx, lanes, origin, made_by }
+        Stream { ctx: self.ctx, lanes, origin, made_by, label }
+    }
+
+    /// Names the operator that made this stream `name` in metrics labels (the `operator` label,
+    /// made unique like the default names), instead of its kind: two windows show as
+    /// `per_minute` and `per_hour` rather than `window` and `window_2`. A display name only:
+    /// checkpoint ids stay as they were (see [`Stream::uid`]). On a stream no operator made (a
+    /// source, [`Stream::split`], [`Stream::union`], [`KeyedStream::into_stream`]) it does
+    /// nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir_runtime::{Count, DiscardSink, MemorySource, Pipeline, TumblingWindows, Watermarks};
+    ///
+    /// let p = Pipeline::builder("named").build()?;
+    /// p.source(MemorySource::new(vec![(1_000i64, 'a')]))
+    ///     .assign_timestamps(|e| e.0, Watermarks::monotonic())
+    ///     .key_by(|e| e.1)
+    ///     .window(TumblingWindows::of(Duration::from_secs(60)))
+    ///     .aggregate(Count)
+    ///     .name("per_minute")
+    ///     .sink(DiscardSink);
+    /// # Ok::<(), weir_runtime::Error>(())
+    /// ```
+    pub fn name(self, name: &str) -> Stream<T> {
+        if let (Some(label), Some(metrics)) = (&self.label, &self.ctx.metrics) {
+            *label.lock().unwrap_or_else(PoisonError::into_inner) = metrics.unique_name(name);
+        }
+        self
     }
 
     /// Names the operator that made this stream `uid` in checkpoints (as Flink's `uid`): its
@@ -112,7 +186,7 @@ impl<T: Send + 'static> Stream<T> {
         F: Fn(T) -> U + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.operator("map", || Map(f.clone()))
+        self.operator_with("map", || Map(f.clone()))
     }
 
     /// Keeps the records for which `f` is true.
@@ -121,7 +195,7 @@ impl<T: Send + 'static> Stream<T> {
         F: Fn(&T) -> bool + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.operator("filter", || Filter(f.clone()))
+        self.operator_with("filter", || Filter(f.clone()))
     }
 
     /// Replaces every record by the records `f` returns (each keeps the input's timestamp).
@@ -132,7 +206,7 @@ impl<T: Send + 'static> Stream<T> {
         F: Fn(T) -> I + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.operator("flat_map", || FlatMap(f.clone()))
+        self.operator_with("flat_map", || FlatMap(f.clone()))
     }
 
     /// Calls `f` on every record, passing it on unchanged.
@@ -141,7 +215,7 @@ impl<T: Send + 'static> Stream<T> {
         F: Fn(&T) + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.operator("inspect", || Inspect(f.clone()))
+        self.operator_with("inspect", || Inspect(f.clone()))
     }
 
     /// Transforms every record with a function that can fail. A failure never stops the
@@ -155,7 +229,63 @@ impl<T: Send + 'static> Stream<T> {
         F: Fn(&T) -> Result<U, E> + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.operator("try_map", || TryMap { f: f.clone(), operator: "try_map".into() })
+        self.operator_with("try_map", || TryMap { f: f.clone(), operator: "try_map".into() })
+    }
+
+    /// [`Stream::try_map`] whose results keep the record they were made from ([`Traced`]), so
+    /// a second fallible step can send a failure to the dead letters with the record's origin
+    /// and raw payload: `try_map_traced(parse).try_map(check)`. A [`Traced`] dereferences to
+    /// the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_runtime::{CollectSink, DeadLetter, MemorySource, Pipeline, Traceable};
+    ///
+    /// /// A line of a file.
+    /// #[derive(Debug, Clone)]
+    /// struct Line(u64, String);
+    ///
+    /// impl Traceable for Line {
+    ///     fn origin(&self) -> String {
+    ///         format!("readings.txt:{}", self.0)
+    ///     }
+    ///     fn payload(&self) -> String {
+    ///         self.1.clone()
+    ///     }
+    /// }
+    ///
+    /// fn plausible(celsius: &f64) -> Result<f64, String> {
+    ///     if (-90.0..=60.0).contains(celsius) { Ok(*celsius) } else { Err(format!("{celsius} °C")) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_runtime::Result<()> {
+    /// let p = Pipeline::builder("checks").parallelism(1).handle_signals(false).build()?;
+    /// let (out, dead) = (CollectSink::new(), CollectSink::<DeadLetter>::new());
+    /// p.dead_letters(dead.clone());
+    /// let lines = vec![Line(1, "21.5".into()), Line(2, "x".into()), Line(3, "999".into())];
+    /// p.source(MemorySource::new(lines))
+    ///     .try_map_traced(|l| l.1.parse::<f64>())
+    ///     .try_map(|c| plausible(c))
+    ///     .sink(out.clone());
+    /// p.run().await?;
+    /// assert_eq!(out.take(), [21.5]);
+    /// let dead = dead.take();
+    /// assert_eq!(dead[1].origin, "readings.txt:3", "the second step's failure keeps its origin");
+    /// assert_eq!((dead[1].payload.as_str(), dead[1].error.as_str()), ("999", "999 °C"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_map_traced<U, E, F>(self, f: F) -> Stream<Traced<T, U>>
+    where
+        T: Traceable,
+        U: Send + 'static,
+        E: std::fmt::Display,
+        F: Fn(&T) -> Result<U, E> + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator_with("try_map", || TryMapTraced { f: f.clone(), operator: "try_map".into() })
     }
 
     /// Gives every record an event timestamp (ms) and starts generating watermarks per source
@@ -165,42 +295,119 @@ impl<T: Send + 'static> Stream<T> {
         F: Fn(&T) -> Timestamp + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.operator("assign_timestamps", || AssignTimestamps::new(f.clone(), strategy))
+        self.operator_with("assign_timestamps", || AssignTimestamps::new(f.clone(), strategy))
     }
 
-    /// Two streams with the same records, so one stream can feed several sinks or branches. Each
-    /// lane hands every message to both branches over bounded channels (a slow branch holds
-    /// back both, as in Flink).
+    /// `n` streams with the same records, so one stream can feed any number of sinks or
+    /// branches. Each lane hands every message to the `n` branches from the task that produced
+    /// it, over one bounded channel per branch (a slow branch holds back all of them, as in
+    /// Flink); every branch but the last gets a copy. A branch dropped without a sink is left
+    /// out. `broadcast(1)` is the stream itself, and `broadcast(0)` drops it. See
+    /// [`Stream::split`] for a fixed number of branches.
+    pub fn broadcast(self, n: usize) -> Vec<Stream<T>>
+    where
+        T: Clone,
+    {
+        let branches =
+            (0..n).map(|i| (format!("{}/branch-{i}", self.origin), format!("branch {i}"))).collect();
+        self.fan_out(branches, "broadcast")
+    }
+
+    /// [`Stream::broadcast`] into `N` streams, as an array to destructure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir_runtime::{CollectSink, MemorySource, Pipeline};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_runtime::Result<()> {
+    /// let p = Pipeline::builder("fan-out").parallelism(2).handle_signals(false).build()?;
+    /// let (all, even, big) = (CollectSink::new(), CollectSink::new(), CollectSink::new());
+    /// let [a, b, c] = p.source(MemorySource::new((1..=10).collect::<Vec<i64>>())).split();
+    /// a.sink(all.clone());
+    /// b.filter(|x| x % 2 == 0).sink(even.clone());
+    /// c.filter(|x| *x > 8).sink(big.clone());
+    /// p.run().await?;
+    /// assert_eq!((all.take().len(), even.take().len(), big.take().len()), (10, 5, 2));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn split<const N: usize>(self) -> [Stream<T>; N]
+    where
+        T: Clone,
+    {
+        let branches = self.broadcast(N);
+        match branches.try_into() {
+            Ok(array) => array,
+            Err(_) => unreachable!("broadcast(N) returns N streams"),
+        }
+    }
+
+    /// Two streams with the same records: [`Stream::split`] into two.
     pub fn fork(self) -> (Stream<T>, Stream<T>)
     where
         T: Clone,
     {
-        let capacity = self.ctx.channel_capacity;
-        let mut left = Vec::with_capacity(self.lanes.len());
-        let mut right = Vec::with_capacity(self.lanes.len());
-        for (subtask, lane) in self.lanes.into_iter().enumerate() {
-            let (ltx, lrx) = mpsc::channel::<Message<T>>(capacity);
-            let (rtx, rrx) = mpsc::channel::<Message<T>>(capacity);
-            let checkpointed = lane.checkpointed;
-            let blocked = Arc::new(AtomicU64::new(0));
-            let stage = Broadcast { senders: [ltx, rtx], blocked_ns: blocked.clone() };
-            let name = format!("{} -> fork", lane.name);
-            self.ctx.add_task(name, subtask, blocked, (lane.close)(Box::new(stage)));
-            left.push(inputs_lane(format!("{} (left)", lane.name), vec![lrx], checkpointed));
-            right.push(inputs_lane(format!("{} (right)", lane.name), vec![rrx], checkpointed));
+        // The branches keep the origins (hence default checkpoint ids) and task names forks
+        // always had.
+        let branches = vec![
+            (format!("{}/fork-left", self.origin), "left".to_owned()),
+            (format!("{}/fork-right", self.origin), "right".to_owned()),
+        ];
+        let mut branches = self.fan_out(branches, "fork").into_iter();
+        match (branches.next(), branches.next()) {
+            (Some(left), Some(right)) => (left, right),
+            _ => unreachable!("fan_out returns a stream per origin"),
         }
-        let (l, r) = (format!("{}/fork-left", self.origin), format!("{}/fork-right", self.origin));
-        (
-            Stream { ctx: self.ctx.clone(), lanes: left, origin: l.into(), made_by: None },
-            Stream { ctx: self.ctx, lanes: right, origin: r.into(), made_by: None },
-        )
+    }
+
+    /// One stream per `(origin, name)` in `branches`, each with every record: the lanes close
+    /// with a [`Broadcast`] (a task named after `kind`) to one channel per branch.
+    fn fan_out(self, branches: Vec<(String, String)>, kind: &str) -> Vec<Stream<T>>
+    where
+        T: Clone,
+    {
+        let n = branches.len();
+        let (origins, names): (Vec<String>, Vec<String>) = branches.into_iter().unzip();
+        match n {
+            0 => return Vec::new(),
+            1 => return vec![self],
+            _ => {}
+        }
+        let capacity = self.ctx.channel_capacity;
+        let mut lanes: Vec<Vec<Lane<T>>> = (0..n).map(|_| Vec::with_capacity(self.lanes.len())).collect();
+        for (subtask, lane) in self.lanes.into_iter().enumerate() {
+            let checkpointed = lane.checkpointed;
+            let mut senders = Vec::with_capacity(n);
+            for (branch, name) in lanes.iter_mut().zip(&names) {
+                let (tx, rx) = mpsc::channel::<Message<T>>(capacity);
+                senders.push(tx);
+                branch.push(inputs_lane(format!("{} ({name})", lane.name), vec![rx], checkpointed));
+            }
+            let blocked = Arc::new(AtomicU64::new(0));
+            let stage = Broadcast { senders, blocked_ns: blocked.clone() };
+            let name = format!("{} -> {kind}", lane.name);
+            self.ctx.add_task(name, subtask, blocked, (lane.close)(Box::new(stage)));
+        }
+        lanes
+            .into_iter()
+            .zip(origins)
+            .map(|(lanes, origin)| Stream {
+                ctx: self.ctx.clone(),
+                lanes,
+                origin: origin.into(),
+                made_by: None,
+                label: None,
+            })
+            .collect()
     }
 
     /// Gives every record the wall-clock time it arrives as its timestamp, with watermarks that
     /// follow the clock: windows after this are processing-time windows, and they close on time
     /// even when no record arrives.
     pub fn assign_processing_time(self) -> Stream<T> {
-        self.operator("assign_processing_time", crate::time::ProcessingTime::new)
+        self.operator_with("assign_processing_time", crate::time::ProcessingTime::new)
     }
 
     /// Merges another stream of the same records into this one.
@@ -208,19 +415,25 @@ impl<T: Send + 'static> Stream<T> {
         self.lanes.extend(other.lanes);
         self.origin = format!("({}|{})", self.origin, other.origin).into();
         self.made_by = None;
+        self.label = None;
         self
     }
 
     /// Partitions the stream by key: records with equal keys go to the same subtask (a hash
-    /// exchange over bounded channels).
-    pub fn key_by<K, KF>(self, key: KF) -> KeyedStream<K, T, KF>
+    /// exchange over bounded channels). `key` runs once per record in the exchange and once in
+    /// the keyed operator after it, a batch at a time.
+    pub fn key_by<K, KF>(self, key: KF) -> KeyedStream<K, T>
     where
         K: Hash + Eq + Clone + Send + serde::Serialize + 'static,
         KF: Fn(&T) -> K + Send + Sync + 'static,
     {
         let key = Arc::new(key);
         let stream = self.exchange(KeyPartitioner(key.clone()), "key_by", "keyed");
-        KeyedStream { stream, key, _k: std::marker::PhantomData }
+        // One dynamic call per batch, not per record.
+        let keys: KeysFn<K, T> = Arc::new(move |records: &[T], out: &mut Vec<K>| {
+            out.extend(records.iter().map(|r| key(r)));
+        });
+        KeyedStream { stream, keys }
     }
 
     /// Redistributes the stream over the pipeline's subtasks with `partitioner` (the exchange
@@ -254,7 +467,7 @@ impl<T: Send + 'static> Stream<T> {
         let lanes =
             receivers.into_iter().map(|rx| inputs_lane(opening.to_owned(), rx, checkpointed)).collect();
         let origin = format!("{}/{closing}", self.origin).into();
-        Stream { ctx: self.ctx, lanes, origin, made_by: None }
+        Stream { ctx: self.ctx, lanes, origin, made_by: None, label: None }
     }
 
     /// Writes every record to `sink`, one writer per subtask.
@@ -284,21 +497,73 @@ impl<T: Send + 'static> Stream<T> {
     }
 }
 
-/// A stream partitioned by key; see [`Stream::key_by`].
-pub struct KeyedStream<K, T, KF> {
+/// A stream partitioned by key; see [`Stream::key_by`]. Its type names only the key and the
+/// records (the key function is kept behind an `Arc`), so it can be a struct field or a
+/// function's argument.
+///
+/// One keyed stream feeds several windows (or processes) with [`KeyedStream::split`]: they
+/// share one exchange.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_runtime::{
+///     CollectSink, KeyedStream, MemorySource, Pipeline, Stream, TumblingWindows, Watermarks, WindowResult,
+/// };
+///
+/// /// Requests per minute and per hour of each client, from one exchange.
+/// fn per_minute_and_hour(
+///     by_client: KeyedStream<String, (i64, String)>,
+/// ) -> (Stream<WindowResult<String, u64>>, Stream<WindowResult<String, u64>>) {
+///     let [minute, hour] = by_client.split();
+///     (
+///         minute.window(TumblingWindows::of(Duration::from_secs(60))).aggregate_with(|a| a.count()),
+///         hour.window(TumblingWindows::of(Duration::from_secs(3600))).aggregate_with(|a| a.count()),
+///     )
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> weir_runtime::Result<()> {
+/// let p = Pipeline::builder("clients").parallelism(2).handle_signals(false).build()?;
+/// let requests = vec![(1_000i64, "a".to_owned()), (61_000, "a".to_owned()), (62_000, "b".to_owned())];
+/// let keyed = p
+///     .source(MemorySource::new(requests))
+///     .assign_timestamps(|r| r.0, Watermarks::monotonic())
+///     .key_by(|r| r.1.clone());
+/// let (minutes, hours) = per_minute_and_hour(keyed);
+/// let (m, h) = (CollectSink::new(), CollectSink::new());
+/// minutes.sink(m.clone());
+/// hours.sink(h.clone());
+/// p.run().await?;
+/// assert_eq!(m.take().len(), 3, "a in two minutes, b in one");
+/// let mut hours = h.take();
+/// hours.sort_by(|x, y| x.key.cmp(&y.key));
+/// assert_eq!(hours.iter().map(|r| (r.key.as_str(), r.value)).collect::<Vec<_>>(), [("a", 2), ("b", 1)]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct KeyedStream<K, T> {
     stream: Stream<T>,
-    key: Arc<KF>,
-    _k: std::marker::PhantomData<fn() -> K>,
+    keys: KeysFn<K, T>,
 }
 
-impl<K, T, KF> KeyedStream<K, T, KF>
+impl<K, T> std::fmt::Debug for KeyedStream<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedStream")
+            .field("key", &std::any::type_name::<K>())
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl<K, T> KeyedStream<K, T>
 where
     K: Hash + Eq + Clone + Send + 'static,
     T: Send + 'static,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
 {
     /// Groups the records of each key into event-time windows.
-    pub fn window(self, spec: WindowSpec) -> WindowedStream<K, T, KF> {
+    pub fn window(self, spec: WindowSpec) -> WindowedStream<K, T> {
         WindowedStream { keyed: self, spec, lateness: 0, late: None }
     }
 
@@ -308,8 +573,34 @@ where
     where
         P: crate::process::KeyedProcess<K, T> + Clone,
     {
-        let key = self.key.clone();
-        self.stream.operator("process", || crate::process::ProcessOperator::new(key.clone(), process.clone()))
+        let keys = self.keys;
+        self.stream
+            .operator_with("process", || crate::process::ProcessOperator::new(keys.clone(), process.clone()))
+    }
+
+    /// `n` keyed streams with the same records, partitioned as this one (one exchange for all):
+    /// e.g. a window per minute and one per hour of the same keys. See [`Stream::broadcast`].
+    pub fn broadcast(self, n: usize) -> Vec<KeyedStream<K, T>>
+    where
+        T: Clone,
+    {
+        let keys = self.keys;
+        self.stream
+            .broadcast(n)
+            .into_iter()
+            .map(|stream| KeyedStream { stream, keys: keys.clone() })
+            .collect()
+    }
+
+    /// [`KeyedStream::broadcast`] into `N` keyed streams, as an array to destructure.
+    pub fn split<const N: usize>(self) -> [KeyedStream<K, T>; N]
+    where
+        T: Clone,
+    {
+        match self.broadcast(N).try_into() {
+            Ok(array) => array,
+            Err(_) => unreachable!("broadcast(N) returns N streams"),
+        }
     }
 
     /// The stream again, still partitioned by key.
@@ -318,19 +609,30 @@ where
     }
 }
 
-/// A keyed stream cut into windows; see [`KeyedStream::window`].
-pub struct WindowedStream<K, T, KF> {
-    keyed: KeyedStream<K, T, KF>,
+/// A keyed stream cut into windows; see [`KeyedStream::window`]. Nameable, as
+/// [`KeyedStream`].
+pub struct WindowedStream<K, T> {
+    keyed: KeyedStream<K, T>,
     spec: WindowSpec,
     lateness: i64,
     late: Option<mpsc::UnboundedSender<Batch<T>>>,
 }
 
-impl<K, T, KF> WindowedStream<K, T, KF>
+impl<K, T> std::fmt::Debug for WindowedStream<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowedStream")
+            .field("keyed", &self.keyed)
+            .field("spec", &self.spec)
+            .field("lateness_ms", &self.lateness)
+            .field("late_records", &self.late.is_some())
+            .finish()
+    }
+}
+
+impl<K, T> WindowedStream<K, T>
 where
     K: Hash + Eq + Clone + Send + 'static,
     T: Send + 'static,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
 {
     /// Keeps windows open for `lateness` after they fire, updating and re-firing them for records
     /// that arrive late but within it. Default: zero.
@@ -339,9 +641,41 @@ where
         self
     }
 
-    /// The records that arrive after their windows' allowed lateness, as a stream of their own
-    /// (one lane) to sink. Without it they are only counted ([`JobReport::late_records`](super::JobReport::late_records)).
-    pub fn late_records(&mut self) -> Stream<T> {
+    /// Hands `to` the records that arrive after their windows' allowed lateness, as a stream of
+    /// their own (one lane) to sink, and goes on with the windows (Flink's
+    /// `sideOutputLateData`). Without it they are only counted
+    /// ([`JobReport::late_records`](super::JobReport::late_records)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir_runtime::{CollectSink, MemorySource, Pipeline, TumblingWindows, Watermarks};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_runtime::Result<()> {
+    /// let p = Pipeline::builder("late").parallelism(1).handle_signals(false).build()?;
+    /// let (counts, late) = (CollectSink::new(), CollectSink::new());
+    /// p.source(MemorySource::new(vec![5_000i64, 1_000]).batch_size(1))
+    ///     .assign_timestamps(|t| *t, Watermarks::monotonic())
+    ///     .key_by(|_| 0u8)
+    ///     .window(TumblingWindows::of(Duration::from_secs(1)))
+    ///     .late_records(|records| records.sink(late.clone()))
+    ///     .aggregate_with(|a| a.count())
+    ///     .sink(counts.clone());
+    /// p.run().await?;
+    /// assert_eq!(late.take(), [1_000]);
+    /// assert_eq!(counts.take().len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn late_records(mut self, to: impl FnOnce(Stream<T>)) -> Self {
+        to(self.late_stream());
+        self
+    }
+
+    /// The late records' stream; see [`WindowedStream::late_records`].
+    fn late_stream(&mut self) -> Stream<T> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Batch<T>>();
         self.late = Some(tx);
         self.keyed.stream.ctx.inner.lock().unwrap_or_else(PoisonError::into_inner).late_output = true;
@@ -361,11 +695,12 @@ where
             }),
         };
         let origin = format!("{}/late", self.keyed.stream.origin).into();
-        Stream { ctx: self.keyed.stream.ctx.clone(), lanes: vec![lane], origin, made_by: None }
+        Stream { ctx: self.keyed.stream.ctx.clone(), lanes: vec![lane], origin, made_by: None, label: None }
     }
 
     /// Aggregates each window of each key with `agg`, emitting a [`WindowResult`] when the
-    /// window fires.
+    /// window fires. [`WindowedStream::aggregate_with`] builds the aggregator from closures
+    /// without type annotations.
     ///
     /// # Panics
     ///
@@ -376,29 +711,74 @@ where
         K: serde::Serialize + serde::de::DeserializeOwned,
     {
         let agg = Arc::new(agg);
-        let key = self.keyed.key.clone();
+        let keys = self.keyed.keys.clone();
         let spec = self.spec;
         let lateness = self.lateness;
         let late = LateRecords { tx: self.late.clone() };
         let invalid = spec.validate().err();
-        let stream = self.keyed.stream.operator("window", || {
-            WindowOperator::new(key.clone(), spec, agg.clone(), lateness, late.clone())
+        let stream = self.keyed.stream.operator_with("window", || {
+            WindowOperator::new(keys.clone(), spec, agg.clone(), lateness, late.clone())
         });
         match invalid {
             None => stream,
             Some((field, reason)) => stream.invalid(field, reason),
         }
     }
+
+    /// Aggregates each window with the aggregator `build` makes from [`Aggs`], which knows the
+    /// record type: its extractor closures need no type annotations, and a tuple computes
+    /// several aggregates in one pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir_runtime::{CollectSink, MemorySource, Pipeline, TumblingWindows, Watermarks};
+    ///
+    /// #[derive(Clone)]
+    /// struct Access {
+    ///     at: i64,
+    ///     path: &'static str,
+    ///     bytes: u64,
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_runtime::Result<()> {
+    /// let p = Pipeline::builder("bytes").parallelism(1).handle_signals(false).build()?;
+    /// let out = CollectSink::new();
+    /// let log = vec![
+    ///     Access { at: 1_000, path: "/", bytes: 100 },
+    ///     Access { at: 2_000, path: "/", bytes: 300 },
+    /// ];
+    /// p.source(MemorySource::new(log))
+    ///     .assign_timestamps(|a| a.at, Watermarks::monotonic())
+    ///     .key_by(|a| a.path.to_owned())
+    ///     .window(TumblingWindows::of(Duration::from_secs(60)))
+    ///     .aggregate_with(|a| (a.count(), a.sum(|e| e.bytes), a.max(|e| e.bytes), a.avg(|e| e.bytes as f64)))
+    ///     .sink(out.clone());
+    /// p.run().await?;
+    /// assert_eq!(out.take()[0].value, (2, 400, 300, 200.0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn aggregate_with<A, B>(self, build: B) -> Stream<WindowResult<K, A::Output>>
+    where
+        A: Aggregator<T>,
+        B: FnOnce(Aggs<T>) -> A,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.aggregate(build(Aggs::new()))
+    }
 }
 
-impl<K, T, KF> WindowedStream<K, T, KF>
+impl<K, T> WindowedStream<K, T>
 where
     K: Hash + Eq + Clone + Send + 'static,
     T: Clone + Send + 'static,
-    KF: Fn(&T) -> K + Send + Sync + 'static,
 {
     /// Folds each window of each key with `f(accumulated, next)`; the result's value is `None`
-    /// never (a window exists only once a record arrived) but typed as `Option<T>`.
+    /// never (a window exists only once a record arrived) but typed as `Option<T>`
+    /// ([`Reduce`](crate::Reduce) is an aggregator of its own, whose empty state is `None`).
     pub fn reduce<F>(self, f: F) -> Stream<WindowResult<K, Option<T>>>
     where
         F: Fn(T, &T) -> T + Send + Sync + 'static,
@@ -429,6 +809,6 @@ impl<T: Send + 'static> Stream<T> {
                 }
             })
             .collect();
-        Stream { ctx: self.ctx, lanes, origin: self.origin, made_by: self.made_by }
+        Stream { ctx: self.ctx, lanes, origin: self.origin, made_by: self.made_by, label: self.label }
     }
 }

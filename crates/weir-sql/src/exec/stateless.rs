@@ -108,6 +108,7 @@ impl Operator<RecordBatch, RecordBatch> for Scan {
 }
 
 /// `WHERE` / `HAVING`.
+#[derive(Clone)]
 pub(crate) struct Filter {
     pub(crate) predicate: Arc<dyn PhysicalExpr>,
     pub(crate) projection: Option<Vec<usize>>,
@@ -146,6 +147,7 @@ impl Operator<RecordBatch, RecordBatch> for Filter {
 }
 
 /// `SELECT` expressions.
+#[derive(Clone)]
 pub(crate) struct Project {
     pub(crate) exprs: Vec<Arc<dyn PhysicalExpr>>,
     pub(crate) schema: SchemaRef,

@@ -117,6 +117,14 @@ pub(crate) struct WindowAggregate {
     origin: Arc<str>,
 }
 
+/// A copy for another subtask: the same query, without the windows' state (accumulators cannot be
+/// copied). The pipeline copies an operator once per subtask before any record reaches it.
+impl Clone for WindowAggregate {
+    fn clone(&self) -> Self {
+        WindowAggregate::new(self.spec.clone(), self.origin.clone())
+    }
+}
+
 impl WindowAggregate {
     pub(crate) fn new(spec: AggregateSpec, origin: Arc<str>) -> Self {
         // Key types come from the output schema: group columns keep their types.
