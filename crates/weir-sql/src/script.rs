@@ -65,6 +65,35 @@ impl Script {
         Ok(Script { statements: parse_script(text)? })
     }
 
+    /// The script's `CREATE SOURCE` statements alone: its sinks, queries and `EXPLAIN`s
+    /// dropped. `weir sql -f pipeline.sql -e QUERY` runs `QUERY` over the sources of a pipeline
+    /// file this way, without running (and rewriting the outputs of) the file's sinks.
+    pub fn sources_only(&self) -> Script {
+        let statements =
+            self.statements.iter().filter(|s| matches!(s, Statement::Source(_))).cloned().collect();
+        Script { statements }
+    }
+
+    /// This script followed by the statements of `next`.
+    #[must_use]
+    pub fn then(mut self, next: Script) -> Script {
+        self.statements.extend(next.statements);
+        self
+    }
+
+    /// Whether a source or sink of the script reads or writes a log topic (`connector =
+    /// 'log'`): only then does running it need a [`StreamContext::with_log`].
+    pub fn uses_log(&self) -> bool {
+        self.statements.iter().any(|s| {
+            let options = match s {
+                Statement::Source(def) => &def.options,
+                Statement::Sink(def) => &def.options,
+                Statement::Explain(_) | Statement::Query(_) => return false,
+            };
+            options.get("connector").is_some_and(|c| c.eq_ignore_ascii_case("log"))
+        })
+    }
+
     /// Registers the sources, plans the rest, and runs the pipeline if it has any sink; returns
     /// the printed `EXPLAIN` texts and the job's report.
     ///

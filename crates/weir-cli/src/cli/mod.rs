@@ -1,7 +1,8 @@
 //! Command-line parsing and dispatch for the `weir` binary.
 //!
 //! Every command opens the log in `--dir` (default `./weir-data`, or `$WEIR_DIR`), does its work
-//! and closes the log. The log allows one process per directory, so two `weir` commands cannot
+//! and closes the log; `weir sql` opens it only for a script that reads or writes a log topic
+//! (SQL over files needs no log directory and creates none). The log allows one process per directory, so two `weir` commands cannot
 //! run on the same directory at the same time; the second fails with a message saying so.
 //!
 //! # Output

@@ -66,27 +66,45 @@ fn parse_dir(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(s))
 }
 
+/// The statements `weir sql` runs: the file's, or with `-e` the file's sources and the query
+/// (a pipeline file's sinks do not run when it only provides the sources of a query).
+fn script(args: &SqlArgs) -> Result<Script> {
+    let file = match &args.file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            Some(Script::parse(&text).with_context(|| format!("{}", f.display()))?)
+        }
+        None => None,
+    };
+    let script = match (file, &args.execute) {
+        (None, None) => bail!("nothing to run: give -f FILE and/or -e SQL"),
+        (Some(file), None) => file,
+        (file, Some(query)) => {
+            let query = Script::parse(query)?;
+            match file {
+                Some(file) => file.sources_only().then(query),
+                None => query,
+            }
+        }
+    };
+    Ok(script)
+}
+
 /// Runs `weir sql`.
 pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
-    let mut text = match &args.file {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
-        None => String::new(),
-    };
-    if let Some(q) = &args.execute {
-        text.push_str(";\n");
-        text.push_str(q);
-    }
-    if text.trim().is_empty() {
-        bail!("nothing to run: give -f FILE and/or -e SQL");
-    }
-    let script = Script::parse(&text)?;
+    let script = script(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let log = Log::open(dir, LogOptions::default())?;
-        let mut ctx = StreamContext::with_log(log);
+        // The log directory is opened (and created) only for a script that reads or writes a
+        // log topic: SQL over files leaves no directory behind.
+        let mut ctx = if script.uses_log() {
+            StreamContext::with_log(Log::open(dir, LogOptions::default())?)
+        } else {
+            StreamContext::new()
+        };
         let name = "sql";
         let checkpointing = args.checkpoint_interval.map(|interval| {
             let location = args.checkpoint_dir.clone().unwrap_or_else(|| dir.join("checkpoints").join(name));

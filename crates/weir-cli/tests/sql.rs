@@ -1,0 +1,118 @@
+//! `weir sql`, run as a user would: real processes in a temporary directory, over files.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap (STYLE.md)")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary working directory to run `weir sql` in (no `--dir`: the default `./weir-data`).
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        Dir { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `weir ARGS` in the directory.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .current_dir(self.dir.path())
+            .args(args)
+            .env_remove("WEIR_DIR")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `weir ARGS`, which must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "weir {args:?} failed: {stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `weir ARGS`, which must fail with exit code 1; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "weir {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "weir {args:?} panicked: {stderr}");
+        stderr
+    }
+}
+
+/// `n` readings as CSV lines `ts_ms,sensor,value` (no header), 1 s apart, three sensors.
+fn readings(n: u64) -> String {
+    (0..n).map(|i| format!("{},s-{},{}\n", 1_699_999_980_000 + i * 1_000, i % 3, i)).collect()
+}
+
+const SOURCE: &str = "CREATE SOURCE readings (ts_ms BIGINT, sensor TEXT, value BIGINT, \
+     ts AS to_timestamp_millis(ts_ms), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+     WITH (connector = 'file', path = 'readings.csv', format = 'csv');\n";
+
+/// A pipeline file: the readings and a sink of counts per sensor and minute into `out.jsonl`.
+fn pipeline(dir: &Dir) -> PathBuf {
+    dir.write("readings.csv", &readings(600));
+    dir.write(
+        "pipeline.sql",
+        &format!(
+            "{SOURCE}CREATE SINK per_sensor WITH (connector = 'file', path = 'out.jsonl', format = 'json') AS \
+             SELECT window_start, sensor, count(*) AS n FROM readings \
+             GROUP BY tumble(ts, INTERVAL '1' MINUTE), sensor;"
+        ),
+    )
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[test]
+fn explain_and_queries_against_a_pipeline_file_do_not_run_its_sinks() {
+    let dir = Dir::new();
+    pipeline(&dir);
+    dir.ok(&["sql", "-f", "pipeline.sql"]);
+    let out = dir.path("out.jsonl");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 30, "10 minutes × 3 sensors");
+    // Mark the output: a sink that runs again rewrites it.
+    std::fs::write(&out, "kept\n").unwrap();
+    let before = modified(&out);
+
+    let plan = dir.ok(&["sql", "-f", "pipeline.sql", "-e", "EXPLAIN SELECT sensor, value FROM readings"]);
+    assert!(plan.contains("source readings"), "{plan}");
+    let rows =
+        dir.ok(&["sql", "-f", "pipeline.sql", "-e", "SELECT sensor, value FROM readings WHERE value = 7"]);
+    assert!(rows.contains("| s-1    | 7     |"), "{rows}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "kept\n", "the sink ran");
+    assert_eq!(modified(&out), before);
+}
+
+#[test]
+fn sql_over_files_creates_no_log_directory() {
+    let dir = Dir::new();
+    pipeline(&dir);
+    dir.ok(&["sql", "-f", "pipeline.sql"]);
+    dir.ok(&["sql", "-f", "pipeline.sql", "-e", "SELECT sensor FROM readings WHERE value = 1"]);
+    dir.write("bad.csv", "1700000000000,s-1,not a number\n");
+    dir.ok(&[
+        "sql",
+        "-e",
+        "CREATE SOURCE bad (ts_ms BIGINT, sensor TEXT, value BIGINT) \
+         WITH (connector = 'file', path = 'bad.csv', format = 'csv'); SELECT * FROM bad",
+    ]);
+    assert!(dir.path("out.jsonl").is_file());
+    assert!(!dir.path("weir-data").exists(), "a log directory was created for SQL over files");
+}
