@@ -116,3 +116,28 @@ fn sql_over_files_creates_no_log_directory() {
     assert!(dir.path("out.jsonl").is_file());
     assert!(!dir.path("weir-data").exists(), "a log directory was created for SQL over files");
 }
+
+#[test]
+fn an_unknown_with_option_is_refused_naming_it_and_the_nearest() {
+    let dir = Dir::new();
+    dir.write("readings.csv", &readings(3));
+    for (typo, nearest) in [("hedaer", "header"), ("follw", "follow")] {
+        let err = dir.fails(&[
+            "sql",
+            "-e",
+            &format!(
+                "CREATE SOURCE r (ts_ms BIGINT, sensor TEXT, value BIGINT) \
+                 WITH (connector = 'file', path = 'readings.csv', format = 'csv', {typo} = 'true'); \
+                 SELECT * FROM r"
+            ),
+        ]);
+        assert!(err.contains(&format!("option {typo}: unknown option; did you mean {nearest}?")), "{err}");
+    }
+    let err = dir.fails(&[
+        "sql",
+        "-e",
+        "CREATE SOURCE r (ts_ms BIGINT) WITH (connector = 'file', path = 'readings.csv', format = 'csv'); \
+         CREATE SINK s WITH (connector = 'file', path = 'out.csv', fromat = 'csv') AS SELECT * FROM r",
+    ]);
+    assert!(err.contains("s: option fromat: unknown option; did you mean format?"), "{err}");
+}

@@ -40,11 +40,16 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use weir_log::Log;
 use weir_runtime::{Pipeline, Stream, Watermarks};
 
-use crate::ddl::SourceDef;
+use crate::ddl::{SourceDef, check_options};
 use crate::error::{Result, SqlError};
 use crate::exec::{AggregateSpec, Filter, KeyHash, Project, Scan, WindowAggregate, max_event_time};
 use crate::source::{Connector, Format, SourceConfig};
 use crate::window::{self, WINDOW_END, WINDOW_START, WindowCall, WindowKind};
+
+/// The `WITH` options of a `file` source.
+const FILE_SOURCE_OPTIONS: [&str; 5] = ["connector", "path", "format", "follow", "header"];
+/// The `WITH` options of a `log` source.
+const LOG_SOURCE_OPTIONS: [&str; 5] = ["connector", "topic", "group", "bounded", "format"];
 
 /// How long a source split may send nothing before it stops holding the watermark back.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -361,15 +366,19 @@ impl StreamContext {
         };
         let format = |default: &str| Format::parse(name, get("format").unwrap_or(default));
         match get("connector") {
-            Some("file") => Ok(Connector::File {
-                path: get("path")
-                    .ok_or_else(|| option(name, "path", "a file source needs a path"))?
-                    .to_owned(),
-                format: format("json")?,
-                follow: flag("follow", false)?,
-                header: flag("header", true)?,
-            }),
+            Some("file") => {
+                check_options(name, "a file source", &def.options, &FILE_SOURCE_OPTIONS)?;
+                Ok(Connector::File {
+                    path: get("path")
+                        .ok_or_else(|| option(name, "path", "a file source needs a path"))?
+                        .to_owned(),
+                    format: format("json")?,
+                    follow: flag("follow", false)?,
+                    header: flag("header", true)?,
+                })
+            }
             Some("log") => {
+                check_options(name, "a log source", &def.options, &LOG_SOURCE_OPTIONS)?;
                 let log =
                     self.log.clone().ok_or_else(|| option(name, "connector", "no log directory is open"))?;
                 let format = format("json")?;

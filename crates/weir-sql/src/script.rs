@@ -7,7 +7,7 @@ use arrow::array::RecordBatch;
 use weir_runtime::{Checkpointing, JobReport, Metrics, Pipeline, Stream};
 
 use crate::ParquetSink;
-use crate::ddl::{SinkDef, Statement, parse_script};
+use crate::ddl::{SinkDef, Statement, check_options, parse_script};
 use crate::error::{Result, SqlError};
 use crate::plan::StreamContext;
 use crate::sink::{LogTopicSink, StdoutTableSink, TextFileSink};
@@ -162,6 +162,12 @@ fn attach_sink(ctx: &StreamContext, def: &SinkDef, stream: Stream<RecordBatch>) 
     let get = |k: &str| def.options.get(k).map(String::as_str);
     match get("connector") {
         Some("file") => {
+            check_options(
+                &def.name,
+                "a file sink",
+                &def.options,
+                &["connector", "path", "format", "rows_per_file"],
+            )?;
             let path =
                 PathBuf::from(get("path").ok_or_else(|| option(def, "path", "a file sink needs a path"))?);
             match Format::parse(&def.name, get("format").unwrap_or("json"))? {
@@ -179,11 +185,19 @@ fn attach_sink(ctx: &StreamContext, def: &SinkDef, stream: Stream<RecordBatch>) 
             }
         }
         Some("log") => {
+            check_options(&def.name, "a log sink", &def.options, &["connector", "topic", "format"])?;
+            if let Some(f) = get("format").filter(|f| Format::parse(&def.name, f).ok() != Some(Format::Json))
+            {
+                return Err(option(def, "format", format!("{f:?}: a log sink writes json")));
+            }
             let log = ctx.log().ok_or_else(|| option(def, "connector", "no log directory is open"))?;
             let topic = get("topic").ok_or_else(|| option(def, "topic", "a log sink needs a topic"))?;
             stream.sink(LogTopicSink::new(log, topic));
         }
-        Some("stdout") => stream.sink(StdoutTableSink),
+        Some("stdout") => {
+            check_options(&def.name, "a stdout sink", &def.options, &["connector"])?;
+            stream.sink(StdoutTableSink)
+        }
         Some(other) => return Err(option(def, "connector", format!("{other:?} is not file, log or stdout"))),
         None => return Err(option(def, "connector", "missing (file, log or stdout)")),
     }
