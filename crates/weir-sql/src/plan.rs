@@ -325,6 +325,9 @@ impl StreamContext {
             Arc::new(Schema::new(fields))
         };
         let connector = self.connector(def)?;
+        if let Connector::File { path, format: Format::Csv, header: true, .. } = &connector {
+            crate::source::check_headers(name, path, &raw_schema)?;
+        }
         for (col, text) in &def.computed {
             check_nesting(&format!("SELECT {text}"))
                 .map_err(|e| SqlError::Plan(format!("source {name}: computed column {col}: {e}")))?;
@@ -374,7 +377,7 @@ impl StreamContext {
                         .to_owned(),
                     format: format("json")?,
                     follow: flag("follow", false)?,
-                    header: flag("header", true)?,
+                    header: flag("header", false)?,
                 })
             }
             Some("log") => {
