@@ -141,3 +141,34 @@ fn an_unknown_with_option_is_refused_naming_it_and_the_nearest() {
     ]);
     assert!(err.contains("s: option fromat: unknown option; did you mean format?"), "{err}");
 }
+
+#[test]
+fn json_output_prints_one_object_per_row_with_nulls_and_utc_timestamps() {
+    let dir = Dir::new();
+    dir.write("r.csv", "1700000000000,s-1,5\n1700000000883,,7\n");
+    let source = "CREATE SOURCE r (ts_ms BIGINT, sensor TEXT, value BIGINT, ts AS to_timestamp_millis(ts_ms)) \
+                  WITH (connector = 'file', path = 'r.csv', format = 'csv');";
+    let parse = |out: &str| -> Vec<serde_json::Value> {
+        let mut rows: Vec<serde_json::Value> =
+            out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        rows.sort_by_key(|r| r["value"].as_i64());
+        rows
+    };
+    let want = serde_json::json!([
+        {"ts": "2023-11-14T22:13:20Z", "sensor": "s-1", "value": 5},
+        {"ts": "2023-11-14T22:13:20.883Z", "sensor": null, "value": 7},
+    ]);
+    let out = dir.ok(&["--json", "sql", "-e", &format!("{source} SELECT ts, sensor, value FROM r")]);
+    assert_eq!(serde_json::Value::from(parse(&out)), want, "{out}");
+    let out = dir.ok(&[
+        "sql",
+        "-e",
+        &format!(
+            "{source} CREATE SINK s WITH (connector = 'stdout', format = 'json') AS SELECT ts, sensor, value FROM r"
+        ),
+    ]);
+    assert_eq!(serde_json::Value::from(parse(&out)), want, "{out}");
+    // Tables show the same values.
+    let table = dir.ok(&["sql", "-e", &format!("{source} SELECT ts, sensor, value FROM r")]);
+    assert!(table.contains("2023-11-14T22:13:20.883Z") && table.contains("NULL"), "{table}");
+}

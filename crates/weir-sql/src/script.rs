@@ -10,7 +10,7 @@ use crate::ParquetSink;
 use crate::ddl::{SinkDef, Statement, check_options, parse_script};
 use crate::error::{Result, SqlError};
 use crate::plan::StreamContext;
-use crate::sink::{LogTopicSink, StdoutTableSink, TextFileSink};
+use crate::sink::{LogTopicSink, StdoutJsonSink, StdoutTableSink, TextFileSink};
 use crate::source::Format;
 
 /// How a script runs.
@@ -34,6 +34,9 @@ pub struct ScriptOptions {
     /// [`PipelineBuilder::report_on_stderr`](weir_runtime::PipelineBuilder::report_on_stderr)).
     /// Default: `true`; off when the caller prints the returned report.
     pub report_on_stderr: bool,
+    /// Bare queries, and `stdout` sinks without a `format`, print JSON lines (one object per
+    /// row) instead of tables (`weir sql --json`). Default: `false`.
+    pub stdout_json: bool,
 }
 
 impl Default for ScriptOptions {
@@ -45,6 +48,7 @@ impl Default for ScriptOptions {
             metrics: None,
             checkpointing: None,
             report_on_stderr: true,
+            stdout_json: false,
         }
     }
 }
@@ -131,14 +135,14 @@ impl Script {
                 }
                 Statement::Explain(q) => explained.push(ctx.explain(q, options.parallelism).await?),
                 Statement::Query(q) => {
-                    ctx.sql(q).await?.build(&p)?.sink(StdoutTableSink);
+                    stdout(ctx.sql(q).await?.build(&p)?, options.stdout_json);
                     sinks += 1;
                 }
                 Statement::Sink(def) => {
                     // Checkpoint ids from the statement's sink, not its position in the script.
                     p.set_uid_scope(Some(&def.name));
                     let stream = ctx.sql(&def.query).await?.build(&p)?;
-                    attach_sink(ctx, def, stream)?;
+                    attach_sink(ctx, def, stream, options)?;
                     p.set_uid_scope(None);
                     sinks += 1;
                 }
@@ -158,7 +162,21 @@ fn option(def: &SinkDef, field: &str, reason: impl Into<String>) -> SqlError {
     SqlError::Option { object: def.name.clone(), field: field.into(), reason: reason.into() }
 }
 
-fn attach_sink(ctx: &StreamContext, def: &SinkDef, stream: Stream<RecordBatch>) -> Result<()> {
+/// Prints `stream` on stdout: JSON lines if `json`, else tables.
+fn stdout(stream: Stream<RecordBatch>, json: bool) {
+    if json {
+        stream.sink(StdoutJsonSink);
+    } else {
+        stream.sink(StdoutTableSink);
+    }
+}
+
+fn attach_sink(
+    ctx: &StreamContext,
+    def: &SinkDef,
+    stream: Stream<RecordBatch>,
+    options: &ScriptOptions,
+) -> Result<()> {
     let get = |k: &str| def.options.get(k).map(String::as_str);
     match get("connector") {
         Some("file") => {
@@ -195,8 +213,14 @@ fn attach_sink(ctx: &StreamContext, def: &SinkDef, stream: Stream<RecordBatch>) 
             stream.sink(LogTopicSink::new(log, topic));
         }
         Some("stdout") => {
-            check_options(&def.name, "a stdout sink", &def.options, &["connector"])?;
-            stream.sink(StdoutTableSink)
+            check_options(&def.name, "a stdout sink", &def.options, &["connector", "format"])?;
+            let json = match get("format").map(str::to_ascii_lowercase).as_deref() {
+                None => options.stdout_json,
+                Some("table") => false,
+                Some("json" | "jsonl" | "ndjson" | "json_lines") => true,
+                Some(other) => return Err(option(def, "format", format!("{other:?} is not table or json"))),
+            };
+            stdout(stream, json);
         }
         Some(other) => return Err(option(def, "connector", format!("{other:?} is not file, log or stdout"))),
         None => return Err(option(def, "connector", "missing (file, log or stdout)")),

@@ -11,7 +11,7 @@
 //!   per line, for `consume`; notes and summaries on stderr.
 //! - `--json`: [JSON Lines](https://jsonlines.org) on stdout, one JSON object per line: one per
 //!   item for `topic list` and `group list`, one per record for `consume`, one object for
-//!   `describe`, `create`, `delete` and `produce` (its summary).
+//!   `describe`, `create`, `delete` and `produce` (its summary), one per result row for `sql`.
 //!
 //! # Exit codes
 //!
@@ -138,7 +138,7 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> ExitCode {
 pub(crate) fn run(cli: Cli) -> Result<()> {
     // `sql` writes from its pipeline's tasks; the others through one locked, buffered stdout.
     if let Command::Sql(args) = &cli.command {
-        return sql::run(&cli.dir, args);
+        return sql::run(&cli.dir, cli.json, args);
     }
     let mut out = Output::new(cli.json);
     // Whether the command changes the log: then a failure to report is `Unreported`.

@@ -90,8 +90,8 @@ fn script(args: &SqlArgs) -> Result<Script> {
     Ok(script)
 }
 
-/// Runs `weir sql`.
-pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
+/// Runs `weir sql`; with `json`, rows print as JSON lines instead of tables.
+pub(crate) fn run(dir: &std::path::Path, json: bool, args: &SqlArgs) -> Result<()> {
     let script = script(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -118,6 +118,7 @@ pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
             checkpointing,
             // Printed once, below, with where the dead letters are.
             report_on_stderr: false,
+            stdout_json: json,
         };
         let (explained, report) = match script.run(&mut ctx, &options).await {
             Ok(done) => done,
