@@ -172,3 +172,20 @@ fn json_output_prints_one_object_per_row_with_nulls_and_utc_timestamps() {
     let table = dir.ok(&["sql", "-e", &format!("{source} SELECT ts, sensor, value FROM r")]);
     assert!(table.contains("2023-11-14T22:13:20.883Z") && table.contains("NULL"), "{table}");
 }
+
+#[test]
+fn ad_hoc_queries_over_files_order_limit_and_group_as_a_batch_engine() {
+    let dir = Dir::new();
+    pipeline(&dir);
+    let table = dir.ok(&[
+        "sql",
+        "-f",
+        "pipeline.sql",
+        "-e",
+        "SELECT sensor, count(*) AS n, max(value) AS top FROM readings GROUP BY sensor ORDER BY top DESC LIMIT 2",
+    ]);
+    // One table, ordered: 600 readings, value i of sensor s-(i % 3); the largest is 599 (s-2).
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| s-")).collect();
+    assert_eq!(rows, ["| s-2    | 200 | 599 |", "| s-1    | 200 | 598 |"], "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with('+')).count(), 3, "one table: {table}");
+}

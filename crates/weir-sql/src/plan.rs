@@ -42,7 +42,9 @@ use weir_runtime::{Pipeline, Stream, Watermarks};
 
 use crate::ddl::{SourceDef, check_options};
 use crate::error::{Result, SqlError};
-use crate::exec::{AggregateSpec, Filter, KeyHash, Project, Scan, WindowAggregate, max_event_time};
+use crate::exec::{
+    AggregateSpec, BatchQuery, Filter, KeyHash, Project, Scan, ToFirst, WindowAggregate, max_event_time,
+};
 use crate::source::{Connector, Format, SourceConfig};
 use crate::window::{self, WINDOW_END, WINDOW_START, WindowCall, WindowKind};
 
@@ -199,6 +201,9 @@ pub struct SqlStream {
     aggregate: Option<AggregateSpec>,
     above: Vec<Stage>,
     schema: SchemaRef,
+    /// On a bounded source, a query a stream cannot answer: DataFusion's physical plan, run
+    /// over all the scanned rows at the end of the input.
+    batch: Option<Arc<dyn ExecutionPlan>>,
 }
 
 impl std::fmt::Debug for SqlStream {
@@ -453,7 +458,22 @@ impl StreamContext {
             }
         };
         let physical = df.create_physical_plan().await?;
-        self.convert(physical, source, window)
+        let window_time = window_time(&source, window.as_ref())?;
+        match self.convert(physical.clone(), source.clone(), window.clone(), window_time.clone()) {
+            Err(SqlError::Unsupported(reason)) => {
+                let session = matches!(&window, Some(WindowCall { kind: WindowKind::Session { .. }, .. }));
+                if session {
+                    return Err(SqlError::Unsupported(format!(
+                        "{reason} (a query over session windows runs only as a stream)"
+                    )));
+                }
+                if !source.is_bounded() {
+                    return Err(SqlError::Unsupported(format!("{reason}; {BOUNDED_HINT}")));
+                }
+                batch_stream(physical, source, window, window_time)
+            }
+            planned => planned,
+        }
     }
 
     fn convert(
@@ -461,6 +481,7 @@ impl StreamContext {
         root: Arc<dyn ExecutionPlan>,
         source: Arc<SourceConfig>,
         window: Option<WindowCall>,
+        window_time: Option<(WindowCall, usize)>,
     ) -> Result<SqlStream> {
         // Root to leaf.
         let mut chain = vec![root];
@@ -484,43 +505,7 @@ impl StreamContext {
         if leaf.downcast_ref::<EmptyExec>().is_none() {
             return Err(SqlError::Unsupported(format!("unexpected plan leaf {}", leaf.name())));
         }
-        let scan_schema = leaf.schema();
-        let mut all: Vec<String> = source.schema.fields().iter().map(|f| f.name().clone()).collect();
-        if window.is_some() {
-            all.push(WINDOW_START.into());
-            all.push(WINDOW_END.into());
-        }
-        let projection = scan_schema
-            .fields()
-            .iter()
-            .map(|f| {
-                all.iter()
-                    .position(|n| n == f.name())
-                    .ok_or_else(|| plan_error(format!("scan column {}", f.name())))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let window_time = match &window {
-            None => None,
-            Some(w) => {
-                let (time, _) = source.event_time.ok_or_else(|| {
-                    SqlError::Unsupported(format!(
-                        "source {} has no event time; declare WATERMARK FOR {} AS {} - INTERVAL '5' SECOND",
-                        source.name, w.time_column, w.time_column
-                    ))
-                })?;
-                let declared = source.schema.field(time).name();
-                if *declared != w.time_column {
-                    return Err(SqlError::Unsupported(format!(
-                        "windows run on the event-time column {declared} (the WATERMARK's), not {}",
-                        w.time_column
-                    )));
-                }
-                Some((w.clone(), time))
-            }
-        };
-        let origin = crate::exec::origin(&source.name, None).into();
-        let scan = Scan { window: window_time, projection, schema: scan_schema, origin };
-
+        let scan = scan(leaf, &source, window.is_some(), window_time)?;
         let mut below = Vec::new();
         let mut above = Vec::new();
         let mut aggregate: Option<AggregateSpec> = None;
@@ -560,7 +545,7 @@ impl StreamContext {
             ));
         }
         let schema = chain.last().map(|n| n.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
-        Ok(SqlStream { source, scan, window, below, aggregate, above, schema })
+        Ok(SqlStream { source, scan, window, below, aggregate, above, schema, batch: None })
     }
 
     fn aggregate(&self, a: &AggregateExec, window: &Option<WindowCall>) -> Result<AggregateSpec> {
@@ -665,6 +650,90 @@ fn unsupported_node(name: &str) -> SqlError {
     })
 }
 
+/// What a query refused on an unbounded source can do instead.
+const BOUNDED_HINT: &str = "on a bounded source (a file without follow, a log source with bounded = \
+     'true', or `weir sql -e` without --follow) the query runs as a batch query";
+
+/// The window `window` runs on and the index of its time column in `source`'s schema.
+fn window_time(source: &SourceConfig, window: Option<&WindowCall>) -> Result<Option<(WindowCall, usize)>> {
+    let Some(w) = window else { return Ok(None) };
+    let (time, _) = source.event_time.ok_or_else(|| {
+        SqlError::Unsupported(format!(
+            "source {} has no event time; declare WATERMARK FOR {} AS {} - INTERVAL '5' SECOND",
+            source.name, w.time_column, w.time_column
+        ))
+    })?;
+    let declared = source.schema.field(time).name();
+    if *declared != w.time_column {
+        return Err(SqlError::Unsupported(format!(
+            "windows run on the event-time column {declared} (the WATERMARK's), not {}",
+            w.time_column
+        )));
+    }
+    Ok(Some((w.clone(), time)))
+}
+
+/// The scan that feeds the plan's `leaf`: the source's columns it reads, and the window columns.
+fn scan(
+    leaf: &Arc<dyn ExecutionPlan>,
+    source: &SourceConfig,
+    windowed: bool,
+    window_time: Option<(WindowCall, usize)>,
+) -> Result<Scan> {
+    let scan_schema = leaf.schema();
+    let mut all: Vec<String> = source.schema.fields().iter().map(|f| f.name().clone()).collect();
+    if windowed {
+        all.push(WINDOW_START.into());
+        all.push(WINDOW_END.into());
+    }
+    let projection = scan_schema
+        .fields()
+        .iter()
+        .map(|f| {
+            all.iter()
+                .position(|n| n == f.name())
+                .ok_or_else(|| plan_error(format!("scan column {}", f.name())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let origin = crate::exec::origin(&source.name, None).into();
+    Ok(Scan { window: window_time, projection, schema: scan_schema, origin })
+}
+
+/// A query over a bounded source that a stream cannot answer, as a batch query (see
+/// [`BatchQuery`](crate::exec::BatchQuery)): DataFusion's physical plan over the scanned rows.
+fn batch_stream(
+    physical: Arc<dyn ExecutionPlan>,
+    source: Arc<SourceConfig>,
+    window: Option<WindowCall>,
+    window_time: Option<(WindowCall, usize)>,
+) -> Result<SqlStream> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut leaves = Vec::new();
+    physical.apply(|node| {
+        if node.children().is_empty() {
+            leaves.push(node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let [leaf] = leaves.as_slice() else {
+        return Err(SqlError::Unsupported("joins and UNION are not supported yet; query one source".into()));
+    };
+    if leaf.downcast_ref::<EmptyExec>().is_none() {
+        return Err(SqlError::Unsupported(format!("unexpected plan leaf {}", leaf.name())));
+    }
+    let scan = scan(leaf, &source, window.is_some(), window_time)?;
+    Ok(SqlStream {
+        source,
+        scan,
+        window,
+        below: Vec::new(),
+        aggregate: None,
+        above: Vec::new(),
+        schema: physical.schema(),
+        batch: Some(physical),
+    })
+}
+
 /// The tables a logical plan scans.
 fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -741,6 +810,19 @@ impl SqlStream {
     /// What building the source fails with.
     pub fn build(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
         let mut s = self.source.stream(p)?;
+        if let Some(plan) = &self.batch {
+            let scan = self.scan.clone();
+            let (plan, schema, origin) = (plan.clone(), self.scan.schema.clone(), self.scan.origin.clone());
+            // Operators are made in subtask order: the first is subtask 0's, which gets the rows.
+            let made = std::sync::atomic::AtomicUsize::new(0);
+            return Ok(s.operator("scan", move || scan.clone()).partition_by(ToFirst).operator(
+                "batch query",
+                move || {
+                    let first = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+                    BatchQuery::new(plan.clone(), schema.clone(), first, origin.clone())
+                },
+            ));
+        }
         if let Some((col, bound)) = self.source.event_time {
             // A log partition announced up front holds the watermark back until it sends
             // records; one that stays empty must not stop every window for ever.
@@ -812,6 +894,12 @@ impl SqlStream {
             self.scan.schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
         ));
         lines.extend(self.below.iter().map(|s| format!("  -> {}", s.describe())));
+        if let Some(plan) = &self.batch {
+            lines.push(format!("  == exchange: every row to subtask 0 of {parallelism}"));
+            lines.push("  -> batch query × 1, at the end of the bounded input: DataFusion's plan".to_owned());
+            let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string();
+            lines.extend(text.lines().map(|l| format!("       {l}")));
+        }
         if let Some(spec) = &self.aggregate {
             let keys = spec.key_exprs();
             lines.push(format!(

@@ -241,6 +241,17 @@ pub(crate) fn check_headers(source: &str, path: &str, raw: &SchemaRef) -> Result
 }
 
 impl SourceConfig {
+    /// Whether the source ends: files not followed, log sources bounded to the end offsets they
+    /// see at start, and record batches in memory. A query over a bounded source that a stream
+    /// cannot answer (`ORDER BY`, `LIMIT`, `GROUP BY` without a window) runs as a batch query.
+    pub fn is_bounded(&self) -> bool {
+        match &self.connector {
+            Connector::File { follow, .. } => !follow,
+            Connector::Log { bounded, .. } => *bounded,
+            Connector::Memory(_) => true,
+        }
+    }
+
     /// The stream of this source's record batches (read columns and computed ones) in `p`.
     pub fn stream(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
         let decoder = {
