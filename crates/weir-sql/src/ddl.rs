@@ -316,14 +316,26 @@ fn parse_watermark(item: &str) -> Result<(String, i64)> {
     Ok((col, parse_interval_ms(interval).ok_or_else(bad)?))
 }
 
-/// `INTERVAL '5' SECOND`, `INTERVAL '5 seconds'`, `INTERVAL '1' MINUTE`, … in ms.
+/// An interval in ms, in any of DataFusion's forms: `INTERVAL '5' SECOND`, `INTERVAL 5 SECOND`,
+/// `INTERVAL '5 seconds'`, or the bare string `'5 seconds'`.
 pub fn parse_interval_ms(text: &str) -> Option<i64> {
     let t = text.trim();
-    let t = t.get(..8).filter(|p| p.eq_ignore_ascii_case("INTERVAL")).map(|_| t[8..].trim())?;
-    let (quoted, unit) = {
-        let rest = t.strip_prefix('\'')?;
-        let end = rest.find('\'')?;
-        (&rest[..end], rest[end + 1..].trim())
+    let t = match t.get(..8).filter(|p| p.eq_ignore_ascii_case("INTERVAL")) {
+        Some(_) if t[8..].starts_with(|c: char| c.is_whitespace() || c == '\'') => t[8..].trim(),
+        Some(_) => return None,
+        None if t.starts_with('\'') => t,
+        None => return None,
+    };
+    let (quoted, unit) = match t.strip_prefix('\'') {
+        Some(rest) => {
+            let end = rest.find('\'')?;
+            (&rest[..end], rest[end + 1..].trim())
+        }
+        // `INTERVAL 5 SECOND`: an unquoted number, then the unit.
+        None => {
+            let end = t.find(char::is_whitespace)?;
+            (&t[..end], t[end..].trim())
+        }
     };
     let (number, unit) = if unit.is_empty() {
         let mut parts = quoted.split_whitespace();
@@ -479,6 +491,12 @@ mod tests {
         assert_eq!(parse_interval_ms("INTERVAL '250' MILLISECOND"), Some(250));
         assert_eq!(parse_interval_ms("INTERVAL '1' FORTNIGHT"), None);
         assert_eq!(parse_interval_ms("5 SECONDS"), None);
+        // DataFusion's other forms.
+        assert_eq!(parse_interval_ms("INTERVAL 1 MINUTE"), Some(60_000));
+        assert_eq!(parse_interval_ms("'1 minute'"), Some(60_000));
+        assert_eq!(parse_interval_ms("'2 hours'"), Some(7_200_000));
+        assert_eq!(parse_interval_ms("INTERVAL 1"), None);
+        assert_eq!(parse_interval_ms("INTERVALS '1 minute'"), None);
     }
 
     #[test]

@@ -140,8 +140,12 @@ pub fn rewrite(query: &str) -> Result<(String, Option<WindowCall>)> {
         };
         return Err(SqlError::Parse(format!("{usage} takes {expected} arguments, got {}", args.len())));
     }
-    let time_column = args[0].trim().trim_matches('"').to_ascii_lowercase();
-    if time_column.is_empty() || !time_column.chars().all(|c| c.is_alphanumeric() || c == '_') {
+    // `ts`, `"ts"`, or qualified by its table: `r.ts`, `"r"."ts"`.
+    let parts: Vec<String> =
+        args[0].split('.').map(|p| p.trim().trim_matches('"').to_ascii_lowercase()).collect();
+    let time_column = parts.last().cloned().unwrap_or_default();
+    let identifier = |p: &String| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if parts.len() > 2 || !parts.iter().all(identifier) {
         return Err(SqlError::Unsupported(format!(
             "the first argument of {} must be a column of the source, not {:?}",
             kind.to_ascii_lowercase(),
@@ -280,6 +284,13 @@ mod tests {
             rewrite("select 1 from t group by status, HOP(ts, interval '1' minute, interval '5' minute)")
                 .unwrap();
         assert_eq!(w.unwrap().kind, WindowKind::Hop { slide: 60_000, size: 300_000 });
+        let (_, w) = rewrite("SELECT 1 FROM t r GROUP BY tumble(r.ts, INTERVAL 1 MINUTE)").unwrap();
+        assert_eq!(
+            w,
+            Some(WindowCall { kind: WindowKind::Tumble { size: 60_000 }, time_column: "ts".into() })
+        );
+        let (_, w) = rewrite("SELECT 1 FROM t GROUP BY tumble(\"t\".\"ts\", '1 minute')").unwrap();
+        assert_eq!(w.unwrap().time_column, "ts");
         let (_, w) = rewrite("SELECT 1 FROM t GROUP BY session(ts, INTERVAL '30' MINUTE), ip").unwrap();
         assert_eq!(w.unwrap().kind, WindowKind::Session { gap: 1_800_000 });
         assert_eq!(
@@ -346,6 +357,10 @@ mod tests {
         );
         assert!(
             err("SELECT 1 FROM t GROUP BY tumble(ts + 1, INTERVAL '1' SECOND)").contains("must be a column")
+        );
+        assert!(
+            err("SELECT 1 FROM t GROUP BY tumble(t.ts + 1.5, INTERVAL '1' SECOND)")
+                .contains("must be a column")
         );
         let hop = "hop(ts, INTERVAL '1' MILLISECOND, INTERVAL '1' HOUR)";
         assert!(

@@ -168,6 +168,7 @@ INPUTS = {
     "batch_order_by_limit": lambda: access(17, 3_000, 300_000, jitter_ms=3_000),
     "batch_order_by_windowed": lambda: access(18, 2_000, 600_000, jitter_ms=5_000),
     "batch_over_window": lambda: access(19, 300, 120_000, jitter_ms=2_000),
+    "tumble_qualified_column_and_interval_forms": lambda: access(20, 400, 300_000),
 }
 
 
