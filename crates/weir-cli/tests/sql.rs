@@ -189,3 +189,20 @@ fn ad_hoc_queries_over_files_order_limit_and_group_as_a_batch_engine() {
     assert_eq!(rows, ["| s-2    | 200 | 599 |", "| s-1    | 200 | 598 |"], "{table}");
     assert_eq!(table.lines().filter(|l| l.starts_with('+')).count(), 3, "one table: {table}");
 }
+
+#[test]
+fn a_bad_line_read_by_several_queries_is_one_dead_letter() {
+    let dir = Dir::new();
+    dir.write("r.csv", &format!("{}1700000000000,s-1,not a number\n", readings(5)));
+    let out = dir.run(&[
+        "sql",
+        "-e",
+        "CREATE SOURCE r (ts_ms BIGINT, sensor TEXT, value BIGINT) \
+         WITH (connector = 'file', path = 'r.csv', format = 'csv'); \
+         SELECT sensor FROM r WHERE value = 1; SELECT value FROM r WHERE value = 2; SELECT count(*) AS n FROM r",
+    ]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("weir: pipeline sql: 1 dead letters (decode: 1)"), "{stderr}");
+    assert!(stdout.contains("| 5 |"), "the count of the good rows: {stdout}");
+}

@@ -809,19 +809,34 @@ impl SqlStream {
     ///
     /// What building the source fails with.
     pub fn build(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
-        let mut s = self.source.stream(p)?;
+        Ok(self.build_on(self.source.stream(p)?, None))
+    }
+
+    /// The source the query reads.
+    pub(crate) fn source(&self) -> &Arc<SourceConfig> {
+        &self.source
+    }
+
+    /// Adds the query's operators after `s`, a stream of its source's batches (a script builds
+    /// a source read by several queries once, and forks it). With `uid`, the scan is named so in
+    /// checkpoints, and the operators after it take their ids from it, not from `s`'s path.
+    pub(crate) fn build_on(&self, mut s: Stream<RecordBatch>, uid: Option<&str>) -> Stream<RecordBatch> {
+        let named = |s: Stream<RecordBatch>| match uid {
+            Some(uid) => s.uid(uid),
+            None => s,
+        };
         if let Some(plan) = &self.batch {
             let scan = self.scan.clone();
             let (plan, schema, origin) = (plan.clone(), self.scan.schema.clone(), self.scan.origin.clone());
             // Operators are made in subtask order: the first is subtask 0's, which gets the rows.
             let made = std::sync::atomic::AtomicUsize::new(0);
-            return Ok(s.operator("scan", move || scan.clone()).partition_by(ToFirst).operator(
+            return named(s.operator("scan", move || scan.clone())).partition_by(ToFirst).operator(
                 "batch query",
                 move || {
                     let first = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
                     BatchQuery::new(plan.clone(), schema.clone(), first, origin.clone())
                 },
-            ));
+            );
         }
         if let Some((col, bound)) = self.source.event_time {
             // A log partition announced up front holds the watermark back until it sends
@@ -831,7 +846,7 @@ impl SqlStream {
             s = s.assign_timestamps(move |b: &RecordBatch| max_event_time(b, col), strategy);
         }
         let scan = self.scan.clone();
-        s = s.operator("scan", move || scan.clone());
+        s = named(s.operator("scan", move || scan.clone()));
         let origin = self.scan.origin.clone();
         for stage in &self.below {
             s = stage.apply(s, &origin);
@@ -846,7 +861,7 @@ impl SqlStream {
         for stage in &self.above {
             s = stage.apply(s, &origin);
         }
-        Ok(s)
+        s
     }
 
     /// The streaming plan, operator by operator, with parallelism and exchanges.

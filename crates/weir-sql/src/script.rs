@@ -1,6 +1,10 @@
 //! Running a file of statements (`weir sql -f`): sources are registered, every `CREATE SINK`
-//! and every bare query (printed as tables) join one pipeline, `EXPLAIN` prints plans.
+//! and every bare query (printed as tables, or JSON lines) join one pipeline, `EXPLAIN` prints
+//! plans. A source that several of them read is read once and forked, so each of its records
+//! is decoded once: a line that does not decode is one dead letter, however many queries read
+//! it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
@@ -9,7 +13,7 @@ use weir_runtime::{Checkpointing, JobReport, Metrics, Pipeline, Stream};
 use crate::ParquetSink;
 use crate::ddl::{SinkDef, Statement, check_options, parse_script};
 use crate::error::{Result, SqlError};
-use crate::plan::StreamContext;
+use crate::plan::{SqlStream, StreamContext};
 use crate::sink::{LogTopicSink, StdoutJsonSink, StdoutTableSink, TextFileSink};
 use crate::source::Format;
 
@@ -124,7 +128,9 @@ impl Script {
             p.dead_letters(weir_connectors::LogSink::dead_letters(log, &options.name));
         }
         let mut explained = Vec::new();
-        let mut sinks = 0;
+        // Every query and sink, planned in script order (a query sees the sources declared
+        // before it), then built.
+        let mut planned: Vec<(SqlStream, Option<&SinkDef>)> = Vec::new();
         for stmt in &self.statements {
             match stmt {
                 Statement::Source(def) => {
@@ -134,22 +140,55 @@ impl Script {
                     }
                 }
                 Statement::Explain(q) => explained.push(ctx.explain(q, options.parallelism).await?),
-                Statement::Query(q) => {
-                    stdout(ctx.sql(q).await?.build(&p)?, options.stdout_json);
-                    sinks += 1;
-                }
-                Statement::Sink(def) => {
-                    // Checkpoint ids from the statement's sink, not its position in the script.
-                    p.set_uid_scope(Some(&def.name));
-                    let stream = ctx.sql(&def.query).await?.build(&p)?;
-                    attach_sink(ctx, def, stream, options)?;
-                    p.set_uid_scope(None);
-                    sinks += 1;
-                }
+                Statement::Query(q) => planned.push((ctx.sql(q).await?, None)),
+                Statement::Sink(def) => planned.push((ctx.sql(&def.query).await?, Some(def))),
             }
         }
-        if sinks == 0 {
+        if planned.is_empty() {
             return Ok((explained, None));
+        }
+        // A source read by several queries is read once, and forked: each of its records is
+        // decoded once (a bad one is one dead letter), whatever reads it. Its checkpoint ids
+        // come from its name.
+        let mut readers: BTreeMap<&str, usize> = BTreeMap::new();
+        for (stream, _) in &planned {
+            *readers.entry(stream.source().name.as_str()).or_default() += 1;
+        }
+        let mut shared: BTreeMap<&str, Vec<Stream<RecordBatch>>> = BTreeMap::new();
+        for (stream, _) in &planned {
+            let name = stream.source().name.as_str();
+            let n = readers.get(name).copied().unwrap_or(0);
+            if n < 2 || shared.contains_key(name) {
+                continue;
+            }
+            p.set_uid_scope(Some(&format!("source {name}")));
+            let mut rest = stream.source().stream(&p)?;
+            let mut branches = Vec::with_capacity(n);
+            for _ in 1..n {
+                let (branch, next) = rest.fork();
+                branches.push(branch);
+                rest = next;
+            }
+            branches.push(rest);
+            p.set_uid_scope(None);
+            shared.insert(name, branches);
+        }
+        for (stream, sink) in &planned {
+            // Checkpoint ids from the statement's sink, not its position in the script.
+            p.set_uid_scope(sink.map(|def| def.name.as_str()));
+            let built = match shared.get_mut(stream.source().name.as_str()).and_then(Vec::pop) {
+                // Named after the sink: the ids after the fork do not depend on the branch.
+                Some(input) => {
+                    let uid = sink.map(|def| format!("{}/scan", def.name));
+                    stream.build_on(input, uid.as_deref())
+                }
+                None => stream.build(&p)?,
+            };
+            match sink {
+                Some(def) => attach_sink(ctx, def, built, options)?,
+                None => stdout(built, options.stdout_json),
+            }
+            p.set_uid_scope(None);
         }
         match p.run_with_report().await {
             (report, Ok(())) => Ok((explained, Some(report))),
