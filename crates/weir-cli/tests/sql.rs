@@ -204,5 +204,33 @@ fn a_bad_line_read_by_several_queries_is_one_dead_letter() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("weir: pipeline sql: 1 dead letters (decode: 1)"), "{stderr}");
+    assert_eq!(stderr.matches("r.csv:6").count(), 1, "the dead letter is shown once: {stderr}");
     assert!(stdout.contains("| 5 |"), "the count of the good rows: {stdout}");
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_current_directory_and_an_error_prints_once() {
+    let dir = Dir::new();
+    std::fs::create_dir(dir.path("scripts")).unwrap();
+    dir.write("readings.csv", &readings(3));
+    // The script lives in scripts/; its paths are relative to where weir runs.
+    dir.write(
+        "scripts/copy.sql",
+        &format!("{SOURCE}CREATE SINK copy WITH (connector = 'file', path = 'copy.csv', format = 'csv') AS SELECT sensor FROM readings;"),
+    );
+    dir.ok(&["sql", "-f", "scripts/copy.sql"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path("copy.csv")).unwrap().lines().count(),
+        4,
+        "a header and 3 rows"
+    );
+    assert!(!dir.path("scripts/copy.csv").exists());
+
+    let err = dir.fails(&[
+        "sql",
+        "-e",
+        "CREATE SOURCE r (a BIGINT) WITH (connector = 'file', path = 'missing.csv', format = 'csv'); SELECT a FROM r",
+    ]);
+    assert_eq!(err.matches("missing.csv").count(), 1, "one error: {err}");
+    assert!(err.contains(&dir.path("missing.csv").display().to_string()), "{err}");
 }

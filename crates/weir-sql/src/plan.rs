@@ -377,9 +377,10 @@ impl StreamContext {
             Some("file") => {
                 check_options(name, "a file source", &def.options, &FILE_SOURCE_OPTIONS)?;
                 Ok(Connector::File {
-                    path: get("path")
-                        .ok_or_else(|| option(name, "path", "a file source needs a path"))?
-                        .to_owned(),
+                    path: absolute(
+                        name,
+                        get("path").ok_or_else(|| option(name, "path", "a file source needs a path"))?,
+                    )?,
                     format: format("json")?,
                     follow: flag("follow", false)?,
                     header: flag("header", false)?,
@@ -648,6 +649,19 @@ fn unsupported_node(name: &str) -> SqlError {
         n if n.contains("Join") => "joins are not supported yet; query one source".into(),
         other => format!("{other} is not supported on a stream"),
     })
+}
+
+/// `path` (a file or a glob) made absolute against the current directory: a relative `path`
+/// in a statement is relative to the directory the program runs in (for `weir sql`, where it is
+/// started; not the script file's), resolved once, when the statement is planned.
+///
+/// # Errors
+///
+/// [`SqlError::Option`] if the current directory cannot be read.
+pub(crate) fn absolute(object: &str, path: &str) -> Result<String> {
+    std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| option(object, "path", format!("{path}: cannot resolve it: {e}")))
 }
 
 /// What a query refused on an unbounded source can do instead.

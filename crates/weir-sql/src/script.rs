@@ -225,8 +225,8 @@ fn attach_sink(
                 &def.options,
                 &["connector", "path", "format", "rows_per_file"],
             )?;
-            let path =
-                PathBuf::from(get("path").ok_or_else(|| option(def, "path", "a file sink needs a path"))?);
+            let path = get("path").ok_or_else(|| option(def, "path", "a file sink needs a path"))?;
+            let path = PathBuf::from(crate::plan::absolute(&def.name, path)?);
             match Format::parse(&def.name, get("format").unwrap_or("json"))? {
                 Format::Json => stream.sink(TextFileSink::new(path, false)),
                 Format::Csv => stream.sink(TextFileSink::new(path, true)),

@@ -5,7 +5,9 @@
 //! | `file` | `path` (a file or a glob), `follow` (`true`: tail it), `header` (CSV: `true` if each file starts with a header line; default `false`, as Flink's CSV format) | `csv`, `json` (JSON lines), `parquet` |
 //! | `log` | `topic`, `group` (default: the source's name), `bounded` (`true`: stop at the end offsets seen at start) | `json`, `csv` |
 //!
-//! Any other option is refused, naming the nearest valid one.
+//! Any other option is refused, naming the nearest valid one. A relative `path` (of sources and
+//! sinks alike) is relative to the current directory of the program (for `weir sql`: where it
+//! is run, not where the script file is), made absolute when the statement is planned.
 //!
 //! Text formats are decoded by `arrow-json` / `arrow-csv` with the declared schema: JSON
 //! fields by name (unknown fields ignored, missing ones null); CSV columns by position, or, with

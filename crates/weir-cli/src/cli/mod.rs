@@ -104,12 +104,13 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`). A failed write
-/// loses the message and nothing else (tracing-subscriber's own report of it, which would go to
-/// the same stderr with a panicking `eprintln!`, is off).
+/// Sets up `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`, without the
+/// pipeline's own events: `weir sql` prints its job's error and its report of dead letters
+/// once, itself). A failed write loses the message and nothing else (tracing-subscriber's own
+/// report of it, which would go to the same stderr with a panicking `eprintln!`, is off).
 pub(crate) fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir_runtime::pipeline::job=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
