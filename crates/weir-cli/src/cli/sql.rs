@@ -16,10 +16,13 @@ use super::output::{ReportError, Unreported};
 #[derive(Debug, Args)]
 pub(crate) struct SqlArgs {
     /// A file of statements: CREATE SOURCE, CREATE SINK ... AS SELECT, EXPLAIN, queries.
+    /// Relative paths in it are relative to the current directory, not to the file.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
-    /// A query (or EXPLAIN) to run after the file's statements; its rows print as tables. A
-    /// one-off query: never checkpointed (see --checkpoint-interval).
+    /// A query (or EXPLAIN) over the sources of the file: only the query runs, not the file's
+    /// sinks or queries. Its rows print as one table per batch (with --json: JSON lines); over
+    /// bounded sources ORDER BY, LIMIT and GROUP BY without a window work as in a batch engine.
+    /// A one-off query: never checkpointed (see --checkpoint-interval).
     #[arg(short = 'e', long = "execute", value_name = "SQL")]
     execute: Option<String>,
     /// Subtasks per operator.
