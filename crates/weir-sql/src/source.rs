@@ -152,7 +152,9 @@ fn csv_fields(line: &str) -> Vec<String> {
         match (quoted, c) {
             (true, '"') if chars.peek() == Some(&'"') => {
                 chars.next();
-                fields.last_mut().map(|f| f.push('"'));
+                if let Some(f) = fields.last_mut() {
+                    f.push('"');
+                }
             }
             (_, '"') => quoted = !quoted,
             (false, ',') => fields.push(String::new()),

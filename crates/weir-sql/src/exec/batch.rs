@@ -71,7 +71,7 @@ impl BatchQuery {
             .transform_up(|node| {
                 if node.downcast_ref::<EmptyExec>().is_some() {
                     let scan: Arc<dyn ExecutionPlan> =
-                        MemorySourceConfig::try_new_exec(&[rows.clone()], schema.clone(), None)?;
+                        MemorySourceConfig::try_new_exec(std::slice::from_ref(&rows), schema.clone(), None)?;
                     Ok(Transformed::yes(scan))
                 } else {
                     Ok(Transformed::no(node))
