@@ -377,10 +377,11 @@ impl StreamContext {
             Some("file") => {
                 check_options(name, "a file source", &def.options, &FILE_SOURCE_OPTIONS)?;
                 Ok(Connector::File {
-                    path: absolute(
-                        name,
-                        get("path").ok_or_else(|| option(name, "path", "a file source needs a path"))?,
-                    )?,
+                    // As written: relative to the current directory (the source's checkpoint
+                    // ids derive from it, so they do not depend on where the directory is).
+                    path: get("path")
+                        .ok_or_else(|| option(name, "path", "a file source needs a path"))?
+                        .to_owned(),
                     format: format("json")?,
                     follow: flag("follow", false)?,
                     header: flag("header", false)?,
@@ -651,9 +652,9 @@ fn unsupported_node(name: &str) -> SqlError {
     })
 }
 
-/// `path` (a file or a glob) made absolute against the current directory: a relative `path`
-/// in a statement is relative to the directory the program runs in (for `weir sql`, where it is
-/// started; not the script file's), resolved once, when the statement is planned.
+/// A sink's `path` made absolute against the current directory: a relative `path` in a
+/// statement is relative to the directory the program runs in (for `weir sql`, where it is
+/// started; not the script file's), for sources (read there) and sinks (resolved when planned).
 ///
 /// # Errors
 ///

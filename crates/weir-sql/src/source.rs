@@ -7,7 +7,8 @@
 //!
 //! Any other option is refused, naming the nearest valid one. A relative `path` (of sources and
 //! sinks alike) is relative to the current directory of the program (for `weir sql`: where it
-//! is run, not where the script file is), made absolute when the statement is planned.
+//! is run, not where the script file is); a sink's is made absolute when its statement is
+//! planned.
 //!
 //! Text formats are decoded by `arrow-json` / `arrow-csv` with the declared schema: JSON
 //! fields by name (unknown fields ignored, missing ones null); CSV columns by position, or, with
