@@ -901,7 +901,7 @@ impl SqlStream {
                 .collect::<Vec<_>>()
                 .join(", ")
         )];
-        if let Some((col, bound)) = src.event_time {
+        if let Some((col, bound)) = src.event_time.filter(|_| self.batch.is_none()) {
             lines.push(format!(
                 "  -> watermarks per split: max({}) - {bound} ms",
                 src.schema.field(col).name()
