@@ -17,11 +17,11 @@
 //!
 //! - `sql/p<P>`: `CREATE SOURCE events (ts BIGINT, ip TEXT, method TEXT, path TEXT, status INT,
 //!   bytes BIGINT, latency_ms INT, t AS to_timestamp_millis(ts), WATERMARK FOR t AS t - INTERVAL
-//!   '2' SECOND) WITH (connector = 'file', path = …, format = 'csv')` (registered once), then
-//!   per run `StreamContext::sql` of `SELECT window_start, status, count(*) AS n, avg(latency_ms)
-//!   AS avg_ms, sum(bytes) AS total FROM events GROUP BY tumble(t, INTERVAL '10' SECOND), status`,
-//!   `SqlStream::build` into a pipeline of parallelism P and `run()`: the wall time covers
-//!   planning, building and running.
+//!   '2' SECOND) WITH (connector = 'file', path = …, format = 'csv', header = 'true')`
+//!   (registered once), then per run `StreamContext::sql` of `SELECT window_start, status,
+//!   count(*) AS n, avg(latency_ms) AS avg_ms, sum(bytes) AS total FROM events GROUP BY
+//!   tumble(t, INTERVAL '10' SECOND), status`, `SqlStream::build` into a pipeline of
+//!   parallelism P and `run()`: the wall time covers planning, building and running.
 //! - `typed/p<P>`: `FileSource::lines` → `filter` (the header) → `try_map(parse)` →
 //!   `assign_timestamps` (bounded out-of-orderness 2 s) → `key_by(status)` →
 //!   `TumblingWindows::of(10 s)` → `aggregate((Count, Avg::of(latency), Sum::of(bytes)))`.
@@ -159,7 +159,7 @@ fn main() -> Result<()> {
     let ddl = format!(
         "CREATE SOURCE events (ts BIGINT, ip TEXT, method TEXT, path TEXT, status INT, bytes BIGINT, \
          latency_ms INT, t AS to_timestamp_millis(ts), WATERMARK FOR t AS t - INTERVAL '2' SECOND) \
-         WITH (connector = 'file', path = '{path_text}', format = 'csv')"
+         WITH (connector = 'file', path = '{path_text}', format = 'csv', header = 'true')"
     );
     let Statement::Source(def) = parse_statement(&ddl)? else { bail!("not a CREATE SOURCE: {ddl}") };
     runtime.block_on(ctx.register_source(&def))?;

@@ -123,25 +123,30 @@ impl WindowSpec {
         }
     }
 
-    /// Start of the last window of period `period` that starts at or before `t`.
-    fn aligned_start(t: i64, period: i64, offset: i64) -> i64 {
+    /// Start of the last window of period `period` that starts at or before `t`; `None` if it
+    /// would start before `i64::MIN`.
+    fn aligned_start(t: i64, period: i64, offset: i64) -> Option<i64> {
         // In i128: `t - offset` overflows for `t` near `i64::MIN`; the remainder fits an i64.
-        t - (i128::from(t) - i128::from(offset)).rem_euclid(i128::from(period)) as i64
+        t.checked_sub((i128::from(t) - i128::from(offset)).rem_euclid(i128::from(period)) as i64)
     }
 
-    /// Calls `f(start, end)` for each (non-session) window containing `t`.
-    fn for_each_window(&self, t: i64, mut f: impl FnMut(i64, i64)) {
+    /// Calls `f(start, end)` for each window `[start, end)` containing `t` (ms): one tumbling
+    /// window, `size / slide` sliding ones, or a session's initial `[t, t + gap)`. Overflow-safe
+    /// at the ends of time: a window that would start before `i64::MIN` or end after `i64::MAX`
+    /// does not exist, so a `t` only in such windows gets none.
+    pub fn for_each_window(&self, t: i64, mut f: impl FnMut(i64, i64)) {
         match *self {
             // A window that would end after `i64::MAX` does not exist: a record only in such
             // windows is late.
             WindowSpec::Tumbling { size, offset } => {
-                let start = Self::aligned_start(t, size, offset);
+                let Some(start) = Self::aligned_start(t, size, offset) else { return };
                 if let Some(end) = start.checked_add(size) {
                     f(start, end);
                 }
             }
             WindowSpec::Sliding { size, slide, offset } => {
-                let mut start = Self::aligned_start(t, slide, offset);
+                // The windows of `t` start at or before this one: none if it does not exist.
+                let Some(mut start) = Self::aligned_start(t, slide, offset) else { return };
                 while start > t.saturating_sub(size) {
                     if let Some(end) = start.checked_add(size) {
                         f(start, end);
@@ -150,7 +155,11 @@ impl WindowSpec {
                     start = next;
                 }
             }
-            WindowSpec::Session { gap } => f(t, t + gap),
+            WindowSpec::Session { gap } => {
+                if let Some(end) = t.checked_add(gap) {
+                    f(t, end);
+                }
+            }
         }
     }
 }

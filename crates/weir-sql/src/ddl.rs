@@ -316,14 +316,26 @@ fn parse_watermark(item: &str) -> Result<(String, i64)> {
     Ok((col, parse_interval_ms(interval).ok_or_else(bad)?))
 }
 
-/// `INTERVAL '5' SECOND`, `INTERVAL '5 seconds'`, `INTERVAL '1' MINUTE`, … in ms.
+/// An interval in ms, in any of DataFusion's forms: `INTERVAL '5' SECOND`, `INTERVAL 5 SECOND`,
+/// `INTERVAL '5 seconds'`, or the bare string `'5 seconds'`.
 pub fn parse_interval_ms(text: &str) -> Option<i64> {
     let t = text.trim();
-    let t = t.get(..8).filter(|p| p.eq_ignore_ascii_case("INTERVAL")).map(|_| t[8..].trim())?;
-    let (quoted, unit) = {
-        let rest = t.strip_prefix('\'')?;
-        let end = rest.find('\'')?;
-        (&rest[..end], rest[end + 1..].trim())
+    let t = match t.get(..8).filter(|p| p.eq_ignore_ascii_case("INTERVAL")) {
+        Some(_) if t[8..].starts_with(|c: char| c.is_whitespace() || c == '\'') => t[8..].trim(),
+        Some(_) => return None,
+        None if t.starts_with('\'') => t,
+        None => return None,
+    };
+    let (quoted, unit) = match t.strip_prefix('\'') {
+        Some(rest) => {
+            let end = rest.find('\'')?;
+            (&rest[..end], rest[end + 1..].trim())
+        }
+        // `INTERVAL 5 SECOND`: an unquoted number, then the unit.
+        None => {
+            let end = t.find(char::is_whitespace)?;
+            (&t[..end], t[end..].trim())
+        }
     };
     let (number, unit) = if unit.is_empty() {
         let mut parts = quoted.split_whitespace();
@@ -343,6 +355,60 @@ pub fn parse_interval_ms(text: &str) -> Option<i64> {
     };
     let v = n * ms;
     (v.is_finite() && v >= 0.0).then_some(v.round() as i64)
+}
+
+/// Refuses an option of `options` that is not in `allowed` (the options of `what`, e.g. "a
+/// file source"), naming it and the nearest allowed one.
+///
+/// # Errors
+///
+/// [`SqlError::Option`] for the first unknown option.
+pub(crate) fn check_options(
+    object: &str,
+    what: &str,
+    options: &BTreeMap<String, String>,
+    allowed: &[&str],
+) -> Result<()> {
+    let Some(unknown) = options.keys().find(|k| !allowed.contains(&k.as_str())) else { return Ok(()) };
+    let nearest = allowed
+        .iter()
+        .map(|a| (edit_distance(unknown, a), *a))
+        .min()
+        .filter(|(d, _)| *d <= 2.max(unknown.chars().count() / 3));
+    let hint = match nearest {
+        Some((_, a)) => format!("did you mean {a}? "),
+        None => String::new(),
+    };
+    Err(SqlError::Option {
+        object: object.to_owned(),
+        field: unknown.clone(),
+        reason: format!("unknown option; {hint}{what} takes {}", allowed.join(", ")),
+    })
+}
+
+/// The edit distance between `a` and `b`, counting a swap of two neighbours as one edit
+/// (`hedaer` is one edit from `header`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // d[i][j]: the distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// `s` after a leading keyword `AS` followed by whitespace.
@@ -398,6 +464,25 @@ mod tests {
     }
 
     #[test]
+    fn unknown_options_are_refused_naming_the_nearest() {
+        let options = |k: &str| BTreeMap::from([(k.to_owned(), "x".to_owned())]);
+        let allowed = ["connector", "path", "format", "follow", "header"];
+        let err =
+            |k: &str| check_options("s", "a file source", &options(k), &allowed).unwrap_err().to_string();
+        assert_eq!(
+            err("hedaer"),
+            "s: option hedaer: unknown option; did you mean header? a file source takes connector, path, \
+             format, follow, header"
+        );
+        assert!(err("follw").contains("did you mean follow?"), "{}", err("follw"));
+        assert!(err("PATHS").contains("did you mean path?") || err("paths").contains("did you mean path?"));
+        assert!(!err("compression").contains("did you mean"), "{}", err("compression"));
+        check_options("s", "a file source", &options("header"), &allowed).unwrap();
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
     fn intervals() {
         assert_eq!(parse_interval_ms("INTERVAL '5' SECOND"), Some(5_000));
         assert_eq!(parse_interval_ms("interval '1' minute"), Some(60_000));
@@ -406,6 +491,12 @@ mod tests {
         assert_eq!(parse_interval_ms("INTERVAL '250' MILLISECOND"), Some(250));
         assert_eq!(parse_interval_ms("INTERVAL '1' FORTNIGHT"), None);
         assert_eq!(parse_interval_ms("5 SECONDS"), None);
+        // DataFusion's other forms.
+        assert_eq!(parse_interval_ms("INTERVAL 1 MINUTE"), Some(60_000));
+        assert_eq!(parse_interval_ms("'1 minute'"), Some(60_000));
+        assert_eq!(parse_interval_ms("'2 hours'"), Some(7_200_000));
+        assert_eq!(parse_interval_ms("INTERVAL 1"), None);
+        assert_eq!(parse_interval_ms("INTERVALS '1 minute'"), None);
     }
 
     #[test]

@@ -33,9 +33,14 @@
 //! watermark reaches `end - 1`; rows for a window that already fired are late, dropped and
 //! counted (no allowed lateness in SQL yet). Session windows merge `[t, t + gap)` per group
 //! when they overlap or touch. Queries that need the whole input (ORDER BY, LIMIT,
-//! non-windowed GROUP BY) or several sources (joins) are refused at planning, with what to write
-//! instead, as are expressions nested deeper than [`MAX_EXPRESSION_DEPTH`] and a `hop` putting a
-//! row in more than [`window::MAX_WINDOWS_PER_ROW`] windows.
+//! non-windowed GROUP BY, `OVER (...)`) run as batch queries over a bounded source (files not
+//! followed, bounded log sources, batches in memory): its rows are decoded and scanned as a
+//! stream's (dead letters and metrics alike), then DataFusion runs the query over all of them
+//! at the end of the input and the result leaves as one batch, in order. Over an unbounded
+//! source they are refused at planning, with what to write instead, as are queries over several
+//! sources (joins), session windows in a batch query, expressions nested deeper than
+//! [`MAX_EXPRESSION_DEPTH`] and a `hop` putting a row in more than
+//! [`window::MAX_WINDOWS_PER_ROW`] windows.
 //!
 //! A row an expression fails on (filters, projections, computed columns, a window aggregate's
 //! keys and arguments) goes to the dead letters alone, as JSON with the error: a failing batch

@@ -40,11 +40,18 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use weir_log::Log;
 use weir_runtime::{Pipeline, Stream, Watermarks};
 
-use crate::ddl::SourceDef;
+use crate::ddl::{SourceDef, check_options};
 use crate::error::{Result, SqlError};
-use crate::exec::{AggregateSpec, Filter, KeyHash, Project, Scan, WindowAggregate, max_event_time};
+use crate::exec::{
+    AggregateSpec, BatchQuery, Filter, KeyHash, Project, Scan, ToFirst, WindowAggregate, max_event_time,
+};
 use crate::source::{Connector, Format, SourceConfig};
 use crate::window::{self, WINDOW_END, WINDOW_START, WindowCall, WindowKind};
+
+/// The `WITH` options of a `file` source.
+const FILE_SOURCE_OPTIONS: [&str; 5] = ["connector", "path", "format", "follow", "header"];
+/// The `WITH` options of a `log` source.
+const LOG_SOURCE_OPTIONS: [&str; 5] = ["connector", "topic", "group", "bounded", "format"];
 
 /// How long a source split may send nothing before it stops holding the watermark back.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,6 +197,9 @@ pub struct SqlStream {
     aggregate: Option<AggregateSpec>,
     above: Vec<Stage>,
     schema: SchemaRef,
+    /// On a bounded source, a query a stream cannot answer: DataFusion's physical plan, run
+    /// over all the scanned rows at the end of the input.
+    batch: Option<Arc<dyn ExecutionPlan>>,
 }
 
 impl std::fmt::Debug for SqlStream {
@@ -316,6 +326,9 @@ impl StreamContext {
             Arc::new(Schema::new(fields))
         };
         let connector = self.connector(def)?;
+        if let Connector::File { path, format: Format::Csv, header: true, .. } = &connector {
+            crate::source::check_headers(name, path, &raw_schema)?;
+        }
         for (col, text) in &def.computed {
             check_nesting(&format!("SELECT {text}"))
                 .map_err(|e| SqlError::Plan(format!("source {name}: computed column {col}: {e}")))?;
@@ -357,15 +370,21 @@ impl StreamContext {
         };
         let format = |default: &str| Format::parse(name, get("format").unwrap_or(default));
         match get("connector") {
-            Some("file") => Ok(Connector::File {
-                path: get("path")
-                    .ok_or_else(|| option(name, "path", "a file source needs a path"))?
-                    .to_owned(),
-                format: format("json")?,
-                follow: flag("follow", false)?,
-                header: flag("header", true)?,
-            }),
+            Some("file") => {
+                check_options(name, "a file source", &def.options, &FILE_SOURCE_OPTIONS)?;
+                Ok(Connector::File {
+                    // As written: relative to the current directory (the source's checkpoint
+                    // ids derive from it, so they do not depend on where the directory is).
+                    path: get("path")
+                        .ok_or_else(|| option(name, "path", "a file source needs a path"))?
+                        .to_owned(),
+                    format: format("json")?,
+                    follow: flag("follow", false)?,
+                    header: flag("header", false)?,
+                })
+            }
             Some("log") => {
+                check_options(name, "a log source", &def.options, &LOG_SOURCE_OPTIONS)?;
                 let log =
                     self.log.clone().ok_or_else(|| option(name, "connector", "no log directory is open"))?;
                 let format = format("json")?;
@@ -437,7 +456,22 @@ impl StreamContext {
             }
         };
         let physical = df.create_physical_plan().await?;
-        self.convert(physical, source, window)
+        let window_time = window_time(&source, window.as_ref())?;
+        match self.convert(physical.clone(), source.clone(), window.clone(), window_time.clone()) {
+            Err(SqlError::Unsupported(reason)) => {
+                let session = matches!(&window, Some(WindowCall { kind: WindowKind::Session { .. }, .. }));
+                if session {
+                    return Err(SqlError::Unsupported(format!(
+                        "{reason} (a query over session windows runs only as a stream)"
+                    )));
+                }
+                if !source.is_bounded() {
+                    return Err(SqlError::Unsupported(format!("{reason}; {BOUNDED_HINT}")));
+                }
+                batch_stream(physical, source, window, window_time)
+            }
+            planned => planned,
+        }
     }
 
     fn convert(
@@ -445,6 +479,7 @@ impl StreamContext {
         root: Arc<dyn ExecutionPlan>,
         source: Arc<SourceConfig>,
         window: Option<WindowCall>,
+        window_time: Option<(WindowCall, usize)>,
     ) -> Result<SqlStream> {
         // Root to leaf.
         let mut chain = vec![root];
@@ -468,43 +503,7 @@ impl StreamContext {
         if leaf.downcast_ref::<EmptyExec>().is_none() {
             return Err(SqlError::Unsupported(format!("unexpected plan leaf {}", leaf.name())));
         }
-        let scan_schema = leaf.schema();
-        let mut all: Vec<String> = source.schema.fields().iter().map(|f| f.name().clone()).collect();
-        if window.is_some() {
-            all.push(WINDOW_START.into());
-            all.push(WINDOW_END.into());
-        }
-        let projection = scan_schema
-            .fields()
-            .iter()
-            .map(|f| {
-                all.iter()
-                    .position(|n| n == f.name())
-                    .ok_or_else(|| plan_error(format!("scan column {}", f.name())))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let window_time = match &window {
-            None => None,
-            Some(w) => {
-                let (time, _) = source.event_time.ok_or_else(|| {
-                    SqlError::Unsupported(format!(
-                        "source {} has no event time; declare WATERMARK FOR {} AS {} - INTERVAL '5' SECOND",
-                        source.name, w.time_column, w.time_column
-                    ))
-                })?;
-                let declared = source.schema.field(time).name();
-                if *declared != w.time_column {
-                    return Err(SqlError::Unsupported(format!(
-                        "windows run on the event-time column {declared} (the WATERMARK's), not {}",
-                        w.time_column
-                    )));
-                }
-                Some((w.clone(), time))
-            }
-        };
-        let origin = crate::exec::origin(&source.name, None).into();
-        let scan = Scan { window: window_time, projection, schema: scan_schema, origin };
-
+        let scan = scan(leaf, &source, window.is_some(), window_time)?;
         let mut below = Vec::new();
         let mut above = Vec::new();
         let mut aggregate: Option<AggregateSpec> = None;
@@ -544,7 +543,7 @@ impl StreamContext {
             ));
         }
         let schema = chain.last().map(|n| n.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
-        Ok(SqlStream { source, scan, window, below, aggregate, above, schema })
+        Ok(SqlStream { source, scan, window, below, aggregate, above, schema, batch: None })
     }
 
     fn aggregate(&self, a: &AggregateExec, window: &Option<WindowCall>) -> Result<AggregateSpec> {
@@ -649,6 +648,103 @@ fn unsupported_node(name: &str) -> SqlError {
     })
 }
 
+/// A sink's `path` made absolute against the current directory: a relative `path` in a
+/// statement is relative to the directory the program runs in (for `weir sql`, where it is
+/// started; not the script file's), for sources (read there) and sinks (resolved when planned).
+///
+/// # Errors
+///
+/// [`SqlError::Option`] if the current directory cannot be read.
+pub(crate) fn absolute(object: &str, path: &str) -> Result<String> {
+    std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| option(object, "path", format!("{path}: cannot resolve it: {e}")))
+}
+
+/// What a query refused on an unbounded source can do instead.
+const BOUNDED_HINT: &str = "on a bounded source (a file without follow, a log source with bounded = \
+     'true', or `weir sql -e` without --follow) the query runs as a batch query";
+
+/// The window `window` runs on and the index of its time column in `source`'s schema.
+fn window_time(source: &SourceConfig, window: Option<&WindowCall>) -> Result<Option<(WindowCall, usize)>> {
+    let Some(w) = window else { return Ok(None) };
+    let (time, _) = source.event_time.ok_or_else(|| {
+        SqlError::Unsupported(format!(
+            "source {} has no event time; declare WATERMARK FOR {} AS {} - INTERVAL '5' SECOND",
+            source.name, w.time_column, w.time_column
+        ))
+    })?;
+    let declared = source.schema.field(time).name();
+    if *declared != w.time_column {
+        return Err(SqlError::Unsupported(format!(
+            "windows run on the event-time column {declared} (the WATERMARK's), not {}",
+            w.time_column
+        )));
+    }
+    Ok(Some((w.clone(), time)))
+}
+
+/// The scan that feeds the plan's `leaf`: the source's columns it reads, and the window columns.
+fn scan(
+    leaf: &Arc<dyn ExecutionPlan>,
+    source: &SourceConfig,
+    windowed: bool,
+    window_time: Option<(WindowCall, usize)>,
+) -> Result<Scan> {
+    let scan_schema = leaf.schema();
+    let mut all: Vec<String> = source.schema.fields().iter().map(|f| f.name().clone()).collect();
+    if windowed {
+        all.push(WINDOW_START.into());
+        all.push(WINDOW_END.into());
+    }
+    let projection = scan_schema
+        .fields()
+        .iter()
+        .map(|f| {
+            all.iter()
+                .position(|n| n == f.name())
+                .ok_or_else(|| plan_error(format!("scan column {}", f.name())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let origin = crate::exec::origin(&source.name, None).into();
+    Ok(Scan { window: window_time, projection, schema: scan_schema, origin })
+}
+
+/// A query over a bounded source that a stream cannot answer, as a batch query (see
+/// [`BatchQuery`](crate::exec::BatchQuery)): DataFusion's physical plan over the scanned rows.
+fn batch_stream(
+    physical: Arc<dyn ExecutionPlan>,
+    source: Arc<SourceConfig>,
+    window: Option<WindowCall>,
+    window_time: Option<(WindowCall, usize)>,
+) -> Result<SqlStream> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut leaves = Vec::new();
+    physical.apply(|node| {
+        if node.children().is_empty() {
+            leaves.push(node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let [leaf] = leaves.as_slice() else {
+        return Err(SqlError::Unsupported("joins and UNION are not supported yet; query one source".into()));
+    };
+    if leaf.downcast_ref::<EmptyExec>().is_none() {
+        return Err(SqlError::Unsupported(format!("unexpected plan leaf {}", leaf.name())));
+    }
+    let scan = scan(leaf, &source, window.is_some(), window_time)?;
+    Ok(SqlStream {
+        source,
+        scan,
+        window,
+        below: Vec::new(),
+        aggregate: None,
+        above: Vec::new(),
+        schema: physical.schema(),
+        batch: Some(physical),
+    })
+}
+
 /// The tables a logical plan scans.
 fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -724,7 +820,28 @@ impl SqlStream {
     ///
     /// What building the source fails with.
     pub fn build(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
-        let mut s = self.source.stream(p)?;
+        Ok(self.build_on(self.source.stream(p)?, None))
+    }
+
+    /// The source the query reads.
+    pub(crate) fn source(&self) -> &Arc<SourceConfig> {
+        &self.source
+    }
+
+    /// Adds the query's operators after `s`, a stream of its source's batches (a script builds
+    /// a source read by several queries once, and forks it). With `uid`, the scan is named so in
+    /// checkpoints, and the operators after it take their ids from it, not from `s`'s path.
+    pub(crate) fn build_on(&self, mut s: Stream<RecordBatch>, uid: Option<&str>) -> Stream<RecordBatch> {
+        let named = |s: Stream<RecordBatch>| match uid {
+            Some(uid) => s.uid(uid),
+            None => s,
+        };
+        if let Some(plan) = &self.batch {
+            let query = BatchQuery::new(plan.clone(), self.scan.schema.clone(), self.scan.origin.clone());
+            return named(s.operator("scan", self.scan.clone()))
+                .partition_by(ToFirst)
+                .operator("batch query", query);
+        }
         if let Some((col, bound)) = self.source.event_time {
             // A log partition announced up front holds the watermark back until it sends
             // records; one that stays empty must not stop every window for ever.
@@ -732,7 +849,7 @@ impl SqlStream {
                 .with_idle_timeout(IDLE_TIMEOUT);
             s = s.assign_timestamps(move |b: &RecordBatch| max_event_time(b, col), strategy);
         }
-        s = s.operator("scan", self.scan.clone());
+        s = named(s.operator("scan", self.scan.clone()));
         let origin = self.scan.origin.clone();
         for stage in &self.below {
             s = stage.apply(s, &origin);
@@ -745,7 +862,7 @@ impl SqlStream {
         for stage in &self.above {
             s = stage.apply(s, &origin);
         }
-        Ok(s)
+        s
     }
 
     /// The streaming plan, operator by operator, with parallelism and exchanges.
@@ -770,7 +887,7 @@ impl SqlStream {
                 .collect::<Vec<_>>()
                 .join(", ")
         )];
-        if let Some((col, bound)) = src.event_time {
+        if let Some((col, bound)) = src.event_time.filter(|_| self.batch.is_none()) {
             lines.push(format!(
                 "  -> watermarks per split: max({}) - {bound} ms",
                 src.schema.field(col).name()
@@ -793,6 +910,12 @@ impl SqlStream {
             self.scan.schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
         ));
         lines.extend(self.below.iter().map(|s| format!("  -> {}", s.describe())));
+        if let Some(plan) = &self.batch {
+            lines.push(format!("  == exchange: every row to subtask 0 of {parallelism}"));
+            lines.push("  -> batch query × 1, at the end of the bounded input: DataFusion's plan".to_owned());
+            let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string();
+            lines.extend(text.lines().map(|l| format!("       {l}")));
+        }
         if let Some(spec) = &self.aggregate {
             let keys = spec.key_exprs();
             lines.push(format!(

@@ -1,16 +1,20 @@
 //! Running a file of statements (`weir sql -f`): sources are registered, every `CREATE SINK`
-//! and every bare query (printed as tables) join one pipeline, `EXPLAIN` prints plans.
+//! and every bare query (printed as tables, or JSON lines) join one pipeline, `EXPLAIN` prints
+//! plans. A source that several of them read is read once and forked, so each of its records
+//! is decoded once: a line that does not decode is one dead letter, however many queries read
+//! it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
 use weir_runtime::{Checkpointing, JobReport, Metrics, Pipeline, Stream};
 
 use crate::ParquetSink;
-use crate::ddl::{SinkDef, Statement, parse_script};
+use crate::ddl::{SinkDef, Statement, check_options, parse_script};
 use crate::error::{Result, SqlError};
-use crate::plan::StreamContext;
-use crate::sink::{LogTopicSink, StdoutTableSink, TextFileSink};
+use crate::plan::{SqlStream, StreamContext};
+use crate::sink::{LogTopicSink, StdoutJsonSink, StdoutTableSink, TextFileSink};
 use crate::source::Format;
 
 /// How a script runs.
@@ -34,6 +38,9 @@ pub struct ScriptOptions {
     /// [`PipelineBuilder::report_on_stderr`](weir_runtime::PipelineBuilder::report_on_stderr)).
     /// Default: `true`; off when the caller prints the returned report.
     pub report_on_stderr: bool,
+    /// Bare queries, and `stdout` sinks without a `format`, print JSON lines (one object per
+    /// row) instead of tables (`weir sql --json`). Default: `false`.
+    pub stdout_json: bool,
 }
 
 impl Default for ScriptOptions {
@@ -45,6 +52,7 @@ impl Default for ScriptOptions {
             metrics: None,
             checkpointing: None,
             report_on_stderr: true,
+            stdout_json: false,
         }
     }
 }
@@ -63,6 +71,35 @@ impl Script {
     /// [`SqlError::Parse`].
     pub fn parse(text: &str) -> Result<Script> {
         Ok(Script { statements: parse_script(text)? })
+    }
+
+    /// The script's `CREATE SOURCE` statements alone: its sinks, queries and `EXPLAIN`s
+    /// dropped. `weir sql -f pipeline.sql -e QUERY` runs `QUERY` over the sources of a pipeline
+    /// file this way, without running (and rewriting the outputs of) the file's sinks.
+    pub fn sources_only(&self) -> Script {
+        let statements =
+            self.statements.iter().filter(|s| matches!(s, Statement::Source(_))).cloned().collect();
+        Script { statements }
+    }
+
+    /// This script followed by the statements of `next`.
+    #[must_use]
+    pub fn then(mut self, next: Script) -> Script {
+        self.statements.extend(next.statements);
+        self
+    }
+
+    /// Whether a source or sink of the script reads or writes a log topic (`connector =
+    /// 'log'`): only then does running it need a [`StreamContext::with_log`].
+    pub fn uses_log(&self) -> bool {
+        self.statements.iter().any(|s| {
+            let options = match s {
+                Statement::Source(def) => &def.options,
+                Statement::Sink(def) => &def.options,
+                Statement::Explain(_) | Statement::Query(_) => return false,
+            };
+            options.get("connector").is_some_and(|c| c.eq_ignore_ascii_case("log"))
+        })
     }
 
     /// Registers the sources, plans the rest, and runs the pipeline if it has any sink; returns
@@ -91,7 +128,9 @@ impl Script {
             p.dead_letters(weir_connectors::LogSink::dead_letters(log, &options.name));
         }
         let mut explained = Vec::new();
-        let mut sinks = 0;
+        // Every query and sink, planned in script order (a query sees the sources declared
+        // before it), then built.
+        let mut planned: Vec<(SqlStream, Option<&SinkDef>)> = Vec::new();
         for stmt in &self.statements {
             match stmt {
                 Statement::Source(def) => {
@@ -101,22 +140,55 @@ impl Script {
                     }
                 }
                 Statement::Explain(q) => explained.push(ctx.explain(q, options.parallelism).await?),
-                Statement::Query(q) => {
-                    ctx.sql(q).await?.build(&p)?.sink(StdoutTableSink);
-                    sinks += 1;
-                }
-                Statement::Sink(def) => {
-                    // Checkpoint ids from the statement's sink, not its position in the script.
-                    p.set_uid_scope(Some(&def.name));
-                    let stream = ctx.sql(&def.query).await?.build(&p)?;
-                    attach_sink(ctx, def, stream)?;
-                    p.set_uid_scope(None);
-                    sinks += 1;
-                }
+                Statement::Query(q) => planned.push((ctx.sql(q).await?, None)),
+                Statement::Sink(def) => planned.push((ctx.sql(&def.query).await?, Some(def))),
             }
         }
-        if sinks == 0 {
+        if planned.is_empty() {
             return Ok((explained, None));
+        }
+        // A source read by several queries is read once, and forked: each of its records is
+        // decoded once (a bad one is one dead letter), whatever reads it. Its checkpoint ids
+        // come from its name.
+        let mut readers: BTreeMap<&str, usize> = BTreeMap::new();
+        for (stream, _) in &planned {
+            *readers.entry(stream.source().name.as_str()).or_default() += 1;
+        }
+        let mut shared: BTreeMap<&str, Vec<Stream<RecordBatch>>> = BTreeMap::new();
+        for (stream, _) in &planned {
+            let name = stream.source().name.as_str();
+            let n = readers.get(name).copied().unwrap_or(0);
+            if n < 2 || shared.contains_key(name) {
+                continue;
+            }
+            p.set_uid_scope(Some(&format!("source {name}")));
+            let mut rest = stream.source().stream(&p)?;
+            let mut branches = Vec::with_capacity(n);
+            for _ in 1..n {
+                let (branch, next) = rest.fork();
+                branches.push(branch);
+                rest = next;
+            }
+            branches.push(rest);
+            p.set_uid_scope(None);
+            shared.insert(name, branches);
+        }
+        for (stream, sink) in &planned {
+            // Checkpoint ids from the statement's sink, not its position in the script.
+            p.set_uid_scope(sink.map(|def| def.name.as_str()));
+            let built = match shared.get_mut(stream.source().name.as_str()).and_then(Vec::pop) {
+                // Named after the sink: the ids after the fork do not depend on the branch.
+                Some(input) => {
+                    let uid = sink.map(|def| format!("{}/scan", def.name));
+                    stream.build_on(input, uid.as_deref())
+                }
+                None => stream.build(&p)?,
+            };
+            match sink {
+                Some(def) => attach_sink(ctx, def, built, options)?,
+                None => stdout(built, options.stdout_json),
+            }
+            p.set_uid_scope(None);
         }
         match p.run_with_report().await {
             (report, Ok(())) => Ok((explained, Some(report))),
@@ -129,12 +201,32 @@ fn option(def: &SinkDef, field: &str, reason: impl Into<String>) -> SqlError {
     SqlError::Option { object: def.name.clone(), field: field.into(), reason: reason.into() }
 }
 
-fn attach_sink(ctx: &StreamContext, def: &SinkDef, stream: Stream<RecordBatch>) -> Result<()> {
+/// Prints `stream` on stdout: JSON lines if `json`, else tables.
+fn stdout(stream: Stream<RecordBatch>, json: bool) {
+    if json {
+        stream.sink(StdoutJsonSink);
+    } else {
+        stream.sink(StdoutTableSink);
+    }
+}
+
+fn attach_sink(
+    ctx: &StreamContext,
+    def: &SinkDef,
+    stream: Stream<RecordBatch>,
+    options: &ScriptOptions,
+) -> Result<()> {
     let get = |k: &str| def.options.get(k).map(String::as_str);
     match get("connector") {
         Some("file") => {
-            let path =
-                PathBuf::from(get("path").ok_or_else(|| option(def, "path", "a file sink needs a path"))?);
+            check_options(
+                &def.name,
+                "a file sink",
+                &def.options,
+                &["connector", "path", "format", "rows_per_file"],
+            )?;
+            let path = get("path").ok_or_else(|| option(def, "path", "a file sink needs a path"))?;
+            let path = PathBuf::from(crate::plan::absolute(&def.name, path)?);
             match Format::parse(&def.name, get("format").unwrap_or("json"))? {
                 Format::Json => stream.sink(TextFileSink::new(path, false)),
                 Format::Csv => stream.sink(TextFileSink::new(path, true)),
@@ -150,11 +242,25 @@ fn attach_sink(ctx: &StreamContext, def: &SinkDef, stream: Stream<RecordBatch>) 
             }
         }
         Some("log") => {
+            check_options(&def.name, "a log sink", &def.options, &["connector", "topic", "format"])?;
+            if let Some(f) = get("format").filter(|f| Format::parse(&def.name, f).ok() != Some(Format::Json))
+            {
+                return Err(option(def, "format", format!("{f:?}: a log sink writes json")));
+            }
             let log = ctx.log().ok_or_else(|| option(def, "connector", "no log directory is open"))?;
             let topic = get("topic").ok_or_else(|| option(def, "topic", "a log sink needs a topic"))?;
             stream.sink(LogTopicSink::new(log, topic));
         }
-        Some("stdout") => stream.sink(StdoutTableSink),
+        Some("stdout") => {
+            check_options(&def.name, "a stdout sink", &def.options, &["connector", "format"])?;
+            let json = match get("format").map(str::to_ascii_lowercase).as_deref() {
+                None => options.stdout_json,
+                Some("table") => false,
+                Some("json" | "jsonl" | "ndjson" | "json_lines") => true,
+                Some(other) => return Err(option(def, "format", format!("{other:?} is not table or json"))),
+            };
+            stdout(stream, json);
+        }
         Some(other) => return Err(option(def, "connector", format!("{other:?} is not file, log or stdout"))),
         None => return Err(option(def, "connector", "missing (file, log or stdout)")),
     }

@@ -4,9 +4,10 @@
 //! |---|---|---|
 //! | `file` | `path`: a file (`json`, `csv`: all subtasks append whole batches to it) or a directory (`parquet`: rolling files, `rows_per_file`, default 1 000 000) | `json` (JSON lines), `csv`, `parquet` |
 //! | `log` | `topic` (created with 1 partition if missing) | `json` (one record per row) |
-//! | `stdout` | — | an aligned table per batch |
+//! | `stdout` | `format`: `table` (default: an aligned table per batch) or `json` (JSON lines) | `table`, `json` |
 //!
-//! Timestamps are written as ISO 8601 (UTC, no offset), as `arrow-json` and `arrow-csv` do.
+//! Timestamps are written as RFC 3339 in UTC (`2023-11-14T22:13:20Z`), as the typed API
+//! writes window bounds; in JSON, NULLs are written as `null` (a field is never left out).
 //!
 //! # Exactly once, in a checkpointed pipeline
 //!
@@ -41,9 +42,16 @@ fn error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> weir_runtim
     weir_runtime::Error::connector("sql sink", format!("{what}: {e}"))
 }
 
-/// JSON lines of record batches.
+/// How timestamps without a time zone are written: RFC 3339 in UTC, as the typed API's window
+/// bounds (`2023-11-14T22:13:20Z`, `2023-11-14T22:13:20.883Z`). SQL timestamps are UTC.
+const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
+
+/// JSON lines of record batches: one object per row, NULLs as `null`.
 pub(crate) fn json_lines(batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+    let mut w = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .with_timestamp_format(TIMESTAMP_FORMAT.to_owned())
+        .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     w.write_batches(&refs).map_err(|e| error("JSON", e))?;
     w.finish().map_err(|e| error("JSON", e))?;
@@ -52,7 +60,10 @@ pub(crate) fn json_lines(batches: &[RecordBatch]) -> Result<Vec<u8>> {
 
 /// CSV of record batches, with a header line first if `header`.
 fn csv_lines(batches: &[RecordBatch], header: bool) -> Result<Vec<u8>> {
-    let mut w = arrow::csv::WriterBuilder::new().with_header(header).build(Vec::new());
+    let mut w = arrow::csv::WriterBuilder::new()
+        .with_header(header)
+        .with_timestamp_format(TIMESTAMP_FORMAT.to_owned())
+        .build(Vec::new());
     for b in batches {
         w.write(b).map_err(|e| error("CSV", e))?;
     }
@@ -369,9 +380,44 @@ impl SinkWriter<RecordBatch> for StdoutTableSink {
         if non_empty.is_empty() {
             return Ok(());
         }
-        let table = arrow::util::pretty::pretty_format_batches(&non_empty).map_err(|e| error("table", e))?;
+        let options = arrow::util::display::FormatOptions::new()
+            .with_null("NULL")
+            .with_timestamp_format(Some(TIMESTAMP_FORMAT));
+        let table = arrow::util::pretty::pretty_format_batches_with_options(&non_empty, &options)
+            .map_err(|e| error("table", e))?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "{table}").map_err(|e| error("stdout", e))
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        std::io::stdout().flush().map_err(|e| error("stdout", e))
+    }
+}
+
+/// JSON lines on stdout: one object per row (NULLs as `null`, timestamps RFC 3339 in UTC), each
+/// batch written at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdoutJsonSink;
+
+impl Sink<RecordBatch> for StdoutJsonSink {
+    type Writer = StdoutJsonSink;
+
+    fn name(&self) -> String {
+        "stdout".into()
+    }
+
+    fn writer(&self, _subtask: usize, _parallelism: usize) -> Result<StdoutJsonSink> {
+        Ok(StdoutJsonSink)
+    }
+}
+
+impl SinkWriter<RecordBatch> for StdoutJsonSink {
+    async fn write_batch(&mut self, batch: Batch<RecordBatch>) -> Result<()> {
+        let bytes = json_lines(&batch.records)?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        std::io::stdout().lock().write_all(&bytes).map_err(|e| error("stdout", e))
     }
 
     async fn finish(&mut self) -> Result<()> {

@@ -2,21 +2,31 @@
 //!
 //! | connector | options | formats |
 //! |---|---|---|
-//! | `file` | `path` (a file or a glob), `follow` (`true`: tail it), `header` (CSV, default `true`) | `csv`, `json` (JSON lines), `parquet` |
+//! | `file` | `path` (a file or a glob), `follow` (`true`: tail it), `header` (CSV: `true` if each file starts with a header line; default `false`, as Flink's CSV format) | `csv`, `json` (JSON lines), `parquet` |
 //! | `log` | `topic`, `group` (default: the source's name), `bounded` (`true`: stop at the end offsets seen at start) | `json`, `csv` |
 //!
-//! Text formats are decoded by `arrow-json` / `arrow-csv` with the declared schema (JSON
-//! fields by name, unknown fields ignored, missing ones null; CSV columns by position). A batch
+//! Any other option is refused, naming the nearest valid one. A relative `path` (of sources and
+//! sinks alike) is relative to the current directory of the program (for `weir sql`: where it
+//! is run, not where the script file is); a sink's is made absolute when its statement is
+//! planned.
+//!
+//! Text formats are decoded by `arrow-json` / `arrow-csv` with the declared schema: JSON
+//! fields by name (unknown fields ignored, missing ones null); CSV columns by position, or, with
+//! `header = 'true'`, by the names in each file's header (exactly, else ignoring case; columns
+//! the source does not declare are skipped). A header that lacks a declared column is refused
+//! when the source is declared, naming the file and the columns; a file that appears later with
+//! such a header (`follow`) sends its lines to the dead letters with that reason. A batch
 //! of lines is decoded at once; if that fails, line by line, and each line that does not decode
 //! goes to the pipeline's dead-letter output with its origin (`path:line`,
 //! `topic/partition@offset`) and the decoder's error. Computed columns are evaluated on every
 //! decoded batch and appended; if that fails, row by row, and each row they fail on goes to the
 //! dead letters as JSON (its read columns) with the error.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_connectors::{FileSource, Line, LogRecord, LogSource};
 use weir_log::Log;
@@ -102,16 +112,17 @@ impl Format {
 /// A record whose raw bytes a decoder reads.
 trait Raw: Traceable {
     fn raw(&self) -> &[u8];
-    /// A CSV header line to skip.
-    fn is_header(&self) -> bool;
+    /// The file the record was read from, and whether it is the file's first line (a CSV
+    /// header when the source has headers).
+    fn file(&self) -> Option<(&Arc<str>, bool)>;
 }
 
 impl Raw for Line {
     fn raw(&self) -> &[u8] {
         self.text.as_bytes()
     }
-    fn is_header(&self) -> bool {
-        self.line == 1
+    fn file(&self) -> Option<(&Arc<str>, bool)> {
+        Some((&self.path, self.line == 1))
     }
 }
 
@@ -119,21 +130,143 @@ impl Raw for LogRecord {
     fn raw(&self) -> &[u8] {
         &self.value
     }
-    fn is_header(&self) -> bool {
-        false
+    fn file(&self) -> Option<(&Arc<str>, bool)> {
+        None
     }
 }
 
+/// How the columns of one CSV file with a header map to the declared columns.
+#[derive(Debug)]
+struct Layout {
+    /// The file's columns in its order: the declared ones with their types, the others text.
+    schema: SchemaRef,
+    /// For each declared column, its index in the file.
+    projection: Vec<usize>,
+}
+
+/// The fields of one CSV line (RFC 4180 quoting; surrounding whitespace trimmed).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.trim_start_matches('\u{feff}').chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                if let Some(f) = fields.last_mut() {
+                    f.push('"');
+                }
+            }
+            (_, '"') => quoted = !quoted,
+            (false, ',') => fields.push(String::new()),
+            (_, c) => {
+                if let Some(f) = fields.last_mut() {
+                    f.push(c);
+                }
+            }
+        }
+    }
+    fields.into_iter().map(|f| f.trim().to_owned()).collect()
+}
+
+/// Maps the header `line` of a CSV file to the declared columns `raw`, by name (exactly, or
+/// else ignoring case); columns the header has and the source does not declare are skipped.
+///
+/// # Errors
+///
+/// The declared columns the header lacks, and the header's columns.
+fn layout(raw: &SchemaRef, line: &str) -> std::result::Result<Layout, String> {
+    let header = csv_fields(line.trim_end_matches('\r'));
+    let mut projection = Vec::with_capacity(raw.fields().len());
+    let mut missing = Vec::new();
+    for f in raw.fields() {
+        let name = f.name();
+        let at = header
+            .iter()
+            .position(|h| h == name)
+            .or_else(|| header.iter().position(|h| h.eq_ignore_ascii_case(name)));
+        match at {
+            Some(i) => projection.push(i),
+            None => missing.push(name.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "the header ({}) lacks the declared column{} {} (a file without a header: header = 'false')",
+            header.join(", "),
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", ")
+        ));
+    }
+    let fields: Vec<Field> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match projection.iter().position(|p| *p == i) {
+            Some(d) => raw.field(d).clone(),
+            None => Field::new(format!("_{i}_{h}"), DataType::Utf8, true),
+        })
+        .collect();
+    Ok(Layout { schema: Arc::new(Schema::new(fields)), projection })
+}
+
+/// The first line of the file at `path`.
+fn first_line(path: &str) -> std::result::Result<String, String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the header of {path}: {e}"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(file)
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the header of {path}: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Checks the header of every CSV file `path` (a file or a glob) names now against the declared
+/// columns `raw`: a mismatch is refused when the source is declared, not row by row.
+///
+/// # Errors
+///
+/// A header that lacks declared columns, naming the file and the columns.
+pub(crate) fn check_headers(source: &str, path: &str, raw: &SchemaRef) -> Result<()> {
+    let files: Vec<std::path::PathBuf> = match glob::glob(path) {
+        Ok(paths) => paths.filter_map(std::result::Result::ok).collect(),
+        Err(_) => vec![path.into()],
+    };
+    for file in files.iter().filter(|f| f.is_file()) {
+        let text = file.display().to_string();
+        let check = first_line(&text).and_then(|line| layout(raw, &line));
+        if let Err(reason) = check {
+            return Err(SqlError::Option {
+                object: source.to_owned(),
+                field: "header".into(),
+                reason: format!("{text}: {reason}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl SourceConfig {
+    /// Whether the source ends: files not followed, log sources bounded to the end offsets they
+    /// see at start, and record batches in memory. A query over a bounded source that a stream
+    /// cannot answer (`ORDER BY`, `LIMIT`, `GROUP BY` without a window) runs as a batch query.
+    pub fn is_bounded(&self) -> bool {
+        match &self.connector {
+            Connector::File { follow, .. } => !follow,
+            Connector::Log { bounded, .. } => *bounded,
+            Connector::Memory(_) => true,
+        }
+    }
+
     /// The stream of this source's record batches (read columns and computed ones) in `p`.
     pub fn stream(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
         let decoder = {
             let (raw, schema, computed) =
                 (self.raw_schema.clone(), self.schema.clone(), self.computed.clone());
             let source: Arc<str> = self.name.as_str().into();
-            move |format: Format, skip_header: bool| Decode {
+            move |format: Format, header: bool| Decode {
                 format,
-                skip_header,
+                header,
+                layouts: HashMap::new(),
                 raw: raw.clone(),
                 schema: schema.clone(),
                 computed: computed.clone(),
@@ -149,9 +282,9 @@ impl SourceConfig {
                 if *follow {
                     source = source.follow();
                 }
-                let skip = *header && *format == Format::Csv;
+                let header = *header && *format == Format::Csv;
                 let format = *format;
-                p.source(source).operator("decode", decoder(format, skip))
+                p.source(source).operator("decode", decoder(format, header))
             }
             Connector::Log { log, topic, group, bounded, format } => {
                 let mut source = LogSource::topic(log, topic.clone(), group.clone());
@@ -174,7 +307,10 @@ impl SourceConfig {
 #[derive(Clone)]
 struct Decode {
     format: Format,
-    skip_header: bool,
+    /// CSV files with a header: columns are mapped by name, per file.
+    header: bool,
+    /// The layout of each file seen (or why its header does not fit).
+    layouts: HashMap<Arc<str>, Arc<std::result::Result<Layout, String>>>,
     raw: SchemaRef,
     schema: SchemaRef,
     computed: Vec<Arc<dyn PhysicalExpr>>,
@@ -183,10 +319,11 @@ struct Decode {
 }
 
 impl Decode {
-    /// Decodes `records` at once.
+    /// Decodes `records` at once, of a CSV file laid out as `layout` if given.
     fn decode<'a>(
         &self,
         records: impl Iterator<Item = &'a [u8]>,
+        layout: Option<&Layout>,
     ) -> std::result::Result<Option<RecordBatch>, String> {
         let mut buf = Vec::new();
         let mut rows = 0;
@@ -200,9 +337,17 @@ impl Decode {
         }
         let batch = match self.format {
             Format::Csv => {
+                let schema = layout.map_or(&self.raw, |l| &l.schema);
                 let mut d =
-                    arrow::csv::ReaderBuilder::new(self.raw.clone()).with_batch_size(rows).build_decoder();
-                decode_all(&buf, &mut d)?
+                    arrow::csv::ReaderBuilder::new(schema.clone()).with_batch_size(rows).build_decoder();
+                match (decode_all(&buf, &mut d)?, layout) {
+                    (Some(b), Some(l)) => Some(
+                        b.project(&l.projection)
+                            .and_then(|b| RecordBatch::try_new(self.raw.clone(), b.columns().to_vec()))
+                            .map_err(|e| e.to_string())?,
+                    ),
+                    (b, _) => b,
+                }
             }
             _ => {
                 let mut d = arrow::json::ReaderBuilder::new(self.raw.clone())
@@ -283,13 +428,36 @@ fn decode_all(buf: &[u8], d: &mut impl TextDecoder) -> std::result::Result<Optio
     d.flush().map_err(|e| e.to_string())
 }
 
-impl<T: Raw + Send + 'static> Operator<T, RecordBatch> for Decode {
-    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<RecordBatch>) {
-        let records: Vec<&T> =
-            batch.records.iter().filter(|r| !(self.skip_header && r.is_header())).collect();
-        // Where each decoded row was read.
-        let mut origins: Vec<String> = Vec::with_capacity(records.len());
-        let decoded = match self.decode(records.iter().map(|r| r.raw())) {
+impl Decode {
+    /// The layout of the CSV file `path` (its header `line` if this is it, else read from the
+    /// file: a job restored mid-file has not seen it).
+    fn layout_of(
+        &mut self,
+        path: &Arc<str>,
+        line: Option<&[u8]>,
+    ) -> Arc<std::result::Result<Layout, String>> {
+        if let Some(l) = self.layouts.get(path) {
+            return l.clone();
+        }
+        let header = match line {
+            Some(l) => Ok(String::from_utf8_lossy(l).into_owned()),
+            None => first_line(path),
+        };
+        let layout = Arc::new(header.and_then(|h| layout(&self.raw, &h)));
+        self.layouts.insert(path.clone(), layout.clone());
+        layout
+    }
+
+    /// Decodes `records` (of one file laid out as `layout`, if given): the decoded rows and
+    /// where each was read; the records that do not decode go to the dead letters, one by one.
+    fn decode_records<T: Raw>(
+        &self,
+        records: &[&T],
+        layout: Option<&Layout>,
+        origins: &mut Vec<String>,
+        out: &mut Collector<RecordBatch>,
+    ) -> Option<RecordBatch> {
+        match self.decode(records.iter().map(|r| r.raw()), layout) {
             Ok(b) => {
                 origins.extend(records.iter().map(|r| r.origin()));
                 b
@@ -297,23 +465,69 @@ impl<T: Raw + Send + 'static> Operator<T, RecordBatch> for Decode {
             // One bad line fails the batch: decode line by line, the bad ones to dead letters.
             Err(_) => {
                 let mut good = Vec::new();
-                for r in &records {
-                    match self.decode(std::iter::once(r.raw())) {
+                for r in records {
+                    match self.decode(std::iter::once(r.raw()), layout) {
                         Ok(Some(b)) => {
                             origins.push(r.origin());
                             good.push(b);
                         }
                         Ok(None) => {}
-                        Err(error) => out.dead_letter(DeadLetter {
-                            operator: "decode".into(),
-                            origin: origin(&self.source, Some(&r.origin())),
-                            payload: r.payload(),
-                            error,
-                        }),
+                        Err(error) => self.dead_letter(*r, error, out),
                     }
                 }
                 concat(&self.raw, good, "decode", &origin(&self.source, None), out)
             }
+        }
+    }
+
+    fn dead_letter<T: Raw>(&self, r: &T, error: String, out: &mut Collector<RecordBatch>) {
+        out.dead_letter(DeadLetter {
+            operator: "decode".into(),
+            origin: origin(&self.source, Some(&r.origin())),
+            payload: r.payload(),
+            error,
+        });
+    }
+}
+
+impl<T: Raw + Send + 'static> Operator<T, RecordBatch> for Decode {
+    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<RecordBatch>) {
+        let records: Vec<&T> = batch.records.iter().collect();
+        // Where each decoded row was read.
+        let mut origins: Vec<String> = Vec::with_capacity(records.len());
+        let decoded = if !self.header {
+            self.decode_records(&records, None, &mut origins, out)
+        } else {
+            // Runs of lines of one file, each decoded with its file's layout.
+            let mut parts = Vec::new();
+            let mut start = 0;
+            while start < records.len() {
+                let path = records[start].file().map(|(p, _)| p.clone());
+                let end = start
+                    + records[start..]
+                        .iter()
+                        .take_while(|r| r.file().map(|(p, _)| p) == path.as_ref())
+                        .count();
+                let run = &records[start..end];
+                start = end;
+                let Some(path) = path else {
+                    parts.extend(self.decode_records(run, None, &mut origins, out));
+                    continue;
+                };
+                let header = run.iter().find(|r| r.file().is_some_and(|(_, first)| first)).map(|r| r.raw());
+                let layout = self.layout_of(&path, header);
+                let lines: Vec<&T> =
+                    run.iter().filter(|r| !r.file().is_some_and(|(_, first)| first)).copied().collect();
+                match layout.as_ref() {
+                    Ok(l) => parts.extend(self.decode_records(&lines, Some(l), &mut origins, out)),
+                    Err(e) => {
+                        for r in lines {
+                            self.dead_letter(r, e.clone(), out);
+                        }
+                    }
+                }
+            }
+            concat(&self.raw, parts, "decode", &origin(&self.source, None), out)
         };
         if let Some(b) = decoded.and_then(|b| self.computed_or_dead_letters(&b, Some(&origins), out)) {
             out.batch(batch.derive(vec![b], Vec::new()));

@@ -12,6 +12,8 @@
 //! row in more than [`MAX_WINDOWS_PER_ROW`] windows is refused at planning, naming the call (a
 //! fan-out of millions per row is never what was meant, and would run for ever).
 
+use weir_runtime::WindowSpec;
+
 use crate::ddl::{parse_interval_ms, split_top_level};
 use crate::error::{Result, SqlError};
 
@@ -55,34 +57,24 @@ pub struct WindowCall {
     pub time_column: String,
 }
 
+impl WindowKind {
+    /// The runtime's window of this kind (epoch-aligned, as SQL windows are).
+    pub fn spec(self) -> WindowSpec {
+        match self {
+            WindowKind::Tumble { size } => WindowSpec::Tumbling { size, offset: 0 },
+            WindowKind::Hop { slide, size } => WindowSpec::Sliding { size, slide, offset: 0 },
+            WindowKind::Session { gap } => WindowSpec::Session { gap },
+        }
+    }
+}
+
 impl WindowCall {
     /// The windows `[start, end)` a row at `ts` belongs to (tumble, hop), or its initial
-    /// session. A window that would start before `i64::MIN` or end after `i64::MAX` ms does not
+    /// session: the runtime's [`WindowSpec::for_each_window`], so SQL and typed windows are one
+    /// rule. A window that would start before `i64::MIN` or end after `i64::MAX` ms does not
     /// exist: a row only in such windows gets none.
     pub fn assign(&self, ts: i64, out: &mut Vec<(i64, i64)>) {
-        match self.kind {
-            WindowKind::Tumble { size } => {
-                let start = ts - ts.rem_euclid(size);
-                if let Some(end) = start.checked_add(size) {
-                    out.push((start, end));
-                }
-            }
-            WindowKind::Hop { slide, size } => {
-                let mut start = ts - ts.rem_euclid(slide);
-                while start > ts.saturating_sub(size) {
-                    if let Some(end) = start.checked_add(size) {
-                        out.push((start, end));
-                    }
-                    let Some(next) = start.checked_sub(slide) else { break };
-                    start = next;
-                }
-            }
-            WindowKind::Session { gap } => {
-                if let Some(end) = ts.checked_add(gap) {
-                    out.push((ts, end));
-                }
-            }
-        }
+        self.kind.spec().for_each_window(ts, |start, end| out.push((start, end)));
     }
 }
 
@@ -148,8 +140,12 @@ pub fn rewrite(query: &str) -> Result<(String, Option<WindowCall>)> {
         };
         return Err(SqlError::Parse(format!("{usage} takes {expected} arguments, got {}", args.len())));
     }
-    let time_column = args[0].trim().trim_matches('"').to_ascii_lowercase();
-    if time_column.is_empty() || !time_column.chars().all(|c| c.is_alphanumeric() || c == '_') {
+    // `ts`, `"ts"`, or qualified by its table: `r.ts`, `"r"."ts"`.
+    let parts: Vec<String> =
+        args[0].split('.').map(|p| p.trim().trim_matches('"').to_ascii_lowercase()).collect();
+    let time_column = parts.last().cloned().unwrap_or_default();
+    let identifier = |p: &String| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if parts.len() > 2 || !parts.iter().all(identifier) {
         return Err(SqlError::Unsupported(format!(
             "the first argument of {} must be a column of the source, not {:?}",
             kind.to_ascii_lowercase(),
@@ -288,6 +284,13 @@ mod tests {
             rewrite("select 1 from t group by status, HOP(ts, interval '1' minute, interval '5' minute)")
                 .unwrap();
         assert_eq!(w.unwrap().kind, WindowKind::Hop { slide: 60_000, size: 300_000 });
+        let (_, w) = rewrite("SELECT 1 FROM t r GROUP BY tumble(r.ts, INTERVAL 1 MINUTE)").unwrap();
+        assert_eq!(
+            w,
+            Some(WindowCall { kind: WindowKind::Tumble { size: 60_000 }, time_column: "ts".into() })
+        );
+        let (_, w) = rewrite("SELECT 1 FROM t GROUP BY tumble(\"t\".\"ts\", '1 minute')").unwrap();
+        assert_eq!(w.unwrap().time_column, "ts");
         let (_, w) = rewrite("SELECT 1 FROM t GROUP BY session(ts, INTERVAL '30' MINUTE), ip").unwrap();
         assert_eq!(w.unwrap().kind, WindowKind::Session { gap: 1_800_000 });
         assert_eq!(
@@ -312,6 +315,35 @@ mod tests {
     }
 
     #[test]
+    fn windows_at_the_ends_of_time_do_not_overflow() {
+        let assign = |kind: WindowKind, ts: i64| {
+            let mut w = Vec::new();
+            WindowCall { kind, time_column: "t".into() }.assign(ts, &mut w);
+            w
+        };
+        let size = 60_000;
+        // i64::MIN is not a multiple of a minute: its window would start before the start of
+        // time, so it has none; the first window that exists starts at the next multiple.
+        assert_eq!(assign(WindowKind::Tumble { size }, i64::MIN), []);
+        let first = i64::MIN + (size - i64::MIN.rem_euclid(size));
+        assert_eq!(assign(WindowKind::Tumble { size }, first), [(first, first + size)]);
+        // The window of i64::MAX would end after the end of time: none.
+        assert_eq!(assign(WindowKind::Tumble { size }, i64::MAX), []);
+        let last = i64::MAX - i64::MAX.rem_euclid(size) - 1;
+        assert_eq!(assign(WindowKind::Tumble { size }, last).len(), 1);
+        let hop = WindowKind::Hop { slide: 10, size: 30 };
+        assert_eq!(assign(hop, i64::MIN), []);
+        let first = i64::MIN + (10 - i64::MIN.rem_euclid(10));
+        assert_eq!(
+            assign(hop, first + 25),
+            [(first + 20, first + 50), (first + 10, first + 40), (first, first + 30)]
+        );
+        assert!(assign(hop, i64::MAX).is_empty());
+        assert_eq!(assign(WindowKind::Session { gap: 5 }, i64::MAX), []);
+        assert_eq!(assign(WindowKind::Session { gap: 5 }, i64::MIN), [(i64::MIN, i64::MIN + 5)]);
+    }
+
+    #[test]
     fn misuse_is_explained() {
         let err = |q: &str| rewrite(q).unwrap_err().to_string();
         assert!(
@@ -325,6 +357,10 @@ mod tests {
         );
         assert!(
             err("SELECT 1 FROM t GROUP BY tumble(ts + 1, INTERVAL '1' SECOND)").contains("must be a column")
+        );
+        assert!(
+            err("SELECT 1 FROM t GROUP BY tumble(t.ts + 1.5, INTERVAL '1' SECOND)")
+                .contains("must be a column")
         );
         let hop = "hop(ts, INTERVAL '1' MILLISECOND, INTERVAL '1' HOUR)";
         assert!(

@@ -7,7 +7,8 @@
 //! `query.sql`, and then either
 //! - runs it at each parallelism of `case.json` (default 1 and 2), collects the result batches,
 //!   and compares them, as rows in any order, with `expected.csv` (same column names; `NULL` for
-//!   nulls; timestamps as epoch ms; numbers equal within 1e-9 relative), and the number of dead
+//!   nulls; timestamps as epoch ms; numbers equal within 1e-9 relative; in order if `case.json`
+//!   says `"ordered": true`), and the number of dead
 //!   letters with `expected_dead_letters.txt` (no file: none), or
 //! - checks that planning fails with an error containing every line of `error.txt` (and none
 //!   of its lines that start with `!`).
@@ -46,6 +47,8 @@ struct Case {
     parallelism: Vec<usize>,
     /// `Some((column, bound ms))`: register the input as in-memory batches of one row.
     memory: Option<(String, u64)>,
+    /// The rows must come in expected.csv's order (a query with ORDER BY).
+    ordered: bool,
     expected: Expected,
 }
 
@@ -102,7 +105,9 @@ fn load_case(dir: &Path) -> Case {
         };
         Expected::Rows { header, rows, dead_letters }
     };
+    let ordered = config.get("ordered").and_then(serde_json::Value::as_bool).unwrap_or(false);
     Case {
+        ordered,
         source_sql: read(&dir.join("source.sql")).replace("{dir}", &dir.display().to_string()),
         query: read(&dir.join("query.sql")),
         name,
@@ -244,10 +249,10 @@ fn sorted(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
     rows
 }
 
-/// `None` if equal as multisets of rows (numbers within tolerance), else a description.
-fn compare(header: &[String], got: Vec<Vec<String>>, want: &[Vec<String>]) -> Option<String> {
-    let got = sorted(got);
-    let want = sorted(want.to_vec());
+/// `None` if equal as multisets of rows (numbers within tolerance), or as sequences if
+/// `ordered`, else a description.
+fn compare(header: &[String], got: Vec<Vec<String>>, want: &[Vec<String>], ordered: bool) -> Option<String> {
+    let (got, want) = if ordered { (got, want.to_vec()) } else { (sorted(got), sorted(want.to_vec())) };
     let same = got.len() == want.len()
         && got
             .iter()
@@ -340,7 +345,7 @@ async fn run_case(case: &Case) -> Result<(), String> {
                         report.dead_letters
                     ));
                 }
-                if let Some(diff) = compare(header, batch_rows(&batches), rows) {
+                if let Some(diff) = compare(header, batch_rows(&batches), rows, case.ordered) {
                     problems.push(format!("parallelism {p}: {diff}"));
                 }
             }
@@ -452,7 +457,7 @@ async fn sql_and_typed_api_agree() {
         let header: Vec<String> = ["window_start", "window_end", "host", "n", "total_bytes", "avg_latency"]
             .map(String::from)
             .into();
-        if let Some(diff) = compare(&header, sql_rows, &typed_rows) {
+        if let Some(diff) = compare(&header, sql_rows, &typed_rows, false) {
             panic!("parallelism {parallelism}: SQL (produced) vs typed (expected): {diff}");
         }
     }

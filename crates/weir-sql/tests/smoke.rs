@@ -117,14 +117,55 @@ async fn stateless_queries_stream_and_errors_say_what_to_write() {
         run(&ctx, "SELECT status, upper(method) AS m FROM access WHERE latency_ms > 15", 2).await;
     let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
     assert_eq!(n, rows(1_000).iter().filter(|r| r.2 > 15.0).count());
+    let err = ctx.sql("SELECT nope FROM access").await.unwrap_err().to_string();
+    assert!(err.contains("nope"), "{err}");
+}
+
+/// Over a bounded source, queries a stream cannot answer run as a batch engine would: one
+/// result, in order; over an unbounded one they are refused, saying what to write instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_a_bounded_source_run_as_batch_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = rows(1_000);
+    let ctx = context(dir.path(), &data).await;
+    for p in [1, 2] {
+        let (batches, report) = run(&ctx, "SELECT status FROM access LIMIT 3", p).await;
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3, "p{p}");
+        assert_eq!(report.dead_letters, 1, "the malformed line, once");
+
+        let (batches, _) =
+            run(&ctx, "SELECT status, count(*) AS n FROM access GROUP BY status ORDER BY status", p).await;
+        assert_eq!(batches.len(), 1, "one result batch: {batches:?}");
+        let (status, n) = (
+            batches[0].column(0).as_primitive::<Int32Type>(),
+            batches[0].column(1).as_primitive::<Int64Type>(),
+        );
+        let got: Vec<(i32, i64)> =
+            (0..batches[0].num_rows()).map(|i| (status.value(i), n.value(i))).collect();
+        let mut want: BTreeMap<i32, i64> = BTreeMap::new();
+        for r in &data {
+            *want.entry(r.1).or_default() += 1;
+        }
+        assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "p{p}");
+    }
+    // The same queries over a followed file: refused, with what to do instead.
+    let path = dir.path().join("access.jsonl");
+    let mut follow = StreamContext::new();
+    let Statement::Source(def) = parse_statement(&format!(
+        "CREATE SOURCE access (status INT) WITH (connector = 'file', path = '{}', format = 'json', follow = 'true')",
+        path.display()
+    ))
+    .unwrap() else {
+        panic!()
+    };
+    follow.register_source(&def).await.unwrap();
     for (q, want) in [
         ("SELECT status, count(*) FROM access GROUP BY status", "needs a window"),
         ("SELECT status FROM access ORDER BY status", "ORDER BY"),
-        ("SELECT nope FROM access", "nope"),
         ("SELECT status FROM access LIMIT 3", "LIMIT"),
     ] {
-        let err = ctx.sql(q).await.unwrap_err().to_string();
-        assert!(err.contains(want), "{q}: {err}");
+        let err = follow.sql(q).await.unwrap_err().to_string();
+        assert!(err.contains(want) && err.contains("bounded source"), "{q}: {err}");
     }
 }
 

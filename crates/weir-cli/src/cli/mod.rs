@@ -1,8 +1,9 @@
 //! Command-line parsing and dispatch for the `weir` binary.
 //!
 //! Every command opens the log in `--dir` (default `./weir-data`, or `$WEIR_DIR`), does its work
-//! and closes the log. Commands that only read (`topic list`/`describe`, `group list`/`describe`,
-//! `group reset-offsets` without `--execute`, `consume` without `--group` or with `--no-commit`,
+//! and closes the log (`weir sql` opens it only for a script that reads or writes a log topic:
+//! SQL over files needs no log directory and creates none). Commands that only read (`topic
+//! list`/`describe`, `group list`/`describe`, `group reset-offsets` without `--execute`, `consume` without `--group` or with `--no-commit`,
 //! also with `--follow`) open it read-only: they work while another process (a running
 //! pipeline, a `weir produce`) owns the directory, and see what it has published so far.
 //! Commands that change the log take the directory's lock: one such process at a time; another
@@ -15,7 +16,7 @@
 //! - `--json`: [JSON Lines](https://jsonlines.org) on stdout, one JSON object per line: one per
 //!   item for `topic list` and `group list`, one per record for `consume`, one per partition for
 //!   `group reset-offsets`, one object for `describe`, `create`, `alter`, `delete` and `produce`
-//!   (its summary).
+//!   (its summary), one per result row for `sql`.
 //!
 //! # Exit codes
 //!
@@ -112,12 +113,13 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`). A failed write
-/// loses the message and nothing else (tracing-subscriber's own report of it, which would go to
-/// the same stderr with a panicking `eprintln!`, is off).
+/// Sets up `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`, without the
+/// pipeline's own events: `weir sql` prints its job's error and its report of dead letters
+/// once, itself). A failed write loses the message and nothing else (tracing-subscriber's own
+/// report of it, which would go to the same stderr with a panicking `eprintln!`, is off).
 pub(crate) fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir_runtime::pipeline::job=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -146,7 +148,7 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> ExitCode {
 pub(crate) fn run(cli: Cli) -> Result<()> {
     // `sql` writes from its pipeline's tasks; the others through one locked, buffered stdout.
     if let Command::Sql(args) = &cli.command {
-        return sql::run(&cli.dir, args);
+        return sql::run(&cli.dir, cli.json, args);
     }
     let mut out = Output::new(cli.json);
     // Whether the command changes the log: then a failure to report is `Unreported`.

@@ -16,10 +16,13 @@ use super::output::{ReportError, Unreported};
 #[derive(Debug, Args)]
 pub(crate) struct SqlArgs {
     /// A file of statements: CREATE SOURCE, CREATE SINK ... AS SELECT, EXPLAIN, queries.
+    /// Relative paths in it are relative to the current directory, not to the file.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
-    /// A query (or EXPLAIN) to run after the file's statements; its rows print as tables. A
-    /// one-off query: never checkpointed (see --checkpoint-interval).
+    /// A query (or EXPLAIN) over the sources of the file: only the query runs, not the file's
+    /// sinks or queries. Its rows print as one table per batch (with --json: JSON lines); over
+    /// bounded sources ORDER BY, LIMIT and GROUP BY without a window work as in a batch engine.
+    /// A one-off query: never checkpointed (see --checkpoint-interval).
     #[arg(short = 'e', long = "execute", value_name = "SQL")]
     execute: Option<String>,
     /// Subtasks per operator.
@@ -66,27 +69,45 @@ fn parse_dir(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(s))
 }
 
-/// Runs `weir sql`.
-pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
-    let mut text = match &args.file {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
-        None => String::new(),
+/// The statements `weir sql` runs: the file's, or with `-e` the file's sources and the query
+/// (a pipeline file's sinks do not run when it only provides the sources of a query).
+fn script(args: &SqlArgs) -> Result<Script> {
+    let file = match &args.file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            Some(Script::parse(&text).with_context(|| format!("{}", f.display()))?)
+        }
+        None => None,
     };
-    if let Some(q) = &args.execute {
-        text.push_str(";\n");
-        text.push_str(q);
-    }
-    if text.trim().is_empty() {
-        bail!("nothing to run: give -f FILE and/or -e SQL");
-    }
-    let script = Script::parse(&text)?;
+    let script = match (file, &args.execute) {
+        (None, None) => bail!("nothing to run: give -f FILE and/or -e SQL"),
+        (Some(file), None) => file,
+        (file, Some(query)) => {
+            let query = Script::parse(query)?;
+            match file {
+                Some(file) => file.sources_only().then(query),
+                None => query,
+            }
+        }
+    };
+    Ok(script)
+}
+
+/// Runs `weir sql`; with `json`, rows print as JSON lines instead of tables.
+pub(crate) fn run(dir: &std::path::Path, json: bool, args: &SqlArgs) -> Result<()> {
+    let script = script(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let log = Log::open(dir, LogOptions::default())?;
-        let mut ctx = StreamContext::with_log(log);
+        // The log directory is opened (and created) only for a script that reads or writes a
+        // log topic: SQL over files leaves no directory behind.
+        let mut ctx = if script.uses_log() {
+            StreamContext::with_log(Log::open(dir, LogOptions::default())?)
+        } else {
+            StreamContext::new()
+        };
         let name = "sql";
         let checkpointing = args.checkpoint_interval.map(|interval| {
             let location = args.checkpoint_dir.clone().unwrap_or_else(|| dir.join("checkpoints").join(name));
@@ -100,6 +121,7 @@ pub(crate) fn run(dir: &std::path::Path, args: &SqlArgs) -> Result<()> {
             checkpointing,
             // Printed once, below, with where the dead letters are.
             report_on_stderr: false,
+            stdout_json: json,
         };
         let (explained, report) = match script.run(&mut ctx, &options).await {
             Ok(done) => done,

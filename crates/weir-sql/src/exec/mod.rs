@@ -5,6 +5,8 @@
 //! - [`Filter`], [`Project`]: DataFusion physical expressions, batch by batch.
 //! - [`KeyHash`]: the exchange: rows go to the subtask that owns the key group of
 //!   `hash(group keys)` (see the runtime's `subtask_for_hash`).
+//! - [`BatchQuery`]: on a bounded source, a query a stream cannot answer (`ORDER BY`, `LIMIT`,
+//!   `GROUP BY` without a window), run by DataFusion over all the rows at the end of the input.
 //! - [`WindowAggregate`]: per window and group, DataFusion groups accumulators updated as rows
 //!   arrive (state is the accumulators', never the rows); a window is emitted and dropped when
 //!   the watermark passes its end − 1. Session windows keep per-group sessions with row
@@ -52,11 +54,13 @@
 //! key group, and a restore checks that the keys still hash to it (a DataFusion upgrade that
 //! changed the hash would otherwise send a key's rows to another subtask than its state).
 
+mod batch;
 mod exchange;
 mod state;
 mod stateless;
 mod window_aggregate;
 
+pub(crate) use batch::{BatchQuery, ToFirst};
 pub(crate) use exchange::{KeyHash, key_hashes};
 pub(crate) use stateless::{Filter, Project, Scan};
 pub(crate) use window_aggregate::{AggregateSpec, WindowAggregate};

@@ -88,7 +88,9 @@ impl Operator<RecordBatch, RecordBatch> for Scan {
                                      not a timestamp), so the row is in no window"
                                 )
                             } else {
-                                format!("{column} is so near the end of time that no window of the row ends")
+                                format!(
+                                    "{column} is so near the start or end of time that no window of the row exists"
+                                )
                             };
                             out.dead_letter(DeadLetter {
                                 operator: "scan".into(),
