@@ -143,7 +143,7 @@ impl SourceConfig {
         Ok(match &self.connector {
             Connector::File { path, format: Format::Parquet, .. } => {
                 let compute = decoder(Format::Parquet, false);
-                p.source(crate::parquet_io::ParquetSource::new(path.clone(), self.raw_schema.clone()))
+                p.source(crate::ParquetSource::new(path.clone(), self.raw_schema.clone()))
                     .operator("computed", move || compute.clone())
             }
             Connector::File { path, format, follow, header } => {
