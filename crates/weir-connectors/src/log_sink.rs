@@ -70,7 +70,7 @@ use crate::connector_error;
 
 type KeyFn<T> = Arc<dyn Fn(&T) -> Bytes + Send + Sync>;
 
-/// Appends records of any `T: Serialize` to a log topic as JSON; see the module docs.
+/// Appends records of any `T: Serialize` to a log topic as JSON; see the [module docs](crate::log_sink).
 ///
 /// # Examples
 ///
@@ -236,7 +236,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for LogSink<T> {
     }
 
     /// Refuses a restore of checkpoint `r` when a partition's last record was committed by a
-    /// newer checkpoint (see the module docs).
+    /// newer checkpoint (see the [module docs](crate::log_sink)).
     fn check_restore(&self, restored: Option<u64>) -> Result<()> {
         let Some(r) = restored else { return Ok(()) };
         let Some(Mark { partition, checkpoint: id, offset, .. }) = self.newest_mark()? else { return Ok(()) };
