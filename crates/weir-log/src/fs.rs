@@ -32,7 +32,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// Makes directory entries (files created, renamed or removed) in `dir` durable. Does nothing,
-/// successfully, off Unix (see the module docs).
+/// successfully, off Unix (see the [module docs](crate::fs)).
 ///
 /// # Errors
 ///
