@@ -92,10 +92,11 @@ build_demo() {
         log "using $DEMO instead of the monitoring example"
         return
     fi
-    log "cargo build --example monitoring"
-    cargo build --example monitoring
+    # `--workspace`: the features of `cargo test --workspace`, so CI reuses its build.
+    log "cargo build --workspace --example monitoring"
+    cargo build --locked --workspace --example monitoring
     local target_dir
-    target_dir=$(cargo metadata --format-version 1 --no-deps |
+    target_dir=$(cargo metadata --locked --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
     DEMO=$target_dir/debug/examples/monitoring
 }

@@ -578,17 +578,7 @@ pub mod access_events {
     }
 
     /// splitmix64: deterministic, and good enough to spread the fields.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
+    use weir_testkit::Rng;
 
     /// The lines, one after the other, always from the same seed.
     pub struct Generator {
@@ -618,8 +608,8 @@ pub mod access_events {
             let rng = &mut self.rng;
             let place = START_MS + self.next as i64 / EVENTS_PER_MS;
             self.next += 1;
-            let ts = place - (rng.next() % (DISORDER_MS + 1)) as i64;
-            let r = rng.next();
+            let ts = place - (rng.next_u64() % (DISORDER_MS + 1)) as i64;
+            let r = rng.next_u64();
             let ip = Ipv4Addr::new(10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8);
             let method = match (r >> 32) % 100 {
                 0..70 => "GET",
@@ -629,7 +619,7 @@ pub mod access_events {
                 _ => "HEAD",
             };
             let (path, with_id) = PATHS[((r >> 40) % PATHS.len() as u64) as usize];
-            let r = rng.next();
+            let r = rng.next_u64();
             let mut pick = r % 1000;
             let mut status = STATUSES[0].0;
             for (code, weight) in STATUSES {

@@ -15,7 +15,8 @@ set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-DUCKDB_VERSION=1.5.6
+# The one DuckDB version of every oracle in the repository (the SQL expectations too).
+DUCKDB_VERSION="$(tr -d '[:space:]' <"$root/.ci/duckdb-version")"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/weir-oracle.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
@@ -29,9 +30,10 @@ die() {
 
 started=$SECONDS
 cd "$root" || die "cd $root"
-cargo build --quiet --example log_analytics >"$tmp/build.log" 2>&1 ||
+# `--workspace`: the features of `cargo test --workspace`, so CI reuses its build.
+cargo build --locked --quiet --workspace --example log_analytics >"$tmp/build.log" 2>&1 ||
     die "cargo build --example log_analytics" "$tmp/build.log"
-target="$(cargo metadata --format-version 1 --no-deps 2>"$tmp/metadata.log" |
+target="$(cargo metadata --locked --format-version 1 --no-deps 2>"$tmp/metadata.log" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" ||
     die "cargo metadata (the target directory)" "$tmp/metadata.log"
 bin="$target/debug/examples/log_analytics"

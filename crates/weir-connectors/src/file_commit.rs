@@ -54,6 +54,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use weir_log::fs::{sync_dir, write_atomic};
 use weir_runtime::CommittedOutput;
 
 /// What a writer pre-committed: a pending file and the final file it goes to.
@@ -121,28 +122,13 @@ fn read_marker(target: &Path) -> std::io::Result<(u64, u64)> {
     Ok(read_history(target)?.last().copied().unwrap_or((0, 0)))
 }
 
-/// Syncs the directory that holds `path` (the current directory for a bare name), so renames
-/// and creations in it survive a crash.
-///
-/// # Errors
-///
-/// The directory cannot be opened or synced.
-pub fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
-}
-
+/// Replaces `target`'s marker atomically (through `.name.committed.tmp`).
 fn write_marker(target: &Path, history: &[(u64, u64)]) -> std::io::Result<()> {
-    let tmp = hidden(target, "committed.tmp");
-    let mut f = File::create(&tmp)?;
     let text: String = history.iter().map(|(id, len)| format!("{id} {len}\n")).collect();
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, marker(target))?;
-    sync_dir(target)
+    write_atomic(&marker(target), text.as_bytes())
 }
 
-/// Commits checkpoint `id`'s parts (see the module docs): each target gets its parts appended
+/// Commits checkpoint `id`'s parts (see the [module docs](crate::file_commit)): each target gets its parts appended
 /// in the order given, once; `csv` drops the first line (the header) of a part appended to a
 /// file that already has content.
 ///
@@ -281,7 +267,7 @@ fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
 }
 
 /// Checks, changing nothing, that [`discard`] can restore checkpoint `restored` (see the
-/// module docs): every marker is readable, reaches back to `restored`, and every final file
+/// [module docs](crate::file_commit)): every marker is readable, reaches back to `restored`, and every final file
 /// holds at least the bytes `restored` left in it. A sink calls it from
 /// [`Sink::check_restore`](weir_runtime::Sink::check_restore), so that a refusal by any sink of
 /// the pipeline leaves these files as they were.
@@ -307,7 +293,7 @@ pub fn check_discard(
     Ok(())
 }
 
-/// Cleans up on start (see the module docs). `is_target` tells the sink's final file names
+/// Cleans up on start (see the [module docs](crate::file_commit)). `is_target` tells the sink's final file names
 /// (the name of a file in `dir`); `restored` is the checkpoint the pipeline restored (final
 /// files are cut back to their markers), `None` on a fresh start (final files and markers are
 /// deleted).
@@ -362,7 +348,7 @@ pub fn discard(dir: &Path, is_target: &dyn Fn(&str) -> bool, restored: Option<u6
             }
         }
     }
-    sync_dir(&dir.join("x"))
+    sync_dir(dir)
 }
 
 /// Cuts `target` back to `len` bytes if it is longer (the caller checked it is not shorter);

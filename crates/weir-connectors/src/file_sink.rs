@@ -55,7 +55,7 @@ enum Format {
     Csv,
 }
 
-/// Writes records of any `T: Serialize` to files, as JSON lines or CSV (see the module docs).
+/// Writes records of any `T: Serialize` to files, as JSON lines or CSV (see the [module docs](crate::file_sink)).
 ///
 /// # Examples
 ///
@@ -101,14 +101,14 @@ impl FileSink {
         FileSink { path: crate::file_commit::absolute(path.into()), format: Format::Csv, shared: None }
     }
 
-    /// Every subtask writes to `path` itself, one batch at a time (see the module docs).
+    /// Every subtask writes to `path` itself, one batch at a time (see the [module docs](crate::file_sink)).
     pub fn single_file(mut self) -> FileSink {
         self.shared = Some(Arc::default());
         self
     }
 
     /// The file subtask `subtask` of `parallelism` writes: the path itself with one subtask,
-    /// else the path with `-{subtask}` before its extension (absolute, see the module docs).
+    /// else the path with `-{subtask}` before its extension (absolute, see the [module docs](crate::file_sink)).
     pub fn output_path(&self, subtask: usize, parallelism: usize) -> PathBuf {
         if parallelism <= 1 || self.shared.is_some() {
             return self.path.clone();
@@ -356,7 +356,7 @@ impl<T: Serialize + Send + 'static> SinkWriter<T> for FileWriter {
         drop(file);
         let pending = crate::file_commit::pending(&tx.target, tx.subtask, checkpoint);
         std::fs::rename(&self.path, &pending).map_err(|e| self.error("rename to pending", e))?;
-        crate::file_commit::sync_dir(&pending).map_err(|e| self.error("fsync directory", e))?;
+        weir_log::fs::sync_parent(&pending).map_err(|e| self.error("fsync directory", e))?;
         weir_runtime::encode(&crate::file_commit::Committable { pending, target: tx.target.clone() })
             .map(Some)
     }

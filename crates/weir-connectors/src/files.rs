@@ -13,8 +13,13 @@ pub(crate) fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
 
-/// The files `pattern` names, oldest first; an error message if none.
-pub(crate) fn resolve(pattern: &str) -> std::result::Result<Vec<PathBuf>, String> {
+/// The files `pattern` names, oldest first (see the module docs).
+///
+/// # Errors
+///
+/// A message saying why `pattern` names no file: missing, a directory, not valid glob syntax,
+/// an entry that cannot be listed, or no match.
+pub fn resolve(pattern: &str) -> std::result::Result<Vec<PathBuf>, String> {
     if !is_glob(pattern) {
         let path = PathBuf::from(pattern);
         return match std::fs::metadata(&path) {

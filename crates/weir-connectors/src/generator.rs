@@ -26,7 +26,7 @@ use weir_runtime::{Batch, Result, Source, SourceReader, SplitPositions};
 
 use crate::{DEFAULT_BATCH_SIZE, check_batch_size};
 
-/// Makes `n` records with a function of their index; see the module docs.
+/// Makes `n` records with a function of their index; see the [module docs](crate::generator).
 ///
 /// # Examples
 ///

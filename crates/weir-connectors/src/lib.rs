@@ -17,17 +17,25 @@
 //!                                                               → topic `<pipeline>.dlq`
 //! ```
 //!
-//! | connector | kind | splits | module |
+//! | connector | kind | splits | rules |
 //! |---|---|---|---|
-//! | [`FileSource`] | bounded, or unbounded with [`FileSource::follow`] | one per file | `file_source` |
-//! | [`LogSource`] | unbounded, or bounded with [`LogSource::bounded`] | one per partition | `log_source` |
-//! | [`GeneratorSource`] | bounded (`n` records), optionally rate-limited | one per subtask | `generator` |
-//! | [`FileSink`] | JSON lines or CSV, one file per subtask | — | `file_sink` |
-//! | [`StdoutSink`] | JSON lines or an aligned table per batch | — | `stdout` |
-//! | [`LogSink`] | JSON (or raw) values into a log topic; dead-letter topics (the payload as the value, the reason in headers) | — | `log_sink` |
+//! | [`FileSource`] | bounded, or unbounded with [`FileSource::follow`] | one per file | [`file_source`] (paths and globs: [`files`]) |
+//! | [`LogSource`] | unbounded, or bounded with [`LogSource::bounded`] | one per partition | [`log_source`] |
+//! | [`GeneratorSource`] | bounded (`n` records), optionally rate-limited | one per subtask | [`generator`] |
+//! | `ParquetSource` (feature `parquet`) | bounded, Arrow record batches | one per file | `parquet_io` |
+//! | [`FileSink`] | JSON lines or CSV, one file per subtask | — | [`file_sink`] |
+//! | [`StdoutSink`] | JSON lines or an aligned table per batch | — | [`stdout`] |
+//! | [`LogSink`] | JSON (or raw) values into a log topic; dead-letter topics (the payload as the value, the reason in headers) | — | [`log_sink`] |
+//! | `ParquetSink` (feature `parquet`) | rolling Parquet files | — | `parquet_io` |
 //!
-//! In a checkpointed pipeline the file and log sinks are exactly once (two-phase commit, see
-//! their modules); [`file_commit`] holds the file protocol, for other sinks that write files.
+//! In a checkpointed pipeline the file, Parquet and log sinks are exactly once (two-phase
+//! commit, see their modules); [`file_commit`] holds the file protocol, for other sinks that
+//! write files.
+//!
+//! # Features
+//!
+//! - `parquet` (off by default): `ParquetSource` and `ParquetSink`, Parquet files as Arrow
+//!   record batches in typed pipelines, with the arrow and parquet crates and no SQL engine.
 //!
 //! # Bad records
 //!
@@ -71,15 +79,19 @@
 //! tokio's blocking pool (`spawn_blocking`) in the log sink; the log source's commit is a
 //! blocking call on the task (one per poll, not per record).
 
+// Each connector's module documents its rules (splits, rotation, commits, the single-writer
+// rule); the modules are public so that rustdoc shows them, and their types are re-exported here.
 pub mod file_commit;
-mod file_sink;
-mod file_source;
-mod files;
-mod generator;
-mod log_sink;
-mod log_source;
+pub mod file_sink;
+pub mod file_source;
+pub mod files;
+pub mod generator;
+pub mod log_sink;
+pub mod log_source;
+#[cfg(feature = "parquet")]
+pub mod parquet_io;
 mod parse;
-mod stdout;
+pub mod stdout;
 
 pub use file_sink::{FileSink, FileWriter};
 pub use file_source::{Csv, FileReader, FileSource, JsonLines, Line, LineFormat, Lines};
@@ -89,6 +101,8 @@ pub use log_sink::{
     LogSink, LogWriter,
 };
 pub use log_source::{LogReader, LogRecord, LogSource};
+#[cfg(feature = "parquet")]
+pub use parquet_io::{ParquetReader, ParquetSink, ParquetSource, ParquetWriter};
 pub use parse::{CsvHeader, CsvLine, JsonLine, Parse, ParseError, ParseExt, parse_json};
 pub use stdout::{StdoutSink, StdoutWriter};
 

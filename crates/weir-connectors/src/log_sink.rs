@@ -122,7 +122,7 @@ fn encode_dead_letter(
 }
 
 /// Appends records of any `T: Serialize` to a log topic as JSON (or bytes as they are, with
-/// [`LogSink::raw`]); see the module docs.
+/// [`LogSink::raw`]); see the [module docs](crate::log_sink).
 ///
 /// # Examples
 ///
@@ -317,7 +317,7 @@ impl<T: Send + 'static> Sink<T> for LogSink<T> {
     }
 
     /// Refuses a restore of checkpoint `r` when a partition's last record was committed by a
-    /// newer checkpoint (see the module docs).
+    /// newer checkpoint (see the [module docs](crate::log_sink)).
     fn check_restore(&self, restored: Option<u64>) -> Result<()> {
         let Some(r) = restored else { return Ok(()) };
         let Some(Mark { partition, checkpoint: id, offset, .. }) = self.newest_mark()? else { return Ok(()) };

@@ -97,7 +97,7 @@ impl Traceable for LogRecord {
     }
 }
 
-/// Reads a topic of a [`Log`] as a consumer group; see the module docs.
+/// Reads a topic of a [`Log`] as a consumer group; see the [module docs](crate::log_source).
 ///
 /// # Examples
 ///

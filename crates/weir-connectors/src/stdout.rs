@@ -42,7 +42,7 @@ enum Mode {
     Table,
 }
 
-/// Prints records of any `T: Serialize` to standard output (see the module docs).
+/// Prints records of any `T: Serialize` to standard output (see the [module docs](crate::stdout)).
 #[derive(Debug, Clone, Copy)]
 pub struct StdoutSink {
     mode: Mode,
@@ -115,7 +115,7 @@ fn render_json_lines<T: Serialize>(records: &[T], out: &mut Vec<u8>) -> serde_js
     Ok(())
 }
 
-/// Renders records as an aligned table (see the module docs).
+/// Renders records as an aligned table (see the [module docs](crate::stdout)).
 pub(crate) fn render_table<T: Serialize>(records: &[T]) -> serde_json::Result<String> {
     let mut columns: Vec<String> = Vec::new();
     let mut values = Vec::with_capacity(records.len());

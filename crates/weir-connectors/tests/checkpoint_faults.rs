@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -22,8 +22,10 @@ use common::{Event, Rng, Row, file_rows, open_log, topic_records};
 use weir_connectors::{FileSink, LogRecord, LogSink, LogSource};
 use weir_log::TopicConfig;
 use weir_runtime::{Checkpointing, Count, Pipeline, Sum, TumblingWindows, Watermarks};
+use weir_testkit::ChildTest;
 
-const DIR_ENV: &str = "WEIR_FAULTS_DIR";
+/// The job's child process: `child_process`, given the job's directory.
+const CHILD: ChildTest = ChildTest::new("child_process", "WEIR_FAULTS_DIR");
 /// `file`: the file sink only; `both`: the file and the log sink.
 const SINKS_ENV: &str = "WEIR_FAULTS_SINKS";
 /// The file sink's path as the job is given it (relative paths resolve in the child's
@@ -90,7 +92,7 @@ async fn job(
 /// Runs the job when started as the child process; does nothing otherwise.
 #[test]
 fn child_process() {
-    let Ok(dir) = std::env::var(DIR_ENV) else { return };
+    let Some(dir) = CHILD.value() else { return };
     let both = std::env::var(SINKS_ENV).is_ok_and(|s| s == "both");
     let out = std::env::var(OUT_ENV).unwrap();
     let from_scratch = std::env::var(FROM_SCRATCH_ENV).is_ok();
@@ -122,12 +124,8 @@ impl<'a> Run<'a> {
 
     fn spawn(&self) -> Child {
         let out = self.out.map_or_else(|| self.dir.join("out/rows.jsonl"), PathBuf::from);
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", "child_process", "--nocapture", "--test-threads", "1"])
-            .env(DIR_ENV, self.dir)
-            .env(SINKS_ENV, if self.both { "both" } else { "file" })
-            .env(OUT_ENV, out)
-            .stderr(Stdio::piped());
+        let mut cmd = CHILD.command(self.dir);
+        cmd.env(SINKS_ENV, if self.both { "both" } else { "file" }).env(OUT_ENV, out).stderr(Stdio::piped());
         if self.from_scratch {
             cmd.env(FROM_SCRATCH_ENV, "1");
         }
@@ -185,7 +183,7 @@ fn reference() -> Output {
 /// A directory in which the job ran to its end (`both`: with the log sink too); `None` in the
 /// child process.
 fn ran_to_end(both: bool) -> Option<tempfile::TempDir> {
-    if std::env::var(DIR_ENV).is_ok() {
+    if CHILD.is_child() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -332,15 +330,11 @@ fn assert_same(got: &Output, want: &Output, both: bool, what: &str) {
 
 #[test]
 fn a_damaged_newest_checkpoint_never_duplicates_output() {
-    if std::env::var(DIR_ENV).is_ok() {
+    if CHILD.is_child() {
         return;
     }
     let want = reference();
-    let seed = std::env::var("WEIR_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("fault seed {seed} (WEIR_FAULT_SEED={seed} repeats the kill times and damages)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env_or_clock("WEIR_FAULT_SEED");
     // Each damage once with the file sink alone and once with both sinks in CI;
     // `WEIR_FAULTS=100 cargo test -p weir-connectors --release --test checkpoint_faults` for
     // a longer run.
@@ -428,7 +422,7 @@ fn a_job_without_checkpoints_refuses_to_start_while_its_output_or_group_shows_pr
 
 #[test]
 fn a_job_resumed_from_another_working_directory_writes_only_where_it_wrote_first() {
-    if std::env::var(DIR_ENV).is_ok() {
+    if CHILD.is_child() {
         return;
     }
     let want = {

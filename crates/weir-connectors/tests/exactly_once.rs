@@ -4,12 +4,12 @@
 //! same holds when a checkpoint taken at parallelism 2 is restored at 1 and at 4.
 //!
 //! The job runs in a child process: this test binary started again with `WEIR_EXACTLY_ONCE_DIR`
-//! set, which makes `child_process` run the job instead of returning.
+//! set, which makes `child_process` run the job instead of returning (`weir_testkit::ChildTest`).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -18,8 +18,10 @@ use common::{Event, Rng, Row, file_rows, open_log, topic_records};
 use weir_connectors::{FileSink, LogRecord, LogSink, LogSource};
 use weir_log::TopicConfig;
 use weir_runtime::{Checkpointing, Count, Pipeline, Sum, TumblingWindows, Watermarks};
+use weir_testkit::{ChildTest, missing, newest_checkpoint};
 
-const DIR_ENV: &str = "WEIR_EXACTLY_ONCE_DIR";
+/// The job's child process: `child_process`, given the job's directory.
+const CHILD: ChildTest = ChildTest::new("child_process", "WEIR_EXACTLY_ONCE_DIR");
 const PARALLELISM_ENV: &str = "WEIR_EXACTLY_ONCE_PARALLELISM";
 
 /// The job (in the child process).
@@ -51,24 +53,18 @@ async fn job(dir: &Path, parallelism: usize) -> weir_runtime::Result<()> {
 /// Runs the job when started as the child process; does nothing otherwise.
 #[test]
 fn child_process() {
-    let Ok(dir) = std::env::var(DIR_ENV) else { return };
+    let Some(dir) = CHILD.value() else { return };
     let parallelism = std::env::var(PARALLELISM_ENV).ok().and_then(|p| p.parse().ok()).unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(job(Path::new(&dir), parallelism)).unwrap();
 }
 
 fn spawn(dir: &Path, parallelism: usize) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process", "--nocapture", "--test-threads", "1"])
-        .env(DIR_ENV, dir)
-        .env(PARALLELISM_ENV, parallelism.to_string())
-        .spawn()
-        .unwrap()
+    CHILD.command(dir).env(PARALLELISM_ENV, parallelism.to_string()).spawn().unwrap()
 }
 
 fn run_to_end(dir: &Path, parallelism: usize) {
-    let status = spawn(dir, parallelism).wait().unwrap();
-    assert!(status.success(), "the job failed: {status}");
+    weir_testkit::run_to_end(spawn(dir, parallelism));
 }
 
 /// The input: 360 000 events over 30 minutes of event time.
@@ -95,23 +91,6 @@ fn reference() -> (Vec<String>, Vec<(u32, String, String)>) {
     out
 }
 
-/// The id of the newest complete checkpoint (one with a manifest) in the job's directory; 0 if
-/// none.
-fn newest_checkpoint(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir.join("checkpoints")) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("_manifest.json").exists())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-/// Up to 5 items of `a` not in `b` (both sorted).
-fn missing<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
-    a.iter().filter(|x| b.binary_search(x).is_err()).take(5).cloned().collect()
-}
-
 fn assert_same(
     got: &(Vec<String>, Vec<(u32, String, String)>),
     want: &(Vec<String>, Vec<(u32, String, String)>),
@@ -136,15 +115,11 @@ fn assert_same(
 
 #[test]
 fn a_job_killed_at_random_moments_commits_exactly_the_output_of_one_run() {
-    if std::env::var(DIR_ENV).is_ok() {
+    if CHILD.is_child() {
         return;
     }
     let want = reference();
-    let seed = std::env::var("WEIR_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("kill seed {seed} (WEIR_KILL_SEED={seed} repeats the kill times)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env_or_clock("WEIR_KILL_SEED");
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path());
     // 10 kills in CI; `WEIR_KILLS=200 cargo test -p weir-connectors --release --test
@@ -196,7 +171,7 @@ fn a_job_killed_at_random_moments_commits_exactly_the_output_of_one_run() {
 
 #[test]
 fn a_checkpoint_taken_at_parallelism_two_restores_at_one_and_at_four() {
-    if std::env::var(DIR_ENV).is_ok() {
+    if CHILD.is_child() {
         return;
     }
     let want = reference();

@@ -107,8 +107,8 @@ struct Assigned {
 
 /// Reads topics of a [`Log`] in batches. Created by [`Log::consumer`].
 ///
-/// A consumer in a group owns a share of the partitions (see the `group` module of the crate
-/// docs); positions advance as records are returned and are saved by [`Consumer::commit`].
+/// A consumer in a group owns a share of the partitions (see the [`group`](crate::group) module);
+/// positions advance as records are returned and are saved by [`Consumer::commit`].
 /// Dropping the consumer leaves the group, and the others take over its partitions from the
 /// committed offsets.
 pub struct Consumer {

@@ -13,7 +13,7 @@
 //!
 //! Reads never skip a damaged range silently. By default ([`DamagePolicy::Fail`]) a read that
 //! reaches one returns the intact records before it, and the next read, starting in the range,
-//! fails with [`Error::Corrupt`](crate::Error::Corrupt) naming it. With [`DamagePolicy::Skip`]
+//! fails with [`Error::Corrupt`] naming it. With [`DamagePolicy::Skip`]
 //! the read steps over the range, logs a warning and reports what it skipped.
 
 use std::ops::Range;
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use crate::error::Error;
 use crate::record::StoredRecord;
 
-/// A run of offsets of a partition lost to damage on disk; see the module docs.
+/// A run of offsets of a partition lost to damage on disk; see the [module docs](crate::damage).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct DamagedRange {
@@ -69,7 +69,7 @@ impl DamagedRange {
 #[non_exhaustive]
 pub enum DamagePolicy {
     /// Return the intact records before the range; a read starting in it fails with
-    /// [`Error::Corrupt`](crate::Error::Corrupt) naming it. The default: nothing is skipped
+    /// [`Error::Corrupt`] naming it. The default: nothing is skipped
     /// unless asked for.
     #[default]
     Fail,

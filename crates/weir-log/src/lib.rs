@@ -215,13 +215,14 @@
 
 mod batch;
 mod config;
-mod consumer;
-mod damage;
+pub mod consumer;
+pub mod damage;
 mod error;
 #[doc(hidden)]
 pub mod fault;
+pub mod fs;
 mod fsutil;
-mod group;
+pub mod group;
 mod handles;
 mod index;
 mod log;

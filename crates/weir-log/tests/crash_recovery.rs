@@ -16,14 +16,16 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Rng;
 use weir_log::{Durability, Log, LogOptions, Record, Topic, TopicConfig};
+use weir_testkit::ChildTest;
 
-const CHILD_DIR_ENV: &str = "WEIR_CRASH_CHILD_DIR";
+/// The child process: `crash_child`, given its directory.
+const CHILD: ChildTest = ChildTest::new("crash_child", "WEIR_CRASH_CHILD_DIR");
 const CHILD_SEED_ENV: &str = "WEIR_CRASH_CHILD_SEED";
 const TOPIC: &str = "crash";
 const PARTITIONS: u32 = 2;
@@ -59,7 +61,7 @@ fn record(partition: u32, offset: u64) -> Record {
 /// stdout, until it is killed. Does nothing unless run by [`acknowledged_records_survive_sigkill`].
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else { return };
+    let Some(dir) = CHILD.value() else { return };
     let seed: u64 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
     let log = Log::open(&dir, options()).unwrap();
     let topic = log.topic_or_create(TOPIC, config()).unwrap();
@@ -150,9 +152,8 @@ enum Kill {
 /// Runs the child on `dir`, kills it as `kill` says, and returns its acknowledgements.
 fn run_child(dir: &Path, seed: u64, round: usize, kill: Kill) -> Vec<Ack> {
     let stderr_path = dir.with_extension(format!("child-{round}.stderr"));
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR_ENV, dir)
+    let mut child = CHILD
+        .command(dir)
         .env(CHILD_SEED_ENV, seed.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -196,7 +197,7 @@ fn acknowledged_records_survive_sigkill() {
     for round in 0..ROUNDS {
         let delay = Duration::from_millis(rng.range(20, 300));
         let kill = if round % 2 == 0 { Kill::AfterStart(delay) } else { Kill::AfterFirstAck(delay / 2) };
-        let acks = run_child(&dir, rng.next(), round, kill);
+        let acks = run_child(&dir, rng.next_u64(), round, kill);
         let context = format!("round {round} (child killed {kill:?}), seed {seed}");
 
         let log = Log::open(&dir, options()).unwrap();

@@ -35,8 +35,10 @@
 //!
 //! # Event time and windows
 //!
-//! See the `time` module for watermark rules and the `window` module for window semantics
-//! (half-open, epoch-aligned windows; allowed lateness; late records to a side output, counted).
+//! See the [`time`] module for watermark rules and the [`window`] module for window semantics
+//! (half-open, epoch-aligned windows; allowed lateness; late records to a side output, counted),
+//! and the [`checkpoint`] module for the checkpoint protocol and what it guarantees. These
+//! modules are public for their documentation; their types are re-exported at the crate root.
 //!
 //! # Dead letters
 //!
@@ -46,19 +48,19 @@
 
 mod aggregate;
 mod batch;
-mod checkpoint;
+pub mod checkpoint;
 mod dead_letter;
 mod error;
 mod exchange;
-mod metrics;
+pub mod metrics;
 mod operator;
 mod ops;
 mod pipeline;
-mod process;
+pub mod process;
 mod sink;
 mod source;
-mod time;
-mod window;
+pub mod time;
+pub mod window;
 
 pub use aggregate::{
     Aggregator, Aggs, ApproxDistinctCount, Avg, Count, DistinctCount, First, Last, Max, Min, Quantile,

@@ -14,7 +14,7 @@ use crate::batch::{Batch, Timestamp};
 use crate::exchange::KeysFn;
 use crate::operator::{Collector, Operator};
 
-/// Per-key processing with timers; see the module docs.
+/// Per-key processing with timers; see the [module docs](crate::process).
 pub trait KeyedProcess<K, T>: Send + 'static {
     /// What it emits.
     type Out: Send + 'static;

@@ -79,7 +79,6 @@
 pub mod ddl;
 mod error;
 mod exec;
-mod parquet_io;
 mod plan;
 mod script;
 pub mod sink;
@@ -87,6 +86,6 @@ pub mod source;
 pub mod window;
 
 pub use error::{Result, SqlError};
-pub use parquet_io::{ParquetSink, ParquetSource};
 pub use plan::{MAX_EXPRESSION_DEPTH, SqlStream, StreamContext};
 pub use script::{Script, ScriptOptions};
+pub use weir_connectors::{ParquetSink, ParquetSource};

@@ -246,7 +246,7 @@ impl SinkWriter<RecordBatch> for TextFileWriter {
             let pending = file_commit::pending(&self.sink.path, tx.subtask, checkpoint);
             std::fs::rename(&tx.path, &pending)
                 .map_err(|e| error(tx.path.display(), format_args!("rename to pending: {e}")))?;
-            file_commit::sync_dir(&pending)
+            weir_log::fs::sync_parent(&pending)
                 .map_err(|e| error(pending.display(), format_args!("fsync directory: {e}")))?;
             tx.pending.push(Committable { pending, target: self.sink.path.clone() });
         }

@@ -227,11 +227,9 @@ fn first_line(path: &str) -> std::result::Result<String, String> {
 ///
 /// A header that lacks declared columns, naming the file and the columns.
 pub(crate) fn check_headers(source: &str, path: &str, raw: &SchemaRef) -> Result<()> {
-    let files: Vec<std::path::PathBuf> = match glob::glob(path) {
-        Ok(paths) => paths.filter_map(std::result::Result::ok).collect(),
-        Err(_) => vec![path.into()],
-    };
-    for file in files.iter().filter(|f| f.is_file()) {
+    // A pattern that names no file yet is the source's to report when it runs.
+    let files = weir_connectors::files::resolve(path).unwrap_or_default();
+    for file in &files {
         let text = file.display().to_string();
         let check = first_line(&text).and_then(|line| layout(raw, &line));
         if let Err(reason) = check {
@@ -275,7 +273,7 @@ impl SourceConfig {
         };
         Ok(match &self.connector {
             Connector::File { path, format: Format::Parquet, .. } => p
-                .source(crate::parquet_io::ParquetSource::new(path.clone(), self.raw_schema.clone()))
+                .source(crate::ParquetSource::new(path.clone(), self.raw_schema.clone()))
                 .operator("computed", decoder(Format::Parquet, false)),
             Connector::File { path, format, follow, header } => {
                 let mut source = FileSource::lines(path.as_str());

@@ -11,15 +11,17 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use weir_log::{AutoOffsetReset, ConsumerConfig, Durability, Log, LogOptions, Record, TopicConfig};
 use weir_runtime::Checkpointing;
 use weir_sql::{Script, ScriptOptions, StreamContext};
+use weir_testkit::{ChildTest, Rng, missing};
 
-const DIR_ENV: &str = "WEIR_SQL_EXACTLY_ONCE_DIR";
+/// The job's child process: `child_process`, given the job's directory.
+const CHILD: ChildTest = ChildTest::new("child_process", "WEIR_SQL_EXACTLY_ONCE_DIR");
 const PARALLELISM_ENV: &str = "WEIR_SQL_EXACTLY_ONCE_PARALLELISM";
 /// Set: the script's CREATE SINK statements in reverse order.
 const REVERSED_ENV: &str = "WEIR_SQL_EXACTLY_ONCE_REVERSED";
@@ -97,7 +99,7 @@ async fn job(dir: &Path, parallelism: usize) -> weir_sql::Result<()> {
 /// Runs the job when started as the child process; does nothing otherwise.
 #[test]
 fn child_process() {
-    let Ok(dir) = std::env::var(DIR_ENV) else { return };
+    let Some(dir) = CHILD.value() else { return };
     let parallelism = std::env::var(PARALLELISM_ENV).ok().and_then(|p| p.parse().ok()).unwrap_or(2);
     // More workers than the job has tasks (12): in a debug build one poll of an operator task
     // can run for a second (128 batches of DataFusion work), and with a worker per CPU the
@@ -113,10 +115,8 @@ fn spawn(dir: &Path, parallelism: usize) -> Child {
 
 /// The child, with the script's CREATE SINK statements in reverse order if `reversed`.
 fn spawn_script(dir: &Path, parallelism: usize, reversed: bool) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_process", "--nocapture", "--test-threads", "1"])
-        .env(DIR_ENV, dir)
-        .env(PARALLELISM_ENV, parallelism.to_string());
+    let mut cmd = CHILD.command(dir);
+    cmd.env(PARALLELISM_ENV, parallelism.to_string());
     if reversed {
         cmd.env(REVERSED_ENV, "1");
     }
@@ -124,8 +124,7 @@ fn spawn_script(dir: &Path, parallelism: usize, reversed: bool) -> Child {
 }
 
 fn run_to_end(dir: &Path, parallelism: usize) {
-    let status = spawn(dir, parallelism).wait().unwrap();
-    assert!(status.success(), "the job failed: {status}");
+    weir_testkit::run_to_end(spawn(dir, parallelism));
 }
 
 /// The committed output: the lines of the final files (name, line) and the topic's records
@@ -187,23 +186,6 @@ fn reference() -> &'static Output {
     })
 }
 
-/// A small xorshift generator: the kill times are random, and printed for a rerun.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// Up to 5 items of `a` not in `b` (both sorted).
-fn missing<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
-    a.iter().filter(|x| b.binary_search(x).is_err()).take(5).cloned().collect()
-}
-
 fn assert_same(got: &Output, want: &Output) {
     assert!(
         got.0 == want.0,
@@ -246,16 +228,12 @@ enum Kill {
 
 #[test]
 fn a_sql_job_killed_at_random_moments_commits_exactly_the_output_of_one_run() {
-    if std::env::var(DIR_ENV).is_ok() {
+    if CHILD.is_child() {
         return;
     }
     let _serial = serial();
     let want = reference();
-    let seed = std::env::var("WEIR_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("kill seed {seed} (WEIR_KILL_SEED={seed} repeats the kill times)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env_or_clock("WEIR_KILL_SEED");
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path());
     // How each life ends: killed soon after it completes a checkpoint of its own (so it made
@@ -314,7 +292,7 @@ fn a_sql_job_killed_at_random_moments_commits_exactly_the_output_of_one_run() {
 
 #[test]
 fn a_sql_checkpoint_taken_at_parallelism_two_restores_at_one_and_at_four() {
-    if std::env::var(DIR_ENV).is_ok() {
+    if CHILD.is_child() {
         return;
     }
     let _serial = serial();
@@ -354,7 +332,7 @@ fn a_sql_checkpoint_taken_at_parallelism_two_restores_at_one_and_at_four() {
 
 #[test]
 fn a_sql_checkpoint_restores_into_the_script_with_its_statements_reordered() {
-    if std::env::var(DIR_ENV).is_ok() {
+    if CHILD.is_child() {
         return;
     }
     let _serial = serial();

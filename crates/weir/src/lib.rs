@@ -1,11 +1,93 @@
-//! Weir: an embedded, persistent stream processing framework.
+//! Weir: stream processing in Rust on an embedded, persistent, partitioned log.
 //!
-//! This facade re-exports Weir's crates; depend on `weir` and `use weir::prelude::*`.
-//! - [`log`]: the embedded partitioned log (topics, partitions, consumer groups, retention).
-//! - [`runtime`]: the dataflow runtime (pipelines, event time, windows, aggregation).
-//! - [`connectors`]: sources and sinks (files, log topics, generators, stdout).
-//! - [`metrics`]: the metric catalog, the registry and the `/metrics` endpoint.
-//! - `sql` (feature `sql`, default): streaming SQL on DataFusion.
+//! Depend on `weir` and `use weir::prelude::*`. This crate re-exports Weir's crates, one module
+//! each; every design rule (the log's on-disk format and recovery, the message protocol and
+//! watermark rules, the checkpoint protocol, each connector's splits and commits) is documented
+//! in the module that implements it.
+//!
+//! # The pieces
+//!
+//! ```text
+//!  sources ───────────────► pipeline (weir::runtime) ─────────────────────► sinks
+//!  files (lines, JSON,        map / filter / try_map ─► dead letters        files (JSON lines, CSV)
+//!    CSV, Parquet*),          assign_timestamps + watermarks                Parquet*, stdout,
+//!  log topics, generators,    key_by ═ hash exchange, bounded channels ═╗   log topics,
+//!  your own `Source`          window / aggregate / process  ◄═══════════╝   your own `Sink`
+//!          ▲                  checkpoints: barriers, state, 2-phase commit          │
+//!          │                                                                         ▼
+//!  [ weir::log: topics / partitions / segments / consumer groups, in one directory ]
+//!
+//!  every component ──► weir::metrics (catalog, registry) ──► /metrics ──► Prometheus, Grafana
+//!  weir::sql*: SQL (DataFusion) compiled to the same pipelines            (* opt-in features)
+//! ```
+//!
+//! - [`log`]: the embedded log — topics, partitions, segments, consumer groups, retention, crash
+//!   recovery — as a library that opens a directory. Its crate docs are the storage design.
+//! - [`runtime`]: pipelines — fused one-to-one operators, hash exchanges, event time and
+//!   watermarks ([`runtime::time`]), windows ([`runtime::window`]), aggregators, dead letters,
+//!   checkpoints and exactly-once output ([`runtime::checkpoint`]).
+//! - [`connectors`]: sources and sinks for files, log topics, generators and stdout.
+//! - [`metrics`]: the metric catalog (every name Weir exports) and the registry.
+//! - `sql` (feature `sql`): streaming SQL on DataFusion over the same runtime.
+//!
+//! # A pipeline
+//!
+//! Count events per key in one-second tumbling windows of event time:
+//!
+//! ```
+//! use std::time::Duration;
+//! use weir::prelude::*;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // (event time in ms, key)
+//!     let events = vec![(0, 'a'), (300, 'b'), (900, 'a'), (1_200, 'a'), (1_500, 'b')];
+//!     let out = CollectSink::new();
+//!     let p = Pipeline::builder("counts").parallelism(2).build()?;
+//!     p.source(MemorySource::new(events))
+//!         .assign_timestamps(|e| e.0, Watermarks::monotonic())
+//!         .key_by(|e| e.1)
+//!         .window(TumblingWindows::of(Duration::from_secs(1)))
+//!         .aggregate(Count)
+//!         .map(|w| (w.window_start, w.key, w.value))
+//!         .sink(out.clone());
+//!     p.run().await?; // a bounded source: the final watermark fires every window, then it ends
+//!
+//!     let mut counts = out.take();
+//!     counts.sort();
+//!     assert_eq!(counts, [(0, 'a', 2), (0, 'b', 1), (1_000, 'a', 1), (1_000, 'b', 1)]);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The same pipeline reads a file with [`connectors::FileSource`], a log topic with
+//! [`connectors::LogSource`], and writes exactly once with [`connectors::FileSink`] or
+//! [`connectors::LogSink`] when checkpointing is on ([`runtime::Checkpointing`]).
+//!
+//! # Feature flags
+//!
+//! None is on by default: `weir` with default features compiles the log, the runtime, the
+//! connectors and the metric registry, and no SQL engine, HTTP stack or command-line parser.
+//!
+//! | feature | adds | brings in |
+//! |---|---|---|
+//! | `parquet` | `connectors::{ParquetSource, ParquetSink}`: Parquet files as Arrow record batches in typed pipelines | arrow, parquet |
+//! | `sql` | the `sql` module: streaming SQL (`CREATE SOURCE` / `CREATE SINK`, windows in `GROUP BY`, ad-hoc queries); implies `parquet` | DataFusion |
+//!
+//! The `weir` command-line tool is the separate `weir-cli` crate
+//! (`cargo install --path crates/weir-cli`, or `cargo run -p weir-cli --` in the repository).
+//!
+//! A program needs tokio with the `rt-multi-thread` and `macros` features for `#[tokio::main]`;
+//! Weir logs through `tracing`, so install a subscriber (e.g. `tracing-subscriber`) to see its
+//! warnings.
+//!
+//! # What Weir is not
+//!
+//! - Not a broker: there is no network protocol and no replication. One process opens a log
+//!   directory for writing at a time (an OS file lock enforces it).
+//! - Not a cluster: a pipeline runs in one process, on tokio. Reading from and writing to
+//!   Apache Kafka, to scale past one machine, is planned and not built.
+//! - Not a batch engine: SQL runs as streaming pipelines; windows close on watermarks.
 
 pub use weir_connectors as connectors;
 pub use weir_log as log;
@@ -58,3 +140,9 @@ pub mod prelude {
     };
     pub use weir_runtime::prelude::*;
 }
+
+/// The Rust snippets of the repository's README, compiled and run as doctests
+/// (`cargo test --doc -p weir`), so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -41,7 +41,7 @@
 //!   is read again from its start;
 //! - **the same file, as long or longer, but with other first bytes** (truncated and rewritten
 //!   past the read position before the check, `copytruncate` followed by a burst of writes):
-//!   the file is read again from its start. The first [`FINGERPRINT_BYTES`] bytes of each file
+//!   the file is read again from its start. The first 4 KiB of each file
 //!   are remembered as they are read and compared with the file's at every check;
 //! - **no file** (renamed, not yet recreated): the old handle is kept and read, since writers
 //!   often write a last line to it, until a new file appears.
@@ -107,7 +107,7 @@ impl Traceable for Line {
     }
 }
 
-/// Reads the lines of a file, or of every file a glob matches (see the module docs for splits,
+/// Reads the lines of a file, or of every file a glob matches (see the [module docs](crate::file_source) for splits,
 /// follow mode and rotation).
 ///
 /// # Examples
@@ -200,7 +200,7 @@ impl<F: LineFormat> FileSource<F> {
     }
 
     /// Tails the files instead of ending at their end, surviving rotation and truncation (see
-    /// the module docs). Default: bounded.
+    /// the [module docs](crate::file_source)). Default: bounded.
     pub fn follow(mut self) -> Self {
         self.follow = true;
         self

@@ -1,5 +1,5 @@
-//! One file being read, and followed across rotation and truncation (see the module docs of
-//! `file_source`).
+//! One file being read, and followed across rotation and truncation (see the
+//! [`file_source`](crate::file_source) module docs).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
@@ -21,7 +21,7 @@ pub(super) const READ_BUFFER_BYTES: usize = 64 << 10;
 /// How many of a file's first bytes follow mode remembers to tell a rewrite from an append.
 pub(super) const FINGERPRINT_BYTES: usize = 4096;
 
-/// Where a file's reading resumes (see the module docs).
+/// Where a file's reading resumes (see the [module docs](crate::file_source)).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct FilePosition {
     pub(super) path: String,

@@ -88,14 +88,6 @@ pub(crate) fn topic_records(dir: &Path) -> Vec<(u32, String, String)> {
     records
 }
 
-/// A small xorshift generator: kill times (and damages) are random, and printed for a rerun.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+/// Kill times (and damages) are random, and their seed printed for a rerun.
+#[allow(unused_imports)] // Not every test that includes this module draws random numbers.
+pub(crate) use weir_testkit::Rng;

@@ -102,12 +102,6 @@ fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
 }
 
-/// Fsyncs a directory, so the entries created or removed in it are durable.
-fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    // Windows cannot open a directory as a file; its renames are durable when they return.
-    if cfg!(unix) { std::fs::File::open(dir)?.sync_all() } else { Ok(()) }
-}
-
 impl CheckpointStore {
     /// A store in a local directory (created if missing), with fsync for durability.
     pub(crate) fn local(dir: &std::path::Path) -> Result<CheckpointStore> {
@@ -160,8 +154,8 @@ impl CheckpointStore {
             if let Some(path) = &path {
                 std::fs::File::open(path)?.sync_all()?;
             }
-            sync_dir(&dir)?;
-            sync_dir(&root)
+            weir_log::fs::sync_dir(&dir)?;
+            weir_log::fs::sync_dir(&root)
         })
         .await;
         let name = file.unwrap_or("");
@@ -331,7 +325,7 @@ impl CheckpointStore {
             let dir = root.join(dir_name(id));
             let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => sync_dir(&root),
+                _ => weir_log::fs::sync_dir(&root),
             })
             .await;
             match removed {

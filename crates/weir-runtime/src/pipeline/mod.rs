@@ -166,7 +166,7 @@ pub struct PipelineBuilder {
 
 impl PipelineBuilder {
     /// Checkpoints the pipeline as `config` says, and restores the latest checkpoint on start
-    /// (see the `checkpoint` module for what that guarantees). Default: no checkpoints.
+    /// (see the [`checkpoint`](crate::checkpoint) module for what that guarantees). Default: no checkpoints.
     pub fn checkpointing(mut self, config: Checkpointing) -> Self {
         self.checkpointing = Some(config);
         self
@@ -200,7 +200,7 @@ impl PipelineBuilder {
         self
     }
 
-    /// Exports the pipeline's metrics (see the `metrics` module) into `metrics`, the
+    /// Exports the pipeline's metrics (see the [`metrics`](crate::metrics) module) into `metrics`, the
     /// application's registry. Default: no metrics.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);

@@ -289,7 +289,7 @@ impl<T: Send + 'static> Stream<T> {
     }
 
     /// Gives every record an event timestamp (ms) and starts generating watermarks per source
-    /// split with `strategy` (see the `time` module for the rules).
+    /// split with `strategy` (see the [`time`](crate::time) module for the rules).
     pub fn assign_timestamps<F>(self, f: F, strategy: Watermarks) -> Stream<T>
     where
         F: Fn(&T) -> Timestamp + Send + Sync + 'static,

@@ -1,4 +1,10 @@
-//! Parquet files: a bounded source (one split per file of a glob) and a rolling sink.
+//! Parquet files (feature `parquet`): a bounded source of Arrow record batches (one split per
+//! file of a path or glob, named as every file source names files: see [`FileSource`]) and a
+//! rolling, exactly-once sink. Neither needs a SQL engine: a typed pipeline of
+//! `Stream<RecordBatch>` reads and writes Parquet with them, and weir-sql's Parquet tables are
+//! these same connectors.
+//!
+//! [`FileSource`]: crate::FileSource
 //!
 //! # In a checkpointed pipeline
 //!
@@ -28,20 +34,26 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use ::parquet::arrow::ArrowWriter;
+use ::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
-use weir_connectors::file_commit::sync_dir;
+
+use weir_log::fs::{sync_dir, sync_parent, write_atomic};
 use weir_runtime::{Batch, Result, Sink, SinkWriter, Source, SourceReader, SplitPositions};
 
 fn error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> weir_runtime::Error {
     weir_runtime::Error::connector("parquet", format!("{what}: {e}"))
 }
 
-/// Reads Parquet files; subtask `i` of `p` reads files `i, i + p, …` of the sorted matches.
-/// Columns are taken by name and cast to the declared schema.
+/// Reads Parquet files as Arrow record batches; subtask `i` of `p` reads files `i, i + p, …` of
+/// the files the pattern names, oldest first (the order of every file source). Columns are taken
+/// by name and cast to the declared schema.
+///
+/// A pattern that names no file, a missing file, a directory and a glob entry that cannot be
+/// listed are errors when the pipeline starts the source, never skipped. In a checkpointed
+/// pipeline a restored reader resumes each file at the row it had read (see the [module docs](crate::parquet_io)).
 #[derive(Debug, Clone)]
 pub struct ParquetSource {
     pattern: String,
@@ -55,16 +67,7 @@ impl ParquetSource {
     }
 
     fn files(&self) -> Result<Vec<PathBuf>> {
-        let mut files: Vec<PathBuf> = if self.pattern.contains(['*', '?', '[']) {
-            glob::glob(&self.pattern).map_err(|e| error(&self.pattern, e))?.filter_map(|p| p.ok()).collect()
-        } else {
-            vec![PathBuf::from(&self.pattern)]
-        };
-        files.sort();
-        if files.is_empty() {
-            return Err(error(&self.pattern, "the pattern matches no file"));
-        }
-        Ok(files)
+        crate::files::resolve(&self.pattern).map_err(|e| error(&self.pattern, e))
     }
 }
 
@@ -248,7 +251,7 @@ impl SourceReader for ParquetReader {
 
 /// Writes Parquet files `<dir>/part-<subtask>-<n>.parquet`, starting a new file every
 /// `rows_per_file` rows; a file is complete (footer written) when it is rolled or the job ends.
-/// Exactly once in a checkpointed pipeline (see the module docs).
+/// Exactly once in a checkpointed pipeline (see the [module docs](crate::parquet_io)).
 #[derive(Debug, Clone)]
 pub struct ParquetSink {
     dir: PathBuf,
@@ -258,10 +261,7 @@ pub struct ParquetSink {
 impl ParquetSink {
     /// Files in `dir`, rolled every `rows_per_file` rows.
     pub fn new(dir: impl Into<PathBuf>, rows_per_file: usize) -> Self {
-        ParquetSink {
-            dir: weir_connectors::file_commit::absolute(dir.into()),
-            rows_per_file: rows_per_file.max(1),
-        }
+        ParquetSink { dir: crate::file_commit::absolute(dir.into()), rows_per_file: rows_per_file.max(1) }
     }
 
     /// The record of which checkpoint committed which file.
@@ -289,16 +289,11 @@ impl ParquetSink {
             .collect()
     }
 
-    /// Replaces the record of committed files (write, fsync, rename, directory fsync).
+    /// Replaces the record of committed files atomically (through `.committed.tmp`).
     fn write_commits(&self, commits: &[(u64, String)]) -> Result<()> {
         let path = self.commits_path();
-        let tmp = self.dir.join(".committed.tmp");
         let text: String = commits.iter().map(|(id, name)| format!("{id} {name}\n")).collect();
-        let written = std::fs::write(&tmp, text)
-            .and_then(|()| File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .and_then(|()| sync_dir(&path));
-        written.map_err(|e| error(path.display(), e))
+        write_atomic(&path, text.as_bytes()).map_err(|e| error(path.display(), e))
     }
 
     fn final_path(&self, subtask: usize, n: usize) -> PathBuf {
@@ -407,8 +402,7 @@ impl Sink<RecordBatch> for ParquetSink {
             }
         }
         if renamed {
-            sync_dir(&self.dir.join("x"))
-                .map_err(|e| error(self.dir.display(), format_args!("fsync: {e}")))?;
+            sync_dir(&self.dir).map_err(|e| error(self.dir.display(), format_args!("fsync: {e}")))?;
         }
         Ok(())
     }
@@ -466,8 +460,7 @@ impl Sink<RecordBatch> for ParquetSink {
             }
         }
         if removed {
-            sync_dir(&self.dir.join("x"))
-                .map_err(|e| error(self.dir.display(), format_args!("fsync: {e}")))?;
+            sync_dir(&self.dir).map_err(|e| error(self.dir.display(), format_args!("fsync: {e}")))?;
         }
         Ok(())
     }
@@ -568,7 +561,7 @@ impl SinkWriter<RecordBatch> for ParquetWriter {
         let Some(files) = self.tx.as_mut() else { return Ok(None) };
         let files = std::mem::take(files);
         let Some((_, target)) = files.first() else { return Ok(None) };
-        sync_dir(target).map_err(|e| error(self.sink.dir.display(), format_args!("fsync: {e}")))?;
+        sync_parent(target).map_err(|e| error(self.sink.dir.display(), format_args!("fsync: {e}")))?;
         weir_runtime::encode(&ParquetCommittable { files }).map(Some)
     }
 
