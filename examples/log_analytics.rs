@@ -65,9 +65,10 @@ use weir::connectors::{
     parse_access_log,
 };
 use weir::log::{Log, LogOptions, TopicConfig};
+use weir::metrics::ServerConfig;
 use weir::runtime::{
-    Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, ServerConfig,
-    SessionWindows, SlidingWindows, Stream, Sum, TopBy, TumblingWindows, Watermarks,
+    Batch, Checkpointing, Collector, Count, Max, Metrics, Min, Operator, Pipeline, Quantile, SessionWindows,
+    SlidingWindows, Stream, Sum, TopBy, TumblingWindows, Watermarks,
 };
 
 const PIPELINE: &str = "access_stats";
@@ -359,7 +360,7 @@ fn resumes(args: &Args) -> anyhow::Result<bool> {
 
 /// The builder of pipeline `name`, checkpointed if `--checkpoint-interval` says so.
 fn builder(args: &Args, name: &str) -> weir::runtime::PipelineBuilder {
-    let b = Pipeline::builder(name);
+    let b = Pipeline::builder(name).handle_signals(true);
     match args.checkpoint_interval {
         Some(interval) => {
             let dir = args.dir.join("checkpoints").join(name);

@@ -31,9 +31,6 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
-    /// The metrics endpoint could not be started (e.g. its port is in use).
-    #[error("metrics: {0}")]
-    Metrics(String),
     /// A checkpoint could not be written, read or restored; the message says which and why.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

@@ -77,5 +77,5 @@ pub use process::{KeyedProcess, ProcessContext};
 pub use sink::{CollectSink, CommittedOutput, DiscardSink, Sink, SinkWriter};
 pub use source::{MemoryReader, MemorySource, Source, SourceReader};
 pub use time::Watermarks;
-pub use weir_metrics::{Metrics, ServerConfig};
+pub use weir_metrics::Metrics;
 pub use window::{SessionWindows, SlidingWindows, TumblingWindows, WindowResult, WindowSpec};

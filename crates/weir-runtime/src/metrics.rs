@@ -20,7 +20,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use weir_metrics::catalog::{
     CHECKPOINT_DURATION, CHECKPOINT_FAILURES, CHECKPOINT_LAST_ID, CHECKPOINT_LAST_TIME, CHECKPOINT_SIZE,

@@ -18,7 +18,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::batch::{Batch, Timestamp};
 use crate::operator::{Collector, Operator};

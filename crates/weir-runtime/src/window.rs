@@ -168,7 +168,8 @@ pub struct WindowResult<K, V> {
 
 /// Where late records go.
 pub(crate) struct LateRecords<T> {
-    pub(crate) tx: Option<mpsc::UnboundedSender<Batch<T>>>,
+    /// Bounded: a window waits while the late output is full (see [`Collector::defer`]).
+    pub(crate) tx: Option<mpsc::Sender<Batch<T>>>,
 }
 
 impl<T> Clone for LateRecords<T> {
@@ -200,7 +201,7 @@ pub(crate) struct WindowOperator<K, T, KF, A: Aggregator<T>> {
     fired: u64,
     /// The state size as last computed, and when (recomputed at most every second: it walks
     /// the state).
-    stats: std::cell::Cell<Option<(std::time::Instant, StateStats)>>,
+    stats: std::cell::Cell<Option<(tokio::time::Instant, StateStats)>>,
 }
 
 impl<K, T, KF, A> WindowOperator<K, T, KF, A>
@@ -462,7 +463,11 @@ where
         if !late.is_empty() {
             out.dropped(crate::operator::DropReason::Late, late.len() as u64);
             if let Some(tx) = &self.late.tx {
-                let _ = tx.send(Batch::new(late));
+                let (tx, late) = (tx.clone(), Batch::new(late));
+                out.defer(Box::pin(async move {
+                    // A late output nobody reads (its stream was never sunk) drops them.
+                    let _ = tx.send(late).await;
+                }));
             }
         }
     }
@@ -532,7 +537,7 @@ where
     }
 
     fn state_stats(&self) -> Option<StateStats> {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         match self.stats.get() {
             Some((at, stats)) if now.duration_since(at) < std::time::Duration::from_secs(1) => {
                 Some(StateStats { fired: self.fired, ..stats })

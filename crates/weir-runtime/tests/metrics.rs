@@ -3,13 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
-mod common;
-
 use std::time::Duration;
 
-use weir_runtime::{
-    CollectSink, Count, DiscardSink, Metrics, Pipeline, ServerConfig, Traceable, TumblingWindows, Watermarks,
-};
+use weir_runtime::{CollectSink, Count, Metrics, Pipeline, Traceable, TumblingWindows, Watermarks};
 
 #[derive(Debug, Clone)]
 struct Line(String);
@@ -92,50 +88,4 @@ async fn a_job_reports_records_drops_windows_and_latency() {
     assert!(value(&text, "weir_pipeline_event_time_lag_seconds_bucket", &[("le", "86400")]) == Some(0.0));
     assert!(count("weir_task_busy_seconds_total").unwrap() > 0.0);
     assert!(count("weir_operator_batch_duration_seconds_count").unwrap() >= 44.0, "one per batch at least");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_pipeline_serves_its_metrics() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let p = Pipeline::builder("served")
-        .parallelism(1)
-        .handle_signals(false)
-        .serve_metrics(ServerConfig::default().addr(addr))
-        .build()
-        .unwrap();
-    let stop = p.stop_handle();
-    p.source(common::Endless).map(|x| x * 2).sink(DiscardSink);
-    let job = tokio::spawn(p.run());
-    let mut body = String::new();
-    for _ in 0..100 {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-            s.read_to_string(&mut body).await.unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop.stop();
-    job.await.unwrap().unwrap();
-    assert!(
-        body.contains("weir_operator_records_in_total{operator=\"map\",pipeline=\"served\",subtask=\"0\"}"),
-        "{body}"
-    );
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the endpoint outlived the pipeline");
-}
-
-#[tokio::test]
-async fn a_public_metrics_address_must_be_allowed() {
-    let p = Pipeline::builder("public")
-        .handle_signals(false)
-        .serve_metrics(ServerConfig::default().addr("0.0.0.0:0".parse().unwrap()))
-        .build()
-        .unwrap();
-    p.source(weir_runtime::MemorySource::new(vec![1])).sink(DiscardSink);
-    match p.run().await {
-        Err(weir_runtime::Error::InvalidConfig { field, .. }) => assert_eq!(field, "metrics.addr"),
-        other => panic!("{other:?}"),
-    }
 }

@@ -1,6 +1,7 @@
 //! End-to-end: a windowed count at parallelism 1 and 4 equals a brute-force count.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::disallowed_methods, reason = "a test spawns its job or a stopper and ends with it")]
 
 mod common;
 

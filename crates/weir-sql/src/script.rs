@@ -34,6 +34,11 @@ pub struct ScriptOptions {
     /// [`PipelineBuilder::report_on_stderr`](weir_runtime::PipelineBuilder::report_on_stderr)).
     /// Default: `true`; off when the caller prints the returned report.
     pub report_on_stderr: bool,
+    /// Whether Ctrl-C / SIGTERM stop the job gracefully (see
+    /// [`PipelineBuilder::handle_signals`](weir_runtime::PipelineBuilder::handle_signals)).
+    /// Default: `false`, as a library must not take over its host's signals; the `weir` command
+    /// turns it on.
+    pub handle_signals: bool,
 }
 
 impl Default for ScriptOptions {
@@ -45,6 +50,7 @@ impl Default for ScriptOptions {
             metrics: None,
             checkpointing: None,
             report_on_stderr: true,
+            handle_signals: false,
         }
     }
 }
@@ -79,7 +85,8 @@ impl Script {
     ) -> Result<(Vec<String>, Option<JobReport>)> {
         let mut builder = Pipeline::builder(options.name.clone())
             .parallelism(options.parallelism)
-            .report_on_stderr(options.report_on_stderr);
+            .report_on_stderr(options.report_on_stderr)
+            .handle_signals(options.handle_signals);
         if let Some(m) = &options.metrics {
             builder = builder.metrics(m.clone());
         }

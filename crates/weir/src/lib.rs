@@ -23,10 +23,11 @@ pub mod prelude {
         AutoOffsetReset, ConsumedBatch, Consumer, ConsumerConfig, Durability, Log, LogOptions, Record,
         StoredRecord, Topic, TopicConfig,
     };
+    pub use weir_metrics::{ServerConfig, serve};
     pub use weir_runtime::{
         ApproxDistinctCount, Avg, Batch, Checkpointing, CollectSink, Count, DistinctCount, First,
         KeyedProcess, Last, Max, MemorySource, Metrics, Min, Pipeline, ProcessContext, Quantile, Reduce,
-        ServerConfig, SessionWindows, SlidingWindows, StopHandle, Stream, Sum, Timestamp, TopK, Traceable,
-        TumblingWindows, Watermarks, WindowResult,
+        SessionWindows, SlidingWindows, StopHandle, Stream, Sum, Timestamp, TopK, Traceable, TumblingWindows,
+        Watermarks, WindowResult,
     };
 }

@@ -323,7 +323,7 @@ pub struct WindowedStream<K, T, KF> {
     keyed: KeyedStream<K, T, KF>,
     spec: WindowSpec,
     lateness: i64,
-    late: Option<mpsc::UnboundedSender<Batch<T>>>,
+    late: Option<mpsc::Sender<Batch<T>>>,
 }
 
 impl<K, T, KF> WindowedStream<K, T, KF>
@@ -342,7 +342,7 @@ where
     /// The records that arrive after their windows' allowed lateness, as a stream of their own
     /// (one lane) to sink. Without it they are only counted ([`JobReport::late_records`](super::JobReport::late_records)).
     pub fn late_records(&mut self) -> Stream<T> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Batch<T>>();
+        let (tx, mut rx) = mpsc::channel::<Batch<T>>(self.keyed.stream.ctx.channel_capacity);
         self.late = Some(tx);
         self.keyed.stream.ctx.inner.lock().unwrap_or_else(PoisonError::into_inner).late_output = true;
         let lane = Lane {
