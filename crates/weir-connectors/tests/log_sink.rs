@@ -105,3 +105,20 @@ async fn dead_letters_go_to_the_pipeline_dlq_topic() {
     assert!(letters[0]["error"].as_str().unwrap().contains("invalid digit"), "{}", letters[0]);
     assert_eq!(letters[1]["origin"], format!("{name}:5"));
 }
+
+/// The log's own error stays reachable from the job's error, so a caller can tell a record
+/// that can never fit from a full disk or a poisoned partition, and decide whether to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_keeps_the_log_error_as_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let mut config = TopicConfig::with_partitions(1);
+    config.max_batch_bytes = 1024;
+    log.create_topic("small", config).unwrap();
+    let p = Pipeline::builder("too-large").parallelism(1).build().unwrap();
+    p.source(MemorySource::new(vec!["x".repeat(4096)])).sink(LogSink::topic(&log, "small"));
+    let err = p.run().await.unwrap_err();
+    assert!(matches!(err, weir_runtime::Error::Connector { .. }), "{err:?}");
+    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<weir_log::Error>());
+    assert!(matches!(source, Some(weir_log::Error::RecordTooLarge { size, .. }) if *size > 4096), "{err:?}");
+}

@@ -67,7 +67,7 @@ pub use checkpoint::{
     subtask_for_hash,
 };
 pub use dead_letter::{DeadLetter, FIRST_DEAD_LETTERS, Traceable};
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result};
 pub use exchange::{KeyPartitioner, Partitioner, key_hash};
 pub use operator::{Collector, DropReason, Operator, StateStats};
 pub use pipeline::{

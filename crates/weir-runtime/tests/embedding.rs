@@ -127,3 +127,36 @@ async fn a_flood_of_dead_letters_waits_for_a_slow_dead_letter_sink() {
     let read = read.load(Ordering::Relaxed);
     assert!(read <= 8, "{read} of {BATCHES} bad batches were read while the dead-letter sink was stuck");
 }
+
+/// A sink that fails with an I/O error of `kind`.
+struct Failing(std::io::ErrorKind);
+
+impl Sink<String> for Failing {
+    type Writer = Failing;
+    fn name(&self) -> String {
+        "failing".into()
+    }
+    fn writer(&self, _: usize, _: usize) -> weir_runtime::Result<Failing> {
+        Ok(Failing(self.0))
+    }
+}
+
+impl SinkWriter<String> for Failing {
+    async fn write_batch(&mut self, _: Batch<String>) -> weir_runtime::Result<()> {
+        Err(weir_runtime::Error::connector("sink failing", std::io::Error::from(self.0)))
+    }
+    async fn finish(&mut self) -> weir_runtime::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_connector_error_keeps_its_cause_for_the_caller() {
+    let p = Pipeline::builder("full").parallelism(1).build().unwrap();
+    p.source(weir_runtime::MemorySource::new(vec!["a".to_owned()]))
+        .sink(Failing(std::io::ErrorKind::StorageFull));
+    let err = p.run().await.unwrap_err();
+    assert!(err.to_string().starts_with("sink failing: "), "{err}");
+    let cause = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::StorageFull), "{err:?}");
+}

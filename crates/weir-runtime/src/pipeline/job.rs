@@ -243,10 +243,9 @@ impl Pipeline {
                             coordinator_result = Some(Ok(()));
                         }
                         Some(Ok(())) => coordinator_result = Some(Ok(())),
-                        None => coordinator_result = Some(Err(Error::Panicked {
-                            operator: "checkpoint coordinator".into(),
-                            message: "the coordinator task ended abnormally".into(),
-                        })),
+                        None => coordinator_result = Some(Err(Error::Internal(
+                            "the checkpoint coordinator task ended abnormally".into(),
+                        ))),
                     }
                     continue;
                 }
@@ -287,9 +286,9 @@ impl Pipeline {
                 drop(c);
                 Ok(())
             }
-            (Some(c), None) => c.await.unwrap_or_else(|e| {
-                Err(Error::Panicked { operator: "checkpoint coordinator".into(), message: e.to_string() })
-            }),
+            (Some(c), None) => c
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("the checkpoint coordinator failed: {e}")))),
             (None, None) => Ok(()),
         };
         let dead = dead_task.await;
