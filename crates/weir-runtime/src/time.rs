@@ -190,17 +190,28 @@ pub(crate) fn now_ms() -> Timestamp {
 /// Processing time: every record gets the wall-clock time it passes this operator, and the
 /// watermark follows the clock, also while the source is silent (on its idle ticks), so
 /// processing-time windows close on time without new data.
+///
+/// The wall clock is read once, at the first message; from then on the time advances with
+/// tokio's clock, so a paused clock (`tokio::time::pause`) drives processing time too.
 pub(crate) struct ProcessingTime {
     emitted: Timestamp,
+    /// The wall-clock time and tokio's instant at the first message.
+    anchor: Option<(Timestamp, Instant)>,
 }
 
 impl ProcessingTime {
     pub(crate) fn new() -> Self {
-        ProcessingTime { emitted: Timestamp::MIN }
+        ProcessingTime { emitted: Timestamp::MIN, anchor: None }
+    }
+
+    /// Milliseconds since the Unix epoch, on tokio's clock.
+    fn now_ms(&mut self) -> Timestamp {
+        let (wall, at) = *self.anchor.get_or_insert_with(|| (now_ms(), Instant::now()));
+        wall.saturating_add(at.elapsed().as_millis().min(i64::MAX as u128) as Timestamp)
     }
 
     fn advance<T>(&mut self, out: &mut Collector<T>) {
-        let w = now_ms() - 1;
+        let w = self.now_ms() - 1;
         if w > self.emitted {
             self.emitted = w;
             out.watermark(w);
@@ -210,7 +221,7 @@ impl ProcessingTime {
 
 impl<T: Send + 'static> Operator<T, T> for ProcessingTime {
     fn process_batch(&mut self, mut batch: Batch<T>, out: &mut Collector<T>) {
-        let now = now_ms();
+        let now = self.now_ms();
         batch.timestamps.clear();
         batch.timestamps.resize(batch.records.len(), now);
         out.batch(batch);
