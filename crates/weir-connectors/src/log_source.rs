@@ -173,6 +173,10 @@ impl Source for LogSource {
         format!("log:{}", self.topic)
     }
 
+    fn is_bounded(&self) -> bool {
+        self.bounded
+    }
+
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<LogReader> {
         self.open(subtask, parallelism, None)
     }

@@ -35,6 +35,21 @@
 //! See the `time` module for watermark rules and the `window` module for window semantics
 //! (half-open, epoch-aligned windows; allowed lateness; late records to a side output, counted).
 //!
+//! # Determinism
+//!
+//! For a bounded source ([`Source::is_bounded`]: files, bounded topics, memory) with
+//! `assign_timestamps` directly on it, the watermarks, hence which records each window counts
+//! and which records are late, depend only on the input and the pipeline's settings
+//! (parallelism, batch size), never on how fast each subtask runs: no split or subtask of a
+//! bounded source is declared idle by the clock (an idle timeout does not apply), so each
+//! watermark is the minimum of what every split's data promised. The order in which results
+//! of different keys or subtasks reach a sink is not deterministic.
+//!
+//! With an unbounded source, an idle timeout ([`Watermarks::with_idle_timeout`]) makes results
+//! depend on timing by design (a silent split stops holding windows back after the timeout),
+//! and so does processing time ([`Stream::assign_processing_time`]). The runtime measures time
+//! on tokio's clock, so tests can pause it.
+//!
 //! # Dead letters
 //!
 //! [`Stream::try_map`] sends records it fails on — origin, payload, error — to the dead-letter

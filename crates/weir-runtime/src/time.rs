@@ -15,6 +15,12 @@
 //! 3. A task with several inputs (after an exchange) forwards the minimum over its inputs that
 //!    have not ended.
 //! 4. A bounded source ends with `Watermark(Timestamp::MAX)`, which fires every window.
+//! 5. Idleness is decided by the clock only for unbounded sources: with a bounded source
+//!    ([`Source::is_bounded`](crate::Source::is_bounded)) the idle timeout does not apply to the
+//!    `assign_timestamps` fused into the source's task, and the source sends no `Idle`, so a
+//!    split holds the watermark back until it sends records or ends.
+//!
+//! What this makes deterministic is said in the crate docs ("Determinism").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +30,11 @@ use tokio::time::Instant;
 
 use crate::batch::{Batch, Timestamp};
 use crate::operator::{Collector, Operator};
+
+tokio::task_local! {
+    /// Set in a source's task: whether the source is bounded ([`Source::is_bounded`](crate::Source::is_bounded)).
+    pub(crate) static BOUNDED_SOURCE: bool;
+}
 
 /// How watermarks follow the timestamps of the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +82,9 @@ pub(crate) struct AssignTimestamps<F> {
     started: Option<Instant>,
     /// Whether `Idle` was sent since the last batch.
     idle: bool,
+    /// Whether the idle timeout was dropped, at the first message, because the task reads a
+    /// bounded source.
+    resolved: bool,
 }
 
 impl<F> AssignTimestamps<F> {
@@ -82,6 +96,18 @@ impl<F> AssignTimestamps<F> {
             emitted: Timestamp::MIN,
             started: None,
             idle: false,
+            resolved: false,
+        }
+    }
+
+    /// At the first message: a task reading a bounded source never decides idleness by the
+    /// clock.
+    fn resolve(&mut self) {
+        if !self.resolved {
+            self.resolved = true;
+            if BOUNDED_SOURCE.try_with(|b| *b).unwrap_or(false) {
+                self.strategy.idle_timeout = None;
+            }
         }
     }
 
@@ -116,6 +142,7 @@ where
         batch.timestamps.clear();
         batch.timestamps.extend(batch.records.iter().map(f));
         let max = batch.timestamps.iter().copied().max();
+        self.resolve();
         let now = Instant::now();
         self.started.get_or_insert(now);
         self.idle = false;
@@ -137,6 +164,7 @@ where
     /// The source was silent for a tick: a split may have gone idle. Emits the watermark if it
     /// rose (an idle split stopped holding it back), and `Idle` once every split is idle.
     fn on_idle(&mut self, out: &mut Collector<T>) {
+        self.resolve();
         let now = Instant::now();
         self.started.get_or_insert(now);
         if let Some(w) = self.current(now)
@@ -153,6 +181,7 @@ where
 
     /// A split announced before its first records holds the watermark back from now on.
     fn on_split_start(&mut self, split: u32, out: &mut Collector<T>) {
+        self.resolve();
         let now = Instant::now();
         self.started.get_or_insert(now);
         self.splits.entry(split).or_insert(SplitState { max_ts: Timestamp::MIN, last_seen: now });
@@ -161,6 +190,7 @@ where
 
     /// A finished split stops holding the watermark back.
     fn on_split_end(&mut self, split: u32, out: &mut Collector<T>) {
+        self.resolve();
         if self.splits.remove(&split).is_some()
             && let Some(w) = self.current(Instant::now())
             && w > self.emitted

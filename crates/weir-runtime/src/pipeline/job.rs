@@ -112,7 +112,9 @@ impl Pipeline {
                                     }
                                     None => source.reader(subtask, parallelism)?,
                                 };
-                                run_source(reader, &mut *head, ctx, metrics, part).await
+                                let bounded = source.is_bounded();
+                                let run = run_source(reader, &mut *head, ctx, metrics, part, bounded);
+                                crate::time::BOUNDED_SOURCE.scope(bounded, run).await
                             })
                         })
                     }),
@@ -405,8 +407,9 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
 /// Runs a source subtask: reads batches into the chain until the source is exhausted or the job
-/// stops, then ends the stream with the final watermark. While the reader has nothing, the chain
-/// gets `Idle` every [`IDLE_TICK`].
+/// stops, then ends the stream with the final watermark. While the reader of an unbounded
+/// source has nothing, the chain gets `Idle` every [`IDLE_TICK`]; a bounded source's chain
+/// never does, so nothing downstream depends on how fast it reads.
 ///
 /// In a checkpointed pipeline the source follows the coordinator's triggers instead of the stop
 /// signal: between two batches it acknowledges its positions and sends the checkpoint's
@@ -417,6 +420,7 @@ async fn run_source<R: SourceReader>(
     ctx: TaskContext,
     mut metrics: Option<SourceMetrics>,
     part: Option<Part>,
+    bounded: bool,
 ) -> Result<()> {
     let TaskContext { mut stop, mut clock } = ctx;
     let mut trigger = match &part {
@@ -446,6 +450,10 @@ async fn run_source<R: SourceReader>(
                     Some(t) = next_trigger(trigger.as_mut()) => break Err(t),
                     () = tokio::time::sleep(IDLE_TICK) => {
                         clock.idle(waiting.elapsed());
+                        if bounded {
+                            waiting = Instant::now();
+                            continue;
+                        }
                         let start = Instant::now();
                         head.push(Message::Idle).await?;
                         clock.pushed(start, false);
