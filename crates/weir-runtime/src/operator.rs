@@ -191,7 +191,9 @@ pub trait Operator<In, Out>: Send + 'static {
     }
 
     /// The size of the operator's keyed state, for metrics; `None` (the default) for a
-    /// stateless operator. Called after watermarks, not per batch.
+    /// stateless operator. With metrics on, called after every message (batch, watermark,
+    /// end), so the gauges show the current state: keep it cheap (count incrementally, or
+    /// cache what costs a walk over the state).
     fn state_stats(&self) -> Option<StateStats> {
         None
     }
@@ -329,9 +331,7 @@ where
             let records_out =
                 messages.iter().map(|m| if let Message::Data(b) = m { b.len() } else { 0 }).sum();
             m.record(records_in, records_out, dropped);
-            if watermark.is_some() || end {
-                m.watermark(watermark, self.op.state_stats());
-            }
+            m.watermark(watermark, self.op.state_stats());
         }
         if end {
             messages.push(Message::End);

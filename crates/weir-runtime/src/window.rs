@@ -234,9 +234,13 @@ where
     }
 
     /// Walks the state: distinct keys, windows per key, and their approximate bytes.
+    /// The estimated bytes of one window's state.
+    fn entry_bytes(&self) -> u64 {
+        (std::mem::size_of::<K>() + std::mem::size_of::<A::Acc>() + 2 * std::mem::size_of::<usize>()) as u64
+    }
+
     fn measure(&self) -> StateStats {
-        let entry =
-            std::mem::size_of::<K>() + std::mem::size_of::<A::Acc>() + 2 * std::mem::size_of::<usize>();
+        let entry = self.entry_bytes() as usize;
         let (keys, windows) = match self.spec {
             WindowSpec::Session { .. } => {
                 (self.sessions.len(), self.sessions.values().map(Vec::len).sum::<usize>())
@@ -536,11 +540,21 @@ where
         out.watermark(watermark);
     }
 
+    /// Called after every message: the open windows and their bytes of tumbling and sliding
+    /// windows are counted each time (a sum over the open window ends); the distinct keys, and
+    /// everything of session windows, at most once a second.
     fn state_stats(&self) -> Option<StateStats> {
         let now = tokio::time::Instant::now();
         match self.stats.get() {
             Some((at, stats)) if now.duration_since(at) < std::time::Duration::from_secs(1) => {
-                Some(StateStats { fired: self.fired, ..stats })
+                let fresh = match self.spec {
+                    WindowSpec::Session { .. } => stats,
+                    WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => {
+                        let windows = self.windows.values().map(HashMap::len).sum::<usize>() as u64;
+                        StateStats { windows, bytes: windows * self.entry_bytes(), ..stats }
+                    }
+                };
+                Some(StateStats { fired: self.fired, ..fresh })
             }
             _ => {
                 let stats = self.measure();

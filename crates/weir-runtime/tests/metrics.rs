@@ -69,7 +69,21 @@ async fn a_job_reports_records_drops_windows_and_latency() {
         value(&text, "weir_operator_dropped_records_total", &[("operator", "try_map"), ("reason", reason)])
     };
     assert_eq!(dropped("dead_letter"), Some(50.0));
-    assert_eq!(dropped("late"), Some(0.0), "label sets start at zero");
+    assert_eq!(dropped("late"), None, "a try_map never drops late records: no series that cannot change");
+    assert_eq!(
+        value(
+            &text,
+            "weir_operator_dropped_records_total",
+            &[("operator", "window"), ("reason", "dead_letter")]
+        ),
+        None,
+        "a window sends no dead letters"
+    );
+    assert_eq!(
+        value(&text, "weir_operator_dropped_records_total", &[("operator", "assign_timestamps")]),
+        None,
+        "assign_timestamps drops nothing"
+    );
     assert_eq!(
         value(&text, "weir_operator_dropped_records_total", &[("operator", "window"), ("reason", "late")]),
         Some(20.0)
@@ -88,4 +102,53 @@ async fn a_job_reports_records_drops_windows_and_latency() {
     assert!(value(&text, "weir_pipeline_event_time_lag_seconds_bucket", &[("le", "86400")]) == Some(0.0));
     assert!(count("weir_task_busy_seconds_total").unwrap() > 0.0);
     assert!(count("weir_operator_batch_duration_seconds_count").unwrap() >= 44.0, "one per batch at least");
+}
+
+/// Fifty records, one per batch, each of its own key in the window `[0, 10 s)`, then silence.
+struct Burst;
+
+struct BurstReader(std::ops::Range<u32>);
+
+impl weir_runtime::Source for Burst {
+    type Item = u32;
+    type Reader = BurstReader;
+    fn name(&self) -> String {
+        "burst".into()
+    }
+    fn reader(&self, _: usize, _: usize) -> weir_runtime::Result<BurstReader> {
+        Ok(BurstReader(0..50))
+    }
+}
+
+impl weir_runtime::SourceReader for BurstReader {
+    type Item = u32;
+    async fn next_batch(&mut self) -> weir_runtime::Result<Option<weir_runtime::Batch<u32>>> {
+        match self.0.next() {
+            Some(key) => Ok(Some(weir_runtime::Batch::new(vec![key]))),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// After a burst that opens windows without moving the watermark, the state gauges show the
+/// windows open now, not those of the last watermark. On a paused clock: the sleep ends once
+/// every task waits, i.e. once the burst was handled.
+#[tokio::test(start_paused = true)]
+async fn window_gauges_show_the_state_after_a_burst_without_new_watermarks() {
+    let metrics = Metrics::new();
+    let p = Pipeline::builder("burst").parallelism(1).metrics(metrics.clone()).build().unwrap();
+    p.source(Burst)
+        .assign_timestamps(|_| 5_000, Watermarks::monotonic())
+        .key_by(|k| *k)
+        .window(TumblingWindows::of(Duration::from_secs(10)))
+        .aggregate(Count)
+        .sink(CollectSink::new());
+    tokio::select! {
+        result = p.run() => panic!("an endless job ended: {result:?}"),
+        () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+    }
+    let text = metrics.encode();
+    let window = |name| value(&text, name, &[("pipeline", "burst"), ("operator", "window")]);
+    assert_eq!(window("weir_window_open_windows"), Some(50.0), "{text}");
+    assert!(window("weir_keyed_state_bytes").unwrap() >= 50.0, "{text}");
 }
