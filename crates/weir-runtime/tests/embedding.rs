@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
-use weir_runtime::{
-    Batch, Checkpointing, DeadLetter, DiscardSink, Pipeline, Sink, SinkWriter, Source, SourceReader,
-};
+use weir_runtime::{Batch, Checkpointing, DiscardSink, Pipeline, Sink, SinkWriter, Source, SourceReader};
 
 /// A source of `batches` batches of one unparsable line each (endless with `u64::MAX`); every
 /// reader holds a clone of `alive`, and counts the batches it read in `read`.
@@ -60,7 +58,7 @@ struct StuckWriter {
     _alive: mpsc::Sender<()>,
 }
 
-impl Sink<DeadLetter> for Stuck {
+impl<T: Send + 'static> Sink<T> for Stuck {
     type Writer = StuckWriter;
     fn name(&self) -> String {
         "stuck".into()
@@ -70,8 +68,8 @@ impl Sink<DeadLetter> for Stuck {
     }
 }
 
-impl SinkWriter<DeadLetter> for StuckWriter {
-    async fn write_batch(&mut self, _: Batch<DeadLetter>) -> weir_runtime::Result<()> {
+impl<T: Send + 'static> SinkWriter<T> for StuckWriter {
+    async fn write_batch(&mut self, _: Batch<T>) -> weir_runtime::Result<()> {
         std::future::pending().await
     }
     async fn finish(&mut self) -> weir_runtime::Result<()> {
@@ -159,4 +157,62 @@ async fn a_connector_error_keeps_its_cause_for_the_caller() {
     assert!(err.to_string().starts_with("sink failing: "), "{err}");
     let cause = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
     assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::StorageFull), "{err:?}");
+}
+
+/// A source of `batches` batches of one record: the first at 10 s, every other at 0 (late once
+/// the first passed the window); counts the batches it read in `read`.
+struct Late {
+    batches: u64,
+    read: Arc<AtomicU64>,
+}
+
+impl Source for Late {
+    type Item = i64;
+    type Reader = LateReader;
+    fn name(&self) -> String {
+        "late".into()
+    }
+    fn reader(&self, _: usize, _: usize) -> weir_runtime::Result<LateReader> {
+        Ok(LateReader { left: self.batches, read: self.read.clone() })
+    }
+}
+
+struct LateReader {
+    left: u64,
+    read: Arc<AtomicU64>,
+}
+
+impl SourceReader for LateReader {
+    type Item = i64;
+    async fn next_batch(&mut self) -> weir_runtime::Result<Option<Batch<i64>>> {
+        tokio::task::yield_now().await;
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let first = self.read.fetch_add(1, Ordering::Relaxed) == 0;
+        Ok(Some(Batch::new(vec![if first { 10_000 } else { 0 }])))
+    }
+}
+
+/// As for dead letters: late records wait for a slow late-records sink.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_late_records_waits_for_a_slow_late_output() {
+    const BATCHES: u64 = 10_000;
+    let (alive, _ended) = mpsc::channel::<()>(1);
+    let p = Pipeline::builder("late flood").parallelism(1).channel_capacity(2).build().unwrap();
+    let read = Arc::new(AtomicU64::new(0));
+    let mut windows = p
+        .source(Late { batches: BATCHES, read: read.clone() })
+        .assign_timestamps(|t| *t, weir_runtime::Watermarks::monotonic())
+        .key_by(|_| 0u8)
+        .window(weir_runtime::TumblingWindows::of(Duration::from_secs(1)));
+    windows.late_records().sink(Stuck { alive });
+    windows.aggregate(weir_runtime::Count).sink(DiscardSink);
+    tokio::select! {
+        result = p.run() => panic!("the job ended although its late output is stuck: {result:?}"),
+        () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+    }
+    let read = read.load(Ordering::Relaxed);
+    assert!(read <= 16, "{read} of {BATCHES} batches were read while the late output was stuck");
 }
