@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use weir::connectors::{FileSink, GeneratorSource, LogRecord, LogSink, LogSource};
 use weir::log::{Log, LogOptions, TopicConfig};
-use weir::runtime::{
-    Checkpointing, DiscardSink, Metrics, Pipeline, ServerConfig, TumblingWindows, Watermarks,
-};
+use weir::metrics::ServerConfig;
+use weir::runtime::{Checkpointing, DiscardSink, Metrics, Pipeline, TumblingWindows, Watermarks};
 
 /// Events per second the producer writes.
 const RATE: f64 = 5_000.0;
@@ -92,7 +91,11 @@ async fn main() -> anyhow::Result<()> {
         weir::metrics::serve(metrics.clone(), &ServerConfig::default().addr(args.metrics_addr)).await?;
     println!("metrics at http://{}/metrics", server.addr());
 
-    let producer = Pipeline::builder("access-producer").parallelism(1).metrics(metrics.clone()).build()?;
+    let producer = Pipeline::builder("access-producer")
+        .parallelism(1)
+        .handle_signals(true)
+        .metrics(metrics.clone())
+        .build()?;
     producer.source(GeneratorSource::new(u64::MAX, event).rate(RATE).batch_size(256)).sink(
         LogSink::raw(&log, "access").key_by(|line: &String| line.split(',').nth(1).unwrap_or("").to_owned()),
     );
@@ -100,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = Path::new(&args.dir);
     let analytics = Pipeline::builder("access-stats")
         .parallelism(2)
+        .handle_signals(true)
         .metrics(metrics.clone())
         .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(CHECKPOINT_INTERVAL))
         .build()?;

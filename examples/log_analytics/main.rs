@@ -81,9 +81,10 @@ use report::Report;
 use serde::Serialize;
 use weir::connectors::{FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource};
 use weir::log::{Log, LogOptions, TopicConfig};
+use weir::metrics::ServerConfig;
 use weir::runtime::{
-    Batch, Checkpointing, Collector, Count, Metrics, Operator, Pipeline, Quantile, ServerConfig,
-    SessionWindows, SlidingWindows, Stream, TumblingWindows, Watermarks,
+    Batch, Checkpointing, Collector, Count, Metrics, Operator, Pipeline, Quantile, SessionWindows,
+    SlidingWindows, Stream, TumblingWindows, Watermarks,
 };
 
 const PIPELINE: &str = "access_stats";
@@ -404,7 +405,7 @@ fn resumes(args: &Args) -> anyhow::Result<bool> {
 
 /// The builder of pipeline `name`, checkpointed if `--checkpoint-interval` says so.
 fn builder(args: &Args, name: &str) -> weir::runtime::PipelineBuilder {
-    let b = Pipeline::builder(name);
+    let b = Pipeline::builder(name).handle_signals(true);
     match args.checkpoint_interval {
         Some(interval) => {
             let dir = args.dir.join("checkpoints").join(name);

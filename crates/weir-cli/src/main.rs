@@ -17,9 +17,25 @@ fn main() -> ExitCode {
             let code = cli::exit_code(&e);
             if code != ExitCode::SUCCESS {
                 // If stderr is gone too, the exit code still says what happened.
-                let _ = cli::output::note(format_args!("weir: error: {e:#}"));
+                let _ = cli::output::note(format_args!("weir: error: {}", causes(&e)));
             }
             code
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each said once: an error whose message already
+/// ends with its cause's (as the runtime's connector errors do) does not repeat it.
+fn causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !text.ends_with(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
 }

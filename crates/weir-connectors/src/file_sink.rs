@@ -173,22 +173,23 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
             connector_error(
                 "file sink",
                 self.path.display(),
-                format_args!("commit checkpoint {checkpoint}: {e}"),
+                crate::Failed::new(format_args!("commit checkpoint {checkpoint}"), e),
             )
         })?;
         crate::file_commit::commit(checkpoint, &parts, self.format == Format::Csv).map_err(|e| {
             connector_error(
                 "file sink",
                 self.path.display(),
-                format_args!("commit checkpoint {checkpoint}: {e}"),
+                crate::Failed::new(format_args!("commit checkpoint {checkpoint}"), e),
             )
         })
     }
 
     fn check_restore(&self, restored: Option<u64>) -> Result<()> {
         let is_target = |name: &str| self.is_output_name(name);
-        crate::file_commit::check_discard(self.dir(), &is_target, restored)
-            .map_err(|e| connector_error("file sink", self.path.display(), format_args!("roll back: {e}")))
+        crate::file_commit::check_discard(self.dir(), &is_target, restored).map_err(|e| {
+            connector_error("file sink", self.path.display(), crate::Failed::new("roll back", e))
+        })
     }
 
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()> {
@@ -197,7 +198,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
             connector_error(
                 "file sink",
                 self.path.display(),
-                format_args!("clean up uncommitted output: {e}"),
+                crate::Failed::new("clean up uncommitted output", e),
             )
         })
     }
@@ -209,7 +210,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
     fn committed_output(&self) -> Result<Option<weir_runtime::CommittedOutput>> {
         let is_target = |name: &str| self.is_output_name(name);
         crate::file_commit::committed(self.dir(), &is_target).map_err(|e| {
-            connector_error("file sink", self.path.display(), format_args!("read committed output: {e}"))
+            connector_error("file sink", self.path.display(), crate::Failed::new("read committed output", e))
         })
     }
 }
@@ -246,7 +247,7 @@ impl FileSink {
 fn open_out(path: &Path, format: Format) -> Result<Out> {
     {
         let error = |action: &str, e: std::io::Error| {
-            connector_error("file sink", path.display(), format_args!("{action}: {e}"))
+            connector_error("file sink", path.display(), crate::Failed::new(action, e))
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| error("create directory", e))?;
@@ -303,8 +304,8 @@ impl FileWriter {
         &self.path
     }
 
-    fn error(&self, action: &str, e: impl std::fmt::Display) -> weir_runtime::Error {
-        connector_error("file sink", self.path.display(), format_args!("{action}: {e}"))
+    fn error(&self, action: &str, e: impl Into<weir_runtime::BoxError>) -> weir_runtime::Error {
+        connector_error("file sink", self.path.display(), crate::Failed::new(action, e))
     }
 }
 
@@ -377,8 +378,8 @@ impl FileWriter {
     fn close(&self) -> Result<Option<File>> {
         let out = self.out.lock().unwrap_or_else(PoisonError::into_inner).take();
         Ok(Some(match out {
-            Some(Out::Json(w)) => w.into_inner().map_err(|e| self.error("flush", e.error()))?,
-            Some(Out::Csv(w)) => w.into_inner().map_err(|e| self.error("flush", e.error()))?,
+            Some(Out::Json(w)) => w.into_inner().map_err(|e| self.error("flush", e.into_error()))?,
+            Some(Out::Csv(w)) => w.into_inner().map_err(|e| self.error("flush", e.into_error()))?,
             None => return Ok(None),
         }))
     }

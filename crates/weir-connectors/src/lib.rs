@@ -67,7 +67,9 @@
 //!
 //! I/O and log failures are [`weir_runtime::Error::Connector`] whose operator names the connector
 //! and its path or topic (e.g. `file source /var/log/app.log`, `log sink events`); they fail the
-//! job. Invalid settings (a batch size of 0) are [`weir_runtime::Error::InvalidConfig`] naming the
+//! job. The original error stays in the chain of [`source`](std::error::Error::source)s: a
+//! `weir_log::Error` (e.g. `StorageFull`, `Poisoned`) or a `std::io::Error` can be downcast from
+//! it. Invalid settings (a batch size of 0) are [`weir_runtime::Error::InvalidConfig`] naming the
 //! field, reported when the pipeline starts the connector.
 //!
 //! # Blocking I/O
@@ -109,13 +111,30 @@ pub use stdout::{StdoutSink, StdoutWriter};
 /// Default records per batch of every source here.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 
-/// A connector error: `operator` names the connector and its path or topic.
+/// A connector error: `operator` names the connector and its path or topic; `source` is the
+/// error as raised (a `weir_log::Error`, an `io::Error`, …: reachable by
+/// [`source`](std::error::Error::source)), or a message.
 pub(crate) fn connector_error(
     connector: &str,
     target: impl std::fmt::Display,
-    message: impl std::fmt::Display,
+    source: impl Into<weir_runtime::BoxError>,
 ) -> weir_runtime::Error {
-    weir_runtime::Error::connector(format!("{connector} {target}"), message)
+    weir_runtime::Error::connector(format!("{connector} {target}"), source)
+}
+
+/// What a connector was doing when `source` failed; `source` stays reachable by
+/// [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub(crate) struct Failed {
+    action: String,
+    source: weir_runtime::BoxError,
+}
+
+impl Failed {
+    pub(crate) fn new(action: impl std::fmt::Display, source: impl Into<weir_runtime::BoxError>) -> Failed {
+        Failed { action: action.to_string(), source: source.into() }
+    }
 }
 
 /// Checks a batch size setting.

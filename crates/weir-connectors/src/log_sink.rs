@@ -272,7 +272,7 @@ impl<T: Send + 'static> Sink<T> for LogSink<T> {
 
     fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
         let topic = self.open()?;
-        let error = |e: &dyn std::fmt::Display| connector_error("log sink", &self.topic, e);
+        let error = |e: weir_log::Error| connector_error("log sink", &self.topic, e);
         let mut by_partition: std::collections::BTreeMap<u32, Vec<HeldRecord>> = Default::default();
         for c in committables {
             for r in weir_runtime::decode::<Vec<HeldRecord>>(c)? {
@@ -280,7 +280,7 @@ impl<T: Send + 'static> Sink<T> for LogSink<T> {
             }
         }
         for (partition, records) in by_partition {
-            let done = committed_upto(&topic, partition, checkpoint).map_err(|e| error(&e))?;
+            let done = committed_upto(&topic, partition, checkpoint).map_err(error)?;
             let records: Vec<Record> = records
                 .into_iter()
                 .enumerate()
@@ -304,10 +304,10 @@ impl<T: Send + 'static> Sink<T> for LogSink<T> {
                 })
                 .collect();
             if !records.is_empty() {
-                topic.append(partition, &records).map_err(|e| error(&e))?;
+                topic.append(partition, &records).map_err(error)?;
             }
         }
-        topic.flush().map_err(|e| error(&e))
+        topic.flush().map_err(error)
     }
 
     /// Nothing to discard (uncommitted records were never appended); refuses like
@@ -327,7 +327,7 @@ impl<T: Send + 'static> Sink<T> for LogSink<T> {
         Err(connector_error(
             "log sink",
             &self.topic,
-            format_args!(
+            format!(
                 "partition {partition} holds records committed by checkpoint {id} (its last, at offset \
                  {offset}), newer than the restored checkpoint {r}: a topic cannot be rolled back, so \
                  restoring {r} would append that output a second time. Repair or restore checkpoint \
@@ -466,7 +466,7 @@ impl<T> std::fmt::Debug for LogWriter<T> {
 }
 
 impl<T> LogWriter<T> {
-    fn error(&self, e: impl std::fmt::Display) -> weir_runtime::Error {
+    fn error(&self, e: impl Into<weir_runtime::BoxError>) -> weir_runtime::Error {
         connector_error("log sink", self.topic.name(), e)
     }
 
@@ -478,7 +478,7 @@ impl<T> LogWriter<T> {
         let topic = self.topic.clone();
         match tokio::task::spawn_blocking(move || f(&topic)).await {
             Ok(result) => result.map_err(|e| self.error(e)),
-            Err(e) => Err(self.error(format_args!("append task failed: {e}"))),
+            Err(e) => Err(self.error(crate::Failed::new("append task failed", e))),
         }
     }
 }
@@ -490,7 +490,7 @@ impl<T: Send + 'static> SinkWriter<T> for LogWriter<T> {
             self.scratch.clear();
             let mut headers = Vec::new();
             if let Err(e) = (self.encode)(r, &mut self.scratch, &mut headers) {
-                return Err(self.error(format_args!("serialize record as JSON: {e}")));
+                return Err(self.error(crate::Failed::new("serialize record as JSON", e)));
             }
             self.written += self.scratch.len() as u64;
             let mut record = Record::new(Bytes::copy_from_slice(&self.scratch));

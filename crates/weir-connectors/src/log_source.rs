@@ -160,7 +160,7 @@ impl LogSource {
         self
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> weir_runtime::Error {
+    fn error(&self, e: impl Into<weir_runtime::BoxError>) -> weir_runtime::Error {
         connector_error("log source", format_args!("{} (group {})", self.topic, self.group), e)
     }
 }
@@ -171,6 +171,10 @@ impl Source for LogSource {
 
     fn name(&self) -> String {
         format!("log:{}", self.topic)
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.bounded
     }
 
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<LogReader> {
@@ -194,7 +198,7 @@ impl Source for LogSource {
         for (partition, offset) in offsets {
             consumer.seek(&self.topic, partition, offset).map_err(|e| self.error(e))?;
         }
-        consumer.commit().map_err(|e| self.error(format_args!("commit: {e}")))
+        consumer.commit().map_err(|e| self.error(crate::Failed::new("commit", e)))
     }
 
     /// The group's committed offsets on the topic, if it has any: a checkpointed pipeline
@@ -324,7 +328,7 @@ impl LogReader {
             return Ok(());
         }
         if let Some(c) = self.consumer.as_mut() {
-            c.commit().map_err(|e| self.source.error(format_args!("commit: {e}")))?;
+            c.commit().map_err(|e| self.source.error(crate::Failed::new("commit", e)))?;
         }
         self.uncommitted = false;
         Ok(())

@@ -79,6 +79,10 @@ impl Source for ParquetSource {
         format!("parquet:{}", self.pattern)
     }
 
+    fn is_bounded(&self) -> bool {
+        true
+    }
+
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<ParquetReader> {
         let files = self
             .files()?

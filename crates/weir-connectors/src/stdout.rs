@@ -82,8 +82,8 @@ pub struct StdoutWriter {
     buf: Vec<u8>,
 }
 
-fn stdout_error(action: &str, e: impl std::fmt::Display) -> weir_runtime::Error {
-    connector_error("stdout sink", "stdout", format_args!("{action}: {e}"))
+fn stdout_error(action: &str, e: impl Into<weir_runtime::BoxError>) -> weir_runtime::Error {
+    connector_error("stdout sink", "stdout", crate::Failed::new(action, e))
 }
 
 impl<T: Serialize + Send + 'static> SinkWriter<T> for StdoutWriter {

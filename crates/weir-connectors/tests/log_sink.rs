@@ -170,3 +170,20 @@ async fn raw_sinks_store_lines_as_they_are() {
     let values: Vec<&str> = records.iter().map(|r| std::str::from_utf8(&r.value).unwrap()).collect();
     assert_eq!(values, AWKWARD_LINES);
 }
+
+/// The log's own error stays reachable from the job's error, so a caller can tell a record
+/// that can never fit from a full disk or a poisoned partition, and decide whether to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_keeps_the_log_error_as_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let mut config = TopicConfig::with_partitions(1);
+    config.max_batch_bytes = 1024;
+    log.create_topic("small", config).unwrap();
+    let p = Pipeline::builder("too-large").parallelism(1).build().unwrap();
+    p.source(MemorySource::new(vec!["x".repeat(4096)])).sink(LogSink::topic(&log, "small"));
+    let err = p.run().await.unwrap_err();
+    assert!(matches!(err, weir_runtime::Error::Connector { .. }), "{err:?}");
+    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<weir_log::Error>());
+    assert!(matches!(source, Some(weir_log::Error::RecordTooLarge { size, .. }) if *size > 4096), "{err:?}");
+}

@@ -61,7 +61,8 @@ impl ServerConfig {
     }
 }
 
-/// A running endpoint; stops when dropped or on [`MetricsServer::shutdown`].
+/// A running endpoint; stops when dropped (its accept loop and open connections are aborted)
+/// or on [`MetricsServer::shutdown`].
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
@@ -87,10 +88,25 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
-/// Serves `metrics` as configured, on the current tokio runtime.
+/// Serves `metrics` as configured, on the current tokio runtime, until the returned handle is
+/// dropped: one line in a program's `main`,
+/// `let _server = weir_metrics::serve(metrics.clone(), &ServerConfig::default()).await?;`.
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`] for a non-loopback address not allowed explicitly, [`Error::Bind`]
+/// when the address cannot be bound (e.g. its port is in use).
+///
+/// # Cancel safety
+///
+/// Dropping the future before it completes binds nothing that outlives it: the listener is
+/// closed and no task was started.
 pub async fn serve(metrics: Metrics, config: &ServerConfig) -> Result<MetricsServer, Error> {
     config.validate()?;
     let listener =
@@ -98,8 +114,12 @@ pub async fn serve(metrics: Metrics, config: &ServerConfig) -> Result<MetricsSer
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.addr, source })?;
     let (stop, mut stopped) = watch::channel(false);
     tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
+    #[expect(clippy::disallowed_methods, reason = "owned by MetricsServer, which aborts it when dropped")]
     let task = tokio::spawn(async move {
+        // Dropped with the accept loop: aborts the connections still open.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
@@ -111,7 +131,7 @@ pub async fn serve(metrics: Metrics, config: &ServerConfig) -> Result<MetricsSer
                 _ = stopped.changed() => break,
             };
             let metrics = metrics.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let service = hyper::service::service_fn(move |req| respond(req, metrics.clone()));
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)

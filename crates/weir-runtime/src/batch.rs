@@ -1,6 +1,6 @@
 //! Batches and the messages that carry them between tasks.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Event time and watermarks: milliseconds since the Unix epoch.
 pub type Timestamp = i64;

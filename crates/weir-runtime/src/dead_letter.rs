@@ -9,6 +9,9 @@
 //! prints a summary on stderr at the end (counts per operator and the first
 //! [`FIRST_DEAD_LETTERS`] letters), so they are visible without a `tracing` subscriber.
 //!
+//! The dead-letter output is a bounded channel like every other: a flood of bad records waits
+//! for a slow dead-letter sink (backpressure) instead of filling memory.
+//!
 //! Whatever the output, every dead letter is counted in
 //! [`JobReport::dead_letters`](crate::JobReport::dead_letters) and, per operator, in
 //! [`JobReport::dead_letters_by_operator`](crate::JobReport::dead_letters_by_operator).
@@ -69,14 +72,15 @@ pub(crate) struct Tally {
 /// The sending side of the dead-letter output, shared by a pipeline's operators.
 #[derive(Clone, Debug)]
 pub(crate) struct DeadLetters {
-    tx: mpsc::UnboundedSender<Vec<DeadLetter>>,
+    tx: mpsc::Sender<Vec<DeadLetter>>,
     count: Arc<AtomicU64>,
     tally: Arc<Mutex<Tally>>,
 }
 
 impl DeadLetters {
-    pub(crate) fn new() -> (DeadLetters, mpsc::UnboundedReceiver<Vec<DeadLetter>>, Arc<AtomicU64>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// The output, holding at most `capacity` batches of letters before senders wait.
+    pub(crate) fn new(capacity: usize) -> (DeadLetters, mpsc::Receiver<Vec<DeadLetter>>, Arc<AtomicU64>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         let count = Arc::new(AtomicU64::new(0));
         (DeadLetters { tx, count: count.clone(), tally: Arc::default() }, rx, count)
     }
@@ -86,7 +90,8 @@ impl DeadLetters {
         self.tally.clone()
     }
 
-    pub(crate) fn send(&self, letters: Vec<DeadLetter>) {
+    /// Counts `letters` and sends them, waiting while the output is full.
+    pub(crate) async fn send(&self, letters: Vec<DeadLetter>) {
         self.count.fetch_add(letters.len() as u64, Ordering::Relaxed);
         {
             let mut t = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
@@ -101,7 +106,7 @@ impl DeadLetters {
             let room = FIRST_DEAD_LETTERS.saturating_sub(t.first.len());
             t.first.extend(letters.iter().take(room).cloned());
         }
-        if let Err(e) = self.tx.send(letters) {
+        if let Err(e) = self.tx.send(letters).await {
             for l in e.0 {
                 tracing::warn!(
                     origin = l.origin,

@@ -1,4 +1,12 @@
 //! The runtime's error type.
+//!
+//! Errors say whose they are: the user's ([`Error::InvalidConfig`], [`Error::Panicked`] in user
+//! code), the outside world's ([`Error::Connector`]: I/O, a full disk, a poisoned log, with the
+//! original error kept as its [`source`](std::error::Error::source) so a caller can downcast it
+//! and decide to retry), or Weir's own ([`Error::Internal`]: a bug to report).
+
+/// An error from outside the runtime, kept whole.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The runtime's `Result` alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -15,13 +23,15 @@ pub enum Error {
         /// Why the value is rejected.
         reason: String,
     },
-    /// A source or sink failed (I/O, a broken connection, …).
-    #[error("{operator}: {message}")]
+    /// A source or sink failed (I/O, a full disk, a poisoned log, …). The original error is
+    /// its [`source`](std::error::Error::source): downcast it, e.g. to
+    /// `weir_log::Error::StorageFull` or `std::io::Error`, to decide whether to retry.
+    #[error("{operator}: {source}")]
     Connector {
-        /// The source or sink, e.g. `"source file:access.log"`.
+        /// The source or sink, e.g. `"file source access.log"`.
         operator: String,
-        /// What went wrong.
-        message: String,
+        /// What went wrong, as the connector raised it.
+        source: BoxError,
     },
     /// User code panicked inside an operator; the job stops.
     #[error("operator {operator} panicked: {message}")]
@@ -31,20 +41,22 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
-    /// The metrics endpoint could not be started (e.g. its port is in use).
-    #[error("metrics: {0}")]
-    Metrics(String),
     /// A checkpoint could not be written, read or restored; the message says which and why.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A bug in Weir, not in the pipeline or its input (e.g. the checkpoint coordinator ended
+    /// abnormally). Please report it with the message.
+    #[error("internal error (a bug in Weir): {0}")]
+    Internal(String),
     /// A task stopped because another failed or the job was cancelled.
     #[error("job cancelled")]
     Cancelled,
 }
 
 impl Error {
-    /// A connector error for `operator` with `message`.
-    pub fn connector(operator: impl Into<String>, message: impl std::fmt::Display) -> Error {
-        Error::Connector { operator: operator.into(), message: message.to_string() }
+    /// A connector error for `operator`, caused by `source`: an error (kept, for
+    /// [`source`](std::error::Error::source) and downcasting) or a message (`&str`, `String`).
+    pub fn connector(operator: impl Into<String>, source: impl Into<BoxError>) -> Error {
+        Error::Connector { operator: operator.into(), source: source.into() }
     }
 }

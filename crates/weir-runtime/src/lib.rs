@@ -40,6 +40,21 @@
 //! and the [`checkpoint`] module for the checkpoint protocol and what it guarantees. These
 //! modules are public for their documentation; their types are re-exported at the crate root.
 //!
+//! # Determinism
+//!
+//! For a bounded source ([`Source::is_bounded`]: files, bounded topics, memory) with
+//! `assign_timestamps` directly on it, the watermarks, hence which records each window counts
+//! and which records are late, depend only on the input and the pipeline's settings
+//! (parallelism, batch size), never on how fast each subtask runs: no split or subtask of a
+//! bounded source is declared idle by the clock (an idle timeout does not apply), so each
+//! watermark is the minimum of what every split's data promised. The order in which results
+//! of different keys or subtasks reach a sink is not deterministic.
+//!
+//! With an unbounded source, an idle timeout ([`Watermarks::with_idle_timeout`]) makes results
+//! depend on timing by design (a silent split stops holding windows back after the timeout),
+//! and so does processing time ([`Stream::assign_processing_time`]). The runtime measures time
+//! on tokio's clock, so tests can pause it.
+//!
 //! # Dead letters
 //!
 //! [`Stream::try_map`] sends records it fails on — origin, payload, error — to the dead-letter
@@ -72,7 +87,7 @@ pub use checkpoint::{
     subtask_for_hash,
 };
 pub use dead_letter::{DeadLetter, FIRST_DEAD_LETTERS, Traceable};
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result};
 pub use exchange::{KeyPartitioner, Partitioner, key_hash};
 pub use operator::{Collector, DropReason, Operator, StateStats};
 pub use ops::Traced;
@@ -83,7 +98,7 @@ pub use process::{KeyedProcess, ProcessContext};
 pub use sink::{CollectSink, CommittedOutput, DiscardSink, Sink, SinkWriter};
 pub use source::{MemoryReader, MemorySource, Source, SourceReader};
 pub use time::Watermarks;
-pub use weir_metrics::{Metrics, ServerConfig};
+pub use weir_metrics::Metrics;
 pub use window::{SessionWindows, SlidingWindows, TumblingWindows, WindowResult, WindowSpec, format_rfc3339};
 
 /// The names a typical pipeline uses: `use weir_runtime::prelude::*;`.
@@ -122,8 +137,8 @@ pub mod prelude {
         Aggregator, Aggs, ApproxDistinctCount, Avg, Batch, CheckpointHandle, Checkpointing, CollectSink,
         Collector, Count, DeadLetter, DiscardSink, DistinctCount, Error, First, JobReport, KeyedProcess,
         KeyedStream, Last, Max, MemorySource, Metrics, Min, Operator, Pipeline, PipelineBuilder,
-        ProcessContext, Quantile, Reduce, Result, ServerConfig, SessionWindows, Sink, SinkWriter,
-        SlidingWindows, Source, SourceReader, StopHandle, Stream, Sum, Timestamp, TopBy, TopK, Traceable,
-        TumblingWindows, Watermarks, WindowResult, WindowSpec, WindowedStream,
+        ProcessContext, Quantile, Reduce, Result, SessionWindows, Sink, SinkWriter, SlidingWindows, Source,
+        SourceReader, StopHandle, Stream, Sum, Timestamp, TopBy, TopK, Traceable, TumblingWindows,
+        Watermarks, WindowResult, WindowSpec, WindowedStream,
     };
 }

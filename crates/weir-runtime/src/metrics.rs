@@ -20,7 +20,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use weir_metrics::catalog::{
     CHECKPOINT_DURATION, CHECKPOINT_FAILURES, CHECKPOINT_LAST_ID, CHECKPOINT_LAST_TIME, CHECKPOINT_SIZE,
@@ -60,11 +62,12 @@ impl PipelineMetrics {
         let m = &self.metrics;
         let s = subtask.to_string();
         let labels = [&*self.pipeline, name, &s];
-        let reason = |r| m.counter(&OPERATOR_DROPPED, [&*self.pipeline, name, &s, r]);
+        let (late, dead) = drop_reasons(name);
+        let reason = |yes: bool, r| yes.then(|| m.counter(&OPERATOR_DROPPED, [&*self.pipeline, name, &s, r]));
         OperatorMetrics {
             records_in: m.counter(&OPERATOR_RECORDS_IN, labels),
             records_out: m.counter(&OPERATOR_RECORDS_OUT, labels),
-            dropped: [reason("late"), reason("dead_letter")],
+            dropped: [reason(late, "late"), reason(dead, "dead_letter")],
             watermark: m.gauge(&OPERATOR_WATERMARK, labels),
             state: stateful.then(|| StateMetrics {
                 keys: m.gauge(&KEYED_STATE_KEYS, labels),
@@ -126,6 +129,25 @@ impl PipelineMetrics {
     }
 }
 
+/// Whether an operator labelled `label` (`kind` or `kind_N`) can drop late records and send
+/// dead letters: the built-in one-to-one operators can do neither, `try_map` only the second, a
+/// window only the first; any other operator (a user's) may do both. No series is exported that
+/// could never change.
+fn drop_reasons(label: &str) -> (bool, bool) {
+    let kind = match label.rsplit_once('_') {
+        Some((kind, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => kind,
+        _ => label,
+    };
+    match kind {
+        "map" | "filter" | "flat_map" | "inspect" | "assign_timestamps" | "assign_processing_time" => {
+            (false, false)
+        }
+        "try_map" => (false, true),
+        "window" => (true, false),
+        _ => (true, true),
+    }
+}
+
 /// A task's label: its chain of operator kinds, without the source's and sink's paths or
 /// topics (`source file:/var/log/a.log -> map -> key_by` becomes `source -> map -> key_by`), so
 /// the label stays short and does not change with an input's name.
@@ -150,7 +172,8 @@ struct StateMetrics {
 pub(crate) struct OperatorMetrics {
     records_in: IntCounter,
     records_out: IntCounter,
-    dropped: [IntCounter; 2],
+    /// By [`DropReason`](crate::DropReason): `None` where the operator cannot drop so.
+    dropped: [Option<IntCounter>; 2],
     watermark: Gauge,
     state: Option<StateMetrics>,
 }
@@ -161,11 +184,14 @@ impl OperatorMetrics {
         add(&self.records_in, records_in as u64);
         add(&self.records_out, records_out as u64);
         for (counter, n) in self.dropped.iter().zip(dropped) {
-            add(counter, n);
+            if let Some(counter) = counter {
+                add(counter, n);
+            }
         }
     }
 
-    /// A watermark passed (or the input ended): the watermark and the state size.
+    /// After every message: the watermark (if one passed) and the state size, so the state
+    /// gauges show the current state also when no watermark follows a burst of data.
     pub(crate) fn watermark(&self, watermark: Option<Timestamp>, stats: Option<StateStats>) {
         if let Some(w) = watermark.filter(|w| *w != Timestamp::MAX && *w != Timestamp::MIN) {
             self.watermark.set(w as f64 / 1000.0);

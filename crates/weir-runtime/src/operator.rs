@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 
@@ -39,11 +39,29 @@ pub struct Collector<T> {
     dropped: [u64; 2],
     /// Dead letters of the current message.
     dead: Vec<DeadLetter>,
+    /// Sends to side outputs, awaited before the output moves on (see [`Collector::defer`]).
+    deferred: Deferred,
+}
+
+/// Futures a [`Collector`] holds for its stage to await.
+#[derive(Default)]
+struct Deferred(Vec<BoxFuture<'static, ()>>);
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} deferred sends", self.0.len())
+    }
 }
 
 impl<T> Default for Collector<T> {
     fn default() -> Self {
-        Collector { messages: Vec::new(), read_at: None, dropped: [0; 2], dead: Vec::new() }
+        Collector {
+            messages: Vec::new(),
+            read_at: None,
+            dropped: [0; 2],
+            dead: Vec::new(),
+            deferred: Deferred::default(),
+        }
     }
 }
 
@@ -94,6 +112,13 @@ impl<T> Collector<T> {
     /// Says a source split ended (see [`Message::SplitEnd`]).
     pub fn split_end(&mut self, split: u32) {
         self.messages.push(Message::SplitEnd(split));
+    }
+
+    /// Has the stage await `send` (a send to a bounded side output, e.g. late records) before
+    /// its output moves on: an operator's code is synchronous, and this is how a full side
+    /// output makes it wait (backpressure) instead of growing.
+    pub(crate) fn defer(&mut self, send: BoxFuture<'static, ()>) {
+        self.deferred.0.push(send);
     }
 
     fn take(&mut self) -> Vec<Message<T>> {
@@ -233,7 +258,9 @@ pub trait Operator<In, Out>: Send + 'static {
     }
 
     /// The size of the operator's keyed state, for metrics; `None` (the default) for a
-    /// stateless operator. Called after watermarks, not per batch.
+    /// stateless operator. With metrics on, called after every message (batch, watermark,
+    /// end), so the gauges show the current state: keep it cheap (count incrementally, or
+    /// cache what costs a walk over the state).
     fn state_stats(&self) -> Option<StateStats> {
         None
     }
@@ -361,9 +388,8 @@ where
         }
         let mut messages = self.out.take();
         let dropped = std::mem::take(&mut self.out.dropped);
-        if !self.out.dead.is_empty() {
-            self.dead_letters.send(std::mem::take(&mut self.out.dead));
-        }
+        let dead = std::mem::take(&mut self.out.dead);
+        let deferred = std::mem::take(&mut self.out.deferred.0);
         let late = dropped[DropReason::Late as usize];
         if late > 0 {
             self.late_count.fetch_add(late, Ordering::Relaxed);
@@ -372,14 +398,18 @@ where
             let records_out =
                 messages.iter().map(|m| if let Message::Data(b) = m { b.len() } else { 0 }).sum();
             m.record(records_in, records_out, dropped);
-            if watermark.is_some() || end {
-                m.watermark(watermark, self.op.state_stats());
-            }
+            m.watermark(watermark, self.op.state_stats());
         }
         if end {
             messages.push(Message::End);
         }
         Box::pin(async move {
+            if !dead.is_empty() {
+                self.dead_letters.send(dead).await;
+            }
+            for send in deferred {
+                send.await;
+            }
             for m in messages {
                 self.next.push(m).await?;
             }

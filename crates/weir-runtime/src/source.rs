@@ -147,6 +147,16 @@ pub trait Source: Send + Sync + 'static {
     /// The reader of subtask `subtask` of `parallelism` (it reads its share of the splits).
     fn reader(&self, subtask: usize, parallelism: usize) -> Result<Self::Reader>;
 
+    /// Whether every reader ends by itself (a file read once, a topic up to its end offsets at
+    /// start, records in memory). The runtime then never decides by the clock that a split or a
+    /// subtask is idle (no [`Watermarks::with_idle_timeout`](crate::Watermarks::with_idle_timeout)
+    /// applies): every split holds the watermark back until it sends records or ends, so the
+    /// same input gives the same results, late records included, however fast each subtask
+    /// runs. Default: `false` (unbounded).
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
     /// The reader of subtask `subtask` of `parallelism` in a checkpointed pipeline, resuming at
     /// `positions` (those every subtask saved in the restored checkpoint, whatever the
     /// parallelism was; empty on a fresh start). Its positions are committed only by
@@ -254,6 +264,10 @@ impl<T: Clone + Send + Sync + 'static> Source for MemorySource<T> {
 
     fn name(&self) -> String {
         "memory".to_owned()
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
     }
 
     fn reader_at(

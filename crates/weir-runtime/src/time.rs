@@ -15,13 +15,26 @@
 //! 3. A task with several inputs (after an exchange) forwards the minimum over its inputs that
 //!    have not ended.
 //! 4. A bounded source ends with `Watermark(Timestamp::MAX)`, which fires every window.
+//! 5. Idleness is decided by the clock only for unbounded sources: with a bounded source
+//!    ([`Source::is_bounded`](crate::Source::is_bounded)) the idle timeout does not apply to the
+//!    `assign_timestamps` fused into the source's task, and the source sends no `Idle`, so a
+//!    split holds the watermark back until it sends records or ends.
+//!
+//! What this makes deterministic is said in the crate docs ("Determinism").
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::batch::{Batch, Timestamp};
 use crate::operator::{Collector, Operator};
+
+tokio::task_local! {
+    /// Set in a source's task: whether the source is bounded ([`Source::is_bounded`](crate::Source::is_bounded)).
+    pub(crate) static BOUNDED_SOURCE: bool;
+}
 
 /// How watermarks follow the timestamps of the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +82,9 @@ pub(crate) struct AssignTimestamps<F> {
     started: Option<Instant>,
     /// Whether `Idle` was sent since the last batch.
     idle: bool,
+    /// Whether the idle timeout was dropped, at the first message, because the task reads a
+    /// bounded source.
+    resolved: bool,
 }
 
 impl<F> AssignTimestamps<F> {
@@ -80,6 +96,18 @@ impl<F> AssignTimestamps<F> {
             emitted: Timestamp::MIN,
             started: None,
             idle: false,
+            resolved: false,
+        }
+    }
+
+    /// At the first message: a task reading a bounded source never decides idleness by the
+    /// clock.
+    fn resolve(&mut self) {
+        if !self.resolved {
+            self.resolved = true;
+            if BOUNDED_SOURCE.try_with(|b| *b).unwrap_or(false) {
+                self.strategy.idle_timeout = None;
+            }
         }
     }
 
@@ -114,6 +142,7 @@ where
         batch.timestamps.clear();
         batch.timestamps.extend(batch.records.iter().map(f));
         let max = batch.timestamps.iter().copied().max();
+        self.resolve();
         let now = Instant::now();
         self.started.get_or_insert(now);
         self.idle = false;
@@ -135,6 +164,7 @@ where
     /// The source was silent for a tick: a split may have gone idle. Emits the watermark if it
     /// rose (an idle split stopped holding it back), and `Idle` once every split is idle.
     fn on_idle(&mut self, out: &mut Collector<T>) {
+        self.resolve();
         let now = Instant::now();
         self.started.get_or_insert(now);
         if let Some(w) = self.current(now)
@@ -151,6 +181,7 @@ where
 
     /// A split announced before its first records holds the watermark back from now on.
     fn on_split_start(&mut self, split: u32, out: &mut Collector<T>) {
+        self.resolve();
         let now = Instant::now();
         self.started.get_or_insert(now);
         self.splits.entry(split).or_insert(SplitState { max_ts: Timestamp::MIN, last_seen: now });
@@ -159,6 +190,7 @@ where
 
     /// A finished split stops holding the watermark back.
     fn on_split_end(&mut self, split: u32, out: &mut Collector<T>) {
+        self.resolve();
         if self.splits.remove(&split).is_some()
             && let Some(w) = self.current(Instant::now())
             && w > self.emitted
@@ -188,17 +220,28 @@ pub(crate) fn now_ms() -> Timestamp {
 /// Processing time: every record gets the wall-clock time it passes this operator, and the
 /// watermark follows the clock, also while the source is silent (on its idle ticks), so
 /// processing-time windows close on time without new data.
+///
+/// The wall clock is read once, at the first message; from then on the time advances with
+/// tokio's clock, so a paused clock (`tokio::time::pause`) drives processing time too.
 pub(crate) struct ProcessingTime {
     emitted: Timestamp,
+    /// The wall-clock time and tokio's instant at the first message.
+    anchor: Option<(Timestamp, Instant)>,
 }
 
 impl ProcessingTime {
     pub(crate) fn new() -> Self {
-        ProcessingTime { emitted: Timestamp::MIN }
+        ProcessingTime { emitted: Timestamp::MIN, anchor: None }
+    }
+
+    /// Milliseconds since the Unix epoch, on tokio's clock.
+    fn now_ms(&mut self) -> Timestamp {
+        let (wall, at) = *self.anchor.get_or_insert_with(|| (now_ms(), Instant::now()));
+        wall.saturating_add(at.elapsed().as_millis().min(i64::MAX as u128) as Timestamp)
     }
 
     fn advance<T>(&mut self, out: &mut Collector<T>) {
-        let w = now_ms() - 1;
+        let w = self.now_ms() - 1;
         if w > self.emitted {
             self.emitted = w;
             out.watermark(w);
@@ -208,7 +251,7 @@ impl ProcessingTime {
 
 impl<T: Send + 'static> Operator<T, T> for ProcessingTime {
     fn process_batch(&mut self, mut batch: Batch<T>, out: &mut Collector<T>) {
-        let now = now_ms();
+        let now = self.now_ms();
         batch.timestamps.clear();
         batch.timestamps.resize(batch.records.len(), now);
         out.batch(batch);

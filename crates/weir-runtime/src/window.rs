@@ -306,7 +306,8 @@ mod bound {
 
 /// Where late records go.
 pub(crate) struct LateRecords<T> {
-    pub(crate) tx: Option<mpsc::UnboundedSender<Batch<T>>>,
+    /// Bounded: a window waits while the late output is full (see [`Collector::defer`]).
+    pub(crate) tx: Option<mpsc::Sender<Batch<T>>>,
 }
 
 impl<T> Clone for LateRecords<T> {
@@ -340,7 +341,7 @@ pub(crate) struct WindowOperator<K, T, A: Aggregator<T>> {
     fired: u64,
     /// The state size as last computed, and when (recomputed at most every second: it walks
     /// the state).
-    stats: std::cell::Cell<Option<(std::time::Instant, StateStats)>>,
+    stats: std::cell::Cell<Option<(tokio::time::Instant, StateStats)>>,
 }
 
 impl<K, T, A> WindowOperator<K, T, A>
@@ -373,9 +374,13 @@ where
     }
 
     /// Walks the state: distinct keys, windows per key, and their approximate bytes.
+    /// The estimated bytes of one window's state.
+    fn entry_bytes(&self) -> u64 {
+        (std::mem::size_of::<K>() + std::mem::size_of::<A::Acc>() + 2 * std::mem::size_of::<usize>()) as u64
+    }
+
     fn measure(&self) -> StateStats {
-        let entry =
-            std::mem::size_of::<K>() + std::mem::size_of::<A::Acc>() + 2 * std::mem::size_of::<usize>();
+        let entry = self.entry_bytes() as usize;
         let (keys, windows) = match self.spec {
             WindowSpec::Session { .. } => {
                 (self.sessions.len(), self.sessions.values().map(Vec::len).sum::<usize>())
@@ -603,7 +608,11 @@ where
         if !late.is_empty() {
             out.dropped(crate::operator::DropReason::Late, late.len() as u64);
             if let Some(tx) = &self.late.tx {
-                let _ = tx.send(Batch::new(late));
+                let (tx, late) = (tx.clone(), Batch::new(late));
+                out.defer(Box::pin(async move {
+                    // A late output nobody reads (its stream was never sunk) drops them.
+                    let _ = tx.send(late).await;
+                }));
             }
         }
     }
@@ -672,11 +681,21 @@ where
         out.watermark(watermark);
     }
 
+    /// Called after every message: the open windows and their bytes of tumbling and sliding
+    /// windows are counted each time (a sum over the open window ends); the distinct keys, and
+    /// everything of session windows, at most once a second.
     fn state_stats(&self) -> Option<StateStats> {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         match self.stats.get() {
             Some((at, stats)) if now.duration_since(at) < std::time::Duration::from_secs(1) => {
-                Some(StateStats { fired: self.fired, ..stats })
+                let fresh = match self.spec {
+                    WindowSpec::Session { .. } => stats,
+                    WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => {
+                        let windows = self.windows.values().map(HashMap::len).sum::<usize>() as u64;
+                        StateStats { windows, bytes: windows * self.entry_bytes(), ..stats }
+                    }
+                };
+                Some(StateStats { fired: self.fired, ..fresh })
             }
             _ => {
                 let stats = self.measure();

@@ -9,10 +9,13 @@
 //! shows up in `JobReport::backpressure`.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::disallowed_methods, reason = "a test spawns its job or a stopper and ends with it")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use weir_runtime::{Batch, Pipeline, Result, Sink, SinkWriter, Source, SourceReader};
 

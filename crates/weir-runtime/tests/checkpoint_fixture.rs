@@ -12,6 +12,7 @@
 //! variable it does nothing); commit what it writes.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::disallowed_methods, reason = "a test spawns its job or a stopper and ends with it")]
 
 mod committed;
 

@@ -3,13 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
-mod common;
-
 use std::time::Duration;
 
-use weir_runtime::{
-    CollectSink, Count, DiscardSink, Metrics, Pipeline, ServerConfig, Traceable, TumblingWindows, Watermarks,
-};
+use weir_runtime::{CollectSink, Count, Metrics, Pipeline, Traceable, TumblingWindows, Watermarks};
 
 #[derive(Debug, Clone)]
 struct Line(String);
@@ -73,7 +69,21 @@ async fn a_job_reports_records_drops_windows_and_latency() {
         value(&text, "weir_operator_dropped_records_total", &[("operator", "try_map"), ("reason", reason)])
     };
     assert_eq!(dropped("dead_letter"), Some(50.0));
-    assert_eq!(dropped("late"), Some(0.0), "label sets start at zero");
+    assert_eq!(dropped("late"), None, "a try_map never drops late records: no series that cannot change");
+    assert_eq!(
+        value(
+            &text,
+            "weir_operator_dropped_records_total",
+            &[("operator", "window"), ("reason", "dead_letter")]
+        ),
+        None,
+        "a window sends no dead letters"
+    );
+    assert_eq!(
+        value(&text, "weir_operator_dropped_records_total", &[("operator", "assign_timestamps")]),
+        None,
+        "assign_timestamps drops nothing"
+    );
     assert_eq!(
         value(&text, "weir_operator_dropped_records_total", &[("operator", "window"), ("reason", "late")]),
         Some(20.0)
@@ -94,48 +104,51 @@ async fn a_job_reports_records_drops_windows_and_latency() {
     assert!(count("weir_operator_batch_duration_seconds_count").unwrap() >= 44.0, "one per batch at least");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_pipeline_serves_its_metrics() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let p = Pipeline::builder("served")
-        .parallelism(1)
-        .handle_signals(false)
-        .serve_metrics(ServerConfig::default().addr(addr))
-        .build()
-        .unwrap();
-    let stop = p.stop_handle();
-    p.source(common::Endless).map(|x| x * 2).sink(DiscardSink);
-    let job = tokio::spawn(p.run());
-    let mut body = String::new();
-    for _ in 0..100 {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-            s.read_to_string(&mut body).await.unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Fifty records, one per batch, each of its own key in the window `[0, 10 s)`, then silence.
+struct Burst;
+
+struct BurstReader(std::ops::Range<u32>);
+
+impl weir_runtime::Source for Burst {
+    type Item = u32;
+    type Reader = BurstReader;
+    fn name(&self) -> String {
+        "burst".into()
     }
-    stop.stop();
-    job.await.unwrap().unwrap();
-    assert!(
-        body.contains("weir_operator_records_in_total{operator=\"map\",pipeline=\"served\",subtask=\"0\"}"),
-        "{body}"
-    );
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the endpoint outlived the pipeline");
+    fn reader(&self, _: usize, _: usize) -> weir_runtime::Result<BurstReader> {
+        Ok(BurstReader(0..50))
+    }
 }
 
-#[tokio::test]
-async fn a_public_metrics_address_must_be_allowed() {
-    let p = Pipeline::builder("public")
-        .handle_signals(false)
-        .serve_metrics(ServerConfig::default().addr("0.0.0.0:0".parse().unwrap()))
-        .build()
-        .unwrap();
-    p.source(weir_runtime::MemorySource::new(vec![1])).sink(DiscardSink);
-    match p.run().await {
-        Err(weir_runtime::Error::InvalidConfig { field, .. }) => assert_eq!(field, "metrics.addr"),
-        other => panic!("{other:?}"),
+impl weir_runtime::SourceReader for BurstReader {
+    type Item = u32;
+    async fn next_batch(&mut self) -> weir_runtime::Result<Option<weir_runtime::Batch<u32>>> {
+        match self.0.next() {
+            Some(key) => Ok(Some(weir_runtime::Batch::new(vec![key]))),
+            None => std::future::pending().await,
+        }
     }
+}
+
+/// After a burst that opens windows without moving the watermark, the state gauges show the
+/// windows open now, not those of the last watermark. On a paused clock: the sleep ends once
+/// every task waits, i.e. once the burst was handled.
+#[tokio::test(start_paused = true)]
+async fn window_gauges_show_the_state_after_a_burst_without_new_watermarks() {
+    let metrics = Metrics::new();
+    let p = Pipeline::builder("burst").parallelism(1).metrics(metrics.clone()).build().unwrap();
+    p.source(Burst)
+        .assign_timestamps(|_| 5_000, Watermarks::monotonic())
+        .key_by(|k| *k)
+        .window(TumblingWindows::of(Duration::from_secs(10)))
+        .aggregate(Count)
+        .sink(CollectSink::new());
+    tokio::select! {
+        result = p.run() => panic!("an endless job ended: {result:?}"),
+        () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+    }
+    let text = metrics.encode();
+    let window = |name| value(&text, name, &[("pipeline", "burst"), ("operator", "window")]);
+    assert_eq!(window("weir_window_open_windows"), Some(50.0), "{text}");
+    assert!(window("weir_keyed_state_bytes").unwrap() >= 50.0, "{text}");
 }

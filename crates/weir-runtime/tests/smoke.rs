@@ -1,6 +1,7 @@
 //! End-to-end: a windowed count at parallelism 1 and 4 equals a brute-force count.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::disallowed_methods, reason = "a test spawns its job or a stopper and ends with it")]
 
 mod common;
 
@@ -37,7 +38,8 @@ async fn tumbling_count_and_sum_match_brute_force() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On a paused clock: the sleep passes in virtual time, once every task waits.
+#[tokio::test(start_paused = true)]
 async fn a_stop_handle_drains_an_unbounded_job_and_fires_open_windows() {
     let p = Pipeline::builder("stop").parallelism(1).handle_signals(false).build().unwrap();
     let out = CollectSink::new();
@@ -106,7 +108,8 @@ impl weir_runtime::SourceReader for BurstReader {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On a paused clock: the sleep passes in virtual time, once every task waits.
+#[tokio::test(start_paused = true)]
 async fn processing_time_windows_close_on_the_clock_without_new_data() {
     let p = Pipeline::builder("processing-time").parallelism(2).handle_signals(false).build().unwrap();
     let out = CollectSink::new();

@@ -7,11 +7,18 @@
 //! can check what has fired *between* two source batches. Every record has the key `"k"`, the
 //! windows are tumbling windows of one second counted with [`Count`], and watermarks are
 //! monotonic (`watermark = max timestamp − 1`) unless a test says otherwise.
+//!
+//! The tests run on a paused tokio clock: a sleep ends only once every task of the job waits
+//! (tokio advances a paused clock only then), so "nothing fired after the sleep" means nothing
+//! would fire, and the idle timeouts pass in virtual time.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::disallowed_methods, reason = "a test spawns its job or a stopper and ends with it")]
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -186,12 +193,12 @@ async fn slow_split_holds_the_window_back(layout: Layout) {
     assert_eq!(report.late_records, 0, "{layout:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_slow_split_in_the_same_task_holds_the_window_back() {
     slow_split_holds_the_window_back(Layout::OneTask).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_slow_subtask_holds_the_window_back_after_the_exchange() {
     slow_split_holds_the_window_back(Layout::TwoSubtasks).await;
 }
@@ -235,7 +242,7 @@ async fn idle_split_stops_holding_the_window_back(layout: Layout) {
     assert_eq!(report.late_records, 0, "{layout:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_idle_split_stops_holding_the_window_back() {
     idle_split_stops_holding_the_window_back(Layout::OneTask).await;
 }
@@ -243,14 +250,14 @@ async fn an_idle_split_stops_holding_the_window_back() {
 /// The same with the silent split alone in its subtask (parallelism = number of splits, the
 /// usual layout for a partitioned source): the idle subtask must not hold the window back
 /// either (ARCHITECTURE.md: "idle partitions excluded after a timeout").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_idle_subtask_stops_holding_the_window_back() {
     idle_split_stops_holding_the_window_back(Layout::TwoSubtasks).await;
 }
 
 /// A split that resumes after being idle counts again: with split 1 back at 5500, split 0 at
 /// 9000 does not fire `[5000, 6000)`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_split_that_resumes_counts_again() {
     const IDLE: Duration = Duration::from_millis(400);
     let strategy = Watermarks::monotonic().with_idle_timeout(IDLE);
@@ -276,7 +283,7 @@ async fn a_split_that_resumes_counts_again() {
 /// A split that has ended (a file read to its end, a chunk of memory) must not pin event time:
 /// with batches of one record from a `MemorySource` (each its own split) at 0, 10 s and 20 s, the
 /// record at 5 ms that follows is 20 s behind the watermark and must be late.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn finished_splits_do_not_pin_the_watermark() {
     let p = Pipeline::builder("finished splits").parallelism(1).handle_signals(false).build().unwrap();
     let out = CollectSink::new();
@@ -300,7 +307,7 @@ async fn finished_splits_do_not_pin_the_watermark() {
 /// A bounded source ends with the final watermark: every window still open fires (here all of
 /// them, since nothing passes the huge bound before the end), however far in the future, and
 /// the job completes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_final_watermark_fires_every_open_window_and_the_job_completes() {
     const YEAR_2100: i64 = 4_102_444_800_000;
     const YEAR_9999: i64 = 253_402_300_799_000;
@@ -374,7 +381,7 @@ async fn the_final_watermark_fires_every_open_window_and_the_job_completes() {
 /// An event time within one window of the largest timestamp (a garbage timestamp, say) must
 /// neither crash the job nor vanish: it lands in a window whose end is clamped to the end of time
 /// or is counted as late.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_timestamp_at_the_end_of_time_does_not_crash_the_job() {
     for spec in [
         TumblingWindows::of(ms(1_000)),

@@ -41,6 +41,11 @@ pub struct ScriptOptions {
     /// Bare queries, and `stdout` sinks without a `format`, print JSON lines (one object per
     /// row) instead of tables (`weir sql --json`). Default: `false`.
     pub stdout_json: bool,
+    /// Whether Ctrl-C / SIGTERM stop the job gracefully (see
+    /// [`PipelineBuilder::handle_signals`](weir_runtime::PipelineBuilder::handle_signals)).
+    /// Default: `false`, as a library must not take over its host's signals; the `weir` command
+    /// turns it on.
+    pub handle_signals: bool,
 }
 
 impl Default for ScriptOptions {
@@ -53,6 +58,7 @@ impl Default for ScriptOptions {
             checkpointing: None,
             report_on_stderr: true,
             stdout_json: false,
+            handle_signals: false,
         }
     }
 }
@@ -116,7 +122,8 @@ impl Script {
     ) -> Result<(Vec<String>, Option<JobReport>)> {
         let mut builder = Pipeline::builder(options.name.clone())
             .parallelism(options.parallelism)
-            .report_on_stderr(options.report_on_stderr);
+            .report_on_stderr(options.report_on_stderr)
+            .handle_signals(options.handle_signals);
         if let Some(m) = &options.metrics {
             builder = builder.metrics(m.clone());
         }

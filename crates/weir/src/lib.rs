@@ -138,6 +138,7 @@ pub mod prelude {
         AutoOffsetReset, ConsumedBatch, Consumer, ConsumerConfig, Durability, Log, LogOptions, Record,
         StoredRecord, Topic, TopicConfig,
     };
+    pub use weir_metrics::{ServerConfig, serve};
     pub use weir_runtime::prelude::*;
 }
 

@@ -122,6 +122,8 @@ pub(crate) fn run(dir: &std::path::Path, json: bool, args: &SqlArgs) -> Result<(
             // Printed once, below, with where the dead letters are.
             report_on_stderr: false,
             stdout_json: json,
+            // The command's job is the pipeline: Ctrl-C drains it.
+            handle_signals: true,
         };
         let (explained, report) = match script.run(&mut ctx, &options).await {
             Ok(done) => done,

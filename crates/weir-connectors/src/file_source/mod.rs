@@ -240,6 +240,10 @@ impl<F: LineFormat> Source for FileSource<F> {
         format!("file:{}", self.pattern)
     }
 
+    fn is_bounded(&self) -> bool {
+        !self.follow
+    }
+
     fn reader_at(
         &self,
         subtask: usize,

@@ -130,8 +130,8 @@ impl TailedFile {
         TailedFile { index, path, name, open: None, reopen: false, done: false, bytes_read: 0, at_end: false }
     }
 
-    fn error(&self, action: &str, e: impl std::fmt::Display) -> weir_runtime::Error {
-        connector_error("file source", self.path.display(), format_args!("{action}: {e}"))
+    fn error(&self, action: &str, e: impl Into<weir_runtime::BoxError>) -> weir_runtime::Error {
+        connector_error("file source", self.path.display(), crate::Failed::new(action, e))
     }
 
     /// Where reading resumes; `None` for a file not opened yet.

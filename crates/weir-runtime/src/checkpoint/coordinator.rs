@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
@@ -260,7 +260,7 @@ impl Coordinator {
                     let Some(ack) = ack else { break };
                     self.on_ack(ack, &mut in_flight, &mut ended, &mut stopped);
                 }
-                () = tokio::time::sleep_until(deadline.into()), if !stopping => {
+                () = tokio::time::sleep_until(deadline), if !stopping => {
                     match in_flight.take() {
                         Some(f) => self.abandon(f, &format!("not complete after {timeout:?}")),
                         None => in_flight = Some(self.start(false)),

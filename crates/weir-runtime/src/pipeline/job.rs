@@ -6,7 +6,9 @@ use super::{
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -30,10 +32,9 @@ impl Pipeline {
             name: name.into(),
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             channel_capacity: 8,
-            handle_signals: true,
+            handle_signals: false,
             report_on_stderr: true,
             metrics: None,
-            serve_metrics: None,
             checkpointing: None,
         }
     }
@@ -111,7 +112,9 @@ impl Pipeline {
                                     }
                                     None => source.reader(subtask, parallelism)?,
                                 };
-                                run_source(reader, &mut *head, ctx, metrics, part).await
+                                let bounded = source.is_bounded();
+                                let run = run_source(reader, &mut *head, ctx, metrics, part, bounded);
+                                crate::time::BOUNDED_SOURCE.scope(bounded, run).await
                             })
                         })
                     }),
@@ -135,8 +138,9 @@ impl Pipeline {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).dead_letter_sink = Some(drain);
     }
 
-    /// Runs every task until the sources are exhausted (or the job is stopped by Ctrl-C/SIGTERM)
-    /// and every sink finished.
+    /// Runs every task until the sources are exhausted (or the job is stopped by its
+    /// [`StopHandle`], or by Ctrl-C/SIGTERM with [`PipelineBuilder::handle_signals`]) and every
+    /// sink finished.
     ///
     /// When dead letters went to no dead-letter sink, or late records to no late output, the
     /// [`JobReport`] is printed on stderr at the end (also when the job fails), so they are
@@ -146,6 +150,17 @@ impl Pipeline {
     ///
     /// The first task error: a connector's [`Error::Connector`], or [`Error::Panicked`] naming
     /// the operators of a task whose user code panicked. The other tasks are stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes cancels the job at once: every task it started
+    /// (sources, operators, sinks, the dead-letter output and the checkpoint coordinator) is
+    /// aborted at its next await point, and none outlives the future. Nothing is drained or
+    /// flushed: sinks do not finish (a file sink may hold a partly written batch), no checkpoint
+    /// is taken, and records read since the last checkpoint are read again on the next start of
+    /// a checkpointed job (transactional sinks discard what they pre-committed). File operations
+    /// of a checkpoint already handed to tokio's blocking pool run to their end. To stop
+    /// gracefully, call [`StopHandle::stop`] and keep awaiting the future.
     pub async fn run(self) -> Result<JobReport> {
         let (report, result) = self.run_with_report().await;
         result.map(|()| report)
@@ -155,6 +170,11 @@ impl Pipeline {
     /// it counts the dead letters and late records up to the failure (all zero if the job
     /// failed before it started, e.g. a refused restore). For a caller that shows the report
     /// itself (see [`PipelineBuilder::report_on_stderr`]) whatever the outcome.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pipeline::run`]'s: dropping the future aborts every task of the job; no report is
+    /// returned then.
     pub async fn run_with_report(mut self) -> (JobReport, Result<()>) {
         let (tasks, dead_sink, late_output) = {
             let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -169,16 +189,6 @@ impl Pipeline {
                 reason: "the pipeline has no sink".into(),
             });
         }
-        let server = match (&self.settings.serve_metrics, &self.settings.metrics) {
-            (Some(config), Some(metrics)) => match weir_metrics::serve(metrics.clone(), config).await {
-                Ok(server) => Some(server),
-                Err(weir_metrics::Error::InvalidConfig { field, reason }) => {
-                    return not_started(Error::InvalidConfig { field, reason });
-                }
-                Err(other) => return not_started(Error::Metrics(other.to_string())),
-            },
-            _ => None,
-        };
         let stop_tx = self.stop.clone();
         let stop_rx = stop_tx.subscribe();
         // Restore before any task starts: tasks read the restored state as they start.
@@ -193,7 +203,7 @@ impl Pipeline {
                 );
                 let demand = self.demand_rx.take().unwrap_or_else(|| mpsc::unbounded_channel().1);
                 match c.await {
-                    Ok(c) => Some(tokio::spawn(c.run(stop_rx.clone(), demand))),
+                    Ok(c) => Some(OwnedTask::spawn(c.run(stop_rx.clone(), demand))),
                     Err(e) => return not_started(e),
                 }
             }
@@ -212,8 +222,8 @@ impl Pipeline {
         }
         // The operators hold the senders now; the channel closes when they finish.
         let tally = self.dead_letters.tally();
-        drop(std::mem::replace(&mut self.dead_letters, DeadLetters::new().0));
-        let dead_task = tokio::spawn(drain_dead_letters(dead_rx, dead_sink));
+        drop(std::mem::replace(&mut self.dead_letters, DeadLetters::new(1).0));
+        let dead_task = OwnedTask::spawn(drain_dead_letters(dead_rx, dead_sink));
         let name = self.settings.name.clone();
         tracing::info!(pipeline = %name, parallelism = self.settings.parallelism, tasks = names.len(), "pipeline started");
 
@@ -235,10 +245,9 @@ impl Pipeline {
                             coordinator_result = Some(Ok(()));
                         }
                         Some(Ok(())) => coordinator_result = Some(Ok(())),
-                        None => coordinator_result = Some(Err(Error::Panicked {
-                            operator: "checkpoint coordinator".into(),
-                            message: "the coordinator task ended abnormally".into(),
-                        })),
+                        None => coordinator_result = Some(Err(Error::Internal(
+                            "the checkpoint coordinator task ended abnormally".into(),
+                        ))),
                     }
                     continue;
                 }
@@ -276,18 +285,15 @@ impl Pipeline {
         let checkpoints = match (coordinator, coordinator_result) {
             (_, Some(result)) => result,
             (Some(c), None) if first_error.is_some() => {
-                c.abort();
+                drop(c);
                 Ok(())
             }
-            (Some(c), None) => c.await.unwrap_or_else(|e| {
-                Err(Error::Panicked { operator: "checkpoint coordinator".into(), message: e.to_string() })
-            }),
+            (Some(c), None) => c
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("the checkpoint coordinator failed: {e}")))),
             (None, None) => Ok(()),
         };
         let dead = dead_task.await;
-        if let Some(server) = server {
-            server.shutdown().await;
-        }
         let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
         let report = JobReport {
             dead_letters: self.dead_count.load(Ordering::Relaxed),
@@ -314,8 +320,35 @@ impl Pipeline {
     }
 }
 
+/// A task owned by the job: aborted when dropped, so no task outlives [`Pipeline::run`]'s future.
+struct OwnedTask<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> OwnedTask<T> {
+    fn spawn(future: impl std::future::Future<Output = T> + Send + 'static) -> Self {
+        #[expect(clippy::disallowed_methods, reason = "the handle is owned and aborts the task when dropped")]
+        OwnedTask(tokio::spawn(future))
+    }
+}
+
+impl<T> std::future::Future for OwnedTask<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for OwnedTask<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn drain_dead_letters(
-    rx: Option<mpsc::UnboundedReceiver<Vec<DeadLetter>>>,
+    rx: Option<mpsc::Receiver<Vec<DeadLetter>>>,
     sink: Option<DeadLetterSink>,
 ) -> Result<()> {
     let Some(mut rx) = rx else { return Ok(()) };
@@ -374,8 +407,9 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
 /// Runs a source subtask: reads batches into the chain until the source is exhausted or the job
-/// stops, then ends the stream with the final watermark. While the reader has nothing, the chain
-/// gets `Idle` every [`IDLE_TICK`].
+/// stops, then ends the stream with the final watermark. While the reader of an unbounded
+/// source has nothing, the chain gets `Idle` every [`IDLE_TICK`]; a bounded source's chain
+/// never does, so nothing downstream depends on how fast it reads.
 ///
 /// In a checkpointed pipeline the source follows the coordinator's triggers instead of the stop
 /// signal: between two batches it acknowledges its positions and sends the checkpoint's
@@ -386,6 +420,7 @@ async fn run_source<R: SourceReader>(
     ctx: TaskContext,
     mut metrics: Option<SourceMetrics>,
     part: Option<Part>,
+    bounded: bool,
 ) -> Result<()> {
     let TaskContext { mut stop, mut clock } = ctx;
     let mut trigger = match &part {
@@ -415,6 +450,10 @@ async fn run_source<R: SourceReader>(
                     Some(t) = next_trigger(trigger.as_mut()) => break Err(t),
                     () = tokio::time::sleep(IDLE_TICK) => {
                         clock.idle(waiting.elapsed());
+                        if bounded {
+                            waiting = Instant::now();
+                            continue;
+                        }
                         let start = Instant::now();
                         head.push(Message::Idle).await?;
                         clock.pushed(start, false);

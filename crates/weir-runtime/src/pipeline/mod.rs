@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
-use weir_metrics::{Metrics, ServerConfig};
+use weir_metrics::Metrics;
 
 use crate::checkpoint::{Checkpointing, Part, Shared};
 use crate::dead_letter::{DeadLetter, DeadLetters};
@@ -53,7 +53,7 @@ struct Lane<T> {
 }
 
 type DeadLetterSink =
-    Box<dyn FnOnce(mpsc::UnboundedReceiver<Vec<DeadLetter>>) -> BoxFuture<'static, Result<()>> + Send>;
+    Box<dyn FnOnce(mpsc::Receiver<Vec<DeadLetter>>) -> BoxFuture<'static, Result<()>> + Send>;
 
 struct Inner {
     tasks: Vec<Task>,
@@ -160,7 +160,6 @@ pub struct PipelineBuilder {
     handle_signals: bool,
     report_on_stderr: bool,
     metrics: Option<Metrics>,
-    serve_metrics: Option<ServerConfig>,
     checkpointing: Option<Checkpointing>,
 }
 
@@ -178,14 +177,18 @@ impl PipelineBuilder {
         self
     }
 
-    /// Batches a channel between tasks holds before its sender waits. Default: 8.
+    /// Batches a channel between tasks holds before its sender waits. Default: 8. The
+    /// dead-letter output and the late-records outputs are bounded the same way.
     pub fn channel_capacity(mut self, n: usize) -> Self {
         self.channel_capacity = n;
         self
     }
 
     /// Whether Ctrl-C / SIGTERM stop the job gracefully (sources stop, in-flight batches drain,
-    /// windows fire, sinks flush). Default: `true`.
+    /// windows fire, sinks flush). Default: `false`: a library must not take over its host's
+    /// signals (tokio never gives back a signal's default disposition once it listened to it, so
+    /// a host that embeds a pipeline would lose Ctrl-C for good). A program whose main job is the
+    /// pipeline turns it on; a host stops the job with [`Pipeline::stop_handle`] instead.
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;
         self
@@ -202,17 +205,12 @@ impl PipelineBuilder {
 
     /// Exports the pipeline's metrics (see the [`metrics`](crate::metrics) module) into `metrics`, the
     /// application's registry. Default: no metrics.
+    ///
+    /// The runtime serves no HTTP: the program serves the registry, e.g. with
+    /// `weir_metrics::serve(metrics.clone(), &ServerConfig::default()).await?`, whose handle
+    /// stops the endpoint when dropped.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
-        self
-    }
-
-    /// Serves the metrics at `GET /metrics` (and `GET /healthz`) while the pipeline runs, as
-    /// `config` says (default `127.0.0.1:9898`). Implies [`PipelineBuilder::metrics`] with a new
-    /// registry if none was given.
-    pub fn serve_metrics(mut self, config: ServerConfig) -> Self {
-        self.serve_metrics = Some(config);
-        self.metrics.get_or_insert_with(Metrics::new);
         self
     }
 
@@ -238,7 +236,7 @@ impl PipelineBuilder {
         if let Some(c) = &self.checkpointing {
             c.validate()?;
         }
-        let (dead_letters, dead_rx, dead_count) = DeadLetters::new();
+        let (dead_letters, dead_rx, dead_count) = DeadLetters::new(self.channel_capacity);
         let checkpoint = self.checkpointing.clone().map(Shared::new);
         let (demand, demand_rx) = mpsc::unbounded_channel();
         let metrics = self.metrics.clone().map(|m| PipelineMetrics::new(m, &self.name));
@@ -290,7 +288,7 @@ pub struct Pipeline {
     stop: Arc<watch::Sender<bool>>,
     inner: Arc<Mutex<Inner>>,
     dead_letters: DeadLetters,
-    dead_rx: Option<mpsc::UnboundedReceiver<Vec<DeadLetter>>>,
+    dead_rx: Option<mpsc::Receiver<Vec<DeadLetter>>>,
     dead_count: Arc<AtomicU64>,
     late_count: Arc<AtomicU64>,
     metrics: Option<PipelineMetrics>,

@@ -615,7 +615,7 @@ pub struct WindowedStream<K, T> {
     keyed: KeyedStream<K, T>,
     spec: WindowSpec,
     lateness: i64,
-    late: Option<mpsc::UnboundedSender<Batch<T>>>,
+    late: Option<mpsc::Sender<Batch<T>>>,
 }
 
 impl<K, T> std::fmt::Debug for WindowedStream<K, T> {
@@ -676,7 +676,7 @@ where
 
     /// The late records' stream; see [`WindowedStream::late_records`].
     fn late_stream(&mut self) -> Stream<T> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Batch<T>>();
+        let (tx, mut rx) = mpsc::channel::<Batch<T>>(self.keyed.stream.ctx.channel_capacity);
         self.late = Some(tx);
         self.keyed.stream.ctx.inner.lock().unwrap_or_else(PoisonError::into_inner).late_output = true;
         let lane = Lane {
