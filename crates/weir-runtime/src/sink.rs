@@ -116,6 +116,17 @@ pub trait Sink<T>: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The newest checkpoint a restore may use (`None`: any). A sink whose commit cannot be
+    /// repeated after a crash returns the newest checkpoint it committed: a Kafka transaction
+    /// left open by a process that died between completing a checkpoint and committing it is
+    /// aborted, so that checkpoint's output never became visible, and restoring it would lose
+    /// that output. The pipeline restores the newest valid checkpoint no newer than every
+    /// sink's limit (`Some(0)`: none, a fresh start) and produces the rest again. Called on
+    /// start, before [`Sink::check_restore`]. Default: `None`.
+    fn restore_limit(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// What an earlier run of a checkpointed pipeline committed to this sink's destination
     /// (`None`: nothing, or the sink cannot tell). A pipeline that finds no checkpoint to
     /// restore refuses to start while a sink reports some (unless started from scratch), and

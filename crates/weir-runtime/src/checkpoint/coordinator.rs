@@ -140,15 +140,21 @@ impl Coordinator {
         let store = shared.config.store()?;
         let (published, unpublished) = store.list().await?;
         let newest = published.iter().chain(&unpublished).copied().max().unwrap_or(0);
+        let committers = shared.committers.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut limit: Option<u64> = None;
+        for (_, c) in &committers {
+            if let Some(l) = c.restore_limit()? {
+                limit = Some(limit.map_or(l, |m| m.min(l)));
+            }
+        }
         let loaded = if shared.config.from_scratch {
             if newest > 0 {
                 tracing::info!(pipeline, location = %store.location(), "starting from scratch; existing checkpoints are ignored");
             }
             None
         } else {
-            store.load_latest().await?
+            store.load_latest(limit).await?
         };
-        let committers = shared.committers.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut outputs = Vec::new();
         for (_, c) in &committers {
             if let Some(output) = c.committed_output()? {

@@ -40,6 +40,11 @@
 //! and only when all can is any sink committed again or rolled back: a refusal leaves every
 //! output byte for byte as it was.
 //!
+//! A sink whose commits cannot be repeated (a Kafka transaction aborted when its producer
+//! died) bounds the restore with [`Sink::restore_limit`](crate::Sink::restore_limit): a
+//! checkpoint completed after the last commit that sink saw is not restored, and its input is
+//! processed again.
+//!
 //! A start refuses, unless configured to start from scratch:
 //! - checkpoints exist but none is usable (`decide`);
 //! - no checkpoint exists, but a sink reports output committed by an earlier run
@@ -319,6 +324,7 @@ pub(crate) trait Committer: Send + Sync {
     fn check_restore(&self, restored: Option<u64>) -> Result<()>;
     fn discard_uncommitted(&self, restored: Option<u64>) -> Result<()>;
     fn committed_output(&self) -> Result<Option<crate::sink::CommittedOutput>>;
+    fn restore_limit(&self) -> Result<Option<u64>>;
     fn destination(&self) -> Option<String>;
 }
 

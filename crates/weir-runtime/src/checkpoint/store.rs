@@ -376,9 +376,18 @@ impl CheckpointStore {
     /// missing, short or fails its CRC is skipped with a warning naming it and why, and the
     /// previous one is used; one written in another format version is refused with an error
     /// that names its id, the version found and the version this build reads, and says
-    /// `--from-scratch` starts over. `Ok(None)` when there is no checkpoint at all.
-    pub(crate) async fn load_latest(&self) -> Result<Option<Loaded>> {
-        let (published, _) = self.list().await?;
+    /// `--from-scratch` starts over. `Ok(None)` when there is no checkpoint at all. With a
+    /// `limit`, checkpoints newer than it are not considered (see
+    /// [`Sink::restore_limit`](crate::Sink::restore_limit)).
+    pub(crate) async fn load_latest(&self, limit: Option<u64>) -> Result<Option<Loaded>> {
+        let (mut published, _) = self.list().await?;
+        if let Some(limit) = limit {
+            let newer: Vec<u64> = published.iter().copied().filter(|&id| id > limit).collect();
+            if !newer.is_empty() {
+                tracing::info!(location = %self.location(), limit, ?newer, "not restoring checkpoints whose output a sink never committed");
+            }
+            published.retain(|&id| id <= limit);
+        }
         let mut candidates = Vec::new();
         let mut read = None;
         for &id in published.iter().rev() {
@@ -472,11 +481,23 @@ mod tests {
         let (manifest, parts) = checkpoint(&store, 2).await;
         assert!(dir.path().join("new").join(dir_name(2)).join("window_0-1.part").is_file());
         assert_eq!(store.list().await.unwrap(), (vec![1, 2], vec![]));
-        let loaded = store.load_latest().await.unwrap().unwrap();
+        let loaded = store.load_latest(None).await.unwrap().unwrap();
         assert_eq!(loaded.manifest, manifest);
         assert_eq!(loaded_parts(&loaded), parts);
         assert!(loaded.skipped.is_empty());
         assert_eq!(store.read_manifest(2).await.unwrap(), Ok(manifest));
+    }
+
+    #[tokio::test]
+    async fn a_restore_limit_leaves_newer_checkpoints_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::local(dir.path()).unwrap();
+        checkpoint(&store, 1).await;
+        let (manifest, _) = checkpoint(&store, 2).await;
+        checkpoint(&store, 3).await;
+        assert_eq!(store.load_latest(Some(2)).await.unwrap().unwrap().manifest, manifest);
+        assert!(store.load_latest(Some(0)).await.unwrap().is_none());
+        assert_eq!(store.load_latest(Some(9)).await.unwrap().unwrap().manifest.id, 3);
     }
 
     #[tokio::test]
@@ -495,7 +516,7 @@ mod tests {
         };
         store.publish(&manifest).await.unwrap();
         assert!(!file(&dir, 3, MANIFEST_TMP).exists());
-        let loaded = store.load_latest().await.unwrap().unwrap();
+        let loaded = store.load_latest(None).await.unwrap().unwrap();
         assert_eq!((loaded.manifest, loaded.parts), (manifest, vec![]));
     }
 
@@ -509,7 +530,7 @@ mod tests {
             memory.head(&Path::from("jobs/clicks/chk-00000000000000000007/_manifest.json")).await.is_ok()
         );
         assert_eq!(other.list().await.unwrap(), (vec![], vec![]));
-        let loaded = store.load_latest().await.unwrap().unwrap();
+        let loaded = store.load_latest(None).await.unwrap().unwrap();
         assert_eq!((&loaded.manifest, loaded_parts(&loaded)), (&manifest, parts));
         store.delete(7).await.unwrap();
         assert_eq!(store.list().await.unwrap(), (vec![], vec![]));
@@ -525,7 +546,7 @@ mod tests {
         let path = file(&dir, 2, MANIFEST);
         let json = std::fs::read(&path).unwrap();
         std::fs::write(&path, &json[..json.len() / 2]).unwrap();
-        let loaded = store.load_latest().await.unwrap().unwrap();
+        let loaded = store.load_latest(None).await.unwrap().unwrap();
         assert_eq!(loaded.manifest, manifest);
         assert_eq!(loaded.skipped.len(), 1);
         let reason = &loaded.skipped[0];
@@ -540,7 +561,7 @@ mod tests {
         let (manifest, parts) = checkpoint(&store, 1).await;
         checkpoint(&store, 2).await;
         std::fs::remove_file(file(&dir, 2, "window_0-1.part")).unwrap();
-        let loaded = store.load_latest().await.unwrap().unwrap();
+        let loaded = store.load_latest(None).await.unwrap().unwrap();
         assert_eq!((&loaded.manifest, loaded_parts(&loaded)), (&manifest, parts));
         assert!(loaded.skipped[0].contains("window_0-1.part") && loaded.skipped[0].contains("missing"));
     }
@@ -555,7 +576,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[30] ^= 0x04;
         std::fs::write(&path, &bytes).unwrap();
-        let loaded = store.load_latest().await.unwrap().unwrap();
+        let loaded = store.load_latest(None).await.unwrap().unwrap();
         assert_eq!(loaded.manifest, manifest);
         assert!(loaded.skipped[0].contains("CRC-32C"), "{:?}", loaded.skipped);
         assert!(store.read_part(2, &two.parts[0]).await.unwrap().is_err());
@@ -573,7 +594,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&older).unwrap().len(), std::fs::metadata(&newer).unwrap().len());
         std::fs::copy(&older, &newer).unwrap();
         assert!(store.read_part(3, &three.parts[0]).await.unwrap().is_err());
-        let loaded = store.load_latest().await.unwrap().unwrap();
+        let loaded = store.load_latest(None).await.unwrap().unwrap();
         assert_eq!(loaded.manifest, manifest);
         assert!(loaded.skipped[0].contains("CRC-32C"), "{:?}", loaded.skipped);
     }
@@ -588,7 +609,7 @@ mod tests {
         let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         json["format_version"] = 1.into();
         std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
-        let Err(Error::Checkpoint(message)) = store.load_latest().await else {
+        let Err(Error::Checkpoint(message)) = store.load_latest(None).await else {
             panic!("a checkpoint of version 1 was not refused");
         };
         let needles = ["checkpoint 2", "version 1", &format!("version {FORMAT_VERSION}"), "--from-scratch"];
@@ -602,13 +623,13 @@ mod tests {
     async fn no_checkpoints_load_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::local(dir.path()).unwrap();
-        assert!(store.load_latest().await.unwrap().is_none());
+        assert!(store.load_latest(None).await.unwrap().is_none());
         // Neither do a failed checkpoint's parts nor unrelated files.
         store.write_part(1, "source#0", 0, &part(1)).await.unwrap();
         std::fs::create_dir(dir.path().join("chk-2")).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
         assert_eq!(store.list().await.unwrap(), (vec![], vec![1]));
-        assert!(store.load_latest().await.unwrap().is_none());
+        assert!(store.load_latest(None).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -635,7 +656,7 @@ mod tests {
         checkpoint(&store, 1).await;
         std::fs::rename(file(&dir, 1, MANIFEST), file(&dir, 1, MANIFEST_TMP)).unwrap();
         assert_eq!(store.list().await.unwrap(), (vec![], vec![1]));
-        assert!(store.load_latest().await.unwrap().is_none());
+        assert!(store.load_latest(None).await.unwrap().is_none());
     }
 
     #[tokio::test]

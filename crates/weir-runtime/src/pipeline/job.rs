@@ -552,6 +552,10 @@ impl<T: Send + 'static, S: Sink<T>> Committer for SinkCommitter<S, T> {
         self.0.committed_output()
     }
 
+    fn restore_limit(&self) -> Result<Option<u64>> {
+        self.0.restore_limit()
+    }
+
     fn destination(&self) -> Option<String> {
         self.0.destination()
     }
