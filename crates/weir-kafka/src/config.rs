@@ -1,0 +1,337 @@
+//! Connection settings shared by the source, the sink and the task group.
+//!
+//! Invariants:
+//! - Keys Weir owns are refused in the pass-through properties, naming the key and the typed
+//!   setting to use instead; they are never silently overridden.
+//! - Secrets (SASL passwords, TLS key passwords) come from the environment or a file and are
+//!   never printed: not by `Debug`, not in errors, not in logs. Pass-through values of keys
+//!   that look secret (`*password*`, `*secret*`, `sasl.*`, `ssl.key.*`) are redacted by
+//!   `Debug` too.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use rdkafka::ClientConfig;
+use weir_runtime::{Error, Result};
+
+/// A secret value read from the environment or a file; `Debug` and `Display` print `***`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value of the environment variable `var`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the variable (never its value) if it is unset or not
+    /// UTF-8.
+    pub fn from_env(var: &str) -> Result<Secret> {
+        std::env::var(var).map(Secret).map_err(|e| Error::InvalidConfig {
+            field: "secret",
+            reason: format!("environment variable {var}: {e}"),
+        })
+    }
+
+    /// The contents of the file at `path`, without a trailing newline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the file if it cannot be read.
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Secret> {
+        let path = path.into();
+        std::fs::read_to_string(&path)
+            .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map_err(|e| Error::InvalidConfig { field: "secret", reason: format!("{}: {e}", path.display()) })
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A SASL mechanism librdkafka supports without Kerberos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaslMechanism {
+    /// `PLAIN` (use it over TLS: the password crosses the wire).
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The mechanism's name in Kafka's configuration, e.g. `SCRAM-SHA-256`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// Parses a mechanism name (case-insensitive).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] on field `sasl.mechanism` naming the accepted values.
+    pub fn parse(name: &str) -> Result<SaslMechanism> {
+        match name.to_ascii_uppercase().as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            other => Err(Error::InvalidConfig {
+                field: "sasl.mechanism",
+                reason: format!("{other:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+            }),
+        }
+    }
+}
+
+/// SASL authentication: a mechanism, a user name and a password.
+#[derive(Debug, Clone)]
+pub struct Sasl {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+}
+
+/// TLS: the CA that signed the brokers' certificates and, for mutual TLS, the client's
+/// certificate and key (PEM files). The brokers' host names are verified.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// CA certificate(s); the system's store when `None`.
+    pub ca: Option<PathBuf>,
+    /// The client's certificate.
+    pub certificate: Option<PathBuf>,
+    /// The client's private key.
+    pub key: Option<PathBuf>,
+    /// The key's password, if it is encrypted.
+    pub key_password: Option<Secret>,
+}
+
+/// Keys the connectors set themselves, and the typed setting that replaces each.
+const OWNED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "KafkaConfig::new"),
+    ("group.id", "the source's group"),
+    ("enable.auto.commit", "none: offsets are committed when a checkpoint completes"),
+    ("enable.auto.offset.store", "none: offsets are committed when a checkpoint completes"),
+    ("transactional.id", "KafkaSink::exactly_once"),
+    ("isolation.level", "none: sources read committed records only"),
+    ("security.protocol", "KafkaConfig::sasl / KafkaConfig::tls"),
+    ("sasl.mechanism", "KafkaConfig::sasl"),
+    ("sasl.mechanisms", "KafkaConfig::sasl"),
+    ("sasl.username", "KafkaConfig::sasl"),
+    ("sasl.password", "KafkaConfig::sasl with a Secret from the environment or a file"),
+    ("ssl.key.password", "KafkaConfig::tls with a Secret from the environment or a file"),
+    ("ssl.ca.location", "KafkaConfig::tls"),
+    ("ssl.certificate.location", "KafkaConfig::tls"),
+    ("ssl.key.location", "KafkaConfig::tls"),
+];
+
+/// Keys owned only by an exactly-once sink (an at-least-once sink may set them).
+const OWNED_EXACTLY_ONCE: &[&str] = &["enable.idempotence", "acks", "max.in.flight.requests.per.connection"];
+
+/// Where and how to connect to Kafka: the bootstrap servers, security settings, and any other
+/// librdkafka property, passed through.
+///
+/// ```
+/// use weir_kafka::KafkaConfig;
+///
+/// let config = KafkaConfig::new("127.0.0.1:9092").set("linger.ms", "5");
+/// assert!(config.clone().set("enable.auto.commit", "true").check().is_err());
+/// assert!(config.check().is_ok());
+/// ```
+#[derive(Clone)]
+pub struct KafkaConfig {
+    bootstrap: String,
+    properties: BTreeMap<String, String>,
+    sasl: Option<Sasl>,
+    tls: Option<Tls>,
+}
+
+impl KafkaConfig {
+    /// Connects through `bootstrap_servers` (`host:port[,host:port…]`).
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap: bootstrap_servers.into(),
+            properties: BTreeMap::new(),
+            sasl: None,
+            tls: None,
+        }
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Passes a librdkafka property through (e.g. `linger.ms`, `compression.type`). Keys the
+    /// connectors own are refused when a client is made ([`KafkaConfig::check`]); unknown keys
+    /// are refused by librdkafka, naming them.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// Authenticates with SASL (over TLS too if [`KafkaConfig::tls`] is set).
+    pub fn sasl(mut self, sasl: Sasl) -> Self {
+        self.sasl = Some(sasl);
+        self
+    }
+
+    /// Encrypts with TLS.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The `security.protocol` these settings give.
+    pub fn security_protocol(&self) -> &'static str {
+        match (&self.sasl, &self.tls) {
+            (None, None) => "PLAINTEXT",
+            (None, Some(_)) => "SSL",
+            (Some(_), None) => "SASL_PLAINTEXT",
+            (Some(_), Some(_)) => "SASL_SSL",
+        }
+    }
+
+    /// Checks the pass-through properties: none may be a key the connectors own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the key and what to use instead.
+    pub fn check(&self) -> Result<()> {
+        self.check_owned(false)
+    }
+
+    pub(crate) fn check_owned(&self, exactly_once: bool) -> Result<()> {
+        for key in self.properties.keys() {
+            if let Some((_, instead)) = OWNED.iter().find(|(k, _)| k == key) {
+                return Err(owned(key, instead));
+            }
+            if exactly_once && OWNED_EXACTLY_ONCE.contains(&key.as_str()) {
+                return Err(owned(key, "none: an exactly-once sink sets it"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A librdkafka configuration: bootstrap servers, security, pass-through properties.
+    pub(crate) fn client(&self, exactly_once: bool) -> Result<ClientConfig> {
+        self.check_owned(exactly_once)?;
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c.set("security.protocol", self.security_protocol());
+        if let Some(sasl) = &self.sasl {
+            c.set("sasl.mechanism", sasl.mechanism.as_str());
+            c.set("sasl.username", &sasl.username);
+            c.set("sasl.password", sasl.password.expose());
+        }
+        if let Some(tls) = &self.tls {
+            let paths = [
+                ("ssl.ca.location", &tls.ca),
+                ("ssl.certificate.location", &tls.certificate),
+                ("ssl.key.location", &tls.key),
+            ];
+            for (key, path) in paths {
+                if let Some(path) = path {
+                    c.set(key, path.display().to_string());
+                }
+            }
+            if let Some(password) = &tls.key_password {
+                c.set("ssl.key.password", password.expose());
+            }
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+}
+
+fn owned(key: &str, instead: &str) -> Error {
+    Error::InvalidConfig {
+        field: "kafka properties",
+        reason: format!("{key:?} is set by Weir and cannot be passed through (instead: {instead})"),
+    }
+}
+
+/// Whether a pass-through key's value must not be printed.
+fn secret_key(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || key.starts_with("sasl.")
+        || key.starts_with("ssl.key")
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if secret_key(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("properties", &properties)
+            .field("sasl", &self.sasl)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn owned_keys_are_refused_naming_them() {
+        for key in ["enable.auto.commit", "transactional.id", "group.id", "sasl.password"] {
+            let err = KafkaConfig::new("b:1").set(key, "x").check().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let eo = KafkaConfig::new("b:1").set("enable.idempotence", "false");
+        assert!(eo.check().is_ok());
+        assert!(eo.check_owned(true).unwrap_err().to_string().contains("enable.idempotence"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "hunter2-very-secret\n").unwrap();
+        let config = KafkaConfig::new("b:1")
+            .sasl(Sasl {
+                mechanism: SaslMechanism::ScramSha256,
+                username: "weir".into(),
+                password: Secret::from_file(&path).unwrap(),
+            })
+            .tls(Tls { key_password: Some(Secret::from_file(&path).unwrap()), ..Tls::default() })
+            .set("sasl.oauthbearer.client.secret", "hunter2-very-secret");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("weir"), "{shown}");
+        assert_eq!(config.security_protocol(), "SASL_SSL");
+        let err = Secret::from_env("WEIR_SURELY_UNSET_VARIABLE").unwrap_err().to_string();
+        assert!(err.contains("WEIR_SURELY_UNSET_VARIABLE"), "{err}");
+    }
+}

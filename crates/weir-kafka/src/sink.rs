@@ -1,0 +1,613 @@
+//! The Kafka sink: at-least-once, or exactly-once through Kafka transactions.
+//!
+//! # At least once
+//!
+//! Records are produced as they arrive (idempotent producer, `acks=all`). At every checkpoint
+//! barrier the writer waits until every record it produced is acknowledged, so a complete
+//! checkpoint never covers a record that is not in Kafka; after a restore the records after
+//! the checkpoint are produced again (duplicates, never losses).
+//!
+//! # Exactly once
+//!
+//! Records go into a Kafka transaction; a checkpoint's transaction commits once the checkpoint
+//! is complete, so a `read_committed` reader sees each checkpoint's output once or not at all.
+//! librdkafka cannot resume a transaction after a crash, so the commit point is the
+//! transaction itself, not the checkpoint:
+//!
+//! - Each transaction also commits a *marker*: the consumer group named by the transactional
+//!   id gets offset `checkpoint` on partition 0 of the output topic, with metadata
+//!   `weir:checkpoint=<id>`. A [`KafkaTasks`](crate::KafkaTasks) task commits its input
+//!   offsets in the same transaction too.
+//! - On start the sink calls `init_transactions` for its transactional ids, which fences any
+//!   previous producer of them (a zombie cannot commit any more) and aborts its open
+//!   transaction at once, without waiting for `transaction.timeout.ms`. It then reads the
+//!   marker `M` and bounds the restore to it ([`Sink::restore_limit`]): a checkpoint completed
+//!   after `M` whose transaction never committed is not restored; its input is read again.
+//! - A restore of a checkpoint older than `M` (the newer ones were damaged) is refused: the
+//!   topic holds output the restore would produce again.
+//!
+//! The writer alternates between two transactional producers (`<id>-0`, `<id>-1`), so records
+//! after a barrier go into the next transaction while the previous one waits for its
+//! checkpoint to complete. Transactions commit in checkpoint order. An exactly-once sink runs
+//! with one writer (a pipeline of parallelism 1, such as a [`KafkaTasks`](crate::KafkaTasks)
+//! task): the writers of parallel subtasks would commit separate transactions, and a crash
+//! between them would leave a checkpoint half visible.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Serialize;
+use weir_runtime::{Batch, CommittedOutput, Error, Result, Sink, SinkWriter};
+
+use crate::config::KafkaConfig;
+use crate::source::REQUEST_TIMEOUT;
+use crate::tasks::TaskLink;
+
+/// The metadata prefix of a marker offset.
+const MARKER: &str = "weir:checkpoint=";
+
+type Encode<T> = fn(&T, &mut Vec<u8>) -> std::result::Result<(), String>;
+type KeyFn<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
+
+/// How a [`KafkaSink`] delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Every record at least once.
+    AtLeastOnce,
+    /// Every record once, through transactions with ids starting with this prefix (unique per
+    /// pipeline on a cluster).
+    ExactlyOnce {
+        /// The transactional id prefix.
+        transactional_id_prefix: String,
+    },
+}
+
+/// Writes records to a Kafka topic; see the [module docs](crate::sink).
+///
+/// ```no_run
+/// use weir_kafka::{KafkaConfig, KafkaSink};
+/// use weir_runtime::{Checkpointing, MemorySource, Pipeline};
+///
+/// # async fn run() -> weir_runtime::Result<()> {
+/// #[derive(serde::Serialize, Clone)]
+/// struct Count { key: String, n: u64 }
+///
+/// let p = Pipeline::builder("counts").checkpointing(Checkpointing::to_dir("ckpt")).build()?;
+/// let sink = KafkaSink::json(KafkaConfig::new("127.0.0.1:9092"), "counts")
+///     .key_by(|c: &Count| c.key.clone())
+///     .exactly_once("counts");
+/// p.source(MemorySource::new(vec![Count { key: "a".into(), n: 1 }])).sink(sink);
+/// p.run().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct KafkaSink<T> {
+    config: KafkaConfig,
+    topic: String,
+    encode: Encode<T>,
+    key: Option<KeyFn<T>>,
+    delivery: Delivery,
+    transaction_timeout: Duration,
+    pub(crate) task: Option<Arc<TaskLink>>,
+    txn: Arc<OnceLock<Arc<Txn>>>,
+}
+
+impl<T> Clone for KafkaSink<T> {
+    fn clone(&self) -> Self {
+        KafkaSink {
+            config: self.config.clone(),
+            topic: self.topic.clone(),
+            encode: self.encode,
+            key: self.key.clone(),
+            delivery: self.delivery.clone(),
+            transaction_timeout: self.transaction_timeout,
+            task: self.task.clone(),
+            txn: self.txn.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for KafkaSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("config", &self.config)
+            .field("topic", &self.topic)
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize> KafkaSink<T> {
+    /// Writes each record as a JSON value, at least once.
+    pub fn json(config: KafkaConfig, topic: impl Into<String>) -> Self {
+        KafkaSink::with_encoder(config, topic, |r, out| {
+            serde_json::to_writer(out, r).map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl<T: AsRef<[u8]>> KafkaSink<T> {
+    /// Writes each record's bytes as they are (strings, byte vectors), at least once.
+    pub fn bytes(config: KafkaConfig, topic: impl Into<String>) -> Self {
+        KafkaSink::with_encoder(config, topic, |r, out| {
+            out.extend_from_slice(r.as_ref());
+            Ok(())
+        })
+    }
+}
+
+impl<T> KafkaSink<T> {
+    /// Writes each record as `encode` appends it to the buffer (an error becomes the job's
+    /// error, naming the topic), at least once.
+    pub fn with_encoder(config: KafkaConfig, topic: impl Into<String>, encode: Encode<T>) -> Self {
+        KafkaSink {
+            config,
+            topic: topic.into(),
+            encode,
+            key: None,
+            delivery: Delivery::AtLeastOnce,
+            transaction_timeout: Duration::from_secs(60),
+            task: None,
+            txn: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Keys each record (records without a key are spread by the producer's partitioner,
+    /// `murmur2_random`, Java's, so records keyed alike land with Java producers' ones).
+    pub fn key_by<K: AsRef<[u8]>>(mut self, key: impl Fn(&T) -> K + Send + Sync + 'static) -> Self {
+        self.key = Some(Arc::new(move |r, out| out.extend_from_slice(key(r).as_ref())));
+        self
+    }
+
+    /// Exactly-once delivery with transactional ids starting with `transactional_id_prefix`
+    /// (unique per pipeline on the cluster).
+    pub fn exactly_once(mut self, transactional_id_prefix: impl Into<String>) -> Self {
+        self.delivery = Delivery::ExactlyOnce { transactional_id_prefix: transactional_id_prefix.into() };
+        self
+    }
+
+    /// At-least-once delivery (the default).
+    pub fn at_least_once(mut self) -> Self {
+        self.delivery = Delivery::AtLeastOnce;
+        self
+    }
+
+    /// The transactions' timeout: longer than a checkpoint interval plus the longest
+    /// checkpoint (the broker aborts a transaction open longer). Default: 60 s.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
+        self
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The delivery guarantee.
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
+    }
+
+    fn error(&self, e: impl Into<weir_runtime::BoxError>) -> Error {
+        Error::connector(format!("kafka sink {}", self.topic), e)
+    }
+
+    /// The transactional id (without the producer's `-0`/`-1`), in exactly-once mode.
+    fn transactional_id(&self) -> Option<String> {
+        match &self.delivery {
+            Delivery::AtLeastOnce => None,
+            Delivery::ExactlyOnce { transactional_id_prefix } => Some(match &self.task {
+                Some(task) => format!("{transactional_id_prefix}-{}", task.partition),
+                None => transactional_id_prefix.clone(),
+            }),
+        }
+    }
+
+    fn producer(&self, transactional_id: Option<&str>) -> Result<ThreadedProducer<Deliveries>> {
+        let mut c = self.config.client(transactional_id.is_some())?;
+        c.set("partitioner", "murmur2_random");
+        if let Some(id) = transactional_id {
+            let timeout = self.transaction_timeout.as_millis().to_string();
+            c.set("transactional.id", id).set("transaction.timeout.ms", &timeout);
+            if c.get("message.timeout.ms").is_none() {
+                c.set("message.timeout.ms", &timeout);
+            }
+        } else {
+            c.set("enable.idempotence", c.get("enable.idempotence").unwrap_or("true").to_owned());
+        }
+        c.create_with_context(Deliveries::default()).map_err(|e| self.error(e))
+    }
+
+    /// The transactions of an exactly-once sink, made (and every older producer of their ids
+    /// fenced) on first use.
+    fn txn(&self) -> Result<Arc<Txn>> {
+        if let Some(txn) = self.txn.get() {
+            return Ok(txn.clone());
+        }
+        let Some(id) = self.transactional_id() else {
+            return Err(Error::Internal("a transaction of an at-least-once Kafka sink".into()));
+        };
+        let started = std::time::Instant::now();
+        let mut slots = Vec::new();
+        for i in 0..2 {
+            let producer = self.producer(Some(&format!("{id}-{i}")))?;
+            producer.init_transactions(REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
+            slots.push(Slot { producer, open: AtomicBool::new(false), busy: AtomicBool::new(false) });
+        }
+        let mut c = self.config.client(false)?;
+        c.set("group.id", &id).set("enable.auto.commit", "false");
+        let markers: BaseConsumer = c.create().map_err(|e| self.error(e))?;
+        let txn = Txn { id, slots, markers, marker: AtomicU64::new(0) };
+        let marker = txn.read_marker(&self.topic).map_err(|e| self.error(e))?;
+        txn.marker.store(marker, Ordering::SeqCst);
+        tracing::info!(
+            transactional_id = %txn.id,
+            committed_checkpoint = marker,
+            took_ms = started.elapsed().as_millis() as u64,
+            "kafka sink fenced earlier producers and aborted their open transactions"
+        );
+        Ok(self.txn.get_or_init(|| Arc::new(txn)).clone())
+    }
+
+    fn writer_for(&self, transactional: bool, parallelism: usize) -> Result<KafkaWriter<T>> {
+        let txn = match &self.delivery {
+            Delivery::AtLeastOnce => None,
+            Delivery::ExactlyOnce { .. } if parallelism > 1 => {
+                return Err(Error::InvalidConfig {
+                    field: "delivery",
+                    reason: format!(
+                        "an exactly-once Kafka sink (topic {}) runs with one writer, but the pipeline's \
+                         parallelism is {parallelism}: run it at parallelism 1, or spread the work over \
+                         KafkaTasks (one pipeline per partition)",
+                        self.topic
+                    ),
+                });
+            }
+            Delivery::ExactlyOnce { .. } => Some(self.txn()?),
+        };
+        let producer = match &txn {
+            Some(_) => None,
+            None => Some(self.producer(None)?),
+        };
+        Ok(KafkaWriter {
+            sink: self.clone(),
+            producer,
+            txn,
+            current: 0,
+            commit_at_finish: !transactional,
+            key: Vec::new(),
+            value: Vec::new(),
+            bytes: 0,
+        })
+    }
+}
+
+/// Counts delivery failures (librdkafka reports each record's delivery on its own thread).
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// One transactional producer of an exactly-once sink.
+struct Slot {
+    producer: ThreadedProducer<Deliveries>,
+    /// A transaction is open and takes records.
+    open: AtomicBool,
+    /// Its transaction was pre-committed and waits for its checkpoint to complete.
+    busy: AtomicBool,
+}
+
+/// What an exactly-once sink shares between its writer and its commits.
+struct Txn {
+    id: String,
+    slots: Vec<Slot>,
+    /// A consumer of the marker group (never joined): reads the marker, and gives the group
+    /// metadata the marker's offsets are sent with.
+    markers: BaseConsumer,
+    /// The newest checkpoint whose transaction committed.
+    marker: AtomicU64,
+}
+
+impl Txn {
+    /// The checkpoint the marker group's committed offset names (0: none).
+    fn read_marker(&self, topic: &str) -> std::result::Result<u64, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, 0);
+        let committed = self.markers.committed_offsets(tpl, REQUEST_TIMEOUT)?;
+        Ok(committed
+            .elements()
+            .first()
+            .and_then(|e| e.metadata().strip_prefix(MARKER).and_then(|n| n.parse().ok()))
+            .unwrap_or(0))
+    }
+}
+
+/// What a pre-committed transaction needs to commit.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Committable {
+    checkpoint: u64,
+    slot: usize,
+    /// A task's input positions `(topic, partition, next offset)`.
+    offsets: Vec<(String, i32, i64)>,
+}
+
+impl<T: Send + Sync + 'static> Sink<T> for KafkaSink<T> {
+    type Writer = KafkaWriter<T>;
+
+    fn name(&self) -> String {
+        format!("kafka:{}", self.topic)
+    }
+
+    fn writer(&self, _subtask: usize, parallelism: usize) -> Result<KafkaWriter<T>> {
+        self.writer_for(false, parallelism)
+    }
+
+    fn transactional_writer(&self, _subtask: usize, parallelism: usize) -> Result<KafkaWriter<T>> {
+        self.writer_for(true, parallelism)
+    }
+
+    fn restore_limit(&self) -> Result<Option<u64>> {
+        match self.delivery {
+            Delivery::AtLeastOnce => Ok(None),
+            Delivery::ExactlyOnce { .. } => Ok(Some(self.txn()?.marker.load(Ordering::SeqCst))),
+        }
+    }
+
+    fn check_restore(&self, restored: Option<u64>) -> Result<()> {
+        let Delivery::ExactlyOnce { .. } = self.delivery else { return Ok(()) };
+        let marker = self.txn()?.marker.load(Ordering::SeqCst);
+        let restored = restored.unwrap_or(0);
+        if marker > restored {
+            return Err(self.error(format!(
+                "the topic holds the output of checkpoint {marker}, but checkpoint {} is being restored \
+                 (newer ones are damaged or gone): its output would be committed again. Restore checkpoint \
+                 {marker}, or start over from scratch into a new topic or transactional id",
+                if restored == 0 { "none".to_owned() } else { restored.to_string() }
+            )));
+        }
+        Ok(())
+    }
+
+    fn committed_output(&self) -> Result<Option<CommittedOutput>> {
+        let Delivery::ExactlyOnce { .. } = self.delivery else { return Ok(None) };
+        let txn = self.txn()?;
+        let marker = txn.marker.load(Ordering::SeqCst);
+        Ok((marker > 0).then(|| {
+            CommittedOutput::new(
+                Some(marker),
+                format!("topic {} holds output committed by checkpoint {marker} ({})", self.topic, txn.id),
+            )
+        }))
+    }
+
+    fn destination(&self) -> Option<String> {
+        Some(format!("kafka:{}@{}", self.topic, self.config.bootstrap_servers()))
+    }
+
+    /// Commits the pre-committed transactions, oldest checkpoint first, each with its marker
+    /// (and a task's input offsets); those the marker already covers are skipped (a restore).
+    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+        let Delivery::ExactlyOnce { .. } = self.delivery else { return Ok(()) };
+        let txn = self.txn()?;
+        let mut pending: Vec<Committable> =
+            committables.iter().map(|c| weir_runtime::decode(c)).collect::<Result<_>>()?;
+        pending.sort_by_key(|c| c.checkpoint);
+        for c in pending {
+            if c.checkpoint <= txn.marker.load(Ordering::SeqCst) {
+                continue;
+            }
+            let Some(slot) = txn.slots.get(c.slot) else {
+                return Err(Error::Internal(format!("kafka sink {}: no producer {}", self.topic, c.slot)));
+            };
+            if !slot.busy.load(Ordering::SeqCst) {
+                // After a restart, the transaction of a restored checkpoint newer than the
+                // marker cannot exist: the restore limit keeps it from being restored.
+                return Err(Error::Internal(format!(
+                    "kafka sink {}: checkpoint {} has no open transaction to commit",
+                    self.topic, c.checkpoint
+                )));
+            }
+            let started = std::time::Instant::now();
+            let result = self.commit_one(&txn, slot, &c);
+            slot.busy.store(false, Ordering::SeqCst);
+            if let Err(e) = result {
+                let _ = slot.producer.abort_transaction(REQUEST_TIMEOUT);
+                return Err(
+                    self.error(format!("committing the transaction of checkpoint {}: {e}", c.checkpoint))
+                );
+            }
+            txn.marker.store(c.checkpoint, Ordering::SeqCst);
+            tracing::debug!(topic = %self.topic, checkpoint = c.checkpoint, took_us = started.elapsed().as_micros() as u64, "kafka transaction committed");
+        }
+        let _ = checkpoint;
+        Ok(())
+    }
+}
+
+impl<T> KafkaSink<T> {
+    fn commit_one(&self, txn: &Txn, slot: &Slot, c: &Committable) -> std::result::Result<(), KafkaError> {
+        let mut marker = TopicPartitionList::new();
+        let mut e = marker.add_partition(&self.topic, 0);
+        e.set_offset(Offset::Offset(c.checkpoint as i64))?;
+        e.set_metadata(format!("{MARKER}{}", c.checkpoint));
+        let metadata =
+            txn.markers.group_metadata().ok_or_else(|| KafkaError::Global(RDKafkaErrorCode::Fail))?;
+        slot.producer.send_offsets_to_transaction(&marker, &metadata, REQUEST_TIMEOUT)?;
+        if let (Some(task), false) = (&self.task, c.offsets.is_empty()) {
+            let mut offsets = TopicPartitionList::new();
+            for (topic, partition, offset) in &c.offsets {
+                let mut e = offsets.add_partition(topic, *partition);
+                e.set_offset(Offset::Offset(*offset))?;
+                e.set_metadata(format!("{MARKER}{}", c.checkpoint));
+            }
+            if let Some(metadata) = task.group_metadata() {
+                slot.producer.send_offsets_to_transaction(&offsets, &metadata, REQUEST_TIMEOUT)?;
+            }
+        }
+        slot.producer.commit_transaction(REQUEST_TIMEOUT)?;
+        slot.open.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The writer of a [`KafkaSink`].
+pub struct KafkaWriter<T> {
+    sink: KafkaSink<T>,
+    /// At least once: the writer's producer.
+    producer: Option<ThreadedProducer<Deliveries>>,
+    /// Exactly once: the sink's transactions.
+    txn: Option<Arc<Txn>>,
+    /// Exactly once: the slot taking records.
+    current: usize,
+    /// Exactly once without checkpoints: one transaction, committed when the input ends.
+    commit_at_finish: bool,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    bytes: u64,
+}
+
+impl<T> std::fmt::Debug for KafkaWriter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaWriter").field("topic", &self.sink.topic).finish_non_exhaustive()
+    }
+}
+
+impl<T> KafkaWriter<T> {
+    /// The producer records go to now, with its transaction begun (exactly once).
+    fn target(&self) -> Result<&ThreadedProducer<Deliveries>> {
+        if let Some(p) = &self.producer {
+            return Ok(p);
+        }
+        let Some(txn) = &self.txn else {
+            return Err(Error::Internal("kafka writer without a producer".into()));
+        };
+        let slot = &txn.slots[self.current];
+        if !slot.open.load(Ordering::SeqCst) {
+            if slot.busy.load(Ordering::SeqCst) {
+                return Err(self.sink.error(
+                    "both transactions wait for checkpoints to complete (a checkpoint was abandoned); \
+                     the job restarts from the last committed one",
+                ));
+            }
+            slot.producer.begin_transaction().map_err(|e| self.sink.error(e))?;
+            slot.open.store(true, Ordering::SeqCst);
+        }
+        Ok(&slot.producer)
+    }
+
+    /// Waits until every record produced was acknowledged; fails on any delivery failure.
+    async fn drain(&self, producer: &ThreadedProducer<Deliveries>) -> Result<()> {
+        while producer.in_flight_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let context = producer.context();
+        let failed = context.failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            let first =
+                context.first.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default();
+            return Err(self.sink.error(format!("{failed} records were not delivered; the first: {first}")));
+        }
+        Ok(())
+    }
+}
+
+impl<T: Send + Sync + 'static> SinkWriter<T> for KafkaWriter<T> {
+    async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
+        let topic = self.sink.topic.as_str();
+        for (i, record) in batch.records.iter().enumerate() {
+            self.value.clear();
+            (self.sink.encode)(record, &mut self.value)
+                .map_err(|e| self.sink.error(format!("encoding a record: {e}")))?;
+            if let Some(key) = &self.sink.key {
+                self.key.clear();
+                key(record, &mut self.key);
+            }
+            self.bytes += (self.value.len() + self.key.len()) as u64;
+            loop {
+                let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&self.value[..]);
+                if self.sink.key.is_some() {
+                    r = r.key(&self.key[..]);
+                }
+                if let Some(ts) = batch.timestamp(i) {
+                    r = r.timestamp(ts);
+                }
+                match self.target()?.send(r) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => return Err(self.sink.error(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>> {
+        let producer = self.target()?.clone();
+        self.drain(&producer).await?;
+        let Some(txn) = &self.txn else { return Ok(None) };
+        let slot = &txn.slots[self.current];
+        slot.busy.store(true, Ordering::SeqCst);
+        let offsets = self.sink.task.as_ref().map(|t| t.take_positions()).unwrap_or_default();
+        let committable = Committable { checkpoint, slot: self.current, offsets };
+        self.current = 1 - self.current;
+        weir_runtime::encode(&committable).map(Some)
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        let producer = self.target()?.clone();
+        self.drain(&producer).await?;
+        if let (true, Some(txn)) = (self.commit_at_finish, &self.txn) {
+            let slot = &txn.slots[self.current];
+            slot.producer.commit_transaction(REQUEST_TIMEOUT).map_err(|e| self.sink.error(e))?;
+            slot.open.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Per partition of `topic`, what the marker group of `transactional_id` names (for tests and
+/// tools): the newest checkpoint whose transaction committed.
+#[doc(hidden)]
+pub fn committed_markers(config: &KafkaConfig, group: &str, topic: &str) -> Result<BTreeMap<i32, u64>> {
+    let mut c = config.client(false)?;
+    c.set("group.id", group);
+    let consumer: BaseConsumer = c.create().map_err(|e| Error::connector("kafka markers", e))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let committed =
+        consumer.committed_offsets(tpl, REQUEST_TIMEOUT).map_err(|e| Error::connector("kafka markers", e))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| Some((e.partition(), e.metadata().strip_prefix(MARKER)?.parse().ok()?)))
+        .collect())
+}

@@ -1,0 +1,638 @@
+//! The Kafka source: topics read with assigned partitions, offsets in Weir's checkpoints.
+//!
+//! # Partitions and splits
+//!
+//! The source lists the partitions of its topics when a reader is made. Subtask `i` of `p`
+//! reads partitions `i, i + p, …` of that list (sorted by topic, then partition), assigned to
+//! its consumer, never subscribed: Flink's model, so a partition never moves while a job runs.
+//! (To spread partitions over several processes, see [`KafkaTasks`](crate::KafkaTasks).) Every
+//! batch holds records of one partition, and its split is `topic index << 16 | partition`, so
+//! event time and idleness are tracked per partition; the reader names its splits up front, so
+//! a partition with no data holds the watermark back only until the pipeline's idle timeout
+//! ([`Watermarks::with_idle_timeout`](weir_runtime::Watermarks::with_idle_timeout)).
+//!
+//! # Offsets
+//!
+//! A split's position is the offset of the next record to read (Kafka's committed-offset
+//! convention), past transaction markers once every record before them was handed downstream.
+//! Positions go into every checkpoint, and a restored reader seeks to them. When a checkpoint
+//! completes, they are committed to the consumer group ([`Source::commit`]), so
+//! `kafka-consumer-groups.sh --describe` shows the true lag; the group's offsets are never the
+//! source of truth while checkpoints exist. Without a checkpoint, a partition starts at the
+//! [`StartOffset`]. A pipeline without checkpoints commits nothing.
+//!
+//! Consumers read with `isolation.level=read_committed`: records of aborted or open
+//! transactions are never seen.
+//!
+//! # Bounded mode
+//!
+//! With [`KafkaSource::bounded`], each reader notes its partitions' end offsets when it starts
+//! and ends once it has read up to them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::de::DeserializeOwned;
+use weir_runtime::{Batch, Error, Result, Source, SourceReader, SplitPositions, Traceable};
+
+use crate::config::KafkaConfig;
+use crate::tasks::TaskLink;
+
+/// How long a metadata or offsets request may take.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a reader waits for records before it checks its bounds again.
+const WAIT: Duration = Duration::from_millis(200);
+
+/// A record read from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset in its partition.
+    pub offset: i64,
+    /// The record's timestamp (milliseconds since the Unix epoch), if it has one.
+    pub timestamp: Option<i64>,
+    /// The key.
+    pub key: Option<Vec<u8>>,
+    /// The value (empty for a tombstone).
+    pub value: Vec<u8>,
+    /// The headers, in order; a header without a value has an empty one.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl KafkaRecord {
+    /// Parses the value as JSON, for `try_map(KafkaRecord::parse_json::<T>)`.
+    ///
+    /// # Errors
+    ///
+    /// The JSON error (it becomes a dead letter's reason under `try_map`).
+    pub fn parse_json<T: DeserializeOwned>(&self) -> std::result::Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.value)
+    }
+
+    /// The value as UTF-8 text (a line of a log, say).
+    ///
+    /// # Errors
+    ///
+    /// The UTF-8 error if it is not.
+    pub fn value_str(&self) -> std::result::Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.value)
+    }
+
+    /// The key as UTF-8 text, if there is a key and it is text.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+
+    fn from_message(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> KafkaRecord {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        KafkaRecord {
+            topic: topic.clone(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+        }
+    }
+}
+
+impl Traceable for KafkaRecord {
+    /// `kafka:topic/partition@offset`, e.g. `kafka:orders/2@1041`.
+    fn origin(&self) -> String {
+        format!("kafka:{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+
+    /// The value as UTF-8 (invalid bytes replaced by U+FFFD).
+    fn payload(&self) -> String {
+        String::from_utf8_lossy(&self.value).into_owned()
+    }
+}
+
+/// Where a partition without a checkpointed position starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartOffset {
+    /// The earliest record still stored.
+    Earliest,
+    /// After the last record (only records produced from now on).
+    Latest,
+    /// The consumer group's committed offset; [`StartOffset::Earliest`] where it has none.
+    /// (Flink's `group-offsets`.)
+    #[default]
+    Committed,
+    /// The first record with a timestamp at or after this one (milliseconds since the Unix
+    /// epoch); the end where there is none.
+    Timestamp(i64),
+}
+
+/// Reads Kafka topics; see the [module docs](crate::source).
+///
+/// ```no_run
+/// use weir_kafka::{KafkaConfig, KafkaRecord, KafkaSource, StartOffset};
+/// use weir_runtime::{CollectSink, Pipeline};
+///
+/// # async fn run() -> weir_runtime::Result<()> {
+/// let p = Pipeline::builder("orders").build()?;
+/// let source = KafkaSource::new(KafkaConfig::new("127.0.0.1:9092"), ["orders"], "orders-report")
+///     .start_offset(StartOffset::Earliest)
+///     .bounded();
+/// let out = CollectSink::new();
+/// p.source(source).try_map(KafkaRecord::parse_json::<serde_json::Value>).sink(out.clone());
+/// p.run().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    config: KafkaConfig,
+    topics: Vec<String>,
+    group: String,
+    start: StartOffset,
+    bounded: bool,
+    batch_size: usize,
+    /// Read by a [`KafkaTasks`](crate::KafkaTasks) task: one partition, offsets committed by
+    /// the task's transaction.
+    pub(crate) task: Option<Arc<TaskLink>>,
+}
+
+impl KafkaSource {
+    /// Reads `topics` for the consumer group `group` (whose offsets show the pipeline's lag).
+    pub fn new<S: Into<String>>(
+        config: KafkaConfig,
+        topics: impl IntoIterator<Item = S>,
+        group: impl Into<String>,
+    ) -> Self {
+        KafkaSource {
+            config,
+            topics: topics.into_iter().map(Into::into).collect(),
+            group: group.into(),
+            start: StartOffset::default(),
+            bounded: false,
+            batch_size: 1024,
+            task: None,
+        }
+    }
+
+    /// Where partitions without a checkpointed position start. Default:
+    /// [`StartOffset::Committed`].
+    pub fn start_offset(mut self, start: StartOffset) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Reads up to the end offsets the partitions have when the reader starts, then ends.
+    pub fn bounded(mut self) -> Self {
+        self.bounded = true;
+        self
+    }
+
+    /// At most this many records per batch (at least 1). Default: 1024.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The topics.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn error(&self, e: impl Into<weir_runtime::BoxError>) -> Error {
+        Error::connector(format!("kafka source {}", self.topics.join(",")), e)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::InvalidConfig { field: "batch_size", reason: "must be at least 1".into() });
+        }
+        if self.topics.is_empty() {
+            return Err(Error::InvalidConfig { field: "topics", reason: "name at least one topic".into() });
+        }
+        if self.topics.len() > usize::from(u16::MAX) {
+            return Err(Error::InvalidConfig { field: "topics", reason: "at most 65535 topics".into() });
+        }
+        if self.group.is_empty() {
+            return Err(Error::InvalidConfig { field: "group", reason: "must not be empty".into() });
+        }
+        Ok(())
+    }
+
+    /// A consumer of the group that joins nothing (assigned partitions only).
+    fn client<
+        C: rdkafka::consumer::ConsumerContext + 'static,
+        K: rdkafka::config::FromClientConfigAndContext<C>,
+    >(
+        &self,
+        context: C,
+    ) -> Result<K> {
+        let mut c = self.config.client(false)?;
+        c.set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
+        c.create_with_context(context).map_err(|e| self.error(e))
+    }
+
+    /// Every `(topic, partition)` of the source's topics, sorted.
+    fn partitions(&self, consumer: &BaseConsumer) -> Result<Vec<(u16, i32)>> {
+        let mut all = Vec::new();
+        for (i, topic) in self.topics.iter().enumerate() {
+            let metadata =
+                consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
+            let Some(t) = metadata.topics().first() else {
+                return Err(self.error(format!("topic {topic}: no metadata")));
+            };
+            if let Some(e) = t.error() {
+                return Err(
+                    self.error(format!("topic {topic}: {:?}", rdkafka::types::RDKafkaRespErr::from(e)))
+                );
+            }
+            let index = u16::try_from(i).unwrap_or(u16::MAX);
+            all.extend(t.partitions().iter().map(|p| (index, p.id())));
+        }
+        all.sort_unstable();
+        Ok(all)
+    }
+
+    fn open(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: Option<&SplitPositions>,
+    ) -> Result<KafkaReader> {
+        self.check()?;
+        let meta: BaseConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
+        let mut mine: Vec<(u16, i32)> = self.partitions(&meta)?;
+        if let Some(task) = &self.task {
+            mine.retain(|&(_, p)| p == task.partition);
+        } else {
+            mine = mine.into_iter().skip(subtask).step_by(parallelism.max(1)).collect();
+        }
+        let names: Vec<Arc<str>> = self.topics.iter().map(|t| Arc::from(t.as_str())).collect();
+        let mut tpl = TopicPartitionList::new();
+        let mut handed = BTreeMap::new();
+        let mut ends = BTreeMap::new();
+        for &(t, p) in &mine {
+            let topic = &self.topics[usize::from(t)];
+            let split = split_of(t, p);
+            let saved = match positions.map(|s| s.position::<Position>(split)).transpose()?.flatten() {
+                Some(pos) if pos.topic == *topic && pos.partition == p => Some(pos.offset),
+                Some(pos) => {
+                    return Err(self.error(format!(
+                        "the checkpoint's position for split {split} is for {}/{}, not {topic}/{p}: \
+                         the source's topics changed; start from scratch or restore with the same topics",
+                        pos.topic, pos.partition
+                    )));
+                }
+                None => None,
+            };
+            let offset = match (saved, self.start) {
+                (Some(o), _) => Offset::Offset(o),
+                (None, StartOffset::Earliest) => Offset::Beginning,
+                (None, StartOffset::Latest) => Offset::End,
+                (None, StartOffset::Committed) => Offset::Stored,
+                (None, StartOffset::Timestamp(ms)) => {
+                    let mut q = TopicPartitionList::new();
+                    q.add_partition_offset(topic, p, Offset::Offset(ms)).map_err(|e| self.error(e))?;
+                    let found = meta.offsets_for_times(q, REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
+                    found.find_partition(topic, p).map_or(Offset::End, |e| e.offset())
+                }
+            };
+            if let Some(o) = saved {
+                handed.insert(split, o);
+            }
+            tpl.add_partition_offset(topic, p, offset).map_err(|e| self.error(e))?;
+            if self.bounded {
+                let (low, high) =
+                    meta.fetch_watermarks(topic, p, REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
+                ends.insert(split, (low, high));
+            }
+        }
+        let consumer: StreamConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
+        if !mine.is_empty() {
+            consumer.assign(&tpl).map_err(|e| self.error(e))?;
+        }
+        let mut reader = KafkaReader {
+            source: self.clone(),
+            consumer,
+            names,
+            splits: mine.iter().map(|&(t, p)| split_of(t, p)).collect(),
+            handed,
+            highs: ends.iter().map(|(&s, &(_, high))| (s, high)).collect(),
+            ends,
+            finished: VecDeque::new(),
+            queue: VecDeque::new(),
+            bytes_read: 0,
+        };
+        if self.bounded {
+            reader.retire_finished();
+        }
+        Ok(reader)
+    }
+
+    /// Commits positions to the group (a plain commit, for monitoring: the checkpoint holds
+    /// the truth).
+    fn commit_positions(&self, positions: &SplitPositions) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (_, bytes) in positions.iter() {
+            let pos: Position = weir_runtime::decode(bytes)?;
+            tpl.add_partition_offset(&pos.topic, pos.partition, Offset::Offset(pos.offset))
+                .map_err(|e| self.error(e))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let consumer: BaseConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| self.error(e))
+    }
+}
+
+/// A split's checkpointed position: the next offset to read.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Position {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+fn split_of(topic: u16, partition: i32) -> u32 {
+    (u32::from(topic) << 16) | (partition as u32 & 0xffff)
+}
+
+impl Source for KafkaSource {
+    type Item = KafkaRecord;
+    type Reader = KafkaReader;
+
+    fn name(&self) -> String {
+        format!("kafka:{}", self.topics.join(","))
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.bounded
+    }
+
+    fn reader(&self, subtask: usize, parallelism: usize) -> Result<KafkaReader> {
+        self.open(subtask, parallelism, None)
+    }
+
+    fn reader_at(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: &SplitPositions,
+    ) -> Result<KafkaReader> {
+        self.open(subtask, parallelism, Some(positions))
+    }
+
+    /// Commits the checkpoint's positions to the group, unless a task's transaction commits
+    /// them.
+    fn commit(&self, positions: &SplitPositions) -> Result<()> {
+        match &self.task {
+            None => self.commit_positions(positions),
+            Some(task) if task.transactional.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
+            Some(task) => {
+                let offsets = positions
+                    .iter()
+                    .map(|(_, bytes)| {
+                        weir_runtime::decode::<Position>(bytes).map(|p| (p.topic, p.partition, p.offset))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                task.commit(&offsets).map_err(|e| self.error(e))
+            }
+        }
+    }
+
+    /// The group's committed offsets on the source's partitions, if any.
+    fn committed_progress(&self) -> Result<Option<String>> {
+        self.check()?;
+        let consumer: BaseConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in self.partitions(&consumer)? {
+            if self.task.as_ref().is_none_or(|task| task.partition == p) {
+                tpl.add_partition(&self.topics[usize::from(t)], p);
+            }
+        }
+        let committed = consumer.committed_offsets(tpl, REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
+        let found: Vec<String> = committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(format!("{}/{} at {o}", e.topic(), e.partition())),
+                _ => None,
+            })
+            .collect();
+        Ok((!found.is_empty())
+            .then(|| format!("consumer group {} has committed offsets: {}", self.group, found.join(", "))))
+    }
+}
+
+/// The reader of one [`KafkaSource`] subtask.
+pub struct KafkaReader {
+    source: KafkaSource,
+    consumer: StreamConsumer,
+    names: Vec<Arc<str>>,
+    splits: Vec<u32>,
+    /// Per split, the offset after the last record handed downstream.
+    handed: BTreeMap<u32, i64>,
+    /// Bounded mode: per split still read, its (low, high) watermarks at start.
+    ends: BTreeMap<u32, (i64, i64)>,
+    /// Bounded mode: per split, its high watermark at start (a position never goes past it:
+    /// records after it are dropped, and read by the next run).
+    highs: BTreeMap<u32, i64>,
+    /// Bounded mode: splits read to their end, not reported yet.
+    finished: VecDeque<u32>,
+    /// Batches read but not handed downstream yet.
+    queue: VecDeque<Batch<KafkaRecord>>,
+    bytes_read: u64,
+}
+
+impl std::fmt::Debug for KafkaReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaReader")
+            .field("topics", &self.names)
+            .field("splits", &self.splits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaReader {
+    fn topic_partition(&self, split: u32) -> (&str, i32) {
+        (&self.names[(split >> 16) as usize], (split & 0xffff) as i32)
+    }
+
+    /// The consumer's position of every split (past transaction markers), where known.
+    fn consumer_positions(&self) -> BTreeMap<u32, i64> {
+        let mut at = BTreeMap::new();
+        if let Ok(tpl) = self.consumer.position() {
+            for e in tpl.elements() {
+                if let (Offset::Offset(o), Some(t)) =
+                    (e.offset(), self.names.iter().position(|n| &**n == e.topic()))
+                {
+                    at.insert(split_of(u16::try_from(t).unwrap_or(u16::MAX), e.partition()), o);
+                }
+            }
+        }
+        at
+    }
+
+    /// Bounded mode: moves splits read up to their end to `finished`.
+    fn retire_finished(&mut self) {
+        if self.ends.is_empty() {
+            return;
+        }
+        let at = self.consumer_positions();
+        let queued: Vec<u32> = self.queue.iter().map(|b| b.split).collect();
+        let done: Vec<u32> = self
+            .ends
+            .iter()
+            .filter(|(split, (low, high))| {
+                let pos = self.handed.get(split).copied().max(at.get(split).copied()).unwrap_or(*low);
+                !queued.contains(split) && (high <= low || pos >= *high)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for split in done {
+            self.ends.remove(&split);
+            self.finished.push_back(split);
+        }
+    }
+
+    fn push(&mut self, record: KafkaRecord, split: u32, batch_size: usize) {
+        self.bytes_read += (record.value.len() + record.key.as_ref().map_or(0, Vec::len)) as u64;
+        match self.queue.iter_mut().rev().find(|b| b.split == split && b.records.len() < batch_size) {
+            Some(b) => b.records.push(record),
+            None => {
+                let mut records = Vec::with_capacity(64);
+                records.push(record);
+                self.queue.push_back(Batch::from_split(split, records));
+            }
+        }
+    }
+
+    /// Reads what is ready (waiting up to [`WAIT`] for the first record) into the queue.
+    async fn fill(&mut self) -> Result<()> {
+        let batch_size = self.source.batch_size;
+        let first = match tokio::time::timeout(WAIT, self.consumer.recv()).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) => return Err(self.source.error(e)),
+            Ok(Ok(m)) => self.convert(&m),
+        };
+        let mut read = vec![first];
+        while read.len() < batch_size * 4 {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => read.push(self.convert(&m)),
+                Some(Err(e)) => return Err(self.source.error(e)),
+                None => break,
+            }
+        }
+        for (split, record) in read.into_iter().flatten() {
+            self.push(record, split, batch_size);
+        }
+        Ok(())
+    }
+
+    fn convert(&self, m: &BorrowedMessage<'_>) -> Option<(u32, KafkaRecord)> {
+        let t = self.names.iter().position(|n| &**n == m.topic())?;
+        let split = split_of(u16::try_from(t).ok()?, m.partition());
+        Some((split, KafkaRecord::from_message(&self.names[t], m)))
+    }
+}
+
+impl SourceReader for KafkaReader {
+    type Item = KafkaRecord;
+
+    async fn next_batch(&mut self) -> Result<Option<Batch<KafkaRecord>>> {
+        loop {
+            if let Some(batch) = self.queue.pop_front() {
+                if let Some(last) = batch.records.last() {
+                    self.handed.insert(batch.split, last.offset + 1);
+                }
+                return Ok(Some(batch));
+            }
+            if self.source.bounded {
+                self.retire_finished();
+                if self.ends.is_empty() {
+                    return Ok(None);
+                }
+            } else if self.splits.is_empty() {
+                // No partition: wait for ever (an unbounded source does not end).
+                std::future::pending::<()>().await;
+            }
+            self.fill().await?;
+            // Drop records of splits a bounded reader has finished (read past its end).
+            if self.source.bounded {
+                let ends = &self.ends;
+                self.queue.retain_mut(|b| {
+                    let Some((_, high)) = ends.get(&b.split) else { return false };
+                    b.records.retain(|r| r.offset < *high);
+                    !b.records.is_empty()
+                });
+            }
+        }
+    }
+
+    fn finished_split(&mut self) -> Option<u32> {
+        self.finished.pop_front()
+    }
+
+    fn splits(&self) -> Vec<u32> {
+        self.splits.clone()
+    }
+
+    fn positions(&self) -> Vec<(u32, Vec<u8>)> {
+        // A split with nothing queued is at the consumer's position, which is past the
+        // transaction markers that follow its last record.
+        let at = self.consumer_positions();
+        let positions: Vec<(u32, Position)> = self
+            .splits
+            .iter()
+            .filter_map(|&split| {
+                let queued = self.queue.iter().any(|b| b.split == split);
+                let handed = self.handed.get(&split).copied();
+                let mut offset = if queued { handed } else { handed.max(at.get(&split).copied()) }?;
+                if let Some(&high) = self.highs.get(&split) {
+                    offset = offset.min(high.max(handed.unwrap_or(0)));
+                }
+                let (topic, partition) = self.topic_partition(split);
+                Some((split, Position { topic: topic.to_owned(), partition, offset }))
+            })
+            .collect();
+        if let Some(task) = &self.source.task {
+            task.set_positions(
+                positions.iter().map(|(_, p)| (p.topic.clone(), p.partition, p.offset)).collect(),
+            );
+        }
+        SplitPositions::encode(positions)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}

@@ -1,0 +1,189 @@
+//! What the Kafka tests share: the broker, topics, producing input and reading output.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use weir_kafka::KafkaConfig;
+
+/// The broker's bootstrap address, or `None` (the test returns; it printed why).
+pub fn bootstrap() -> Option<String> {
+    let found = std::env::var("WEIR_KAFKA_BOOTSTRAP").ok();
+    if found.is_none() {
+        eprintln!("skipping: WEIR_KAFKA_BOOTSTRAP is not set");
+    }
+    found
+}
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+pub fn config(bootstrap: &str) -> KafkaConfig {
+    KafkaConfig::new(bootstrap)
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
+    // On a thread of its own: the caller may be inside a runtime.
+    let results = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(admin.create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+        })
+        .join()
+        .unwrap()
+    })
+    .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+    // Wait until the metadata shows every partition with a leader.
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+        let t = &m.topics()[0];
+        if t.error().is_none()
+            && t.partitions().len() == partitions as usize
+            && t.partitions().iter().all(|p| p.leader() >= 0)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topic {topic} did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Produces `(key, value)` records (Java's murmur2 partitioner), waiting for every ack.
+pub fn produce(bootstrap: &str, topic: &str, records: &[(String, String)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        client(bootstrap).set("partitioner", "murmur2_random").set("linger.ms", "5").create().unwrap();
+    for (k, v) in records {
+        loop {
+            match producer.send(BaseRecord::to(topic).key(k).payload(v)) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(e.to_string().contains("Queue full"), "{e}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: String,
+}
+
+/// Every record of `topic` up to its current end, read with `isolation`
+/// (`read_committed` or `read_uncommitted`). Under `read_committed` it waits until no
+/// transaction is open (the LSO reaches the high watermark) for up to `wait`.
+pub fn read_all(bootstrap: &str, topic: &str, isolation: &str) -> Vec<Read> {
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", unique("reader"))
+        .set("isolation.level", isolation)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let m = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in m.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        ends.insert(p.id(), consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap().1);
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut eof = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while eof.len() < ends.len() {
+        assert!(Instant::now() < deadline, "reading {topic} ({isolation}) did not reach its end");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            }),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                let pos = consumer.position().unwrap();
+                let at = pos.find_partition(topic, p).and_then(|e| e.offset().to_raw()).unwrap_or(0);
+                if at >= ends[&p] || isolation == "read_committed" {
+                    eof.insert(p);
+                }
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The partition's last stable offset (what a `read_committed` reader can reach) and high
+/// watermark.
+pub fn lso_and_high(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", unique("lso"))
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let high = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap().1;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::End).unwrap();
+    let lso = consumer
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .ok()
+        .and_then(|t| t.find_partition(topic, partition).and_then(|e| e.offset().to_raw()))
+        .unwrap_or(high);
+    (lso, high)
+}
+
+/// The committed offsets of `group` on `topic`, per partition (with their metadata).
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, (i64, String)> {
+    let consumer: BaseConsumer = client(bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    c.elements()
+        .iter()
+        .filter_map(|e| {
+            Some((e.partition(), (e.offset().to_raw().filter(|o| *o >= 0)?, e.metadata().to_owned())))
+        })
+        .collect()
+}
+
+/// Waits until `cond` holds, polling every 100 ms, for at most `within`.
+pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
