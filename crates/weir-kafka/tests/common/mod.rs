@@ -147,20 +147,13 @@ pub fn read_all(bootstrap: &str, topic: &str, isolation: &str) -> Vec<Read> {
 /// The partition's last stable offset (what a `read_committed` reader can reach) and high
 /// watermark.
 pub fn lso_and_high(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
-    let consumer: BaseConsumer = client(bootstrap)
-        .set("group.id", unique("lso"))
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let high = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap().1;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::End).unwrap();
-    let lso = consumer
-        .offsets_for_times(tpl, Duration::from_secs(10))
-        .ok()
-        .and_then(|t| t.find_partition(topic, partition).and_then(|e| e.offset().to_raw()))
-        .unwrap_or(high);
-    (lso, high)
+    // librdkafka asks for the end offset at the client's isolation level: the LSO when
+    // reading committed, the high watermark when not.
+    let end = |isolation: &str| {
+        let consumer: BaseConsumer = client(bootstrap).set("isolation.level", isolation).create().unwrap();
+        consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap().1
+    };
+    (end("read_committed"), end("read_uncommitted"))
 }
 
 /// The committed offsets of `group` on `topic`, per partition (with their metadata).
