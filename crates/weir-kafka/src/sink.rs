@@ -26,6 +26,18 @@
 //! - A restore of a checkpoint older than `M` (the newer ones were damaged) is refused: the
 //!   topic holds output the restore would produce again.
 //!
+//! # Repartition topics
+//!
+//! A sink made with [`KafkaSink::repartition`] writes a topic that a second task group reads
+//! (see [`crate::tasks`]): each record carries the header `weir.task` (the writing task's
+//! partition, or its subtask), and at every checkpoint barrier the writer also writes a
+//! *heartbeat* to every partition: an empty record with the headers `weir.task` and
+//! `weir.heartbeat`, timestamped with the newest event time the writer has written, if it rose
+//! since the last heartbeat. A [`KafkaSource::from_repartition`](crate::KafkaSource::from_repartition)
+//! reading the topic treats each writer as a split, so the reader's watermark is the minimum
+//! over the writers, and a heartbeat advances a writer's split even when none of its records
+//! go to that partition. Event time thus crosses the topic as it would cross an exchange.
+//!
 //! The writer alternates between two transactional producers (`<id>-0`, `<id>-1`), so records
 //! after a barrier go into the next transaction while the previous one waits for its
 //! checkpoint to complete. Transactions commit in checkpoint order. An exactly-once sink runs
@@ -38,8 +50,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -95,9 +108,15 @@ pub struct KafkaSink<T> {
     key: Option<KeyFn<T>>,
     delivery: Delivery,
     transaction_timeout: Duration,
+    repartition: bool,
     pub(crate) task: Option<Arc<TaskLink>>,
     txn: Arc<OnceLock<Arc<Txn>>>,
 }
+
+/// The header naming the task that wrote a repartition topic's record.
+pub const TASK_HEADER: &str = "weir.task";
+/// The header marking a repartition topic's heartbeat.
+pub const HEARTBEAT_HEADER: &str = "weir.heartbeat";
 
 impl<T> Clone for KafkaSink<T> {
     fn clone(&self) -> Self {
@@ -108,6 +127,7 @@ impl<T> Clone for KafkaSink<T> {
             key: self.key.clone(),
             delivery: self.delivery.clone(),
             transaction_timeout: self.transaction_timeout,
+            repartition: self.repartition,
             task: self.task.clone(),
             txn: self.txn.clone(),
         }
@@ -154,6 +174,7 @@ impl<T> KafkaSink<T> {
             key: None,
             delivery: Delivery::AtLeastOnce,
             transaction_timeout: Duration::from_secs(60),
+            repartition: false,
             task: None,
             txn: Arc::new(OnceLock::new()),
         }
@@ -170,6 +191,14 @@ impl<T> KafkaSink<T> {
     /// (unique per pipeline on the cluster).
     pub fn exactly_once(mut self, transactional_id_prefix: impl Into<String>) -> Self {
         self.delivery = Delivery::ExactlyOnce { transactional_id_prefix: transactional_id_prefix.into() };
+        self
+    }
+
+    /// Writes a repartition topic: records carry the writing task in a header, and heartbeats
+    /// carry event time to every partition (see the [module docs](crate::sink)). Records need
+    /// event time (`assign_timestamps` upstream).
+    pub fn repartition(mut self) -> Self {
+        self.repartition = true;
         self
     }
 
@@ -245,7 +274,10 @@ impl<T> KafkaSink<T> {
         let mut c = self.config.client(false)?;
         c.set("group.id", &id).set("enable.auto.commit", "false");
         let markers: BaseConsumer = c.create().map_err(|e| self.error(e))?;
-        let txn = Txn { id, slots, markers, marker: AtomicU64::new(0) };
+        let marker_group = markers
+            .group_metadata()
+            .ok_or_else(|| self.error(format!("no group metadata for group {id}")))?;
+        let txn = Txn { id, slots, markers, marker_group, marker: AtomicU64::new(0) };
         let marker = txn.read_marker(&self.topic).map_err(|e| self.error(e))?;
         txn.marker.store(marker, Ordering::SeqCst);
         tracing::info!(
@@ -257,7 +289,18 @@ impl<T> KafkaSink<T> {
         Ok(self.txn.get_or_init(|| Arc::new(txn)).clone())
     }
 
-    fn writer_for(&self, transactional: bool, parallelism: usize) -> Result<KafkaWriter<T>> {
+    /// The output topic's partition count.
+    fn partition_count(&self) -> Result<i32> {
+        let c = self.config.client(false)?;
+        let consumer: BaseConsumer = c.create().map_err(|e| self.error(e))?;
+        let m = consumer.fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
+        match m.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+            _ => Err(self.error(format!("topic {} does not exist", self.topic))),
+        }
+    }
+
+    fn writer_for(&self, transactional: bool, subtask: usize, parallelism: usize) -> Result<KafkaWriter<T>> {
         let txn = match &self.delivery {
             Delivery::AtLeastOnce => None,
             Delivery::ExactlyOnce { .. } if parallelism > 1 => {
@@ -277,12 +320,17 @@ impl<T> KafkaSink<T> {
             Some(_) => None,
             None => Some(self.producer(None)?),
         };
+        let partitions = if self.repartition { self.partition_count()? } else { 0 };
         Ok(KafkaWriter {
             sink: self.clone(),
             producer,
             txn,
             current: 0,
             commit_at_finish: !transactional,
+            writer_task: self.task.as_ref().map_or(subtask as i32, |t| t.partition).to_string(),
+            partitions,
+            newest: None,
+            heartbeat_at: None,
             key: Vec::new(),
             value: Vec::new(),
             bytes: 0,
@@ -324,9 +372,11 @@ struct Slot {
 struct Txn {
     id: String,
     slots: Vec<Slot>,
-    /// A consumer of the marker group (never joined): reads the marker, and gives the group
-    /// metadata the marker's offsets are sent with.
+    /// A consumer of the marker group (never joined): reads the marker.
     markers: BaseConsumer,
+    /// The marker group's metadata (a group without members), which the marker's offsets are
+    /// sent with.
+    marker_group: ConsumerGroupMetadata,
     /// The newest checkpoint whose transaction committed.
     marker: AtomicU64,
 }
@@ -361,12 +411,12 @@ impl<T: Send + Sync + 'static> Sink<T> for KafkaSink<T> {
         format!("kafka:{}", self.topic)
     }
 
-    fn writer(&self, _subtask: usize, parallelism: usize) -> Result<KafkaWriter<T>> {
-        self.writer_for(false, parallelism)
+    fn writer(&self, subtask: usize, parallelism: usize) -> Result<KafkaWriter<T>> {
+        self.writer_for(false, subtask, parallelism)
     }
 
-    fn transactional_writer(&self, _subtask: usize, parallelism: usize) -> Result<KafkaWriter<T>> {
-        self.writer_for(true, parallelism)
+    fn transactional_writer(&self, subtask: usize, parallelism: usize) -> Result<KafkaWriter<T>> {
+        self.writer_for(true, subtask, parallelism)
     }
 
     fn restore_limit(&self) -> Result<Option<u64>> {
@@ -453,9 +503,7 @@ impl<T> KafkaSink<T> {
         let mut e = marker.add_partition(&self.topic, 0);
         e.set_offset(Offset::Offset(c.checkpoint as i64))?;
         e.set_metadata(format!("{MARKER}{}", c.checkpoint));
-        let metadata =
-            txn.markers.group_metadata().ok_or_else(|| KafkaError::Global(RDKafkaErrorCode::Fail))?;
-        slot.producer.send_offsets_to_transaction(&marker, &metadata, REQUEST_TIMEOUT)?;
+        slot.producer.send_offsets_to_transaction(&marker, &txn.marker_group, REQUEST_TIMEOUT)?;
         if let (Some(task), false) = (&self.task, c.offsets.is_empty()) {
             let mut offsets = TopicPartitionList::new();
             for (topic, partition, offset) in &c.offsets {
@@ -484,6 +532,14 @@ pub struct KafkaWriter<T> {
     current: usize,
     /// Exactly once without checkpoints: one transaction, committed when the input ends.
     commit_at_finish: bool,
+    /// Repartition topics: the writer's name in the task header.
+    writer_task: String,
+    /// Repartition topics: the topic's partition count (0: not a repartition topic).
+    partitions: i32,
+    /// Repartition topics: the newest event time written.
+    newest: Option<i64>,
+    /// Repartition topics: the event time of the last heartbeat.
+    heartbeat_at: Option<i64>,
     key: Vec<u8>,
     value: Vec<u8>,
     bytes: u64,
@@ -518,6 +574,34 @@ impl<T> KafkaWriter<T> {
         Ok(&slot.producer)
     }
 
+    /// Repartition topics: a heartbeat to every partition if the newest event time rose.
+    async fn heartbeat(&mut self) -> Result<()> {
+        let Some(newest) = self.newest.filter(|n| self.partitions > 0 && Some(*n) > self.heartbeat_at) else {
+            return Ok(());
+        };
+        for partition in 0..self.partitions {
+            loop {
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: TASK_HEADER, value: Some(&self.writer_task) })
+                    .insert(Header { key: HEARTBEAT_HEADER, value: Some("1") });
+                let r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.sink.topic)
+                    .partition(partition)
+                    .payload(&[][..])
+                    .timestamp(newest)
+                    .headers(headers);
+                match self.target()?.send(r) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => return Err(self.sink.error(e)),
+                }
+            }
+        }
+        self.heartbeat_at = Some(newest);
+        Ok(())
+    }
+
     /// Waits until every record produced was acknowledged; fails on any delivery failure.
     async fn drain(&self, producer: &ThreadedProducer<Deliveries>) -> Result<()> {
         while producer.in_flight_count() > 0 {
@@ -537,6 +621,9 @@ impl<T> KafkaWriter<T> {
 impl<T: Send + Sync + 'static> SinkWriter<T> for KafkaWriter<T> {
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
         let topic = self.sink.topic.as_str();
+        if self.partitions > 0 {
+            self.newest = self.newest.max(batch.timestamps.iter().copied().max());
+        }
         for (i, record) in batch.records.iter().enumerate() {
             self.value.clear();
             (self.sink.encode)(record, &mut self.value)
@@ -554,6 +641,12 @@ impl<T: Send + Sync + 'static> SinkWriter<T> for KafkaWriter<T> {
                 if let Some(ts) = batch.timestamp(i) {
                     r = r.timestamp(ts);
                 }
+                if self.partitions > 0 {
+                    r = r.headers(
+                        OwnedHeaders::new()
+                            .insert(Header { key: TASK_HEADER, value: Some(&self.writer_task) }),
+                    );
+                }
                 match self.target()?.send(r) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -567,8 +660,9 @@ impl<T: Send + Sync + 'static> SinkWriter<T> for KafkaWriter<T> {
     }
 
     async fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>> {
-        let producer = self.target()?.clone();
-        self.drain(&producer).await?;
+        self.heartbeat().await?;
+        let producer = self.target()?;
+        self.drain(producer).await?;
         let Some(txn) = &self.txn else { return Ok(None) };
         let slot = &txn.slots[self.current];
         slot.busy.store(true, Ordering::SeqCst);
@@ -579,8 +673,13 @@ impl<T: Send + Sync + 'static> SinkWriter<T> for KafkaWriter<T> {
     }
 
     async fn finish(&mut self) -> Result<()> {
-        let producer = self.target()?.clone();
-        self.drain(&producer).await?;
+        if self.txn.is_some() && !self.commit_at_finish {
+            // The last records were pre-committed at the end barrier.
+            return Ok(());
+        }
+        self.heartbeat().await?;
+        let producer = self.target()?;
+        self.drain(producer).await?;
         if let (true, Some(txn)) = (self.commit_at_finish, &self.txn) {
             let slot = &txn.slots[self.current];
             slot.producer.commit_transaction(REQUEST_TIMEOUT).map_err(|e| self.sink.error(e))?;

@@ -24,6 +24,15 @@
 //! Consumers read with `isolation.level=read_committed`: records of aborted or open
 //! transactions are never seen.
 //!
+//! # Repartition topics
+//!
+//! [`KafkaSource::from_repartition`] reads a topic written by a
+//! [`KafkaSink::repartition`](crate::KafkaSink::repartition): its splits are the writers (the
+//! `weir.task` header), not the partitions, so event time is tracked per writer and the
+//! watermark is the minimum over them. Heartbeats come through as records
+//! ([`KafkaRecord::is_heartbeat`]) so that `assign_timestamps` sees their event time; drop
+//! them right after it.
+//!
 //! # Bounded mode
 //!
 //! With [`KafkaSource::bounded`], each reader notes its partitions' end offsets when it starts
@@ -89,6 +98,12 @@ impl KafkaRecord {
     /// The key as UTF-8 text, if there is a key and it is text.
     pub fn key_str(&self) -> Option<&str> {
         self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// Whether this is a repartition topic's heartbeat (no data: it carries a writer's event
+    /// time; see [`KafkaSource::from_repartition`]).
+    pub fn is_heartbeat(&self) -> bool {
+        self.header(crate::sink::HEARTBEAT_HEADER).is_some()
     }
 
     /// The value of the first header named `name`.
@@ -171,6 +186,8 @@ pub struct KafkaSource {
     start: StartOffset,
     bounded: bool,
     batch_size: usize,
+    /// A repartition topic written by this many writers (0: not one).
+    writers: u32,
     /// Read by a [`KafkaTasks`](crate::KafkaTasks) task: one partition, offsets committed by
     /// the task's transaction.
     pub(crate) task: Option<Arc<TaskLink>>,
@@ -190,6 +207,7 @@ impl KafkaSource {
             start: StartOffset::default(),
             bounded: false,
             batch_size: 1024,
+            writers: 0,
             task: None,
         }
     }
@@ -204,6 +222,13 @@ impl KafkaSource {
     /// Reads up to the end offsets the partitions have when the reader starts, then ends.
     pub fn bounded(mut self) -> Self {
         self.bounded = true;
+        self
+    }
+
+    /// Reads a repartition topic written by `writers` writers (the tasks of the task group that
+    /// writes it: the partition count of its input topic); see the [module docs](crate::source).
+    pub fn from_repartition(mut self, writers: u32) -> Self {
+        self.writers = writers;
         self
     }
 
@@ -236,6 +261,15 @@ impl KafkaSource {
         }
         if self.topics.len() > usize::from(u16::MAX) {
             return Err(Error::InvalidConfig { field: "topics", reason: "at most 65535 topics".into() });
+        }
+        if self.writers > 0 && self.bounded {
+            return Err(Error::InvalidConfig {
+                field: "bounded",
+                reason: "a repartition topic is read unbounded (its writers' heartbeats end nothing)".into(),
+            });
+        }
+        if self.writers > WRITER_SPLIT {
+            return Err(Error::InvalidConfig { field: "writers", reason: format!("at most {WRITER_SPLIT}") });
         }
         if self.group.is_empty() {
             return Err(Error::InvalidConfig { field: "group", reason: "must not be empty".into() });
@@ -343,7 +377,12 @@ impl KafkaSource {
             source: self.clone(),
             consumer,
             names,
-            splits: mine.iter().map(|&(t, p)| split_of(t, p)).collect(),
+            partitions: mine.iter().map(|&(t, p)| split_of(t, p)).collect(),
+            splits: if self.writers > 0 {
+                (0..self.writers).map(|w| WRITER_SPLIT + w).collect()
+            } else {
+                mine.iter().map(|&(t, p)| split_of(t, p)).collect()
+            },
             handed,
             highs: ends.iter().map(|(&s, &(_, high))| (s, high)).collect(),
             ends,
@@ -381,6 +420,9 @@ struct Position {
     partition: i32,
     offset: i64,
 }
+
+/// Splits of a repartition topic's writers start here (partitions' splits stay below).
+const WRITER_SPLIT: u32 = 1 << 30;
 
 fn split_of(topic: u16, partition: i32) -> u32 {
     (u32::from(topic) << 16) | (partition as u32 & 0xffff)
@@ -458,8 +500,11 @@ pub struct KafkaReader {
     source: KafkaSource,
     consumer: StreamConsumer,
     names: Vec<Arc<str>>,
+    /// The partitions read, as splits.
+    partitions: Vec<u32>,
+    /// The splits batches carry: the partitions, or a repartition topic's writers.
     splits: Vec<u32>,
-    /// Per split, the offset after the last record handed downstream.
+    /// Per partition, the offset after the last record handed downstream.
     handed: BTreeMap<u32, i64>,
     /// Bounded mode: per split still read, its (low, high) watermarks at start.
     ends: BTreeMap<u32, (i64, i64)>,
@@ -542,12 +587,12 @@ impl KafkaReader {
         let first = match tokio::time::timeout(WAIT, self.consumer.recv()).await {
             Err(_) => return Ok(()),
             Ok(Err(e)) => return Err(self.source.error(e)),
-            Ok(Ok(m)) => self.convert(&m),
+            Ok(Ok(m)) => self.convert(&m)?,
         };
         let mut read = vec![first];
         while read.len() < batch_size * 4 {
             match self.consumer.recv().now_or_never() {
-                Some(Ok(m)) => read.push(self.convert(&m)),
+                Some(Ok(m)) => read.push(self.convert(&m)?),
                 Some(Err(e)) => return Err(self.source.error(e)),
                 None => break,
             }
@@ -558,10 +603,32 @@ impl KafkaReader {
         Ok(())
     }
 
-    fn convert(&self, m: &BorrowedMessage<'_>) -> Option<(u32, KafkaRecord)> {
-        let t = self.names.iter().position(|n| &**n == m.topic())?;
-        let split = split_of(u16::try_from(t).ok()?, m.partition());
-        Some((split, KafkaRecord::from_message(&self.names[t], m)))
+    fn partition_split(&self, topic: &str, partition: i32) -> Option<u32> {
+        let t = self.names.iter().position(|n| &**n == topic)?;
+        Some(split_of(u16::try_from(t).ok()?, partition))
+    }
+
+    fn convert(&self, m: &BorrowedMessage<'_>) -> Result<Option<(u32, KafkaRecord)>> {
+        let Some(t) = self.names.iter().position(|n| &**n == m.topic()) else { return Ok(None) };
+        let record = KafkaRecord::from_message(&self.names[t], m);
+        let split = if self.source.writers > 0 {
+            let writer = record
+                .header(crate::sink::TASK_HEADER)
+                .and_then(|w| std::str::from_utf8(w).ok()?.parse::<u32>().ok())
+                .filter(|w| *w < self.source.writers);
+            let Some(writer) = writer else {
+                return Err(self.source.error(format!(
+                    "{}: not written by one of the {} writers of a repartition topic (header {})",
+                    record.origin(),
+                    self.source.writers,
+                    crate::sink::TASK_HEADER
+                )));
+            };
+            WRITER_SPLIT + writer
+        } else {
+            split_of(u16::try_from(t).unwrap_or(u16::MAX), m.partition())
+        };
+        Ok(Some((split, record)))
     }
 }
 
@@ -571,8 +638,17 @@ impl SourceReader for KafkaReader {
     async fn next_batch(&mut self) -> Result<Option<Batch<KafkaRecord>>> {
         loop {
             if let Some(batch) = self.queue.pop_front() {
-                if let Some(last) = batch.records.last() {
-                    self.handed.insert(batch.split, last.offset + 1);
+                if self.source.writers == 0 {
+                    if let Some(last) = batch.records.last() {
+                        self.handed.insert(batch.split, last.offset + 1);
+                    }
+                } else {
+                    // A writer's batch may hold records of every partition read.
+                    for r in &batch.records {
+                        if let Some(split) = self.partition_split(&r.topic, r.partition) {
+                            self.handed.insert(split, r.offset + 1);
+                        }
+                    }
                 }
                 return Ok(Some(batch));
             }
@@ -581,7 +657,7 @@ impl SourceReader for KafkaReader {
                 if self.ends.is_empty() {
                     return Ok(None);
                 }
-            } else if self.splits.is_empty() {
+            } else if self.partitions.is_empty() {
                 // No partition: wait for ever (an unbounded source does not end).
                 std::future::pending::<()>().await;
             }
@@ -611,16 +687,23 @@ impl SourceReader for KafkaReader {
         // transaction markers that follow its last record.
         let at = self.consumer_positions();
         let positions: Vec<(u32, Position)> = self
-            .splits
+            .partitions
             .iter()
             .filter_map(|&split| {
-                let queued = self.queue.iter().any(|b| b.split == split);
+                let (topic, partition) = self.topic_partition(split);
+                let queued = if self.source.writers == 0 {
+                    self.queue.iter().any(|b| b.split == split)
+                } else {
+                    self.queue
+                        .iter()
+                        .flat_map(|b| &b.records)
+                        .any(|r| r.partition == partition && &*r.topic == topic)
+                };
                 let handed = self.handed.get(&split).copied();
                 let mut offset = if queued { handed } else { handed.max(at.get(&split).copied()) }?;
                 if let Some(&high) = self.highs.get(&split) {
                     offset = offset.min(high.max(handed.unwrap_or(0)));
                 }
-                let (topic, partition) = self.topic_partition(split);
                 Some((split, Position { topic: topic.to_owned(), partition, offset }))
             })
             .collect();

@@ -38,7 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use weir_runtime::{Checkpointing, Error, Pipeline, PipelineBuilder, Result};
@@ -61,6 +63,25 @@ pub(crate) struct TaskLink {
     /// An exactly-once sink commits the source's offsets in its transactions.
     pub(crate) transactional: AtomicBool,
     membership: Option<Arc<BaseConsumer<Membership>>>,
+    /// The membership's group metadata, refreshed by its polling thread.
+    metadata: Arc<GroupMetadata>,
+}
+
+/// The group metadata of this process's membership, as its polling thread last read it: asking
+/// librdkafka from a task would block while a rebalance callback runs, and the callback waits
+/// for the tasks it revokes.
+#[derive(Default)]
+pub(crate) struct GroupMetadata(Mutex<Option<Arc<ConsumerGroupMetadata>>>);
+
+impl GroupMetadata {
+    fn refresh(&self, consumer: &BaseConsumer<Membership>) {
+        let fresh = consumer.group_metadata().map(Arc::new);
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
+    fn get(&self) -> Option<Arc<ConsumerGroupMetadata>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 impl std::fmt::Debug for TaskLink {
@@ -80,8 +101,8 @@ impl TaskLink {
 
     /// The group metadata of this process's membership (its generation fences a zombie's
     /// offset commits).
-    pub(crate) fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
-        self.membership.as_ref().and_then(|m| m.group_metadata())
+    pub(crate) fn group_metadata(&self) -> Option<Arc<ConsumerGroupMetadata>> {
+        self.metadata.get()
     }
 
     /// Commits offsets as the group member (an at-least-once task).
@@ -256,6 +277,7 @@ impl KafkaTasks {
         partition: i32,
         dir: &std::path::Path,
         membership: &Arc<BaseConsumer<Membership>>,
+        metadata: &Arc<GroupMetadata>,
     ) -> Task {
         let checkpointing =
             Checkpointing::to_dir(dir.join(&self.group).join(format!("{}-{partition}", self.topic)))
@@ -265,6 +287,7 @@ impl KafkaTasks {
             positions: Mutex::new(Vec::new()),
             transactional: AtomicBool::new(false),
             membership: Some(membership.clone()),
+            metadata: metadata.clone(),
         });
         Task {
             partition,
@@ -310,8 +333,9 @@ impl KafkaTasks {
             .subscribe(&[&self.topic])
             .map_err(|e| Error::connector(format!("kafka task group {}", self.group), e))?;
         let polling = Arc::new(AtomicBool::new(true));
+        let metadata = Arc::new(GroupMetadata::default());
         let poller = {
-            let (membership, polling) = (membership.clone(), polling.clone());
+            let (membership, polling, metadata) = (membership.clone(), polling.clone(), metadata.clone());
             std::thread::Builder::new()
                 .name(format!("weir-kafka-group-{}", self.group))
                 .spawn(move || {
@@ -319,6 +343,7 @@ impl KafkaTasks {
                         if let Some(Err(e)) = membership.poll(Duration::from_millis(100)) {
                             tracing::warn!(error = %e, "kafka task group consumer");
                         }
+                        metadata.refresh(&membership);
                     }
                 })
                 .map_err(|e| Error::connector(format!("kafka task group {}", self.group), e))?
@@ -340,7 +365,7 @@ impl KafkaTasks {
                     Event::Assign(partitions) => {
                         tracing::info!(group = %self.group, ?partitions, "tasks assigned");
                         for p in partitions {
-                            let task = self.task(p, &dir, &membership);
+                            let task = self.task(p, &dir, &membership, &metadata);
                             let (build, done_tx) = (build.clone(), done_tx.clone());
                             let handle = tokio::spawn(async move {
                                 let result = run_task(&task, &*build).await;

@@ -180,3 +180,37 @@ pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Logs to stderr as `WEIR_LOG` says (e.g. `WEIR_LOG=weir_kafka=debug`), in child processes.
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("WEIR_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+/// Child processes killed (SIGKILL) when dropped, so a failing test leaves none behind.
+#[derive(Default)]
+pub struct Children(pub Vec<std::process::Child>);
+
+impl Children {
+    /// Fails if any child ended.
+    pub fn check_running(&mut self) {
+        for c in &mut self.0 {
+            if let Some(status) = c.try_wait().unwrap() {
+                panic!("a child process ended: {status}");
+            }
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
