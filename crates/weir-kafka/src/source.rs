@@ -333,11 +333,17 @@ impl KafkaSource {
         let mut tpl = TopicPartitionList::new();
         let mut handed = BTreeMap::new();
         let mut ends = BTreeMap::new();
+        let mut seen: BTreeMap<u32, BTreeMap<u32, i64>> = BTreeMap::new();
         for &(t, p) in &mine {
             let topic = &self.topics[usize::from(t)];
             let split = split_of(t, p);
             let saved = match positions.map(|s| s.position::<Position>(split)).transpose()?.flatten() {
-                Some(pos) if pos.topic == *topic && pos.partition == p => Some(pos.offset),
+                Some(pos) if pos.topic == *topic && pos.partition == p => {
+                    if !pos.writers.is_empty() {
+                        seen.insert(split, pos.writers.into_iter().collect());
+                    }
+                    Some(pos.offset)
+                }
                 Some(pos) => {
                     return Err(self.error(format!(
                         "the checkpoint's position for split {split} is for {}/{}, not {topic}/{p}: \
@@ -385,6 +391,7 @@ impl KafkaSource {
             },
             handed,
             highs: ends.iter().map(|(&s, &(_, high))| (s, high)).collect(),
+            seen,
             ends,
             finished: VecDeque::new(),
             queue: VecDeque::new(),
@@ -393,6 +400,7 @@ impl KafkaSource {
         if self.bounded {
             reader.retire_finished();
         }
+        reader.replay_heartbeats();
         Ok(reader)
     }
 
@@ -419,6 +427,8 @@ struct Position {
     topic: String,
     partition: i32,
     offset: i64,
+    /// A repartition topic's partition: per writer, the newest event time handed downstream.
+    writers: Vec<(u32, i64)>,
 }
 
 /// Splits of a repartition topic's writers start here (partitions' splits stay below).
@@ -508,6 +518,10 @@ pub struct KafkaReader {
     handed: BTreeMap<u32, i64>,
     /// Bounded mode: per split still read, its (low, high) watermarks at start.
     ends: BTreeMap<u32, (i64, i64)>,
+    /// A repartition topic: per partition, per writer, the newest event time handed downstream
+    /// (saved in checkpoints, and handed downstream again on restore as heartbeats, so that a
+    /// writer which sends nothing more still counts with the event time it had reached).
+    seen: BTreeMap<u32, BTreeMap<u32, i64>>,
     /// Bounded mode: per split, its high watermark at start (a position never goes past it:
     /// records after it are dropped, and read by the next run).
     highs: BTreeMap<u32, i64>,
@@ -603,6 +617,36 @@ impl KafkaReader {
         Ok(())
     }
 
+    /// A restored repartition reader: a heartbeat per writer with the newest event time it had
+    /// reached, before any record.
+    fn replay_heartbeats(&mut self) {
+        let mut newest: BTreeMap<u32, (i64, u32)> = BTreeMap::new();
+        for (&split, writers) in &self.seen {
+            for (&w, &ts) in writers {
+                let e = newest.entry(w).or_insert((ts, split));
+                if ts > e.0 {
+                    *e = (ts, split);
+                }
+            }
+        }
+        for (w, (ts, split)) in newest {
+            let (topic, partition) = self.topic_partition(split);
+            let heartbeat = KafkaRecord {
+                topic: Arc::from(topic),
+                partition,
+                offset: -1,
+                timestamp: Some(ts),
+                key: None,
+                value: Vec::new(),
+                headers: vec![
+                    (crate::sink::TASK_HEADER.to_owned(), w.to_string().into_bytes()),
+                    (crate::sink::HEARTBEAT_HEADER.to_owned(), b"1".to_vec()),
+                ],
+            };
+            self.queue.push_back(Batch::from_split(WRITER_SPLIT + w, vec![heartbeat]));
+        }
+    }
+
     fn partition_split(&self, topic: &str, partition: i32) -> Option<u32> {
         let t = self.names.iter().position(|n| &**n == topic)?;
         Some(split_of(u16::try_from(t).ok()?, partition))
@@ -644,9 +688,15 @@ impl SourceReader for KafkaReader {
                     }
                 } else {
                     // A writer's batch may hold records of every partition read.
+                    let writer = batch.split - WRITER_SPLIT;
                     for r in &batch.records {
-                        if let Some(split) = self.partition_split(&r.topic, r.partition) {
+                        let Some(split) = self.partition_split(&r.topic, r.partition) else { continue };
+                        if r.offset >= 0 {
                             self.handed.insert(split, r.offset + 1);
+                        }
+                        if let Some(ts) = r.timestamp {
+                            let newest = self.seen.entry(split).or_default().entry(writer).or_insert(ts);
+                            *newest = (*newest).max(ts);
                         }
                     }
                 }
@@ -704,7 +754,8 @@ impl SourceReader for KafkaReader {
                 if let Some(&high) = self.highs.get(&split) {
                     offset = offset.min(high.max(handed.unwrap_or(0)));
                 }
-                Some((split, Position { topic: topic.to_owned(), partition, offset }))
+                let writers = self.seen.get(&split).map(|w| w.iter().map(|(&w, &ts)| (w, ts)).collect()).unwrap_or_default();
+                Some((split, Position { topic: topic.to_owned(), partition, offset, writers }))
             })
             .collect();
         if let Some(task) = &self.source.task {

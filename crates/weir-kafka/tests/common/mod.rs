@@ -44,7 +44,9 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         s.spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(admin.create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                // Records carry event time (2023 in tests): time-based retention would delete
+                // them as soon as the broker checks.
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1")],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
             ))
         })
