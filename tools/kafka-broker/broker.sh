@@ -29,6 +29,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# Fails with message `$1` and the last lines of log `$2`.
+fail() {
+    echo "error: $1; see $2" >&2
+    if [[ -f $2 ]]; then tail -n 5 "$2" | cut -c1-300 | sed 's/^/  | /' >&2; fi
+    exit 1
+}
+
 usage() {
     echo "usage: $0 install DIR | start DIR [--owner PID] | stop DIR" >&2
     exit 2
@@ -84,7 +91,7 @@ install() {
         rm -rf "$tmp"
         mvn -B -Dstyle.color=never -f "$here/pom.xml" -DoutputDirectory="$tmp" \
             org.apache.maven.plugins:maven-dependency-plugin:3.10.0:copy-dependencies > "$log" 2>&1 ||
-            { rm -rf "$tmp"; echo "error: installing the broker's jars failed; see $log" >&2; exit 1; }
+            { rm -rf "$tmp"; fail "installing the broker's jars failed" "$log"; }
         echo "$stamp" > "$tmp/.complete"
         rm -rf "$lib"
         mv "$tmp" "$lib"
@@ -157,12 +164,19 @@ start() {
         exit 1
     fi
     install
-    local port sasl_port controller password
+    local port sasl_port controller password cluster
     port=$(free_port)
     sasl_port=$(free_port)
     controller=$(free_port)
     # Hex: nothing in it needs quoting in the JAAS line or the --add-scram argument.
-    password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+    password=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    # A cluster id is 16 bytes in URL-safe base64 without padding, and (as Kafka's own
+    # random ids) does not begin with '-', which the format command would take for an option.
+    cluster=-
+    while [[ $cluster == -* ]]; do
+        cluster=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
+    [[ ${#password} -eq 32 && ${#cluster} -eq 22 ]] || { echo "error: cannot read /dev/urandom" >&2; exit 1; }
     cat > "$dir/log4j2.properties" <<'LOG'
 rootLogger.level = info
 rootLogger.appenderRef.out.ref = OUT
@@ -207,10 +221,10 @@ PROPS
         -Djava.awt.headless=true "-Dlog4j2.configurationFile=$dir/log4j2.properties")
     # The SCRAM credentials are records in the cluster metadata, written at format time.
     java "${java_opts[@]}" -cp "$lib/*" kafka.tools.StorageTool format --standalone \
-        -t "$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
+        -t "$cluster" \
         -S "SCRAM-SHA-256=[name=weir,password=$password]" -S "SCRAM-SHA-512=[name=weir,password=$password]" \
         -c "$dir/server.properties" < /dev/null > "$dir/format.log" 2>&1 ||
-        { echo "error: formatting the broker's storage failed; see $dir/format.log" >&2; exit 1; }
+        fail "formatting the broker's storage failed (exit status $?)" "$dir/format.log"
     java "${java_opts[@]}" -cp "$lib/*" kafka.Kafka "$dir/server.properties" < /dev/null > "$dir/broker.log" 2>&1 &
     local pid=$!
     echo "$pid" > "$dir/broker.pid"
@@ -220,8 +234,7 @@ PROPS
     for _ in $(seq 600); do
         if ! alive "$pid"; then
             rm -f "$dir/broker.pid"
-            echo "error: the broker exited while starting; see $dir/broker.log" >&2
-            exit 1
+            fail "the broker exited while starting" "$dir/broker.log"
         fi
         if grep -q "Kafka Server started" "$dir/broker.log" &&
             python3 -c "import socket; [socket.create_connection(('127.0.0.1', p), 1).close() for p in ($port, $sasl_port)]" 2>/dev/null; then
@@ -233,13 +246,14 @@ PROPS
         sleep 0.1
     done
     stop
-    echo "error: the broker did not start within 60 s; see $dir/broker.log" >&2
-    exit 1
+    fail "the broker did not start within 60 s" "$dir/broker.log"
 }
 
+# `exit` is parsed with the dispatch: a watchdog runs for long, and bash would read whatever
+# follows from the file as it is then.
 case $cmd in
     install) install ;;
     start) start ;;
     stop) stop ;;
     _watch) watch "$1" "$2" ;;
-esac
+esac; exit
