@@ -3,28 +3,117 @@
 # loopback, for tests: its jars come from Maven Central (pom.xml beside this script), its data
 # and logs live under one directory, and it is stopped by its pid.
 #
-#   broker.sh start DIR   installs the jars into DIR/lib (once), formats DIR/data, starts the
-#                         broker on two free loopback ports, waits until it accepts connections
-#                         (60 s at most), and prints its bootstrap address (also in DIR/bootstrap)
-#   broker.sh stop DIR    stops the broker started in DIR (SIGTERM, then SIGKILL after 30 s) and
-#                         deletes its data
+#   broker.sh install DIR   fetches the jars into the jar directory (below) unless they are there
+#                           already for this pom.xml; nothing else. Safe to run concurrently.
+#   broker.sh start DIR [--owner PID]
+#                           installs the jars (if needed), formats DIR/data, starts the broker on
+#                           free loopback ports, waits until it accepts connections (60 s at
+#                           most), and prints its PLAINTEXT bootstrap address (also in
+#                           DIR/bootstrap). With --owner, a detached watchdog kills the broker
+#                           and deletes its data once process PID is gone (checked every second),
+#                           so a test process that exits or is killed leaves no broker behind;
+#                           the watchdog exits when the broker does.
+#   broker.sh stop DIR      stops the broker started in DIR (SIGTERM, then SIGKILL after 30 s) and
+#                           deletes its data
 #
-# Needs Java 17+ and Maven. Exit status: 0 on success; 1 with a message on stderr otherwise (the
-# broker's own log is DIR/broker.log).
+# Listeners: PLAINTEXT (also the inter-broker listener) and SASL_PLAINTEXT with the mechanisms
+# PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the user `weir`, whose password is random per start.
+# DIR/sasl_bootstrap holds the SASL_PLAINTEXT address and DIR/sasl_password the password (files
+# in DIR are readable by their owner only).
+#
+# The jar directory is $WEIR_KAFKA_LIB if set, else DIR/lib: brokers started in several
+# directories share one copy of the jars by setting WEIR_KAFKA_LIB to the same directory.
+#
+# Needs Java 17+, Python 3 and (to install the jars) Maven. Exit status: 0 on success; 1 with a
+# message on stderr otherwise (the broker's own log is DIR/broker.log).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# Fails with message `$1` and the last lines of log `$2`.
+fail() {
+    echo "error: $1; see $2" >&2
+    if [[ -f $2 ]]; then tail -n 5 "$2" | cut -c1-300 | sed 's/^/  | /' >&2; fi
+    exit 1
+}
+
+usage() {
+    echo "usage: $0 install DIR | start DIR [--owner PID] | stop DIR" >&2
+    exit 2
+}
 cmd=${1:-}
 dir=${2:-}
-if [[ -z $cmd || -z $dir ]]; then
-    echo "usage: $0 start|stop DIR" >&2
-    exit 2
-fi
+[[ -n $cmd && -n $dir ]] || usage
+shift 2
+owner=
+case $cmd in
+    start)
+        while [[ $# -gt 0 ]]; do
+            case $1 in
+                --owner)
+                    [[ ${2:-} =~ ^[0-9]+$ ]] || usage
+                    owner=$2
+                    shift 2
+                    ;;
+                *) usage ;;
+            esac
+        done
+        ;;
+    install | stop) [[ $# -eq 0 ]] || usage ;;
+    _watch) ;;
+    *) usage ;;
+esac
+umask 077
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
+lib=${WEIR_KAFKA_LIB:-$dir/lib}
+
+need() {
+    command -v "$1" > /dev/null || { echo "error: $1 is not installed (needed: $2)" >&2; exit 1; }
+}
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Copies the jars pom.xml names into $lib, unless $lib/.complete says they are there for this
+# very pom.xml. One install at a time per jar directory (a lock beside it); an install writes
+# into a fresh directory and renames it into place, so a broker never sees half the jars.
+install() {
+    local stamp
+    stamp=$(sha256sum < "$here/pom.xml")
+    [[ -f $lib/.complete && $(cat "$lib/.complete") == "$stamp" ]] && return 0
+    need mvn "to fetch the broker's jars"
+    mkdir -p "$(dirname "$lib")"
+    exec 9> "$lib.lock"
+    flock 9
+    if [[ ! -f $lib/.complete || $(cat "$lib/.complete") != "$stamp" ]]; then
+        local tmp="$lib.tmp.$$" log="$lib.install.log"
+        rm -rf "$tmp"
+        mvn -B -Dstyle.color=never -f "$here/pom.xml" -DoutputDirectory="$tmp" \
+            org.apache.maven.plugins:maven-dependency-plugin:3.10.0:copy-dependencies > "$log" 2>&1 ||
+            { rm -rf "$tmp"; fail "installing the broker's jars failed" "$log"; }
+        echo "$stamp" > "$tmp/.complete"
+        rm -rf "$lib"
+        mv "$tmp" "$lib"
+    fi
+    exec 9>&-
+}
+
+# Whether process `$1` runs: it exists and is not a zombie (a process that ended and that its
+# parent, or init, has not reaped yet; a container's init may never reap).
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+
+# Kills broker `$1` at once (its data is about to be deleted, so a clean shutdown buys nothing)
+# and waits until it is gone.
+kill_now() {
+    kill -KILL "$1" 2>/dev/null || return 0
+    while alive "$1"; do sleep 0.05; done
 }
 
 stop() {
@@ -33,31 +122,61 @@ stop() {
         pid=$(cat "$dir/broker.pid")
         if kill -TERM "$pid" 2>/dev/null; then
             for _ in $(seq 300); do
-                kill -0 "$pid" 2>/dev/null || break
+                alive "$pid" || break
                 sleep 0.1
             done
-            kill -KILL "$pid" 2>/dev/null || true
+            kill_now "$pid"
         fi
-        rm -f "$dir/broker.pid" "$dir/bootstrap"
+        rm -f "$dir/broker.pid" "$dir/bootstrap" "$dir/sasl_bootstrap" "$dir/sasl_password"
     fi
     rm -rf "$dir/data"
 }
 
+# The watchdog of broker `$2`, owned by process `$1`: runs detached (its own session, no
+# terminal, output to DIR/watchdog.log) until either is gone; if the owner goes first, kills the
+# broker and deletes its data. It watches the broker by the pid it was given, so a later broker
+# started in the same directory is not its business.
+watch() {
+    local owner=$1 pid=$2
+    while alive "$pid"; do
+        if ! alive "$owner"; then
+            echo "[$(date -u +%FT%TZ)] process $owner is gone: stopping broker $pid"
+            kill_now "$pid"
+            if [[ -f $dir/broker.pid && $(cat "$dir/broker.pid") == "$pid" ]]; then
+                rm -f "$dir/broker.pid" "$dir/bootstrap" "$dir/sasl_bootstrap" "$dir/sasl_password"
+                rm -rf "$dir/data"
+            fi
+            return 0
+        fi
+        sleep 1
+    done
+}
+
 start() {
-    if [[ -f $dir/broker.pid ]] && kill -0 "$(cat "$dir/broker.pid")" 2>/dev/null; then
+    if [[ -f $dir/broker.pid ]] && alive "$(cat "$dir/broker.pid")"; then
         echo "error: a broker started in $dir is still running (pid $(cat "$dir/broker.pid"))" >&2
         exit 1
     fi
-    if [[ ! -f $dir/lib/.complete ]]; then
-        rm -rf "$dir/lib"
-        mvn -B -Dstyle.color=never -f "$here/pom.xml" -DoutputDirectory="$dir/lib" \
-            org.apache.maven.plugins:maven-dependency-plugin:3.10.0:copy-dependencies > "$dir/install.log" 2>&1 ||
-            { echo "error: installing the broker's jars failed; see $dir/install.log" >&2; exit 1; }
-        touch "$dir/lib/.complete"
+    need java "to run the broker (Java 17 or later)"
+    need python3 "to pick free ports"
+    if [[ -n $owner ]] && ! alive "$owner"; then
+        echo "error: the owner process $owner does not exist" >&2
+        exit 1
     fi
-    local port controller
+    install
+    local port sasl_port controller password cluster
     port=$(free_port)
+    sasl_port=$(free_port)
     controller=$(free_port)
+    # Hex: nothing in it needs quoting in the JAAS line or the --add-scram argument.
+    password=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    # A cluster id is 16 bytes in URL-safe base64 without padding, and (as Kafka's own
+    # random ids) does not begin with '-', which the format command would take for an option.
+    cluster=-
+    while [[ $cluster == -* ]]; do
+        cluster=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
+    [[ ${#password} -eq 32 && ${#cluster} -eq 22 ]] || { echo "error: cannot read /dev/urandom" >&2; exit 1; }
     cat > "$dir/log4j2.properties" <<'LOG'
 rootLogger.level = info
 rootLogger.appenderRef.out.ref = OUT
@@ -67,16 +186,21 @@ appender.out.layout.type = PatternLayout
 appender.out.layout.pattern = [%d] %p %m (%c)%n
 LOG
     # One node, one replica of everything; groups rebalance and lingering transactions are
-    # aborted quickly, as tests need; no topic is created by a client's mere mention.
+    # aborted quickly, as tests need; no topic is created by a client's mere mention. No
+    # authorizer: every authenticated user may do everything.
     cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,CONTROLLER://127.0.0.1:$controller
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_weir="$password";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$dir/data
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=1
@@ -95,37 +219,41 @@ PROPS
     rm -rf "$dir/data"
     local java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -XX:TieredStopAtLevel=1
         -Djava.awt.headless=true "-Dlog4j2.configurationFile=$dir/log4j2.properties")
-    java "${java_opts[@]}" -cp "$dir/lib/*" kafka.tools.StorageTool format --standalone \
-        -t "$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
-        -c "$dir/server.properties" > "$dir/format.log" 2>&1 ||
-        { echo "error: formatting the broker's storage failed; see $dir/format.log" >&2; exit 1; }
-    java "${java_opts[@]}" -cp "$dir/lib/*" kafka.Kafka "$dir/server.properties" > "$dir/broker.log" 2>&1 &
-    echo $! > "$dir/broker.pid"
-    local pid
-    pid=$(cat "$dir/broker.pid")
+    # The SCRAM credentials are records in the cluster metadata, written at format time.
+    java "${java_opts[@]}" -cp "$lib/*" kafka.tools.StorageTool format --standalone \
+        -t "$cluster" \
+        -S "SCRAM-SHA-256=[name=weir,password=$password]" -S "SCRAM-SHA-512=[name=weir,password=$password]" \
+        -c "$dir/server.properties" < /dev/null > "$dir/format.log" 2>&1 ||
+        fail "formatting the broker's storage failed (exit status $?)" "$dir/format.log"
+    java "${java_opts[@]}" -cp "$lib/*" kafka.Kafka "$dir/server.properties" < /dev/null > "$dir/broker.log" 2>&1 &
+    local pid=$!
+    echo "$pid" > "$dir/broker.pid"
+    if [[ -n $owner ]]; then
+        setsid "$here/$(basename "$0")" _watch "$dir" "$owner" "$pid" < /dev/null >> "$dir/watchdog.log" 2>&1 &
+    fi
     for _ in $(seq 600); do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
             rm -f "$dir/broker.pid"
-            echo "error: the broker exited while starting; see $dir/broker.log" >&2
-            exit 1
+            fail "the broker exited while starting" "$dir/broker.log"
         fi
         if grep -q "Kafka Server started" "$dir/broker.log" &&
-            python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null; then
+            python3 -c "import socket; [socket.create_connection(('127.0.0.1', p), 1).close() for p in ($port, $sasl_port)]" 2>/dev/null; then
+            echo "127.0.0.1:$sasl_port" > "$dir/sasl_bootstrap"
+            echo "$password" > "$dir/sasl_password"
             echo "127.0.0.1:$port" | tee "$dir/bootstrap"
             return 0
         fi
         sleep 0.1
     done
     stop
-    echo "error: the broker did not start within 60 s; see $dir/broker.log" >&2
-    exit 1
+    fail "the broker did not start within 60 s" "$dir/broker.log"
 }
 
+# `exit` is parsed with the dispatch: a watchdog runs for long, and bash would read whatever
+# follows from the file as it is then.
 case $cmd in
+    install) install ;;
     start) start ;;
     stop) stop ;;
-    *)
-        echo "usage: $0 start|stop DIR" >&2
-        exit 2
-        ;;
-esac
+    _watch) watch "$1" "$2" ;;
+esac; exit

@@ -6,8 +6,12 @@
 //!   running one test — so that the parent can kill it with SIGKILL at a chosen moment and
 //!   check what survived.
 //! - [`newest_checkpoint`] and [`missing`]: what crash tests of checkpointed jobs look at.
+//! - [`kafka::broker`]: a real Apache Kafka broker, one per test process, or a printed reason to
+//!   skip (outside CI).
 
 #![allow(clippy::unwrap_used)] // Test support fails loudly by design.
+
+pub mod kafka;
 
 use std::ffi::OsStr;
 use std::path::Path;
