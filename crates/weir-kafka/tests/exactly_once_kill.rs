@@ -77,6 +77,7 @@ impl<T, S: Sink<T> + Clone> Sink<T> for DieInCommit<S> {
 #[test]
 fn copier_child() {
     let Some(arg) = CHILD.value() else { return };
+    child_setup();
     let args: Vec<&str> = arg.split('|').collect();
     let [bootstrap, input, output, dir, name, die] = args[..] else { panic!("bad argument {arg}") };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -142,7 +143,7 @@ fn copy_kill_restart(die: u64) {
     let dir = tempfile::tempdir().unwrap();
     let arg = format!("{b}|{input}|{output}|{}|{name}", dir.path().display());
 
-    let mut first = CHILD.spawn(format!("{arg}|{die}"));
+    let mut first = spawn(&CHILD, format!("{arg}|{die}"));
     let at = RECORDS as i64 * 3 / 10 + rng.below(RECORDS as u64 / 3) as i64;
     if die == 0 {
         wait_until(Duration::from_secs(120), "the copier to pass 30 %", || {
@@ -161,7 +162,7 @@ fn copy_kill_restart(die: u64) {
     );
 
     let started = Instant::now();
-    let mut second = CHILD.spawn(format!("{arg}|0"));
+    let mut second = spawn(&CHILD, format!("{arg}|0"));
     wait_until(Duration::from_secs(30), "the killed copier's transaction to be aborted", || {
         (0..3).all(|p| lso_and_high(&b, &output, p).0 >= high_at_kill[p as usize])
     });

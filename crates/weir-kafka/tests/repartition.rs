@@ -85,7 +85,7 @@ fn expected(input: &[(String, String)]) -> Vec<Row> {
 #[test]
 fn repartition_child() {
     let Some(arg) = CHILD.value() else { return };
-    init_logs();
+    child_setup();
     let args: Vec<String> = arg.split('|').map(str::to_owned).collect();
     let [b, input, repartition, output, dir, group] = &args[..] else { panic!("bad argument {arg}") };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -171,7 +171,7 @@ impl Run {
     }
 
     fn spawn(&self) -> std::process::Child {
-        CHILD.spawn(format!(
+        spawn(&CHILD, format!(
             "{}|{}|{}|{}|{}|{}",
             self.b,
             self.input,

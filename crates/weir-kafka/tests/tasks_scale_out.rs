@@ -62,6 +62,7 @@ impl Operator<(String, u64), String> for RunningCount {
 #[test]
 fn tasks_child() {
     let Some(arg) = CHILD.value() else { return };
+    child_setup();
     let args: Vec<&str> = arg.split('|').collect();
     let [bootstrap, input, output, dir, group, instance] = args[..] else { panic!("bad argument {arg}") };
     let started = std::path::Path::new(dir).join(format!("started-{instance}"));
@@ -113,7 +114,7 @@ fn three_processes_one_killed_and_restarted_count_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let arg = |instance: &str| format!("{b}|{input}|{output}|{}|{group}|{instance}", dir.path().display());
     let mut children: BTreeMap<&str, std::process::Child> =
-        ["a", "b", "c"].into_iter().map(|i| (i, CHILD.spawn(arg(i)))).collect();
+        ["a", "b", "c"].into_iter().map(|i| (i, spawn(&CHILD, arg(i)))).collect();
     let output_high = || (0..PARTITIONS).map(|p| lso_and_high(&b, &output, p).1).sum::<i64>();
 
     let at = RECORDS as i64 * 3 / 10 + rng.below(RECORDS as u64 / 4) as i64;
@@ -125,7 +126,7 @@ fn three_processes_one_killed_and_restarted_count_every_record_exactly_once() {
     eprintln!("killed {victim} at {} output offsets", output_high());
     std::fs::remove_file(dir.path().join(format!("started-{victim}"))).unwrap();
     std::thread::sleep(Duration::from_millis(rng.range(500, 3_000)));
-    children.insert(victim, CHILD.spawn(arg(victim)));
+    children.insert(victim, spawn(&CHILD, arg(victim)));
 
     let ends: Vec<i64> = (0..PARTITIONS).map(|p| lso_and_high(&b, &input, p).1).collect();
     wait_until(Duration::from_secs(180), "every partition's offsets to reach the end", || {
