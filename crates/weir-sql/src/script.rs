@@ -24,12 +24,13 @@ pub struct ScriptOptions {
     pub name: String,
     /// Subtasks per operator.
     pub parallelism: usize,
-    /// Log sources stop at the end offsets they see at start (for one-off queries).
+    /// Log and Kafka sources stop at the end offsets they see at start (for one-off queries).
     pub bounded: bool,
     /// Export metrics to this registry.
     pub metrics: Option<Metrics>,
     /// Checkpoint the pipeline (and restore its latest checkpoint on start): state, source
-    /// positions and file and log sinks become exactly once (see the crate docs). The location
+    /// positions and file, log and exactly-once Kafka sinks become exactly once (see the crate
+    /// docs; an exactly-once Kafka sink over an unbounded source needs it). The location
     /// belongs to this script: another script's checkpoints there would be restored into it.
     /// Default: none (at least once: a restarted job starts over).
     pub checkpointing: Option<Checkpointing>,
