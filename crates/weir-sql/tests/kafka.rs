@@ -386,11 +386,15 @@ fn exactly_once_child() {
         input,
         output,
         &format!("{name}-in"),
-        "",
+        // Small fetches (a librdkafka property passed through), so the partitions of a subtask
+        // are read side by side and event time advances evenly: windows fire all along.
+        ", 'properties.max.partition.fetch.bytes' = '16384'",
         &format!(", 'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = '{name}'"),
         "k <> 'end' AND pace(v)",
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // `pace` blocks its worker thread: enough workers that the checkpoints and the sink's
+    // transactions go on meanwhile.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(8).enable_all().build().unwrap();
     rt.block_on(async {
         let mut ctx = StreamContext::new();
         ctx.register_udf(pace);
