@@ -65,6 +65,8 @@
 //! | `file` sinks, `json` / `csv` | exactly once: two-phase commit (hidden in-progress files, appended to the final file when the checkpoint completes, once) |
 //! | `file` sinks, `parquet` | exactly once: files closed at each barrier, renamed to their final names when the checkpoint completes |
 //! | `log` sinks | exactly once: rows held until the checkpoint completes, appended once (`weir.checkpoint` header) |
+//! | `kafka` sources | resume at the checkpoint's offsets (committed to the group when a checkpoint completes) |
+//! | `kafka` sinks | `exactly-once`: a Kafka transaction per checkpoint, one writer; `at-least-once` (default): flushed at each checkpoint, rows after it written again |
 //! | `stdout` sinks, bare queries | at least once: after a restore they print again what followed the checkpoint |
 //! | dead letters, late rows | at least once / counted, as in the typed API |
 //!
@@ -79,6 +81,8 @@
 pub mod ddl;
 mod error;
 mod exec;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod plan;
 mod script;
 pub mod sink;

@@ -53,6 +53,11 @@ const FILE_SOURCE_OPTIONS: [&str; 5] = ["connector", "path", "format", "follow",
 /// The `WITH` options of a `log` source.
 const LOG_SOURCE_OPTIONS: [&str; 5] = ["connector", "topic", "group", "bounded", "format"];
 
+/// Why `connector = 'kafka'` is refused by a build without the `kafka` feature.
+#[cfg(not(feature = "kafka"))]
+pub(crate) const NO_KAFKA: &str =
+    "this build has no Kafka connector (the cargo feature `kafka` of weir-sql, or of weir with `sql`)";
+
 /// How long a source split may send nothing before it stops holding the watermark back.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -278,11 +283,14 @@ impl StreamContext {
         self.sources.values().map(|s| &**s)
     }
 
-    /// Makes every log source stop at the end offsets it sees when the job starts.
+    /// Makes every log (and Kafka) source stop at the end offsets it sees when the job starts.
     pub fn bound_log_sources(&mut self) {
         for s in self.sources.values_mut() {
-            if let Connector::Log { bounded, .. } = &mut Arc::make_mut(s).connector {
-                *bounded = true;
+            match &mut Arc::make_mut(s).connector {
+                Connector::Log { bounded, .. } => *bounded = true,
+                #[cfg(feature = "kafka")]
+                Connector::Kafka { bounded, .. } => *bounded = true,
+                _ => {}
             }
         }
     }
@@ -328,6 +336,10 @@ impl StreamContext {
         let connector = self.connector(def)?;
         if let Connector::File { path, format: Format::Csv, header: true, .. } = &connector {
             crate::source::check_headers(name, path, &raw_schema)?;
+        }
+        #[cfg(feature = "kafka")]
+        if let Connector::Kafka { format: Format::Raw, .. } = &connector {
+            crate::kafka::check_raw(name, &raw_schema)?;
         }
         for (col, text) in &def.computed {
             check_nesting(&format!("SELECT {text}"))
@@ -401,8 +413,12 @@ impl StreamContext {
                     format,
                 })
             }
-            Some(other) => Err(option(name, "connector", format!("{other:?} is not file or log"))),
-            None => Err(option(name, "connector", "missing (file or log)")),
+            #[cfg(feature = "kafka")]
+            Some("kafka") => crate::kafka::source(name, &def.options),
+            #[cfg(not(feature = "kafka"))]
+            Some("kafka") => Err(option(name, "connector", NO_KAFKA)),
+            Some(other) => Err(option(name, "connector", format!("{other:?} is not file, log or kafka"))),
+            None => Err(option(name, "connector", "missing (file, log or kafka)")),
         }
     }
 
@@ -879,6 +895,12 @@ impl SqlStream {
                     if *bounded { ", bounded" } else { "" }
                 ),
                 Connector::Memory(b) => format!("{} batches in memory", b.len()),
+                #[cfg(feature = "kafka")]
+                Connector::Kafka { topics, group, bounded, format, .. } => format!(
+                    "kafka topic {}, group {group}, {format:?}{}",
+                    topics.join(";"),
+                    if *bounded { ", bounded" } else { "" }
+                ),
             },
             src.schema
                 .fields()

@@ -24,12 +24,13 @@ pub struct ScriptOptions {
     pub name: String,
     /// Subtasks per operator.
     pub parallelism: usize,
-    /// Log sources stop at the end offsets they see at start (for one-off queries).
+    /// Log and Kafka sources stop at the end offsets they see at start (for one-off queries).
     pub bounded: bool,
     /// Export metrics to this registry.
     pub metrics: Option<Metrics>,
     /// Checkpoint the pipeline (and restore its latest checkpoint on start): state, source
-    /// positions and file and log sinks become exactly once (see the crate docs). The location
+    /// positions and file, log and exactly-once Kafka sinks become exactly once (see the crate
+    /// docs; an exactly-once Kafka sink over an unbounded source needs it). The location
     /// belongs to this script: another script's checkpoints there would be restored into it.
     /// Default: none (at least once: a restarted job starts over).
     pub checkpointing: Option<Checkpointing>,
@@ -192,7 +193,7 @@ impl Script {
                 None => stream.build(&p)?,
             };
             match sink {
-                Some(def) => attach_sink(ctx, def, built, options)?,
+                Some(def) => attach_sink(ctx, def, stream, built, options)?,
                 None => stdout(built, options.stdout_json),
             }
             p.set_uid_scope(None);
@@ -217,9 +218,11 @@ fn stdout(stream: Stream<RecordBatch>, json: bool) {
     }
 }
 
+#[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
 fn attach_sink(
     ctx: &StreamContext,
     def: &SinkDef,
+    planned: &SqlStream,
     stream: Stream<RecordBatch>,
     options: &ScriptOptions,
 ) -> Result<()> {
@@ -237,6 +240,7 @@ fn attach_sink(
             match Format::parse(&def.name, get("format").unwrap_or("json"))? {
                 Format::Json => stream.sink(TextFileSink::new(path, false)),
                 Format::Csv => stream.sink(TextFileSink::new(path, true)),
+                Format::Raw => return Err(option(def, "format", "raw is a format of Kafka sources")),
                 Format::Parquet => {
                     let rows = match get("rows_per_file") {
                         None => 1_000_000,
@@ -268,8 +272,26 @@ fn attach_sink(
             };
             stdout(stream, json);
         }
-        Some(other) => return Err(option(def, "connector", format!("{other:?} is not file, log or stdout"))),
-        None => return Err(option(def, "connector", "missing (file, log or stdout)")),
+        #[cfg(feature = "kafka")]
+        Some("kafka") => {
+            let plan = crate::kafka::sink(
+                &def.name,
+                &def.options,
+                &planned.schema(),
+                options.parallelism,
+                options.checkpointing.is_some(),
+                planned.source().is_bounded(),
+            )?;
+            // An exactly-once sink has one writer: every row goes to subtask 0.
+            let stream = if plan.to_first { stream.partition_by(crate::exec::ToFirst) } else { stream };
+            stream.sink(plan.sink);
+        }
+        #[cfg(not(feature = "kafka"))]
+        Some("kafka") => return Err(option(def, "connector", crate::plan::NO_KAFKA)),
+        Some(other) => {
+            return Err(option(def, "connector", format!("{other:?} is not file, log, kafka or stdout")));
+        }
+        None => return Err(option(def, "connector", "missing (file, log, kafka or stdout)")),
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! | `file` | `path`: a file (`json`, `csv`: all subtasks append whole batches to it) or a directory (`parquet`: rolling files, `rows_per_file`, default 1 000 000) | `json` (JSON lines), `csv`, `parquet` |
 //! | `log` | `topic` (created with 1 partition if missing) | `json` (one record per row) |
 //! | `stdout` | `format`: `table` (default: an aligned table per batch) or `json` (JSON lines) | `table`, `json` |
+//! | `kafka` (cargo feature `kafka`) | Flink SQL's names: `topic`, `properties.bootstrap.servers`, `sink.delivery-guarantee` (`at-least-once`, the default, or `exactly-once`), `sink.transactional-id-prefix` (required with `exactly-once`), `key.fields` (a column whose value, as text, is the record key; a NULL is an empty key), `properties.transaction.timeout.ms`, the security options and other `properties.*` of [sources](crate::source) | `json`, `csv` (one record per row) |
 //!
 //! Timestamps are written as RFC 3339 in UTC (`2023-11-14T22:13:20Z`), as the typed API
 //! writes window bounds; in JSON, NULLs are written as `null` (a field is never left out).
@@ -24,6 +25,13 @@
 //!   `LogSink`, rows handed over for a checkpoint that then fails — one a stop's savepoint
 //!   overtakes — are not committed with the next one.)
 //! - Parquet: see [`ParquetSink`](crate::ParquetSink).
+//! - Kafka topics with `sink.delivery-guarantee = 'exactly-once'`: one Kafka transaction per
+//!   checkpoint, committed when the checkpoint completes (weir-kafka's exactly-once sink, whose
+//!   marker in each transaction bounds the restore). It has one writer: at parallelism above 1
+//!   every row is sent to subtask 0 first, whose writer is the sink's only one. Over an
+//!   unbounded source without checkpoints it is refused (it would commit only at the end).
+//!   `at-least-once` (the default) flushes at every checkpoint barrier: after a restore the rows
+//!   that followed the checkpoint are written again.
 //! - `stdout` is at least once: after a restore it prints again what followed the checkpoint.
 
 use std::fs::File;
@@ -59,7 +67,7 @@ pub(crate) fn json_lines(batches: &[RecordBatch]) -> Result<Vec<u8>> {
 }
 
 /// CSV of record batches, with a header line first if `header`.
-fn csv_lines(batches: &[RecordBatch], header: bool) -> Result<Vec<u8>> {
+pub(crate) fn csv_lines(batches: &[RecordBatch], header: bool) -> Result<Vec<u8>> {
     let mut w = arrow::csv::WriterBuilder::new()
         .with_header(header)
         .with_timestamp_format(TIMESTAMP_FORMAT.to_owned())

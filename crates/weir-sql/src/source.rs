@@ -4,6 +4,18 @@
 //! |---|---|---|
 //! | `file` | `path` (a file or a glob), `follow` (`true`: tail it), `header` (CSV: `true` if each file starts with a header line; default `false`, as Flink's CSV format) | `csv`, `json` (JSON lines), `parquet` |
 //! | `log` | `topic`, `group` (default: the source's name), `bounded` (`true`: stop at the end offsets seen at start) | `json`, `csv` |
+//! | `kafka` (cargo feature `kafka`) | Flink SQL's names: `topic` (`'a;b'`: several), `properties.bootstrap.servers`, `properties.group.id` (default: the source's name; offsets are committed to it when a checkpoint completes), `scan.startup.mode` (`group-offsets`, the default: the group's committed offsets, else the earliest; `earliest-offset`; `latest-offset`; `timestamp` with `scan.startup.timestamp-millis`), `scan.bounded.mode` (`latest-offset`: stop at the end offsets seen at start; `unbounded`, the default), security (below), any other `properties.*` passed through to librdkafka | `json`, `csv`, `raw` (the value in the one column declared, VARCHAR or BYTEA) |
+//!
+//! Kafka security options (sources and sinks): `properties.sasl.mechanism` (`PLAIN`,
+//! `SCRAM-SHA-256`, `SCRAM-SHA-512`), `properties.sasl.username` and the password from
+//! `properties.sasl.password.env` (an environment variable's name) or
+//! `properties.sasl.password.file` (a file); `properties.ssl.ca.location`,
+//! `properties.ssl.certificate.location`, `properties.ssl.key.location` (PEM files) and
+//! `properties.ssl.key.password.env` / `.file`; `properties.security.protocol` is accepted when
+//! it matches what these give. A password is never written in SQL and never printed. Keys Weir
+//! owns (`properties.enable.auto.commit`, `properties.isolation.level`, ...) are refused, naming
+//! them. A Kafka source reads `read_committed`, a partition per split (event time and idleness
+//! per partition); subtask `i` of `p` reads partitions `i, i + p, ...`.
 //!
 //! Any other option is refused, naming the nearest valid one. A relative `path` (of sources and
 //! sinks alike) is relative to the current directory of the program (for `weir sql`: where it
@@ -54,6 +66,7 @@ pub struct SourceConfig {
 
 /// Where a source reads.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Connector {
     /// Files (one, or a glob).
     File {
@@ -81,10 +94,25 @@ pub enum Connector {
     },
     /// Record batches in memory (tests and programs that hold their data).
     Memory(Vec<RecordBatch>),
+    /// Kafka topics (cargo feature `kafka`).
+    #[cfg(feature = "kafka")]
+    Kafka {
+        /// The source (without its bound: see `bounded`).
+        source: Box<weir_kafka::KafkaSource>,
+        /// The topics.
+        topics: Vec<String>,
+        /// The consumer group.
+        group: String,
+        /// Stop at the end offsets seen when the job starts.
+        bounded: bool,
+        /// The format of the values.
+        format: Format,
+    },
 }
 
 /// How records are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// One JSON object per line (or per log record).
     Json,
@@ -92,6 +120,8 @@ pub enum Format {
     Csv,
     /// Apache Parquet files.
     Parquet,
+    /// Each record's value as it is, in the one column declared (Kafka sources).
+    Raw,
 }
 
 impl Format {
@@ -123,6 +153,16 @@ impl Raw for Line {
     }
     fn file(&self) -> Option<(&Arc<str>, bool)> {
         Some((&self.path, self.line == 1))
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Raw for weir_kafka::KafkaRecord {
+    fn raw(&self) -> &[u8] {
+        &self.value
+    }
+    fn file(&self) -> Option<(&Arc<str>, bool)> {
+        None
     }
 }
 
@@ -252,6 +292,8 @@ impl SourceConfig {
             Connector::File { follow, .. } => !follow,
             Connector::Log { bounded, .. } => *bounded,
             Connector::Memory(_) => true,
+            #[cfg(feature = "kafka")]
+            Connector::Kafka { bounded, .. } => *bounded,
         }
     }
 
@@ -295,6 +337,15 @@ impl SourceConfig {
             Connector::Memory(batches) => p
                 .source(weir_runtime::MemorySource::new(batches.clone()).batch_size(1))
                 .operator("computed", decoder(Format::Parquet, false)),
+            #[cfg(feature = "kafka")]
+            Connector::Kafka { source, bounded, format, .. } => {
+                let mut source = (**source).clone();
+                if *bounded {
+                    source = source.bounded();
+                }
+                let format = *format;
+                p.source(source).operator("decode", decoder(format, false))
+            }
         })
     }
 }
@@ -323,6 +374,9 @@ impl Decode {
         records: impl Iterator<Item = &'a [u8]>,
         layout: Option<&Layout>,
     ) -> std::result::Result<Option<RecordBatch>, String> {
+        if self.format == Format::Raw {
+            return self.decode_raw(records);
+        }
         let mut buf = Vec::new();
         let mut rows = 0;
         for r in records {
@@ -360,6 +414,31 @@ impl Decode {
             Some(b) => Err(format!("decoded {} rows from {rows} lines", b.num_rows())),
             None => Err("no row decoded".into()),
         }
+    }
+
+    /// Each record's bytes in the one column declared: text (UTF-8, else an error) or bytes.
+    fn decode_raw<'a>(
+        &self,
+        records: impl Iterator<Item = &'a [u8]>,
+    ) -> std::result::Result<Option<RecordBatch>, String> {
+        use arrow::array::{Array, BinaryArray, StringArray};
+        let column: Arc<dyn Array> = match self.raw.fields().first().map(|f| f.data_type()) {
+            Some(t @ (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)) => {
+                let text = records
+                    .map(|r| std::str::from_utf8(r).map(Some))
+                    .collect::<std::result::Result<StringArray, _>>()
+                    .map_err(|e| format!("the value is not UTF-8 text: {e}"))?;
+                arrow::compute::cast(&text, t).map_err(|e| e.to_string())?
+            }
+            Some(t @ (DataType::Binary | DataType::LargeBinary)) => {
+                arrow::compute::cast(&BinaryArray::from_iter_values(records), t).map_err(|e| e.to_string())?
+            }
+            other => return Err(format!("format raw reads into one text or bytes column, not {other:?}")),
+        };
+        if column.is_empty() {
+            return Ok(None);
+        }
+        RecordBatch::try_new(self.raw.clone(), vec![column]).map(Some).map_err(|e| e.to_string())
     }
 
     fn with_computed(&self, batch: RecordBatch) -> std::result::Result<RecordBatch, String> {

@@ -29,6 +29,7 @@
 //! - [`connectors`]: sources and sinks for files, log topics, generators and stdout.
 //! - [`metrics`]: the metric catalog (every name Weir exports) and the registry.
 //! - `sql` (feature `sql`): streaming SQL on DataFusion over the same runtime.
+//! - `kafka` (feature `kafka`): Apache Kafka sources and sinks, and a pipeline spread over processes.
 //!
 //! # A pipeline
 //!
@@ -73,6 +74,7 @@
 //! |---|---|---|
 //! | `parquet` | `connectors::{ParquetSource, ParquetSink}`: Parquet files as Arrow record batches in typed pipelines | arrow, parquet |
 //! | `sql` | the `sql` module: streaming SQL (`CREATE SOURCE` / `CREATE SINK`, windows in `GROUP BY`, ad-hoc queries); implies `parquet` | DataFusion |
+//! | `kafka` | the `kafka` module: Apache Kafka sources and sinks (exactly once through transactions); with `sql`, SQL's `connector = 'kafka'` | librdkafka (built from source) |
 //!
 //! The `weir` command-line tool is the separate `weir-cli` crate
 //! (`cargo install --path crates/weir-cli`, or `cargo run -p weir-cli --` in the repository).
@@ -90,6 +92,8 @@
 //! - Not a batch engine: SQL runs as streaming pipelines; windows close on watermarks.
 
 pub use weir_connectors as connectors;
+#[cfg(feature = "kafka")]
+pub use weir_kafka as kafka;
 pub use weir_log as log;
 pub use weir_metrics as metrics;
 pub use weir_runtime as runtime;

@@ -28,13 +28,14 @@ pub(crate) struct SqlArgs {
     /// Subtasks per operator.
     #[arg(long, default_value_t = 2)]
     parallelism: usize,
-    /// With -e: keep reading log sources as they grow instead of stopping at their current end.
+    /// With -e: keep reading log and Kafka sources as they grow instead of stopping at their
+    /// current end.
     #[arg(long)]
     follow: bool,
     /// Checkpoint the job every DURATION (e.g. 200ms, 10s): window state, source positions and
-    /// the output of file and log sinks become exactly once, and a restarted job resumes from
-    /// its last checkpoint (file and log sinks then show results once per checkpoint). Only
-    /// with -f, not with -e.
+    /// the output of file, log and exactly-once Kafka sinks become exactly once, and a restarted
+    /// job resumes from its last checkpoint (these sinks then show results once per
+    /// checkpoint). Only with -f, not with -e.
     #[arg(
         long,
         value_name = "DURATION",
