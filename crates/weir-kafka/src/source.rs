@@ -191,6 +191,18 @@ pub struct KafkaSource {
     /// Read by a [`KafkaTasks`](crate::KafkaTasks) task: one partition, offsets committed by
     /// the task's transaction.
     pub(crate) task: Option<Arc<TaskLink>>,
+    /// The client that commits checkpoints' positions, made on the first commit.
+    committer: Arc<Committer>,
+}
+
+/// The client that commits a source's positions to its group, made once.
+#[derive(Default)]
+struct Committer(std::sync::OnceLock<BaseConsumer>);
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Committer")
+    }
 }
 
 impl KafkaSource {
@@ -209,6 +221,7 @@ impl KafkaSource {
             batch_size: 1024,
             writers: 0,
             task: None,
+            committer: Arc::default(),
         }
     }
 
@@ -304,9 +317,7 @@ impl KafkaSource {
                 return Err(self.error(format!("topic {topic}: no metadata")));
             };
             if let Some(e) = t.error() {
-                return Err(
-                    self.error(format!("topic {topic}: {:?}", rdkafka::types::RDKafkaRespErr::from(e)))
-                );
+                return Err(self.error(format!("topic {topic}: {:?}", e)));
             }
             let index = u16::try_from(i).unwrap_or(u16::MAX);
             all.extend(t.partitions().iter().map(|p| (index, p.id())));
@@ -416,7 +427,13 @@ impl KafkaSource {
         if tpl.count() == 0 {
             return Ok(());
         }
-        let consumer: BaseConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
+        let consumer = match self.committer.0.get() {
+            Some(c) => c,
+            None => {
+                let made: BaseConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
+                self.committer.0.get_or_init(|| made)
+            }
+        };
         consumer.commit(&tpl, CommitMode::Sync).map_err(|e| self.error(e))
     }
 }
@@ -754,7 +771,11 @@ impl SourceReader for KafkaReader {
                 if let Some(&high) = self.highs.get(&split) {
                     offset = offset.min(high.max(handed.unwrap_or(0)));
                 }
-                let writers = self.seen.get(&split).map(|w| w.iter().map(|(&w, &ts)| (w, ts)).collect()).unwrap_or_default();
+                let writers = self
+                    .seen
+                    .get(&split)
+                    .map(|w| w.iter().map(|(&w, &ts)| (w, ts)).collect())
+                    .unwrap_or_default();
                 Some((split, Position { topic: topic.to_owned(), partition, offset, writers }))
             })
             .collect();

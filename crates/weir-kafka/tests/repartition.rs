@@ -171,15 +171,18 @@ impl Run {
     }
 
     fn spawn(&self) -> std::process::Child {
-        spawn(&CHILD, format!(
-            "{}|{}|{}|{}|{}|{}",
-            self.b,
-            self.input,
-            self.repartition,
-            self.output,
-            self.dir.path().display(),
-            self.group
-        ))
+        spawn(
+            &CHILD,
+            format!(
+                "{}|{}|{}|{}|{}|{}",
+                self.b,
+                self.input,
+                self.repartition,
+                self.output,
+                self.dir.path().display(),
+                self.group
+            ),
+        )
     }
 
     /// The committed rows once there are `n` (without the closing window).
