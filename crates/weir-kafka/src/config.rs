@@ -12,7 +12,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use rdkafka::ClientConfig;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientConfig, ClientContext};
 use weir_runtime::{Error, Result};
 
 /// A secret value read from the environment or a file; `Debug` and `Display` print `***`.
@@ -266,6 +271,68 @@ impl KafkaConfig {
         Ok(c)
     }
 }
+
+impl KafkaConfig {
+    /// The partition count of `topic`, asked of the brokers by a client that reports a failed
+    /// authentication as soon as a broker refuses it (librdkafka itself would retry until the
+    /// request times out). The error names the bootstrap servers and never a secret.
+    pub(crate) fn topic_partitions(&self, topic: &str) -> std::result::Result<i32, String> {
+        let client = self.client(false).map_err(|e| e.to_string())?;
+        let consumer: BaseConsumer<Watchful> =
+            client.create_with_context(Watchful::default()).map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + crate::source::REQUEST_TIMEOUT;
+        loop {
+            match consumer.fetch_metadata(Some(topic), Duration::from_millis(500)) {
+                Ok(m) => {
+                    return match m.topics().first() {
+                        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                            Ok(t.partitions().len() as i32)
+                        }
+                        Some(t) => Err(format!("topic {topic}: {:?}", t.error())),
+                        None => Err(format!("topic {topic}: no metadata")),
+                    };
+                }
+                Err(e) => {
+                    // Serves the client's events: the error callback runs here.
+                    let _ = consumer.poll(Duration::ZERO);
+                    if let Some(reason) = consumer.context().refused() {
+                        return Err(format!("authentication failed at {}: {reason}", self.bootstrap));
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(format!("{} did not answer: {e}", self.bootstrap));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Notes the first authentication failure librdkafka reports.
+#[derive(Default)]
+struct Watchful {
+    refused: Mutex<Option<String>>,
+}
+
+impl Watchful {
+    fn refused(&self) -> Option<String> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl ClientContext for Watchful {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            self.refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| reason.to_owned());
+        } else {
+            tracing::warn!(error = %error, reason, "kafka client");
+        }
+    }
+}
+
+impl ConsumerContext for Watchful {}
 
 fn owned(key: &str, instead: &str) -> Error {
     Error::InvalidConfig {

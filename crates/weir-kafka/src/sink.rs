@@ -265,6 +265,7 @@ impl<T> KafkaSink<T> {
             return Err(Error::Internal("a transaction of an at-least-once Kafka sink".into()));
         };
         let started = std::time::Instant::now();
+        self.partition_count()?;
         let mut slots = Vec::new();
         for i in 0..2 {
             let producer = self.producer(Some(&format!("{id}-{i}")))?;
@@ -291,13 +292,7 @@ impl<T> KafkaSink<T> {
 
     /// The output topic's partition count.
     fn partition_count(&self) -> Result<i32> {
-        let c = self.config.client(false)?;
-        let consumer: BaseConsumer = c.create().map_err(|e| self.error(e))?;
-        let m = consumer.fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
-        match m.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
-            _ => Err(self.error(format!("topic {} does not exist", self.topic))),
-        }
+        self.config.topic_partitions(&self.topic).map_err(|e| self.error(e))
     }
 
     fn writer_for(&self, transactional: bool, subtask: usize, parallelism: usize) -> Result<KafkaWriter<T>> {
@@ -320,7 +315,9 @@ impl<T> KafkaSink<T> {
             Some(_) => None,
             None => Some(self.producer(None)?),
         };
-        let partitions = if self.repartition { self.partition_count()? } else { 0 };
+        // Fails fast on a missing topic or a refused authentication.
+        let count = self.partition_count()?;
+        let partitions = if self.repartition { count } else { 0 };
         Ok(KafkaWriter {
             sink: self.clone(),
             producer,

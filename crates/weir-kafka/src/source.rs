@@ -308,19 +308,12 @@ impl KafkaSource {
     }
 
     /// Every `(topic, partition)` of the source's topics, sorted.
-    fn partitions(&self, consumer: &BaseConsumer) -> Result<Vec<(u16, i32)>> {
+    fn partitions(&self) -> Result<Vec<(u16, i32)>> {
         let mut all = Vec::new();
         for (i, topic) in self.topics.iter().enumerate() {
-            let metadata =
-                consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
-            let Some(t) = metadata.topics().first() else {
-                return Err(self.error(format!("topic {topic}: no metadata")));
-            };
-            if let Some(e) = t.error() {
-                return Err(self.error(format!("topic {topic}: {:?}", e)));
-            }
+            let count = self.config.topic_partitions(topic).map_err(|e| self.error(e))?;
             let index = u16::try_from(i).unwrap_or(u16::MAX);
-            all.extend(t.partitions().iter().map(|p| (index, p.id())));
+            all.extend((0..count).map(|p| (index, p)));
         }
         all.sort_unstable();
         Ok(all)
@@ -334,7 +327,7 @@ impl KafkaSource {
     ) -> Result<KafkaReader> {
         self.check()?;
         let meta: BaseConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
-        let mut mine: Vec<(u16, i32)> = self.partitions(&meta)?;
+        let mut mine: Vec<(u16, i32)> = self.partitions()?;
         if let Some(task) = &self.task {
             mine.retain(|&(_, p)| p == task.partition);
         } else {
@@ -503,7 +496,7 @@ impl Source for KafkaSource {
         self.check()?;
         let consumer: BaseConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
         let mut tpl = TopicPartitionList::new();
-        for (t, p) in self.partitions(&consumer)? {
+        for (t, p) in self.partitions()? {
             if self.task.as_ref().is_none_or(|task| task.partition == p) {
                 tpl.add_partition(&self.topics[usize::from(t)], p);
             }
