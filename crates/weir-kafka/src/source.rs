@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 use weir_runtime::{Batch, Error, Result, Source, SourceReader, SplitPositions, Traceable};
 
 use crate::config::KafkaConfig;
+use crate::metrics::{KafkaMetrics, LsoPoller};
 use crate::tasks::TaskLink;
 
 /// How long a metadata or offsets request may take.
@@ -174,6 +175,7 @@ pub struct KafkaSource {
     /// Read by a [`KafkaTasks`](crate::KafkaTasks) task: one partition, offsets committed by
     /// the task's transaction.
     pub(crate) task: Option<Arc<TaskLink>>,
+    metrics: Option<KafkaMetrics>,
 }
 
 impl KafkaSource {
@@ -191,6 +193,7 @@ impl KafkaSource {
             bounded: false,
             batch_size: 1024,
             task: None,
+            metrics: None,
         }
     }
 
@@ -211,6 +214,18 @@ impl KafkaSource {
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch_size = n;
         self
+    }
+
+    /// Exports the source's lag and committed offset per partition into `metrics`, labelled
+    /// with `pipeline` (the name of the pipeline it is in); see [`crate::metrics`].
+    pub fn metrics(mut self, metrics: &weir_runtime::Metrics, pipeline: &str) -> Self {
+        self.metrics = Some(KafkaMetrics::new(metrics, pipeline));
+        self
+    }
+
+    /// Its own metrics, or its task's.
+    fn kafka_metrics(&self) -> Option<KafkaMetrics> {
+        self.metrics.clone().or_else(|| self.task.as_ref()?.metrics.as_ref().map(|m| m.handle()))
     }
 
     /// The consumer group.
@@ -270,9 +285,7 @@ impl KafkaSource {
                 return Err(self.error(format!("topic {topic}: no metadata")));
             };
             if let Some(e) = t.error() {
-                return Err(
-                    self.error(format!("topic {topic}: {:?}", rdkafka::types::RDKafkaRespErr::from(e)))
-                );
+                return Err(self.error(format!("topic {topic}: {e:?}")));
             }
             let index = u16::try_from(i).unwrap_or(u16::MAX);
             all.extend(t.partitions().iter().map(|p| (index, p.id())));
@@ -335,6 +348,13 @@ impl KafkaSource {
                 ends.insert(split, (low, high));
             }
         }
+        let lso = self.kafka_metrics().and_then(|m| {
+            crate::metrics::watch(
+                &m,
+                meta,
+                mine.iter().map(|&(t, p)| (self.topics[usize::from(t)].as_str(), p)),
+            )
+        });
         let consumer: StreamConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
         if !mine.is_empty() {
             consumer.assign(&tpl).map_err(|e| self.error(e))?;
@@ -350,6 +370,7 @@ impl KafkaSource {
             finished: VecDeque::new(),
             queue: VecDeque::new(),
             bytes_read: 0,
+            _lso: lso,
         };
         if self.bounded {
             reader.retire_finished();
@@ -370,7 +391,13 @@ impl KafkaSource {
             return Ok(());
         }
         let consumer: BaseConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
-        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| self.error(e))
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| self.error(e))?;
+        if let Some(m) = self.kafka_metrics() {
+            m.committed(
+                tpl.elements().iter().filter_map(|e| Some((e.topic(), e.partition(), e.offset().to_raw()?))),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -424,7 +451,11 @@ impl Source for KafkaSource {
                         weir_runtime::decode::<Position>(bytes).map(|p| (p.topic, p.partition, p.offset))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                task.commit(&offsets).map_err(|e| self.error(e))
+                task.commit(&offsets).map_err(|e| self.error(e))?;
+                if let Some(m) = self.kafka_metrics() {
+                    m.committed(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)));
+                }
+                Ok(())
             }
         }
     }
@@ -471,6 +502,8 @@ pub struct KafkaReader {
     /// Batches read but not handed downstream yet.
     queue: VecDeque<Batch<KafkaRecord>>,
     bytes_read: u64,
+    /// Polls the partitions' last stable offsets while the reader lives (with metrics).
+    _lso: Option<LsoPoller>,
 }
 
 impl std::fmt::Debug for KafkaReader {
