@@ -20,6 +20,9 @@ use weir_kafka::{KafkaRecord, KafkaSink, KafkaSource, KafkaTasks, StartOffset};
 use weir_runtime::{Checkpointing, DiscardSink, Metrics, Pipeline};
 
 const WAIT: Duration = Duration::from_secs(60);
+/// How long the lag must match: two polls of the last stable offsets (one a second), so that a
+/// value polled before the input changed cannot pass for one polled after.
+const STEADY: Duration = Duration::from_millis(2_500);
 
 /// The value of the series of `name` whose labels include `labels`, from the registry's text.
 fn sample(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -44,7 +47,8 @@ fn producer(bootstrap: &str, transactional_id: Option<&str>) -> ThreadedProducer
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     if let Some(id) = transactional_id {
-        c.set("transactional.id", id);
+        // Open until the test commits it, not aborted by the broker meanwhile.
+        c.set("transactional.id", id).set("transaction.timeout.ms", "600000");
     }
     c.create().unwrap()
 }
@@ -97,8 +101,8 @@ fn offsets(
 }
 
 /// Waits until every partition's exported lag is the broker's LSO minus the group's committed
-/// offset, and the exported committed offset the group's, and `expect` holds for the lag;
-/// returns the offsets.
+/// offset, and the exported committed offset the group's, and `expect` holds for the lag, and
+/// all this for [`STEADY`]; returns the offsets.
 fn wait_for_lag(
     b: &str,
     m: &Metrics,
@@ -118,11 +122,26 @@ fn wait_for_lag(
         })
     };
     let deadline = std::time::Instant::now() + WAIT;
-    while !matches() {
+    let mut since = None;
+    loop {
+        if !matches() {
+            since = None;
+        } else if since.get_or_insert_with(std::time::Instant::now).elapsed() >= STEADY {
+            return last;
+        }
         assert!(std::time::Instant::now() < deadline, "{what}: lag never matched the broker: {last:#?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    last
+}
+
+/// Lets a stuck pipeline go when the test ends, also by a failed assertion (the runtime could
+/// not shut down while a worker waits on the gate).
+struct Unstick(Arc<AtomicBool>);
+
+impl Drop for Unstick {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,6 +165,7 @@ async fn lag_metric_equals_lso_minus_committed_offset_and_reaches_zero() {
     // While `stuck`, the pipeline cannot take a record (nor complete a checkpoint).
     let stuck = Arc::new(AtomicBool::new(false));
     let gate = stuck.clone();
+    let _unstick = Unstick(stuck.clone());
     p.source(
         KafkaSource::new(config(&b), [topic.clone()], group.clone())
             .start_offset(StartOffset::Earliest)
