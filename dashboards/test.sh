@@ -100,29 +100,19 @@ target_dir() {
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
 }
 
-# Sets DEMO: the monitoring example, built with the dev profile in cargo's target directory.
-build_demo() {
-    if [[ -n ${WEIR_MONITORING_BIN:-} ]]; then
-        DEMO=$WEIR_MONITORING_BIN
-        log "using $DEMO instead of the monitoring example"
+# Prints the path of example $2, built with `cargo build --locked ARGS... --example $2` (dev
+# profile), or the program the environment variable $1 names instead.
+build_example() {
+    local override=$1 name=$2
+    shift 2
+    if [[ -n ${!override:-} ]]; then
+        log "using ${!override} instead of the $name example"
+        echo "${!override}"
         return
     fi
-    # `--workspace`: the features of `cargo test --workspace`, so CI reuses its build.
-    log "cargo build --workspace --example monitoring"
-    cargo build --locked --workspace --example monitoring
-    DEMO=$(target_dir)/debug/examples/monitoring
-}
-
-# Sets KAFKA_DEMO: the Kafka example (the examples' `kafka` feature builds librdkafka).
-build_kafka_demo() {
-    if [[ -n ${WEIR_KAFKA_MONITORING_BIN:-} ]]; then
-        KAFKA_DEMO=$WEIR_KAFKA_MONITORING_BIN
-        log "using $KAFKA_DEMO instead of the kafka_monitoring example"
-        return
-    fi
-    log "cargo build -p weir-examples --features kafka --example kafka_monitoring"
-    cargo build --locked -p weir-examples --features kafka --example kafka_monitoring
-    KAFKA_DEMO=$(target_dir)/debug/examples/kafka_monitoring
+    log "cargo build $* --example $name"
+    cargo build --locked "$@" --example "$name" >&2
+    echo "$(target_dir)/debug/examples/$name"
 }
 
 # Sets BOOTSTRAP: WEIR_KAFKA_BOOTSTRAP, or a broker started here (stopped on exit).
@@ -209,8 +199,10 @@ wait_for_samples() {
 
 main() {
     fetch_prometheus
-    build_demo
-    build_kafka_demo
+    # `--workspace`: the features of `cargo test --workspace`, so CI reuses its build.
+    DEMO=$(build_example WEIR_MONITORING_BIN monitoring --workspace)
+    # The examples' `kafka` feature builds librdkafka.
+    KAFKA_DEMO=$(build_example WEIR_KAFKA_MONITORING_BIN kafka_monitoring -p weir-examples --features kafka)
     start_broker
     start_demo
     start_kafka_demo

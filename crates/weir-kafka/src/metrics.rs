@@ -25,6 +25,10 @@
 //! committed offset read when the reader starts. A partition without a committed offset has no
 //! lag series.
 //!
+//! A process whose task group hands a partition over keeps the partition's last lag and
+//! committed offset (the registry never drops a series): the new owner exports the live
+//! values under its own `instance`.
+//!
 //! # Cost
 //!
 //! Nothing per record: offsets are set per poll and per commit, rebalance counts per
