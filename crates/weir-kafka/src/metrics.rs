@@ -351,3 +351,43 @@ impl TaskMetrics {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exported(m: &Metrics, name: &str) -> Option<String> {
+        m.encode()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.to_owned())
+    }
+
+    #[test]
+    fn lag_is_the_lso_minus_the_committed_offset_once_both_are_known() {
+        let m = Metrics::new();
+        let p = KafkaMetrics::new(&m, "p").partition("t", 0);
+        p.set_lso(100);
+        assert_eq!(exported(&m, "weir_kafka_consumer_lag"), None, "no committed offset yet");
+        p.set_initial_committed(40);
+        assert_eq!(exported(&m, "weir_kafka_consumer_lag").as_deref(), Some("60"));
+        p.set_committed(90);
+        p.set_initial_committed(10);
+        assert_eq!(exported(&m, "weir_kafka_committed_offset").as_deref(), Some("90"), "commits win");
+        assert_eq!(exported(&m, "weir_kafka_consumer_lag").as_deref(), Some("10"));
+        p.set_committed(120);
+        assert_eq!(
+            exported(&m, "weir_kafka_consumer_lag").as_deref(),
+            Some("0"),
+            "a stale LSO is no negative lag"
+        );
+    }
+
+    #[test]
+    fn fencing_errors_are_told_apart() {
+        assert!(is_fenced(&KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced)));
+        assert!(is_fenced(&KafkaError::MessageProduction(RDKafkaErrorCode::Fenced)));
+        assert!(!is_fenced(&KafkaError::MessageProduction(RDKafkaErrorCode::RequestTimedOut)));
+    }
+}

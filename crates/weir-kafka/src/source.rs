@@ -218,6 +218,24 @@ impl KafkaSource {
 
     /// Exports the source's lag and committed offset per partition into `metrics`, labelled
     /// with `pipeline` (the name of the pipeline it is in); see [`crate::metrics`].
+    ///
+    /// ```no_run
+    /// use weir_kafka::{KafkaConfig, KafkaSource};
+    /// use weir_runtime::{Checkpointing, DiscardSink, Metrics, Pipeline};
+    ///
+    /// # async fn run() -> weir_runtime::Result<()> {
+    /// let metrics = Metrics::new();
+    /// let p = Pipeline::builder("orders")
+    ///     .metrics(metrics.clone())
+    ///     .checkpointing(Checkpointing::to_dir("ckpt"))
+    ///     .build()?;
+    /// let source = KafkaSource::new(KafkaConfig::new("127.0.0.1:9092"), ["orders"], "orders-report")
+    ///     .metrics(&metrics, "orders");
+    /// p.source(source).sink(DiscardSink);
+    /// p.run().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn metrics(mut self, metrics: &weir_runtime::Metrics, pipeline: &str) -> Self {
         self.metrics = Some(KafkaMetrics::new(metrics, pipeline));
         self
