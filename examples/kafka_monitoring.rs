@@ -93,8 +93,7 @@ async fn main() -> anyhow::Result<()> {
         .source(GeneratorSource::new(u64::MAX, |i| format!("line {i} from client {}", i % 17)).rate(RATE))
         .sink(
             KafkaSink::bytes(config.clone(), input.clone())
-                .key_by(|line: &String| line.rsplit(' ').next().unwrap_or("").to_owned())
-                .metrics(&metrics, "kafka-producer"),
+                .key_by(|line: &String| line.rsplit(' ').next().unwrap_or("").to_owned()),
         );
     let stop_producer = producer.stop_handle();
 

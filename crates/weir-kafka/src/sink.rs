@@ -193,7 +193,7 @@ impl<T> KafkaSink<T> {
 
     /// Exports an exactly-once sink's transaction metrics (commit latency, aborts, fencings)
     /// into `metrics`, labelled with `pipeline` (the name of the pipeline it is in); see
-    /// [`crate::metrics`].
+    /// [`crate::metrics`]. An at-least-once sink exports none.
     pub fn metrics(mut self, metrics: &weir_runtime::Metrics, pipeline: &str) -> Self {
         self.metrics = Some(KafkaMetrics::new(metrics, pipeline));
         self
