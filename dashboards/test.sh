@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The dashboards against a real Prometheus: builds and starts the monitoring demo
-# (examples/monitoring), checks its /metrics with promtool, lets Prometheus (Debian's package,
-# extracted into a temporary directory, not installed) scrape it every second, then runs every
-# panel query and template variable query of dashboards/*.json through Prometheus' HTTP API
-# (check_queries.py). Prints "N passed, M failed"; exits non-zero if anything failed.
+# (examples/monitoring) and the Kafka demo (examples/kafka_monitoring, against a Kafka broker
+# started with tools/kafka-broker/broker.sh), checks their /metrics with promtool, lets
+# Prometheus (Debian's package, extracted into a temporary directory, not installed) scrape both
+# every second, then runs every panel query and template variable query of dashboards/*.json
+# through Prometheus' HTTP API (check_queries.py). Prints "N passed, M failed"; exits non-zero if
+# anything failed.
 #
 # Needs: cargo, curl, python3, apt-get and dpkg (Debian; root if the package lists need an
-# `apt-get update`). Everything listens on 127.0.0.1 and is stopped on exit.
+# `apt-get update`), and Java 17+ and Maven for the broker. Everything listens on 127.0.0.1 and
+# is stopped on exit (the broker by its pid).
 #
 # Optional environment:
 #   CARGO_TARGET_DIR      honoured (the demo is built with the dev profile, like the tests)
 #   WEIR_DEMO_SECS        how long the demo runs (default 90; the checks take about 20 s)
 #   WEIR_MONITORING_BIN   run this program (same arguments) instead of building the demo
+#   WEIR_KAFKA_MONITORING_BIN  the same for the Kafka demo
+#   WEIR_KAFKA_BOOTSTRAP  use this Kafka broker instead of starting one (its jars are kept in
+#                         the target directory's kafka-dashboards/lib)
 #   WEIR_PROMETHEUS_ROOT  a directory holding an extracted prometheus package (usr/bin/...)
 set -euo pipefail
 
@@ -22,6 +28,7 @@ readonly SAMPLES=10 # seconds of samples (one scrape a second) before querying
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/weir-dashboards.XXXXXX")
 PIDS=()
+BROKER_DIR=
 
 log() { printf '== %s\n' "$*" >&2; }
 die() {
@@ -43,6 +50,9 @@ cleanup() {
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    if [[ -n $BROKER_DIR ]]; then
+        tools/kafka-broker/broker.sh stop "$BROKER_DIR" || true
+    fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -85,20 +95,38 @@ fetch_prometheus() {
     log "$("$PROMETHEUS" --version 2>&1 | head -n1)"
 }
 
-# Sets DEMO: the monitoring example, built with the dev profile in cargo's target directory.
-build_demo() {
-    if [[ -n ${WEIR_MONITORING_BIN:-} ]]; then
-        DEMO=$WEIR_MONITORING_BIN
-        log "using $DEMO instead of the monitoring example"
+target_dir() {
+    cargo metadata --locked --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
+# Prints the path of example $2, built with `cargo build --locked ARGS... --example $2` (dev
+# profile), or the program the environment variable $1 names instead.
+build_example() {
+    local override=$1 name=$2
+    shift 2
+    if [[ -n ${!override:-} ]]; then
+        log "using ${!override} instead of the $name example"
+        echo "${!override}"
         return
     fi
-    # `--workspace`: the features of `cargo test --workspace`, so CI reuses its build.
-    log "cargo build --workspace --example monitoring"
-    cargo build --locked --workspace --example monitoring
-    local target_dir
-    target_dir=$(cargo metadata --locked --format-version 1 --no-deps |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-    DEMO=$target_dir/debug/examples/monitoring
+    log "cargo build $* --example $name"
+    cargo build --locked "$@" --example "$name" >&2
+    echo "$(target_dir)/debug/examples/$name"
+}
+
+# Sets BOOTSTRAP: WEIR_KAFKA_BOOTSTRAP, or a broker started here (stopped on exit).
+start_broker() {
+    if [[ -n ${WEIR_KAFKA_BOOTSTRAP:-} ]]; then
+        BOOTSTRAP=$WEIR_KAFKA_BOOTSTRAP
+        log "using the Kafka broker at $BOOTSTRAP"
+        return
+    fi
+    BROKER_DIR=$(target_dir)/kafka-dashboards
+    log "starting a Kafka broker in $BROKER_DIR"
+    BOOTSTRAP=$(tools/kafka-broker/broker.sh start "$BROKER_DIR") ||
+        { tail -n 30 "$BROKER_DIR/broker.log" >&2 || true; die "the Kafka broker did not start"; }
+    log "Kafka broker at $BOOTSTRAP"
 }
 
 start_demo() {
@@ -111,6 +139,16 @@ start_demo() {
         { tail -n 30 "$TMP/demo.log" >&2; die "the demo did not answer $DEMO_URL/healthz"; }
 }
 
+start_kafka_demo() {
+    KAFKA_URL=http://127.0.0.1:$(free_port)
+    "$KAFKA_DEMO" --bootstrap "$BOOTSTRAP" --metrics-addr "${KAFKA_URL#http://}" --dir "$TMP/kafka-data" \
+        --prefix "weir-dashboards-$$" --duration-secs "$DEMO_SECS" >"$TMP/kafka-demo.log" 2>&1 &
+    KAFKA_PID=$!
+    PIDS+=("$KAFKA_PID")
+    wait_for 60 "Kafka demo serving metrics at $KAFKA_URL" curl -sf "$KAFKA_URL/healthz" ||
+        { tail -n 30 "$TMP/kafka-demo.log" >&2; die "the Kafka demo did not answer $KAFKA_URL/healthz"; }
+}
+
 start_prometheus() {
     PROM_URL=http://127.0.0.1:$(free_port)
     cat >"$TMP/prometheus.yml" <<EOF
@@ -120,7 +158,7 @@ global:
 scrape_configs:
   - job_name: weir
     static_configs:
-      - targets: ["${DEMO_URL#http://}"]
+      - targets: ["${DEMO_URL#http://}", "${KAFKA_URL#http://}"]
 EOF
     "$PROMTOOL" check config "$TMP/prometheus.yml" >/dev/null
     "$PROMETHEUS" --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/tsdb" \
@@ -138,7 +176,7 @@ r = json.load(sys.stdin)["data"]["result"]
 sys.exit(0 if r and float(r[0]["value"][1]) >= float(sys.argv[1]) else 1)' "$2"
 }
 
-demo_running() { kill -0 "$DEMO_PID" 2>/dev/null; }
+demo_running() { kill -0 "$DEMO_PID" 2>/dev/null && kill -0 "$KAFKA_PID" 2>/dev/null; }
 
 # Succeeds once Prometheus holds $SAMPLES successful scrapes, or when the demo is gone.
 enough_samples_or_demo_gone() {
@@ -150,22 +188,35 @@ wait_for_samples() {
         { tail -n 30 "$TMP/prometheus.log" >&2; die "prometheus cannot scrape $DEMO_URL"; }
     wait_for $((SAMPLES + 20)) "$SAMPLES s of samples" enough_samples_or_demo_gone ||
         die "fewer than $SAMPLES successful scrapes"
-    demo_running || { tail -n 30 "$TMP/demo.log" >&2; die "the demo exited before the queries"; }
+    # The Kafka tasks export their lag once they own partitions and committed a checkpoint.
+    wait_for 60 "Kafka tasks committing" query_at_least 'count(weir_kafka_consumer_lag{job="weir"})' 1 ||
+        { tail -n 30 "$TMP/kafka-demo.log" >&2; die "the Kafka demo exports no lag"; }
+    demo_running || {
+        tail -n 30 "$TMP/demo.log" "$TMP/kafka-demo.log" >&2
+        die "a demo exited before the queries"
+    }
 }
 
 main() {
     fetch_prometheus
-    build_demo
+    # `--workspace`: the features of `cargo test --workspace`, so CI reuses its build.
+    DEMO=$(build_example WEIR_MONITORING_BIN monitoring --workspace)
+    # The examples' `kafka` feature builds librdkafka.
+    KAFKA_DEMO=$(build_example WEIR_KAFKA_MONITORING_BIN kafka_monitoring -p weir-examples --features kafka)
+    start_broker
     start_demo
+    start_kafka_demo
 
-    local passed=0 failed=0
-    if curl -sf "$DEMO_URL/metrics" >"$TMP/metrics.txt" && "$PROMTOOL" check metrics <"$TMP/metrics.txt"; then
-        echo "ok    promtool check metrics ($(grep -c '^# TYPE' "$TMP/metrics.txt") metric families)"
-        passed=1
-    else
-        echo "FAIL  promtool check metrics"
-        failed=1
-    fi
+    local passed=0 failed=0 url
+    for url in "$DEMO_URL" "$KAFKA_URL"; do
+        if curl -sf "$url/metrics" >"$TMP/metrics.txt" && "$PROMTOOL" check metrics <"$TMP/metrics.txt"; then
+            echo "ok    promtool check metrics $url ($(grep -c '^# TYPE' "$TMP/metrics.txt") metric families)"
+            passed=$((passed + 1))
+        else
+            echo "FAIL  promtool check metrics $url"
+            failed=$((failed + 1))
+        fi
+    done
 
     start_prometheus
     wait_for_samples

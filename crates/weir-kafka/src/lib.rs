@@ -8,6 +8,9 @@
 //!   transaction per checkpoint, whose commit is the point of no return; see [`sink`]).
 //! - [`KafkaTasks`]: one pipeline per input partition, partitions spread over processes by a
 //!   consumer group, state in a checkpoint directory every process reaches (see [`tasks`]).
+//! - [`metrics`]: consumer lag (against the last stable offset) and committed offsets per
+//!   partition, a task group's partitions and rebalances, transaction commits, aborts and
+//!   fencings, exported into the application's registry when a connector is given it.
 //! - [`KafkaConfig`]: bootstrap servers, TLS and SASL (PLAIN, SCRAM-SHA-256/512) with secrets
 //!   from the environment or a file, and other librdkafka properties passed through; keys Weir
 //!   owns are refused, naming them.
@@ -21,6 +24,7 @@
 //! | [`KafkaTasks`] with exactly-once sinks, N processes, any killed | every record once, for `read_committed` readers |
 
 pub mod config;
+pub mod metrics;
 pub mod sink;
 pub mod source;
 pub mod tasks;

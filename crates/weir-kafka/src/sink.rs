@@ -59,6 +59,7 @@ use serde::Serialize;
 use weir_runtime::{Batch, CommittedOutput, Error, Result, Sink, SinkWriter};
 
 use crate::config::KafkaConfig;
+use crate::metrics::{KafkaMetrics, TxnMetrics};
 use crate::source::REQUEST_TIMEOUT;
 use crate::tasks::TaskLink;
 
@@ -110,7 +111,9 @@ pub struct KafkaSink<T> {
     transaction_timeout: Duration,
     repartition: bool,
     pub(crate) task: Option<Arc<TaskLink>>,
-    txn: Arc<OnceLock<Arc<Txn>>>,
+    /// Shared by clones (the writer's and the commits'); a task's sink gets its own.
+    pub(crate) txn: Arc<OnceLock<Arc<Txn>>>,
+    metrics: Option<KafkaMetrics>,
 }
 
 /// The header naming the task that wrote a repartition topic's record.
@@ -130,6 +133,7 @@ impl<T> Clone for KafkaSink<T> {
             repartition: self.repartition,
             task: self.task.clone(),
             txn: self.txn.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -177,6 +181,7 @@ impl<T> KafkaSink<T> {
             repartition: false,
             task: None,
             txn: Arc::new(OnceLock::new()),
+            metrics: None,
         }
     }
 
@@ -212,6 +217,14 @@ impl<T> KafkaSink<T> {
     /// checkpoint (the broker aborts a transaction open longer). Default: 60 s.
     pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
         self.transaction_timeout = timeout;
+        self
+    }
+
+    /// Exports an exactly-once sink's transaction metrics (commit latency, aborts, fencings)
+    /// into `metrics`, labelled with `pipeline` (the name of the pipeline it is in); see
+    /// [`crate::metrics`]. An at-least-once sink exports none.
+    pub fn metrics(mut self, metrics: &weir_runtime::Metrics, pipeline: &str) -> Self {
+        self.metrics = Some(KafkaMetrics::new(metrics, pipeline));
         self
     }
 
@@ -278,7 +291,16 @@ impl<T> KafkaSink<T> {
         let marker_group = markers
             .group_metadata()
             .ok_or_else(|| self.error(format!("no group metadata for group {id}")))?;
-        let txn = Txn { id, slots, markers, marker_group, marker: AtomicU64::new(0) };
+        let metrics =
+            self.metrics.clone().or_else(|| self.task.as_ref()?.metrics.as_ref().map(|m| m.handle()));
+        let txn = Txn {
+            id,
+            slots,
+            markers,
+            marker_group,
+            marker: AtomicU64::new(0),
+            metrics: metrics.map(|m| m.transactions()),
+        };
         let marker = txn.read_marker(&self.topic).map_err(|e| self.error(e))?;
         txn.marker.store(marker, Ordering::SeqCst);
         tracing::info!(
@@ -366,7 +388,7 @@ struct Slot {
 }
 
 /// What an exactly-once sink shares between its writer and its commits.
-struct Txn {
+pub(crate) struct Txn {
     id: String,
     slots: Vec<Slot>,
     /// A consumer of the marker group (never joined): reads the marker.
@@ -376,6 +398,7 @@ struct Txn {
     marker_group: ConsumerGroupMetadata,
     /// The newest checkpoint whose transaction committed.
     marker: AtomicU64,
+    metrics: Option<TxnMetrics>,
 }
 
 impl Txn {
@@ -481,12 +504,18 @@ impl<T: Send + Sync + 'static> Sink<T> for KafkaSink<T> {
             let result = self.commit_one(&txn, slot, &c);
             slot.busy.store(false, Ordering::SeqCst);
             if let Err(e) = result {
+                if let Some(m) = &txn.metrics {
+                    m.aborted(&e);
+                }
                 let _ = slot.producer.abort_transaction(REQUEST_TIMEOUT);
                 return Err(
                     self.error(format!("committing the transaction of checkpoint {}: {e}", c.checkpoint))
                 );
             }
             txn.marker.store(c.checkpoint, Ordering::SeqCst);
+            if let Some(m) = &txn.metrics {
+                m.committed(started.elapsed(), &c.offsets);
+            }
             tracing::debug!(topic = %self.topic, checkpoint = c.checkpoint, took_us = started.elapsed().as_micros() as u64, "kafka transaction committed");
         }
         let _ = checkpoint;

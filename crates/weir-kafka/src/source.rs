@@ -50,6 +50,7 @@ use serde::de::DeserializeOwned;
 use weir_runtime::{Batch, Error, Result, Source, SourceReader, SplitPositions, Traceable};
 
 use crate::config::KafkaConfig;
+use crate::metrics::{KafkaMetrics, LsoPoller};
 use crate::tasks::TaskLink;
 
 /// How long a metadata or offsets request may take.
@@ -191,6 +192,7 @@ pub struct KafkaSource {
     /// Read by a [`KafkaTasks`](crate::KafkaTasks) task: one partition, offsets committed by
     /// the task's transaction.
     pub(crate) task: Option<Arc<TaskLink>>,
+    metrics: Option<KafkaMetrics>,
     /// The client that commits checkpoints' positions, made on the first commit.
     committer: Arc<Committer>,
 }
@@ -222,6 +224,7 @@ impl KafkaSource {
             writers: 0,
             task: None,
             committer: Arc::default(),
+            metrics: None,
         }
     }
 
@@ -249,6 +252,36 @@ impl KafkaSource {
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch_size = n;
         self
+    }
+
+    /// Exports the source's lag and committed offset per partition into `metrics`, labelled
+    /// with `pipeline` (the name of the pipeline it is in); see [`crate::metrics`].
+    ///
+    /// ```no_run
+    /// use weir_kafka::{KafkaConfig, KafkaSource};
+    /// use weir_runtime::{Checkpointing, DiscardSink, Metrics, Pipeline};
+    ///
+    /// # async fn run() -> weir_runtime::Result<()> {
+    /// let metrics = Metrics::new();
+    /// let p = Pipeline::builder("orders")
+    ///     .metrics(metrics.clone())
+    ///     .checkpointing(Checkpointing::to_dir("ckpt"))
+    ///     .build()?;
+    /// let source = KafkaSource::new(KafkaConfig::new("127.0.0.1:9092"), ["orders"], "orders-report")
+    ///     .metrics(&metrics, "orders");
+    /// p.source(source).sink(DiscardSink);
+    /// p.run().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn metrics(mut self, metrics: &weir_runtime::Metrics, pipeline: &str) -> Self {
+        self.metrics = Some(KafkaMetrics::new(metrics, pipeline));
+        self
+    }
+
+    /// Its own metrics, or its task's.
+    fn kafka_metrics(&self) -> Option<KafkaMetrics> {
+        self.metrics.clone().or_else(|| self.task.as_ref()?.metrics.as_ref().map(|m| m.handle()))
     }
 
     /// The consumer group.
@@ -379,6 +412,13 @@ impl KafkaSource {
                 ends.insert(split, (low, high));
             }
         }
+        let lso = self.kafka_metrics().and_then(|m| {
+            crate::metrics::watch(
+                &m,
+                meta,
+                mine.iter().map(|&(t, p)| (self.topics[usize::from(t)].as_str(), p)),
+            )
+        });
         let consumer: StreamConsumer = self.client(rdkafka::consumer::DefaultConsumerContext)?;
         if !mine.is_empty() {
             consumer.assign(&tpl).map_err(|e| self.error(e))?;
@@ -400,6 +440,7 @@ impl KafkaSource {
             finished: VecDeque::new(),
             queue: VecDeque::new(),
             bytes_read: 0,
+            _lso: lso,
         };
         if self.bounded {
             reader.retire_finished();
@@ -427,7 +468,13 @@ impl KafkaSource {
                 self.committer.0.get_or_init(|| made)
             }
         };
-        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| self.error(e))
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| self.error(e))?;
+        if let Some(m) = self.kafka_metrics() {
+            m.committed(
+                tpl.elements().iter().filter_map(|e| Some((e.topic(), e.partition(), e.offset().to_raw()?))),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -486,7 +533,11 @@ impl Source for KafkaSource {
                         weir_runtime::decode::<Position>(bytes).map(|p| (p.topic, p.partition, p.offset))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                task.commit(&offsets).map_err(|e| self.error(e))
+                task.commit(&offsets).map_err(|e| self.error(e))?;
+                if let Some(m) = self.kafka_metrics() {
+                    m.committed(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)));
+                }
+                Ok(())
             }
         }
     }
@@ -540,6 +591,8 @@ pub struct KafkaReader {
     /// Batches read but not handed downstream yet.
     queue: VecDeque<Batch<KafkaRecord>>,
     bytes_read: u64,
+    /// Polls the partitions' last stable offsets while the reader lives (with metrics).
+    _lso: Option<LsoPoller>,
 }
 
 impl std::fmt::Debug for KafkaReader {

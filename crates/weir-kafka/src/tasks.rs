@@ -46,6 +46,7 @@ use tokio::sync::mpsc;
 use weir_runtime::{Checkpointing, Error, Pipeline, PipelineBuilder, Result};
 
 use crate::config::KafkaConfig;
+use crate::metrics::{GroupMetrics, TaskMetrics};
 use crate::sink::KafkaSink;
 use crate::source::KafkaSource;
 
@@ -63,6 +64,8 @@ pub(crate) struct TaskLink {
     /// An exactly-once sink commits the source's offsets in its transactions.
     pub(crate) transactional: AtomicBool,
     membership: Option<Arc<BaseConsumer<Membership>>>,
+    /// With [`KafkaTasks::metrics`].
+    pub(crate) metrics: Option<TaskMetrics>,
     /// The membership's group metadata, refreshed by its polling thread.
     metadata: Arc<GroupMetadata>,
 }
@@ -146,11 +149,20 @@ impl Task {
 
     /// A pipeline builder for this task: named `<name>-<partition>`, parallelism 1,
     /// checkpointed into the task's directory, signals left to the task group.
+    /// With [`KafkaTasks::metrics`], the pipeline exports its metrics there too.
     pub fn pipeline(&self, name: &str) -> PipelineBuilder {
-        Pipeline::builder(format!("{name}-{}", self.partition))
+        let name = format!("{name}-{}", self.partition);
+        let builder = Pipeline::builder(name.clone())
             .parallelism(1)
             .checkpointing(self.checkpointing.clone())
-            .handle_signals(false)
+            .handle_signals(false);
+        match &self.link.metrics {
+            Some(m) => {
+                m.named(&name);
+                builder.metrics(m.registry().clone())
+            }
+            None => builder,
+        }
     }
 
     /// The task's source: its partition of the input topic, for the group.
@@ -167,6 +179,9 @@ impl Task {
             self.link.transactional.store(true, Ordering::SeqCst);
         }
         sink.task = Some(self.link.clone());
+        // Its own transactions (`<prefix>-<partition>`), also when `sink` is a clone of one
+        // that made its transactions already.
+        sink.txn = Arc::default();
         sink
     }
 }
@@ -179,13 +194,17 @@ enum Event {
 /// The membership consumer's callbacks: tell the task group what moved.
 struct Membership {
     events: mpsc::UnboundedSender<Event>,
+    metrics: Option<GroupMetrics>,
 }
 
 impl ClientContext for Membership {}
 
 impl ConsumerContext for Membership {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            if let (Some(m), true) = (&self.metrics, tpl.count() > 0) {
+                m.revoked(consumer.assignment_lost());
+            }
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             let (done, wait) = std::sync::mpsc::channel();
             if self.events.send(Event::Revoke(partitions, done)).is_ok() {
@@ -195,6 +214,12 @@ impl ConsumerContext for Membership {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Some(m) = &self.metrics {
+            if matches!(rebalance, Rebalance::Assign(tpl) if tpl.count() > 0) {
+                m.assigned();
+            }
+            m.owned(consumer.assignment().map_or(0, |a| a.count()));
+        }
         if let Rebalance::Assign(tpl) = rebalance {
             // The membership consumer reads nothing: the tasks do.
             if let Err(e) = consumer.pause(tpl) {
@@ -238,6 +263,7 @@ pub struct KafkaTasks {
     checkpoints: Option<PathBuf>,
     interval: Duration,
     session_timeout: Duration,
+    metrics: Option<weir_runtime::Metrics>,
 }
 
 impl KafkaTasks {
@@ -250,6 +276,7 @@ impl KafkaTasks {
             checkpoints: None,
             interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 
@@ -272,6 +299,14 @@ impl KafkaTasks {
         self
     }
 
+    /// Exports the group's metrics into `metrics`: the partitions this process owns and its
+    /// rebalances, and every task pipeline's runtime and Kafka metrics (lag, committed offsets,
+    /// transactions), labelled with the task pipeline's name; see [`crate::metrics`].
+    pub fn metrics(mut self, metrics: &weir_runtime::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
     fn task(
         &self,
         partition: i32,
@@ -288,6 +323,10 @@ impl KafkaTasks {
             transactional: AtomicBool::new(false),
             membership: Some(membership.clone()),
             metadata: metadata.clone(),
+            metrics: self
+                .metrics
+                .as_ref()
+                .map(|m| TaskMetrics::new(m, format!("{}-{partition}", self.group))),
         });
         Task {
             partition,
@@ -318,6 +357,7 @@ impl KafkaTasks {
             });
         };
         let (events_tx, mut events) = mpsc::unbounded_channel();
+        let group_metrics = self.metrics.as_ref().map(|m| GroupMetrics::new(m, &self.group, &self.topic));
         let mut c = self.config.client(false)?;
         c.set("group.id", &self.group)
             .set("enable.auto.commit", "false")
@@ -326,7 +366,7 @@ impl KafkaTasks {
             .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
             .set("heartbeat.interval.ms", (self.session_timeout.as_millis() / 4).max(100).to_string());
         let membership: Arc<BaseConsumer<Membership>> = Arc::new(
-            c.create_with_context(Membership { events: events_tx })
+            c.create_with_context(Membership { events: events_tx, metrics: group_metrics.clone() })
                 .map_err(|e| Error::connector(format!("kafka task group {}", self.group), e))?,
         );
         membership
@@ -395,6 +435,9 @@ impl KafkaTasks {
         }
         polling.store(false, Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+        if let Some(m) = &group_metrics {
+            m.owned(0);
+        }
         drop(events);
         result
     }

@@ -11,7 +11,7 @@
 
 /// Label names a metric may carry: all of low cardinality.
 pub const ALLOWED_LABELS: &[&str] =
-    &["pipeline", "operator", "subtask", "topic", "partition", "group", "reason"];
+    &["pipeline", "operator", "subtask", "topic", "partition", "group", "reason", "kind"];
 
 /// What kind of metric an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +368,69 @@ pub const GROUP_LAG_SECONDS: GaugeDef<3> = gauge(
     GROUP_PARTITION,
 );
 
+// ---- Apache Kafka (weir-kafka) --------------------------------------------------------------
+
+const PIPELINE_TOPIC_PARTITION: &[&str; 3] = &["pipeline", "topic", "partition"];
+
+/// Kafka consumer lag against the last stable offset.
+pub const KAFKA_CONSUMER_LAG: GaugeDef<3> = gauge(
+    "weir_kafka_consumer_lag",
+    "records",
+    "Offsets between a Kafka partition's last stable offset (what a read_committed reader can \
+     reach, polled every second) and the offset the pipeline last committed for it (0 when caught \
+     up).",
+    PIPELINE_TOPIC_PARTITION,
+);
+/// Kafka committed offset.
+pub const KAFKA_COMMITTED_OFFSET: GaugeDef<3> = gauge(
+    "weir_kafka_committed_offset",
+    "offset",
+    "The offset a pipeline last committed to its consumer group for a Kafka partition (the next \
+     record it reads), by a completed checkpoint or a task's transaction.",
+    PIPELINE_TOPIC_PARTITION,
+);
+/// Partitions a task group owns in this process.
+pub const KAFKA_OWNED_PARTITIONS: GaugeDef<2> = gauge(
+    "weir_kafka_owned_partitions",
+    "partitions",
+    "Partitions of its topic the consumer group assigns to this process's KafkaTasks (one task each).",
+    &["group", "topic"],
+);
+/// Rebalances of a task group, by kind.
+pub const KAFKA_REBALANCES: CounterDef<2> = counter(
+    "weir_kafka_rebalances_total",
+    "rebalances",
+    "Rebalances that moved partitions of this process's KafkaTasks, by kind: assign (partitions \
+     taken), revoke (partitions handed back), lost (partitions taken away without a revoke, e.g. \
+     after the session timed out).",
+    &["group", "kind"],
+);
+/// Kafka transaction commit latency.
+pub const KAFKA_TXN_COMMIT: HistogramDef<1> = histogram(
+    "weir_kafka_txn_commit_seconds",
+    "Time an exactly-once Kafka sink took to commit one checkpoint's transaction (its marker and \
+     a task's input offsets included).",
+    &["pipeline"],
+    SHORT_DURATION_BUCKETS,
+);
+/// Aborted Kafka transactions, by reason.
+pub const KAFKA_TXN_ABORTS: CounterDef<2> = counter(
+    "weir_kafka_txn_aborts_total",
+    "transactions",
+    "Transactions an exactly-once Kafka sink aborted because their commit failed, by reason: \
+     fenced (a newer producer of the transactional id took over), error (any other failure; the \
+     pipeline restarts from its last checkpoint).",
+    &["pipeline", "reason"],
+);
+/// Kafka producer fencings.
+pub const KAFKA_FENCED: CounterDef<1> = counter(
+    "weir_kafka_fenced_total",
+    "fencings",
+    "Times an exactly-once Kafka sink found its producer fenced: another process took its \
+     transactional id over (its partition moved) and this one's open transaction can never commit.",
+    &["pipeline"],
+);
+
 /// Every metric Weir exports.
 pub const CATALOG: &[MetricInfo] = &[
     OPERATOR_RECORDS_IN.info,
@@ -404,6 +467,13 @@ pub const CATALOG: &[MetricInfo] = &[
     GROUP_COMMITTED_OFFSET.info,
     GROUP_LAG.info,
     GROUP_LAG_SECONDS.info,
+    KAFKA_CONSUMER_LAG.info,
+    KAFKA_COMMITTED_OFFSET.info,
+    KAFKA_OWNED_PARTITIONS.info,
+    KAFKA_REBALANCES.info,
+    KAFKA_TXN_COMMIT.info,
+    KAFKA_TXN_ABORTS.info,
+    KAFKA_FENCED.info,
 ];
 
 /// The catalog entry named `name`, or the histogram whose `_bucket`, `_sum` or `_count` series
