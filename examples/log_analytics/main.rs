@@ -137,6 +137,18 @@ struct Args {
     /// With `--checkpoint-interval`: start over, ignoring (and deleting) earlier checkpoints.
     #[arg(long, requires = "checkpoint_interval")]
     from_scratch: bool,
+    /// Read (and write) the access lines through Apache Kafka at these bootstrap servers
+    /// instead of the embedded log (built with `--features kafka`).
+    #[arg(long, value_name = "HOST:PORT")]
+    kafka_bootstrap: Option<String>,
+    /// With `--kafka-bootstrap`: the topic of the access lines (created with 6 partitions if
+    /// missing).
+    #[arg(long, default_value = "access", requires = "kafka_bootstrap")]
+    kafka_topic: String,
+    /// With `--kafka-bootstrap`: only analyse what the topic holds (another process fills it);
+    /// without it, the input is appended to the topic first.
+    #[arg(long, requires = "kafka_bootstrap")]
+    kafka_read_only: bool,
 }
 
 /// "2xx" for 2, as [`AccessLogEntry::status_class`] names it.
@@ -298,7 +310,9 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
 
     let ingested = Arc::new(Ingested::default());
-    let ingest = ingest_pipeline(&args, &log, &metrics, &ingested)?;
+    // `--kafka-read-only`: another process fills the topic.
+    let ingest =
+        (!args.kafka_read_only).then(|| ingest_pipeline(&args, &log, &metrics, &ingested)).transpose()?;
     let analysed = Arc::new(AtomicU64::new(0));
     let results: Arc<[AtomicU64; 5]> = Arc::default();
     let time_mode = has_request_time(&args)?;
@@ -318,14 +332,23 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
         });
-        let (a, b) = tokio::join!(ingest.run(), analytics.run());
+        let ingesting = async {
+            match ingest {
+                Some(ingest) => ingest.run().await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (a, b) = tokio::join!(ingesting, analytics.run());
         printer.inspect(tokio::task::JoinHandle::abort);
         (a?, b?)
     } else {
         let bar = progress_bar("appending to topic `access`", ingest_total(&args)?);
         let progress = if args.input.is_some() { &ingested.bytes } else { &ingested.lines };
         let ticker = tick(bar.clone(), progress.clone());
-        let ingest_report = ingest.run().await?;
+        let ingest_report = match ingest {
+            Some(ingest) => Some(ingest.run().await?),
+            None => None,
+        };
         ticker.abort();
         bar.finish_and_clear();
         let analytics = analytics_pipeline(&args, &log, &metrics, &stages)?;
@@ -369,8 +392,8 @@ async fn main() -> anyhow::Result<()> {
             args.out.join(format!("{kind}.jsonl")).display()
         );
     }
-    if ingest_report.dead_letters > 0 {
-        eprintln!("not appended   {}", ingest_report.dead_letters);
+    if let Some(r) = ingest_report.filter(|r| r.dead_letters > 0) {
+        eprintln!("not appended   {}", r.dead_letters);
     }
     Ok(())
 }
@@ -502,9 +525,11 @@ fn ingest_pipeline(
     let lines = lines.operator("progress", IngestProgress(ingested.clone()));
     // The lines as they are (a dead letter then holds the line itself), keyed by client: the
     // line's first word (of a JSON line, `{"...`: one key for all).
-    lines.sink(
-        LogSink::raw(log, "access").key_by(|l: &String| l.split(' ').next().unwrap_or_default().to_owned()),
-    );
+    let client = |l: &String| l.split(' ').next().unwrap_or_default().to_owned();
+    match &args.kafka_bootstrap {
+        None => lines.sink(LogSink::raw(log, "access").key_by(client)),
+        Some(bootstrap) => kafka::sink(bootstrap, &args.kafka_topic, lines, client)?,
+    }
     Ok(p)
 }
 
@@ -567,8 +592,11 @@ fn analytics_pipeline(
         // every window from closing.
         watermarks = watermarks.with_idle_timeout(Duration::from_secs(10));
     }
-    let events = p
-        .source(source)
+    let records: Stream<LogRecord> = match &args.kafka_bootstrap {
+        None => p.source(source),
+        Some(bootstrap) => kafka::source(&p, bootstrap, &args.kafka_topic, bounded)?,
+    };
+    let events = records
         .try_map(parse)
         .operator("progress", Progress(count.clone()))
         .assign_timestamps(|a| a.ts, watermarks);
@@ -750,5 +778,100 @@ impl<T: Send + 'static> Operator<T, T> for Counted {
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
         self.0[self.1].fetch_add(batch.len() as u64, Ordering::Relaxed);
         out.batch(batch);
+    }
+}
+
+/// The access topic on Apache Kafka (`--kafka-bootstrap`).
+#[cfg(feature = "kafka")]
+mod kafka {
+    use std::time::Duration;
+
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use weir::connectors::LogRecord;
+    use weir::runtime::{Pipeline, Stream};
+    use weir_kafka::{KafkaConfig, KafkaRecord, KafkaSink, KafkaSource, StartOffset};
+
+    /// Appends the lines to `topic`, keyed by `key`, creating it (6 partitions) if missing.
+    pub(crate) fn sink(
+        bootstrap: &str,
+        topic: &str,
+        lines: Stream<String>,
+        key: impl Fn(&String) -> String + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        create_topic(bootstrap, topic)?;
+        lines.sink(KafkaSink::bytes(KafkaConfig::new(bootstrap), topic).key_by(key));
+        Ok(())
+    }
+
+    /// Reads `topic` (up to its end offsets at start if `bounded`) as the embedded log's
+    /// records, for the same parser and dead letters.
+    pub(crate) fn source(
+        p: &Pipeline,
+        bootstrap: &str,
+        topic: &str,
+        bounded: bool,
+    ) -> anyhow::Result<Stream<LogRecord>> {
+        let mut source = KafkaSource::new(KafkaConfig::new(bootstrap), [topic], super::PIPELINE)
+            .start_offset(StartOffset::Earliest);
+        if bounded {
+            source = source.bounded();
+        }
+        Ok(p.source(source).map(|r: KafkaRecord| LogRecord {
+            topic: r.topic,
+            partition: r.partition as u32,
+            offset: r.offset as u64,
+            timestamp: r.timestamp.unwrap_or_default(),
+            key: r.key.map(Into::into),
+            value: r.value.into(),
+            headers: Vec::new(),
+        }))
+    }
+
+    fn create_topic(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+        let new = NewTopic::new(topic, 6, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        // On a thread of its own: this runs inside the example's runtime.
+        let results = std::thread::scope(|s| {
+            s.spawn(|| futures_lite_block_on(admin.create_topics([&new], &options))).join()
+        })
+        .map_err(|_| anyhow::anyhow!("creating topic {topic} panicked"))??;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => anyhow::bail!("creating topic {t}: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(f)
+    }
+}
+
+/// Without the `kafka` feature, `--kafka-bootstrap` says how to get it.
+#[cfg(not(feature = "kafka"))]
+mod kafka {
+    use weir::connectors::LogRecord;
+    use weir::runtime::{Pipeline, Stream};
+
+    const MISSING: &str = "--kafka-bootstrap needs Kafka support: build with `--features kafka` \
+        (cargo run --release --features kafka --example log_analytics -- ...)";
+
+    pub(crate) fn sink(
+        _: &str,
+        _: &str,
+        _: Stream<String>,
+        _: impl Fn(&String) -> String + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!(MISSING)
+    }
+
+    pub(crate) fn source(_: &Pipeline, _: &str, _: &str, _: bool) -> anyhow::Result<Stream<LogRecord>> {
+        anyhow::bail!(MISSING)
     }
 }
