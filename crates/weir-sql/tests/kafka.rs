@@ -365,6 +365,7 @@ fn exactly_once_child() {
     use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 
     let Some(arg) = CHILD.value() else { return };
+    common::child_setup();
     let args: Vec<&str> = arg.split('|').collect();
     let [b, input, output, dir, name] = args[..] else { panic!("bad argument {arg}") };
     let pace = create_udf(
@@ -455,8 +456,10 @@ fn sql_kafka_window_kafka_exactly_once_killed_and_restarted_equals_an_uninterrup
     // The uninterrupted run.
     let started = Instant::now();
     let clean = unique("sql-eo-clean");
-    let mut child =
-        CHILD.spawn(format!("{b}|{clean_in}|{clean_out}|{}|{clean}", dir.path().join("clean").display()));
+    let mut child = common::spawn(
+        &CHILD,
+        format!("{b}|{clean_in}|{clean_out}|{}|{clean}", dir.path().join("clean").display()),
+    );
     wait_done(&b, &mut child, &clean_out, want.len());
     child.kill().unwrap();
     child.wait().unwrap();
@@ -466,7 +469,7 @@ fn sql_kafka_window_kafka_exactly_once_killed_and_restarted_equals_an_uninterrup
     let name = unique("sql-eo-killed");
     let input_end: i64 = (0..3).map(|p| lso_and_high(&b, &killed_in, p).1).sum();
     let arg = format!("{b}|{killed_in}|{killed_out}|{}|{name}", dir.path().join("killed").display());
-    let mut first = CHILD.spawn(&arg);
+    let mut first = common::spawn(&CHILD, &arg);
     // Progress: the rows committed (each checkpoint's transaction), against the rows of the
     // whole run.
     let at = (want.len() * 3 / 10 + rng.below(want.len() as u64 / 3) as usize) as i64;
@@ -493,7 +496,7 @@ fn sql_kafka_window_kafka_exactly_once_killed_and_restarted_equals_an_uninterrup
         committed_sum(&b, &format!("{name}-in"), &killed_in)
     );
     let started = Instant::now();
-    let mut second = CHILD.spawn(&arg);
+    let mut second = common::spawn(&CHILD, &arg);
     // Partitions read to their end before the kill send nothing after the restore: the end
     // events come now, so their windows need not wait for the partitions to turn idle.
     produce_end(&b, &killed_in);
