@@ -65,7 +65,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use weir_benches::{Args, Target, bench_root, check_report, group, pass, print_summary, si};
+use weir_benches::{Args, Target, bench_root, check_report, group, print_summary, si};
 use weir_kafka::{KafkaConfig, KafkaRecord, KafkaSink, KafkaSource, StartOffset};
 use weir_runtime::{Checkpointing, Count, Pipeline, TumblingWindows, Watermarks, WindowResult};
 
@@ -345,7 +345,6 @@ fn print_table(runs: &[Run], rows: &[&'static str], records: u64, cpus: usize) -
             });
         }
     }
-    let _ = pass;
     targets
 }
 
