@@ -624,6 +624,30 @@ impl KafkaReader {
         at
     }
 
+    /// Bounded mode, nothing read: a partition whose records up to its end were deleted
+    /// (retention, `kafka-delete-records`) before they were read has nothing left to wait for.
+    /// Moves it to `finished`, with a warning.
+    fn retire_deleted(&mut self) {
+        let pending: Vec<(u32, i64)> = self.ends.iter().map(|(&split, &(_, high))| (split, high)).collect();
+        for (split, high) in pending {
+            let (topic, partition) = self.topic_partition(split);
+            let Ok((low, _)) = self.consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT) else {
+                continue;
+            };
+            if low >= high {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    low,
+                    end = high,
+                    "records up to the end offset were deleted before they were read"
+                );
+                self.ends.remove(&split);
+                self.finished.push_back(split);
+            }
+        }
+    }
+
     /// Bounded mode: moves splits read up to their end to `finished`.
     fn retire_finished(&mut self) {
         if self.ends.is_empty() {
@@ -775,6 +799,9 @@ impl SourceReader for KafkaReader {
                 std::future::pending::<()>().await;
             }
             self.fill().await?;
+            if self.source.bounded && self.queue.is_empty() {
+                self.retire_deleted();
+            }
             // Drop records of splits a bounded reader has finished (read past its end).
             if self.source.bounded {
                 let ends = &self.ends;
