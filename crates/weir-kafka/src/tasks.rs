@@ -11,7 +11,8 @@
 //! # State and exactly once
 //!
 //! A task checkpoints into `<checkpoint dir>/<group>/<topic>-<partition>`, a directory every
-//! process reaches (a shared file system here; an object store in production), so the task's
+//! process reaches (a shared file system), or under a prefix of an object store
+//! ([`KafkaTasks::checkpoint_store`]: S3, GCS, Azure in production), so the task's
 //! state follows its partition. Its Kafka sink is exactly-once with a transactional id per
 //! task (`<prefix>-<partition>`): the new owner's `init_transactions` fences the previous owner
 //! and aborts its open transaction at once, and the transaction that commits a checkpoint's
@@ -55,6 +56,22 @@ use crate::source::KafkaSource;
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
 /// How long a failed task waits before it restarts.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Where tasks checkpoint.
+#[derive(Clone)]
+enum Location {
+    Dir(PathBuf),
+    Store(Arc<dyn object_store::ObjectStore>, String),
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Dir(dir) => write!(f, "{}", dir.display()),
+            Location::Store(store, prefix) => write!(f, "{store}/{prefix}"),
+        }
+    }
+}
 
 /// What a task's source and sink share with the group's membership.
 pub(crate) struct TaskLink {
@@ -260,7 +277,7 @@ pub struct KafkaTasks {
     config: KafkaConfig,
     topic: String,
     group: String,
-    checkpoints: Option<PathBuf>,
+    checkpoints: Option<Location>,
     interval: Duration,
     session_timeout: Duration,
     metrics: Option<weir_runtime::Metrics>,
@@ -280,9 +297,21 @@ impl KafkaTasks {
         }
     }
 
-    /// Where tasks checkpoint (required): a directory every process of the group reaches.
+    /// Where tasks checkpoint (this or [`KafkaTasks::checkpoint_store`] is required): a
+    /// directory every process of the group reaches.
     pub fn checkpoint_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.checkpoints = Some(dir.into());
+        self.checkpoints = Some(Location::Dir(dir.into()));
+        self
+    }
+
+    /// Tasks checkpoint on an object store (S3, GCS, Azure) under `prefix`, which every process
+    /// of the group reaches: task `p` under `<prefix>/<group>/<topic>-<p>`.
+    pub fn checkpoint_store(
+        mut self,
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        self.checkpoints = Some(Location::Store(store, prefix.into()));
         self
     }
 
@@ -310,13 +339,18 @@ impl KafkaTasks {
     fn task(
         &self,
         partition: i32,
-        dir: &std::path::Path,
+        location: &Location,
         membership: &Arc<BaseConsumer<Membership>>,
         metadata: &Arc<GroupMetadata>,
     ) -> Task {
-        let checkpointing =
-            Checkpointing::to_dir(dir.join(&self.group).join(format!("{}-{partition}", self.topic)))
-                .interval(self.interval);
+        let task = format!("{}-{partition}", self.topic);
+        let checkpointing = match location {
+            Location::Dir(dir) => Checkpointing::to_dir(dir.join(&self.group).join(task)),
+            Location::Store(store, prefix) => {
+                Checkpointing::to_store(store.clone(), format!("{prefix}/{}/{task}", self.group))
+            }
+        }
+        .interval(self.interval);
         let link = Arc::new(TaskLink {
             partition,
             positions: Mutex::new(Vec::new()),
@@ -350,7 +384,7 @@ impl KafkaTasks {
     where
         F: Fn(&Task) -> Result<Pipeline> + Send + Sync + 'static,
     {
-        let Some(dir) = self.checkpoints.clone() else {
+        let Some(location) = self.checkpoints.clone() else {
             return Err(Error::InvalidConfig {
                 field: "checkpoint_dir",
                 reason: "a task group needs a checkpoint directory every process reaches".into(),
@@ -405,7 +439,7 @@ impl KafkaTasks {
                     Event::Assign(partitions) => {
                         tracing::info!(group = %self.group, ?partitions, "tasks assigned");
                         for p in partitions {
-                            let task = self.task(p, &dir, &membership, &metadata);
+                            let task = self.task(p, &location, &membership, &metadata);
                             let (build, done_tx) = (build.clone(), done_tx.clone());
                             let handle = tokio::spawn(async move {
                                 let result = run_task(&task, &*build).await;
