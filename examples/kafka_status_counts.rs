@@ -117,6 +117,8 @@ async fn main() -> anyhow::Result<()> {
     let writers = partitions as u32;
     let count_group = tasks(&classes, "count").run(
         move |task| {
+            // The repartition topic is keyed by class, the key of the counts.
+            task.copartitioned();
             let p = task.pipeline("count").build()?;
             p.source(task.source().from_repartition(writers).start_offset(StartOffset::Earliest))
                 .assign_timestamps(|r| r.timestamp.unwrap_or(i64::MIN), disorder)

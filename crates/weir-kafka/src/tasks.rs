@@ -24,7 +24,8 @@
 //! # Keys
 //!
 //! Keyed state is per task, so a `key_by` inside a task is correct only when every record of a
-//! key is in one input partition: the topic is keyed by that key. For another key, write the
+//! key is in one input partition: the topic is keyed by that key. A task pipeline with a
+//! `key_by` is refused unless it says so with [`Task::copartitioned`]. For another key, write the
 //! records keyed by it to a second topic from one task group (that topic is the repartition
 //! topic) and aggregate it in a second one; the first task group's sink sets the record
 //! timestamps, from which the second assigns event time again.
@@ -80,6 +81,8 @@ pub(crate) struct TaskLink {
     positions: Mutex<Vec<(String, i32, i64)>>,
     /// An exactly-once sink commits the source's offsets in its transactions.
     pub(crate) transactional: AtomicBool,
+    /// The pipeline said its `key_by` keys are the topic's ([`Task::copartitioned`]).
+    copartitioned: AtomicBool,
     membership: Option<Arc<BaseConsumer<Membership>>>,
     /// With [`KafkaTasks::metrics`].
     pub(crate) metrics: Option<TaskMetrics>,
@@ -187,6 +190,15 @@ impl Task {
         let mut source = KafkaSource::new(self.config.clone(), [self.topic.clone()], self.group.clone());
         source.task = Some(self.link.clone());
         source
+    }
+
+    /// Says that every `key_by` of this task's pipeline keys records as the input topic is keyed
+    /// (records of one key are all in one partition: the topic is keyed by that key, as a
+    /// repartition topic written with [`KafkaSink::repartition`] keyed by it is). Without it, a
+    /// task pipeline with a `key_by` is refused: its keyed state would silently hold only the
+    /// records of its partition.
+    pub fn copartitioned(&self) {
+        self.link.copartitioned.store(true, Ordering::SeqCst);
     }
 
     /// `sink`, made the task's: an exactly-once sink gets the transactional id
@@ -355,6 +367,7 @@ impl KafkaTasks {
             partition,
             positions: Mutex::new(Vec::new()),
             transactional: AtomicBool::new(false),
+            copartitioned: AtomicBool::new(false),
             membership: Some(membership.clone()),
             metadata: metadata.clone(),
             metrics: self
@@ -485,6 +498,20 @@ where
 {
     loop {
         let pipeline = build(task)?;
+        let key_bys = pipeline.key_bys();
+        if !key_bys.is_empty() && !task.link.copartitioned.load(Ordering::SeqCst) {
+            return Err(Error::InvalidConfig {
+                field: "key_by",
+                reason: format!(
+                    "the pipeline of task {} of topic {} keys its records (a key_by after {}), but a task \
+                     reads one partition, so keyed state is right only if every record of a key is in that \
+                     partition. If the topic is keyed by the same key, say so with Task::copartitioned(); \
+                     otherwise write the records keyed by it to a repartition topic from one task group \
+                     (KafkaSink::repartition) and key them in a second (see weir_kafka::tasks)",
+                    task.partition, task.topic, key_bys[0]
+                ),
+            });
+        }
         match pipeline.run().await {
             Ok(_) => return Ok(()),
             Err(e @ Error::InvalidConfig { .. }) => return Err(e),

@@ -126,6 +126,8 @@ fn repartition_child() {
     let (b2, output2, prefix2) = (b.clone(), output.clone(), format!("{group}-count"));
     let count = tasks(repartition, "count").run(
         move |task| {
+            // The repartition topic is keyed by class.
+            task.copartitioned();
             let p = task.pipeline("count").build()?;
             p.source(task.source().from_repartition(PARTITIONS as u32).start_offset(StartOffset::Earliest))
                 .assign_timestamps(

@@ -83,6 +83,8 @@ fn tasks_child() {
                     let mut log =
                         std::fs::OpenOptions::new().create(true).append(true).open(&started).unwrap();
                     writeln!(log, "{}", task.partition()).unwrap();
+                    // The topic is keyed by the key the counts are kept by.
+                    task.copartitioned();
                     let p = task.pipeline("count").build()?;
                     p.source(task.source().start_offset(StartOffset::Earliest).batch_size(50))
                         .map(|r: KafkaRecord| {
@@ -193,4 +195,35 @@ fn three_processes_one_killed_and_restarted_count_every_record_exactly_once() {
         rows.len(),
         restarted.split_whitespace().collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_pipeline_keying_its_records_without_saying_they_are_copartitioned_is_refused() {
+    if CHILD.is_child() {
+        return;
+    }
+    let Some(b) = bootstrap() else { return };
+    let input = unique("in");
+    create_topic(&b, &input, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let err = KafkaTasks::new(config(&b), input.clone(), unique("g"))
+        .checkpoint_dir(dir.path())
+        .session_timeout(Duration::from_secs(6))
+        .run(
+            |task| {
+                let p = task.pipeline("count").build()?;
+                p.source(task.source())
+                    .map(|r: KafkaRecord| r.value)
+                    .key_by(|v: &Vec<u8>| v.len())
+                    .into_stream()
+                    .sink(weir_runtime::DiscardSink);
+                Ok(p)
+            },
+            tokio::time::sleep(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(matches!(err, weir_runtime::Error::InvalidConfig { field: "key_by", .. }), "{shown}");
+    assert!(shown.contains("Task::copartitioned") && shown.contains("repartition"), "{shown}");
 }

@@ -60,6 +60,8 @@ struct Inner {
     dead_letter_sink: Option<DeadLetterSink>,
     /// A window sends its late records to a late output ([`WindowedStream::late_records`]).
     late_output: bool,
+    /// What is upstream of each `key_by`, in the order they were added.
+    key_bys: Vec<Arc<str>>,
 }
 
 /// Stops a running pipeline gracefully: sources stop reading, in-flight batches drain, every
@@ -248,6 +250,7 @@ impl PipelineBuilder {
                 tasks: Vec::new(),
                 dead_letter_sink: None,
                 late_output: false,
+                key_bys: Vec::new(),
             })),
             dead_letters,
             dead_rx: Some(dead_rx),
@@ -297,6 +300,16 @@ pub struct Pipeline {
     demand_rx: Option<mpsc::UnboundedReceiver<()>>,
 }
 
+impl Pipeline {
+    /// What is upstream of each [`Stream::key_by`] of the pipeline (its sources and the kinds of
+    /// the operators between), in the order they were added: a runner that gives each pipeline
+    /// a share of the input by some key (one Kafka partition per pipeline, say) checks with it
+    /// that no keyed state depends on another key.
+    pub fn key_bys(&self) -> Vec<Arc<str>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).key_bys.clone()
+    }
+}
+
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline").field("settings", &self.settings).finish_non_exhaustive()
@@ -330,6 +343,10 @@ impl Context {
             }
             None => vec![None; lanes],
         }
+    }
+
+    fn add_key_by(&self, upstream: Arc<str>) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).key_bys.push(upstream);
     }
 
     fn add_task(&self, name: String, subtask: usize, blocked_ns: Arc<AtomicU64>, run: TaskFn) {

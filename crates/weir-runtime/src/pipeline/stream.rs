@@ -428,6 +428,7 @@ impl<T: Send + 'static> Stream<T> {
         KF: Fn(&T) -> K + Send + Sync + 'static,
     {
         let key = Arc::new(key);
+        self.ctx.add_key_by(self.origin.clone());
         let stream = self.exchange(KeyPartitioner(key.clone()), "key_by", "keyed");
         // One dynamic call per batch, not per record.
         let keys: KeysFn<K, T> = Arc::new(move |records: &[T], out: &mut Vec<K>| {
