@@ -22,12 +22,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::types::RDKafkaErrorCode;
 use weir::connectors::GeneratorSource;
 use weir::metrics::ServerConfig;
 use weir::runtime::{Metrics, Pipeline};
+use weir_examples::NewTopic;
 use weir_kafka::{KafkaConfig, KafkaRecord, KafkaSink, KafkaTasks, StartOffset};
 
 /// Lines per second the producer writes.
@@ -54,30 +52,20 @@ struct Args {
     duration_secs: u64,
 }
 
-/// Creates the topics that do not exist yet.
-async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(1))).collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin.create_topics(&new, &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, e)) => anyhow::bail!("creating topic {topic}: {e}"),
-        }
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = <Args as clap::Parser>::parse();
     weir_examples::init_tracing("info");
     let (input, output) = (format!("{}-in", args.prefix), format!("{}-out", args.prefix));
-    create_topics(&args.bootstrap, &[(&input, PARTITIONS), (&output, 1)])
-        .await
-        .with_context(|| format!("creating the topics on {}", args.bootstrap))?;
+    weir_examples::create_topics(
+        &args.bootstrap,
+        &[
+            NewTopic { name: &input, partitions: PARTITIONS, keep: false },
+            NewTopic { name: &output, partitions: 1, keep: false },
+        ],
+    )
+    .await
+    .with_context(|| format!("creating the topics on {}", args.bootstrap))?;
     let metrics = Metrics::new();
     let server =
         weir::metrics::serve(metrics.clone(), &ServerConfig::default().addr(args.metrics_addr)).await?;

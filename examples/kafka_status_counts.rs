@@ -27,12 +27,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use weir::runtime::{Sum, TumblingWindows, Watermarks};
+use weir_examples::NewTopic;
 use weir_kafka::{KafkaConfig, KafkaRecord, KafkaSink, KafkaTasks, StartOffset};
 
 #[derive(Debug, clap::Parser)]
@@ -87,9 +85,15 @@ async fn main() -> anyhow::Result<()> {
     let config = KafkaConfig::new(&args.bootstrap);
     let partitions = partition_count(&args.bootstrap, &args.input)?;
     let classes = format!("{}-classes", args.group);
-    create_topics(&args.bootstrap, &[(&classes, partitions, true), (&args.output, 1, false)])
-        .await
-        .with_context(|| format!("creating the topics on {}", args.bootstrap))?;
+    weir_examples::create_topics(
+        &args.bootstrap,
+        &[
+            NewTopic { name: &classes, partitions, keep: true },
+            NewTopic { name: &args.output, partitions: 1, keep: false },
+        ],
+    )
+    .await
+    .with_context(|| format!("creating the topics on {}", args.bootstrap))?;
     let disorder = Watermarks::bounded_out_of_orderness(Duration::from_secs(args.max_disorder_secs));
     let tasks = |topic: &str, stage: &str| {
         KafkaTasks::new(config.clone(), topic, format!("{}-{stage}", args.group)).checkpoint_dir(&args.dir)
@@ -155,25 +159,4 @@ fn partition_count(bootstrap: &str, topic: &str) -> anyhow::Result<i32> {
             "topic {topic} does not exist on {bootstrap}: fill it first (log_analytics --kafka-bootstrap)"
         ),
     }
-}
-
-/// Creates the topics that do not exist yet; `keep` ones keep their records for ever.
-async fn create_topics(bootstrap: &str, topics: &[(&str, i32, bool)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(t, n, keep)| {
-            let topic = NewTopic::new(t, *n, TopicReplication::Fixed(1));
-            if *keep { topic.set("retention.ms", "-1") } else { topic }
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin.create_topics(&new, &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, e)) => anyhow::bail!("creating topic {topic}: {e}"),
-        }
-    }
-    Ok(())
 }

@@ -310,6 +310,9 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
 
     let ingested = Arc::new(Ingested::default());
+    if let (Some(bootstrap), false) = (&args.kafka_bootstrap, args.kafka_read_only) {
+        kafka::create_topic(bootstrap, &args.kafka_topic).await?;
+    }
     // `--kafka-read-only`: another process fills the topic.
     let ingest =
         (!args.kafka_read_only).then(|| ingest_pipeline(&args, &log, &metrics, &ingested)).transpose()?;
@@ -784,22 +787,17 @@ impl<T: Send + 'static> Operator<T, T> for Counted {
 /// The access topic on Apache Kafka (`--kafka-bootstrap`).
 #[cfg(feature = "kafka")]
 mod kafka {
-    use std::time::Duration;
-
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use weir::connectors::LogRecord;
     use weir::runtime::{Pipeline, Stream};
     use weir_kafka::{KafkaConfig, KafkaRecord, KafkaSink, KafkaSource, StartOffset};
 
-    /// Appends the lines to `topic`, keyed by `key`, creating it (6 partitions) if missing.
+    /// Appends the lines to `topic`, keyed by `key`.
     pub(crate) fn sink(
         bootstrap: &str,
         topic: &str,
         lines: Stream<String>,
         key: impl Fn(&String) -> String + Send + Sync + 'static,
     ) -> anyhow::Result<()> {
-        create_topic(bootstrap, topic)?;
         lines.sink(KafkaSink::bytes(KafkaConfig::new(bootstrap), topic).key_by(key));
         Ok(())
     }
@@ -828,28 +826,10 @@ mod kafka {
         }))
     }
 
-    fn create_topic(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-        let new = NewTopic::new(topic, 6, TopicReplication::Fixed(1));
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        // On a thread of its own: this runs inside the example's runtime.
-        let results = std::thread::scope(|s| {
-            s.spawn(|| futures_lite_block_on(admin.create_topics([&new], &options))).join()
-        })
-        .map_err(|_| anyhow::anyhow!("creating topic {topic} panicked"))??;
-        for r in results {
-            match r {
-                Ok(_) => {}
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, e)) => anyhow::bail!("creating topic {t}: {e}"),
-            }
-        }
-        Ok(())
-    }
-
-    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(f)
+    /// Creates `topic` with 6 partitions if it is missing.
+    pub(crate) async fn create_topic(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+        let new = weir_examples::NewTopic { name: topic, partitions: 6, keep: false };
+        weir_examples::create_topics(bootstrap, &[new]).await
     }
 }
 
@@ -872,6 +852,10 @@ mod kafka {
     }
 
     pub(crate) fn source(_: &Pipeline, _: &str, _: &str, _: bool) -> anyhow::Result<Stream<LogRecord>> {
+        anyhow::bail!(MISSING)
+    }
+
+    pub(crate) async fn create_topic(_: &str, _: &str) -> anyhow::Result<()> {
         anyhow::bail!(MISSING)
     }
 }

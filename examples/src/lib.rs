@@ -15,3 +15,43 @@ pub fn init_tracing(default_filter: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
+
+/// A topic for [`create_topics`]: its name, partition count, and whether it keeps its records
+/// for ever (`retention.ms=-1`: a repartition topic, whose records carry event time, which
+/// time-based retention would judge old).
+#[cfg(feature = "kafka")]
+#[derive(Debug, Clone, Copy)]
+pub struct NewTopic<'a> {
+    /// The name.
+    pub name: &'a str,
+    /// Its partitions.
+    pub partitions: i32,
+    /// Keep records for ever.
+    pub keep: bool,
+}
+
+/// Creates the Kafka topics that do not exist yet (one replica each).
+#[cfg(feature = "kafka")]
+pub async fn create_topics(bootstrap: &str, topics: &[NewTopic<'_>]) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let new: Vec<rdkafka::admin::NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            let topic = rdkafka::admin::NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(1));
+            if t.keep { topic.set("retention.ms", "-1") } else { topic }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, e)) => anyhow::bail!("creating topic {topic} on {bootstrap}: {e}"),
+        }
+    }
+    Ok(())
+}
