@@ -670,18 +670,6 @@ impl KafkaReader {
         }
     }
 
-    fn push(&mut self, record: KafkaRecord, split: u32, batch_size: usize) {
-        self.bytes_read += (record.value.len() + record.key.as_ref().map_or(0, Vec::len)) as u64;
-        match self.queue.iter_mut().rev().find(|b| b.split == split && b.records.len() < batch_size) {
-            Some(b) => b.records.push(record),
-            None => {
-                let mut records = Vec::with_capacity(64);
-                records.push(record);
-                self.queue.push_back(Batch::from_split(split, records));
-            }
-        }
-    }
-
     /// Reads what is ready (waiting up to [`WAIT`] for the first record) into the queue.
     async fn fill(&mut self) -> Result<()> {
         let batch_size = self.source.batch_size;
@@ -698,8 +686,25 @@ impl KafkaReader {
                 None => break,
             }
         }
-        for (split, record) in read.into_iter().flatten() {
-            self.push(record, split, batch_size);
+        // Per poll, not per record: group by split (a stable sort keeps each split's order)
+        // and cut each split's run into batches.
+        let mut read: Vec<(u32, KafkaRecord)> = read.into_iter().flatten().collect();
+        read.sort_by_key(|(split, _)| *split);
+        let mut records = read.into_iter().peekable();
+        while let Some((split, first)) = records.next() {
+            let mut batch = Vec::with_capacity(batch_size.min(1024));
+            batch.push(first);
+            while batch.len() < batch_size {
+                match records.next_if(|(s, _)| *s == split) {
+                    Some((_, r)) => batch.push(r),
+                    None => break,
+                }
+            }
+            self.bytes_read += batch
+                .iter()
+                .map(|r| (r.value.len() + r.key.as_ref().map_or(0, Vec::len)) as u64)
+                .sum::<u64>();
+            self.queue.push_back(Batch::from_split(split, batch));
         }
         Ok(())
     }
