@@ -45,7 +45,6 @@
 //! task): the writers of parallel subtasks would commit separate transactions, and a crash
 //! between them would leave a checkpoint half visible.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -479,7 +478,7 @@ impl<T: Send + Sync + 'static> Sink<T> for KafkaSink<T> {
 
     /// Commits the pre-committed transactions, oldest checkpoint first, each with its marker
     /// (and a task's input offsets); those the marker already covers are skipped (a restore).
-    fn commit(&self, checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
+    fn commit(&self, _checkpoint: u64, committables: &[Vec<u8>]) -> Result<()> {
         let Delivery::ExactlyOnce { .. } = self.delivery else { return Ok(()) };
         let txn = self.txn()?;
         let mut pending: Vec<Committable> =
@@ -518,7 +517,6 @@ impl<T: Send + Sync + 'static> Sink<T> for KafkaSink<T> {
             }
             tracing::debug!(topic = %self.topic, checkpoint = c.checkpoint, took_us = started.elapsed().as_micros() as u64, "kafka transaction committed");
         }
-        let _ = checkpoint;
         Ok(())
     }
 }
@@ -717,22 +715,4 @@ impl<T: Send + Sync + 'static> SinkWriter<T> for KafkaWriter<T> {
     fn bytes_written(&self) -> u64 {
         self.bytes
     }
-}
-
-/// Per partition of `topic`, what the marker group of `transactional_id` names (for tests and
-/// tools): the newest checkpoint whose transaction committed.
-#[doc(hidden)]
-pub fn committed_markers(config: &KafkaConfig, group: &str, topic: &str) -> Result<BTreeMap<i32, u64>> {
-    let mut c = config.client(false)?;
-    c.set("group.id", group);
-    let consumer: BaseConsumer = c.create().map_err(|e| Error::connector("kafka markers", e))?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    let committed =
-        consumer.committed_offsets(tpl, REQUEST_TIMEOUT).map_err(|e| Error::connector("kafka markers", e))?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| Some((e.partition(), e.metadata().strip_prefix(MARKER)?.parse().ok()?)))
-        .collect())
 }
