@@ -124,6 +124,23 @@ where
     }
 }
 
+/// Sends each batch whole to one subtask, chosen by its split, so a split's batches keep
+/// their order: the exchange that merges the lanes of a [`Stream::union`](crate::Stream::union).
+pub(crate) struct Merge;
+
+impl<T: Send + 'static> Partitioner<T> for Merge {
+    fn partition(&self, mut batch: Batch<T>, n: usize) -> Vec<Batch<T>> {
+        let target = batch.split as usize % n.max(1);
+        let mut parts: Vec<Batch<T>> = (0..n).map(|_| batch.derive(Vec::new(), Vec::new())).collect();
+        parts[target].records = std::mem::take(&mut batch.records);
+        parts[target].timestamps = std::mem::take(&mut batch.timestamps);
+        for p in &mut parts {
+            p.split = 0;
+        }
+        parts
+    }
+}
+
 /// The end of an upstream chain: partitions batches over the downstream channels.
 pub(crate) struct ExchangeStage<T, P> {
     pub(crate) partitioner: Arc<P>,

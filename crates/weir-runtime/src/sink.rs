@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Timestamp};
 use crate::error::Result;
 
 /// A description of where records go; at run time it makes one [`SinkWriter`] per subtask.
@@ -178,6 +178,11 @@ pub trait SinkWriter<T>: Send + 'static {
     fn pre_commit(&mut self, _checkpoint: u64) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
         std::future::ready(Ok(None))
     }
+
+    /// The writer's input watermark rose to `watermark`: no record with a timestamp
+    /// `<= watermark` follows, except late ones. A sink that hands event time on (a Kafka
+    /// repartition topic) records it. Default: nothing.
+    fn on_watermark(&mut self, _watermark: Timestamp) {}
 
     /// Bytes written so far, for the `weir_operator_output_bytes_total` metric. Default: 0
     /// (not measured).

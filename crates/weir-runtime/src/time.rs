@@ -19,6 +19,13 @@
 //!    ([`Source::is_bounded`](crate::Source::is_bounded)) the idle timeout does not apply to the
 //!    `assign_timestamps` fused into the source's task, and the source sends no `Idle`, so a
 //!    split holds the watermark back until it sends records or ends.
+//! 6. Punctuated watermarks
+//!    ([`Stream::assign_timestamps_punctuated`](crate::Stream::assign_timestamps_punctuated)):
+//!    a split's watermark is the largest watermark its records carry, and timestamps do not
+//!    move it. This is how a watermark crosses a process boundary (a Kafka repartition topic
+//!    whose writers send their watermark in heartbeat records): a record behind the carried
+//!    watermark is late downstream exactly when it was behind its writer's watermark.
+//!    Rules 2–5 apply unchanged.
 //!
 //! What this makes deterministic is said in the crate docs ("Determinism").
 
@@ -68,14 +75,17 @@ impl Watermarks {
 }
 
 struct SplitState {
-    max_ts: Timestamp,
+    /// The split's own watermark.
+    watermark: Timestamp,
     last_seen: Instant,
 }
 
-/// Assigns a timestamp to every record and emits watermarks.
-pub(crate) struct AssignTimestamps<F> {
+/// Assigns a timestamp to every record and emits watermarks: from the timestamps (bounded
+/// out-of-orderness), or from the watermarks the records carry (`punctuation`, rule 6).
+pub(crate) struct AssignTimestamps<F, P> {
     pub(crate) f: Arc<F>,
     pub(crate) strategy: Watermarks,
+    punctuation: Option<Arc<P>>,
     splits: HashMap<u32, SplitState>,
     emitted: Timestamp,
     /// When the first message arrived: a subtask without any split is idle from then on.
@@ -87,11 +97,12 @@ pub(crate) struct AssignTimestamps<F> {
     resolved: bool,
 }
 
-impl<F> AssignTimestamps<F> {
-    pub(crate) fn new(f: Arc<F>, strategy: Watermarks) -> Self {
+impl<F, P> AssignTimestamps<F, P> {
+    pub(crate) fn new(f: Arc<F>, strategy: Watermarks, punctuation: Option<Arc<P>>) -> Self {
         AssignTimestamps {
             f,
             strategy,
+            punctuation,
             splits: HashMap::new(),
             emitted: Timestamp::MIN,
             started: None,
@@ -116,7 +127,7 @@ impl<F> AssignTimestamps<F> {
         self.splits
             .values()
             .filter(|s| self.strategy.idle_timeout.is_none_or(|t| now.duration_since(s.last_seen) < t))
-            .map(|s| s.max_ts.saturating_sub(self.strategy.bound_ms).saturating_sub(1))
+            .map(|s| s.watermark)
             .min()
     }
 
@@ -132,25 +143,36 @@ impl<F> AssignTimestamps<F> {
     }
 }
 
-impl<T, F> Operator<T, T> for AssignTimestamps<F>
+impl<T, F, P> Operator<T, T> for AssignTimestamps<F, P>
 where
     T: Send + 'static,
     F: Fn(&T) -> Timestamp + Send + Sync + 'static,
+    P: Fn(&T) -> Option<Timestamp> + Send + Sync + 'static,
 {
     fn process_batch(&mut self, mut batch: Batch<T>, out: &mut Collector<T>) {
         let f = &*self.f;
         batch.timestamps.clear();
         batch.timestamps.extend(batch.records.iter().map(f));
-        let max = batch.timestamps.iter().copied().max();
+        let mark = match &self.punctuation {
+            None => batch
+                .timestamps
+                .iter()
+                .copied()
+                .max()
+                .map(|max| max.saturating_sub(self.strategy.bound_ms).saturating_sub(1)),
+            Some(p) => batch.records.iter().filter_map(|r| p(r)).max(),
+        };
         self.resolve();
         let now = Instant::now();
         self.started.get_or_insert(now);
         self.idle = false;
-        let split =
-            self.splits.entry(batch.split).or_insert(SplitState { max_ts: Timestamp::MIN, last_seen: now });
+        let split = self
+            .splits
+            .entry(batch.split)
+            .or_insert(SplitState { watermark: Timestamp::MIN, last_seen: now });
         split.last_seen = now;
-        if let Some(max) = max {
-            split.max_ts = split.max_ts.max(max);
+        if let Some(mark) = mark {
+            split.watermark = split.watermark.max(mark);
         }
         out.batch(batch);
         if let Some(w) = self.current(now)
@@ -184,7 +206,7 @@ where
         self.resolve();
         let now = Instant::now();
         self.started.get_or_insert(now);
-        self.splits.entry(split).or_insert(SplitState { max_ts: Timestamp::MIN, last_seen: now });
+        self.splits.entry(split).or_insert(SplitState { watermark: Timestamp::MIN, last_seen: now });
         out.split_start(split);
     }
 
@@ -275,8 +297,15 @@ mod tests {
     use super::*;
     use crate::batch::Message;
 
-    fn run(
-        op: &mut AssignTimestamps<impl Fn(&i64) -> i64 + Send + Sync + 'static>,
+    /// No punctuation: watermarks from the timestamps.
+    type Unpunctuated = fn(&i64) -> Option<i64>;
+
+    fn timestamps(strategy: Watermarks) -> AssignTimestamps<impl Fn(&i64) -> i64, Unpunctuated> {
+        AssignTimestamps::new(Arc::new(|t: &i64| *t), strategy, None)
+    }
+
+    fn run<P: Fn(&i64) -> Option<i64> + Send + Sync + 'static>(
+        op: &mut AssignTimestamps<impl Fn(&i64) -> i64 + Send + Sync + 'static, P>,
         split: u32,
         ts: Vec<i64>,
     ) -> Vec<i64> {
@@ -293,10 +322,7 @@ mod tests {
 
     #[test]
     fn watermark_is_max_minus_bound_minus_one_and_only_rises() {
-        let mut op = AssignTimestamps::new(
-            Arc::new(|t: &i64| *t),
-            Watermarks::bounded_out_of_orderness(Duration::from_millis(100)),
-        );
+        let mut op = timestamps(Watermarks::bounded_out_of_orderness(Duration::from_millis(100)));
         assert_eq!(run(&mut op, 0, vec![1_000, 1_200, 1_100]), vec![1_099]);
         assert_eq!(run(&mut op, 0, vec![900]), Vec::<i64>::new());
         assert_eq!(run(&mut op, 0, vec![1_500]), vec![1_399]);
@@ -304,10 +330,7 @@ mod tests {
 
     #[test]
     fn splits_merge_by_minimum_and_idle_splits_stop_counting() {
-        let mut op = AssignTimestamps::new(
-            Arc::new(|t: &i64| *t),
-            Watermarks::monotonic().with_idle_timeout(Duration::from_millis(50)),
-        );
+        let mut op = timestamps(Watermarks::monotonic().with_idle_timeout(Duration::from_millis(50)));
         assert_eq!(run(&mut op, 0, vec![1_000]), vec![999]);
         assert_eq!(run(&mut op, 1, vec![500]), Vec::<i64>::new(), "split 1 holds the watermark at 499");
         assert_eq!(run(&mut op, 0, vec![2_000]), Vec::<i64>::new());
@@ -317,8 +340,21 @@ mod tests {
     }
 
     #[test]
+    fn punctuated_watermarks_follow_the_marks_not_the_timestamps() {
+        // Records ending in 5 carry a watermark: themselves.
+        let mark = |t: &i64| (t % 10 == 5).then_some(*t);
+        let mut op =
+            AssignTimestamps::new(Arc::new(|t: &i64| *t), Watermarks::monotonic(), Some(Arc::new(mark)));
+        assert_eq!(run(&mut op, 0, vec![1_000, 9_000]), Vec::<i64>::new(), "timestamps move nothing");
+        assert_eq!(run(&mut op, 0, vec![2_005, 1_000]), vec![2_005]);
+        assert_eq!(run(&mut op, 1, vec![1_005]), Vec::<i64>::new(), "split 1 holds the watermark at 1 005");
+        assert_eq!(run(&mut op, 1, vec![3_005]), Vec::<i64>::new(), "split 0 holds it at 2 005");
+        assert_eq!(run(&mut op, 0, vec![905, 4_005]), vec![3_005], "the minimum over the splits");
+    }
+
+    #[test]
     fn an_ended_split_stops_counting() {
-        let mut op = AssignTimestamps::new(Arc::new(|t: &i64| *t), Watermarks::monotonic());
+        let mut op = timestamps(Watermarks::monotonic());
         assert_eq!(run(&mut op, 0, vec![1_000]), vec![999]);
         assert_eq!(run(&mut op, 1, vec![5_000]), Vec::<i64>::new(), "split 0 holds the watermark at 999");
         let mut out = Collector::default();
@@ -330,7 +366,7 @@ mod tests {
 
     #[test]
     fn an_announced_split_holds_the_watermark_until_it_sends() {
-        let mut op = AssignTimestamps::new(Arc::new(|t: &i64| *t), Watermarks::monotonic());
+        let mut op = timestamps(Watermarks::monotonic());
         let mut out = Collector::default();
         op.on_split_start(1, &mut out);
         assert_eq!(out.take_for_test(), vec![Message::SplitStart(1)]);

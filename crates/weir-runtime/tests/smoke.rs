@@ -82,6 +82,42 @@ async fn a_forked_stream_feeds_two_sinks_and_unions_back() {
     assert_eq!(out.take().iter().sum::<u32>(), 20);
 }
 
+/// Records the parallelism its writers are made for.
+#[derive(Clone, Default)]
+struct Writers(std::sync::Arc<std::sync::Mutex<Vec<(usize, usize)>>>);
+
+impl weir_runtime::Sink<u32> for Writers {
+    type Writer = weir_runtime::DiscardSink;
+
+    fn name(&self) -> String {
+        "writers".into()
+    }
+
+    fn writer(&self, subtask: usize, parallelism: usize) -> weir_runtime::Result<Self::Writer> {
+        self.0.lock().unwrap().push((subtask, parallelism));
+        Ok(weir_runtime::DiscardSink)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_union_runs_at_the_pipelines_parallelism() {
+    for parallelism in [1, 2] {
+        let p = Pipeline::builder("union").parallelism(parallelism).handle_signals(false).build().unwrap();
+        let (out, writers) = (CollectSink::new(), Writers::default());
+        let a = p.source(MemorySource::new(vec![1u32; 10]));
+        let b = p.source(MemorySource::new(vec![2u32; 5]));
+        let c = p.source(MemorySource::new(vec![4u32; 3]));
+        let [to_collect, to_count] = a.union(b).union(c).split();
+        to_collect.sink(out.clone());
+        to_count.sink(writers.clone());
+        p.run().await.unwrap();
+        assert_eq!(out.take().iter().sum::<u32>(), 32);
+        let mut made = writers.0.lock().unwrap().clone();
+        made.sort_unstable();
+        assert_eq!(made, (0..parallelism).map(|s| (s, parallelism)).collect::<Vec<_>>());
+    }
+}
+
 /// Five records, then silence.
 struct Burst;
 

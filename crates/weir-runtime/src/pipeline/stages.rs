@@ -93,9 +93,11 @@ impl<T: Send + 'static, W: SinkWriter<T>> Stage<T> for SinkStage<W> {
                     self.writer.finish().await
                 }
                 Message::Barrier(id) => self.pre_commit(AckOf::Barrier(id)).await,
-                Message::Watermark(_) | Message::Idle | Message::SplitStart(_) | Message::SplitEnd(_) => {
+                Message::Watermark(w) => {
+                    self.writer.on_watermark(w);
                     Ok(())
                 }
+                Message::Idle | Message::SplitStart(_) | Message::SplitEnd(_) => Ok(()),
             }
         })
     }

@@ -295,7 +295,37 @@ impl<T: Send + 'static> Stream<T> {
         F: Fn(&T) -> Timestamp + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.operator_with("assign_timestamps", || AssignTimestamps::new(f.clone(), strategy))
+        self.operator_with("assign_timestamps", || {
+            AssignTimestamps::<F, fn(&T) -> Option<Timestamp>>::new(f.clone(), strategy, None)
+        })
+    }
+
+    /// Gives every record an event timestamp (ms) with `f`, and takes the watermarks from the
+    /// records instead of from their timestamps: `watermark(record)` is the watermark a record
+    /// carries (`None` for most), and each split's watermark is the largest carried so far
+    /// (Flink's punctuated watermarks; rule 6 of the [`time`](crate::time) module). A split
+    /// silent for `idle_timeout`, if given, stops holding the watermark back.
+    ///
+    /// This is how event time crosses a process boundary: the reader of a Kafka repartition
+    /// topic takes its writers' watermarks from their heartbeat records.
+    pub fn assign_timestamps_punctuated<F, P>(
+        self,
+        f: F,
+        watermark: P,
+        idle_timeout: Option<Duration>,
+    ) -> Stream<T>
+    where
+        F: Fn(&T) -> Timestamp + Send + Sync + 'static,
+        P: Fn(&T) -> Option<Timestamp> + Send + Sync + 'static,
+    {
+        let (f, watermark) = (Arc::new(f), Arc::new(watermark));
+        let mut strategy = Watermarks::monotonic();
+        if let Some(timeout) = idle_timeout {
+            strategy = strategy.with_idle_timeout(timeout);
+        }
+        self.operator_with("assign_timestamps", || {
+            AssignTimestamps::new(f.clone(), strategy, Some(watermark.clone()))
+        })
     }
 
     /// `n` streams with the same records, so one stream can feed any number of sinks or
@@ -410,12 +440,18 @@ impl<T: Send + 'static> Stream<T> {
         self.operator_with("assign_processing_time", crate::time::ProcessingTime::new)
     }
 
-    /// Merges another stream of the same records into this one.
+    /// Merges another stream of the same records into this one. The merged stream runs at the
+    /// pipeline's parallelism, as each of its inputs does (an exchange merges their subtasks,
+    /// each split's batches to one subtask, in order), so what follows it, a sink included,
+    /// has as many subtasks as anywhere else in the pipeline.
     pub fn union(mut self, other: Stream<T>) -> Stream<T> {
         self.lanes.extend(other.lanes);
         self.origin = format!("({}|{})", self.origin, other.origin).into();
         self.made_by = None;
         self.label = None;
+        if self.lanes.len() > self.ctx.parallelism {
+            return self.exchange(crate::exchange::Merge, "union", "unioned");
+        }
         self
     }
 
