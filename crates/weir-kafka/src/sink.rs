@@ -32,11 +32,17 @@
 //! (see [`crate::tasks`]): each record carries the header `weir.task` (the writing task's
 //! partition, or its subtask), and at every checkpoint barrier the writer also writes a
 //! *heartbeat* to every partition: an empty record with the headers `weir.task` and
-//! `weir.heartbeat`, timestamped with the newest event time the writer has written, if it rose
-//! since the last heartbeat. A [`KafkaSource::from_repartition`](crate::KafkaSource::from_repartition)
-//! reading the topic treats each writer as a split, so the reader's watermark is the minimum
-//! over the writers, and a heartbeat advances a writer's split even when none of its records
-//! go to that partition. Event time thus crosses the topic as it would cross an exchange.
+//! `weir.heartbeat`, whose value is the writer's input watermark (decimal milliseconds), if
+//! it rose since the last heartbeat. Every record written before the barrier precedes the
+//! heartbeat in each partition. A
+//! [`KafkaSource::from_repartition`](crate::KafkaSource::from_repartition) reading the topic
+//! treats each writer as a split and takes the split's watermark from the heartbeats
+//! ([`KafkaRecord::watermark`](crate::KafkaRecord::watermark) with
+//! `Stream::assign_timestamps_punctuated`), so the reader's watermark is the minimum of its
+//! writers' watermarks, and a record is late downstream exactly when it was behind its
+//! writer's watermark: event time crosses the topic as it crosses an exchange inside one
+//! process, also for the results of windows upstream (which are behind the newest event time
+//! but not behind the watermark).
 //!
 //! The writer alternates between two transactional producers (`<id>-0`, `<id>-1`), so records
 //! after a barrier go into the next transaction while the previous one waits for its
@@ -199,8 +205,8 @@ impl<T> KafkaSink<T> {
     }
 
     /// Writes a repartition topic: records carry the writing task in a header, and heartbeats
-    /// carry event time to every partition (see the [module docs](crate::sink)). Records need
-    /// event time (`assign_timestamps` upstream).
+    /// carry the writer's watermark to every partition (see the [module docs](crate::sink)).
+    /// Records need event time (`assign_timestamps` upstream).
     pub fn repartition(mut self) -> Self {
         self.repartition = true;
         self
@@ -347,7 +353,7 @@ impl<T> KafkaSink<T> {
             commit_at_finish: !transactional,
             writer_task: self.task.as_ref().map_or(subtask as i32, |t| t.partition).to_string(),
             partitions,
-            newest: None,
+            watermark: None,
             heartbeat_at: None,
             key: Vec::new(),
             value: Vec::new(),
@@ -560,9 +566,9 @@ pub struct KafkaWriter<T> {
     writer_task: String,
     /// Repartition topics: the topic's partition count (0: not a repartition topic).
     partitions: i32,
-    /// Repartition topics: the newest event time written.
-    newest: Option<i64>,
-    /// Repartition topics: the event time of the last heartbeat.
+    /// Repartition topics: the writer's input watermark.
+    watermark: Option<i64>,
+    /// Repartition topics: the watermark of the last heartbeat.
     heartbeat_at: Option<i64>,
     key: Vec<u8>,
     value: Vec<u8>,
@@ -598,21 +604,22 @@ impl<T> KafkaWriter<T> {
         Ok(&slot.producer)
     }
 
-    /// Repartition topics: a heartbeat to every partition if the newest event time rose.
+    /// Repartition topics: a heartbeat to every partition if the watermark rose.
     async fn heartbeat(&mut self) -> Result<()> {
-        let Some(newest) = self.newest.filter(|n| self.partitions > 0 && Some(*n) > self.heartbeat_at) else {
+        let Some(watermark) = self.watermark.filter(|w| self.partitions > 0 && Some(*w) > self.heartbeat_at)
+        else {
             return Ok(());
         };
+        let value = watermark.to_string();
         for partition in 0..self.partitions {
             loop {
                 let headers = OwnedHeaders::new()
                     .insert(Header { key: TASK_HEADER, value: Some(&self.writer_task) })
-                    .insert(Header { key: HEARTBEAT_HEADER, value: Some("1") });
-                let r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.sink.topic)
-                    .partition(partition)
-                    .payload(&[][..])
-                    .timestamp(newest)
-                    .headers(headers);
+                    .insert(Header { key: HEARTBEAT_HEADER, value: Some(&value) });
+                // The record's own timestamp is the producer's clock: the watermark may be
+                // past what a broker accepts (the end of input is `i64::MAX`).
+                let r: BaseRecord<'_, [u8], [u8]> =
+                    BaseRecord::to(&self.sink.topic).partition(partition).payload(&[][..]).headers(headers);
                 match self.target()?.send(r) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -622,7 +629,7 @@ impl<T> KafkaWriter<T> {
                 }
             }
         }
-        self.heartbeat_at = Some(newest);
+        self.heartbeat_at = Some(watermark);
         Ok(())
     }
 
@@ -645,9 +652,6 @@ impl<T> KafkaWriter<T> {
 impl<T: Send + Sync + 'static> SinkWriter<T> for KafkaWriter<T> {
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<()> {
         let topic = self.sink.topic.as_str();
-        if self.partitions > 0 {
-            self.newest = self.newest.max(batch.timestamps.iter().copied().max());
-        }
         for (i, record) in batch.records.iter().enumerate() {
             self.value.clear();
             (self.sink.encode)(record, &mut self.value)
@@ -710,6 +714,12 @@ impl<T: Send + Sync + 'static> SinkWriter<T> for KafkaWriter<T> {
             slot.open.store(false, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64) {
+        if self.partitions > 0 {
+            self.watermark = self.watermark.max(Some(watermark));
+        }
     }
 
     fn bytes_written(&self) -> u64 {

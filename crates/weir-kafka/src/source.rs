@@ -29,9 +29,11 @@
 //! [`KafkaSource::from_repartition`] reads a topic written by a
 //! [`KafkaSink::repartition`](crate::KafkaSink::repartition): its splits are the writers (the
 //! `weir.task` header), not the partitions, so event time is tracked per writer and the
-//! watermark is the minimum over them. Heartbeats come through as records
-//! ([`KafkaRecord::is_heartbeat`]) so that `assign_timestamps` sees their event time; drop
-//! them right after it.
+//! watermark is the minimum over them. Heartbeats come through as records carrying their
+//! writer's watermark ([`KafkaRecord::watermark`]): take the watermarks from them with
+//! `Stream::assign_timestamps_punctuated(|r| r.timestamp.unwrap_or(i64::MIN), KafkaRecord::watermark, None)`,
+//! then drop them ([`KafkaRecord::is_heartbeat`]). A restored reader hands each writer's last
+//! watermark downstream again, as a heartbeat, before any record.
 //!
 //! # Bounded mode
 //!
@@ -101,10 +103,16 @@ impl KafkaRecord {
         self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
     }
 
-    /// Whether this is a repartition topic's heartbeat (no data: it carries a writer's event
-    /// time; see [`KafkaSource::from_repartition`]).
+    /// Whether this is a repartition topic's heartbeat (no data: it carries a writer's
+    /// watermark; see [`KafkaSource::from_repartition`]).
     pub fn is_heartbeat(&self) -> bool {
         self.header(crate::sink::HEARTBEAT_HEADER).is_some()
+    }
+
+    /// The watermark a repartition topic's heartbeat carries (its writer's: no record of that
+    /// writer with a timestamp `<=` it follows, except late ones); `None` for other records.
+    pub fn watermark(&self) -> Option<i64> {
+        std::str::from_utf8(self.header(crate::sink::HEARTBEAT_HEADER)?).ok()?.parse().ok()
     }
 
     /// The value of the first header named `name`.
@@ -484,7 +492,7 @@ struct Position {
     topic: String,
     partition: i32,
     offset: i64,
-    /// A repartition topic's partition: per writer, the newest event time handed downstream.
+    /// A repartition topic's partition: per writer, the newest watermark handed downstream.
     writers: Vec<(u32, i64)>,
 }
 
@@ -579,9 +587,9 @@ pub struct KafkaReader {
     handed: BTreeMap<u32, i64>,
     /// Bounded mode: per split still read, its (low, high) watermarks at start.
     ends: BTreeMap<u32, (i64, i64)>,
-    /// A repartition topic: per partition, per writer, the newest event time handed downstream
+    /// A repartition topic: per partition, per writer, the newest watermark handed downstream
     /// (saved in checkpoints, and handed downstream again on restore as heartbeats, so that a
-    /// writer which sends nothing more still counts with the event time it had reached).
+    /// writer which sends nothing more still counts with the watermark it had reached).
     seen: BTreeMap<u32, BTreeMap<u32, i64>>,
     /// Bounded mode: per split, its high watermark at start (a position never goes past it:
     /// records after it are dropped, and read by the next run).
@@ -709,7 +717,7 @@ impl KafkaReader {
         Ok(())
     }
 
-    /// A restored repartition reader: a heartbeat per writer with the newest event time it had
+    /// A restored repartition reader: a heartbeat per writer with the newest watermark it had
     /// reached, before any record.
     fn replay_heartbeats(&mut self) {
         let mut newest: BTreeMap<u32, (i64, u32)> = BTreeMap::new();
@@ -721,18 +729,18 @@ impl KafkaReader {
                 }
             }
         }
-        for (w, (ts, split)) in newest {
+        for (w, (watermark, split)) in newest {
             let (topic, partition) = self.topic_partition(split);
             let heartbeat = KafkaRecord {
                 topic: Arc::from(topic),
                 partition,
                 offset: -1,
-                timestamp: Some(ts),
+                timestamp: None,
                 key: None,
                 value: Vec::new(),
                 headers: vec![
                     (crate::sink::TASK_HEADER.to_owned(), w.to_string().into_bytes()),
-                    (crate::sink::HEARTBEAT_HEADER.to_owned(), b"1".to_vec()),
+                    (crate::sink::HEARTBEAT_HEADER.to_owned(), watermark.to_string().into_bytes()),
                 ],
             };
             self.queue.push_back(Batch::from_split(WRITER_SPLIT + w, vec![heartbeat]));
@@ -786,9 +794,10 @@ impl SourceReader for KafkaReader {
                         if r.offset >= 0 {
                             self.handed.insert(split, r.offset + 1);
                         }
-                        if let Some(ts) = r.timestamp {
-                            let newest = self.seen.entry(split).or_default().entry(writer).or_insert(ts);
-                            *newest = (*newest).max(ts);
+                        if let Some(watermark) = r.watermark() {
+                            let newest =
+                                self.seen.entry(split).or_default().entry(writer).or_insert(watermark);
+                            *newest = (*newest).max(watermark);
                         }
                     }
                 }

@@ -28,7 +28,8 @@
 //! `key_by` is refused unless it says so with [`Task::copartitioned`]. For another key, write the
 //! records keyed by it to a second topic from one task group (that topic is the repartition
 //! topic) and aggregate it in a second one; the first task group's sink sets the record
-//! timestamps, from which the second assigns event time again.
+//! timestamps and sends its watermark in heartbeats, from which the second takes event time
+//! and watermarks again (see [`crate::sink`]).
 //!
 //! A task that fails is restarted from its last committed checkpoint after a second, as long
 //! as the process owns its partition; an invalid configuration stops the whole run.

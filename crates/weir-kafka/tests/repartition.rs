@@ -1,7 +1,7 @@
 //! A keyed windowed aggregation whose key is not the topic's key, spread over processes: the
 //! access events are keyed by client, the counts by status class. One task group classifies
-//! and writes a repartition topic keyed by class (exactly once, with heartbeats carrying event
-//! time); a second counts per class in 10 s tumbling windows. Three processes, one killed with
+//! and writes a repartition topic keyed by class (exactly once, with heartbeats carrying the
+//! writers' watermarks); a second counts per class in 10 s tumbling windows. Three processes, one killed with
 //! SIGKILL past 30 % and restarted, give exactly the rows of a one-process run, and both equal
 //! the counts computed here from the generated input.
 //!
@@ -130,9 +130,10 @@ fn repartition_child() {
             task.copartitioned();
             let p = task.pipeline("count").build()?;
             p.source(task.source().from_repartition(PARTITIONS as u32).start_offset(StartOffset::Earliest))
-                .assign_timestamps(
+                .assign_timestamps_punctuated(
                     |r: &KafkaRecord| r.timestamp.unwrap_or(i64::MIN),
-                    Watermarks::bounded_out_of_orderness(Duration::from_secs(2)),
+                    KafkaRecord::watermark,
+                    None,
                 )
                 .filter(|r| !r.is_heartbeat())
                 .map(|r| r.parse_json::<Classified>().unwrap())
