@@ -27,7 +27,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::{Deserialize, Serialize};
 use weir::runtime::{Sum, TumblingWindows, Watermarks};
 use weir_examples::NewTopic;
@@ -83,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
     let args = <Args as clap::Parser>::parse();
     weir_examples::init_tracing("info");
     let config = KafkaConfig::new(&args.bootstrap);
-    let partitions = partition_count(&args.bootstrap, &args.input)?;
+    let partitions = weir_examples::partition_count(&args.bootstrap, &args.input)
+        .context("fill it first (log_analytics --kafka-bootstrap ... --kafka-ingest-only)")?;
     let classes = format!("{}-classes", args.group);
     weir_examples::create_topics(
         &args.bootstrap,
@@ -125,7 +125,11 @@ async fn main() -> anyhow::Result<()> {
             task.copartitioned();
             let p = task.pipeline("count").build()?;
             p.source(task.source().from_repartition(writers).start_offset(StartOffset::Earliest))
-                .assign_timestamps(|r| r.timestamp.unwrap_or(i64::MIN), disorder)
+                .assign_timestamps_punctuated(
+                    |r| r.timestamp.unwrap_or(i64::MIN),
+                    KafkaRecord::watermark,
+                    None,
+                )
                 .filter(|r| !r.is_heartbeat())
                 .try_map(|r| r.parse_json::<Classified>())
                 .key_by(|c| c.class.clone())
@@ -148,15 +152,4 @@ async fn main() -> anyhow::Result<()> {
 
 async fn shutdown() {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-fn partition_count(bootstrap: &str, topic: &str) -> anyhow::Result<i32> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let m = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    match m.topics().first() {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
-        _ => anyhow::bail!(
-            "topic {topic} does not exist on {bootstrap}: fill it first (log_analytics --kafka-bootstrap)"
-        ),
-    }
 }

@@ -13,6 +13,14 @@
 //! with Kafka. A bounded input is appended first and then analysed to its end; with `--follow`
 //! both run together until Ctrl-C. Each run starts the example's topics afresh.
 //!
+//! # On Apache Kafka (`--features kafka`)
+//!
+//! `--kafka-bootstrap HOST:PORT` puts the access lines in a Kafka topic instead (`--kafka-topic`,
+//! 6 partitions, keyed by client) and analyses them from there; `--kafka-ingest-only` only
+//! appends them, `--kafka-read-only` only analyses. `--scale-out` analyses the topic as one of
+//! any number of processes started alike, through three Kafka task groups, and writes the rows
+//! exactly once to the topic `access_stats.results`, keyed by kind: see `scale_out.rs`.
+//!
 //! # Checkpoints
 //!
 //! With `--checkpoint-interval 10s` both pipelines checkpoint under `DIR/checkpoints`: the
@@ -66,26 +74,25 @@
 
 mod access_log;
 mod report;
+#[cfg(feature = "kafka")]
+mod scale_out;
+mod stats;
 mod synthetic;
 
-use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use access_log::{AccessLogEntry, parse_access_log};
+use access_log::parse_access_log;
 use clap::Parser;
 use report::Report;
 use serde::Serialize;
 use weir::connectors::{FileSink, FileSource, GeneratorSource, LogRecord, LogSink, LogSource};
 use weir::log::{Log, LogOptions, TopicConfig};
 use weir::metrics::ServerConfig;
-use weir::runtime::{
-    Batch, Checkpointing, Collector, Count, Metrics, Operator, Pipeline, Quantile, SessionWindows,
-    SlidingWindows, Stream, TumblingWindows, Watermarks,
-};
+use weir::runtime::{Batch, Checkpointing, Collector, Metrics, Operator, Pipeline, Stream, Watermarks};
 
 const PIPELINE: &str = "access_stats";
 const INGEST: &str = "access_ingest";
@@ -149,122 +156,15 @@ struct Args {
     /// without it, the input is appended to the topic first.
     #[arg(long, requires = "kafka_bootstrap")]
     kafka_read_only: bool,
-}
-
-/// "2xx" for 2, as [`AccessLogEntry::status_class`] names it.
-fn status_class_name(class: u8) -> &'static str {
-    match class {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    }
-}
-
-/// One parsed request, as the analytics need it.
-#[derive(Debug, Clone)]
-struct Access {
-    ts: i64,
-    client: Arc<str>,
-    path: Arc<str>,
-    /// The status's hundreds digit: 2 for 2xx (a small owned key; see `status_class_name`).
-    status_class: u8,
-    bytes: u64,
-    /// Request time in ms, or NaN when the line has none.
-    time_ms: f64,
-}
-
-impl From<AccessLogEntry> for Access {
-    fn from(e: AccessLogEntry) -> Self {
-        Access {
-            ts: e.timestamp_ms,
-            status_class: (e.status / 100).min(5) as u8,
-            client: e.client.into(),
-            path: e.path.into(),
-            bytes: e.bytes,
-            time_ms: e.request_time_ms.unwrap_or(f64::NAN),
-        }
-    }
-}
-
-/// Year, month and day of a day number since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// `2026-11-24T00:16:00.000Z` for any time (the access-log parser accepts years 0–9999).
-fn rfc3339(ms: i64) -> String {
-    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct StatusRow {
-    window_start: String,
-    window_end: String,
-    status_class: &'static str,
-    requests: u64,
-    bytes: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct PathRow {
-    window_start: String,
-    window_end: String,
-    path: Arc<str>,
-    requests: u64,
-    rank: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p50_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p95_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p99_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p50_bytes: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p95_bytes: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p99_bytes: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct ClientRow {
-    window_start: String,
-    window_end: String,
-    client: Arc<str>,
-    requests: u64,
-    rank: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct AlertRow {
-    window_start: String,
-    window_end: String,
-    requests: u64,
-    errors: u64,
-    error_ratio: f64,
-    threshold: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct SessionRow {
-    window_start: String,
-    window_end: String,
-    client: Arc<str>,
-    pages: u64,
-    duration_s: f64,
+    /// With `--kafka-bootstrap`: append the input to the topic and exit, without analysing it.
+    #[arg(long, requires = "kafka_bootstrap", conflicts_with_all = ["kafka_read_only", "follow"])]
+    kafka_ingest_only: bool,
+    /// With `--kafka-bootstrap`: analyse the topic as one of any number of processes started
+    /// alike (three Kafka task groups; see `scale_out.rs`), until Ctrl-C. The rows go, exactly
+    /// once, to the topic `access_stats.results`, keyed by kind; each task checkpoints under
+    /// `<dir>/tasks`, which every process must reach. Another process fills the topic.
+    #[arg(long, requires = "kafka_bootstrap", conflicts_with_all = ["kafka_ingest_only", "follow", "from_scratch"])]
+    scale_out: bool,
 }
 
 /// Counts the records that pass, per batch.
@@ -287,6 +187,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     weir_examples::init_tracing("warn");
+    if args.scale_out {
+        return kafka::scale_out(&args, has_request_time(&args)?).await;
+    }
     let started = Instant::now();
     let log = Log::open(&args.dir, LogOptions::default())?;
     let resume = resumes(&args)?;
@@ -354,6 +257,14 @@ async fn main() -> anyhow::Result<()> {
         };
         ticker.abort();
         bar.finish_and_clear();
+        if args.kafka_ingest_only {
+            let lines = ingested.lines.load(Ordering::Relaxed);
+            eprintln!("appended       {lines} lines to the Kafka topic {}", args.kafka_topic);
+            if let Some(r) = ingest_report.filter(|r| r.dead_letters > 0) {
+                eprintln!("not appended   {}", r.dead_letters);
+            }
+            return Ok(());
+        }
         let analytics = analytics_pipeline(&args, &log, &metrics, &stages)?;
         let bar = progress_bar("analysing", ingested.lines.load(Ordering::Relaxed));
         let ticker = tick(bar.clone(), analysed.clone());
@@ -556,9 +467,9 @@ impl Operator<String, String> for IngestProgress {
     }
 }
 
-fn parse(r: &LogRecord) -> Result<Access, String> {
+fn parse(r: &LogRecord) -> Result<stats::Access, String> {
     let line = std::str::from_utf8(&r.value).map_err(|e| format!("not UTF-8: {e}"))?;
-    parse_access_log(line).map(Access::from).map_err(|e| e.to_string())
+    parse_access_log(line).map(stats::Access::from).map_err(|e| e.to_string())
 }
 
 /// What the analytics pipeline needs beside the arguments.
@@ -609,37 +520,18 @@ fn analytics_pipeline(
 
     // Requests and bytes per minute by status class.
     let table = tables.clone();
-    let status = events
-        .key_by(|a| a.status_class)
-        .window(TumblingWindows::of(MINUTE))
-        .aggregate_with(|a| (a.count(), a.sum(|a| a.bytes)))
+    let status = stats::status_counts(events)
         .inspect(move |r| {
             if let Some(t) = &table {
                 t.status(r.window_start, r.key, r.value.0, r.value.1);
             }
         })
-        .map(|r| StatusRow {
-            window_start: rfc3339(r.window_start),
-            window_end: rfc3339(r.window_end),
-            status_class: status_class_name(r.key),
-            requests: r.value.0,
-            bytes: r.value.1,
-        });
+        .map(stats::status_row);
     sink.write(0, status);
 
     // Top 10 paths per minute with percentiles.
     let table = tables.clone();
-    let value = move |a: &Access| if time_mode { a.time_ms } else { a.bytes as f64 };
-    let per_path = rest.key_by(|a| a.path.clone()).window(TumblingWindows::of(MINUTE)).aggregate((
-        Count,
-        Quantile::of(0.5, value),
-        Quantile::of(0.95, value),
-        Quantile::of(0.99, value),
-    ));
-    let top_paths = per_path
-        .key_by(|r| r.window_start)
-        .window(TumblingWindows::of(MINUTE))
-        .aggregate_with(|a| a.top_by(10, |r| (r.value.0, Reverse(r.key.clone()))))
+    let top_paths = stats::top_paths(rest, time_mode)
         .inspect(move |top| {
             if let Some(t) = &table {
                 t.paths(
@@ -651,44 +543,12 @@ fn analytics_pipeline(
                 );
             }
         })
-        .flat_map(move |top| {
-            top.value
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let (requests, p50, p95, p99) = r.value;
-                    let (ms, bytes) = if time_mode {
-                        ((p50, p95, p99), (None, None, None))
-                    } else {
-                        ((None, None, None), (p50, p95, p99))
-                    };
-                    PathRow {
-                        window_start: rfc3339(r.window_start),
-                        window_end: rfc3339(r.window_end),
-                        path: r.key,
-                        requests,
-                        rank: i + 1,
-                        p50_ms: ms.0,
-                        p95_ms: ms.1,
-                        p99_ms: ms.2,
-                        p50_bytes: bytes.0,
-                        p95_bytes: bytes.1,
-                        p99_bytes: bytes.2,
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
+        .flat_map(move |top| stats::path_rows(top.value, time_mode));
     sink.write(1, top_paths);
 
     // Top 10 clients over 5 minutes, sliding by 1.
     let table = tables.clone();
-    let top_clients = more
-        .key_by(|a| a.client.clone())
-        .window(SlidingWindows::of(5 * MINUTE, MINUTE))
-        .aggregate(Count)
-        .key_by(|r| r.window_start)
-        .window(TumblingWindows::of(MINUTE))
-        .aggregate_with(|a| a.top_by(10, |r| (r.value, Reverse(r.key.clone()))))
+    let top_clients = stats::top_clients(more)
         .inspect(move |top| {
             if let Some(t) = &table {
                 t.clients(
@@ -697,61 +557,25 @@ fn analytics_pipeline(
                 );
             }
         })
-        .flat_map(|top| {
-            top.value
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| ClientRow {
-                    window_start: rfc3339(r.window_start),
-                    window_end: rfc3339(r.window_end),
-                    client: r.key,
-                    requests: r.value,
-                    rank: i + 1,
-                })
-                .collect::<Vec<_>>()
-        });
+        .flat_map(|top| stats::client_rows(top.value));
     sink.write(2, top_clients);
 
     // An alert for every minute whose 5xx share exceeds the threshold.
     let threshold = args.error_threshold;
-    let alerts = last
-        .key_by(|_| ())
-        .window(TumblingWindows::of(MINUTE))
-        .aggregate_with(|a| (a.count(), a.sum(|a| u64::from(a.status_class == 5))))
-        .filter(move |r| r.value.1 as f64 > threshold * r.value.0 as f64)
-        .map(move |r| AlertRow {
-            window_start: rfc3339(r.window_start),
-            window_end: rfc3339(r.window_end),
-            requests: r.value.0,
-            errors: r.value.1,
-            error_ratio: r.value.1 as f64 / r.value.0 as f64,
-            threshold,
-        })
-        .inspect(|a| {
-            eprintln!(
-                "ALERT {} – {}: {:.1} % of {} requests were 5xx (threshold {:.1} %)",
-                a.window_start,
-                a.window_end,
-                100.0 * a.error_ratio,
-                a.requests,
-                100.0 * a.threshold
-            );
-        });
+    let alerts = stats::error_counts(last).flat_map(move |r| stats::alert_row(r, threshold)).inspect(|a| {
+        eprintln!(
+            "ALERT {} – {}: {:.1} % of {} requests were 5xx (threshold {:.1} %)",
+            a.window_start,
+            a.window_end,
+            100.0 * a.error_ratio,
+            a.requests,
+            100.0 * a.threshold
+        );
+    });
     sink.write(3, alerts);
 
     // Sessions per client: 30 minutes of inactivity end one.
-    let sessions = sessions
-        .key_by(|a| a.client.clone())
-        .window(SessionWindows::with_gap(30 * MINUTE))
-        .aggregate_with(|a| (a.count(), a.min(|a| a.ts), a.max(|a| a.ts)))
-        .map(|r| SessionRow {
-            window_start: rfc3339(r.window_start),
-            window_end: rfc3339(r.window_end),
-            client: r.key,
-            pages: r.value.0,
-            duration_s: (r.value.2 - r.value.1) as f64 / 1000.0,
-        });
-    sink.write(4, sessions);
+    sink.write(4, stats::sessions(sessions).map(stats::session_row));
     Ok(p)
 }
 
@@ -831,6 +655,12 @@ mod kafka {
         let new = weir_examples::NewTopic { name: topic, partitions: 6, keep: false };
         weir_examples::create_topics(bootstrap, &[new]).await
     }
+
+    /// `--scale-out`: this process's share of the analysis, until Ctrl-C.
+    pub(crate) async fn scale_out(args: &super::Args, time_mode: bool) -> anyhow::Result<()> {
+        let bootstrap = args.kafka_bootstrap.as_deref().unwrap_or_default();
+        super::scale_out::run(args, bootstrap, time_mode).await
+    }
 }
 
 /// Without the `kafka` feature, `--kafka-bootstrap` says how to get it.
@@ -856,6 +686,10 @@ mod kafka {
     }
 
     pub(crate) async fn create_topic(_: &str, _: &str) -> anyhow::Result<()> {
+        anyhow::bail!(MISSING)
+    }
+
+    pub(crate) async fn scale_out(_: &super::Args, _: bool) -> anyhow::Result<()> {
         anyhow::bail!(MISSING)
     }
 }

@@ -142,7 +142,7 @@ impl Report {
 
 /// `2026-11-24 00:16 UTC` would be longer; `2026-11-24T00:16Z` sorts and parses.
 fn minute_name(ms: i64) -> String {
-    let full = super::rfc3339(ms);
+    let full = super::stats::rfc3339(ms);
     format!("{}Z", &full[..16])
 }
 

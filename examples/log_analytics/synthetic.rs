@@ -82,7 +82,7 @@ pub(super) fn line(i: u64) -> String {
 fn clf_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = super::civil_from_days(days);
+    let (y, m, d) = super::stats::civil_from_days(days);
     format!(
         "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
         MONTHS[(m - 1) as usize],
@@ -105,10 +105,10 @@ pub(super) fn write(path: &Path, n: u64) -> std::io::Result<()> {
 mod tests {
     #[test]
     fn rfc3339_covers_every_year_the_parser_accepts() {
-        assert_eq!(super::super::rfc3339(super::START_MS), "2026-11-24T00:00:00.000Z");
-        assert_eq!(super::super::rfc3339(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(super::super::rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
-        assert_eq!(super::super::rfc3339(-62_167_219_200_000), "0000-01-01T00:00:00.000Z");
+        assert_eq!(crate::stats::rfc3339(super::START_MS), "2026-11-24T00:00:00.000Z");
+        assert_eq!(crate::stats::rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(crate::stats::rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        assert_eq!(crate::stats::rfc3339(-62_167_219_200_000), "0000-01-01T00:00:00.000Z");
     }
 
     #[test]

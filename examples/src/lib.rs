@@ -55,3 +55,16 @@ pub async fn create_topics(bootstrap: &str, topics: &[NewTopic<'_>]) -> anyhow::
     }
     Ok(())
 }
+
+/// The partition count of `topic`; an error if it does not exist.
+#[cfg(feature = "kafka")]
+pub fn partition_count(bootstrap: &str, topic: &str) -> anyhow::Result<i32> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let m = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(30))?;
+    match m.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+        _ => anyhow::bail!("topic {topic} does not exist on {bootstrap}"),
+    }
+}
