@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Children, bootstrap, create_topic, lso_and_high, read_all, wait_until};
+use common::{Children, assigned, bootstrap, create_topic, lso_and_high, read_all, wait_until};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, TopicPartitionList};
@@ -159,6 +159,11 @@ fn three_processes_one_killed_give_the_rows_of_one() {
     for _ in 0..3 {
         children.0.push(start(cwd, &b, &shared));
     }
+    wait_until(Duration::from_secs(120), "every process owning partitions", || {
+        children.check_running();
+        let owned = assigned(&b, "access_stats-parse");
+        owned.len() == 3 && owned.iter().all(|n| *n > 0)
+    });
     // Past 30 % of the lines (by the offsets the first task group committed), at random.
     let lines = (EVENTS + PARTITIONS as u64) as i64;
     let threshold = lines * 3 / 10 + rng.below(lines as u64 * 4 / 10) as i64;

@@ -190,8 +190,8 @@ pub enum StartOffset {
 #[derive(Debug, Clone)]
 pub struct KafkaSource {
     config: KafkaConfig,
-    topics: Vec<String>,
-    group: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) group: String,
     start: StartOffset,
     bounded: bool,
     batch_size: usize,
@@ -202,12 +202,12 @@ pub struct KafkaSource {
     pub(crate) task: Option<Arc<TaskLink>>,
     metrics: Option<KafkaMetrics>,
     /// The client that commits checkpoints' positions, made on the first commit.
-    committer: Arc<Committer>,
+    pub(crate) committer: Arc<Committer>,
 }
 
 /// The client that commits a source's positions to its group, made once.
 #[derive(Default)]
-struct Committer(std::sync::OnceLock<BaseConsumer>);
+pub(crate) struct Committer(std::sync::OnceLock<BaseConsumer>);
 
 impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -234,6 +234,11 @@ impl KafkaSource {
             committer: Arc::default(),
             metrics: None,
         }
+    }
+
+    /// The connection settings.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
     }
 
     /// Where partitions without a checkpointed position start. Default:

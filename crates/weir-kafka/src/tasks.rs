@@ -193,6 +193,17 @@ impl Task {
         source
     }
 
+    /// `source` made this task's: its partition of the task group's topic, read for the task
+    /// group's consumer group, with `source`'s other settings (start offset, batch size,
+    /// repartition writers, metrics). For a source configured elsewhere (a SQL statement's).
+    pub fn source_from(&self, mut source: KafkaSource) -> KafkaSource {
+        source.topics = vec![self.topic.clone()];
+        source.group = self.group.clone();
+        source.task = Some(self.link.clone());
+        source.committer = Arc::default();
+        source
+    }
+
     /// Says that every `key_by` of this task's pipeline keys records as the input topic is keyed
     /// (records of one key are all in one partition: the topic is keyed by that key, as a
     /// repartition topic written with [`KafkaSink::repartition`] keyed by it is). Without it, a

@@ -29,8 +29,9 @@ use crate::error::{Result, SqlError};
 use crate::source::{Connector, Format};
 
 /// The options of a Kafka source, besides `properties.*` pass-through.
-pub(crate) const SOURCE_OPTIONS: [&str; 8] = [
+pub(crate) const SOURCE_OPTIONS: [&str; 9] = [
     "connector",
+    "key.fields",
     "topic",
     "format",
     "properties.bootstrap.servers",
@@ -283,8 +284,15 @@ pub(crate) fn source(object: &str, options: &BTreeMap<String, String>) -> Result
         }
     };
     let format = format(object, options, true)?;
+    let key = match get("key.fields").map(|k| k.trim().trim_matches('"')) {
+        None => None,
+        Some(k) if k.is_empty() || k.contains([',', ';']) => {
+            return Err(option(object, "key.fields", "the key is one column (the records' key as text)"));
+        }
+        Some(k) => Some(k.to_owned()),
+    };
     let source = KafkaSource::new(config, topics.clone(), group.clone()).start_offset(start);
-    Ok(Connector::Kafka { source: Box::new(source), topics, group, bounded, format })
+    Ok(Connector::Kafka { source: Box::new(source), topics, group, bounded, format, key })
 }
 
 /// Checks that a `raw` source declares one text or bytes column.
@@ -484,6 +492,14 @@ impl KafkaTopicSink {
             (false, _) => Some(self.inner.writer(subtask, parallelism)?),
         };
         Ok(KafkaTopicWriter { inner, csv: self.csv, key: self.key, subtask })
+    }
+}
+
+impl KafkaTopicSink {
+    /// The sink made `task`'s: exactly once, it writes in the task's transactions.
+    pub(crate) fn for_task(mut self, task: &weir_kafka::Task) -> Self {
+        self.inner = task.sink(self.inner);
+        self
     }
 }
 

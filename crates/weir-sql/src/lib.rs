@@ -91,5 +91,7 @@ pub mod window;
 
 pub use error::{Result, SqlError};
 pub use plan::{MAX_EXPRESSION_DEPTH, SqlStream, StreamContext};
+#[cfg(feature = "kafka")]
+pub use script::ScaleOut;
 pub use script::{Script, ScriptOptions};
 pub use weir_connectors::{ParquetSink, ParquetSource};

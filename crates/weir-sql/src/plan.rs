@@ -844,6 +844,37 @@ impl SqlStream {
         &self.source
     }
 
+    #[cfg(feature = "kafka")]
+    /// Whether the query aggregates (`GROUP BY`): its state is keyed.
+    pub(crate) fn aggregates(&self) -> bool {
+        self.aggregate.is_some() || self.batch.is_some()
+    }
+
+    #[cfg(feature = "kafka")]
+    /// Whether the query's `GROUP BY` keys include the source's column `column` as it is
+    /// (traced through the filters and projections below the aggregate, so a renamed or
+    /// computed key is not taken for it).
+    pub(crate) fn groups_by_source_column(&self, column: &str) -> bool {
+        let Some(spec) = &self.aggregate else { return false };
+        let Ok(wanted) = self.source.schema.index_of(column) else { return false };
+        spec.key_exprs().iter().any(|key| self.scanned_column(key) == Some(wanted))
+    }
+
+    #[cfg(feature = "kafka")]
+    /// The source column (its index in the source's schema) that `expr`, an expression over the
+    /// aggregate's input, is, if it is one.
+    fn scanned_column(&self, expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+        let mut at = expr.downcast_ref::<Column>()?.index();
+        for stage in self.below.iter().rev() {
+            match stage {
+                Stage::Filter { projection: Some(p), .. } => at = *p.get(at)?,
+                Stage::Filter { projection: None, .. } => {}
+                Stage::Project { exprs, .. } => at = exprs.get(at)?.downcast_ref::<Column>()?.index(),
+            }
+        }
+        self.scan.projection.get(at).copied()
+    }
+
     /// Adds the query's operators after `s`, a stream of its source's batches (a script builds
     /// a source read by several queries once, and forks it). With `uid`, the scan is named so in
     /// checkpoints, and the operators after it take their ids from it, not from `s`'s path.

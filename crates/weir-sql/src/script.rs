@@ -135,10 +135,22 @@ impl Script {
         if let Some(log) = ctx.log() {
             p.dead_letters(weir_connectors::LogSink::dead_letters(log, &options.name));
         }
+        let (explained, planned) = self.plan(ctx, options).await?;
+        if planned.is_empty() {
+            return Ok((explained, None));
+        }
+        build(&p, ctx, &planned, options, Place::Alone)?;
+        match p.run_with_report().await {
+            (report, Ok(())) => Ok((explained, Some(report))),
+            (report, Err(source)) => Err(SqlError::Job { source, report: Box::new(report) }),
+        }
+    }
+
+    /// Registers the sources and plans every query and sink, in script order (a query sees the
+    /// sources declared before it); returns the `EXPLAIN` texts and the planned statements.
+    async fn plan(&self, ctx: &mut StreamContext, options: &ScriptOptions) -> Result<(Vec<String>, Planned)> {
         let mut explained = Vec::new();
-        // Every query and sink, planned in script order (a query sees the sources declared
-        // before it), then built.
-        let mut planned: Vec<(SqlStream, Option<&SinkDef>)> = Vec::new();
+        let mut planned = Vec::new();
         for stmt in &self.statements {
             match stmt {
                 Statement::Source(def) => {
@@ -149,60 +161,200 @@ impl Script {
                 }
                 Statement::Explain(q) => explained.push(ctx.explain(q, options.parallelism).await?),
                 Statement::Query(q) => planned.push((ctx.sql(q).await?, None)),
-                Statement::Sink(def) => planned.push((ctx.sql(&def.query).await?, Some(def))),
+                Statement::Sink(def) => planned.push((ctx.sql(&def.query).await?, Some(def.clone()))),
             }
         }
+        Ok((explained, planned))
+    }
+}
+
+/// Every query and sink of a script, planned, with its sink (none: printed).
+type Planned = Vec<(SqlStream, Option<SinkDef>)>;
+
+/// Where a script's pipeline runs: alone, or as one task of a scale-out run (see
+/// [`Script::run_tasks`]), where a Kafka source reads the task's partition and a Kafka sink
+/// writes in the task's transactions.
+#[derive(Clone, Copy)]
+pub(crate) enum Place<'a> {
+    /// The whole job in one pipeline.
+    Alone,
+    /// One task of a task group.
+    #[cfg(feature = "kafka")]
+    Task(&'a weir_kafka::Task),
+    #[doc(hidden)]
+    #[cfg(not(feature = "kafka"))]
+    _Unused(std::marker::PhantomData<&'a ()>),
+}
+
+/// Builds the planned statements into `p`. A source that several of them read is read once,
+/// and forked: each of its records is decoded once (a bad one is one dead letter), whatever
+/// reads it. Checkpoint ids come from the source's and the sinks' names.
+fn build(
+    p: &Pipeline,
+    ctx: &StreamContext,
+    planned: &Planned,
+    options: &ScriptOptions,
+    place: Place<'_>,
+) -> Result<()> {
+    let mut readers: BTreeMap<&str, usize> = BTreeMap::new();
+    for (stream, _) in planned {
+        *readers.entry(stream.source().name.as_str()).or_default() += 1;
+    }
+    let mut shared: BTreeMap<&str, Vec<Stream<RecordBatch>>> = BTreeMap::new();
+    for (stream, _) in planned {
+        let name = stream.source().name.as_str();
+        let n = readers.get(name).copied().unwrap_or(0);
+        if n < 2 || shared.contains_key(name) {
+            continue;
+        }
+        p.set_uid_scope(Some(&format!("source {name}")));
+        let mut rest = stream.source().stream_at(p, place)?;
+        let mut branches = Vec::with_capacity(n);
+        for _ in 1..n {
+            let (branch, next) = rest.fork();
+            branches.push(branch);
+            rest = next;
+        }
+        branches.push(rest);
+        p.set_uid_scope(None);
+        shared.insert(name, branches);
+    }
+    for (stream, sink) in planned {
+        // Checkpoint ids from the statement's sink, not its position in the script.
+        p.set_uid_scope(sink.as_ref().map(|def| def.name.as_str()));
+        let input = match shared.get_mut(stream.source().name.as_str()).and_then(Vec::pop) {
+            Some(input) => input,
+            None => stream.source().stream_at(p, place)?,
+        };
+        // Named after the sink: the ids after a fork do not depend on the branch.
+        let uid = sink.as_ref().map(|def| format!("{}/scan", def.name));
+        let shared_input = readers.get(stream.source().name.as_str()).copied().unwrap_or(0) > 1;
+        let built = stream.build_on(input, if shared_input { uid.as_deref() } else { None });
+        match sink {
+            Some(def) => attach_sink(ctx, def, stream, built, options, place)?,
+            None => stdout(built, options.stdout_json),
+        }
+        p.set_uid_scope(None);
+    }
+    Ok(())
+}
+
+/// How a script runs as one of many processes (see [`Script::run_tasks`]).
+#[cfg(feature = "kafka")]
+#[derive(Debug, Clone)]
+pub struct ScaleOut {
+    /// Where each task checkpoints (under `<dir>/<group>/<topic>-<partition>`): a directory
+    /// every process of the run reaches.
+    pub dir: PathBuf,
+    /// How often tasks checkpoint, which is how often their Kafka transactions commit.
+    pub interval: std::time::Duration,
+}
+
+#[cfg(feature = "kafka")]
+impl Script {
+    /// Runs the script as one of any number of processes started alike, until `shutdown`:
+    /// they share the partitions of its Kafka source through the source's consumer group
+    /// (`properties.group.id`), one task per partition, each running every statement over its
+    /// partition with its state checkpointed under [`ScaleOut::dir`]. A process that dies or
+    /// leaves hands its tasks, and their state, to the others; one that joins takes some over
+    /// (weir-kafka's `KafkaTasks`). Exactly-once Kafka sinks commit each task's output with its
+    /// input offsets. Returns the printed `EXPLAIN` texts.
+    ///
+    /// The script reads one Kafka source (one topic, unbounded) and writes Kafka sinks or
+    /// stdout (every process would write a file or log topic of its own). A `GROUP BY` runs per
+    /// partition, so it must group by the column the topic is keyed by, declared on the source
+    /// with `'key.fields' = '<column>'`; otherwise the script is refused, saying so.
+    ///
+    /// # Errors
+    ///
+    /// A statement that fails to plan, a script that cannot run this way (as above), or what
+    /// the task group fails with.
+    pub async fn run_tasks(
+        &self,
+        ctx: &mut StreamContext,
+        options: &ScriptOptions,
+        scale_out: &ScaleOut,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<Vec<String>> {
+        let (explained, planned) = self.plan(ctx, options).await?;
         if planned.is_empty() {
-            return Ok((explained, None));
+            return Ok(explained);
         }
-        // A source read by several queries is read once, and forked: each of its records is
-        // decoded once (a bad one is one dead letter), whatever reads it. Its checkpoint ids
-        // come from its name.
-        let mut readers: BTreeMap<&str, usize> = BTreeMap::new();
-        for (stream, _) in &planned {
-            *readers.entry(stream.source().name.as_str()).or_default() += 1;
+        let source = scale_out_source(&planned)?;
+        let topic = source.topics().first().cloned().unwrap_or_default();
+        let mut tasks = weir_kafka::KafkaTasks::new(source.config().clone(), topic, source.group())
+            .checkpoint_dir(&scale_out.dir)
+            .checkpoint_interval(scale_out.interval);
+        if let Some(m) = &options.metrics {
+            tasks = tasks.metrics(m);
         }
-        let mut shared: BTreeMap<&str, Vec<Stream<RecordBatch>>> = BTreeMap::new();
-        for (stream, _) in &planned {
-            let name = stream.source().name.as_str();
-            let n = readers.get(name).copied().unwrap_or(0);
-            if n < 2 || shared.contains_key(name) {
-                continue;
+        let (ctx, options) = (ctx.clone(), options.clone());
+        tasks
+            .run(
+                move |task| {
+                    let p =
+                        task.pipeline(&options.name).report_on_stderr(options.report_on_stderr).build()?;
+                    build(&p, &ctx, &planned, &options, Place::Task(task)).map_err(|e| match e {
+                        SqlError::Runtime(e) => e,
+                        other => {
+                            weir_runtime::Error::InvalidConfig { field: "script", reason: other.to_string() }
+                        }
+                    })?;
+                    Ok(p)
+                },
+                shutdown,
+            )
+            .await?;
+        Ok(explained)
+    }
+}
+
+/// The one Kafka source of a scale-out run, once every statement is found fit for it.
+#[cfg(feature = "kafka")]
+fn scale_out_source(planned: &Planned) -> Result<weir_kafka::KafkaSource> {
+    use crate::source::Connector;
+    let unfit = |why: String| SqlError::Unsupported(format!("a scale-out run (--scale-out): {why}"));
+    let mut found: Option<(&str, &weir_kafka::KafkaSource, Option<&String>)> = None;
+    for (stream, sink) in planned {
+        let config = stream.source();
+        let what = sink.as_ref().map_or_else(|| "a query".to_owned(), |def| format!("sink {}", def.name));
+        let Connector::Kafka { source, topics, bounded, key, .. } = &config.connector else {
+            return Err(unfit(format!("{what} reads {}, not a Kafka source", config.name)));
+        };
+        if topics.len() != 1 || *bounded {
+            return Err(unfit(format!("source {} must read one topic, unbounded", config.name)));
+        }
+        match found {
+            Some((name, ..)) if name != config.name => {
+                return Err(unfit(format!(
+                    "{what} reads {}, another source than {name}: read one",
+                    config.name
+                )));
             }
-            p.set_uid_scope(Some(&format!("source {name}")));
-            let mut rest = stream.source().stream(&p)?;
-            let mut branches = Vec::with_capacity(n);
-            for _ in 1..n {
-                let (branch, next) = rest.fork();
-                branches.push(branch);
-                rest = next;
-            }
-            branches.push(rest);
-            p.set_uid_scope(None);
-            shared.insert(name, branches);
+            _ => found = Some((&config.name, source, key.as_ref())),
         }
-        for (stream, sink) in &planned {
-            // Checkpoint ids from the statement's sink, not its position in the script.
-            p.set_uid_scope(sink.map(|def| def.name.as_str()));
-            let built = match shared.get_mut(stream.source().name.as_str()).and_then(Vec::pop) {
-                // Named after the sink: the ids after the fork do not depend on the branch.
-                Some(input) => {
-                    let uid = sink.map(|def| format!("{}/scan", def.name));
-                    stream.build_on(input, uid.as_deref())
-                }
-                None => stream.build(&p)?,
-            };
-            match sink {
-                Some(def) => attach_sink(ctx, def, stream, built, options)?,
-                None => stdout(built, options.stdout_json),
-            }
-            p.set_uid_scope(None);
+        if stream.aggregates() && !key.as_ref().is_some_and(|k| stream.groups_by_source_column(k)) {
+            return Err(unfit(format!(
+                "{what} groups rows, and each task sees one partition of topic {}, so the rows of a group \
+                 must all be in one partition: group by the column the topic is keyed by, declared on the \
+                 source ('key.fields' = '<column>' on {}), as it is (not renamed or computed); or write the \
+                 rows keyed by a GROUP BY column to another topic first (a Kafka sink with 'key.fields') and \
+                 aggregate that topic",
+                topics[0], config.name
+            )));
         }
-        match p.run_with_report().await {
-            (report, Ok(())) => Ok((explained, Some(report))),
-            (report, Err(source)) => Err(SqlError::Job { source, report: Box::new(report) }),
+        if let Some(def) = sink {
+            let connector = def.options.get("connector").map(|c| c.to_ascii_lowercase());
+            if !matches!(connector.as_deref(), Some("kafka" | "stdout")) {
+                return Err(option(
+                    def,
+                    "connector",
+                    "a scale-out run writes Kafka topics or stdout: every process would write a file or log topic of its own",
+                ));
+            }
         }
     }
+    found.map(|(_, source, _)| source.clone()).ok_or_else(|| unfit("nothing to run".into()))
 }
 
 fn option(def: &SinkDef, field: &str, reason: impl Into<String>) -> SqlError {
@@ -225,6 +377,7 @@ fn attach_sink(
     planned: &SqlStream,
     stream: Stream<RecordBatch>,
     options: &ScriptOptions,
+    place: Place<'_>,
 ) -> Result<()> {
     let get = |k: &str| def.options.get(k).map(String::as_str);
     match get("connector") {
@@ -274,14 +427,21 @@ fn attach_sink(
         }
         #[cfg(feature = "kafka")]
         Some("kafka") => {
-            let plan = crate::kafka::sink(
+            let (parallelism, checkpointed) = match place {
+                Place::Task(_) => (1, true),
+                Place::Alone => (options.parallelism, options.checkpointing.is_some()),
+            };
+            let mut plan = crate::kafka::sink(
                 &def.name,
                 &def.options,
                 &planned.schema(),
-                options.parallelism,
-                options.checkpointing.is_some(),
+                parallelism,
+                checkpointed,
                 planned.source().is_bounded(),
             )?;
+            if let Place::Task(task) = place {
+                plan.sink = plan.sink.for_task(task);
+            }
             // An exactly-once sink has one writer: every row goes to subtask 0.
             let stream = if plan.to_first { stream.partition_by(crate::exec::ToFirst) } else { stream };
             stream.sink(plan.sink);

@@ -107,6 +107,8 @@ pub enum Connector {
         bounded: bool,
         /// The format of the values.
         format: Format,
+        /// The column the topic's records are keyed by (`key.fields`), if declared.
+        key: Option<String>,
     },
 }
 
@@ -299,6 +301,17 @@ impl SourceConfig {
 
     /// The stream of this source's record batches (read columns and computed ones) in `p`.
     pub fn stream(&self, p: &Pipeline) -> Result<Stream<RecordBatch>> {
+        self.stream_at(p, crate::script::Place::Alone)
+    }
+
+    /// [`SourceConfig::stream`] for a pipeline that runs at `place` (a task reads its
+    /// partition of a Kafka source).
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    pub(crate) fn stream_at(
+        &self,
+        p: &Pipeline,
+        place: crate::script::Place<'_>,
+    ) -> Result<Stream<RecordBatch>> {
         let decoder = {
             let (raw, schema, computed) =
                 (self.raw_schema.clone(), self.schema.clone(), self.computed.clone());
@@ -339,7 +352,10 @@ impl SourceConfig {
                 .operator("computed", decoder(Format::Parquet, false)),
             #[cfg(feature = "kafka")]
             Connector::Kafka { source, bounded, format, .. } => {
-                let mut source = (**source).clone();
+                let mut source = match place {
+                    crate::script::Place::Task(task) => task.source_from((**source).clone()),
+                    crate::script::Place::Alone => (**source).clone(),
+                };
                 if *bounded {
                     source = source.bounded();
                 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use weir::log::{Log, LogOptions};
 use weir::runtime::Checkpointing;
-use weir::sql::{Script, ScriptOptions, SqlError, StreamContext};
+use weir::sql::{ScaleOut, Script, ScriptOptions, SqlError, StreamContext};
 
 use super::output::{ReportError, Unreported};
 
@@ -51,6 +51,14 @@ pub(crate) struct SqlArgs {
     /// sources start at their consumer groups' committed offsets (a new group reads again).
     #[arg(long, requires = "checkpoint_interval")]
     from_scratch: bool,
+    /// Run the file as one of any number of processes started alike: they share the
+    /// partitions of its Kafka source through the source's consumer group, one task per
+    /// partition, until Ctrl-C; a process that dies or leaves hands its tasks, and their state,
+    /// to the others, and one that joins takes some over. Task state lives under
+    /// --checkpoint-dir, which every process must reach. A GROUP BY must group by the column
+    /// the topic is keyed by, declared on the source with 'key.fields'.
+    #[arg(long, requires_all = ["file", "checkpoint_interval"], conflicts_with = "from_scratch")]
+    scale_out: bool,
 }
 
 /// A checkpoint interval: a humantime duration above zero.
@@ -126,6 +134,22 @@ pub(crate) fn run(dir: &std::path::Path, json: bool, args: &SqlArgs) -> Result<(
             // The command's job is the pipeline: Ctrl-C drains it.
             handle_signals: true,
         };
+        if let (true, Some(interval)) = (args.scale_out, args.checkpoint_interval) {
+            let scale_out = ScaleOut {
+                dir: args.checkpoint_dir.clone().unwrap_or_else(|| dir.join("checkpoints").join(name)),
+                interval,
+            };
+            let options = ScriptOptions { checkpointing: None, ..options };
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let explained = script.run_tasks(&mut ctx, &options, &scale_out, shutdown).await?;
+            let mut stdout = std::io::stdout().lock();
+            for e in explained {
+                writeln!(stdout, "{e}").context(ReportError::Stdout)?;
+            }
+            return stdout.flush().context(ReportError::Stdout);
+        }
         let (explained, report) = match script.run(&mut ctx, &options).await {
             Ok(done) => done,
             Err(SqlError::Job { source, report }) => {

@@ -233,3 +233,33 @@ impl Drop for Children {
         }
     }
 }
+
+/// Per member of the consumer group `group`, how many partitions it is assigned; empty while
+/// the group is not stable.
+pub fn assigned(bootstrap: &str, group: &str) -> Vec<usize> {
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap();
+    let Ok(list) = consumer.fetch_group_list(Some(group), Duration::from_secs(10)) else { return Vec::new() };
+    list.groups()
+        .iter()
+        .filter(|g| g.state() == "Stable")
+        .flat_map(|g| g.members())
+        .map(|m| m.assignment().map_or(0, partitions_in))
+        .collect()
+}
+
+/// The partition count of a consumer-protocol assignment: a version (i16), topics (i32), each
+/// a name (i16 length, bytes) and its partitions (i32 count, an i32 each), then user data.
+fn partitions_in(a: &[u8]) -> usize {
+    let int = |at: usize, n: usize| {
+        a.get(at..at + n).map(|b| b.iter().fold(0i64, |v, x| v << 8 | i64::from(*x)).max(0) as usize)
+    };
+    let (mut at, mut n) = (6, 0);
+    for _ in 0..int(2, 4).unwrap_or(0) {
+        let Some(name) = int(at, 2) else { break };
+        at += 2 + name;
+        let Some(parts) = int(at, 4) else { break };
+        at += 4 + 4 * parts;
+        n += parts;
+    }
+    n
+}
