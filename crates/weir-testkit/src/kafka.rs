@@ -3,13 +3,17 @@
 //! A test that needs Kafka begins with `let Some(kafka) = weir_testkit::kafka::broker() else {
 //! return };` and connects to [`Broker::bootstrap`] (PLAINTEXT) or [`Broker::sasl_bootstrap`]
 //! (SASL_PLAINTEXT: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 as [`Broker::sasl_user`] with
-//! [`Broker::sasl_password`]).
+//! [`Broker::sasl_password`]) or [`Broker::tls`] (SSL: TLS with a client certificate, whose files
+//! [`TlsListener`] names).
 //!
 //! Where the broker comes from, decided once per process:
 //!
 //! - If `WEIR_KAFKA_BOOTSTRAP` is set, that broker; `WEIR_KAFKA_SASL_BOOTSTRAP` and
 //!   `WEIR_KAFKA_SASL_PASSWORD` (both or neither) name its SASL listener, `WEIR_KAFKA_SASL_USER`
-//!   its user (default `weir`). Nothing is started.
+//!   its user (default `weir`); `WEIR_KAFKA_SSL_BOOTSTRAP` and `WEIR_KAFKA_SSL_DIR` (both or
+//!   neither) its SSL listener and a directory holding the files [`TlsListener`] names, under the
+//!   names `broker.sh` gives them (`ca.pem`, `client.pem`, `client.key`, `client_key_password`).
+//!   Nothing is started.
 //! - Otherwise `tools/kafka-broker/broker.sh start <target>/kafka/run-<pid> --owner <pid>` starts
 //!   a single-node broker on loopback (Java 17 and, for the first install of its jars, Maven are
 //!   needed; the jars are shared by every run under `<target>/kafka/lib`, or `WEIR_KAFKA_LIB`).
@@ -48,8 +52,46 @@ pub struct Broker {
     /// The SASL user's password, for PLAIN and SCRAM-SHA-256/512 (random for a started broker;
     /// empty when there is no SASL listener). `Debug` does not show it.
     pub sasl_password: String,
+    /// The SSL listener (TLS, client certificate required) and the files a client needs;
+    /// `None` for an external broker given without one.
+    pub tls: Option<TlsListener>,
     /// The directory of a started broker (its logs are there); `None` for an external one.
     dir: Option<PathBuf>,
+}
+
+/// A broker's SSL listener: TLS with client authentication required (mutual TLS), and the PEM
+/// files a client connects with. A started broker gets a new CA, certificates and key password
+/// on every start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    /// The SSL bootstrap address, `host:port`.
+    pub bootstrap: String,
+    /// The directory holding the files below (`WEIR_KAFKA_SSL_DIR` for another process).
+    pub dir: PathBuf,
+    /// The CA certificate that signed the broker's certificate and [`TlsListener::certificate`].
+    pub ca: PathBuf,
+    /// A client certificate the listener accepts.
+    pub certificate: PathBuf,
+    /// The certificate's private key, encrypted with the password in
+    /// [`TlsListener::key_password_file`].
+    pub key: PathBuf,
+    /// A file holding the key's password (one line).
+    pub key_password_file: PathBuf,
+}
+
+impl TlsListener {
+    /// The listener at `bootstrap`, with the files under the names `broker.sh` gives them in
+    /// `dir`.
+    fn new(bootstrap: String, dir: &Path) -> TlsListener {
+        TlsListener {
+            bootstrap,
+            dir: dir.to_owned(),
+            ca: dir.join("ca.pem"),
+            certificate: dir.join("client.pem"),
+            key: dir.join("client.key"),
+            key_password_file: dir.join("client_key_password"),
+        }
+    }
 }
 
 impl Broker {
@@ -61,6 +103,11 @@ impl Broker {
             vars.push(("WEIR_KAFKA_SASL_BOOTSTRAP", sasl));
             vars.push(("WEIR_KAFKA_SASL_USER", &self.sasl_user));
             vars.push(("WEIR_KAFKA_SASL_PASSWORD", &self.sasl_password));
+        }
+        // (A directory whose path is not UTF-8 cannot be named, so neither is the listener.)
+        if let Some((tls, dir)) = self.tls.as_ref().and_then(|tls| Some((tls, tls.dir.to_str()?))) {
+            vars.push(("WEIR_KAFKA_SSL_BOOTSTRAP", &tls.bootstrap));
+            vars.push(("WEIR_KAFKA_SSL_DIR", dir));
         }
         vars
     }
@@ -79,6 +126,7 @@ impl fmt::Debug for Broker {
             .field("sasl_bootstrap", &self.sasl_bootstrap)
             .field("sasl_user", &self.sasl_user)
             .field("sasl_password", &"<hidden>")
+            .field("tls", &self.tls)
             .field("dir", &self.dir)
             .finish()
     }
@@ -123,7 +171,13 @@ fn from_env() -> Result<Option<Broker>, String> {
             }
         };
     let sasl_user = var("WEIR_KAFKA_SASL_USER").unwrap_or_else(|| "weir".into());
-    Ok(Some(Broker { bootstrap, sasl_bootstrap, sasl_user, sasl_password, dir: None }))
+    let tls = match (var("WEIR_KAFKA_SSL_BOOTSTRAP"), var("WEIR_KAFKA_SSL_DIR")) {
+        (Some(ssl), Some(dir)) => Some(TlsListener::new(ssl, Path::new(&dir))),
+        (None, None) => None,
+        (Some(_), None) => return Err("WEIR_KAFKA_SSL_BOOTSTRAP is set without WEIR_KAFKA_SSL_DIR".into()),
+        (None, Some(_)) => return Err("WEIR_KAFKA_SSL_DIR is set without WEIR_KAFKA_SSL_BOOTSTRAP".into()),
+    };
+    Ok(Some(Broker { bootstrap, sasl_bootstrap, sasl_user, sasl_password, tls, dir: None }))
 }
 
 /// The workspace root, where `tools/` is.
@@ -176,6 +230,7 @@ fn start() -> Result<Broker, String> {
         sasl_bootstrap: Some(read("sasl_bootstrap")?),
         sasl_user: "weir".into(),
         sasl_password: read("sasl_password")?,
+        tls: Some(TlsListener::new(read("ssl_bootstrap")?, &dir)),
         dir: Some(dir),
     };
     eprintln!(
@@ -214,11 +269,17 @@ mod tests {
     use std::net::TcpStream;
 
     #[test]
-    fn the_broker_accepts_connections_on_both_listeners() {
+    fn the_broker_accepts_connections_on_every_listener() {
         let Some(kafka) = broker() else { return };
         TcpStream::connect(&kafka.bootstrap).unwrap();
         if let Some(sasl) = &kafka.sasl_bootstrap {
             TcpStream::connect(sasl).unwrap();
+        }
+        if let Some(tls) = &kafka.tls {
+            TcpStream::connect(&tls.bootstrap).unwrap();
+            for file in [&tls.ca, &tls.certificate, &tls.key, &tls.key_password_file] {
+                assert!(file.is_file(), "{}", file.display());
+            }
         }
         assert!(std::ptr::eq(kafka, broker().unwrap()), "one broker per process");
     }
@@ -230,12 +291,15 @@ mod tests {
             sasl_bootstrap: Some("127.0.0.1:2".into()),
             sasl_user: "weir".into(),
             sasl_password: "secret".into(),
+            tls: Some(TlsListener::new("127.0.0.1:3".into(), Path::new("/run/kafka"))),
             dir: None,
         };
         let env = kafka.env();
         assert!(env.contains(&("WEIR_KAFKA_BOOTSTRAP", "127.0.0.1:1")));
         assert!(env.contains(&("WEIR_KAFKA_SASL_BOOTSTRAP", "127.0.0.1:2")));
         assert!(env.contains(&("WEIR_KAFKA_SASL_PASSWORD", "secret")));
+        assert!(env.contains(&("WEIR_KAFKA_SSL_BOOTSTRAP", "127.0.0.1:3")));
+        assert!(env.contains(&("WEIR_KAFKA_SSL_DIR", "/run/kafka")));
         assert!(!format!("{kafka:?}").contains("secret"), "Debug hides the password");
     }
 
