@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata, DefaultConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -264,7 +264,7 @@ impl<T> KafkaSink<T> {
         } else {
             c.set("enable.idempotence", c.get("enable.idempotence").unwrap_or("true").to_owned());
         }
-        c.create_with_context(Deliveries::default()).map_err(|e| self.error(e))
+        self.config.create(&c, Deliveries::default()).map_err(|e| self.error(e))
     }
 
     /// The transactions of an exactly-once sink, made (and every older producer of their ids
@@ -286,7 +286,8 @@ impl<T> KafkaSink<T> {
         }
         let mut c = self.config.client(false)?;
         c.set("group.id", &id).set("enable.auto.commit", "false");
-        let markers: BaseConsumer = c.create().map_err(|e| self.error(e))?;
+        let markers: BaseConsumer =
+            self.config.create(&c, DefaultConsumerContext).map_err(|e| self.error(e))?;
         let marker_group = markers
             .group_metadata()
             .ok_or_else(|| self.error(format!("no group metadata for group {id}")))?;

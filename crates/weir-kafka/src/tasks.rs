@@ -413,7 +413,8 @@ impl KafkaTasks {
             .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
             .set("heartbeat.interval.ms", (self.session_timeout.as_millis() / 4).max(100).to_string());
         let membership: Arc<BaseConsumer<Membership>> = Arc::new(
-            c.create_with_context(Membership { events: events_tx, metrics: group_metrics.clone() })
+            self.config
+                .create(&c, Membership { events: events_tx, metrics: group_metrics.clone() })
                 .map_err(|e| Error::connector(format!("kafka task group {}", self.group), e))?,
         );
         membership
