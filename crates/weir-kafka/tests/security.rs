@@ -4,8 +4,8 @@
 //! password fails fast with an authentication error naming the broker; the password appears in no
 //! error and no `Debug` output.
 //!
-//! TLS, on the broker's SSL listener (client certificates required): a sink writes and a source
-//! reads back with the typed [`Tls`] settings and a client key encrypted with a password read from
+//! TLS, on the broker's SSL listener (client certificates required): sinks write (at least once
+//! and exactly once) and a source reads back with the typed [`Tls`] settings and a client key encrypted with a password read from
 //! a file; a client whose CA does not trust the broker, and a client without a certificate, fail
 //! fast with a TLS error naming the broker; the key's password appears in no `Debug` output, no
 //! error and no log line (Weir's `tracing` events and librdkafka's own log, with its debug
@@ -165,11 +165,16 @@ fn client_tls(tls: &TlsListener) -> Tls {
     }
 }
 
+/// Writes `values` to `topic` with `sink`.
+async fn write_with(sink: KafkaSink<String>, values: Vec<String>) -> weir_runtime::Result<()> {
+    let p = Pipeline::builder("secure-write").parallelism(1).handle_signals(false).build()?;
+    p.source(MemorySource::new(values)).sink(sink);
+    p.run().await.map(drop)
+}
+
 /// Writes `values` to `topic` with an at-least-once sink.
 async fn write(config: KafkaConfig, topic: &str, values: Vec<String>) -> weir_runtime::Result<()> {
-    let p = Pipeline::builder("secure-write").parallelism(1).handle_signals(false).build()?;
-    p.source(MemorySource::new(values)).sink(KafkaSink::bytes(config, topic));
-    p.run().await.map(drop)
+    write_with(KafkaSink::bytes(config, topic), values).await
 }
 
 /// A self-signed CA of its own in `dir`, which signed nothing the broker shows.
@@ -188,7 +193,8 @@ fn unrelated_ca(dir: &Path) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_a_client_certificate_writes_and_reads_back_without_printing_the_key_password() {
+async fn tls_with_a_client_certificate_writes_at_least_and_exactly_once_and_reads_back_without_printing_the_key_password()
+ {
     let Some((tls, topic, key_password)) = tls_setup("tls", 2) else { return };
     // librdkafka's debug contexts on: its log shows every connection, handshake and setting.
     let config =
@@ -196,7 +202,9 @@ async fn tls_with_a_client_certificate_writes_and_reads_back_without_printing_th
     assert_eq!(config.security_protocol(), "SSL");
 
     let values: Vec<String> = (0..100).map(|i| format!("tls-{i}")).collect();
-    write(config.clone(), &topic, values.clone()).await.unwrap();
+    write(config.clone(), &topic, values[..50].to_vec()).await.unwrap();
+    let exactly_once = KafkaSink::bytes(config.clone(), topic.clone()).exactly_once(unique("tls"));
+    write_with(exactly_once, values[50..].to_vec()).await.unwrap();
     let mut got = read(config.clone(), &topic).await.unwrap();
     got.sort_by_key(|v| v[4..].parse::<u32>().unwrap());
     assert_eq!(got, values);
