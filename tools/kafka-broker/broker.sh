@@ -18,12 +18,14 @@
 #
 # Listeners: PLAINTEXT (also the inter-broker listener); SASL_PLAINTEXT with the mechanisms
 # PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the user `weir`, whose password is random per start;
-# and SSL (TLS) with client authentication required (mutual TLS). Files in DIR are readable by
-# their owner only; those a client needs, written afresh by every start:
+# SSL (TLS) with client authentication required (mutual TLS); and SASL_SSL (TLS without client
+# certificates, then SASL as on SASL_PLAINTEXT). Files in DIR are readable by their owner only;
+# those a client needs, written afresh by every start:
 #
 #   DIR/sasl_bootstrap        the SASL_PLAINTEXT address, host:port
 #   DIR/sasl_password         the SASL password of user `weir`
 #   DIR/ssl_bootstrap         the SSL address, host:port
+#   DIR/sasl_ssl_bootstrap    the SASL_SSL address, host:port
 #   DIR/ca.pem                the CA (new per start) that signed the broker's and the client's
 #                             certificates; the broker's names IP 127.0.0.1 and DNS localhost
 #   DIR/client.pem            a client certificate the SSL listener accepts
@@ -31,13 +33,14 @@
 #   DIR/client_key_password   (random per start)
 #
 # The broker's own key and certificate are in DIR/broker.pem (a PEM keystore); the CA's key is
-# deleted once both certificates are signed. Needs `openssl` for the certificates.
+# deleted once both certificates are signed.
 #
 # The jar directory is $WEIR_KAFKA_LIB if set, else DIR/lib: brokers started in several
 # directories share one copy of the jars by setting WEIR_KAFKA_LIB to the same directory.
 #
-# Needs Java 17+, Python 3, OpenSSL and (to install the jars) Maven. Exit status: 0 on success; 1 with a
-# message on stderr otherwise (the broker's own log is DIR/broker.log).
+# Needs Java 17+, Python 3, OpenSSL (for the certificates) and, to install the jars, Maven. Exit
+# status: 0 on success; 1 with a message on stderr otherwise (the broker's own log is
+# DIR/broker.log).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -129,8 +132,8 @@ kill_now() {
 }
 
 # What a start writes for clients (besides the broker's pid), deleted when the broker stops.
-started_files=(bootstrap sasl_bootstrap sasl_password ssl_bootstrap ca.pem client.pem client.key
-    client_key_password broker.pem)
+started_files=(bootstrap sasl_bootstrap sasl_password ssl_bootstrap sasl_ssl_bootstrap ca.pem
+    client.pem client.key client_key_password broker.pem)
 
 stop() {
     if [[ -f $dir/broker.pid ]]; then
@@ -222,10 +225,11 @@ start() {
         exit 1
     fi
     install
-    local port sasl_port ssl_port controller password cluster
+    local port sasl_port ssl_port sasl_ssl_port controller password cluster
     port=$(free_port)
     sasl_port=$(free_port)
     ssl_port=$(free_port)
+    sasl_ssl_port=$(free_port)
     controller=$(free_port)
     password=$(random_hex 16)
     # A cluster id is 16 bytes in URL-safe base64 without padding, and (as Kafka's own
@@ -250,16 +254,22 @@ LOG
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port,CONTROLLER://127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_ssl_port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_ssl_port,CONTROLLER://127.0.0.1:$controller
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
 listener.name.ssl.ssl.keystore.type=PEM
 listener.name.ssl.ssl.keystore.location=$dir/broker.pem
 listener.name.ssl.ssl.truststore.type=PEM
 listener.name.ssl.ssl.truststore.location=$dir/ca.pem
 listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$dir/broker.pem
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_weir="$password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_weir="$password";
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -301,9 +311,10 @@ PROPS
             fail "the broker exited while starting" "$dir/broker.log"
         fi
         if grep -q "Kafka Server started" "$dir/broker.log" &&
-            python3 -c "import socket; [socket.create_connection(('127.0.0.1', p), 1).close() for p in ($port, $sasl_port, $ssl_port)]" 2>/dev/null; then
+            python3 -c "import socket; [socket.create_connection(('127.0.0.1', p), 1).close() for p in ($port, $sasl_port, $ssl_port, $sasl_ssl_port)]" 2>/dev/null; then
             echo "127.0.0.1:$sasl_port" > "$dir/sasl_bootstrap"
             echo "127.0.0.1:$ssl_port" > "$dir/ssl_bootstrap"
+            echo "127.0.0.1:$sasl_ssl_port" > "$dir/sasl_ssl_bootstrap"
             echo "$password" > "$dir/sasl_password"
             echo "127.0.0.1:$port" | tee "$dir/bootstrap"
             return 0

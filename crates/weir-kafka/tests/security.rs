@@ -4,6 +4,8 @@
 //! password fails fast with an authentication error naming the broker; the password appears in no
 //! error and no `Debug` output.
 //!
+//! SASL over TLS (SASL_SSL) connects with SCRAM-SHA-512.
+//!
 //! TLS, on the broker's SSL listener (client certificates required): sinks write (at least once
 //! and exactly once) and a source reads back with the typed [`Tls`] settings and a client key encrypted with a password read from
 //! a file; a client whose CA does not trust the broker, and a client without a certificate, fail
@@ -36,6 +38,31 @@ fn sasl_config(mechanism: SaslMechanism, password: Secret) -> Option<(KafkaConfi
         password,
     });
     Some((config, bootstrap))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_over_tls_connects() {
+    let Some(kafka) = weir_testkit::kafka::broker() else { return };
+    let (Some(sasl_ssl), Some(tls)) = (&kafka.sasl_ssl_bootstrap, &kafka.tls) else {
+        eprintln!("skipping: the broker has no SASL_SSL listener (WEIR_KAFKA_SASL_SSL_BOOTSTRAP is unset)");
+        return;
+    };
+    let b = bootstrap().unwrap();
+    let topic = unique("sasl-ssl");
+    create_topic(&b, &topic, 1);
+    produce(&b, &topic, &[("k".into(), "hello".into())]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, &kafka.sasl_password).unwrap();
+    let config = KafkaConfig::new(sasl_ssl.clone())
+        .sasl(Sasl {
+            mechanism: SaslMechanism::ScramSha512,
+            username: kafka.sasl_user.clone(),
+            password: Secret::from_file(&file).unwrap(),
+        })
+        .tls(Tls { ca: Some(tls.ca.clone()), ..Tls::default() });
+    assert_eq!(config.security_protocol(), "SASL_SSL");
+    assert_eq!(read(config, &topic).await.unwrap(), ["hello"]);
 }
 
 async fn read(config: KafkaConfig, topic: &str) -> weir_runtime::Result<Vec<String>> {
