@@ -391,8 +391,9 @@ impl KafkaTasks {
     ///
     /// # Errors
     ///
-    /// An invalid configuration (of the group, or of a task's pipeline), or the group's
-    /// consumer failing to start.
+    /// An invalid configuration (of the group, or of a task's pipeline), a missing topic, a
+    /// broker refusing the client (a failed authentication or TLS handshake, at once), or the
+    /// group's consumer failing to start.
     pub async fn run<F>(self, build: F, shutdown: impl Future<Output = ()>) -> Result<()>
     where
         F: Fn(&Task) -> Result<Pipeline> + Send + Sync + 'static,
@@ -403,6 +404,14 @@ impl KafkaTasks {
                 reason: "a task group needs a checkpoint directory every process reaches".into(),
             });
         };
+        // A missing topic, or a broker that refuses the client (authentication, TLS), fails here at
+        // once, naming the brokers: the group's consumer would retry for ever.
+        let group_error = |e| Error::connector(format!("kafka task group {}", self.group), e);
+        let (config, topic) = (self.config.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || config.topic_partitions(&topic))
+            .await
+            .map_err(|e| group_error(e.to_string()))?
+            .map_err(group_error)?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let group_metrics = self.metrics.as_ref().map(|m| GroupMetrics::new(m, &self.group, &self.topic));
         let mut c = self.config.client(false)?;

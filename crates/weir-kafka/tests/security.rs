@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use weir_kafka::{
-    KafkaConfig, KafkaRecord, KafkaSink, KafkaSource, Sasl, SaslMechanism, Secret, StartOffset, Tls,
+    KafkaConfig, KafkaRecord, KafkaSink, KafkaSource, KafkaTasks, Sasl, SaslMechanism, Secret, StartOffset,
+    Tls,
 };
 use weir_runtime::{CollectSink, MemorySource, Pipeline};
 use weir_testkit::kafka::TlsListener;
@@ -204,6 +205,17 @@ async fn write(config: KafkaConfig, topic: &str, values: Vec<String>) -> weir_ru
     write_with(KafkaSink::bytes(config, topic), values).await
 }
 
+/// Runs a task group over `topic` that copies nothing, until it fails (or for 20 s at most).
+async fn join(config: KafkaConfig, topic: &str, dir: &Path) -> weir_runtime::Result<()> {
+    let tasks = KafkaTasks::new(config, topic, unique("tasks")).checkpoint_dir(dir);
+    let build = |task: &weir_kafka::Task| {
+        let p = task.pipeline("nothing").build()?;
+        p.source(task.source()).sink(CollectSink::new());
+        Ok(p)
+    };
+    tasks.run(build, tokio::time::sleep(Duration::from_secs(20))).await
+}
+
 /// A self-signed CA of its own in `dir`, which signed nothing the broker shows.
 fn unrelated_ca(dir: &Path) -> PathBuf {
     let (ca, key) = (dir.join("unrelated_ca.pem"), dir.join("unrelated_ca.key"));
@@ -271,11 +283,12 @@ async fn a_client_that_does_not_trust_the_broker_or_has_no_certificate_fails_fas
     let anonymous = Tls { ca: Some(tls.ca.clone()), ..Tls::default() };
     for (client, settings) in [("untrusting", untrusting), ("without a certificate", anonymous)] {
         let config = KafkaConfig::new(tls.bootstrap.clone()).tls(settings);
-        for side in ["source", "sink"] {
+        for side in ["source", "sink", "task group"] {
             let started = Instant::now();
             let err = match side {
                 "source" => read(config.clone(), &topic).await.unwrap_err(),
-                _ => write(config.clone(), &topic, vec!["x".into()]).await.unwrap_err(),
+                "sink" => write(config.clone(), &topic, vec!["x".into()]).await.unwrap_err(),
+                _ => join(config.clone(), &topic, dir.path()).await.unwrap_err(),
             };
             let took = started.elapsed();
             let shown = format!("{err} / {err:?}");
