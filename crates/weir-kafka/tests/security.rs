@@ -6,12 +6,13 @@
 //!
 //! SASL over TLS (SASL_SSL) connects with SCRAM-SHA-512.
 //!
-//! TLS, on the broker's SSL listener (client certificates required): sinks write (at least once
-//! and exactly once) and a source reads back with the typed [`Tls`] settings and a client key encrypted with a password read from
-//! a file; a client whose CA does not trust the broker, and a client without a certificate, fail
-//! fast with a TLS error naming the broker; the key's password appears in no `Debug` output, no
-//! error and no log line (Weir's `tracing` events and librdkafka's own log, with its debug
-//! contexts on).
+//! TLS, on the broker's SSL listener (client certificates required): sinks write (at least
+//! once and exactly once) and a source reads back with the typed [`Tls`] settings and a client
+//! key encrypted with a password read from a file; a client whose CA does not trust the broker,
+//! and a client without a certificate, fail fast with a TLS error naming the broker (a source, a
+//! sink and a task group); a key its password does not decrypt fails naming the key file; the
+//! key's password appears in no `Debug` output, no error and no log line (Weir's `tracing`
+//! events and librdkafka's own log, with its debug contexts on).
 
 #![allow(clippy::unwrap_used)]
 
