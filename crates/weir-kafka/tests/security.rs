@@ -1,8 +1,8 @@
 //! Security against a real broker.
 //!
 //! SASL: PLAIN and SCRAM-SHA-256/512 connect with the right password (read from a file); a wrong
-//! password fails fast with an authentication error naming the broker; the password appears in no
-//! error and no `Debug` output.
+//! password fails fast with an authentication error naming the broker (a source and a task
+//! group); the password appears in no error and no `Debug` output.
 //!
 //! SASL over TLS (SASL_SSL) connects with SCRAM-SHA-512.
 //!
@@ -103,14 +103,19 @@ async fn plain_and_scram_connect_and_a_wrong_password_fails_fast_without_printin
     std::fs::write(&wrong_file, wrong).unwrap();
     for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha256] {
         let (config, bootstrap) = sasl_config(mechanism, Secret::from_file(&wrong_file).unwrap()).unwrap();
-        let started = Instant::now();
-        let err = read(config.clone(), &topic).await.unwrap_err();
-        let took = started.elapsed();
-        let shown = format!("{err} / {err:?} / {config:?}");
-        assert!(took < Duration::from_secs(15), "a wrong password took {took:?} to fail");
-        assert!(shown.to_lowercase().contains("authentication"), "{shown}");
-        assert!(shown.contains(&bootstrap), "the error names the broker: {shown}");
-        assert!(!shown.contains(wrong), "the password is printed: {shown}");
+        for side in ["source", "task group"] {
+            let started = Instant::now();
+            let err = match side {
+                "source" => read(config.clone(), &topic).await.unwrap_err(),
+                _ => join(config.clone(), &topic, dir.path()).await.unwrap_err(),
+            };
+            let took = started.elapsed();
+            let shown = format!("{err} / {err:?} / {config:?}");
+            assert!(took < Duration::from_secs(15), "a wrong password took {took:?} to fail ({side})");
+            assert!(shown.to_lowercase().contains("authentication"), "{side}: {shown}");
+            assert!(shown.contains(&bootstrap), "{side}: the error names the broker: {shown}");
+            assert!(!shown.contains(wrong), "{side}: the password is printed: {shown}");
+        }
     }
 }
 
