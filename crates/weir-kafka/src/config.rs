@@ -389,8 +389,9 @@ impl ClientContext for Watchful {
             // Under TLS 1.3 the client's handshake is over before the broker checks the client's
             // certificate: a refusal arrives as a TLS alert on the first read, which librdkafka
             // reports as a transport failure ("... SSL routines::tlsv13 alert certificate
-            // required", "... sslv3 alert bad certificate").
-            Some(RDKafkaErrorCode::BrokerTransportFailure) if tls_alert(reason) => {
+            // required", "... sslv3 alert bad certificate"); so does a handshake the peer
+            // closes (a listener that does not speak TLS).
+            Some(RDKafkaErrorCode::BrokerTransportFailure) if tls_refusal(reason) => {
                 Refusal::Tls(reason.to_owned())
             }
             _ => {
@@ -404,10 +405,11 @@ impl ClientContext for Watchful {
 
 impl ConsumerContext for Watchful {}
 
-/// Whether librdkafka's reason for a failed connection is a TLS alert the broker sent: the
-/// broker ended the handshake on purpose (OpenSSL names received alerts `... alert <name>`).
-fn tls_alert(reason: &str) -> bool {
-    reason.contains("SSL routines") && reason.contains(" alert ")
+/// Whether librdkafka's reason for a failed connection is a TLS alert the broker sent (OpenSSL
+/// names received alerts `... alert <name>`) or a handshake that failed otherwise (the peer
+/// closed the connection: it does not speak TLS).
+fn tls_refusal(reason: &str) -> bool {
+    (reason.contains("SSL routines") && reason.contains(" alert ")) || reason.contains("SSL handshake failed")
 }
 
 /// librdkafka could not load a TLS file.
@@ -519,15 +521,17 @@ mod tests {
     }
 
     #[test]
-    fn a_tls_alert_from_the_broker_is_a_refusal_and_a_broken_connection_is_not() {
+    fn a_tls_alert_or_a_closed_handshake_is_a_refusal_and_a_broken_connection_is_not() {
         // As librdkafka reports them.
         let refused = [
             "ssl://127.0.0.1:1/bootstrap: Receive failed: ../ssl/record/rec_layer_s3.c:1601:ssl3_read_bytes \
              error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42",
             "ssl://b:9093/1: Receive failed: error:0A00045C:SSL routines::tlsv13 alert certificate required",
+            "ssl://127.0.0.1:1/bootstrap: SSL handshake failed: Disconnected: SSL connection closed by peer: \
+             connecting to a PLAINTEXT broker listener? (after 1ms in state SSL_HANDSHAKE)",
         ];
-        assert!(refused.iter().all(|r| tls_alert(r)));
-        assert!(!tls_alert("ssl://b:9093/1: Connection refused (after 0ms in state CONNECT)"));
-        assert!(!tls_alert("ssl://b:9093/1: Disconnected (after 2ms in state UP)"));
+        assert!(refused.iter().all(|r| tls_refusal(r)));
+        assert!(!tls_refusal("ssl://b:9093/1: Connection refused (after 0ms in state CONNECT)"));
+        assert!(!tls_refusal("ssl://b:9093/1: Disconnected (after 2ms in state UP)"));
     }
 }
