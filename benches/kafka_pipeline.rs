@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The broker: `WEIR_KAFKA_BOOTSTRAP` if set, else one started for the run with
-//! `tools/kafka-broker/broker.sh` (Java 17 and Maven; stopped at the end). Kafka Streams rows
+//! `tools/kafka-broker/broker.sh` (Java 17, Maven, OpenSSL; stopped at the end). Kafka Streams rows
 //! need `java`, `javac` and `mvn` (the jars of `benches/kafka-streams/pom.xml` are copied once
 //! under the bench directory); without them they are skipped with the reason printed.
 //!

@@ -16,16 +16,31 @@
 #   broker.sh stop DIR      stops the broker started in DIR (SIGTERM, then SIGKILL after 30 s) and
 #                           deletes its data
 #
-# Listeners: PLAINTEXT (also the inter-broker listener) and SASL_PLAINTEXT with the mechanisms
-# PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the user `weir`, whose password is random per start.
-# DIR/sasl_bootstrap holds the SASL_PLAINTEXT address and DIR/sasl_password the password (files
-# in DIR are readable by their owner only).
+# Listeners: PLAINTEXT (also the inter-broker listener); SASL_PLAINTEXT with the mechanisms
+# PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the user `weir`, whose password is random per start;
+# SSL (TLS) with client authentication required (mutual TLS); and SASL_SSL (TLS without client
+# certificates, then SASL as on SASL_PLAINTEXT). Files in DIR are readable by their owner only;
+# those a client needs, written afresh by every start:
+#
+#   DIR/sasl_bootstrap        the SASL_PLAINTEXT address, host:port
+#   DIR/sasl_password         the SASL password of user `weir`
+#   DIR/ssl_bootstrap         the SSL address, host:port
+#   DIR/sasl_ssl_bootstrap    the SASL_SSL address, host:port
+#   DIR/ca.pem                the CA (new per start) that signed the broker's and the client's
+#                             certificates; the broker's names IP 127.0.0.1 and DNS localhost
+#   DIR/client.pem            a client certificate the SSL listener accepts
+#   DIR/client.key            its private key (PKCS#8 PEM), encrypted with the password in
+#   DIR/client_key_password   (random per start)
+#
+# The broker's own key and certificate are in DIR/broker.pem (a PEM keystore); the CA's key is
+# deleted once both certificates are signed.
 #
 # The jar directory is $WEIR_KAFKA_LIB if set, else DIR/lib: brokers started in several
 # directories share one copy of the jars by setting WEIR_KAFKA_LIB to the same directory.
 #
-# Needs Java 17+, Python 3 and (to install the jars) Maven. Exit status: 0 on success; 1 with a
-# message on stderr otherwise (the broker's own log is DIR/broker.log).
+# Needs Java 17+, Python 3, OpenSSL (for the certificates) and, to install the jars, Maven. Exit
+# status: 0 on success; 1 with a message on stderr otherwise (the broker's own log is
+# DIR/broker.log).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -116,6 +131,10 @@ kill_now() {
     while alive "$1"; do sleep 0.05; done
 }
 
+# What a start writes for clients (besides the broker's pid), deleted when the broker stops.
+started_files=(bootstrap sasl_bootstrap sasl_password ssl_bootstrap sasl_ssl_bootstrap ca.pem
+    client.pem client.key client_key_password broker.pem)
+
 stop() {
     if [[ -f $dir/broker.pid ]]; then
         local pid
@@ -127,7 +146,7 @@ stop() {
             done
             kill_now "$pid"
         fi
-        rm -f "$dir/broker.pid" "$dir/bootstrap" "$dir/sasl_bootstrap" "$dir/sasl_password"
+        rm -f "$dir/broker.pid" "${started_files[@]/#/$dir/}"
     fi
     rm -rf "$dir/data"
 }
@@ -143,13 +162,54 @@ watch() {
             echo "[$(date -u +%FT%TZ)] process $owner is gone: stopping broker $pid"
             kill_now "$pid"
             if [[ -f $dir/broker.pid && $(cat "$dir/broker.pid") == "$pid" ]]; then
-                rm -f "$dir/broker.pid" "$dir/bootstrap" "$dir/sasl_bootstrap" "$dir/sasl_password"
+                rm -f "$dir/broker.pid" "${started_files[@]/#/$dir/}"
                 rm -rf "$dir/data"
             fi
             return 0
         fi
         sleep 1
     done
+}
+
+# Random hex of `$1` bytes: nothing in it needs quoting in a properties file, a JAAS line or an
+# argument.
+random_hex() {
+    od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'
+}
+
+# Writes a fresh CA (DIR/ca.pem), the broker's PEM keystore (DIR/broker.pem: its unencrypted
+# PKCS#8 key, then its certificate for IP 127.0.0.1 and DNS localhost) and a client's certificate
+# (DIR/client.pem) and key (DIR/client.key, encrypted with the password in
+# DIR/client_key_password). EC P-256 keys: generating them takes milliseconds. The CA's key only
+# lives in a temporary directory, deleted on return; the certificates are valid for 30 days.
+make_certificates() {
+    local tmp="$dir/tls.tmp" log="$dir/tls.log" password
+    rm -rf "$tmp"
+    mkdir "$tmp"
+    password=$(random_hex 16)
+    [[ ${#password} -eq 32 ]] || { echo "error: cannot read /dev/urandom" >&2; exit 1; }
+    echo "$password" > "$tmp/client_key_password"
+    # `sign NAME SUBJECT EXTENSIONS [openssl req options]` signs a request for NAME's key with the
+    # CA.
+    sign() {
+        openssl req -new -key "$tmp/$1.key" -subj "$2" "${@:4}" |
+            openssl x509 -req -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -set_serial "0x$(random_hex 8)" \
+                -days 30 -extfile <(printf '%s\n' "$3") -out "$tmp/$1.pem"
+    }
+    local curve=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256)
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/ca.key" \
+            -out "$tmp/ca.pem" -days 30 -subj "/CN=weir test CA $(random_hex 4)" &&
+            openssl genpkey "${curve[@]}" -out "$tmp/broker.key" &&
+            sign broker /CN=localhost "subjectAltName=IP:127.0.0.1,DNS:localhost" &&
+            openssl genpkey "${curve[@]}" -aes-256-cbc -pass "file:$tmp/client_key_password" \
+                -out "$tmp/client.key" &&
+            sign client /CN=weir "extendedKeyUsage=clientAuth" -passin "file:$tmp/client_key_password" &&
+            cat "$tmp/broker.key" "$tmp/broker.pem" > "$tmp/broker_keystore.pem"
+    } > "$log" 2>&1 || { rm -rf "$tmp"; fail "making the TLS certificates failed" "$log"; }
+    mv "$tmp/broker_keystore.pem" "$dir/broker.pem"
+    mv "$tmp/ca.pem" "$tmp/client.pem" "$tmp/client.key" "$tmp/client_key_password" "$dir/"
+    rm -rf "$tmp"
 }
 
 start() {
@@ -159,17 +219,19 @@ start() {
     fi
     need java "to run the broker (Java 17 or later)"
     need python3 "to pick free ports"
+    need openssl "to make the TLS certificates"
     if [[ -n $owner ]] && ! alive "$owner"; then
         echo "error: the owner process $owner does not exist" >&2
         exit 1
     fi
     install
-    local port sasl_port controller password cluster
+    local port sasl_port ssl_port sasl_ssl_port controller password cluster
     port=$(free_port)
     sasl_port=$(free_port)
+    ssl_port=$(free_port)
+    sasl_ssl_port=$(free_port)
     controller=$(free_port)
-    # Hex: nothing in it needs quoting in the JAAS line or the --add-scram argument.
-    password=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    password=$(random_hex 16)
     # A cluster id is 16 bytes in URL-safe base64 without padding, and (as Kafka's own
     # random ids) does not begin with '-', which the format command would take for an option.
     cluster=-
@@ -192,11 +254,22 @@ LOG
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,CONTROLLER://127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_ssl_port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_ssl_port,CONTROLLER://127.0.0.1:$controller
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$dir/broker.pem
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=$dir/ca.pem
+listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$dir/broker.pem
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_weir="$password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_weir="$password";
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -217,6 +290,7 @@ num.network.threads=2
 num.io.threads=2
 PROPS
     rm -rf "$dir/data"
+    make_certificates
     local java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -XX:TieredStopAtLevel=1
         -Djava.awt.headless=true "-Dlog4j2.configurationFile=$dir/log4j2.properties")
     # The SCRAM credentials are records in the cluster metadata, written at format time.
@@ -237,8 +311,10 @@ PROPS
             fail "the broker exited while starting" "$dir/broker.log"
         fi
         if grep -q "Kafka Server started" "$dir/broker.log" &&
-            python3 -c "import socket; [socket.create_connection(('127.0.0.1', p), 1).close() for p in ($port, $sasl_port)]" 2>/dev/null; then
+            python3 -c "import socket; [socket.create_connection(('127.0.0.1', p), 1).close() for p in ($port, $sasl_port, $ssl_port, $sasl_ssl_port)]" 2>/dev/null; then
             echo "127.0.0.1:$sasl_port" > "$dir/sasl_bootstrap"
+            echo "127.0.0.1:$ssl_port" > "$dir/ssl_bootstrap"
+            echo "127.0.0.1:$sasl_ssl_port" > "$dir/sasl_ssl_bootstrap"
             echo "$password" > "$dir/sasl_password"
             echo "127.0.0.1:$port" | tee "$dir/bootstrap"
             return 0

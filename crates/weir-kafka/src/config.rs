@@ -7,6 +7,10 @@
 //!   never printed: not by `Debug`, not in errors, not in logs. Pass-through values of keys
 //!   that look secret (`*password*`, `*secret*`, `sasl.*`, `ssl.key.*`) are redacted by
 //!   `Debug` too.
+//! - A broker that refuses the client (a failed SASL authentication, a failed TLS handshake)
+//!   fails the client's first request at once, naming the bootstrap servers, instead of being
+//!   retried until the request times out; a TLS file librdkafka cannot load is named in the
+//!   error.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,10 +19,11 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, ClientContext};
-use weir_runtime::{Error, Result};
+use weir_runtime::{BoxError, Error, Result};
 
 /// A secret value read from the environment or a file; `Debug` and `Display` print `***`.
 #[derive(Clone)]
@@ -119,7 +124,9 @@ pub struct Sasl {
 }
 
 /// TLS: the CA that signed the brokers' certificates and, for mutual TLS, the client's
-/// certificate and key (PEM files). The brokers' host names are verified.
+/// certificate and key (PEM files). The brokers' host names are verified against their
+/// certificates (`ssl.endpoint.identification.algorithm=https`; a pass-through
+/// `ssl.endpoint.identification.algorithm=none` turns that off).
 #[derive(Debug, Clone, Default)]
 pub struct Tls {
     /// CA certificate(s); the system's store when `None`.
@@ -251,6 +258,7 @@ impl KafkaConfig {
             c.set("sasl.password", sasl.password.expose());
         }
         if let Some(tls) = &self.tls {
+            c.set("ssl.endpoint.identification.algorithm", "https");
             let paths = [
                 ("ssl.ca.location", &tls.ca),
                 ("ssl.certificate.location", &tls.certificate),
@@ -273,13 +281,47 @@ impl KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// Makes a client of `client` (from [`KafkaConfig::client`]) with `context`. A TLS file
+    /// librdkafka cannot load (missing, not PEM, or a key its password does not decrypt) is named
+    /// in the error, with the setting to check.
+    pub(crate) fn create<T, C>(&self, client: &ClientConfig, context: C) -> std::result::Result<T, BoxError>
+    where
+        T: FromClientConfigAndContext<C>,
+        C: ClientContext,
+    {
+        T::from_config_and_context(client, context).map_err(|e| {
+            let (Some(tls), KafkaError::ClientCreation(reason)) = (&self.tls, &e) else {
+                return e.into();
+            };
+            // librdkafka says which setting failed: "ssl.key.location failed: <OpenSSL's error>".
+            let (what, path, check) = match reason.split_once(" failed:").map(|(key, _)| key) {
+                Some("ssl.ca.location") => ("CA certificate", &tls.ca, ""),
+                Some("ssl.certificate.location") => ("client certificate", &tls.certificate, ""),
+                Some("ssl.key.location") if tls.key_password.is_some() => {
+                    ("client key", &tls.key, ", or Tls::key_password does not decrypt it")
+                }
+                Some("ssl.key.location") => {
+                    ("client key", &tls.key, ", or it is encrypted and Tls::key_password is unset")
+                }
+                _ => return e.into(),
+            };
+            match path {
+                Some(path) => {
+                    TlsFileError { what, path: path.display().to_string(), check, source: e }.into()
+                }
+                None => e.into(),
+            }
+        })
+    }
+
     /// The partition count of `topic`, asked of the brokers by a client that reports a failed
-    /// authentication as soon as a broker refuses it (librdkafka itself would retry until the
-    /// request times out). The error names the bootstrap servers and never a secret.
+    /// authentication or TLS handshake as soon as a broker refuses it (librdkafka itself would
+    /// retry until the request times out). The error names the bootstrap servers and never a
+    /// secret.
     pub(crate) fn topic_partitions(&self, topic: &str) -> std::result::Result<i32, String> {
         let client = self.client(false).map_err(|e| e.to_string())?;
         let consumer: BaseConsumer<Watchful> =
-            client.create_with_context(Watchful::default()).map_err(|e| e.to_string())?;
+            self.create(&client, Watchful::default()).map_err(|e| e.to_string())?;
         let deadline = std::time::Instant::now() + crate::source::REQUEST_TIMEOUT;
         loop {
             match consumer.fetch_metadata(Some(topic), Duration::from_millis(500)) {
@@ -295,8 +337,18 @@ impl KafkaConfig {
                 Err(e) => {
                     // Serves the client's events: the error callback runs here.
                     let _ = consumer.poll(Duration::ZERO);
-                    if let Some(reason) = consumer.context().refused() {
-                        return Err(format!("authentication failed at {}: {reason}", self.bootstrap));
+                    match consumer.context().refused() {
+                        Some(Refusal::Authentication(reason)) => {
+                            return Err(format!("authentication failed at {}: {reason}", self.bootstrap));
+                        }
+                        Some(Refusal::Tls(reason)) => {
+                            return Err(format!(
+                                "TLS failed at {} (check the CA, the client certificate and key, and \
+                                 that the address is a TLS listener): {reason}",
+                                self.bootstrap
+                            ));
+                        }
+                        None => {}
                     }
                     if std::time::Instant::now() >= deadline {
                         return Err(format!("{} did not answer: {e}", self.bootstrap));
@@ -307,32 +359,72 @@ impl KafkaConfig {
     }
 }
 
-/// Notes the first authentication failure librdkafka reports.
+/// Why a broker refused a client: retrying will not help.
+#[derive(Debug, Clone)]
+enum Refusal {
+    /// SASL authentication failed (wrong password, unknown user, mechanism not enabled).
+    Authentication(String),
+    /// The TLS handshake failed: the broker's certificate is not trusted or does not name it,
+    /// the broker refused the client's certificate, or the listener does not speak TLS.
+    Tls(String),
+}
+
+/// Notes the first refusal librdkafka reports (an authentication or TLS handshake failure).
 #[derive(Default)]
 struct Watchful {
-    refused: Mutex<Option<String>>,
+    refused: Mutex<Option<Refusal>>,
 }
 
 impl Watchful {
-    fn refused(&self) -> Option<String> {
+    fn refused(&self) -> Option<Refusal> {
         self.refused.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
 impl ClientContext for Watchful {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
-            self.refused
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert_with(|| reason.to_owned());
-        } else {
-            tracing::warn!(error = %error, reason, "kafka client");
-        }
+        let refusal = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication) => Refusal::Authentication(reason.to_owned()),
+            Some(RDKafkaErrorCode::SSL) => Refusal::Tls(reason.to_owned()),
+            // Under TLS 1.3 the client's handshake is over before the broker checks the client's
+            // certificate: a refusal arrives as a TLS alert on the first read, which librdkafka
+            // reports as a transport failure ("... SSL routines::tlsv13 alert certificate
+            // required", "... sslv3 alert bad certificate"); so does a handshake the peer
+            // closes (a listener that does not speak TLS).
+            Some(RDKafkaErrorCode::BrokerTransportFailure) if tls_refusal(reason) => {
+                Refusal::Tls(reason.to_owned())
+            }
+            _ => {
+                tracing::warn!(error = %error, reason, "kafka client");
+                return;
+            }
+        };
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(refusal);
     }
 }
 
 impl ConsumerContext for Watchful {}
+
+/// Whether librdkafka's reason for a failed connection is a TLS alert the broker sent (OpenSSL
+/// names received alerts `... alert <name>`) or a handshake that failed otherwise (the peer
+/// closed the connection: it does not speak TLS).
+fn tls_refusal(reason: &str) -> bool {
+    (reason.contains("SSL routines") && reason.contains(" alert ")) || reason.contains("SSL handshake failed")
+}
+
+/// librdkafka could not load a TLS file.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS {what} {path} cannot be loaded (it is missing or not PEM{check}): {source}")]
+struct TlsFileError {
+    /// Which file: `CA certificate`, `client certificate` or `client key`.
+    what: &'static str,
+    /// Its path.
+    path: String,
+    /// What else to check.
+    check: &'static str,
+    /// librdkafka's error.
+    source: KafkaError,
+}
 
 fn owned(key: &str, instead: &str) -> Error {
     Error::InvalidConfig {
@@ -400,5 +492,46 @@ mod tests {
         assert_eq!(config.security_protocol(), "SASL_SSL");
         let err = Secret::from_env("WEIR_SURELY_UNSET_VARIABLE").unwrap_err().to_string();
         assert!(err.contains("WEIR_SURELY_UNSET_VARIABLE"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_file_librdkafka_cannot_load_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "not PEM").unwrap();
+        let password = Secret::from_file(&not_pem).unwrap();
+        let cases = [
+            ("CA certificate", Tls { ca: Some(not_pem.clone()), ..Tls::default() }),
+            (
+                "client key",
+                Tls { key: Some(not_pem.clone()), key_password: Some(password), ..Tls::default() },
+            ),
+        ];
+        for (what, tls) in cases {
+            let config = KafkaConfig::new("127.0.0.1:1").tls(tls);
+            let client = config.client(false).unwrap();
+            let Err(err) =
+                config.create::<BaseConsumer, _>(&client, rdkafka::consumer::DefaultConsumerContext)
+            else {
+                panic!("librdkafka loaded {}", not_pem.display());
+            };
+            let err = err.to_string();
+            assert!(err.contains(&format!("TLS {what} {}", not_pem.display())), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_tls_alert_or_a_closed_handshake_is_a_refusal_and_a_broken_connection_is_not() {
+        // As librdkafka reports them.
+        let refused = [
+            "ssl://127.0.0.1:1/bootstrap: Receive failed: ../ssl/record/rec_layer_s3.c:1601:ssl3_read_bytes \
+             error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42",
+            "ssl://b:9093/1: Receive failed: error:0A00045C:SSL routines::tlsv13 alert certificate required",
+            "ssl://127.0.0.1:1/bootstrap: SSL handshake failed: Disconnected: SSL connection closed by peer: \
+             connecting to a PLAINTEXT broker listener? (after 1ms in state SSL_HANDSHAKE)",
+        ];
+        assert!(refused.iter().all(|r| tls_refusal(r)));
+        assert!(!tls_refusal("ssl://b:9093/1: Connection refused (after 0ms in state CONNECT)"));
+        assert!(!tls_refusal("ssl://b:9093/1: Disconnected (after 2ms in state UP)"));
     }
 }

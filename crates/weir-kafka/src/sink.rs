@@ -55,7 +55,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata, DefaultConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -270,7 +270,7 @@ impl<T> KafkaSink<T> {
         } else {
             c.set("enable.idempotence", c.get("enable.idempotence").unwrap_or("true").to_owned());
         }
-        c.create_with_context(Deliveries::default()).map_err(|e| self.error(e))
+        self.config.create(&c, Deliveries::default()).map_err(|e| self.error(e))
     }
 
     /// The transactions of an exactly-once sink, made (and every older producer of their ids
@@ -292,7 +292,8 @@ impl<T> KafkaSink<T> {
         }
         let mut c = self.config.client(false)?;
         c.set("group.id", &id).set("enable.auto.commit", "false");
-        let markers: BaseConsumer = c.create().map_err(|e| self.error(e))?;
+        let markers: BaseConsumer =
+            self.config.create(&c, DefaultConsumerContext).map_err(|e| self.error(e))?;
         let marker_group = markers
             .group_metadata()
             .ok_or_else(|| self.error(format!("no group metadata for group {id}")))?;
@@ -411,13 +412,37 @@ impl Txn {
     fn read_marker(&self, topic: &str) -> std::result::Result<u64, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, 0);
-        let committed = self.markers.committed_offsets(tpl, REQUEST_TIMEOUT)?;
+        // The group's coordinator may still be on its way (on a new cluster, the offsets topic is
+        // made by the first request for it): librdkafka reports that, and the request is asked
+        // again until it answers or the timeout passes.
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        let committed = loop {
+            match self.markers.committed_offsets(tpl.clone(), REQUEST_TIMEOUT) {
+                Err(e) if coordinator_moving(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                result => break result?,
+            }
+        };
         Ok(committed
             .elements()
             .first()
             .and_then(|e| e.metadata().strip_prefix(MARKER).and_then(|n| n.parse().ok()))
             .unwrap_or(0))
     }
+}
+
+/// Whether `e` says the group coordinator is not (yet) where the request went: being elected,
+/// loading, or elsewhere. Asking again succeeds once it settles.
+fn coordinator_moving(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+        )
+    )
 }
 
 /// What a pre-committed transaction needs to commit.

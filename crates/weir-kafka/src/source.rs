@@ -350,7 +350,7 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
-        c.create_with_context(context).map_err(|e| self.error(e))
+        self.config.create(&c, context).map_err(|e| self.error(e))
     }
 
     /// Every `(topic, partition)` of the source's topics, sorted.

@@ -403,8 +403,9 @@ impl KafkaTasks {
     ///
     /// # Errors
     ///
-    /// An invalid configuration (of the group, or of a task's pipeline), or the group's
-    /// consumer failing to start.
+    /// An invalid configuration (of the group, or of a task's pipeline), a missing topic, a
+    /// broker refusing the client (a failed authentication or TLS handshake, at once), or the
+    /// group's consumer failing to start.
     pub async fn run<F>(self, build: F, shutdown: impl Future<Output = ()>) -> Result<()>
     where
         F: Fn(&Task) -> Result<Pipeline> + Send + Sync + 'static,
@@ -415,6 +416,14 @@ impl KafkaTasks {
                 reason: "a task group needs a checkpoint directory every process reaches".into(),
             });
         };
+        // A missing topic, or a broker that refuses the client (authentication, TLS), fails here at
+        // once, naming the brokers: the group's consumer would retry for ever.
+        let group_error = |e| Error::connector(format!("kafka task group {}", self.group), e);
+        let (config, topic) = (self.config.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || config.topic_partitions(&topic))
+            .await
+            .map_err(|e| group_error(e.to_string()))?
+            .map_err(group_error)?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let group_metrics = self.metrics.as_ref().map(|m| GroupMetrics::new(m, &self.group, &self.topic));
         let mut c = self.config.client(false)?;
@@ -425,7 +434,8 @@ impl KafkaTasks {
             .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
             .set("heartbeat.interval.ms", (self.session_timeout.as_millis() / 4).max(100).to_string());
         let membership: Arc<BaseConsumer<Membership>> = Arc::new(
-            c.create_with_context(Membership { events: events_tx, metrics: group_metrics.clone() })
+            self.config
+                .create(&c, Membership { events: events_tx, metrics: group_metrics.clone() })
                 .map_err(|e| Error::connector(format!("kafka task group {}", self.group), e))?,
         );
         membership

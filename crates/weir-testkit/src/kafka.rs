@@ -3,23 +3,28 @@
 //! A test that needs Kafka begins with `let Some(kafka) = weir_testkit::kafka::broker() else {
 //! return };` and connects to [`Broker::bootstrap`] (PLAINTEXT) or [`Broker::sasl_bootstrap`]
 //! (SASL_PLAINTEXT: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 as [`Broker::sasl_user`] with
-//! [`Broker::sasl_password`]).
+//! [`Broker::sasl_password`]), [`Broker::tls`] (SSL: TLS with a client certificate, whose files
+//! [`TlsListener`] names) or [`Broker::sasl_ssl_bootstrap`] (SASL_SSL: TLS, then SASL).
 //!
 //! Where the broker comes from, decided once per process:
 //!
 //! - If `WEIR_KAFKA_BOOTSTRAP` is set, that broker; `WEIR_KAFKA_SASL_BOOTSTRAP` and
 //!   `WEIR_KAFKA_SASL_PASSWORD` (both or neither) name its SASL listener, `WEIR_KAFKA_SASL_USER`
-//!   its user (default `weir`). Nothing is started.
+//!   its user (default `weir`); `WEIR_KAFKA_SSL_BOOTSTRAP` and `WEIR_KAFKA_SSL_DIR` (both or
+//!   neither) its SSL listener and a directory holding the files [`TlsListener`] names, under the
+//!   names `broker.sh` gives them (`ca.pem`, `client.pem`, `client.key`, `client_key_password`);
+//!   `WEIR_KAFKA_SASL_SSL_BOOTSTRAP` (with both of the above) its SASL_SSL listener. Nothing is
+//!   started.
 //! - Otherwise `tools/kafka-broker/broker.sh start <target>/kafka/run-<pid> --owner <pid>` starts
 //!   a single-node broker on loopback (Java 17 and, for the first install of its jars, Maven are
 //!   needed; the jars are shared by every run under `<target>/kafka/lib`, or `WEIR_KAFKA_LIB`).
 //!   `<target>` is `CARGO_TARGET_DIR` (relative to the workspace root) or the workspace's
 //!   `target`.
 //!
-//! If no broker can be had (Java or Maven missing, the start failed, a variable is malformed):
-//! when the environment variable `CI` is set, to any value, [`broker`] panics with the reason, so a
-//! test that needs the broker fails in CI; otherwise it prints `skipping: <reason>` to stderr and
-//! returns `None`, and the test returns early.
+//! If no broker can be had (Java, Maven or OpenSSL missing, the start failed, a variable is
+//! malformed): when the environment variable `CI` is set, to any value, [`broker`] panics with
+//! the reason, so a test that needs the broker fails in CI; otherwise it prints
+//! `skipping: <reason>` to stderr and returns `None`, and the test returns early.
 //!
 //! Invariants:
 //!
@@ -48,8 +53,50 @@ pub struct Broker {
     /// The SASL user's password, for PLAIN and SCRAM-SHA-256/512 (random for a started broker;
     /// empty when there is no SASL listener). `Debug` does not show it.
     pub sasl_password: String,
+    /// The SSL listener (TLS, client certificate required) and the files a client needs;
+    /// `None` for an external broker given without one.
+    pub tls: Option<TlsListener>,
+    /// The SASL_SSL bootstrap address, `host:port`: TLS (a broker certificate signed by
+    /// [`TlsListener::ca`], no client certificate), then SASL as on [`Broker::sasl_bootstrap`];
+    /// `None` for an external broker given without one.
+    pub sasl_ssl_bootstrap: Option<String>,
     /// The directory of a started broker (its logs are there); `None` for an external one.
     dir: Option<PathBuf>,
+}
+
+/// A broker's SSL listener: TLS with client authentication required (mutual TLS), and the PEM
+/// files a client connects with. A started broker gets a new CA, certificates and key password
+/// on every start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    /// The SSL bootstrap address, `host:port`.
+    pub bootstrap: String,
+    /// The directory holding the files below (`WEIR_KAFKA_SSL_DIR` for another process).
+    pub dir: PathBuf,
+    /// The CA certificate that signed the broker's certificate and [`TlsListener::certificate`].
+    pub ca: PathBuf,
+    /// A client certificate the listener accepts.
+    pub certificate: PathBuf,
+    /// The certificate's private key, encrypted with the password in
+    /// [`TlsListener::key_password_file`].
+    pub key: PathBuf,
+    /// A file holding the key's password (one line).
+    pub key_password_file: PathBuf,
+}
+
+impl TlsListener {
+    /// The listener at `bootstrap`, with the files under the names `broker.sh` gives them in
+    /// `dir`.
+    fn new(bootstrap: String, dir: &Path) -> TlsListener {
+        TlsListener {
+            bootstrap,
+            dir: dir.to_owned(),
+            ca: dir.join("ca.pem"),
+            certificate: dir.join("client.pem"),
+            key: dir.join("client.key"),
+            key_password_file: dir.join("client_key_password"),
+        }
+    }
 }
 
 impl Broker {
@@ -61,6 +108,14 @@ impl Broker {
             vars.push(("WEIR_KAFKA_SASL_BOOTSTRAP", sasl));
             vars.push(("WEIR_KAFKA_SASL_USER", &self.sasl_user));
             vars.push(("WEIR_KAFKA_SASL_PASSWORD", &self.sasl_password));
+        }
+        // (A directory whose path is not UTF-8 cannot be named, so neither is the listener.)
+        if let Some((tls, dir)) = self.tls.as_ref().and_then(|tls| Some((tls, tls.dir.to_str()?))) {
+            vars.push(("WEIR_KAFKA_SSL_BOOTSTRAP", &tls.bootstrap));
+            vars.push(("WEIR_KAFKA_SSL_DIR", dir));
+            if let Some(sasl_ssl) = &self.sasl_ssl_bootstrap {
+                vars.push(("WEIR_KAFKA_SASL_SSL_BOOTSTRAP", sasl_ssl));
+            }
         }
         vars
     }
@@ -79,6 +134,8 @@ impl fmt::Debug for Broker {
             .field("sasl_bootstrap", &self.sasl_bootstrap)
             .field("sasl_user", &self.sasl_user)
             .field("sasl_password", &"<hidden>")
+            .field("tls", &self.tls)
+            .field("sasl_ssl_bootstrap", &self.sasl_ssl_bootstrap)
             .field("dir", &self.dir)
             .finish()
     }
@@ -123,7 +180,25 @@ fn from_env() -> Result<Option<Broker>, String> {
             }
         };
     let sasl_user = var("WEIR_KAFKA_SASL_USER").unwrap_or_else(|| "weir".into());
-    Ok(Some(Broker { bootstrap, sasl_bootstrap, sasl_user, sasl_password, dir: None }))
+    let tls = match (var("WEIR_KAFKA_SSL_BOOTSTRAP"), var("WEIR_KAFKA_SSL_DIR")) {
+        (Some(ssl), Some(dir)) => Some(TlsListener::new(ssl, Path::new(&dir))),
+        (None, None) => None,
+        (Some(_), None) => return Err("WEIR_KAFKA_SSL_BOOTSTRAP is set without WEIR_KAFKA_SSL_DIR".into()),
+        (None, Some(_)) => return Err("WEIR_KAFKA_SSL_DIR is set without WEIR_KAFKA_SSL_BOOTSTRAP".into()),
+    };
+    let sasl_ssl_bootstrap = var("WEIR_KAFKA_SASL_SSL_BOOTSTRAP");
+    if sasl_ssl_bootstrap.is_some() && (sasl_bootstrap.is_none() || tls.is_none()) {
+        return Err("WEIR_KAFKA_SASL_SSL_BOOTSTRAP is set without the SASL and SSL variables".into());
+    }
+    Ok(Some(Broker {
+        bootstrap,
+        sasl_bootstrap,
+        sasl_user,
+        sasl_password,
+        tls,
+        sasl_ssl_bootstrap,
+        dir: None,
+    }))
 }
 
 /// The workspace root, where `tools/` is.
@@ -176,6 +251,8 @@ fn start() -> Result<Broker, String> {
         sasl_bootstrap: Some(read("sasl_bootstrap")?),
         sasl_user: "weir".into(),
         sasl_password: read("sasl_password")?,
+        tls: Some(TlsListener::new(read("ssl_bootstrap")?, &dir)),
+        sasl_ssl_bootstrap: Some(read("sasl_ssl_bootstrap")?),
         dir: Some(dir),
     };
     eprintln!(
@@ -214,11 +291,20 @@ mod tests {
     use std::net::TcpStream;
 
     #[test]
-    fn the_broker_accepts_connections_on_both_listeners() {
+    fn the_broker_accepts_connections_on_every_listener() {
         let Some(kafka) = broker() else { return };
         TcpStream::connect(&kafka.bootstrap).unwrap();
         if let Some(sasl) = &kafka.sasl_bootstrap {
             TcpStream::connect(sasl).unwrap();
+        }
+        if let Some(sasl_ssl) = &kafka.sasl_ssl_bootstrap {
+            TcpStream::connect(sasl_ssl).unwrap();
+        }
+        if let Some(tls) = &kafka.tls {
+            TcpStream::connect(&tls.bootstrap).unwrap();
+            for file in [&tls.ca, &tls.certificate, &tls.key, &tls.key_password_file] {
+                assert!(file.is_file(), "{}", file.display());
+            }
         }
         assert!(std::ptr::eq(kafka, broker().unwrap()), "one broker per process");
     }
@@ -230,12 +316,17 @@ mod tests {
             sasl_bootstrap: Some("127.0.0.1:2".into()),
             sasl_user: "weir".into(),
             sasl_password: "secret".into(),
+            tls: Some(TlsListener::new("127.0.0.1:3".into(), Path::new("/run/kafka"))),
+            sasl_ssl_bootstrap: Some("127.0.0.1:4".into()),
             dir: None,
         };
         let env = kafka.env();
         assert!(env.contains(&("WEIR_KAFKA_BOOTSTRAP", "127.0.0.1:1")));
         assert!(env.contains(&("WEIR_KAFKA_SASL_BOOTSTRAP", "127.0.0.1:2")));
         assert!(env.contains(&("WEIR_KAFKA_SASL_PASSWORD", "secret")));
+        assert!(env.contains(&("WEIR_KAFKA_SSL_BOOTSTRAP", "127.0.0.1:3")));
+        assert!(env.contains(&("WEIR_KAFKA_SSL_DIR", "/run/kafka")));
+        assert!(env.contains(&("WEIR_KAFKA_SASL_SSL_BOOTSTRAP", "127.0.0.1:4")));
         assert!(!format!("{kafka:?}").contains("secret"), "Debug hides the password");
     }
 

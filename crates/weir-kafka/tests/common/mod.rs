@@ -12,7 +12,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use weir_kafka::KafkaConfig;
 
 /// The broker's bootstrap address, or `None` (the test returns; it printed why). Outside CI
-/// without Java and Maven the tests skip; in CI they fail (see `weir_testkit::kafka`).
+/// without Java, Maven or OpenSSL the tests skip; in CI they fail (see `weir_testkit::kafka`).
 pub fn bootstrap() -> Option<String> {
     weir_testkit::kafka::broker().map(|b| b.bootstrap.clone())
 }
