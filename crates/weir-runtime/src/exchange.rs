@@ -124,13 +124,17 @@ where
     }
 }
 
-/// Sends each batch whole to one subtask, chosen by its split, so a split's batches keep
-/// their order: the exchange that merges the lanes of a [`Stream::union`](crate::Stream::union).
-pub(crate) struct Merge;
+/// Sends every batch of upstream lane `lane` (of `lanes`) whole, in order, to downstream subtask
+/// `lane * n / lanes`: the exchange that merges the lanes of a
+/// [`Stream::union`](crate::Stream::union), each downstream subtask taking an even share.
+pub(crate) struct Merge {
+    pub(crate) lane: usize,
+    pub(crate) lanes: usize,
+}
 
 impl<T: Send + 'static> Partitioner<T> for Merge {
     fn partition(&self, mut batch: Batch<T>, n: usize) -> Vec<Batch<T>> {
-        let target = batch.split as usize % n.max(1);
+        let target = (self.lane * n / self.lanes.max(1)).min(n.saturating_sub(1));
         let mut parts: Vec<Batch<T>> = (0..n).map(|_| batch.derive(Vec::new(), Vec::new())).collect();
         parts[target].records = std::mem::take(&mut batch.records);
         parts[target].timestamps = std::mem::take(&mut batch.timestamps);

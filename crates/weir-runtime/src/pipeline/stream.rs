@@ -441,16 +441,22 @@ impl<T: Send + 'static> Stream<T> {
     }
 
     /// Merges another stream of the same records into this one. The merged stream runs at the
-    /// pipeline's parallelism, as each of its inputs does (an exchange merges their subtasks,
-    /// each split's batches to one subtask, in order), so what follows it, a sink included,
-    /// has as many subtasks as anywhere else in the pipeline.
+    /// pipeline's parallelism, as each of its inputs does (an exchange merges their subtasks:
+    /// each upstream subtask's batches go, in order, to one downstream subtask, spread evenly),
+    /// so what follows it, a sink included, has as many subtasks as anywhere else in the
+    /// pipeline.
     pub fn union(mut self, other: Stream<T>) -> Stream<T> {
         self.lanes.extend(other.lanes);
         self.origin = format!("({}|{})", self.origin, other.origin).into();
         self.made_by = None;
         self.label = None;
         if self.lanes.len() > self.ctx.parallelism {
-            return self.exchange(crate::exchange::Merge, "union", "unioned");
+            let lanes = self.lanes.len();
+            return self.exchange_per_lane(
+                |lane| Arc::new(crate::exchange::Merge { lane, lanes }),
+                "union",
+                "unioned",
+            );
         }
         self
     }
@@ -482,6 +488,16 @@ impl<T: Send + 'static> Stream<T> {
     /// Closes the lanes with an exchange named `closing` and opens new ones named `opening`.
     fn exchange<P: Partitioner<T>>(self, partitioner: P, closing: &str, opening: &str) -> Stream<T> {
         let partitioner = Arc::new(partitioner);
+        self.exchange_per_lane(move |_| partitioner.clone(), closing, opening)
+    }
+
+    /// [`Stream::exchange`] with a partitioner per upstream lane: `partitioner(lane)`.
+    fn exchange_per_lane<P: Partitioner<T>>(
+        self,
+        partitioner: impl Fn(usize) -> Arc<P>,
+        closing: &str,
+        opening: &str,
+    ) -> Stream<T> {
         let n = self.ctx.parallelism;
         let checkpointed = self.lanes.iter().all(|l| l.checkpointed);
         // One channel per (upstream, downstream) pair: receivers[d][u].
@@ -496,8 +512,7 @@ impl<T: Send + 'static> Stream<T> {
                 })
                 .collect();
             let blocked = Arc::new(AtomicU64::new(0));
-            let stage =
-                ExchangeStage { partitioner: partitioner.clone(), senders, blocked_ns: blocked.clone() };
+            let stage = ExchangeStage { partitioner: partitioner(me), senders, blocked_ns: blocked.clone() };
             let name = format!("{} -> {closing}", lane.name);
             self.ctx.add_task(name, me, blocked, (lane.close)(Box::new(stage)));
         }
