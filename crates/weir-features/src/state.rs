@@ -1,0 +1,641 @@
+//! The per-entity state of a feature view and its lookups.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FeatureError, Result};
+use crate::view::{FeatureDef, FeatureRow, FeatureValue, FeatureView, Kind, Status, Value, ViewDef};
+
+/// HyperLogLog with 2^14 registers; hashes come from [`crate::hash`], so the hasher type is
+/// never used.
+pub(crate) type Hll = cardinality_estimator::CardinalityEstimator<u64, DefaultHasher, 14, 6>;
+
+/// A partial aggregate of number events: enough for count, sum, mean, min, max and (in `sum`)
+/// a decayed sum referenced at a known time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Partial {
+    n: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Partial {
+    const EMPTY: Partial = Partial { n: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
+
+    /// Adds a value whose contribution to `sum` is `weighted` (the value itself, or decayed).
+    fn add(&mut self, v: f64, weighted: f64) {
+        self.n += 1;
+        self.sum += weighted;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    /// Adds another partial whose `sum` is scaled by `scale`.
+    fn merge(&mut self, o: &Partial, scale: f64) {
+        self.n += o.n;
+        self.sum += o.sum * scale;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+}
+
+/// `2^(-dt / half_life)`: the weight of something `dt` ms old.
+fn decay(dt: i64, half_life: f64) -> f64 {
+    (-(dt as f64) / half_life).exp2()
+}
+
+/// What a lifetime feature keeps of the events pruned from the entity's retained history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Base {
+    /// Tiled kinds; a decayed sum is referenced at `at`, the newest folded event.
+    Numbers { p: Partial, at: i64 },
+    /// Approximate distinct count.
+    Sketch(Hll),
+    /// `Last` and `LastN`: the newest values, newest first.
+    Newest(VecDeque<f64>),
+}
+
+/// One entity's state: its retained events in time order (columns), the tiles summarising
+/// them, and the bases of its lifetime features. Invariants: `ts` is sorted (equal times in
+/// arrival order); `nums` and `cats` hold one row per event; `tiles` holds the sorted starts of
+/// the non-empty tiles, `parts` one row of partials per tile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Entity {
+    ts: VecDeque<i64>,
+    nums: VecDeque<f64>,
+    cats: VecDeque<u64>,
+    tiles: VecDeque<i64>,
+    parts: VecDeque<Partial>,
+    bases: Vec<Base>,
+    /// The newest event time pruned from `ts`.
+    pruned_newest: Option<i64>,
+}
+
+impl Entity {
+    fn new<K, T>(def: &ViewDef<K, T>) -> Entity {
+        let bases = def
+            .features
+            .iter()
+            .filter(|f| f.base_slot.is_some())
+            .map(|f| match f.kind {
+                Kind::ApproxDistinct => Base::Sketch(Hll::new()),
+                Kind::Last | Kind::LastN(_) => Base::Newest(VecDeque::new()),
+                _ => Base::Numbers { p: Partial::EMPTY, at: i64::MIN },
+            })
+            .collect();
+        Entity {
+            ts: VecDeque::new(),
+            nums: VecDeque::new(),
+            cats: VecDeque::new(),
+            tiles: VecDeque::new(),
+            parts: VecDeque::new(),
+            bases,
+            pruned_newest: None,
+        }
+    }
+
+    /// Approximate bytes held (the columns' lengths times their element sizes, plus the
+    /// struct); sketches count their own size.
+    fn bytes(&self) -> usize {
+        let sketches: usize = self
+            .bases
+            .iter()
+            .map(|b| match b {
+                Base::Sketch(h) => h.size_of(),
+                Base::Newest(v) => v.len() * 8,
+                Base::Numbers { .. } => 0,
+            })
+            .sum();
+        std::mem::size_of::<Entity>()
+            + self.bases.len() * std::mem::size_of::<Base>()
+            + self.ts.len() * 8
+            + self.nums.len() * 8
+            + self.cats.len() * 8
+            + self.tiles.len() * 8
+            + self.parts.len() * std::mem::size_of::<Partial>()
+            + sketches
+    }
+}
+
+/// The columns of a batch of events, extracted outside any lock.
+pub(crate) struct Columns<K> {
+    pub(crate) keys: Vec<K>,
+    pub(crate) ts: Vec<i64>,
+    /// Column-major: input `c` of event `i` at `c * n + i`.
+    pub(crate) nums: Vec<f64>,
+    pub(crate) cats: Vec<u64>,
+}
+
+impl<K> Default for Columns<K> {
+    fn default() -> Self {
+        Columns { keys: Vec::new(), ts: Vec::new(), nums: Vec::new(), cats: Vec::new() }
+    }
+}
+
+impl<K> Columns<K> {
+    /// Extracts the columns of `events` (one dynamic call per column, not per event).
+    pub(crate) fn fill<T>(&mut self, def: &ViewDef<K, T>, events: &[T]) {
+        self.keys.clear();
+        self.ts.clear();
+        self.nums.clear();
+        self.cats.clear();
+        (def.entities)(events, &mut self.keys);
+        (def.event_time)(events, &mut self.ts);
+        for c in &def.numbers {
+            c(events, &mut self.nums);
+        }
+        for c in &def.categories {
+            c(events, &mut self.cats);
+        }
+    }
+}
+
+thread_local! {
+    static DISTINCT: std::cell::RefCell<HashSet<u64>> = std::cell::RefCell::new(HashSet::new());
+}
+
+/// The state of one [`FeatureView`]: per entity, the retained events and tiles, updated by
+/// [`FeatureState::apply_batch`] and [`FeatureState::advance`], read by lookups. The
+/// [crate docs](crate) state the semantics.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_features::{Agg, FeatureState, FeatureView, Status, Value, Window};
+///
+/// let view = FeatureView::builder("clicks")
+///     .entity(|e: &(&str, i64)| e.0.to_owned())
+///     .event_time(|e| e.1)
+///     .feature("clicks_1m", Agg::Count, Window::Last(Duration::from_secs(60)))
+///     .build()?;
+/// let mut state = FeatureState::new(view);
+/// state.apply_batch(&[("u1", 1_000), ("u1", 30_000)]);
+/// let row = state.lookup_at(&"u1".to_owned(), 61_000)?;
+/// assert_eq!(row.values[0].value, Value::Count(1), "the event at 1 s left the window at 61 s");
+/// let row = state.lookup_at(&"u1".to_owned(), 95_000)?;
+/// assert_eq!(row.values[0].status, Status::Expired);
+/// assert_eq!(row.newest_event, Some(30_000));
+/// # Ok::<(), weir_features::FeatureError>(())
+/// ```
+pub struct FeatureState<K, T> {
+    view: FeatureView<K, T>,
+    entities: HashMap<K, Entity>,
+    watermark: i64,
+    late: u64,
+    /// Entities to prune (and evict) once the prune cutoff reaches the key: the last ms of
+    /// their newest tile at the time of queueing.
+    expiry: BTreeMap<i64, Vec<K>>,
+    columns: Columns<K>,
+    late_scratch: Vec<usize>,
+}
+
+impl<K, T> std::fmt::Debug for FeatureState<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureState")
+            .field("view", &self.view.def.name)
+            .field("entities", &self.entities.len())
+            .field("watermark", &self.watermark)
+            .field("late", &self.late)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, T> FeatureState<K, T>
+where
+    K: Hash + Eq + Clone,
+{
+    /// Empty state of `view`, at watermark `i64::MIN`.
+    pub fn new(view: FeatureView<K, T>) -> Self {
+        FeatureState {
+            view,
+            entities: HashMap::new(),
+            watermark: i64::MIN,
+            late: 0,
+            expiry: BTreeMap::new(),
+            columns: Columns::default(),
+            late_scratch: Vec::new(),
+        }
+    }
+
+    /// The view.
+    pub fn view(&self) -> &FeatureView<K, T> {
+        &self.view
+    }
+
+    /// Applies `events` in order; returns how many were late (behind the horizon: dropped and
+    /// counted in [`FeatureState::late_events`]).
+    pub fn apply_batch(&mut self, events: &[T]) -> usize {
+        let mut columns = std::mem::take(&mut self.columns);
+        let mut late = std::mem::take(&mut self.late_scratch);
+        columns.fill(&self.view.def, events);
+        late.clear();
+        self.apply_columns(&mut columns, &mut late);
+        let n = late.len();
+        self.columns = columns;
+        self.late_scratch = late;
+        n
+    }
+
+    /// Applies extracted columns; pushes the indices of late events to `late`.
+    pub(crate) fn apply_columns(&mut self, c: &mut Columns<K>, late: &mut Vec<usize>) {
+        let def = self.view.def.clone();
+        let horizon = self.horizon();
+        let cut = self.cut();
+        let n = c.ts.len();
+        let mut keys = std::mem::take(&mut c.keys);
+        for (i, key) in keys.drain(..).enumerate() {
+            let ts = c.ts[i];
+            if ts <= horizon {
+                late.push(i);
+                continue;
+            }
+            match self.entities.get_mut(&key) {
+                Some(e) => {
+                    if e.tiles.front().is_some_and(|&s| s < cut) {
+                        prune(&def, e, cut);
+                    }
+                    if let Some(due) = insert(&def, e, ts, i, n, c) {
+                        self.expiry.entry(due).or_default().push(key);
+                    }
+                }
+                None => {
+                    let mut e = Entity::new(&def);
+                    if let Some(due) = insert(&def, &mut e, ts, i, n, c) {
+                        self.expiry.entry(due).or_default().push(key.clone());
+                    }
+                    self.entities.insert(key, e);
+                }
+            }
+        }
+        c.keys = keys;
+        self.late += late.len() as u64;
+    }
+
+    /// Advances event time to `watermark` (a lower one is ignored): later events at or behind
+    /// `watermark - allowed lateness` are late, and history no lookup from then on can see is
+    /// pruned (folded into the lifetime features), evicting entities left without any.
+    pub fn advance(&mut self, watermark: i64) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        let cutoff = self.cutoff();
+        let cut = self.cut();
+        let def = self.view.def.clone();
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() > cutoff {
+                break;
+            }
+            for key in entry.remove() {
+                let Some(e) = self.entities.get_mut(&key) else { continue };
+                prune(&def, e, cut);
+                if e.ts.is_empty() && !def.has_lifetime {
+                    self.entities.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The watermark: `i64::MIN` until [`FeatureState::advance`] is called.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The horizon, `watermark - allowed lateness`: events at or before it are late, and
+    /// lookups before it are refused.
+    pub fn horizon(&self) -> i64 {
+        self.watermark.saturating_sub(self.view.def.lateness)
+    }
+
+    /// The newest event time no window of a lookup at or after the horizon can see.
+    fn cutoff(&self) -> i64 {
+        self.horizon().saturating_sub(self.view.def.max_window)
+    }
+
+    /// The first tile start that may not be pruned: events before it are never needed.
+    fn cut(&self) -> i64 {
+        if self.watermark == i64::MIN {
+            return i64::MIN;
+        }
+        floor(self.cutoff().saturating_add(1), self.view.def.tile)
+    }
+
+    /// The number of events dropped as late so far.
+    pub fn late_events(&self) -> u64 {
+        self.late
+    }
+
+    /// The number of entities with state.
+    pub fn entities(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Approximate bytes of state, walking every entity (not for a hot path).
+    pub fn state_bytes(&self) -> usize {
+        self.entities.iter().map(|(k, e)| std::mem::size_of_val(k) + e.bytes()).sum()
+    }
+
+    /// The features of `entity` as of the wall clock's now.
+    ///
+    /// # Errors
+    ///
+    /// As [`FeatureState::lookup_at`].
+    pub fn lookup(&self, entity: &K) -> Result<FeatureRow> {
+        self.lookup_at(entity, now_ms())
+    }
+
+    /// The features of `entity` as of `t` (ms since the epoch).
+    ///
+    /// # Errors
+    ///
+    /// [`FeatureError::BeforeHorizon`] if `t` is before [`FeatureState::horizon`]: the state no
+    /// longer holds what such a lookup would need.
+    pub fn lookup_at(&self, entity: &K, t: i64) -> Result<FeatureRow> {
+        let def = &self.view.def;
+        if t < self.horizon() {
+            return Err(FeatureError::BeforeHorizon {
+                view: def.name.clone(),
+                at: t,
+                horizon: self.horizon(),
+            });
+        }
+        Ok(match self.entities.get(entity) {
+            Some(e) => evaluate(def, e, t),
+            None => empty_row(def, t),
+        })
+    }
+
+    /// [`FeatureState::lookup_at`] for each of `entities`, at one time.
+    ///
+    /// # Errors
+    ///
+    /// As [`FeatureState::lookup_at`].
+    pub fn lookup_many(&self, entities: &[K], t: i64) -> Result<Vec<FeatureRow>> {
+        entities.iter().map(|k| self.lookup_at(k, t)).collect()
+    }
+
+    /// Every entity and its state, for checkpoints.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&K, &Entity)> {
+        self.entities.iter()
+    }
+
+    /// Meta for checkpoints: `(watermark, late events)`.
+    pub(crate) fn meta(&self) -> (i64, u64) {
+        (self.watermark, self.late)
+    }
+
+    /// Restores meta and entities saved by a checkpoint.
+    pub(crate) fn restore(
+        &mut self,
+        watermark: i64,
+        late: u64,
+        entities: impl IntoIterator<Item = (K, Entity)>,
+    ) {
+        self.watermark = watermark;
+        self.late = late;
+        let g = self.view.def.tile;
+        for (key, e) in entities {
+            if let Some(&newest) = e.ts.back() {
+                self.expiry.entry(floor(newest, g) + g - 1).or_default().push(key.clone());
+            }
+            self.entities.insert(key, e);
+        }
+    }
+}
+
+/// The wall clock in ms since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// The start of the tile of length `g` holding `t`.
+fn floor(t: i64, g: i64) -> i64 {
+    t.saturating_sub(t.rem_euclid(g))
+}
+
+/// Inserts event `i` of the columns (`n` events) into `e`; returns the expiry key to queue
+/// if the event opened the entity's newest tile.
+fn insert<K, T>(
+    def: &ViewDef<K, T>,
+    e: &mut Entity,
+    ts: i64,
+    i: usize,
+    n: usize,
+    c: &Columns<K>,
+) -> Option<i64> {
+    let (nn, nc) = (def.numbers.len(), def.categories.len());
+    let idx =
+        if e.ts.back().is_none_or(|&b| b <= ts) { e.ts.len() } else { e.ts.partition_point(|&x| x <= ts) };
+    e.ts.insert(idx, ts);
+    for col in 0..nn {
+        e.nums.insert(idx * nn + col, c.nums[col * n + i]);
+    }
+    for col in 0..nc {
+        e.cats.insert(idx * nc + col, c.cats[col * n + i]);
+    }
+    let g = def.tile;
+    let start = floor(ts, g);
+    let newest = e.tiles.back().is_none_or(|&b| b < start);
+    let ti = if newest { e.tiles.len() } else { e.tiles.partition_point(|&s| s < start) };
+    if e.tiles.get(ti) != Some(&start) {
+        e.tiles.insert(ti, start);
+        for s in 0..def.tiled {
+            e.parts.insert(ti * def.tiled + s, Partial::EMPTY);
+        }
+    }
+    for f in &def.features {
+        let Some(slot) = f.tile_slot else { continue };
+        let v = if f.kind == Kind::Count { 0.0 } else { c.nums[f.column * n + i] };
+        let weighted = match f.kind {
+            Kind::Decayed(h) => v * decay(start + g - ts, h),
+            _ => v,
+        };
+        e.parts[ti * def.tiled + slot].add(v, weighted);
+    }
+    newest.then(|| start + g - 1)
+}
+
+/// Removes the tiles before `cut` and their events, folding the events into the bases.
+fn prune<K, T>(def: &ViewDef<K, T>, e: &mut Entity, cut: i64) {
+    while e.tiles.front().is_some_and(|&s| s < cut) {
+        e.tiles.pop_front();
+        e.parts.drain(..def.tiled);
+    }
+    let (nn, nc) = (def.numbers.len(), def.categories.len());
+    let k = e.ts.partition_point(|&x| x < cut);
+    if k == 0 {
+        return;
+    }
+    if def.has_lifetime {
+        for i in 0..k {
+            fold(def, e, i);
+        }
+    }
+    e.pruned_newest = Some(e.ts[k - 1]);
+    e.ts.drain(..k);
+    e.nums.drain(..k * nn);
+    e.cats.drain(..k * nc);
+}
+
+/// Folds retained event `i` into the bases of the lifetime features.
+fn fold<K, T>(def: &ViewDef<K, T>, e: &mut Entity, i: usize) {
+    let (nn, nc) = (def.numbers.len(), def.categories.len());
+    let ts = e.ts[i];
+    for f in &def.features {
+        let Some(slot) = f.base_slot else { continue };
+        match (&mut e.bases[slot], f.kind) {
+            (Base::Sketch(h), _) => h.insert_hash(e.cats[i * nc + f.column]),
+            (Base::Newest(vals), Kind::LastN(keep)) => {
+                vals.push_front(e.nums[i * nn + f.column]);
+                vals.truncate(keep);
+            }
+            (Base::Newest(vals), _) => {
+                vals.clear();
+                vals.push_front(e.nums[i * nn + f.column]);
+            }
+            (Base::Numbers { p, at }, kind) => {
+                let v = if kind == Kind::Count { 0.0 } else { e.nums[i * nn + f.column] };
+                if let Kind::Decayed(h) = kind
+                    && p.n > 0
+                {
+                    p.sum *= decay(ts - *at, h);
+                }
+                p.add(v, v);
+                *at = ts;
+            }
+        }
+    }
+}
+
+/// The row of an entity without state.
+pub(crate) fn empty_row<K, T>(def: &ViewDef<K, T>, t: i64) -> FeatureRow {
+    let values = def
+        .features
+        .iter()
+        .map(|f| FeatureValue { status: Status::Empty, value: finish(f.kind, &Partial::EMPTY) })
+        .collect();
+    FeatureRow { at: t, newest_event: None, values }
+}
+
+/// The value of a tiled kind from its accumulated partial (the decayed sum already at `t`).
+fn finish(kind: Kind, p: &Partial) -> Value {
+    let some = |v: f64| if p.n == 0 { Value::Missing } else { Value::Number(v) };
+    match kind {
+        Kind::Count => Value::Count(p.n),
+        Kind::Sum | Kind::Decayed(_) => Value::Number(p.sum),
+        Kind::Avg => some(p.sum / p.n as f64),
+        Kind::Min => some(p.min),
+        Kind::Max => some(p.max),
+        Kind::Distinct | Kind::ApproxDistinct => Value::Count(0),
+        Kind::Last => Value::Missing,
+        Kind::LastN(_) => Value::Numbers(Vec::new()),
+    }
+}
+
+/// Every feature of `e` as of `t`.
+fn evaluate<K, T>(def: &ViewDef<K, T>, e: &Entity, t: i64) -> FeatureRow {
+    let b = e.ts.partition_point(|&x| x <= t);
+    let newest_event = if b > 0 { Some(e.ts[b - 1]) } else { e.pruned_newest };
+    let values = def
+        .features
+        .iter()
+        .map(|f| {
+            let (value, present) = feature(def, e, f, t, b);
+            let status = if present {
+                Status::Present
+            } else if newest_event.is_some() {
+                Status::Expired
+            } else {
+                Status::Empty
+            };
+            FeatureValue { status, value }
+        })
+        .collect();
+    FeatureRow { at: t, newest_event, values }
+}
+
+/// One feature of `e` as of `t`, whose retained events at or before `t` are `..b`; and
+/// whether its window held events.
+fn feature<K, T>(def: &ViewDef<K, T>, e: &Entity, f: &FeatureDef, t: i64, b: usize) -> (Value, bool) {
+    let (nn, nc) = (def.numbers.len(), def.categories.len());
+    let (lo, a) = match f.window {
+        Some(w) => {
+            let lo = t.saturating_sub(w);
+            (lo, e.ts.partition_point(|&x| x <= lo))
+        }
+        None => (i64::MIN, 0),
+    };
+    let base = f.base_slot.map(|s| &e.bases[s]);
+    let present = b > a || (base.is_some() && e.pruned_newest.is_some());
+    let num = |i: usize| e.nums[i * nn + f.column];
+    let value = match f.kind {
+        kind if kind.tiled() => {
+            let weight = |ts: i64| match kind {
+                Kind::Decayed(h) => decay(t - ts, h),
+                _ => 1.0,
+            };
+            let mut acc = Partial::EMPTY;
+            let raw = |acc: &mut Partial, from: usize, to: usize| {
+                for i in from..to {
+                    let v = if kind == Kind::Count { 0.0 } else { num(i) };
+                    acc.add(v, v * weight(e.ts[i]));
+                }
+            };
+            let g = def.tile;
+            let slot = f.tile_slot.unwrap_or(0);
+            // Tiles entirely inside (lo, t]: start > lo and start + g - 1 <= t.
+            let ta = e.tiles.partition_point(|&s| s <= lo);
+            let tb = e.tiles.partition_point(|&s| s <= t.saturating_sub(g - 1));
+            if ta < tb {
+                let ea = e.ts.partition_point(|&x| x < e.tiles[ta]);
+                let eb = e.ts.partition_point(|&x| x < e.tiles[tb - 1] + g);
+                raw(&mut acc, a, ea);
+                for ti in ta..tb {
+                    acc.merge(&e.parts[ti * def.tiled + slot], weight(e.tiles[ti] + g));
+                }
+                raw(&mut acc, eb, b);
+            } else {
+                raw(&mut acc, a, b);
+            }
+            if let Some(Base::Numbers { p, at }) = base
+                && p.n > 0
+            {
+                acc.merge(p, weight(*at));
+            }
+            finish(kind, &acc)
+        }
+        Kind::Distinct => DISTINCT.with(|set| {
+            let mut set = set.borrow_mut();
+            set.clear();
+            set.extend((a..b).map(|i| e.cats[i * nc + f.column]));
+            Value::Count(set.len() as u64)
+        }),
+        Kind::ApproxDistinct => {
+            let mut h = match base {
+                Some(Base::Sketch(h)) => h.clone(),
+                _ => Hll::new(),
+            };
+            (a..b).for_each(|i| h.insert_hash(e.cats[i * nc + f.column]));
+            Value::Count(h.estimate() as u64)
+        }
+        Kind::Last | Kind::LastN(_) => {
+            let keep = if let Kind::LastN(n) = f.kind { n } else { 1 };
+            let mut vals: Vec<f64> = (a..b).rev().take(keep).map(num).collect();
+            if let Some(Base::Newest(old)) = base {
+                vals.extend(old.iter().take(keep - vals.len()));
+            }
+            match f.kind {
+                Kind::Last => vals.first().map_or(Value::Missing, |v| Value::Number(*v)),
+                _ => Value::Numbers(vals),
+            }
+        }
+        _ => Value::Missing,
+    };
+    (value, present)
+}
