@@ -483,3 +483,73 @@ impl<K: 'static, T: 'static> FeatureViewBuilder<K, T> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Ev = (u32, i64, f64, &'static str);
+
+    fn builder() -> FeatureViewBuilder<u32, Ev> {
+        FeatureView::builder("v")
+            .entity(|e: &Ev| e.0)
+            .event_time(|e| e.1)
+            .number("amount", |e| e.2)
+            .category("merchant", |e| e.3)
+    }
+
+    fn field_of(b: FeatureViewBuilder<u32, Ev>) -> String {
+        match b.build() {
+            Err(FeatureError::InvalidConfig { field, .. }) => field,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    const MIN5: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn invalid_definitions_are_refused_naming_the_field() {
+        let no_entity = FeatureView::<u32, Ev>::builder("v").event_time(|e| e.1).feature(
+            "c",
+            Agg::Count,
+            Window::Lifetime,
+        );
+        assert_eq!(field_of(no_entity), "entity");
+        assert_eq!(field_of(builder()), "features");
+        let f = |agg: Agg, w: Window| builder().feature("f", agg, w);
+        assert_eq!(field_of(f(Agg::Sum("nope".into()), Window::Lifetime)), "feature f");
+        assert_eq!(field_of(f(Agg::Sum("merchant".into()), Window::Lifetime)), "feature f");
+        assert_eq!(field_of(f(Agg::Distinct("amount".into()), Window::Last(MIN5))), "feature f");
+        assert_eq!(field_of(f(Agg::Distinct("merchant".into()), Window::Lifetime)), "feature f");
+        assert_eq!(field_of(f(Agg::LastN("amount".into(), 0), Window::Lifetime)), "feature f");
+        assert_eq!(
+            field_of(f(Agg::DecayedSum("amount".into(), Duration::ZERO), Window::Lifetime)),
+            "feature f"
+        );
+        assert_eq!(field_of(f(Agg::Count, Window::Last(Duration::ZERO))), "feature f");
+        let twice = f(Agg::Count, Window::Lifetime).feature("f", Agg::Count, Window::Last(MIN5));
+        assert_eq!(field_of(twice), "feature f");
+        let bad_tile = f(Agg::Count, Window::Last(MIN5)).tile(Duration::from_secs(7));
+        assert_eq!(field_of(bad_tile), "tile");
+        assert_eq!(
+            field_of(builder().number("amount", |e| e.2).feature("c", Agg::Count, Window::Lifetime)),
+            "input amount"
+        );
+    }
+
+    #[test]
+    fn the_default_tile_divides_every_window_and_is_at_most_a_quarter_of_the_shortest() {
+        let hour = Duration::from_secs(3600);
+        let view = builder()
+            .feature("a", Agg::Count, Window::Last(MIN5))
+            .feature("b", Agg::Count, Window::Last(hour))
+            .feature("c", Agg::Count, Window::Last(24 * hour))
+            .build()
+            .unwrap();
+        assert_eq!(view.tile_ms(), 75_000);
+        let odd = builder().feature("a", Agg::Count, Window::Last(Duration::from_millis(7))).build().unwrap();
+        assert_eq!(odd.tile_ms(), 1);
+        let lifetime = builder().feature("a", Agg::Count, Window::Lifetime).build().unwrap();
+        assert_eq!(lifetime.tile_ms(), 60_000);
+    }
+}
