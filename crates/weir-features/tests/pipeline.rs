@@ -1,0 +1,120 @@
+//! Feature views in a pipeline: lookups find every entity on the subtask that owns it, see
+//! what the operator applied, and late events leave on the operator's output, counted.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weir_features::{Agg, FeatureView, Status, Value, Window};
+use weir_runtime::{CollectSink, MemorySource, Pipeline, Watermarks};
+
+/// (user, event time ms, amount)
+type Txn = (u32, i64, i64);
+
+fn view() -> FeatureView<u32, Txn> {
+    FeatureView::builder("user_txn")
+        .entity(|t: &Txn| t.0)
+        .event_time(|t| t.1)
+        .number("amount", |t| t.2 as f64)
+        .feature("count_1m", Agg::Count, Window::Last(Duration::from_secs(60)))
+        .feature("sum_10m", Agg::Sum("amount".into()), Window::Last(Duration::from_secs(600)))
+        .build()
+        .unwrap()
+}
+
+/// 20 000 events of 50 users over 20 minutes, in time order.
+fn txns() -> Vec<Txn> {
+    (0..20_000i64).map(|i| ((i * 7 % 50) as u32, i * 60, i % 97)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_find_every_entity_on_the_subtask_that_owns_it_at_every_parallelism() {
+    let events = txns();
+    let end = events.last().unwrap().1;
+    for parallelism in [1, 2, 3] {
+        let p = Pipeline::builder("features").parallelism(parallelism).handle_signals(false).build().unwrap();
+        let stream = p
+            .source(MemorySource::new(events.clone()).batch_size(128))
+            .assign_timestamps(|t| t.1, Watermarks::monotonic());
+        let (late, lookup) = view().attach(stream);
+        let late_out = CollectSink::new();
+        late.sink(late_out.clone());
+        p.run().await.unwrap();
+        assert_eq!(lookup.entities(), 50, "parallelism {parallelism}");
+        assert!(late_out.take().is_empty());
+        for user in 0..50u32 {
+            let of_user = || events.iter().filter(|e| e.0 == user);
+            let count = of_user().filter(|e| e.1 > end - 60_000).count() as u64;
+            let sum: i64 = of_user().filter(|e| e.1 > end - 600_000).map(|e| e.2).sum();
+            let row = lookup.lookup_at(&user, end).unwrap();
+            assert_eq!(row.values[0].value, Value::Count(count), "user {user} at parallelism {parallelism}");
+            assert_eq!(
+                row.values[1].value,
+                Value::Number(sum as f64),
+                "user {user} at parallelism {parallelism}"
+            );
+            assert_eq!(row.newest_event, of_user().map(|e| e.1).max());
+        }
+        let unknown = lookup.lookup_at(&999, end).unwrap();
+        assert!(unknown.values.iter().all(|v| v.status == Status::Empty));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_made_after_the_operator_handled_an_event_sees_it() {
+    // Batches of one: the operator handles (7, 10 s) and its watermark, then the late (7, 0),
+    // which it emits; the lookup made when the late event comes out must see the first one.
+    let p = Pipeline::builder("ryw").parallelism(1).handle_signals(false).build().unwrap();
+    let events = vec![(7, 10_000, 5), (7, 0, 1), (8, 20_000, 3), (8, 1, 1)];
+    let stream =
+        p.source(MemorySource::new(events).batch_size(1)).assign_timestamps(|t| t.1, Watermarks::monotonic());
+    let (late, lookup) = view().attach(stream);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (seen_in, reader) = (seen.clone(), lookup.clone());
+    late.inspect(move |t: &Txn| {
+        let newest = if t.0 == 7 { 10_000 } else { 20_000 };
+        let row = reader.lookup_at(&t.0, newest).unwrap();
+        seen_in.lock().unwrap().push((t.0, row.newest_event, row.values[0].value.clone()));
+    })
+    .sink(CollectSink::new());
+    let report = p.run().await.unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by_key(|s| s.0);
+    assert_eq!(seen, [(7, Some(10_000), Value::Count(1)), (8, Some(20_000), Value::Count(1))]);
+    assert_eq!(report.late_records, 2);
+    assert_eq!(lookup.late_events(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_leave_on_the_operators_output_and_count_as_the_jobs_late_records() {
+    // One subtask: which events are behind the watermark depends only on the input.
+    let p = Pipeline::builder("late").parallelism(1).handle_signals(false).build().unwrap();
+    let mut events = txns();
+    // Every 100th event is moved 5 minutes back: behind the watermark, and late.
+    let mut want_late = Vec::new();
+    for (i, e) in events.iter_mut().enumerate() {
+        if i % 100 == 99 {
+            e.1 -= 300_000;
+            want_late.push(*e);
+        }
+    }
+    let stream = p
+        .source(MemorySource::new(events.clone()).batch_size(64))
+        .assign_timestamps(|t| t.1, Watermarks::bounded_out_of_orderness(Duration::from_secs(1)));
+    let (late, lookup) = view().attach(stream);
+    let out = CollectSink::new();
+    late.sink(out.clone());
+    let report = p.run().await.unwrap();
+    let mut got = out.take();
+    got.sort();
+    want_late.sort();
+    assert_eq!(got, want_late);
+    assert_eq!(report.late_records, got.len() as u64);
+    assert_eq!(lookup.late_events(), got.len() as u64);
+    let end = events.iter().map(|e| e.1).max().unwrap();
+    let user = 3u32;
+    let sum: i64 =
+        events.iter().filter(|e| e.0 == user && e.1 > end - 600_000 && !got.contains(e)).map(|e| e.2).sum();
+    assert_eq!(lookup.lookup_at(&user, end).unwrap().values[1].value, Value::Number(sum as f64));
+}
