@@ -449,12 +449,11 @@ fn insert<K, T>(
             e.parts.insert(ti * def.tiled + s, Partial::EMPTY);
         }
     }
-    for f in &def.features {
-        let Some(slot) = f.tile_slot else { continue };
-        let v = if f.kind == Kind::Count { 0.0 } else { c.nums[f.column * n + i] };
-        let weighted = match f.kind {
-            Kind::Decayed(h) => v * decay(start + g - ts, h),
-            _ => v,
+    for (slot, def_slot) in def.slots.iter().enumerate() {
+        let v = def_slot.column.map_or(0.0, |col| c.nums[col * n + i]);
+        let weighted = match def_slot.half_life {
+            Some(h) => v * decay(start + g - ts, h),
+            None => v,
         };
         e.parts[ti * def.tiled + slot].add(v, weighted);
     }

@@ -189,7 +189,18 @@ pub(crate) struct ViewDef<K, T> {
     pub(crate) numbers: Vec<Column<T, f64>>,
     pub(crate) categories: Vec<Column<T, u64>>,
     pub(crate) features: Vec<FeatureDef>,
+    /// The partial aggregates kept per tile (one per number input and decayed half-life that
+    /// a tiled feature reads, shared by its windows), and the number of them.
+    pub(crate) slots: Vec<Slot>,
     pub(crate) tiled: usize,
+}
+
+/// One partial aggregate per tile: of a number input (`None`: counts only), decayed with a
+/// half-life in ms, or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Slot {
+    pub(crate) column: Option<usize>,
+    pub(crate) half_life: Option<f64>,
 }
 
 /// A feature view: the definition of per-entity features over event-time windows. Cheap to
@@ -394,7 +405,7 @@ impl<K: 'static, T: 'static> FeatureViewBuilder<K, T> {
             }
         }
         let mut features = Vec::new();
-        let (mut tiled, mut bases, mut windows) = (0, 0, Vec::new());
+        let (mut slots, mut bases, mut windows) = (Vec::new(), 0, Vec::new());
         let mut names = std::collections::HashSet::new();
         for (name, agg, window) in &self.features {
             let field = || format!("feature {name}");
@@ -441,8 +452,15 @@ impl<K: 'static, T: 'static> FeatureViewBuilder<K, T> {
                 return Err(invalid(field(), "a distinct count needs a category input".into()));
             }
             let tile_slot = kind.tiled().then(|| {
-                tiled += 1;
-                tiled - 1
+                let slot = match kind {
+                    Kind::Count => Slot { column: None, half_life: None },
+                    Kind::Decayed(h) => Slot { column: Some(column), half_life: Some(h) },
+                    _ => Slot { column: Some(column), half_life: None },
+                };
+                slots.iter().position(|s| *s == slot).unwrap_or_else(|| {
+                    slots.push(slot);
+                    slots.len() - 1
+                })
             });
             let base_slot = window.is_none().then(|| {
                 bases += 1;
@@ -450,6 +468,21 @@ impl<K: 'static, T: 'static> FeatureViewBuilder<K, T> {
             });
             windows.extend(window);
             features.push(FeatureDef { name: name.clone(), kind, window, column, tile_slot, base_slot });
+        }
+        // Counts read the event count of any undecayed slot: drop a counts-only slot if there
+        // is one.
+        if let Some(counts) = slots.iter().position(|s| s.column.is_none())
+            && let Some(other) = slots.iter().position(|s| s.column.is_some() && s.half_life.is_none())
+        {
+            slots.remove(counts);
+            let other = if other > counts { other - 1 } else { other };
+            for f in &mut features {
+                match f.tile_slot {
+                    Some(s) if s == counts => f.tile_slot = Some(other),
+                    Some(s) if s > counts => f.tile_slot = Some(s - 1),
+                    _ => {}
+                }
+            }
         }
         let common = windows.iter().copied().reduce(gcd);
         let tile = match (self.tile, common) {
@@ -478,7 +511,8 @@ impl<K: 'static, T: 'static> FeatureViewBuilder<K, T> {
                 numbers,
                 categories,
                 features,
-                tiled,
+                tiled: slots.len(),
+                slots,
             }),
         })
     }
@@ -535,6 +569,26 @@ mod tests {
             field_of(builder().number("amount", |e| e.2).feature("c", Agg::Count, Window::Lifetime)),
             "input amount"
         );
+    }
+
+    #[test]
+    fn features_of_one_input_share_one_partial_per_tile_whatever_their_windows() {
+        let hour = Window::Last(Duration::from_secs(3600));
+        let view = builder()
+            .feature("count", Agg::Count, Window::Last(MIN5))
+            .feature("count_1h", Agg::Count, hour)
+            .feature("sum", Agg::Sum("amount".into()), Window::Last(MIN5))
+            .feature("max_1h", Agg::Max("amount".into()), hour)
+            .feature("life", Agg::Avg("amount".into()), Window::Lifetime)
+            .build()
+            .unwrap();
+        assert_eq!(view.def.tiled, 1);
+        let decayed = builder()
+            .feature("count", Agg::Count, Window::Last(MIN5))
+            .feature("decayed", Agg::DecayedSum("amount".into(), Duration::from_secs(60)), Window::Lifetime)
+            .build()
+            .unwrap();
+        assert_eq!(decayed.def.tiled, 2, "counts alone, and the decayed sum");
     }
 
     #[test]
