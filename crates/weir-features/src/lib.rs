@@ -78,3 +78,20 @@ pub use error::{FeatureError, Result};
 pub use operator::{FeatureLookup, FeatureOperator};
 pub use state::FeatureState;
 pub use view::{Agg, FeatureRow, FeatureValue, FeatureView, FeatureViewBuilder, Status, Value, Window};
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        type Ev = (String, i64);
+        send_sync::<crate::FeatureView<String, Ev>>();
+        send_sync::<crate::FeatureViewBuilder<String, Ev>>();
+        send_sync::<crate::FeatureState<String, Ev>>();
+        send_sync::<crate::FeatureOperator<String, Ev>>();
+        send_sync::<crate::FeatureLookup<String, Ev>>();
+        send_sync::<crate::FeatureRow>();
+        send_sync::<crate::FeatureError>();
+    }
+}

@@ -154,8 +154,35 @@ impl<K> Columns<K> {
     }
 }
 
+/// Approximate distinct counts of windows holding at most this many events are counted
+/// exactly.
+const EXACT_UP_TO: usize = 1 << 16;
+
+/// A hasher for values that are already 64-bit hashes (of [`crate::hash`]): it passes them on.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed with it; fold anything else in for completeness.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashSet64 = HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
+
 thread_local! {
-    static DISTINCT: std::cell::RefCell<HashSet<u64>> = std::cell::RefCell::new(HashSet::new());
+    static DISTINCT: std::cell::RefCell<HashSet64> = std::cell::RefCell::new(HashSet64::default());
 }
 
 /// The state of one [`FeatureView`]: per entity, the retained events and tiles, updated by
@@ -244,13 +271,14 @@ where
     /// Applies extracted columns; pushes the indices of late events to `late`.
     pub(crate) fn apply_columns(&mut self, c: &mut Columns<K>, late: &mut Vec<usize>) {
         let def = self.view.def.clone();
-        let horizon = self.horizon();
+        // Before the first watermark nothing is late, not even an event at `i64::MIN`.
+        let horizon = if self.watermark == i64::MIN { None } else { Some(self.horizon()) };
         let cut = self.cut();
         let n = c.ts.len();
         let mut keys = std::mem::take(&mut c.keys);
         for (i, key) in keys.drain(..).enumerate() {
             let ts = c.ts[i];
-            if ts <= horizon {
+            if horizon.is_some_and(|h| ts <= h) {
                 late.push(i);
                 continue;
             }
@@ -401,7 +429,7 @@ where
         let g = self.view.def.tile;
         for (key, e) in entities {
             if let Some(&newest) = e.ts.back() {
-                self.expiry.entry(floor(newest, g) + g - 1).or_default().push(key.clone());
+                self.expiry.entry(floor(newest, g).saturating_add(g - 1)).or_default().push(key.clone());
             }
             self.entities.insert(key, e);
         }
@@ -452,12 +480,12 @@ fn insert<K, T>(
     for (slot, def_slot) in def.slots.iter().enumerate() {
         let v = def_slot.column.map_or(0.0, |col| c.nums[col * n + i]);
         let weighted = match def_slot.half_life {
-            Some(h) => v * decay(start + g - ts, h),
+            Some(h) => v * decay(start.saturating_add(g).saturating_sub(ts), h),
             None => v,
         };
         e.parts[ti * def.tiled + slot].add(v, weighted);
     }
-    newest.then(|| start + g - 1)
+    newest.then(|| start.saturating_add(g - 1))
 }
 
 /// Removes the tiles before `cut` and their events, folding the events into the bases.
@@ -503,7 +531,7 @@ fn fold<K, T>(def: &ViewDef<K, T>, e: &mut Entity, i: usize) {
                 if let Kind::Decayed(h) = kind
                     && p.n > 0
                 {
-                    p.sum *= decay(ts - *at, h);
+                    p.sum *= decay(ts.saturating_sub(*at), h);
                 }
                 p.add(v, v);
                 *at = ts;
@@ -576,7 +604,7 @@ fn feature<K, T>(def: &ViewDef<K, T>, e: &Entity, f: &FeatureDef, t: i64, b: usi
     let value = match f.kind {
         kind if kind.tiled() => {
             let weight = |ts: i64| match kind {
-                Kind::Decayed(h) => decay(t - ts, h),
+                Kind::Decayed(h) => decay(t.saturating_sub(ts), h),
                 _ => 1.0,
             };
             let mut acc = Partial::EMPTY;
@@ -593,10 +621,10 @@ fn feature<K, T>(def: &ViewDef<K, T>, e: &Entity, f: &FeatureDef, t: i64, b: usi
             let tb = e.tiles.partition_point(|&s| s <= t.saturating_sub(g - 1));
             if ta < tb {
                 let ea = e.ts.partition_point(|&x| x < e.tiles[ta]);
-                let eb = e.ts.partition_point(|&x| x < e.tiles[tb - 1] + g);
+                let eb = e.ts.partition_point(|&x| x < e.tiles[tb - 1].saturating_add(g));
                 raw(&mut acc, a, ea);
                 for ti in ta..tb {
-                    acc.merge(&e.parts[ti * def.tiled + slot], weight(e.tiles[ti] + g));
+                    acc.merge(&e.parts[ti * def.tiled + slot], weight(e.tiles[ti].saturating_add(g)));
                 }
                 raw(&mut acc, eb, b);
             } else {
@@ -609,12 +637,17 @@ fn feature<K, T>(def: &ViewDef<K, T>, e: &Entity, f: &FeatureDef, t: i64, b: usi
             }
             finish(kind, &acc)
         }
-        Kind::Distinct => DISTINCT.with(|set| {
-            let mut set = set.borrow_mut();
-            set.clear();
-            set.extend((a..b).map(|i| e.cats[i * nc + f.column]));
-            Value::Count(set.len() as u64)
-        }),
+        // A window of few events counts exactly: no sketch to allocate and fill.
+        Kind::Distinct | Kind::ApproxDistinct
+            if base.is_none() && (f.kind == Kind::Distinct || b - a <= EXACT_UP_TO) =>
+        {
+            DISTINCT.with(|set| {
+                let mut set = set.borrow_mut();
+                set.clear();
+                set.extend((a..b).map(|i| e.cats[i * nc + f.column]));
+                Value::Count(set.len() as u64)
+            })
+        }
         Kind::ApproxDistinct => {
             let mut h = match base {
                 Some(Base::Sketch(h)) => h.clone(),

@@ -41,9 +41,11 @@ pub enum Agg {
     /// hash of their encoding (two distinct values collide with probability 2^-64). Windowed
     /// only: a lifetime count of distinct values needs unbounded state.
     Distinct(String),
-    /// The approximate number of distinct values of an input ([`Value::Count`]): HyperLogLog
-    /// with 2^14 registers, exact below a few hundred values, above that a relative standard
-    /// error of 0.81 % (99.7 % of estimates within 2.5 %).
+    /// The approximate number of distinct values of an input ([`Value::Count`]). A window
+    /// holding at most 65 536 events is counted exactly (its events are kept anyway, for exact
+    /// edges); beyond that, and for the part of a lifetime that was pruned, HyperLogLog with 2^14
+    /// registers: exact below a few hundred values, above that a relative standard error of
+    /// 0.81 % (99.7 % of estimates within 2.5 %).
     ApproxDistinct(String),
     /// The number input of the newest event ([`Value::Number`]; [`Value::Missing`] without
     /// events). Among events with equal timestamps the one that arrived last is the newest.

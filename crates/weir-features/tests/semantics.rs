@@ -106,3 +106,18 @@ fn late_events_are_counted_and_dropped_never_applied() {
     assert_eq!(row.values[1].value, Value::Number(11.0));
     assert!(state.lookup_at(&1, 10 * MINUTE - 10_001).is_err(), "before the horizon");
 }
+
+#[test]
+fn events_and_lookups_at_the_ends_of_time_neither_panic_nor_miscount() {
+    let mut state = FeatureState::new(view(true));
+    state.apply_batch(&[(1, i64::MIN + 1, 1), (1, i64::MAX - 1, 2), (1, i64::MAX, 3), (2, i64::MIN, 4)]);
+    let row = state.lookup_at(&1, i64::MAX).unwrap();
+    assert_eq!(row.values[0].value, Value::Count(2));
+    assert_eq!(row.values[3].value, Value::Count(3));
+    assert_eq!(row.values[2].value, Value::Number(3.0));
+    let row = state.lookup_at(&2, i64::MIN).unwrap();
+    assert_eq!(row.values[3].value, Value::Count(1));
+    state.advance(i64::MAX);
+    assert!(state.lookup_at(&1, i64::MAX).is_ok());
+    assert_eq!(state.apply_batch(&[(1, i64::MAX - 10_000, 5)]), 1, "behind the horizon");
+}
