@@ -86,8 +86,8 @@ impl<K: Hash + Eq + Clone, T> Clone for FeatureOperator<K, T> {
 }
 
 /// Meta a subtask saves: `(watermark, late events it dropped since the restore, late events
-/// restored)`.
-type Meta = (Timestamp, u64, u64);
+/// restored, the view's state layout)`.
+type Meta = (Timestamp, u64, u64, String);
 
 impl<K, T> Operator<T, T> for FeatureOperator<K, T>
 where
@@ -126,15 +126,29 @@ where
         out.watermark(watermark);
     }
 
+    /// Saves each entity under its key, and the watermark, the late counts and the view's
+    /// state layout as the subtask's meta.
     fn snapshot(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
         let shard = read(&self.shard);
         let (watermark, late) = shard.meta();
-        state.set_meta::<Meta>(&(watermark, late, self.registry.restored_late.load(Ordering::Relaxed)))?;
+        let restored = self.registry.restored_late.load(Ordering::Relaxed);
+        state.set_meta::<Meta>(&(watermark, late, restored, self.view.def.layout()))?;
         shard.entries().try_for_each(|(k, e)| state.put(k, e))
     }
 
+    /// Restores the entities of the key groups this subtask owns, the lowest saved watermark
+    /// and the late count (once, whatever the parallelism). State of a view whose layout
+    /// changed (inputs, partials per tile, lifetime features, tile length) is refused.
     fn restore(&mut self, state: &StateReader<'_>) -> weir_runtime::Result<()> {
         let metas: Vec<Meta> = state.metas()?;
+        let layout = self.view.def.layout();
+        if let Some(old) = metas.iter().map(|m| &m.3).find(|l| **l != layout) {
+            let name = self.view.name();
+            return Err(weir_runtime::Error::Checkpoint(format!(
+                "feature view {name}: the checkpoint holds the state of another definition ({old}, now {layout}); \
+                 give the changed view a new name (e.g. {name}@v2), or start from scratch"
+            )));
+        }
         let watermark = metas.iter().map(|m| m.0).min().unwrap_or(Timestamp::MIN);
         let late = metas.iter().map(|m| m.1).sum::<u64>() + metas.iter().map(|m| m.2).max().unwrap_or(0);
         // Every subtask stores the same total: the count is restored once, at any parallelism.

@@ -98,7 +98,7 @@ impl Entity {
         }
     }
 
-    /// Approximate bytes held (the columns' lengths times their element sizes, plus the
+    /// Approximate bytes held (the columns' capacities times their element sizes, plus the
     /// struct); sketches count their own size.
     fn bytes(&self) -> usize {
         let sketches: usize = self
@@ -111,12 +111,12 @@ impl Entity {
             })
             .sum();
         std::mem::size_of::<Entity>()
-            + self.bases.len() * std::mem::size_of::<Base>()
-            + self.ts.len() * 8
-            + self.nums.len() * 8
-            + self.cats.len() * 8
-            + self.tiles.len() * 8
-            + self.parts.len() * std::mem::size_of::<Partial>()
+            + self.bases.capacity() * std::mem::size_of::<Base>()
+            + self.ts.capacity() * 8
+            + self.nums.capacity() * 8
+            + self.cats.capacity() * 8
+            + self.tiles.capacity() * 8
+            + self.parts.capacity() * std::mem::size_of::<Partial>()
             + sketches
     }
 }
@@ -508,6 +508,15 @@ fn prune<K, T>(def: &ViewDef<K, T>, e: &mut Entity, cut: i64) {
     e.ts.drain(..k);
     e.nums.drain(..k * nn);
     e.cats.drain(..k * nc);
+    // After a burst, give back what the columns no longer use.
+    if e.ts.capacity() > 4 * e.ts.len() + 16 {
+        let keep = 2 * e.ts.len();
+        e.ts.shrink_to(keep);
+        e.nums.shrink_to(keep * nn);
+        e.cats.shrink_to(keep * nc);
+        e.tiles.shrink_to(2 * e.tiles.len());
+        e.parts.shrink_to(2 * e.parts.len());
+    }
 }
 
 /// Folds retained event `i` into the bases of the lifetime features.

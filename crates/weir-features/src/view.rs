@@ -197,6 +197,23 @@ pub(crate) struct ViewDef<K, T> {
     pub(crate) tiled: usize,
 }
 
+impl<K, T> ViewDef<K, T> {
+    /// What the saved state of an entity depends on: a checkpoint of another layout cannot be
+    /// read by this view.
+    pub(crate) fn layout(&self) -> String {
+        let bases: Vec<String> =
+            self.features.iter().filter(|f| f.base_slot.is_some()).map(|f| format!("{:?}", f.kind)).collect();
+        format!(
+            "v1 tile {} ms, {} numbers, {} categories, partials {:?}, lifetime {:?}",
+            self.tile,
+            self.numbers.len(),
+            self.categories.len(),
+            self.slots,
+            bases
+        )
+    }
+}
+
 /// One partial aggregate per tile: of a number input (`None`: counts only), decayed with a
 /// half-life in ms, or not.
 #[derive(Debug, Clone, Copy, PartialEq)]

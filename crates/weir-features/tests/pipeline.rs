@@ -118,3 +118,39 @@ async fn late_events_leave_on_the_operators_output_and_count_as_the_jobs_late_re
         events.iter().filter(|e| e.0 == user && e.1 > end - 600_000 && !got.contains(e)).map(|e| e.2).sum();
     assert_eq!(lookup.lookup_at(&user, end).unwrap().values[1].value, Value::Number(sum as f64));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_a_view_whose_state_layout_changed_is_refused_naming_the_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |view: FeatureView<u32, Txn>| {
+        let dir = dir.path().to_owned();
+        async move {
+            let p = Pipeline::builder("features")
+                .parallelism(2)
+                .handle_signals(false)
+                .report_on_stderr(false)
+                .checkpointing(weir_runtime::Checkpointing::to_dir(dir))
+                .build()?;
+            let stream = p
+                .source(MemorySource::new(txns()).batch_size(128))
+                .assign_timestamps(|t| t.1, Watermarks::monotonic());
+            let (late, _) = view.attach(stream);
+            late.sink(CollectSink::new());
+            p.run().await.map(drop)
+        }
+    };
+    run(view()).await.unwrap();
+    run(view()).await.unwrap();
+    // The same name, another input: the saved rows have another shape.
+    let changed = FeatureView::builder("user_txn")
+        .entity(|t: &Txn| t.0)
+        .event_time(|t| t.1)
+        .number("amount", |t| t.2 as f64)
+        .number("cents", |t| (t.2 * 100) as f64)
+        .feature("count_1m", Agg::Count, Window::Last(Duration::from_secs(60)))
+        .feature("sum_10m", Agg::Sum("cents".into()), Window::Last(Duration::from_secs(600)))
+        .build()
+        .unwrap();
+    let refused = run(changed).await.unwrap_err().to_string();
+    assert!(refused.contains("feature view user_txn") && refused.contains("another definition"), "{refused}");
+}
