@@ -5,9 +5,13 @@
 //! and its late count equals theirs: no event applied twice, none lost, none both late and
 //! applied.
 //!
+//! The same holds when each restart restores at another parallelism (entities follow their
+//! key groups; the late count is restored once).
+//!
 //! Which events are late depends on timing (a pipeline's watermark stays at its minimum until
-//! every input subtask reported progress), so the expectation is computed from what the job
-//! committed, not from a second run.
+//! every input subtask reported progress, and a subtask reading several partitions holds it
+//! back until each sent records), so the expectation is computed from what the job committed,
+//! not from a second run.
 //!
 //! The job runs in a child process: this test binary started again with `WEIR_FEATURES_DIR`
 //! set, which makes `child_process` run the job instead of returning.
@@ -25,6 +29,7 @@ use weir_runtime::{Checkpointing, Pipeline, Watermarks};
 use weir_testkit::{ChildTest, Rng, newest_checkpoint};
 
 const CHILD: ChildTest = ChildTest::new("child_process", "WEIR_FEATURES_DIR");
+const PARALLELISM_ENV: &str = "WEIR_FEATURES_PARALLELISM";
 
 const USERS: u32 = 200;
 const EVENTS: i64 = 150_000;
@@ -45,15 +50,19 @@ fn open_log(dir: &Path) -> Log {
     Log::open(dir.join("log"), LogOptions::default().durability(Durability::EveryBatch)).unwrap()
 }
 
-/// 150 000 transactions 20 ms apart, out of order by up to 0.5 s, hot users, and one in 200
-/// (after the first 20 000) an hour late.
+/// 150 000 transactions 20 ms apart, out of order by up to 0.5 s, hot users, and one in 100
+/// (after the first 500) an hour late.
+fn hour_late(i: i64) -> bool {
+    i > 500 && i % 100 == 7
+}
+
 fn input() -> Vec<Txn> {
     (0..EVENTS)
         .map(|i| Txn {
             user: ((i * i + 3 * i) % i64::from(USERS) / if i % 3 == 0 { 10 } else { 1 }) as u32,
             merchant: (i * 7919 % 37) as u32,
             amount: i % 1000,
-            ts: START + i * 20 - (i * 7919 % 500) - if i > 20_000 && i % 200 == 7 { 3_600_000 } else { 0 },
+            ts: START + i * 20 - (i * 7919 % 500) - if hour_late(i) { 3_600_000 } else { 0 },
         })
         .collect()
 }
@@ -91,11 +100,9 @@ fn view() -> FeatureView<u32, Txn> {
 /// The job (in the child process); when it finishes, it writes its lookups to `dir/lookups`.
 async fn job(dir: &Path) -> weir_runtime::Result<()> {
     let log = open_log(dir);
-    // A subtask per partition: each subtask's watermark follows its partition from its first
-    // record (a subtask reading several partitions holds its watermark back until each sent
-    // records, which makes events late or not depending on where a restored run resumes).
+    let parallelism = std::env::var(PARALLELISM_ENV).ok().and_then(|p| p.parse().ok()).unwrap_or(3);
     let p = Pipeline::builder("features")
-        .parallelism(3)
+        .parallelism(parallelism)
         .handle_signals(false)
         .report_on_stderr(false)
         .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(Duration::from_millis(20)))
@@ -191,38 +198,32 @@ fn expected(applied: &[Txn], late: usize) -> Vec<String> {
     lines
 }
 
-#[test]
-fn a_feature_job_killed_three_times_applies_every_event_once_unless_it_committed_it_as_late() {
-    if CHILD.is_child() {
-        return;
+/// Starts the job at `parallelism` and kills it (SIGKILL) a random moment after a checkpoint
+/// of its own completed; returns the newest checkpoint.
+fn kill_after_a_checkpoint(dir: &Path, parallelism: usize, rng: &mut Rng) -> u64 {
+    let mut child = CHILD.command(dir).env(PARALLELISM_ENV, parallelism.to_string()).spawn().unwrap();
+    let before = newest_checkpoint(dir);
+    let started = Instant::now();
+    while newest_checkpoint(dir) <= before && child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint completed within 60 s");
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let mut rng = Rng::from_env_or_clock("WEIR_KILL_SEED");
-    let dir = tempfile::tempdir().unwrap();
-    prepare(dir.path());
-    let mut kills = Vec::new();
-    while kills.len() < 3 {
-        let mut child = CHILD.spawn(dir.path());
-        let before = newest_checkpoint(dir.path());
-        let started = Instant::now();
-        while newest_checkpoint(dir.path()) <= before && child.try_wait().unwrap().is_none() {
-            assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint completed within 60 s");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        std::thread::sleep(Duration::from_millis(rng.below(40)));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended after {} kills; make the input larger",
-            kills.len()
-        );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        kills.push(newest_checkpoint(dir.path()));
-    }
-    weir_testkit::run_to_end(CHILD.spawn(dir.path()));
-    eprintln!("killed after checkpoints {kills:?}");
+    std::thread::sleep(Duration::from_millis(rng.below(40)));
+    assert!(child.try_wait().unwrap().is_none(), "the job ended before the kill; make the input larger");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    newest_checkpoint(dir)
+}
 
-    let late = late_events(dir.path());
-    assert!(late.len() > 500, "most of the 650 hour-late events are late: {}", late.len());
+/// Runs the job at `parallelism` to its end, then checks its lookups against the
+/// recomputation over the input minus its committed late events.
+fn finish_and_check(dir: &Path, parallelism: usize) {
+    weir_testkit::run_to_end(
+        CHILD.command(dir).env(PARALLELISM_ENV, parallelism.to_string()).spawn().unwrap(),
+    );
+    let late = late_events(dir);
+    let hour_late = (0..EVENTS).filter(|&i| hour_late(i)).count();
+    assert!(late.len() > hour_late / 2, "most of the {hour_late} hour-late events are late: {}", late.len());
     let mut applied = input();
     for l in &late {
         let i = applied
@@ -232,7 +233,7 @@ fn a_feature_job_killed_three_times_applies_every_event_once_unless_it_committed
         applied.remove(i);
     }
     let want = expected(&applied, late.len());
-    let got = lookups(dir.path());
+    let got = lookups(dir);
     let first = got.iter().zip(&want).find(|(g, w)| g != w);
     assert!(
         got == want,
@@ -240,4 +241,31 @@ fn a_feature_job_killed_three_times_applies_every_event_once_unless_it_committed
         got.len(),
         want.len()
     );
+}
+
+#[test]
+fn a_feature_job_killed_three_times_applies_every_event_once_unless_it_committed_it_as_late() {
+    if CHILD.is_child() {
+        return;
+    }
+    let mut rng = Rng::from_env_or_clock("WEIR_KILL_SEED");
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let kills: Vec<u64> = (0..3).map(|_| kill_after_a_checkpoint(dir.path(), 3, &mut rng)).collect();
+    eprintln!("killed after checkpoints {kills:?}");
+    finish_and_check(dir.path(), 3);
+}
+
+#[test]
+fn feature_state_restores_at_another_parallelism_each_time_three_two_one_two() {
+    if CHILD.is_child() {
+        return;
+    }
+    let mut rng = Rng::from_env_or_clock("WEIR_KILL_SEED");
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    for parallelism in [3, 2, 1] {
+        kill_after_a_checkpoint(dir.path(), parallelism, &mut rng);
+    }
+    finish_and_check(dir.path(), 2);
 }
