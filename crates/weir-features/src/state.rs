@@ -219,6 +219,8 @@ pub struct FeatureState<K, T> {
     expiry: BTreeMap<i64, Vec<K>>,
     columns: Columns<K>,
     late_scratch: Vec<usize>,
+    /// Expiry entries of the batch being applied, queued once per batch.
+    pending: Vec<(i64, K)>,
 }
 
 impl<K, T> std::fmt::Debug for FeatureState<K, T> {
@@ -246,6 +248,7 @@ where
             expiry: BTreeMap::new(),
             columns: Columns::default(),
             late_scratch: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -288,13 +291,13 @@ where
                         prune(&def, e, cut);
                     }
                     if let Some(due) = insert(&def, e, ts, i, n, c) {
-                        self.expiry.entry(due).or_default().push(key);
+                        self.pending.push((due, key));
                     }
                 }
                 None => {
                     let mut e = Entity::new(&def);
                     if let Some(due) = insert(&def, &mut e, ts, i, n, c) {
-                        self.expiry.entry(due).or_default().push(key.clone());
+                        self.pending.push((due, key.clone()));
                     }
                     self.entities.insert(key, e);
                 }
@@ -302,6 +305,16 @@ where
         }
         c.keys = keys;
         self.late += late.len() as u64;
+        // One queue lookup per tile the batch opened, not per event.
+        self.pending.sort_by_key(|p| p.0);
+        let mut pending = self.pending.drain(..).peekable();
+        while let Some((due, key)) = pending.next() {
+            let keys = self.expiry.entry(due).or_default();
+            keys.push(key);
+            while let Some((_, key)) = pending.next_if(|p| p.0 == due) {
+                keys.push(key);
+            }
+        }
     }
 
     /// Advances event time to `watermark` (a lower one is ignored): later events at or behind
@@ -458,20 +471,29 @@ fn insert<K, T>(
     c: &Columns<K>,
 ) -> Option<i64> {
     let (nn, nc) = (def.numbers.len(), def.categories.len());
-    let idx =
-        if e.ts.back().is_none_or(|&b| b <= ts) { e.ts.len() } else { e.ts.partition_point(|&x| x <= ts) };
-    e.ts.insert(idx, ts);
-    for col in 0..nn {
-        e.nums.insert(idx * nn + col, c.nums[col * n + i]);
-    }
-    for col in 0..nc {
-        e.cats.insert(idx * nc + col, c.cats[col * n + i]);
+    if e.ts.back().is_none_or(|&b| b <= ts) {
+        // In order (the common case): appends.
+        e.ts.push_back(ts);
+        e.nums.extend((0..nn).map(|col| c.nums[col * n + i]));
+        e.cats.extend((0..nc).map(|col| c.cats[col * n + i]));
+    } else {
+        let idx = e.ts.partition_point(|&x| x <= ts);
+        e.ts.insert(idx, ts);
+        for col in 0..nn {
+            e.nums.insert(idx * nn + col, c.nums[col * n + i]);
+        }
+        for col in 0..nc {
+            e.cats.insert(idx * nc + col, c.cats[col * n + i]);
+        }
     }
     let g = def.tile;
     let start = floor(ts, g);
     let newest = e.tiles.back().is_none_or(|&b| b < start);
     let ti = if newest { e.tiles.len() } else { e.tiles.partition_point(|&s| s < start) };
-    if e.tiles.get(ti) != Some(&start) {
+    if newest {
+        e.tiles.push_back(start);
+        e.parts.extend(std::iter::repeat_n(Partial::EMPTY, def.tiled));
+    } else if e.tiles[ti] != start {
         e.tiles.insert(ti, start);
         for s in 0..def.tiled {
             e.parts.insert(ti * def.tiled + s, Partial::EMPTY);
