@@ -7,7 +7,7 @@ use std::hash::Hash;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FeatureError, Result};
-use crate::view::{FeatureDef, FeatureRow, FeatureValue, FeatureView, Kind, Status, Value, ViewDef};
+use crate::view::{FeatureDef, FeatureRow, FeatureValue, FeatureView, Kind, Slot, Status, Value, ViewDef};
 
 /// HyperLogLog with 2^14 registers; hashes come from [`crate::hash`], so the hasher type is
 /// never used.
@@ -600,11 +600,12 @@ fn finish(kind: Kind, p: &Partial) -> Value {
 fn evaluate<K, T>(def: &ViewDef<K, T>, e: &Entity, t: i64) -> FeatureRow {
     let b = e.ts.partition_point(|&x| x <= t);
     let newest_event = if b > 0 { Some(e.ts[b - 1]) } else { e.pruned_newest };
+    let mut memo = Memo::with_capacity(def.features.len());
     let values = def
         .features
         .iter()
         .map(|f| {
-            let (value, present) = feature(def, e, f, t, b);
+            let (value, present) = feature(def, e, f, t, b, &mut memo);
             let status = if present {
                 Status::Present
             } else if newest_event.is_some() {
@@ -618,9 +619,59 @@ fn evaluate<K, T>(def: &ViewDef<K, T>, e: &Entity, t: i64) -> FeatureRow {
     FeatureRow { at: t, newest_event, values }
 }
 
+/// The partial aggregate of tile slot `slot` over the retained events in `(lo, t]`, which are
+/// `a..b` (a decayed sum as of `t`): the tiles entirely inside from their partials, the edge
+/// tiles from their events.
+fn window_partial<K, T>(
+    def: &ViewDef<K, T>,
+    e: &Entity,
+    slot: usize,
+    lo: i64,
+    t: i64,
+    a: usize,
+    b: usize,
+) -> Partial {
+    let nn = def.numbers.len();
+    let Slot { column, half_life } = def.slots[slot];
+    let weight = |ts: i64| half_life.map_or(1.0, |h| decay(t.saturating_sub(ts), h));
+    let mut acc = Partial::EMPTY;
+    let raw = |acc: &mut Partial, from: usize, to: usize| {
+        for i in from..to {
+            let v = column.map_or(0.0, |col| e.nums[i * nn + col]);
+            acc.add(v, v * weight(e.ts[i]));
+        }
+    };
+    let g = def.tile;
+    // Tiles entirely inside (lo, t]: start > lo and start + g - 1 <= t.
+    let ta = e.tiles.partition_point(|&s| s <= lo);
+    let tb = e.tiles.partition_point(|&s| s <= t.saturating_sub(g - 1));
+    if ta < tb {
+        let ea = e.ts.partition_point(|&x| x < e.tiles[ta]);
+        let eb = e.ts.partition_point(|&x| x < e.tiles[tb - 1].saturating_add(g));
+        raw(&mut acc, a, ea);
+        for ti in ta..tb {
+            acc.merge(&e.parts[ti * def.tiled + slot], weight(e.tiles[ti].saturating_add(g)));
+        }
+        raw(&mut acc, eb, b);
+    } else {
+        raw(&mut acc, a, b);
+    }
+    acc
+}
+
+/// The partials computed for one lookup: `(slot, window, partial)`.
+type Memo = Vec<(usize, Option<i64>, Partial)>;
+
 /// One feature of `e` as of `t`, whose retained events at or before `t` are `..b`; and
 /// whether its window held events.
-fn feature<K, T>(def: &ViewDef<K, T>, e: &Entity, f: &FeatureDef, t: i64, b: usize) -> (Value, bool) {
+fn feature<K, T>(
+    def: &ViewDef<K, T>,
+    e: &Entity,
+    f: &FeatureDef,
+    t: i64,
+    b: usize,
+    memo: &mut Memo,
+) -> (Value, bool) {
     let (nn, nc) = (def.numbers.len(), def.categories.len());
     let (lo, a) = match f.window {
         Some(w) => {
@@ -634,37 +685,22 @@ fn feature<K, T>(def: &ViewDef<K, T>, e: &Entity, f: &FeatureDef, t: i64, b: usi
     let num = |i: usize| e.nums[i * nn + f.column];
     let value = match f.kind {
         kind if kind.tiled() => {
-            let weight = |ts: i64| match kind {
-                Kind::Decayed(h) => decay(t.saturating_sub(ts), h),
-                _ => 1.0,
-            };
-            let mut acc = Partial::EMPTY;
-            let raw = |acc: &mut Partial, from: usize, to: usize| {
-                for i in from..to {
-                    let v = if kind == Kind::Count { 0.0 } else { num(i) };
-                    acc.add(v, v * weight(e.ts[i]));
-                }
-            };
-            let g = def.tile;
             let slot = f.tile_slot.unwrap_or(0);
-            // Tiles entirely inside (lo, t]: start > lo and start + g - 1 <= t.
-            let ta = e.tiles.partition_point(|&s| s <= lo);
-            let tb = e.tiles.partition_point(|&s| s <= t.saturating_sub(g - 1));
-            if ta < tb {
-                let ea = e.ts.partition_point(|&x| x < e.tiles[ta]);
-                let eb = e.ts.partition_point(|&x| x < e.tiles[tb - 1].saturating_add(g));
-                raw(&mut acc, a, ea);
-                for ti in ta..tb {
-                    acc.merge(&e.parts[ti * def.tiled + slot], weight(e.tiles[ti].saturating_add(g)));
+            // Features of one partial and one window (a count and a sum of the last hour) share
+            // one pass over the tiles.
+            let mut acc = match memo.iter().find(|m| m.0 == slot && m.1 == f.window) {
+                Some(m) => m.2,
+                None => {
+                    let acc = window_partial(def, e, slot, lo, t, a, b);
+                    memo.push((slot, f.window, acc));
+                    acc
                 }
-                raw(&mut acc, eb, b);
-            } else {
-                raw(&mut acc, a, b);
-            }
+            };
             if let Some(Base::Numbers { p, at }) = base
                 && p.n > 0
             {
-                acc.merge(p, weight(*at));
+                let scale = if let Kind::Decayed(h) = kind { decay(t.saturating_sub(*at), h) } else { 1.0 };
+                acc.merge(p, scale);
             }
             finish(kind, &acc)
         }
