@@ -49,7 +49,10 @@
 //! every `t` needs every event time in the window (the counts at all `t` determine them), so
 //! the retained history holds one row per event of the longest window, plus the lateness;
 //! tiles bound the *work* of a lookup (about `w / tile` partials plus two tiles of events),
-//! not the memory. Distinct counts, last value and last N read the raw events.
+//! not the memory. Last value and last N read the newest raw events. Distinct counts of a
+//! busy entity (256 retained events or more) keep, per value, its newest occurrence and, per
+//! tile, how many values have theirs there: a lookup at or after the entity's newest event
+//! then reads tiles too; otherwise they count the window's raw events.
 //!
 //! When the watermark advances, the tiles before `H - longest window` are **pruned**: their
 //! events are folded into the *bases* of the lifetime features (a partial aggregate, a
@@ -78,6 +81,14 @@ pub use error::{FeatureError, Result};
 pub use operator::{FeatureLookup, FeatureOperator};
 pub use state::FeatureState;
 pub use view::{Agg, FeatureRow, FeatureValue, FeatureView, FeatureViewBuilder, Status, Value, Window};
+
+// The brute-force model again, inside the crate, where entities index their distinct values
+// from a few events on (see `state::INDEXED_FROM`).
+#[cfg(test)]
+extern crate self as weir_features;
+#[cfg(test)]
+#[path = "../tests/model.rs"]
+mod model_with_small_index;
 
 #[cfg(test)]
 mod tests {

@@ -73,6 +73,22 @@ pub(crate) struct Entity {
     bases: Vec<Base>,
     /// The newest event time pruned from `ts`.
     pruned_newest: Option<i64>,
+    /// Per category of a windowed distinct count, each retained value's newest occurrence,
+    /// and per tile how many values have theirs in it (one row per tile). Derived from the
+    /// events: rebuilt on restore, not saved.
+    #[serde(skip)]
+    seen: Seen,
+}
+
+/// The newest-occurrence index of windowed distinct counts, kept for busy entities (from
+/// [`INDEXED_FROM`] retained events; dropped below a quarter of that): a lookup at or after the
+/// entity's newest event counts the values whose newest occurrence is in the window from
+/// per-tile counts (and the events of the window's first, partial tile), not from every event
+/// of the window. Quiet entities are counted from their few events, and pay nothing on ingest.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    newest: Vec<HashMap<u64, i64, std::hash::BuildHasherDefault<Prehashed>>>,
+    per_tile: VecDeque<u32>,
 }
 
 impl Entity {
@@ -95,6 +111,7 @@ impl Entity {
             parts: VecDeque::new(),
             bases,
             pruned_newest: None,
+            seen: Seen::default(),
         }
     }
 
@@ -117,6 +134,8 @@ impl Entity {
             + self.cats.capacity() * 8
             + self.tiles.capacity() * 8
             + self.parts.capacity() * std::mem::size_of::<Partial>()
+            + self.seen.per_tile.capacity() * 4
+            + self.seen.newest.iter().map(|m| m.capacity() * 17).sum::<usize>()
             + sketches
     }
 }
@@ -153,6 +172,11 @@ impl<K> Columns<K> {
         }
     }
 }
+
+/// Entities with at least this many retained events keep the newest-occurrence index of
+/// their windowed distinct counts ([`Seen`]). The crate's unit tests index from 4, so that the
+/// brute-force model (`tests/model.rs`, also compiled into them) covers both ways of counting.
+const INDEXED_FROM: usize = if cfg!(test) { 4 } else { 256 };
 
 /// Approximate distinct counts of windows holding at most this many events are counted
 /// exactly.
@@ -440,7 +464,10 @@ where
         self.watermark = watermark;
         self.late = late;
         let g = self.view.def.tile;
-        for (key, e) in entities {
+        for (key, mut e) in entities {
+            if e.ts.len() >= INDEXED_FROM && !self.view.def.seen.is_empty() {
+                e.rebuild_seen(&self.view.def);
+            }
             if let Some(&newest) = e.ts.back() {
                 self.expiry.entry(floor(newest, g).saturating_add(g - 1)).or_default().push(key.clone());
             }
@@ -490,13 +517,23 @@ fn insert<K, T>(
     let start = floor(ts, g);
     let newest = e.tiles.back().is_none_or(|&b| b < start);
     let ti = if newest { e.tiles.len() } else { e.tiles.partition_point(|&s| s < start) };
+    let ns = if e.seen.newest.is_empty() { 0 } else { def.seen.len() };
     if newest {
         e.tiles.push_back(start);
         e.parts.extend(std::iter::repeat_n(Partial::EMPTY, def.tiled));
+        e.seen.per_tile.extend(std::iter::repeat_n(0, ns));
     } else if e.tiles[ti] != start {
         e.tiles.insert(ti, start);
         for s in 0..def.tiled {
             e.parts.insert(ti * def.tiled + s, Partial::EMPTY);
+        }
+        for s in 0..ns {
+            e.seen.per_tile.insert(ti * ns + s, 0);
+        }
+    }
+    if ns > 0 {
+        for (s, &col) in def.seen.iter().enumerate() {
+            see(e, s, ns, c.cats[col * n + i], ts, ti);
         }
     }
     for (slot, def_slot) in def.slots.iter().enumerate() {
@@ -507,19 +544,75 @@ fn insert<K, T>(
         };
         e.parts[ti * def.tiled + slot].add(v, weighted);
     }
+    if ns == 0 && !def.seen.is_empty() && e.ts.len() >= INDEXED_FROM {
+        e.rebuild_seen(def);
+    }
     newest.then(|| start.saturating_add(g - 1))
+}
+
+/// Records that value `h` of seen category `s` (of `ns`) occurred at `ts`, in tile `ti`.
+fn see(e: &mut Entity, s: usize, ns: usize, h: u64, ts: i64, ti: usize) {
+    match e.seen.newest[s].entry(h) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(ts);
+        }
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            let old = *o.get();
+            if old >= ts {
+                return;
+            }
+            o.insert(ts);
+            let old_ti = e.tiles.partition_point(|&start| start <= old) - 1;
+            e.seen.per_tile[old_ti * ns + s] -= 1;
+        }
+    }
+    e.seen.per_tile[ti * ns + s] += 1;
+}
+
+impl Entity {
+    /// Builds the newest-occurrence index from the retained events (an entity that became
+    /// busy, or one restored busy).
+    fn rebuild_seen<K, T>(&mut self, def: &ViewDef<K, T>) {
+        let (ns, nc) = (def.seen.len(), def.categories.len());
+        self.seen = Seen {
+            newest: vec![HashMap::default(); ns],
+            per_tile: std::iter::repeat_n(0, self.tiles.len() * ns).collect(),
+        };
+        for i in 0..self.ts.len() {
+            let ts = self.ts[i];
+            let ti = self.tiles.partition_point(|&start| start <= ts) - 1;
+            for (s, &col) in def.seen.iter().enumerate() {
+                see(self, s, ns, self.cats[i * nc + col], ts, ti);
+            }
+        }
+    }
 }
 
 /// Removes the tiles before `cut` and their events, folding the events into the bases.
 fn prune<K, T>(def: &ViewDef<K, T>, e: &mut Entity, cut: i64) {
+    let ns = if e.seen.newest.is_empty() { 0 } else { def.seen.len() };
     while e.tiles.front().is_some_and(|&s| s < cut) {
         e.tiles.pop_front();
         e.parts.drain(..def.tiled);
+        e.seen.per_tile.drain(..ns);
     }
     let (nn, nc) = (def.numbers.len(), def.categories.len());
     let k = e.ts.partition_point(|&x| x < cut);
     if k == 0 {
         return;
+    }
+    if ns > 0 {
+        for (s, &col) in def.seen.iter().enumerate() {
+            for i in 0..k {
+                let h = e.cats[i * nc + col];
+                if e.seen.newest[s].get(&h) == Some(&e.ts[i]) {
+                    e.seen.newest[s].remove(&h);
+                }
+            }
+        }
+        if e.ts.len() - k < INDEXED_FROM / 4 {
+            e.seen = Seen::default();
+        }
     }
     if def.has_lifetime {
         for i in 0..k {
@@ -703,6 +796,27 @@ fn feature<K, T>(
                 acc.merge(p, scale);
             }
             finish(kind, &acc)
+        }
+        // At or after the newest event: from the newest-occurrence index.
+        Kind::Distinct | Kind::ApproxDistinct
+            if b == e.ts.len() && f.seen.is_some() && !e.seen.newest.is_empty() =>
+        {
+            let (s, ns) = (f.seen.unwrap_or(0), def.seen.len());
+            let newest = &e.seen.newest[s];
+            // Tiles starting after `lo`, whole; the events of the tile holding `lo`, one by one.
+            let ta = e.tiles.partition_point(|&start| start <= lo);
+            let whole: u64 = (ta..e.tiles.len()).map(|ti| u64::from(e.seen.per_tile[ti * ns + s])).sum();
+            let first_whole = e.tiles.get(ta).copied().unwrap_or(i64::MAX);
+            let ea = e.ts.partition_point(|&x| x < first_whole);
+            // A value of the partial tile counts there unless a whole tile holds a newer one.
+            let edge = DISTINCT.with(|set| {
+                let mut set = set.borrow_mut();
+                set.clear();
+                let partial = (a..ea).map(|i| e.cats[i * nc + f.column]);
+                set.extend(partial.filter(|h| newest.get(h).is_some_and(|&n| n < first_whole)));
+                set.len() as u64
+            });
+            Value::Count(whole + edge)
         }
         // A window of few events counts exactly: no sketch to allocate and fill.
         Kind::Distinct | Kind::ApproxDistinct

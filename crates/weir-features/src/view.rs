@@ -41,11 +41,12 @@ pub enum Agg {
     /// hash of their encoding (two distinct values collide with probability 2^-64). Windowed
     /// only: a lifetime count of distinct values needs unbounded state.
     Distinct(String),
-    /// The approximate number of distinct values of an input ([`Value::Count`]). A window
-    /// holding at most 65 536 events is counted exactly (its events are kept anyway, for exact
-    /// edges); beyond that, and for the part of a lifetime that was pruned, HyperLogLog with 2^14
-    /// registers: exact below a few hundred values, above that a relative standard error of
-    /// 0.81 % (99.7 % of estimates within 2.5 %).
+    /// The approximate number of distinct values of an input ([`Value::Count`]). Over a
+    /// window it is counted exactly as [`Agg::Distinct`] when the lookup is at or after the
+    /// entity's newest event or the window holds at most 65 536 events (its events are kept
+    /// anyway, for exact edges); beyond that, and over a lifetime (whose pruned part is a
+    /// sketch), HyperLogLog with 2^14 registers: exact below a few hundred values, above that a
+    /// relative standard error of 0.81 % (99.7 % of estimates within 2.5 %).
     ApproxDistinct(String),
     /// The number input of the newest event ([`Value::Number`]; [`Value::Missing`] without
     /// events). Among events with equal timestamps the one that arrived last is the newest.
@@ -152,6 +153,8 @@ pub(crate) struct FeatureDef {
     pub(crate) tile_slot: Option<usize>,
     /// The slot of its base (folded pruned events), for lifetime features.
     pub(crate) base_slot: Option<usize>,
+    /// For windowed distinct counts: the index of its category in [`ViewDef::seen`].
+    pub(crate) seen: Option<usize>,
 }
 
 /// What a feature computes, with inputs resolved.
@@ -195,6 +198,9 @@ pub(crate) struct ViewDef<K, T> {
     /// a tiled feature reads, shared by its windows), and the number of them.
     pub(crate) slots: Vec<Slot>,
     pub(crate) tiled: usize,
+    /// The category columns windowed distinct counts read: each gets an index of its values'
+    /// newest occurrences (not saved in checkpoints: rebuilt from the events on restore).
+    pub(crate) seen: Vec<usize>,
 }
 
 impl<K, T> ViewDef<K, T> {
@@ -425,6 +431,7 @@ impl<K: 'static, T: 'static> FeatureViewBuilder<K, T> {
         }
         let mut features = Vec::new();
         let (mut slots, mut bases, mut windows) = (Vec::new(), 0, Vec::new());
+        let mut seen_columns = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (name, agg, window) in &self.features {
             let field = || format!("feature {name}");
@@ -486,7 +493,21 @@ impl<K: 'static, T: 'static> FeatureViewBuilder<K, T> {
                 bases - 1
             });
             windows.extend(window);
-            features.push(FeatureDef { name: name.clone(), kind, window, column, tile_slot, base_slot });
+            let seen = (categorical && window.is_some()).then(|| {
+                seen_columns.iter().position(|c| *c == column).unwrap_or_else(|| {
+                    seen_columns.push(column);
+                    seen_columns.len() - 1
+                })
+            });
+            features.push(FeatureDef {
+                name: name.clone(),
+                kind,
+                window,
+                column,
+                tile_slot,
+                base_slot,
+                seen,
+            });
         }
         // Counts read the event count of any undecayed slot: drop a counts-only slot if there
         // is one.
@@ -532,6 +553,7 @@ impl<K: 'static, T: 'static> FeatureViewBuilder<K, T> {
                 features,
                 tiled: slots.len(),
                 slots,
+                seen: seen_columns,
             }),
         })
     }

@@ -153,6 +153,7 @@ impl Model {
                     Agg::DecayedSum(_, _) => Value::Number(
                         evs.iter().map(|(_, e)| e.1 as f64 * (-((t - e.0) as f64) / HALF_LIFE).exp2()).sum(),
                     ),
+                    #[allow(unreachable_patterns)] // Agg is non-exhaustive outside this crate.
                     _ => unreachable!(),
                 };
                 let status = if n > 0 {
