@@ -371,8 +371,8 @@ where
         self.watermark
     }
 
-    /// The horizon, `watermark - allowed lateness`: events at or before it are late, and
-    /// lookups before it are refused.
+    /// The horizon, `watermark - allowed lateness`: once a watermark arrived, events at or
+    /// before it are late, and lookups before it are refused.
     pub fn horizon(&self) -> i64 {
         self.watermark.saturating_sub(self.view.def.lateness)
     }
