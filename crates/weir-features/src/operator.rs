@@ -219,13 +219,30 @@ where
         read(shard).lookup_at(entity, t)
     }
 
-    /// [`FeatureLookup::lookup_at`] for each of `entities`, at one time.
+    /// [`FeatureLookup::lookup_at`] for each of `entities`, at one time, in their order; each
+    /// subtask's state is locked once for all of its entities.
     ///
     /// # Errors
     ///
     /// As [`FeatureState::lookup_at`].
     pub fn lookup_many(&self, entities: &[K], t: i64) -> Result<Vec<FeatureRow>> {
-        entities.iter().map(|k| self.lookup_at(k, t)).collect()
+        let shards = read(&self.registry.shards);
+        if shards.is_empty() {
+            return Ok(entities.iter().map(|_| empty_row(&self.view.def, t)).collect());
+        }
+        let owner: Vec<usize> =
+            entities.iter().map(|k| subtask_for_hash(key_hash(k), shards.len())).collect();
+        let mut rows: Vec<Option<FeatureRow>> = vec![None; entities.len()];
+        for (i, shard) in shards.iter().enumerate() {
+            if !owner.contains(&i) {
+                continue;
+            }
+            let state = read(shard);
+            for (j, k) in entities.iter().enumerate().filter(|(j, _)| owner[*j] == i) {
+                rows[j] = Some(state.lookup_at(k, t)?);
+            }
+        }
+        Ok(rows.into_iter().flatten().collect())
     }
 
     /// The late events dropped so far, restored checkpoints included.

@@ -154,3 +154,51 @@ async fn a_checkpoint_of_a_view_whose_state_layout_changed_is_refused_naming_the
     let refused = run(changed).await.unwrap_err().to_string();
     assert!(refused.contains("feature view user_txn") && refused.contains("another definition"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_while_the_pipeline_runs_never_see_a_count_go_back_and_batched_lookups_match_single_ones() {
+    let view = FeatureView::builder("user_txn")
+        .entity(|t: &Txn| t.0)
+        .event_time(|t| t.1)
+        .feature("count_life", Agg::Count, Window::Lifetime)
+        .build()
+        .unwrap();
+    let p = Pipeline::builder("concurrent")
+        .parallelism(2)
+        .handle_signals(false)
+        .report_on_stderr(false)
+        .build()
+        .unwrap();
+    let events: Vec<Txn> = (0..200_000i64).map(|i| ((i % 5) as u32, i, 1)).collect();
+    let stream = p
+        .source(MemorySource::new(events).batch_size(256))
+        .assign_timestamps(|t| t.1, Watermarks::monotonic());
+    let (late, lookup) = view.attach(stream);
+    late.sink(CollectSink::new());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (lookup, done) = (lookup.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut last, mut reads) = (vec![0u64; 5], 0u64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let rows = lookup.lookup_many(&[0, 1, 2, 3, 4], i64::MAX).unwrap();
+                for (user, row) in rows.iter().enumerate() {
+                    let Value::Count(n) = row.values[0].value else { panic!("{row:?}") };
+                    assert!(n >= last[user], "user {user}: {n} after {}", last[user]);
+                    last[user] = n;
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+    p.run().await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    let users = [4, 0, 3, 3, 99];
+    let many = lookup.lookup_many(&users, i64::MAX).unwrap();
+    let single: Vec<_> = users.iter().map(|u| lookup.lookup_at(u, i64::MAX).unwrap()).collect();
+    assert_eq!(many, single);
+    assert_eq!(many[0].values[0].value, Value::Count(40_000));
+    assert_eq!(many[4].values[0].status, Status::Empty);
+}
