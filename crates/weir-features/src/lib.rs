@@ -43,9 +43,10 @@
 //!
 //! Per entity the state keeps the *retained history*: the events that a lookup at or after
 //! the horizon can still see (`ts > H - longest window`), as time-sorted columns (the event
-//! time and one 8-byte value per input), and one row of partial aggregates (count, sum, min,
-//! max, decayed sum) per non-empty **tile**. Tiles have one length, chosen from the windows so
-//! that every window is a whole number of tiles ([`FeatureViewBuilder::tile`]).
+//! time and one 8-byte value per input), and, once it holds 32 events or more, one row of
+//! partial aggregates (count, sum, min, max, decayed sum) per non-empty **tile** (a quieter
+//! entity is read from its few events). Tiles have one length, chosen from the windows so that
+//! every window is a whole number of tiles ([`FeatureViewBuilder::tile`]).
 //!
 //! A lookup at an arbitrary `t` reads the tiles that lie entirely inside `(t - w, t]` from
 //! their partials and the two partial **edge tiles** from their raw events: counts, sums,
@@ -99,8 +100,8 @@ pub use operator::{FeatureLookup, FeatureOperator};
 pub use state::FeatureState;
 pub use view::{Agg, FeatureRow, FeatureValue, FeatureView, FeatureViewBuilder, Status, Value, Window};
 
-// The brute-force model again, inside the crate, where entities index their distinct values
-// from a few events on (see `state::INDEXED_FROM`).
+// The brute-force model again, inside the crate, where entities keep tiles and index their
+// distinct values from a few events on (see `state::TILED_FROM` and `state::INDEXED_FROM`).
 #[cfg(test)]
 extern crate self as weir_features;
 #[cfg(test)]

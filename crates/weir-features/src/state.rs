@@ -173,10 +173,15 @@ impl<K> Columns<K> {
     }
 }
 
+/// Entities with at least this many retained events keep tiles (dropped below a quarter of
+/// that): a quiet entity's lookups read its few events, and its events cost no partials.
+const TILED_FROM: usize = if cfg!(test) { 8 } else { 32 };
+
 /// Entities with at least this many retained events keep the newest-occurrence index of
-/// their windowed distinct counts ([`Seen`]). The crate's unit tests index from 4, so that the
-/// brute-force model (`tests/model.rs`, also compiled into them) covers both ways of counting.
-const INDEXED_FROM: usize = if cfg!(test) { 4 } else { 256 };
+/// their windowed distinct counts ([`Seen`]). The crate's unit tests keep tiles from 8 events
+/// and the index from 12, so that the brute-force model (`tests/model.rs`, also compiled into
+/// them) covers every way of counting and the switches between them.
+const INDEXED_FROM: usize = if cfg!(test) { 12 } else { 256 };
 
 /// Approximate distinct counts of windows holding at most this many events are counted
 /// exactly.
@@ -311,7 +316,7 @@ where
             }
             match self.entities.get_mut(&key) {
                 Some(e) => {
-                    if e.tiles.front().is_some_and(|&s| s < cut) {
+                    if e.ts.front().is_some_and(|&x| x < cut) {
                         prune(&def, e, cut);
                     }
                     if let Some(due) = insert(&def, e, ts, i, n, c) {
@@ -498,11 +503,16 @@ fn insert<K, T>(
     c: &Columns<K>,
 ) -> Option<i64> {
     let (nn, nc) = (def.numbers.len(), def.categories.len());
-    if e.ts.back().is_none_or(|&b| b <= ts) {
+    let g = def.tile;
+    let start = floor(ts, g);
+    // Whether the event opens the entity's newest tile (tiles kept or not).
+    let newest = e.ts.back().is_none_or(|&b| floor(b, g) < start);
+    let idx = if e.ts.back().is_none_or(|&b| b <= ts) {
         // In order (the common case): appends.
         e.ts.push_back(ts);
         e.nums.extend((0..nn).map(|col| c.nums[col * n + i]));
         e.cats.extend((0..nc).map(|col| c.cats[col * n + i]));
+        e.ts.len() - 1
     } else {
         let idx = e.ts.partition_point(|&x| x <= ts);
         e.ts.insert(idx, ts);
@@ -512,42 +522,59 @@ fn insert<K, T>(
         for col in 0..nc {
             e.cats.insert(idx * nc + col, c.cats[col * n + i]);
         }
+        idx
+    };
+    if !e.tiles.is_empty() {
+        let ti = add_to_tile(def, e, idx);
+        if !e.seen.newest.is_empty() {
+            let ns = def.seen.len();
+            for (s, &col) in def.seen.iter().enumerate() {
+                see(e, s, ns, c.cats[col * n + i], ts, ti);
+            }
+        }
+    } else if e.ts.len() >= TILED_FROM {
+        e.build_tiles(def);
     }
-    let g = def.tile;
+    if e.seen.newest.is_empty() && !def.seen.is_empty() && e.ts.len() >= INDEXED_FROM {
+        e.rebuild_seen(def);
+    }
+    newest.then(|| start.saturating_add(g - 1))
+}
+
+/// Adds retained event `idx` to its tile's partials (making the tile if needed); returns the
+/// tile's index.
+fn add_to_tile<K, T>(def: &ViewDef<K, T>, e: &mut Entity, idx: usize) -> usize {
+    let (g, nn) = (def.tile, def.numbers.len());
+    let ts = e.ts[idx];
     let start = floor(ts, g);
-    let newest = e.tiles.back().is_none_or(|&b| b < start);
-    let ti = if newest { e.tiles.len() } else { e.tiles.partition_point(|&s| s < start) };
     let ns = if e.seen.newest.is_empty() { 0 } else { def.seen.len() };
-    if newest {
+    let ti = if e.tiles.back().is_none_or(|&b| b < start) {
         e.tiles.push_back(start);
         e.parts.extend(std::iter::repeat_n(Partial::EMPTY, def.tiled));
         e.seen.per_tile.extend(std::iter::repeat_n(0, ns));
-    } else if e.tiles[ti] != start {
-        e.tiles.insert(ti, start);
-        for s in 0..def.tiled {
-            e.parts.insert(ti * def.tiled + s, Partial::EMPTY);
+        e.tiles.len() - 1
+    } else {
+        let ti = e.tiles.partition_point(|&s| s < start);
+        if e.tiles[ti] != start {
+            e.tiles.insert(ti, start);
+            for s in 0..def.tiled {
+                e.parts.insert(ti * def.tiled + s, Partial::EMPTY);
+            }
+            for s in 0..ns {
+                e.seen.per_tile.insert(ti * ns + s, 0);
+            }
         }
-        for s in 0..ns {
-            e.seen.per_tile.insert(ti * ns + s, 0);
-        }
-    }
-    if ns > 0 {
-        for (s, &col) in def.seen.iter().enumerate() {
-            see(e, s, ns, c.cats[col * n + i], ts, ti);
-        }
-    }
+        ti
+    };
     for (slot, def_slot) in def.slots.iter().enumerate() {
-        let v = def_slot.column.map_or(0.0, |col| c.nums[col * n + i]);
+        let v = def_slot.column.map_or(0.0, |col| e.nums[idx * nn + col]);
         let weighted = match def_slot.half_life {
             Some(h) => v * decay(start.saturating_add(g).saturating_sub(ts), h),
             None => v,
         };
         e.parts[ti * def.tiled + slot].add(v, weighted);
     }
-    if ns == 0 && !def.seen.is_empty() && e.ts.len() >= INDEXED_FROM {
-        e.rebuild_seen(def);
-    }
-    newest.then(|| start.saturating_add(g - 1))
+    ti
 }
 
 /// Records that value `h` of seen category `s` (of `ns`) occurred at `ts`, in tile `ti`.
@@ -570,9 +597,19 @@ fn see(e: &mut Entity, s: usize, ns: usize, h: u64, ts: i64, ti: usize) {
 }
 
 impl Entity {
+    /// Builds the tiles of the retained events (an entity that became busy).
+    fn build_tiles<K, T>(&mut self, def: &ViewDef<K, T>) {
+        for idx in 0..self.ts.len() {
+            add_to_tile(def, self, idx);
+        }
+    }
+
     /// Builds the newest-occurrence index from the retained events (an entity that became
     /// busy, or one restored busy).
     fn rebuild_seen<K, T>(&mut self, def: &ViewDef<K, T>) {
+        if self.tiles.is_empty() {
+            self.build_tiles(def);
+        }
         let (ns, nc) = (def.seen.len(), def.categories.len());
         self.seen = Seen {
             newest: vec![HashMap::default(); ns],
@@ -613,6 +650,10 @@ fn prune<K, T>(def: &ViewDef<K, T>, e: &mut Entity, cut: i64) {
         if e.ts.len() - k < INDEXED_FROM / 4 {
             e.seen = Seen::default();
         }
+    }
+    if !e.tiles.is_empty() && e.ts.len() - k < TILED_FROM / 4 && e.seen.newest.is_empty() {
+        e.tiles = VecDeque::new();
+        e.parts = VecDeque::new();
     }
     if def.has_lifetime {
         for i in 0..k {
