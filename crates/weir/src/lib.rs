@@ -30,6 +30,8 @@
 //! - [`metrics`]: the metric catalog (every name Weir exports) and the registry.
 //! - `sql` (feature `sql`): streaming SQL on DataFusion over the same runtime.
 //! - `kafka` (feature `kafka`): Apache Kafka sources and sinks, and a pipeline spread over processes.
+//! - `features` (feature `features`): feature views — per-entity aggregates over sliding
+//!   event-time windows, kept in a pipeline's checkpointed state and looked up in process.
 //!
 //! # A pipeline
 //!
@@ -75,6 +77,7 @@
 //! | `parquet` | `connectors::{ParquetSource, ParquetSink}`: Parquet files as Arrow record batches in typed pipelines | arrow, parquet |
 //! | `sql` | the `sql` module: streaming SQL (`CREATE SOURCE` / `CREATE SINK`, windows in `GROUP BY`, ad-hoc queries); implies `parquet` | DataFusion |
 //! | `kafka` | the `kafka` module: Apache Kafka sources and sinks (exactly once through transactions); with `sql`, SQL's `connector = 'kafka'` | librdkafka (built from source) |
+//! | `features` | the `features` module: feature views (sliding per-entity aggregates, lookups at any time) | nothing beyond the runtime |
 //!
 //! The `weir` command-line tool is the separate `weir-cli` crate
 //! (`cargo install --path crates/weir-cli`, or `cargo run -p weir-cli --` in the repository).
@@ -92,6 +95,8 @@
 //! - Not a batch engine: SQL runs as streaming pipelines; windows close on watermarks.
 
 pub use weir_connectors as connectors;
+#[cfg(feature = "features")]
+pub use weir_features as features;
 #[cfg(feature = "kafka")]
 pub use weir_kafka as kafka;
 pub use weir_log as log;
