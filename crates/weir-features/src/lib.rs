@@ -91,6 +91,8 @@
 
 mod error;
 mod hash;
+#[cfg(feature = "http")]
+pub mod http;
 mod operator;
 mod state;
 mod view;
