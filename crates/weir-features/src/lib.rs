@@ -39,6 +39,14 @@
 //! - **Ties.** Events with equal timestamps are kept in arrival order: the last one to arrive
 //!   is the newest for [`Agg::Last`] and [`Agg::LastN`].
 //!
+//! # Serving
+//!
+//! [`FeatureLookup`] answers in process, from any thread: [`FeatureLookup::lookup`] (as of
+//! the wall clock), [`FeatureLookup::lookup_at`] and [`FeatureLookup::lookup_many`]. With the
+//! cargo feature `http`, `http::serve` answers `GET /features/<view>/<entity>[?at=<ms>]` with
+//! the same rows as JSON, for any number of views, on loopback unless allowed otherwise (see
+//! the module for the endpoint table).
+//!
 //! # State: tiles, exact edges, pruning, eviction
 //!
 //! Per entity the state keeps the *retained history*: the events that a lookup at or after

@@ -204,6 +204,13 @@ async fn bad_requests_get_json_errors_with_their_status() {
         ("GET", "/features/user_txn/3?at=1&at=2".into(), 400, "at: given twice"),
         ("GET", "/features/user_txn/3?when=1".into(), 400, "unknown query parameter \"when\""),
         ("GET", format!("/features/user_txn/3?at={}", end - 700_000), 422, "before the horizon"),
+        ("GET", "/features/user_txn/%".into(), 400, "entity: invalid percent escape"),
+        ("GET", "/features/user_txn/%F".into(), 400, "entity: invalid percent escape"),
+        ("GET", "/features/user_txn/%+1".into(), 400, "entity: invalid percent escape"),
+        ("GET", "/features/user_txn/%FF".into(), 400, "entity: \"%FF\" does not decode to UTF-8"),
+        ("GET", "/features/%ZZ/1".into(), 400, "view: invalid percent escape"),
+        ("GET", "/features/user_txn/1?at=%".into(), 400, "at: invalid percent escape"),
+        ("GET", "/features/user_txn/-1".into(), 400, "entity \"-1\" is not a key of view \"user_txn\""),
         ("POST", "/features/user_txn/3".into(), 405, "only GET"),
         ("DELETE", "/features/user_txn/3".into(), 405, "only GET"),
     ];
@@ -213,7 +220,7 @@ async fn bad_requests_get_json_errors_with_their_status() {
         let text = body["error"].as_str().unwrap_or_else(|| panic!("{method} {target}: {body}"));
         assert!(text.contains(error), "{method} {target}: {text:?} lacks {error:?}");
     }
-    // Negative and exact times parse.
+    // The server still answers, and an exact time parses.
     let (status, body) = get(addr, &format!("/features/user_txn/3?at={end}")).await;
     assert_eq!((status, body["at"].as_i64()), (200, Some(end)));
     server.shutdown().await;
