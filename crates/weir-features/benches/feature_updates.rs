@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p weir-features --bench feature_updates              # 4 M events, 100 000 users
 //! cargo bench -p weir-features --bench feature_updates -- --quick   # 200 000 events, seconds
+//! cargo bench -p weir-features --features http --bench feature_updates   # with the `http` row
 //! ```
 //!
 //! The input is generated before anything is timed: transactions over 24 hours of event time,
@@ -19,6 +20,10 @@
 //!   after a `key_by`) at parallelism `n`: events per second, and per second per core.
 //! - `lookup`: after the `state` row, 200 000 lookups of random users (hot users more often,
 //!   as drawn) as of the newest event time, one at a time: p50 and p99 latency.
+//! - `http` (with the cargo feature `http`): after the last pipeline row, its view served on
+//!   127.0.0.1, and 20 000 `GET /features/user_txn/<user>?at=<newest event time>` of random
+//!   users, one at a time on one keep-alive connection: p50 and p99 latency, the request sent
+//!   to the body parsed as JSON. The pipeline has ended: no ingestion runs meanwhile.
 //!
 //! Each row runs three times (the machine may be shared); the best and the median are printed.
 
@@ -131,6 +136,7 @@ fn main() {
     drop(state);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut served = None;
     for parallelism in [1, 2] {
         let mut rates = Vec::new();
         for _ in 0..ROUNDS {
@@ -146,19 +152,96 @@ fn main() {
                     |t| t.ts,
                     Watermarks::bounded_out_of_orderness(Duration::from_secs(2)),
                 );
-                let (late, _lookup) = view().attach(stream);
+                let (late, lookup) = view().attach(stream);
                 late.sink(DiscardSink);
                 let started = Instant::now();
                 p.run().await.unwrap();
-                started.elapsed().as_secs_f64()
+                (started.elapsed().as_secs_f64(), lookup)
             });
-            rates.push(n as f64 / secs);
+            rates.push(n as f64 / secs.0);
+            served = Some(secs.1);
         }
         let (best, median) = best_median(&mut rates);
         println!(
             "pipeline/p{parallelism}  {best:>12.0} events/s (median {median:.0})   {:.0} per core (target 1 000 000)",
             best / parallelism as f64
         );
+    }
+    #[cfg(feature = "http")]
+    if let Some(lookup) = served {
+        rt.block_on(http::row(lookup, &events, at));
+    }
+    #[cfg(not(feature = "http"))]
+    drop(served);
+}
+
+#[cfg(feature = "http")]
+mod http {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use weir_features::FeatureLookup;
+    use weir_features::http::{ServerConfig, Views, serve};
+    use weir_testkit::Rng;
+
+    use super::{ROUNDS, Txn, best_median};
+
+    /// Reads one response of `stream` into `buf`: the body.
+    async fn response<'a>(stream: &mut tokio::net::TcpStream, buf: &'a mut Vec<u8>) -> &'a [u8] {
+        buf.clear();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let read = stream.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "the server closed the connection");
+            buf.extend_from_slice(&chunk[..read]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = std::str::from_utf8(&buf[..end]).unwrap().to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap();
+            if buf.len() >= end + 4 + length {
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                return &buf[end + 4..end + 4 + length];
+            }
+        }
+    }
+
+    pub(super) async fn row(lookup: FeatureLookup<u32, Txn>, events: &[Txn], at: i64) {
+        let config = ServerConfig::default().addr("127.0.0.1:0".parse().unwrap());
+        let server = serve(Views::new().with(lookup), &config).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut rng = Rng(11);
+        let mut buf = Vec::new();
+        let mut p99s = Vec::new();
+        for _ in 0..ROUNDS {
+            let mut latencies = Vec::with_capacity(20_000);
+            for _ in 0..20_000 {
+                let user = events[rng.below(events.len() as u64) as usize].user;
+                let request =
+                    format!("GET /features/user_txn/{user}?at={at} HTTP/1.1\r\nHost: bench\r\n\r\n");
+                let t0 = Instant::now();
+                stream.write_all(request.as_bytes()).await.unwrap();
+                let body = response(&mut stream, &mut buf).await;
+                let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+                latencies.push(t0.elapsed().as_nanos() as u64);
+                std::hint::black_box(json);
+            }
+            latencies.sort_unstable();
+            let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+            println!(
+                "http         p50 {:.1} µs   p99 {:.1} µs   p99.9 {:.1} µs",
+                pct(0.5),
+                pct(0.99),
+                pct(0.999)
+            );
+            p99s.push(pct(0.99));
+        }
+        let (best, median) = best_median(&mut p99s.iter().map(|p| -p).collect::<Vec<_>>());
+        println!("http         p99 best {:.1} µs, median {:.1} µs (target 1000 µs)", -best, -median);
+        server.shutdown().await;
     }
 }
 
