@@ -121,18 +121,9 @@ fn main() {
                 ns
             })
             .collect();
-        latencies.sort_unstable();
-        let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-        println!(
-            "lookup       p50 {:.1} µs   p99 {:.1} µs   p99.9 {:.1} µs",
-            pct(0.5),
-            pct(0.99),
-            pct(0.999)
-        );
-        p99s.push(pct(0.99));
+        p99s.push(print_latencies("lookup", &mut latencies));
     }
-    let (best, median) = best_median(&mut p99s.iter().map(|p| -p).collect::<Vec<_>>());
-    println!("lookup       p99 best {:.1} µs, median {:.1} µs (target 20 µs)", -best, -median);
+    print_p99s("lookup", &p99s, 20);
     drop(state);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -184,7 +175,7 @@ mod http {
     use weir_features::http::{ServerConfig, Views, serve};
     use weir_testkit::Rng;
 
-    use super::{ROUNDS, Txn, best_median};
+    use super::{ROUNDS, Txn, print_latencies, print_p99s};
 
     /// Reads one response of `stream` into `buf`: the body.
     async fn response<'a>(stream: &mut tokio::net::TcpStream, buf: &'a mut Vec<u8>) -> &'a [u8] {
@@ -229,23 +220,28 @@ mod http {
                 latencies.push(t0.elapsed().as_nanos() as u64);
                 std::hint::black_box(json);
             }
-            latencies.sort_unstable();
-            let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-            println!(
-                "http         p50 {:.1} µs   p99 {:.1} µs   p99.9 {:.1} µs",
-                pct(0.5),
-                pct(0.99),
-                pct(0.999)
-            );
-            p99s.push(pct(0.99));
+            p99s.push(print_latencies("http", &mut latencies));
         }
-        let (best, median) = best_median(&mut p99s.iter().map(|p| -p).collect::<Vec<_>>());
-        println!("http         p99 best {:.1} µs, median {:.1} µs (target 1000 µs)", -best, -median);
+        print_p99s("http", &p99s, 1000);
         server.shutdown().await;
     }
 }
 
 const ROUNDS: usize = 3;
+
+/// Prints the p50, p99 and p99.9 of `latencies` (ns) under `row`; returns the p99 in µs.
+fn print_latencies(row: &str, latencies: &mut [u64]) -> f64 {
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    println!("{row:<12} p50 {:.1} µs   p99 {:.1} µs   p99.9 {:.1} µs", pct(0.5), pct(0.99), pct(0.999));
+    pct(0.99)
+}
+
+/// Prints the best (lowest) and the median of the rounds' p99s (µs) under `row`.
+fn print_p99s(row: &str, p99s: &[f64], target_us: u32) {
+    let (best, median) = best_median(&mut p99s.iter().map(|p| -p).collect::<Vec<_>>());
+    println!("{row:<12} p99 best {:.1} µs, median {:.1} µs (target {target_us} µs)", -best, -median);
+}
 
 /// The largest and the median of `xs`.
 fn best_median(xs: &mut [f64]) -> (f64, f64) {

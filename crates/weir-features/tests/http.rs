@@ -220,6 +220,15 @@ async fn bad_requests_get_json_errors_with_their_status() {
         let text = body["error"].as_str().unwrap_or_else(|| panic!("{method} {target}: {body}"));
         assert!(text.contains(error), "{method} {target}: {text:?} lacks {error:?}");
     }
+    // The extremes of `at` answer, without overflowing.
+    for at in [i64::MAX, i64::MAX - 1] {
+        let (status, body) = get(addr, &format!("/features/user_txn/3?at={at}")).await;
+        assert_eq!((status, &body["features"]["count_1m"]["status"]), (200, &json!("expired")), "{body}");
+    }
+    for at in [i64::MIN, i64::MIN + 1] {
+        let (status, body) = get(addr, &format!("/features/named/u%203?at={at}")).await;
+        assert_eq!(status, 422, "{body}");
+    }
     // The server still answers, and an exact time parses.
     let (status, body) = get(addr, &format!("/features/user_txn/3?at={end}")).await;
     assert_eq!((status, body["at"].as_i64()), (200, Some(end)));
