@@ -8,7 +8,7 @@
 //! | an unknown view, any other path | 404 |
 //! | `at` not an integer, another query parameter, an entity that is not a key of the view | 400 |
 //! | a lookup before the view's horizon ([`FeatureError::BeforeHorizon`]) | 422 |
-//! | another method on `/features/…` | 405 |
+//! | another method on `/features/…` | 405, with `Allow: GET` |
 //!
 //! `<view>` and `<entity>` are percent-decoded (`u%2017` is the entity `u 17`); the entity is
 //! parsed into the view's key with [`FromStr`] (`String`, integers). A 200 body:
@@ -296,6 +296,9 @@ fn respond(req: &Request<Incoming>, views: &HashMap<String, Served>) -> Response
     response
         .headers_mut()
         .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET"));
+    }
     response
 }
 

@@ -75,13 +75,19 @@ async fn start(lookup: FeatureLookup<u32, Txn>, named: FeatureLookup<String, Nam
     serve(Views::new().with(lookup).with(named), &config).await.unwrap()
 }
 
-/// One request on a fresh connection: the status code and the body as JSON.
-async fn request(addr: SocketAddr, method: &str, target: &str) -> (u16, Json) {
+/// One request on a fresh connection: the whole response.
+async fn raw(addr: SocketAddr, method: &str, target: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// One request on a fresh connection: the status code and the body as JSON.
+async fn request(addr: SocketAddr, method: &str, target: &str) -> (u16, Json) {
+    let response = raw(addr, method, target).await;
     let status = response.split(' ').nth(1).unwrap().parse().unwrap();
     let (_, body) = response.split_once("\r\n\r\n").unwrap();
     (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{target}: {e}: {body:?}")))
@@ -220,6 +226,10 @@ async fn bad_requests_get_json_errors_with_their_status() {
         let text = body["error"].as_str().unwrap_or_else(|| panic!("{method} {target}: {body}"));
         assert!(text.contains(error), "{method} {target}: {text:?} lacks {error:?}");
     }
+    let refused = raw(addr, "PUT", "/features/user_txn/3").await.to_ascii_lowercase();
+    assert!(refused.contains("\r\nallow: get\r\n"), "{refused}");
+    let answered = raw(addr, "GET", "/features/user_txn/3").await.to_ascii_lowercase();
+    assert!(answered.contains("\r\ncontent-type: application/json\r\n"), "{answered}");
     // The extremes of `at` answer, without overflowing.
     for at in [i64::MAX, i64::MAX - 1] {
         let (status, body) = get(addr, &format!("/features/user_txn/3?at={at}")).await;
