@@ -103,11 +103,13 @@ mod hash;
 pub mod http;
 mod operator;
 mod state;
+mod training;
 mod view;
 
 pub use error::{FeatureError, Result};
 pub use operator::{FeatureLookup, FeatureOperator};
 pub use state::FeatureState;
+pub use training::{Label, Replay, TrainingSet};
 pub use view::{Agg, FeatureRow, FeatureValue, FeatureView, FeatureViewBuilder, Status, Value, Window};
 
 // The brute-force model again, inside the crate, where entities keep tiles and index their

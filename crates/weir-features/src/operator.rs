@@ -270,8 +270,8 @@ where
 {
     /// Computes the view over `events` in their pipeline: partitions them by entity
     /// (`key_by`), adds a [`FeatureOperator`] with the view's name as its checkpoint id, and
-    /// returns its output — the late events, to sink or discard — and the lookups into its
-    /// state. Assign timestamps upstream with the view's event time so that the watermarks
+    /// returns its output — the late events, to sink or discard (the job's report tells
+    /// them as late output) — and the lookups into its state. Assign timestamps upstream with the view's event time so that the watermarks
     /// speak of it.
     ///
     /// # Examples
@@ -304,7 +304,8 @@ where
     pub fn attach(&self, events: Stream<T>) -> (Stream<T>, FeatureLookup<K, T>) {
         let op = FeatureOperator::new(self.clone());
         let lookup = op.lookup();
-        let late = (self.def.key_by)(events).into_stream().operator("features", op).uid(self.name());
+        let late =
+            (self.def.key_by)(events).into_stream().operator("features", op).uid(self.name()).late_output();
         (late, lookup)
     }
 }
