@@ -48,7 +48,7 @@ use anyhow::Context;
 use clap::Parser;
 use weir::connectors::{LogRecord, LogSink, LogSource};
 use weir::features::http::{ServerConfig, Views};
-use weir::features::{FeatureLookup, Label, Replay, Status};
+use weir::features::{FeatureLookup, FeatureRow, Label, Replay, Status};
 use weir::log::{Log, LogOptions, Record, Topic, TopicConfig};
 use weir::metrics::Metrics;
 use weir::runtime::{Checkpointing, Pipeline, Watermarks};
@@ -78,6 +78,12 @@ struct Args {
     /// (event time).
     #[arg(long)]
     as_served: bool,
+    /// Also take each label row's features online, from the running pipeline, at the moment the
+    /// input's append clock reaches its `t` (the appends pause there until the operator has
+    /// handled every event before), and write them here (`.csv`, else Parquet). They equal the
+    /// `--as-served` training set. Needs a fresh topic (no `--data-dir` of an earlier run).
+    #[arg(long, conflicts_with = "follow")]
+    online_lookups: Option<PathBuf>,
     /// Serve `GET /features/user_txn/<user>[?at=<epoch ms>]` here while running (loopback).
     #[arg(long, default_value = "127.0.0.1:9899")]
     serve: SocketAddr,
@@ -147,6 +153,19 @@ async fn main() -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(synthetic_spec(&args, &dir)?),
     };
+    let labels = match (&args.labels, &spec) {
+        (Some(path), _) => output::read_labels(path)?,
+        (None, Some(spec)) => {
+            spec.labels(args.label_rows).into_iter().map(|(entity, at)| Label { entity, at }).collect()
+        }
+        (None, None) => Vec::new(),
+    };
+    if args.online_lookups.is_some() && topic.end_offset(0)? > 0 {
+        anyhow::bail!(
+            "--online-lookups takes its lookups as the input is appended: it needs an empty topic, not {}",
+            dir.display()
+        );
+    }
     let view = txn::view()?;
     let pipeline = Pipeline::builder(PIPELINE)
         .parallelism(args.parallelism)
@@ -158,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let mut watermarks = Watermarks::bounded_out_of_orderness(Duration::ZERO);
     if args.follow {
         watermarks = watermarks.with_idle_timeout(Duration::from_secs(10));
-    } else {
+    } else if args.online_lookups.is_none() {
         source = source.bounded();
     }
     let txns = pipeline
@@ -193,12 +212,22 @@ async fn main() -> anyhow::Result<()> {
         caught_up.abort();
         tail.await??;
         report?
-    } else {
-        let lines = match (&args.input, &spec) {
-            (Some(path), _) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-            (None, Some(spec)) => spec.lines().join(&b'\n'),
-            (None, None) => Vec::new(),
+    } else if let Some(out) = &args.online_lookups {
+        let lines = input_lines(&args, spec.as_ref())?;
+        let stop = pipeline.stop_handle();
+        let running = tokio::spawn(pipeline.run());
+        let rows = {
+            let (ingest, lookup, labels) = (ingest.clone(), lookup.clone(), labels.clone());
+            tokio::task::spawn_blocking(move || ingest.append_with_lookups(&lines, &labels, &lookup))
+                .await??
         };
+        stop.stop();
+        let report = running.await??;
+        output::write_training_set(out, &labels, &rows)?;
+        eprintln!("online lookups {} rows -> {}", rows.len(), out.display());
+        report
+    } else {
+        let lines = input_lines(&args, spec.as_ref())?;
         let appended = {
             let ingest = ingest.clone();
             tokio::task::spawn_blocking(move || ingest.append(lines.split(|&b| b == b'\n'))).await??
@@ -209,13 +238,6 @@ async fn main() -> anyhow::Result<()> {
     let online = started.elapsed();
 
     // The training set, replayed from the log.
-    let labels = match (&args.labels, &spec) {
-        (Some(path), _) => output::read_labels(path)?,
-        (None, Some(spec)) => {
-            spec.labels(args.label_rows).into_iter().map(|(entity, at)| Label { entity, at }).collect()
-        }
-        (None, None) => Vec::new(),
-    };
     let replayed = Instant::now();
     let logged = read_log(&topic)?;
     let logged_users: Vec<String> = logged.txns.iter().map(|t| t.user.clone()).collect();
@@ -291,6 +313,15 @@ fn synthetic_spec(args: &Args, dir: &Path) -> anyhow::Result<synthetic::Spec> {
     Ok(synthetic::Spec { events: args.events, users: args.users, seed: args.seed, end_ms })
 }
 
+/// The input's bytes: the file, or the synthetic lines.
+fn input_lines(args: &Args, spec: Option<&synthetic::Spec>) -> anyhow::Result<Vec<u8>> {
+    Ok(match (&args.input, spec) {
+        (Some(path), _) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        (None, Some(spec)) => spec.lines().join(&b'\n'),
+        (None, None) => Vec::new(),
+    })
+}
+
 /// Appends input lines to the topic, each stamped with its arrival time (the largest event
 /// time of the valid lines up to it). Lines the topic holds already (a previous run's) are
 /// skipped, so a restarted run appends each line once: the topic has one partition, and an
@@ -334,6 +365,59 @@ impl Ingest {
         }
         appended += self.flush(&mut batch)?;
         Ok(appended)
+    }
+
+    /// Appends `lines` and, whenever the append clock is about to pass label times, waits until
+    /// the operator has handled every valid line appended so far and looks those labels up:
+    /// the features each label row was served online at its `t`. Returns them in the labels'
+    /// order.
+    fn append_with_lookups(
+        &self,
+        lines: &[u8],
+        labels: &[Label<String>],
+        lookup: &FeatureLookup<String, Txn>,
+    ) -> anyhow::Result<Vec<FeatureRow>> {
+        let mut order: Vec<usize> = (0..labels.len()).collect();
+        order.sort_by_key(|&i| labels[i].at);
+        let mut rows: Vec<Option<FeatureRow>> = vec![None; labels.len()];
+        let mut due = order.into_iter().peekable();
+        let (mut batch, mut valid) = (Vec::with_capacity(4096), 0u64);
+        // Answers the labels before `before` (`None`: all that are left).
+        let mut answer = |batch: &mut Vec<Record>, valid: u64, before: Option<i64>| -> anyhow::Result<()> {
+            let is_due = |i: &usize| before.is_none_or(|b| labels[*i].at < b);
+            if !due.peek().is_some_and(is_due) {
+                return Ok(());
+            }
+            self.flush(batch)?;
+            while lookup.events_handled() < valid {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            while let Some(i) = due.next_if(is_due) {
+                rows[i] = Some(lookup.lookup_at(&labels[i].entity, labels[i].at)?);
+            }
+            Ok(())
+        };
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
+            self.lines.fetch_add(1, Ordering::Relaxed);
+            let parsed = txn::parse(line);
+            if let Ok(t) = &parsed {
+                self.newest.fetch_max(t.ts, Ordering::Relaxed);
+            }
+            let arrival = self.newest.load(Ordering::Relaxed).max(0);
+            // Labels before this arrival have seen everything appended before it.
+            answer(&mut batch, valid, Some(arrival))?;
+            let mut record = Record::new(line.to_vec()).with_timestamp(arrival);
+            if let Ok(t) = parsed {
+                record = record.with_key(t.user);
+                valid += 1;
+            }
+            batch.push(record);
+            if batch.len() == 4096 {
+                self.flush(&mut batch)?;
+            }
+        }
+        answer(&mut batch, valid, None)?;
+        Ok(rows.into_iter().flatten().collect())
     }
 
     fn flush(&self, batch: &mut Vec<Record>) -> anyhow::Result<u64> {

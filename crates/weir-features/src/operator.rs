@@ -252,6 +252,13 @@ where
             + shards.iter().map(|s| read(s).late_events()).sum::<u64>()
     }
 
+    /// The events the operator's subtasks handled (applied, or dropped as late) since the
+    /// pipeline started in this process (not those of a restored checkpoint): a lookup made
+    /// once this reached `n` sees the first `n` events sent to the operator.
+    pub fn events_handled(&self) -> u64 {
+        read(&self.registry.shards).iter().map(|s| read(s).events_handled()).sum()
+    }
+
     /// The entities with state.
     pub fn entities(&self) -> usize {
         read(&self.registry.shards).iter().map(|s| read(s).entities()).sum()
