@@ -21,16 +21,17 @@
 //! - *As happened* sorts the events by event time (stably: ties keep their log order, so the
 //!   later one is the newest for [`Agg::Last`](crate::Agg::Last)) and answers each label after
 //!   applying every event at or before its `t` and none after. The watermark follows the
-//!   labels, so no event is ever late and history no later label can see is pruned: memory
-//!   stays that of the online state.
+//!   labels, so no event is ever late, and history no later label can see is pruned: the
+//!   state stays the size of the online state (the events are held, sorted, besides).
 //! - *As served* applies the events in append order, in runs of at most [`Replay::run`]
 //!   events, advancing the watermark before each run to the largest event time seen minus the
-//!   out-of-orderness bound — as a pipeline with [`Watermarks::bounded`] does per batch — so
-//!   an event is late exactly when the online operator would drop it (up to where a batch
-//!   boundary fell online: an event within a batch's span of the lateness bound can go
-//!   either way). A label at `t` is answered after every event appended at or before `t`.
+//!   out-of-orderness bound — as a pipeline with
+//!   [`Watermarks::bounded_out_of_orderness`] does per batch — so an event is late exactly
+//!   when the online operator would drop it (up to where a batch boundary fell online: an
+//!   event within a batch's span of the lateness bound can go either way). A label at `t` is
+//!   answered after every event appended at or before `t`.
 //!
-//! [`Watermarks::bounded`]: weir_runtime::Watermarks::bounded
+//! [`Watermarks::bounded_out_of_orderness`]: weir_runtime::Watermarks::bounded_out_of_orderness
 
 use std::hash::Hash;
 use std::time::Duration;
@@ -99,7 +100,7 @@ impl<K: Hash + Eq + Clone, T> Replay<K, T> {
     }
 
     /// The out-of-orderness bound of the online pipeline's watermarks
-    /// ([`Watermarks::bounded`](weir_runtime::Watermarks::bounded)), for *as served*.
+    /// ([`Watermarks::bounded_out_of_orderness`](weir_runtime::Watermarks::bounded_out_of_orderness)), for *as served*.
     #[must_use]
     pub fn out_of_orderness(mut self, bound: Duration) -> Self {
         self.out_of_orderness = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
