@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const EXAMPLES: [&str; 3] = ["quickstart", "monitoring", "log_analytics"];
+const EXAMPLES: [&str; 4] = ["quickstart", "monitoring", "log_analytics", "ml_features"];
 
 /// The built example `name`, from the profile directory this test runs from (`cargo test`
 /// builds the examples; a filtered run such as `--test examples_cli` builds them here).
