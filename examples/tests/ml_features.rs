@@ -13,22 +13,10 @@ use std::time::{Duration, Instant};
 
 use weir_testkit::Rng;
 
-/// The built example, from the profile directory this test runs from (`cargo test` builds the
-/// examples; a filtered run builds it here).
+mod built;
+
 fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let path = profile_dir.join("examples").join(format!("ml_features{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "weir-examples", "--example", "ml_features"]);
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        assert!(build.status().unwrap().success(), "cargo build --example ml_features");
-    }
-    path
+    built::example("ml_features", None)
 }
 
 /// Small synthetic data, its end time fixed so that every run over `dir` sees the same lines.
