@@ -101,6 +101,7 @@ mod error;
 mod hash;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod metrics;
 mod operator;
 mod state;
 mod view;
