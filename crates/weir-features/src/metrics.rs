@@ -11,28 +11,25 @@
 //! | `weir_feature_lookup_duration_seconds` | histogram: one `lookup`, `lookup_at` or `lookup_many` call (`path="inprocess"`), one `GET /features` request from its arrival to its JSON body (`path="http"`) | `pipeline`, `view`, `path` |
 //! | `weir_feature_freshness_seconds` | histogram: from the source reading a batch's newest event (its arrival at the operator if the batch carries no read time) to the batch being servable | `pipeline`, `view` |
 //! | `weir_feature_entities` | gauge: entities with state, after every batch and watermark | `pipeline`, `view`, `subtask` |
-//! | `weir_feature_state_bytes` | gauge: approximate bytes of state, sampled at most every [`STATE_BYTES_INTERVAL`] | `pipeline`, `view`, `subtask` |
+//! | `weir_feature_state_bytes` | gauge: approximate bytes of state, sampled by every checkpoint and between them at most every [`STATE_BYTES_INTERVAL`] | `pipeline`, `view`, `subtask` |
 //! | `weir_feature_late_events_total` | counter: events dropped as late | `pipeline`, `view` |
 //!
 //! Cost: a lookup reads one `OnceLock` and, with metrics on, the monotonic clock twice and
 //! adds to a histogram with atomics (no lock, no allocation); a batch adds one observation and
-//! sets a gauge. The state's bytes cost a walk over the subtask's entities, so they are sampled
-//! (under the read lock: lookups go on) at most every [`STATE_BYTES_INTERVAL`], by a batch, a
-//! watermark or a checkpoint, whichever comes first after it elapsed; the operator's
-//! `weir_keyed_state_bytes` shows the same sample.
+//! sets a gauge. The state's bytes cost a walk over the subtask's entities, so they are sampled:
+//! by every checkpoint, in the pass that saves the entities, and between checkpoints by the
+//! first batch or watermark after [`STATE_BYTES_INTERVAL`] (or the first to find entities in
+//! a state sampled empty; under the read lock: lookups go on). The operator's `weir_keyed_state_bytes` shows the same sample.
 //!
 //! [`FeatureOperator`]: crate::FeatureOperator
 //! [`FeatureLookup::register_metrics`]: crate::FeatureLookup::register_metrics
 
-use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use weir_metrics::catalog::{
     FEATURE_ENTITIES, FEATURE_FRESHNESS, FEATURE_LATE_EVENTS, FEATURE_LOOKUP_DURATION, FEATURE_STATE_BYTES,
 };
 use weir_metrics::{Gauge, Histogram, IntCounter, Metrics};
-
-use crate::state::FeatureState;
 
 /// The longest a subtask's `weir_feature_state_bytes` goes without a new sample while the
 /// subtask handles messages.
@@ -135,17 +132,22 @@ impl SubtaskMetrics {
         self.entities.set(n as f64);
     }
 
-    /// Whether the state's bytes are due for a sample.
-    pub(crate) fn sample_due(&self) -> bool {
-        self.sampled_at.is_none_or(|at| at.elapsed() >= STATE_BYTES_INTERVAL)
+    /// Whether the state's bytes are due for a sample, the state holding `entities`: never
+    /// sampled, sampled empty and no longer empty, or sampled [`STATE_BYTES_INTERVAL`] ago.
+    pub(crate) fn sample_due(&self, entities: usize) -> bool {
+        match self.sampled_at {
+            None => true,
+            Some(_) if self.bytes == 0 && entities > 0 => true,
+            Some(at) => at.elapsed() >= STATE_BYTES_INTERVAL,
+        }
     }
 
-    /// Samples the state's bytes (walks every entity) and its entities.
-    pub(crate) fn sample<K: Hash + Eq + Clone, T>(&mut self, state: &FeatureState<K, T>) {
-        self.bytes = state.state_bytes() as u64;
+    /// The state holds `bytes` (a sample: computing it walks every entity) in `entities`.
+    pub(crate) fn sampled(&mut self, bytes: usize, entities: usize) {
+        self.bytes = bytes as u64;
         self.sampled_at = Some(Instant::now());
-        self.state_bytes.set(self.bytes as f64);
-        self.entities(state.entities());
+        self.state_bytes.set(bytes as f64);
+        self.entities(entities);
     }
 
     /// The last sample of the state's bytes.

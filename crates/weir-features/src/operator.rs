@@ -15,7 +15,7 @@ use weir_runtime::{
 
 use crate::error::Result;
 use crate::metrics::{Path, SubtaskMetrics, ViewMetrics, timed};
-use crate::state::{Columns, Entity, FeatureState, empty_row, now_ms};
+use crate::state::{Columns, Entity, FeatureState, empty_row, entry_bytes, now_ms};
 use crate::view::{FeatureRow, FeatureView};
 
 type Shard<K, T> = Arc<RwLock<FeatureState<K, T>>>;
@@ -130,7 +130,7 @@ where
             let after = batch.read_at().map_or_else(|| arrived.elapsed(), |read| read.elapsed());
             m.applied(after, batch.len() - self.late.len(), self.late.len());
             m.entities(entities);
-            self.sample_if_due();
+            self.sample_if_due(entities);
         }
         if self.late.is_empty() {
             return;
@@ -164,7 +164,7 @@ where
                 && let Some(m) = &self.metrics
             {
                 m.entities(entities);
-                self.sample_if_due();
+                self.sample_if_due(entities);
             }
         }
         out.watermark(watermark);
@@ -172,17 +172,22 @@ where
 
     /// Saves each entity under its key, and the watermark, the late counts and the view's
     /// state layout as the subtask's meta.
+    /// The view's metrics sample the state's bytes in the same pass.
     fn snapshot(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
+        self.metered();
         let shard = read(&self.shard);
-        if self.metrics.as_ref().is_some_and(SubtaskMetrics::sample_due)
-            && let Some(m) = &mut self.metrics
-        {
-            m.sample(&shard);
-        }
         let (watermark, late) = shard.meta();
         let restored = self.registry.restored_late.load(Ordering::Relaxed);
         state.set_meta::<Meta>(&(watermark, late, restored, self.view.def.layout()))?;
-        shard.entries().try_for_each(|(k, e)| state.put(k, e))
+        let mut bytes = 0;
+        shard.entries().try_for_each(|(k, e)| {
+            bytes += entry_bytes(k, e);
+            state.put(k, e)
+        })?;
+        if let Some(m) = &mut self.metrics {
+            m.sampled(bytes, shard.entities());
+        }
+        Ok(())
     }
 
     /// Restores the entities of the key groups this subtask owns, the lowest saved watermark
@@ -227,9 +232,10 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
     }
 
     /// Samples the state's bytes if due, under the read lock (lookups go on meanwhile).
-    fn sample_if_due(&mut self) {
-        if let Some(m) = self.metrics.as_mut().filter(|m| m.sample_due()) {
-            m.sample(&read(&self.shard));
+    fn sample_if_due(&mut self, entities: usize) {
+        if let Some(m) = self.metrics.as_mut().filter(|m| m.sample_due(entities)) {
+            let shard = read(&self.shard);
+            m.sampled(shard.state_bytes(), shard.entities());
         }
     }
 }

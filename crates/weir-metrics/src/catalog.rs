@@ -471,7 +471,8 @@ pub const FEATURE_STATE_BYTES: GaugeDef<3> = gauge(
     "weir_feature_state_bytes",
     "bytes",
     "Approximate memory of a feature view's subtask state (retained events, tiles, lifetime \
-     aggregates), sampled at most every 10 seconds: computing it walks every entity.",
+     aggregates), sampled by every checkpoint and between checkpoints at most every 10 seconds: \
+     computing it walks every entity.",
     PIPELINE_VIEW_SUBTASK,
 );
 /// Late events a feature view dropped.
