@@ -26,8 +26,9 @@
 //!
 //! A lookup is the in-process [`FeatureLookup::lookup_at`], with its read-your-writes
 //! guarantee; it takes the read lock of one subtask's state for the time of one lookup. No
-//! input makes the server panic. With the view's [metrics](crate::metrics) on, a request that
-//! names a served view is timed as `path="http"`, from its arrival to its JSON body.
+//! input makes the server panic. With the view's [metrics](crate::metrics) on, a request for a
+//! served view (with a valid query) is timed as `path="http"`, from its arrival to its JSON body,
+//! whatever its answer.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

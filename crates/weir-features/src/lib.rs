@@ -47,6 +47,9 @@
 //! the same rows as JSON, for any number of views, on loopback unless allowed otherwise (see
 //! the module for the endpoint table).
 //!
+//! A view attached to a pipeline with metrics exports lookup latency (by path), freshness,
+//! entities, state bytes and late events into the pipeline's registry: see [`metrics`].
+//!
 //! # State: tiles, exact edges, pruning, eviction
 //!
 //! Per entity the state keeps the *retained history*: the events that a lookup at or after
