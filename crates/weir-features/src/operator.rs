@@ -171,8 +171,8 @@ where
     }
 
     /// Saves each entity under its key, and the watermark, the late counts and the view's
-    /// state layout as the subtask's meta.
-    /// The view's metrics sample the state's bytes in the same pass.
+    /// state layout as the subtask's meta; the view's metrics sample the state's bytes in the
+    /// same pass.
     fn snapshot(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
         self.metered();
         let shard = read(&self.shard);
@@ -373,10 +373,10 @@ where
     /// Computes the view over `events` in their pipeline: partitions them by entity
     /// (`key_by`), adds a [`FeatureOperator`] with the view's name as its checkpoint id, and
     /// returns its output — the late events, to sink or discard — and the lookups into its
-    /// state. A pipeline built with
+    /// state. Assign timestamps upstream with the view's event time so that the watermarks
+    /// speak of it. A pipeline built with
     /// [`PipelineBuilder::metrics`](weir_runtime::PipelineBuilder::metrics) exports the view's
-    /// metrics (see the [`metrics`](crate::metrics) module). Assign timestamps upstream with the view's event time so that the watermarks
-    /// speak of it.
+    /// metrics (see the [`metrics`](crate::metrics) module).
     ///
     /// # Examples
     ///
