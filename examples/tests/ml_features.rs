@@ -174,6 +174,8 @@ fn follow_serves_lookups_over_http_until_sigint() {
         ])
         .arg("--data-dir")
         .arg(tmp.path().join("data"))
+        .arg("--training-set")
+        .arg(tmp.path().join("training_set.parquet"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env_remove("RUST_LOG")
