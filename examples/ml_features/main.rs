@@ -245,12 +245,14 @@ async fn main() -> anyhow::Result<()> {
     let replayed = Instant::now();
     let logged = read_log(&topic)?;
     let logged_users: Vec<String> = logged.txns.iter().map(|t| t.user.clone()).collect();
+    let read_time = replayed.elapsed();
     let replay = Replay::new(view.clone());
     let set = if args.as_served {
         replay.as_served(logged.txns, &logged.appended, &labels)?
     } else {
         replay.as_happened(logged.txns, &labels)?
     };
+    let computed = replayed.elapsed();
     output::write_training_set(&args.training_set, &labels, &set.rows)?;
     let replay_time = replayed.elapsed();
 
@@ -278,11 +280,14 @@ async fn main() -> anyhow::Result<()> {
         logged.valid as f64 / online.as_secs_f64()
     );
     eprintln!(
-        "training set   {} rows {} -> {} in {:.2} s",
+        "training set   {} rows {} -> {} in {:.2} s (reading the log {:.2} s, replaying {:.2} s, writing {:.2} s)",
         labels.len(),
         if args.as_served { "as served" } else { "as happened" },
         args.training_set.display(),
-        replay_time.as_secs_f64()
+        replay_time.as_secs_f64(),
+        read_time.as_secs_f64(),
+        (computed - read_time).as_secs_f64(),
+        (replay_time - computed).as_secs_f64()
     );
     if report.has_untold_losses() {
         anyhow::bail!("records were lost without a trace: {report:?}");

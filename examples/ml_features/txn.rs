@@ -26,6 +26,53 @@ pub(crate) struct Txn {
 /// non-negative integer of cents; user and merchant non-empty strings; other fields are
 /// ignored.
 pub(crate) fn parse(line: &[u8]) -> Result<Txn, String> {
+    // The fast path: a typed parse that borrows the strings; any error is explained by the
+    // slow path below, which says which field is wrong.
+    if let Ok(raw) = serde_json::from_slice::<Raw<'_>>(line) {
+        let ts = match raw.ts {
+            RawTs::Ms(ms) => Some(ms),
+            RawTs::Text(s) => rfc3339_ms(&s).ok(),
+        };
+        if let Some(ts) = ts.filter(|ts| (0..=MAX_TS).contains(ts))
+            && raw.amount_cents >= 0
+            && !raw.user.is_empty()
+            && !raw.merchant.is_empty()
+        {
+            return Ok(Txn {
+                user: raw.user.into_owned(),
+                merchant: raw.merchant.into_owned(),
+                amount_cents: raw.amount_cents,
+                ts,
+            });
+        }
+    }
+    explain(line)
+}
+
+/// The last ms of the year 9999: far enough from the ends of `i64` that window arithmetic
+/// cannot overflow.
+const MAX_TS: i64 = 253_402_300_799_999;
+
+#[derive(serde::Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    user: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    merchant: std::borrow::Cow<'a, str>,
+    amount_cents: i64,
+    #[serde(borrow)]
+    ts: RawTs<'a>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum RawTs<'a> {
+    Ms(i64),
+    Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+}
+
+/// Parses `line` field by field, to say what is wrong with it.
+fn explain(line: &[u8]) -> Result<Txn, String> {
     let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     let text = |name: &str| match obj.get(name) {
@@ -48,8 +95,7 @@ pub(crate) fn parse(line: &[u8]) -> Result<Txn, String> {
         Some(_) => return Err("`ts` is neither epoch ms nor an RFC 3339 string".into()),
         None => return Err("no `ts`".into()),
     };
-    // Far enough from the ends of i64 that window arithmetic cannot overflow.
-    if !(0..=253_402_300_799_999).contains(&ts) {
+    if !(0..=MAX_TS).contains(&ts) {
         return Err(format!("`ts` {ts} is outside 1970..=9999"));
     }
     Ok(Txn { user, merchant, amount_cents, ts })
