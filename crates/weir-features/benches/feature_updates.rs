@@ -34,16 +34,22 @@
 //! not handled every event. Each is of a user drawn uniformly among the 1 000 000, as of the
 //! event time of the ingestion's front (read before each block) plus that of 50 000 events, so
 //! that a lookup never falls before the horizon as ingestion moves on (those that did anyway
-//! are counted as refused, not timed). Rows:
+//! are counted as refused, not timed).
+//!
+//! The lookups are paced, one due every 100 µs (200 µs over HTTP), none made up for when late:
+//! they fall at moments independent of the pipeline's, so that those waiting for a batch being
+//! applied (under the state's write lock) count as often as they happen, and the ingestion
+//! keeps a core. Rows:
 //!
 //! - `ingest/lookup`: `FeatureLookup::lookup_at` on one thread, one at a time: p50, p99 and
-//!   p99.9 (target: p99 <= 20 µs); the lookups taken while ingesting, and the events per second
-//!   ingested meanwhile.
+//!   p99.9 (target: p99 <= 20 µs); the lookups taken while ingesting, over how long, and the
+//!   events per second ingested meanwhile.
 //! - `ingest/state`: after the first `ingest/lookup` run, the bytes of state per entity at
 //!   1 000 000 entities.
 //! - `ingest/http` (with the cargo feature `http`): the view served on 127.0.0.1 as in the
-//!   `http` row, and `GET /features/user_txn/<user>?at=<ms>` one at a time on one keep-alive
-//!   connection from a thread of its own: the same figures (target: p99 <= 1 ms).
+//!   `http` row, by the tokio runtime that runs the pipeline (a worker thread per core), and
+//!   `GET /features/user_txn/<user>?at=<ms>` one at a time on one keep-alive connection from a
+//!   thread of its own: the same figures (target: p99 <= 1 ms).
 //!
 //! Each row runs three times (the machine may be shared); the best and the median are printed
 //! (of the `ingest` rows: of their p99s). Timings are printed, never asserted.
@@ -217,6 +223,13 @@ const BLOCK: usize = 8;
 /// How far (in events) ahead of the ingestion's front the `ingest` rows look up.
 const AHEAD: u64 = 50_000;
 
+/// The interval between the in-process lookups of `ingest/lookup`: at most 10 000 per second.
+const LOOKUP_EVERY: Duration = Duration::from_micros(100);
+
+/// The interval between the requests of `ingest/http`: at most 5 000 per second.
+#[cfg(feature = "http")]
+const HTTP_EVERY: Duration = Duration::from_micros(200);
+
 /// The `ingest/*` rows: lookups of `users` entities while the pipeline ingests `n` events.
 fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64) {
     let events = generate_warm(n, users);
@@ -227,7 +240,7 @@ fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64) {
     let mut p99s = Vec::new();
     for round in 0..ROUNDS {
         let (mut measured, lookup) = ingest(rt, events.clone(), |lookup, done| {
-            while_ingesting(lookup, users, n, done, 7 + round as u64, |user, at| {
+            while_ingesting(lookup, users, n, done, 7 + round as u64, LOOKUP_EVERY, |user, at| {
                 let t0 = Instant::now();
                 let row = lookup.lookup_at(&user, at);
                 let ns = t0.elapsed().as_nanos() as u64;
@@ -257,7 +270,7 @@ fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64) {
         let mut p99s = Vec::new();
         for round in 0..ROUNDS {
             let (mut measured, _) = ingest(rt, events.clone(), |lookup, done| {
-                http::while_ingesting(rt, lookup, users, n, done, 11 + round as u64)
+                http::while_ingesting(rt, lookup, users, n, done, 11 + round as u64, HTTP_EVERY)
             });
             p99s.push(measured.print("ingest/http"));
         }
@@ -304,6 +317,8 @@ struct Measured {
     latencies: Vec<u64>,
     /// Lookups refused meanwhile: before the horizon (their `at` fell behind).
     refused: u64,
+    /// The seconds during which they were taken.
+    secs: f64,
     /// The events per second the view handled meanwhile.
     ingest_rate: f64,
     /// The entities with state when the lookups started.
@@ -320,8 +335,9 @@ impl Measured {
             print_latencies(row, &mut self.latencies)
         };
         println!(
-            "{row:<12} {} lookups while ingesting {:.0} events/s, {} entities ({} refused)",
+            "{row:<12} {} lookups in {:.1} s while ingesting {:.0} events/s, {} entities ({} refused)",
             self.latencies.len(),
+            self.secs,
             self.ingest_rate,
             self.entities,
             self.refused
@@ -335,12 +351,18 @@ impl Measured {
 /// from when it handled the first `users` (every user has state) until it handled all `n`, or
 /// `done`. The lookups are taken in blocks of [`BLOCK`] as of the front read before each block
 /// plus [`AHEAD`] events; a block counts if events remained to handle after it.
+///
+/// One lookup is due `every` (none is made up for when late): paced, the lookups fall at
+/// moments independent of the pipeline's, so those that wait for a batch being applied count
+/// as often as they happen, rather than a few slow ones among many crowded between batches;
+/// and the ingestion keeps a core.
 fn while_ingesting(
     lookup: &FeatureLookup<u32, Txn>,
     users: u64,
     n: u64,
     done: &AtomicBool,
     seed: u64,
+    every: Duration,
     mut one: impl FnMut(u32, i64) -> Option<u64>,
 ) -> Measured {
     let mut handled = lookup.events_handled();
@@ -355,11 +377,17 @@ fn while_ingesting(
     let mut latencies = Vec::with_capacity(1 << 20);
     let mut refused = 0;
     let mut block = Vec::with_capacity(BLOCK);
+    let mut due = Instant::now();
     while handled < n && !done.load(Ordering::Relaxed) {
         let at = front(handled + AHEAD, n);
         block.clear();
         let mut block_refused = 0;
         for _ in 0..BLOCK {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            due = due.max(now) + every;
             match one(rng.below(users) as u32, at) {
                 Some(ns) => block.push(ns),
                 None => block_refused += 1,
@@ -374,13 +402,13 @@ fn while_ingesting(
     }
     let secs = until.0.duration_since(started.0).as_secs_f64();
     let ingest_rate = if secs > 0.0 { (until.1 - started.1) as f64 / secs } else { f64::NAN };
-    Measured { latencies, refused, ingest_rate, entities }
+    Measured { latencies, refused, secs, ingest_rate, entities }
 }
 
 #[cfg(feature = "http")]
 mod http {
     use std::sync::atomic::AtomicBool;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -469,12 +497,13 @@ mod http {
         n: u64,
         done: &AtomicBool,
         seed: u64,
+        every: Duration,
     ) -> Measured {
         let client = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let server = rt.block_on(start(lookup.clone()));
         let mut stream = client.block_on(connect(&server));
         let mut buf = Vec::new();
-        let measured = super::while_ingesting(lookup, users, n, done, seed, |user, at| {
+        let measured = super::while_ingesting(lookup, users, n, done, seed, every, |user, at| {
             match client.block_on(get(&mut stream, &mut buf, user, at)) {
                 Ok(ns) => Some(ns),
                 Err(head) if head.starts_with("http/1.1 422") => None,
