@@ -26,8 +26,9 @@
 //!   to the body parsed as JSON. The pipeline has ended: no ingestion runs meanwhile.
 //!
 //! Then the lookups at 1 000 000 entities while a pipeline ingests (20 000 in `--quick`): the
-//! pipeline of the `pipeline` rows at parallelism 1 (one core ingests, the other looks up),
-//! over 11 000 000 events (340 000 in `--quick`) of the same 24 hours whose first 1 000 000 are
+//! pipeline of the `pipeline` rows at parallelism 1 (its source's stage and the view's operator
+//! after the `key_by` are tasks of their own, on a runtime of 2 worker threads, so ingestion
+//! and lookups share the machine's 2 cores), over 11 000 000 events (340 000 in `--quick`) of the same 24 hours whose first 1 000 000 are
 //! one per user, in turn, and the rest drawn as above (hot users). Lookups start once the
 //! first 1 000 000 events are handled (every user has state) and count only while events remain
 //! to be handled: they are taken in blocks of 8, and a block counts if, after it, the view had
@@ -50,6 +51,9 @@
 //!   `http` row, by the tokio runtime that runs the pipeline (a worker thread per core), and
 //!   `GET /features/user_txn/<user>?at=<ms>` one at a time on one keep-alive connection from a
 //!   thread of its own: the same figures (target: p99 <= 1 ms).
+//! - `idle/lookup`, `idle/http`: the control of each, in the same run: once the pipeline
+//!   ended, the same paced lookups for 3 s (0.2 s in `--quick`) on the same state, as of the
+//!   newest event time: what ingestion adds.
 //!
 //! Each row runs three times (the machine may be shared); the best and the median are printed
 //! (of the `ingest` rows: of their p99s). Timings are printed, never asserted.
@@ -209,8 +213,12 @@ fn main() {
     drop(served);
     drop(events);
 
-    let (users, n) = if quick { (20_000, 340_000) } else { (1_000_000, 11_000_000) };
-    ingest_rows(&rt, users, n);
+    let (users, n, idle_for) = if quick {
+        (20_000, 340_000, Duration::from_millis(200))
+    } else {
+        (1_000_000, 11_000_000, Duration::from_secs(3))
+    };
+    ingest_rows(&rt, users, n, idle_for);
 }
 
 /// The parallelism of the `ingest` rows' pipeline: of the machine's 2 cores, one ingests and
@@ -230,17 +238,18 @@ const LOOKUP_EVERY: Duration = Duration::from_micros(100);
 #[cfg(feature = "http")]
 const HTTP_EVERY: Duration = Duration::from_micros(200);
 
-/// The `ingest/*` rows: lookups of `users` entities while the pipeline ingests `n` events.
-fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64) {
+/// The `ingest/*` and `idle/*` rows: lookups of `users` entities while the pipeline ingests
+/// `n` events, then for `idle_for` after it ended.
+fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64, idle_for: Duration) {
     let events = generate_warm(n, users);
     println!(
         "ingest       {n} events: {users} users one event each, then {} of hot users; pipeline at parallelism {INGEST_PARALLELISM}",
         n - users
     );
-    let mut p99s = Vec::new();
+    let (mut p99s, mut idle_p99s) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let (mut measured, lookup) = ingest(rt, events.clone(), |lookup, done| {
-            while_ingesting(lookup, users, n, done, 7 + round as u64, LOOKUP_EVERY, |user, at| {
+        let ((mut measured, mut idle), lookup) = ingest(rt, events.clone(), |lookup, done| {
+            let mut one = |user, at| {
                 let t0 = Instant::now();
                 let row = lookup.lookup_at(&user, at);
                 let ns = t0.elapsed().as_nanos() as u64;
@@ -252,9 +261,13 @@ fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64) {
                     Err(FeatureError::BeforeHorizon { .. }) => None,
                     Err(e) => panic!("{e}"),
                 }
-            })
+            };
+            let seed = 7 + round as u64;
+            let measured = while_ingesting(lookup, users, n, done, seed, LOOKUP_EVERY, &mut one);
+            (measured, after_ingesting(users, n, done, seed, LOOKUP_EVERY, idle_for, &mut one))
         });
         p99s.push(measured.print("ingest/lookup"));
+        idle_p99s.push(print_latencies("idle/lookup", &mut idle));
         if round == 0 {
             let entities = lookup.entities();
             println!(
@@ -264,17 +277,20 @@ fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64) {
         }
     }
     print_p99s("ingest/lookup", &p99s, 20);
+    print_p99s("idle/lookup", &idle_p99s, 20);
 
     #[cfg(feature = "http")]
     {
-        let mut p99s = Vec::new();
+        let (mut p99s, mut idle_p99s) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
-            let (mut measured, _) = ingest(rt, events.clone(), |lookup, done| {
-                http::while_ingesting(rt, lookup, users, n, done, 11 + round as u64, HTTP_EVERY)
+            let ((mut measured, mut idle), _) = ingest(rt, events.clone(), |lookup, done| {
+                http::while_ingesting(rt, lookup, users, n, done, 11 + round as u64, idle_for)
             });
             p99s.push(measured.print("ingest/http"));
+            idle_p99s.push(print_latencies("idle/http", &mut idle));
         }
         print_p99s("ingest/http", &p99s, 1000);
+        print_p99s("idle/http", &idle_p99s, 1000);
     }
 }
 
@@ -377,17 +393,13 @@ fn while_ingesting(
     let mut latencies = Vec::with_capacity(1 << 20);
     let mut refused = 0;
     let mut block = Vec::with_capacity(BLOCK);
-    let mut due = Instant::now();
+    let mut pacer = Pacer::new(every);
     while handled < n && !done.load(Ordering::Relaxed) {
         let at = front(handled + AHEAD, n);
         block.clear();
         let mut block_refused = 0;
         for _ in 0..BLOCK {
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            due = due.max(now) + every;
+            pacer.wait();
             match one(rng.below(users) as u32, at) {
                 Some(ns) => block.push(ns),
                 None => block_refused += 1,
@@ -405,6 +417,53 @@ fn while_ingesting(
     Measured { latencies, refused, secs, ingest_rate, entities }
 }
 
+/// The control of [`while_ingesting`]: once `done` (the pipeline ended), the same lookups
+/// (with `one`, paced alike) for `idle_for`, as of the newest event time: their latencies (ns).
+fn after_ingesting(
+    users: u64,
+    n: u64,
+    done: &AtomicBool,
+    seed: u64,
+    every: Duration,
+    idle_for: Duration,
+    mut one: impl FnMut(u32, i64) -> Option<u64>,
+) -> Vec<u64> {
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut rng = Rng(seed + 100);
+    let mut pacer = Pacer::new(every);
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < idle_for {
+        pacer.wait();
+        latencies
+            .push(one(rng.below(users) as u32, front(n, n)).expect("a lookup as of the newest event time"));
+    }
+    latencies
+}
+
+/// Paces calls: one due every `every`, none made up for when late.
+struct Pacer {
+    every: Duration,
+    due: Instant,
+}
+
+impl Pacer {
+    fn new(every: Duration) -> Self {
+        Pacer { every, due: Instant::now() }
+    }
+
+    /// Sleeps until the next call is due.
+    fn wait(&mut self) {
+        let now = Instant::now();
+        if self.due > now {
+            std::thread::sleep(self.due - now);
+        }
+        self.due = self.due.max(now) + self.every;
+    }
+}
+
 #[cfg(feature = "http")]
 mod http {
     use std::sync::atomic::AtomicBool;
@@ -416,7 +475,7 @@ mod http {
     use weir_features::http::{FeatureServer, ServerConfig, Views, serve};
     use weir_testkit::Rng;
 
-    use super::{Measured, ROUNDS, Txn, print_latencies, print_p99s};
+    use super::{HTTP_EVERY, Measured, ROUNDS, Txn, print_latencies, print_p99s};
 
     /// Serves `lookup` on 127.0.0.1, on a port of the system's choosing.
     async fn start(lookup: FeatureLookup<u32, Txn>) -> FeatureServer {
@@ -497,21 +556,21 @@ mod http {
         n: u64,
         done: &AtomicBool,
         seed: u64,
-        every: Duration,
-    ) -> Measured {
+        idle_for: Duration,
+    ) -> (Measured, Vec<u64>) {
         let client = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let server = rt.block_on(start(lookup.clone()));
         let mut stream = client.block_on(connect(&server));
         let mut buf = Vec::new();
-        let measured = super::while_ingesting(lookup, users, n, done, seed, every, |user, at| {
-            match client.block_on(get(&mut stream, &mut buf, user, at)) {
-                Ok(ns) => Some(ns),
-                Err(head) if head.starts_with("http/1.1 422") => None,
-                Err(head) => panic!("{head}"),
-            }
-        });
+        let mut one = |user, at| match client.block_on(get(&mut stream, &mut buf, user, at)) {
+            Ok(ns) => Some(ns),
+            Err(head) if head.starts_with("http/1.1 422") => None,
+            Err(head) => panic!("{head}"),
+        };
+        let measured = super::while_ingesting(lookup, users, n, done, seed, HTTP_EVERY, &mut one);
+        let idle = super::after_ingesting(users, n, done, seed, HTTP_EVERY, idle_for, &mut one);
         rt.block_on(server.shutdown());
-        measured
+        (measured, idle)
     }
 }
 
