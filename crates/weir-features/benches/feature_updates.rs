@@ -26,21 +26,21 @@
 //!   to the body parsed as JSON. The pipeline has ended: no ingestion runs meanwhile.
 //!
 //! Then the lookups at 1 000 000 entities while a pipeline ingests (20 000 in `--quick`): the
-//! pipeline of the `pipeline` rows at parallelism 1 (its source's stage and the view's operator
-//! after the `key_by` are tasks of their own, on a runtime of 2 worker threads, so ingestion
-//! and lookups share the machine's 2 cores), over 11 000 000 events (340 000 in `--quick`) of the same 24 hours whose first 1 000 000 are
-//! one per user, in turn, and the rest drawn as above (hot users). Lookups start once the
-//! first 1 000 000 events are handled (every user has state) and count only while events remain
-//! to be handled: they are taken in blocks of 8, and a block counts if, after it, the view had
-//! not handled every event. Each is of a user drawn uniformly among the 1 000 000, as of the
-//! event time of the ingestion's front (read before each block) plus that of 50 000 events, so
-//! that a lookup never falls before the horizon as ingestion moves on (those that did anyway
-//! are counted as refused, not timed).
+//! pipeline of the `pipeline` rows at parallelism 1, over 11 000 000 events (340 000 in
+//! `--quick`) of the same 24 hours whose first 1 000 000 are one per user, in turn, and the
+//! rest drawn as above (hot users). Its source's stage and the view's operator after the
+//! `key_by` are tasks of their own on a runtime of 2 worker threads: ingestion and lookups
+//! share the machine's 2 cores. Lookups start once the first 1 000 000 events are handled
+//! (every user has state) and count only while events remain to be handled: they are taken in
+//! blocks of 8, and a block counts if, after it, the view had not handled every event. Each is
+//! of a user drawn uniformly among the 1 000 000, as of the event time of the ingestion's front
+//! (read before each block) plus that of 50 000 events, so that a lookup never falls before the
+//! horizon as ingestion moves on (those that did anyway are counted as refused, not timed).
 //!
 //! The lookups are paced, one due every 100 µs (200 µs over HTTP), none made up for when late:
 //! they fall at moments independent of the pipeline's, so that those waiting for a batch being
-//! applied (under the state's write lock) count as often as they happen, and the ingestion
-//! keeps a core. Rows:
+//! applied (under the state's write lock) count as often as they happen, rather than as a few
+//! among many crowded between batches; and they leave the ingestion CPU time. Rows:
 //!
 //! - `ingest/lookup`: `FeatureLookup::lookup_at` on one thread, one at a time: p50, p99 and
 //!   p99.9 (target: p99 <= 20 µs); the lookups taken while ingesting, over how long, and the
@@ -56,7 +56,7 @@
 //!   newest event time: what ingestion adds.
 //!
 //! Each row runs three times (the machine may be shared); the best and the median are printed
-//! (of the `ingest` rows: of their p99s). Timings are printed, never asserted.
+//! (of the `ingest` and `idle` rows: of their p99s). Timings are printed, never asserted.
 
 #![allow(clippy::unwrap_used)] // A bench fails loudly.
 
@@ -221,8 +221,8 @@ fn main() {
     ingest_rows(&rt, users, n, idle_for);
 }
 
-/// The parallelism of the `ingest` rows' pipeline: of the machine's 2 cores, one ingests and
-/// the other looks up.
+/// The parallelism of the `ingest` rows' pipeline: the least, on a machine of 2 cores that
+/// also serves the lookups.
 const INGEST_PARALLELISM: usize = 1;
 
 /// Lookups between two reads of the ingestion's progress.
