@@ -94,8 +94,9 @@
 //!
 //! An event costs an append to its entity's columns and an update of one partial per input in
 //! its tile (plus, for busy entities with windowed distinct counts, of its value's newest
-//! occurrence); a pipeline extracts the columns of a batch without a lock and locks the
-//! subtask's state once per batch. `cargo bench -p weir-features --bench feature_updates`
+//! occurrence); a pipeline extracts the columns without a lock and applies a batch in runs of
+//! [`EVENTS_PER_LOCK`] events under the subtask's write lock, so that a lookup never waits
+//! for a whole batch. `cargo bench -p weir-features --bench feature_updates`
 //! prints updates per second per core, state bytes per entity and lookup latency.
 //!
 //! # Checkpoints
@@ -119,7 +120,7 @@ pub mod training;
 mod view;
 
 pub use error::{FeatureError, Result};
-pub use operator::{FeatureLookup, FeatureOperator};
+pub use operator::{EVENTS_PER_LOCK, FeatureLookup, FeatureOperator};
 pub use state::FeatureState;
 pub use training::{Label, Replay, TrainingSet};
 pub use view::{Agg, FeatureRow, FeatureValue, FeatureView, FeatureViewBuilder, Status, Value, Window};
