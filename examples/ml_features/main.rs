@@ -59,6 +59,13 @@ use crate::txn::{Txn, VIEW};
 const PIPELINE: &str = "ml_features";
 const TOPIC: &str = "txns";
 
+/// Records per batch of the pipeline's source, and events per run of the *as served* replay.
+/// The watermark advances once per batch, so an event is judged late against the newest event
+/// time up to the batch before it: small batches keep that lag small (64 records), and the
+/// replay takes the same steps. The first batch of a log has no watermark yet: nothing in it
+/// is late.
+const BATCH: usize = 64;
+
 /// Per-user card-transaction features: computed by a pipeline, served over HTTP, and replayed
 /// into a point-in-time-correct training set.
 #[derive(Debug, Parser)]
@@ -177,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
         .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(args.checkpoint_interval))
         .build()?;
     pipeline.dead_letters(LogSink::dead_letters(&log, PIPELINE));
-    let mut source = LogSource::topic(&log, TOPIC, PIPELINE);
+    let mut source = LogSource::topic(&log, TOPIC, PIPELINE).batch_size(BATCH);
     let mut watermarks = Watermarks::bounded_out_of_orderness(Duration::ZERO);
     if args.follow {
         watermarks = watermarks.with_idle_timeout(Duration::from_secs(10));
@@ -246,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
     let logged = read_log(&topic)?;
     let logged_users: Vec<String> = logged.txns.iter().map(|t| t.user.clone()).collect();
     let read_time = replayed.elapsed();
-    let replay = Replay::new(view.clone());
+    let replay = Replay::new(view.clone()).run(BATCH);
     let set = if args.as_served {
         replay.as_served(logged.txns, &logged.appended, &labels)?
     } else {

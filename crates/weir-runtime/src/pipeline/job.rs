@@ -125,6 +125,10 @@ impl Pipeline {
     }
 
     /// Sends dead letters to `sink` (one writer) instead of logging them as warnings.
+    ///
+    /// Dead letters are written as they come, outside checkpoints: at least once. After a
+    /// restore, a record read again since the last checkpoint that fails again is sent again,
+    /// with the same origin (e.g. `topic/partition@offset`), which tells the copies apart.
     pub fn dead_letters<S: Sink<DeadLetter>>(&self, sink: S) {
         let drain: DeadLetterSink = Box::new(move |mut rx| {
             Box::pin(async move {
