@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use weir_examples::mix;
 
 /// 2026-11-24T00:00:00Z.
 const START_MS: i64 = 1_795_478_400_000;
@@ -16,14 +17,6 @@ const AGENTS: [&str; 4] = [
     "curl/8.5.0",
     "Googlebot/2.1",
 ];
-
-/// SplitMix64: a well-mixed 64-bit hash of `x`.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
 
 /// A uniform number in [0, 1) from draw `k` of line `i`.
 fn unit(i: u64, k: u64) -> f64 {

@@ -68,3 +68,12 @@ pub fn partition_count(bootstrap: &str, topic: &str) -> anyhow::Result<i32> {
         _ => anyhow::bail!("topic {topic} does not exist on {bootstrap}"),
     }
 }
+
+/// SplitMix64: a well-mixed 64-bit hash of `x`, the synthetic data's source of randomness
+/// (line `i` of a synthetic input is a pure function of `i`).
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}

@@ -47,6 +47,14 @@
 //! the same rows as JSON, for any number of views, on loopback unless allowed otherwise (see
 //! the module for the endpoint table).
 //!
+//! # Training sets
+//!
+//! [`Replay`] answers label rows `(entity, t)` by replaying logged events through the same
+//! [`FeatureState`]: [`Replay::as_happened`] (every event with event time `<= t`, late ones
+//! included) or [`Replay::as_served`] (the events appended by `t` that the late rule kept: what a
+//! lookup at `t` returned online). See the [`training`] module for the rules; `examples/ml_features`
+//! writes them as Parquet or CSV, and checks them against the running pipeline's own lookups.
+//!
 //! # State: tiles, exact edges, pruning, eviction
 //!
 //! Per entity the state keeps the *retained history*: the events that a lookup at or after
@@ -103,11 +111,13 @@ mod hash;
 pub mod http;
 mod operator;
 mod state;
+pub mod training;
 mod view;
 
 pub use error::{FeatureError, Result};
 pub use operator::{FeatureLookup, FeatureOperator};
 pub use state::FeatureState;
+pub use training::{Label, Replay, TrainingSet};
 pub use view::{Agg, FeatureRow, FeatureValue, FeatureView, FeatureViewBuilder, Status, Value, Window};
 
 // The brute-force model again, inside the crate, where entities keep tiles and index their

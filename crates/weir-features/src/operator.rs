@@ -252,6 +252,13 @@ where
             + shards.iter().map(|s| read(s).late_events()).sum::<u64>()
     }
 
+    /// The events the operator's subtasks handled (applied, or dropped as late) since the
+    /// pipeline started in this process (not those of a restored checkpoint): a lookup made
+    /// once this reached `n` sees the first `n` events sent to the operator.
+    pub fn events_handled(&self) -> u64 {
+        read(&self.registry.shards).iter().map(|s| read(s).events_handled()).sum()
+    }
+
     /// The entities with state.
     pub fn entities(&self) -> usize {
         read(&self.registry.shards).iter().map(|s| read(s).entities()).sum()
@@ -270,8 +277,8 @@ where
 {
     /// Computes the view over `events` in their pipeline: partitions them by entity
     /// (`key_by`), adds a [`FeatureOperator`] with the view's name as its checkpoint id, and
-    /// returns its output — the late events, to sink or discard — and the lookups into its
-    /// state. Assign timestamps upstream with the view's event time so that the watermarks
+    /// returns its output — the late events, to sink or discard (the job's report tells
+    /// them as late output) — and the lookups into its state. Assign timestamps upstream with the view's event time so that the watermarks
     /// speak of it.
     ///
     /// # Examples
@@ -304,7 +311,8 @@ where
     pub fn attach(&self, events: Stream<T>) -> (Stream<T>, FeatureLookup<K, T>) {
         let op = FeatureOperator::new(self.clone());
         let lookup = op.lookup();
-        let late = (self.def.key_by)(events).into_stream().operator("features", op).uid(self.name());
+        let late =
+            (self.def.key_by)(events).into_stream().operator("features", op).uid(self.name()).late_output();
         (late, lookup)
     }
 }

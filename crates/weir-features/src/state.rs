@@ -243,6 +243,8 @@ pub struct FeatureState<K, T> {
     entities: HashMap<K, Entity>,
     watermark: i64,
     late: u64,
+    /// Events handled by this state since it was created (applied or late; not restored).
+    handled: u64,
     /// Entities to prune (and evict) once the prune cutoff reaches the key: the last ms of
     /// their newest tile at the time of queueing.
     expiry: BTreeMap<i64, Vec<K>>,
@@ -274,6 +276,7 @@ where
             entities: HashMap::new(),
             watermark: i64::MIN,
             late: 0,
+            handled: 0,
             expiry: BTreeMap::new(),
             columns: Columns::default(),
             late_scratch: Vec::new(),
@@ -334,6 +337,7 @@ where
         }
         c.keys = keys;
         self.late += late.len() as u64;
+        self.handled += n as u64;
         // One queue lookup per tile the batch opened, not per event.
         self.pending.sort_by_key(|p| p.0);
         let mut pending = self.pending.drain(..).peekable();
@@ -398,6 +402,13 @@ where
     /// The number of events dropped as late so far.
     pub fn late_events(&self) -> u64 {
         self.late
+    }
+
+    /// The events this state handled (applied, or dropped as late) since it was created: not
+    /// those of a restored checkpoint. A caller that knows how many events it sent can wait
+    /// for this to reach them: the state then reflects each of them.
+    pub fn events_handled(&self) -> u64 {
+        self.handled
     }
 
     /// The number of entities with state.

@@ -179,6 +179,16 @@ impl<T: Send + 'static> Stream<T> {
         self
     }
 
+    /// Declares that this stream carries the late records its operator counted as dropped
+    /// ([`DropReason::Late`](crate::DropReason::Late)): the job's report
+    /// ([`JobReport::late_output`](crate::JobReport)) then tells them as output, not as losses.
+    /// For operators whose output is their late records, such as a feature view's; a window's
+    /// late records have [`WindowedStream::late_records`].
+    pub fn late_output(self) -> Stream<T> {
+        self.ctx.inner.lock().unwrap_or_else(PoisonError::into_inner).late_output = true;
+        self
+    }
+
     /// Transforms every record.
     pub fn map<U, F>(self, f: F) -> Stream<U>
     where
