@@ -244,9 +244,9 @@ class Expected:
         for stmt in FEATURES_SQL.split(";\n"):
             if stmt.strip():
                 con.execute(stmt)
-        self.lines, self.events, self.late, self.users, self.last_append = con.execute(
+        self.lines, self.events, self.late, self.users, self.users_not_late, self.last_append = con.execute(
             "SELECT (SELECT count(*) FROM lines), count(*), count(*) FILTER (WHERE late),"
-            " count(DISTINCT usr), max(ts) FROM ev").fetchone()
+            " count(DISTINCT usr), count(DISTINCT usr) FILTER (WHERE NOT late), max(ts) FROM ev").fetchone()
         self.malformed = self.lines - self.events
         self.verdicts = [ok for (ok,) in con.execute("SELECT ok FROM parsed ORDER BY line_no").fetchall()]
         # Per flavour, one row per label: (user, t, counts x3, sums x3, distinct, last or None,
@@ -391,6 +391,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None, help="seed of the kill delays (default: random)")
     ap.add_argument("--self-test", action="store_true", help="only check the SQL against model.py")
     args = ap.parse_args()
+    # The runs happen in the work directory: every path absolute.
+    args.work = os.path.abspath(args.work)
+    args.data = args.data and os.path.abspath(args.data)
+    args.bin = args.bin and os.path.abspath(args.bin)
     c = Checks()
     try:
         self_test(c, args.work)

@@ -56,13 +56,24 @@ def tail(path: str, n: int = 12) -> str:
         return str(e)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(binary: str, argv: list[str]) -> list[str]:
+    """Every run serves lookups (default 127.0.0.1:9899): on a free port instead."""
+    return [binary, *argv, "--serve", f"127.0.0.1:{free_port()}"]
+
+
 def run(binary: str, argv: list[str], log: str) -> tuple[int, str, float]:
-    """Runs the example to its end: exit status, stdout, seconds."""
+    """Runs the example to its end (in the directory of `log`): exit status, stdout, seconds."""
     started = time.monotonic()
     with open(log, "w") as err:
         try:
-            p = subprocess.run([binary, *argv], stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                               text=True, timeout=RUN_TIMEOUT, check=False)
+            p = subprocess.run(command(binary, argv), stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                               text=True, timeout=RUN_TIMEOUT, check=False, cwd=os.path.dirname(log))
         except subprocess.TimeoutExpired:
             return -1, "", time.monotonic() - started
     return p.returncode, p.stdout, time.monotonic() - started
@@ -80,8 +91,8 @@ def check_run(c: Checks, what: str, rc: int, stdout: str, took: float, log: str,
     if labels:
         want["labels"] = len(exp.rows["happened"])
     got = {k: s.get(k) for k in want}
-    c.check(got == want, f"{what}: summary {got} (users: weir {s.get('users')}, oracle {exp.users})",
-            f"oracle: {want}")
+    c.check(got == want, f"{what}: summary {got} (users: weir {s.get('users')}; oracle {exp.users} with valid "
+            f"events, {exp.users_not_late} with events that are not late)", f"oracle: {want}")
     return True
 
 
@@ -153,7 +164,8 @@ def resumed_runs(c: Checks, exp: Expected, args, ev: str, lb: str, full: float) 
             delay = rng.uniform(0.05, 0.9) * full
             log = os.path.join(args.work, f"resume-{flavour}-{k}.stderr")
             with open(log, "w") as err:
-                p = subprocess.Popen([args.bin, *argv], stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+                p = subprocess.Popen(command(args.bin, argv), stdout=subprocess.DEVNULL, stderr=err,
+                                     stdin=subprocess.DEVNULL, cwd=args.work)
                 try:
                     p.wait(timeout=delay)
                     moments.append(f"finished before {delay:.1f} s (exit {p.returncode})")
@@ -176,12 +188,6 @@ def resumed_runs(c: Checks, exp: Expected, args, ev: str, lb: str, full: float) 
                          f"{json.dumps(summary_of(stdout))})", f"exit status {rc}; stderr:\n{tail(log)}")
             if ok:
                 compare_csv(c, f"{what}, {attempt}", out, exp, flavour)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def expected_json(row: tuple) -> dict:
@@ -230,8 +236,9 @@ def online(c: Checks, exp: Expected, args, ev: str) -> None:
     port = free_port()
     log = os.path.join(args.work, "online.stderr")
     err = open(log, "w")
+    # (At its end the example also writes a training set, of no labels: into the work dir.)
     p = subprocess.Popen([args.bin, "--input", ev, "--follow", "--serve", f"127.0.0.1:{port}"],
-                         stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
+                         stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True, cwd=args.work)
     out: list[str] = []
     caught_up = threading.Event()
 
