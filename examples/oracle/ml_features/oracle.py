@@ -23,11 +23,20 @@ No Weir code computes an expected value. The rules, from the example's interface
   the newest event with ts <= t (a tie on ts: the later line); *as happened* uses every valid
   event, *as served* the events that are not late and whose append time is <= t.
 
-Windowed features come from one range join of the labels with the events (the 24 h window; the
-shorter ones and *as served* are FILTER clauses of the same join); `last_amount` from ASOF joins
-(for *as served*: the newest event so far, per user and in file order, as of the last line
-appended at or before t). Counts, sums and `last_amount` must be equal; the distinct count
-within 2 % of the exact one (equal below 50).
+How the SQL computes them (FEATURES_SQL), each step checked against the brute-force model by
+`--self-test` (also run first by every check):
+
+- windows *as happened*, and over the events that are not late: the labels are rows of the
+  events' timeline per user, each window a RANGE frame (t - w, t] (a plain range join of labels
+  and events is the same, but with hot users it makes labels x events rows: minutes here);
+- *as served* = not late minus the events *in flight* at t (not late, ts <= t < append time),
+  found by a range join; a merchant leaves the distinct count when all its not-late events in
+  the window are in flight;
+- `last_amount`: ASOF joins, for *as served* on the newest event so far per user in file
+  order, as of the last line appended at or before t.
+
+Counts, sums and `last_amount` must be equal; the distinct count within 2 % of the exact one
+(so equal below 50). The summary's events, malformed, late and labels must be equal.
 """
 
 from __future__ import annotations
@@ -248,6 +257,9 @@ class Expected:
             "SELECT (SELECT count(*) FROM lines), count(*), count(*) FILTER (WHERE late),"
             " count(DISTINCT usr), count(DISTINCT usr) FILTER (WHERE NOT late), max(ts) FROM ev").fetchone()
         self.malformed = self.lines - self.events
+        # The first late lines, for the report of a differing late count: (line, user, ms behind).
+        self.first_late = con.execute(
+            "SELECT line_no, usr, append_ts - ts FROM ev WHERE late ORDER BY line_no LIMIT 6").fetchall()
         self.verdicts = [ok for (ok,) in con.execute("SELECT ok FROM parsed ORDER BY line_no").fetchall()]
         # Per flavour, one row per label: (user, t, counts x3, sums x3, distinct, last or None,
         # newest event time or None); and per label why the flavours differ.
