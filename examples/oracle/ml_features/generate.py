@@ -17,7 +17,9 @@ What the data holds, on purpose:
 - out of order within lateness: ~10 % of the events are 1 ms to 30 min behind the running
   maximum of the lines before them; beyond lateness: ~0.5 % are 90 min to 26 h behind it (a
   30 min margin either side of the 1 h lateness, so that how the engine batches its input
-  cannot change which side an event falls);
+  cannot change which side an event falls, as long as a batch spans less than 30 min of event
+  time: at the default size a line is ~0.8 s, a thousand lines ~13 min; the first lines come
+  before any watermark, and late events there are in the data too);
 - duplicate timestamps: ~1 % of the events are followed by another of the same user at the
   same ms with a different amount;
 - idle users: ~2 % of the users have no event for 25 to 30 hours in the middle of the data;
