@@ -131,8 +131,8 @@ start_broker() {
 
 start_demo() {
     DEMO_URL=http://127.0.0.1:$(free_port)
-    "$DEMO" --metrics-addr "${DEMO_URL#http://}" --dir "$TMP/data" --duration-secs "$DEMO_SECS" \
-        >"$TMP/demo.log" 2>&1 &
+    "$DEMO" --metrics-addr "${DEMO_URL#http://}" --features-addr "127.0.0.1:$(free_port)" --dir "$TMP/data" \
+        --duration-secs "$DEMO_SECS" >"$TMP/demo.log" 2>&1 &
     DEMO_PID=$!
     PIDS+=("$DEMO_PID")
     wait_for 60 "demo serving metrics at $DEMO_URL" curl -sf "$DEMO_URL/healthz" ||

@@ -112,6 +112,9 @@ struct Args {
     /// Synthetic label rows (without `--labels`).
     #[arg(long, default_value_t = 100_000)]
     label_rows: u64,
+    /// Hours of event time the synthetic transactions span (ending now).
+    #[arg(long, default_value_t = 48)]
+    span_hours: u32,
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -168,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let view = txn::view()?;
     let pipeline = Pipeline::builder(PIPELINE)
+        .handle_signals(true)
         .parallelism(args.parallelism)
         .metrics(metrics.clone())
         .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(args.checkpoint_interval))
@@ -310,7 +314,8 @@ fn synthetic_spec(args: &Args, dir: &Path) -> anyhow::Result<synthetic::Spec> {
             end
         }
     };
-    Ok(synthetic::Spec { events: args.events, users: args.users, seed: args.seed, end_ms })
+    let span_ms = i64::from(args.span_hours.max(1)) * 3_600_000;
+    Ok(synthetic::Spec { events: args.events, users: args.users, seed: args.seed, end_ms, span_ms })
 }
 
 /// The input's bytes: the file, or the synthetic lines.

@@ -5,17 +5,16 @@
 use crate::txn::Txn;
 use weir_examples::mix;
 
-/// How many events, users and merchants, the seed, and the end of the event times (ms).
+/// How many events and users, the seed, the end of the event times and their span (ms).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Spec {
     pub(crate) events: u64,
     pub(crate) users: u64,
     pub(crate) seed: u64,
     pub(crate) end_ms: i64,
+    pub(crate) span_ms: i64,
 }
 
-/// Two days of events end at `end_ms`.
-const SPAN_MS: i64 = 2 * 86_400_000;
 const MERCHANTS: u64 = 2_000;
 
 impl Spec {
@@ -25,17 +24,19 @@ impl Spec {
     }
 
     fn start_ms(&self) -> i64 {
-        self.end_ms - SPAN_MS
+        self.end_ms - self.span_ms
     }
 
     /// Event `i` and its delay (arrival minus event time).
     fn event(&self, i: u64) -> (Txn, i64) {
         let n = self.events.max(1);
-        let ts = self.start_ms() + (SPAN_MS as f64 * (i as f64 + self.unit(i, 0)) / n as f64) as i64;
+        let ts = self.start_ms() + (self.span_ms as f64 * (i as f64 + self.unit(i, 0)) / n as f64) as i64;
         // Hot users: a cubed draw picks low indices far more often.
         let mut user = (self.users as f64 * self.unit(i, 1).powi(3)) as u64 % self.users.max(1);
-        // Every tenth user is away for the middle day (idle for more than 24 hours).
-        let middle = ts - self.start_ms() > SPAN_MS / 4 && ts - self.start_ms() < SPAN_MS * 3 / 4 + 3_600_000;
+        // Every tenth user is away for the middle half of the span plus an hour (over a day
+        // with the default span of two days).
+        let middle = ts - self.start_ms() > self.span_ms / 4
+            && ts - self.start_ms() < self.span_ms * 3 / 4 + 3_600_000;
         if user % 10 == 9 && middle {
             user -= 1;
         }
@@ -88,7 +89,7 @@ impl Spec {
                     1 => txn.ts + 300_000,
                     2 => txn.ts + 3_600_000,
                     3 => txn.ts + 86_400_000,
-                    _ => self.start_ms() + (self.unit(j, 9) * (SPAN_MS + 86_400_000) as f64) as i64,
+                    _ => self.start_ms() + (self.unit(j, 9) * (self.span_ms + 86_400_000) as f64) as i64,
                 };
                 (txn.user, t)
             })
@@ -102,7 +103,8 @@ mod tests {
 
     #[test]
     fn the_data_has_late_duplicate_malformed_and_idle_events() {
-        let spec = Spec { events: 20_000, users: 500, seed: 7, end_ms: 1_800_000_000_000 };
+        let spec =
+            Spec { events: 20_000, users: 500, seed: 7, end_ms: 1_800_000_000_000, span_ms: 2 * 86_400_000 };
         let lines = spec.lines();
         let txns: Vec<Txn> = lines.iter().filter_map(|l| crate::txn::parse(l).ok()).collect();
         assert!(lines.len() - txns.len() > 10, "malformed lines");

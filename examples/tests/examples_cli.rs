@@ -6,25 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const EXAMPLES: [&str; 3] = ["quickstart", "monitoring", "log_analytics"];
+const EXAMPLES: [&str; 4] = ["quickstart", "monitoring", "log_analytics", "ml_features"];
 
-/// The built example `name`, from the profile directory this test runs from (`cargo test`
-/// builds the examples; a filtered run such as `--test examples_cli` builds them here).
+mod built;
+
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let path = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "weir-examples", "--example", name]);
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().unwrap();
-        assert!(status.success(), "cargo build --example {name}: {status}");
-    }
-    path
+    built::example(name, None)
 }
 
 fn run(name: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {

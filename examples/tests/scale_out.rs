@@ -30,23 +30,11 @@ const KINDS: [&str; 5] = ["status", "paths", "clients", "alerts", "sessions"];
 /// 2026-11-24T00:00:00Z, where the synthetic log starts (100 lines per second).
 const START_MS: i64 = 1_795_478_400_000;
 
-/// The example `name` built with the feature `kafka`, in the profile directory this test runs
-/// from: built here, since a workspace build may have left one without the feature there.
+mod built;
+
+/// The example `name` built with the feature `kafka`.
 fn example(name: &str) -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "weir-examples", "--features", "kafka", "--example", name]);
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().unwrap();
-        assert!(status.success(), "cargo build --features kafka --example {name}: {status}");
-    });
-    profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+    built::example(name, Some("kafka"))
 }
 
 fn log_analytics(cwd: &Path, args: &[&str]) -> Command {

@@ -20,6 +20,10 @@
 //!   after a `key_by`) at parallelism `n`: events per second, and per second per core.
 //! - `lookup`: after the `state` row, 200 000 lookups of random users (hot users more often,
 //!   as drawn) as of the newest event time, one at a time: p50 and p99 latency.
+//! - `api`, `api/metered`: after the last pipeline row, 200 000 lookups as in `lookup`, through
+//!   the pipeline's `FeatureLookup` (the subtask's read lock taken per lookup), without and then
+//!   with the view's metrics (the clock read twice and a histogram observation per lookup), and
+//!   the difference of their best p99s (`metrics`).
 //! - `http` (with the cargo feature `http`): after the last pipeline row, its view served on
 //!   127.0.0.1, and 20 000 `GET /features/user_txn/<user>?at=<newest event time>` of random
 //!   users, one at a time on one keep-alive connection: p50 and p99 latency, the request sent
@@ -80,6 +84,9 @@ fn generate(n: u64, users: u64) -> Vec<Txn> {
         .collect()
 }
 
+/// Lookups per round of the `lookup` and `api` rows.
+const LOOKUPS: u64 = 200_000;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (n, users) = if quick { (200_000, 10_000) } else { (4_000_000, 100_000) };
@@ -111,7 +118,7 @@ fn main() {
     let mut rng = Rng(7);
     let mut p99s = Vec::new();
     for _ in 0..ROUNDS {
-        let mut latencies: Vec<u64> = (0..200_000)
+        let mut latencies: Vec<u64> = (0..LOOKUPS)
             .map(|_| {
                 let user = events[rng.below(n) as usize].user;
                 let t0 = Instant::now();
@@ -156,6 +163,37 @@ fn main() {
         println!(
             "pipeline/p{parallelism}  {best:>12.0} events/s (median {median:.0})   {:.0} per core (target 1 000 000)",
             best / parallelism as f64
+        );
+    }
+    if let Some(lookup) = &served {
+        let metrics = weir_metrics::Metrics::new();
+        let mut best_p99 = [0.0; 2];
+        for (i, (row, metered)) in [("api", false), ("api/metered", true)].into_iter().enumerate() {
+            if metered {
+                lookup.register_metrics(&metrics, "features");
+            }
+            let mut p99s = Vec::new();
+            for _ in 0..ROUNDS {
+                let mut latencies: Vec<u64> = (0..LOOKUPS)
+                    .map(|_| {
+                        let user = events[rng.below(n) as usize].user;
+                        let t0 = Instant::now();
+                        let row = lookup.lookup_at(&user, at).unwrap();
+                        let ns = t0.elapsed().as_nanos() as u64;
+                        std::hint::black_box(row);
+                        ns
+                    })
+                    .collect();
+                p99s.push(print_latencies(row, &mut latencies));
+            }
+            print_p99s(row, &p99s, 20);
+            best_p99[i] = p99s.iter().copied().fold(f64::INFINITY, f64::min);
+        }
+        println!(
+            "metrics      p99 best {:.1} µs metered, {:.1} µs not: {:+.1} µs per lookup",
+            best_p99[1],
+            best_p99[0],
+            best_p99[1] - best_p99[0]
         );
     }
     #[cfg(feature = "http")]

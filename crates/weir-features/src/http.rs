@@ -26,7 +26,9 @@
 //!
 //! A lookup is the in-process [`FeatureLookup::lookup_at`], with its read-your-writes
 //! guarantee; it takes the read lock of one subtask's state for the time of one lookup. No
-//! input makes the server panic.
+//! input makes the server panic. With the view's [metrics](crate::metrics) on, a request for a
+//! served view (with a valid query) is timed as `path="http"`, from its arrival to its JSON body,
+//! whatever its answer.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -35,6 +37,7 @@ use std::hash::Hash;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -125,6 +128,8 @@ impl ServerConfig {
 trait ServedView: Send + Sync {
     /// The row of `entity` as of `at`; [`LookupError::Entity`] if `entity` is not a key of the view.
     fn lookup_at(&self, entity: &str, at: i64) -> Result<FeatureRow, LookupError>;
+    /// Counts a request for the view that took `took`.
+    fn observe(&self, took: Duration);
 }
 
 enum LookupError {
@@ -140,7 +145,11 @@ where
 {
     fn lookup_at(&self, entity: &str, at: i64) -> Result<FeatureRow, LookupError> {
         let key = entity.parse::<K>().map_err(|e| LookupError::Entity(e.to_string()))?;
-        FeatureLookup::lookup_at(self, &key, at).map_err(LookupError::Feature)
+        self.lookup_untimed(&key, at).map_err(LookupError::Feature)
+    }
+
+    fn observe(&self, took: Duration) {
+        self.observe_http(took);
     }
 }
 
@@ -287,11 +296,17 @@ pub async fn serve(views: Views, config: &ServerConfig) -> Result<FeatureServer,
 }
 
 fn respond(req: &Request<Incoming>, views: &HashMap<String, Served>) -> Response<Full<Bytes>> {
-    let (status, body) = match answer(req, views) {
+    let start = Instant::now();
+    let mut served = None;
+    let (status, body) = match answer(req, views, &mut served) {
         Ok(body) => (StatusCode::OK, body),
         Err((status, error)) => (status, json!({ "error": error })),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let body = body.to_string();
+    if let Some(served) = served {
+        served.lookup.observe(start.elapsed());
+    }
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -304,7 +319,13 @@ fn respond(req: &Request<Incoming>, views: &HashMap<String, Served>) -> Response
 
 type Failure = (StatusCode, String);
 
-fn answer(req: &Request<Incoming>, views: &HashMap<String, Served>) -> Result<Json, Failure> {
+/// The body of a 200 answer, or the failure; sets `served` to the view the request named, if
+/// served.
+fn answer<'v>(
+    req: &Request<Incoming>,
+    views: &'v HashMap<String, Served>,
+    served: &mut Option<&'v Served>,
+) -> Result<Json, Failure> {
     let not_found = || {
         (StatusCode::NOT_FOUND, format!("no such path {}; see /features/<view>/<entity>", req.uri().path()))
     };
@@ -323,7 +344,8 @@ fn answer(req: &Request<Incoming>, views: &HashMap<String, Served>) -> Result<Js
     let view = percent_decode(view).map_err(|e| bad(format!("view: {e}")))?;
     let entity = percent_decode(entity).map_err(|e| bad(format!("entity: {e}")))?;
     let at = parse_at(req.uri().query()).map_err(bad)?.unwrap_or_else(now_ms);
-    let served = views.get(&view).ok_or_else(|| (StatusCode::NOT_FOUND, format!("no such view {view:?}")))?;
+    let served = *served
+        .insert(views.get(&view).ok_or_else(|| (StatusCode::NOT_FOUND, format!("no such view {view:?}")))?);
     let row = served.lookup.lookup_at(&entity, at).map_err(|e| match e {
         LookupError::Entity(e) => bad(format!("entity {entity:?} is not a key of view {view:?}: {e}")),
         LookupError::Feature(e @ FeatureError::BeforeHorizon { .. }) => {

@@ -47,6 +47,9 @@
 //! the same rows as JSON, for any number of views, on loopback unless allowed otherwise (see
 //! the module for the endpoint table).
 //!
+//! A view attached to a pipeline with metrics exports lookup latency (by path), freshness,
+//! entities, state bytes and late events into the pipeline's registry: see [`metrics`].
+//!
 //! # Training sets
 //!
 //! [`Replay`] answers label rows `(entity, t)` by replaying logged events through the same
@@ -109,6 +112,7 @@ mod error;
 mod hash;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod metrics;
 mod operator;
 mod state;
 pub mod training;

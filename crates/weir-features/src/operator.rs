@@ -2,26 +2,30 @@
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_metrics::Metrics;
 use weir_runtime::{
     Batch, Collector, DropReason, Operator, StateReader, StateStats, StateWriter, Stream, Timestamp,
     key_hash, subtask_for_hash,
 };
 
 use crate::error::Result;
-use crate::state::{Columns, Entity, FeatureState, empty_row, now_ms};
+use crate::metrics::{Path, SubtaskMetrics, ViewMetrics, timed};
+use crate::state::{Columns, Entity, FeatureState, empty_row, entry_bytes, now_ms};
 use crate::view::{FeatureRow, FeatureView};
 
 type Shard<K, T> = Arc<RwLock<FeatureState<K, T>>>;
 
-/// The shards of one attached view, in subtask order, and the late count restored from a
-/// checkpoint.
+/// The shards of one attached view, in subtask order, the late count restored from a
+/// checkpoint, and the view's metrics once registered.
 struct Registry<K, T> {
     shards: RwLock<Vec<Shard<K, T>>>,
     restored_late: AtomicU64,
+    metrics: OnceLock<ViewMetrics>,
 }
 
 /// The operator that keeps a [`FeatureView`]'s state in a pipeline, after a `key_by` on the
@@ -37,6 +41,10 @@ pub struct FeatureOperator<K, T> {
     registry: Arc<Registry<K, T>>,
     columns: Columns<K>,
     late: Vec<usize>,
+    /// This shard's index in the registry (its subtask).
+    subtask: usize,
+    /// Made on the first message after the view's metrics were registered.
+    metrics: Option<SubtaskMetrics>,
 }
 
 impl<K, T> std::fmt::Debug for FeatureOperator<K, T> {
@@ -59,9 +67,20 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
     /// [`FeatureOperator::lookup`] reads.
     pub fn new(view: FeatureView<K, T>) -> Self {
         let shard = Arc::new(RwLock::new(FeatureState::new(view.clone())));
-        let registry =
-            Arc::new(Registry { shards: RwLock::new(Vec::new()), restored_late: AtomicU64::new(0) });
-        FeatureOperator { view, shard, registry, columns: Columns::default(), late: Vec::new() }
+        let registry = Arc::new(Registry {
+            shards: RwLock::new(Vec::new()),
+            restored_late: AtomicU64::new(0),
+            metrics: OnceLock::new(),
+        });
+        FeatureOperator {
+            view,
+            shard,
+            registry,
+            columns: Columns::default(),
+            late: Vec::new(),
+            subtask: 0,
+            metrics: None,
+        }
     }
 
     /// Lookups into the state of this operator's clones.
@@ -74,13 +93,17 @@ impl<K: Hash + Eq + Clone, T> Clone for FeatureOperator<K, T> {
     /// A new shard of the same view, registered for lookups after those cloned before it.
     fn clone(&self) -> Self {
         let shard = Arc::new(RwLock::new(FeatureState::new(self.view.clone())));
-        write(&self.registry.shards).push(shard.clone());
+        let mut shards = write(&self.registry.shards);
+        let subtask = shards.len();
+        shards.push(shard.clone());
         FeatureOperator {
             view: self.view.clone(),
             shard,
             registry: self.registry.clone(),
             columns: Columns::default(),
             late: Vec::new(),
+            subtask,
+            metrics: None,
         }
     }
 }
@@ -95,9 +118,20 @@ where
     T: Send + Sync + 'static,
 {
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
+        let arrived = self.metered().then(Instant::now);
         self.columns.fill(&self.view.def, &batch.records);
         self.late.clear();
-        write(&self.shard).apply_columns(&mut self.columns, &mut self.late);
+        let entities = {
+            let mut shard = write(&self.shard);
+            shard.apply_columns(&mut self.columns, &mut self.late);
+            shard.entities()
+        };
+        if let (Some(m), Some(arrived)) = (&self.metrics, arrived) {
+            let after = batch.read_at().map_or_else(|| arrived.elapsed(), |read| read.elapsed());
+            m.applied(after, batch.len() - self.late.len(), self.late.len());
+            m.entities(entities);
+            self.sample_if_due(entities);
+        }
         if self.late.is_empty() {
             return;
         }
@@ -121,19 +155,39 @@ where
     /// would prune everything: after a bounded job the state stays as of its last watermark.
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<T>) {
         if watermark < Timestamp::MAX {
-            write(&self.shard).advance(watermark);
+            let entities = {
+                let mut shard = write(&self.shard);
+                shard.advance(watermark);
+                shard.entities()
+            };
+            if self.metered()
+                && let Some(m) = &self.metrics
+            {
+                m.entities(entities);
+                self.sample_if_due(entities);
+            }
         }
         out.watermark(watermark);
     }
 
     /// Saves each entity under its key, and the watermark, the late counts and the view's
-    /// state layout as the subtask's meta.
+    /// state layout as the subtask's meta; the view's metrics sample the state's bytes in the
+    /// same pass.
     fn snapshot(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
+        self.metered();
         let shard = read(&self.shard);
         let (watermark, late) = shard.meta();
         let restored = self.registry.restored_late.load(Ordering::Relaxed);
         state.set_meta::<Meta>(&(watermark, late, restored, self.view.def.layout()))?;
-        shard.entries().try_for_each(|(k, e)| state.put(k, e))
+        let mut bytes = 0;
+        shard.entries().try_for_each(|(k, e)| {
+            bytes += entry_bytes(k, e);
+            state.put(k, e)
+        })?;
+        if let Some(m) = &mut self.metrics {
+            m.sampled(bytes, shard.entities());
+        }
+        Ok(())
     }
 
     /// Restores the entities of the key groups this subtask owns, the lowest saved watermark
@@ -158,9 +212,31 @@ where
         Ok(())
     }
 
+    /// The entities, and the bytes of the last sample of the view's metrics (0 without them).
     fn state_stats(&self) -> Option<StateStats> {
         let keys = self.shard.try_read().map_or(0, |s| s.entities() as u64);
-        Some(StateStats { keys, ..StateStats::default() })
+        let bytes = self.metrics.as_ref().map_or(0, SubtaskMetrics::bytes);
+        Some(StateStats { keys, bytes, ..StateStats::default() })
+    }
+}
+
+impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
+    /// Whether the view's metrics are on; makes this subtask's handles the first time.
+    fn metered(&mut self) -> bool {
+        if self.metrics.is_none()
+            && let Some(m) = self.registry.metrics.get()
+        {
+            self.metrics = Some(m.subtask(self.subtask));
+        }
+        self.metrics.is_some()
+    }
+
+    /// Samples the state's bytes if due, under the read lock (lookups go on meanwhile).
+    fn sample_if_due(&mut self, entities: usize) {
+        if let Some(m) = self.metrics.as_mut().filter(|m| m.sample_due(entities)) {
+            let shard = read(&self.shard);
+            m.sampled(shard.state_bytes(), shard.entities());
+        }
     }
 }
 
@@ -211,6 +287,12 @@ where
     ///
     /// As [`FeatureState::lookup_at`] (with that subtask's horizon).
     pub fn lookup_at(&self, entity: &K, t: i64) -> Result<FeatureRow> {
+        timed(self.registry.metrics.get(), Path::InProcess, || self.lookup_untimed(entity, t))
+    }
+
+    /// [`FeatureLookup::lookup_at`], not counted in the lookup metrics (the HTTP server times
+    /// its requests itself).
+    pub(crate) fn lookup_untimed(&self, entity: &K, t: i64) -> Result<FeatureRow> {
         let shards = read(&self.registry.shards);
         if shards.is_empty() {
             return Ok(empty_row(&self.view.def, t));
@@ -226,6 +308,10 @@ where
     ///
     /// As [`FeatureState::lookup_at`].
     pub fn lookup_many(&self, entities: &[K], t: i64) -> Result<Vec<FeatureRow>> {
+        timed(self.registry.metrics.get(), Path::InProcess, || self.lookup_many_untimed(entities, t))
+    }
+
+    fn lookup_many_untimed(&self, entities: &[K], t: i64) -> Result<Vec<FeatureRow>> {
         let shards = read(&self.registry.shards);
         if shards.is_empty() {
             return Ok(entities.iter().map(|_| empty_row(&self.view.def, t)).collect());
@@ -268,6 +354,22 @@ where
     pub fn state_bytes(&self) -> usize {
         read(&self.registry.shards).iter().map(|s| read(s).state_bytes()).sum()
     }
+
+    /// Exports the view's metrics into `metrics`, labelled `pipeline` (see the
+    /// [`metrics`](crate::metrics) module): lookups from now on, and the operator's subtasks
+    /// from their next message. [`FeatureView::attach`] calls it for a pipeline with metrics;
+    /// only the first registration of a view's lookups counts, later ones do nothing.
+    pub fn register_metrics(&self, metrics: &Metrics, pipeline: &str) {
+        self.registry.metrics.get_or_init(|| ViewMetrics::new(metrics, pipeline, self.view.name()));
+    }
+
+    /// Counts an HTTP request for this view that took `took`.
+    #[cfg(feature = "http")]
+    pub(crate) fn observe_http(&self, took: std::time::Duration) {
+        if let Some(m) = self.registry.metrics.get() {
+            m.lookup(Path::Http, took);
+        }
+    }
 }
 
 impl<K, T> FeatureView<K, T>
@@ -278,8 +380,10 @@ where
     /// Computes the view over `events` in their pipeline: partitions them by entity
     /// (`key_by`), adds a [`FeatureOperator`] with the view's name as its checkpoint id, and
     /// returns its output — the late events, to sink or discard (the job's report tells
-    /// them as late output) — and the lookups into its state. Assign timestamps upstream with the view's event time so that the watermarks
-    /// speak of it.
+    /// them as late output) — and the lookups into its state. Assign timestamps upstream with
+    /// the view's event time so that the watermarks speak of it. A pipeline built with
+    /// [`PipelineBuilder::metrics`](weir_runtime::PipelineBuilder::metrics) exports the view's
+    /// metrics (see the [`metrics`](crate::metrics) module).
     ///
     /// # Examples
     ///
@@ -311,6 +415,9 @@ where
     pub fn attach(&self, events: Stream<T>) -> (Stream<T>, FeatureLookup<K, T>) {
         let op = FeatureOperator::new(self.clone());
         let lookup = op.lookup();
+        if let Some((metrics, pipeline)) = events.metrics() {
+            lookup.register_metrics(metrics, pipeline);
+        }
         let late =
             (self.def.key_by)(events).into_stream().operator("features", op).uid(self.name()).late_output();
         (late, lookup)

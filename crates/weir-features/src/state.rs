@@ -418,7 +418,7 @@ where
 
     /// Approximate bytes of state, walking every entity (not for a hot path).
     pub fn state_bytes(&self) -> usize {
-        self.entities.iter().map(|(k, e)| std::mem::size_of_val(k) + e.bytes()).sum()
+        self.entities.iter().map(|(k, e)| entry_bytes(k, e)).sum()
     }
 
     /// The features of `entity` as of the wall clock's now.
@@ -490,6 +490,12 @@ where
             self.entities.insert(key, e);
         }
     }
+}
+
+/// Approximate bytes of one entity's entry: its key and its state (the terms of
+/// [`FeatureState::state_bytes`]).
+pub(crate) fn entry_bytes<K>(key: &K, e: &Entity) -> usize {
+    std::mem::size_of_val(key) + e.bytes()
 }
 
 /// The wall clock in ms since the epoch.

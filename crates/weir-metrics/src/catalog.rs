@@ -11,7 +11,7 @@
 
 /// Label names a metric may carry: all of low cardinality.
 pub const ALLOWED_LABELS: &[&str] =
-    &["pipeline", "operator", "subtask", "topic", "partition", "group", "reason", "kind"];
+    &["pipeline", "operator", "subtask", "topic", "partition", "group", "reason", "kind", "view", "path"];
 
 /// What kind of metric an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,6 +431,59 @@ pub const KAFKA_FENCED: CounterDef<1> = counter(
     &["pipeline"],
 );
 
+// ---- Feature views (weir-features) ----------------------------------------------------------
+
+/// Lookup latencies: 1 µs to 1 s (an in-process lookup takes microseconds).
+pub const LOOKUP_BUCKETS: &[f64] = &[
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+const PIPELINE_VIEW: &[&str; 2] = &["pipeline", "view"];
+const PIPELINE_VIEW_SUBTASK: &[&str; 3] = &["pipeline", "view", "subtask"];
+
+/// Feature lookup latency, by path.
+pub const FEATURE_LOOKUP_DURATION: HistogramDef<3> = histogram(
+    "weir_feature_lookup_duration_seconds",
+    "Time one lookup into a feature view took, by path: inprocess (one lookup_at or lookup_many \
+     call, its entities' rows included) or http (one GET /features request, from its arrival to \
+     the JSON body, the network excluded).",
+    &["pipeline", "view", "path"],
+    LOOKUP_BUCKETS,
+);
+/// Arrival to servable.
+pub const FEATURE_FRESHNESS: HistogramDef<2> = histogram(
+    "weir_feature_freshness_seconds",
+    "From the time a source read the newest event of a batch (its arrival at the feature view's \
+     operator if the batch carries no read time) to the batch being applied: servable by lookups.",
+    PIPELINE_VIEW,
+    LATENCY_BUCKETS,
+);
+/// Entities with feature state.
+pub const FEATURE_ENTITIES: GaugeDef<3> = gauge(
+    "weir_feature_entities",
+    "entities",
+    "Entities a feature view's subtask holds state for (updated after every batch and watermark).",
+    PIPELINE_VIEW_SUBTASK,
+);
+/// Approximate bytes of feature state.
+pub const FEATURE_STATE_BYTES: GaugeDef<3> = gauge(
+    "weir_feature_state_bytes",
+    "bytes",
+    "Approximate memory of a feature view's subtask state (retained events, tiles, lifetime \
+     aggregates), sampled by every checkpoint and between checkpoints at most every 10 seconds: \
+     computing it walks every entity.",
+    PIPELINE_VIEW_SUBTASK,
+);
+/// Late events a feature view dropped.
+pub const FEATURE_LATE_EVENTS: CounterDef<2> = counter(
+    "weir_feature_late_events_total",
+    "events",
+    "Events a feature view dropped as late (at or behind its watermark minus its allowed \
+     lateness), never applied.",
+    PIPELINE_VIEW,
+);
+
 /// Every metric Weir exports.
 pub const CATALOG: &[MetricInfo] = &[
     OPERATOR_RECORDS_IN.info,
@@ -474,6 +527,11 @@ pub const CATALOG: &[MetricInfo] = &[
     KAFKA_TXN_COMMIT.info,
     KAFKA_TXN_ABORTS.info,
     KAFKA_FENCED.info,
+    FEATURE_LOOKUP_DURATION.info,
+    FEATURE_FRESHNESS.info,
+    FEATURE_ENTITIES.info,
+    FEATURE_STATE_BYTES.info,
+    FEATURE_LATE_EVENTS.info,
 ];
 
 /// The catalog entry named `name`, or the histogram whose `_bucket`, `_sum` or `_count` series
@@ -551,6 +609,7 @@ mod tests {
             LAG_BUCKETS,
             CHECKPOINT_BUCKETS,
             CHECKPOINT_SIZE_BUCKETS,
+            LOOKUP_BUCKETS,
         ] {
             assert!(b.windows(2).all(|w| w[0] < w[1]));
         }

@@ -50,6 +50,11 @@ impl PipelineMetrics {
         PipelineMetrics { metrics, pipeline: pipeline.into(), names: Arc::default() }
     }
 
+    /// The registry and the pipeline's name.
+    pub(crate) fn registry(&self) -> (&Metrics, &str) {
+        (&self.metrics, &self.pipeline)
+    }
+
     /// `kind`, or `kind_N` if the pipeline already has `N - 1` operators of that kind.
     pub(crate) fn unique_name(&self, kind: &str) -> String {
         let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);

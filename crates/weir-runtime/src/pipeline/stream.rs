@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use weir_metrics::Metrics;
 
 use crate::aggregate::{Aggregator, Aggs};
 use crate::batch::{Batch, Message, Timestamp};
@@ -153,6 +154,15 @@ impl<T: Send + 'static> Stream<T> {
             *label.lock().unwrap_or_else(PoisonError::into_inner) = metrics.unique_name(name);
         }
         self
+    }
+
+    /// The registry the pipeline exports its metrics to ([`PipelineBuilder::metrics`]) and the
+    /// pipeline's name, its `pipeline` label: for operators that export metrics of their own
+    /// (feature views do). `None` when the pipeline exports no metrics.
+    ///
+    /// [`PipelineBuilder::metrics`]: crate::PipelineBuilder::metrics
+    pub fn metrics(&self) -> Option<(&Metrics, &str)> {
+        self.ctx.metrics.as_ref().map(|m| m.registry())
     }
 
     /// Names the operator that made this stream `uid` in checkpoints (as Flink's `uid`): its
