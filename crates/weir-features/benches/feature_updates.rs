@@ -33,8 +33,9 @@
 //! pipeline of the `pipeline` rows at parallelism 1, over 11 000 000 events (340 000 in
 //! `--quick`) of the same 24 hours whose first 1 000 000 are one per user, in turn, and the
 //! rest drawn as above (hot users). Its source's stage and the view's operator after the
-//! `key_by` are tasks of their own on a runtime of 2 worker threads: ingestion and lookups
-//! share the machine's 2 cores. Lookups start once the first 1 000 000 events are handled
+//! `key_by` are tasks of their own on a tokio runtime of one worker thread, and the HTTP
+//! server runs on another runtime of one worker: on 2 cores, ingestion keeps one core and the
+//! lookups share the other, as a deployment that reserves a core for serving would. Lookups start once the first 1 000 000 events are handled
 //! (every user has state) and count only while events remain to be handled: they are taken in
 //! blocks of 8, and a block counts if, after it, the view had not handled every event. Each is
 //! of a user drawn uniformly among the 1 000 000, as of the event time of the ingestion's front
@@ -52,7 +53,7 @@
 //! - `ingest/state`: after the first `ingest/lookup` run, the bytes of state per entity at
 //!   1 000 000 entities.
 //! - `ingest/http` (with the cargo feature `http`): the view served on 127.0.0.1 as in the
-//!   `http` row, by the tokio runtime that runs the pipeline (a worker thread per core), and
+//!   `http` row, by a runtime of its own (one worker thread), and
 //!   `GET /features/user_txn/<user>?at=<ms>` one at a time on one keep-alive connection from a
 //!   thread of its own: the same figures (target: p99 <= 1 ms).
 //! - `idle/lookup`, `idle/http`: the control of each, in the same run: once the pipeline
@@ -256,7 +257,11 @@ fn main() {
     } else {
         (1_000_000, 11_000_000, Duration::from_secs(3))
     };
-    ingest_rows(&rt, users, n, idle_for);
+    // The pipeline on one worker thread, the HTTP server on another runtime's: on 2 cores,
+    // ingestion keeps one and the lookups (a thread of their own) share the other.
+    let one_worker =
+        || tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    ingest_rows(&one_worker(), &one_worker(), users, n, idle_for);
 }
 
 /// The parallelism of the `ingest` rows' pipeline: the least, on a machine of 2 cores that
@@ -278,7 +283,13 @@ const HTTP_EVERY: Duration = Duration::from_micros(200);
 
 /// The `ingest/*` and `idle/*` rows: lookups of `users` entities while the pipeline ingests
 /// `n` events, then for `idle_for` after it ended.
-fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64, idle_for: Duration) {
+fn ingest_rows(
+    rt: &tokio::runtime::Runtime,
+    serving: &tokio::runtime::Runtime,
+    users: u64,
+    n: u64,
+    idle_for: Duration,
+) {
     let events = generate_warm(n, users);
     println!(
         "ingest       {n} events: {users} users one event each, then {} of hot users; pipeline at parallelism {INGEST_PARALLELISM}",
@@ -322,7 +333,7 @@ fn ingest_rows(rt: &tokio::runtime::Runtime, users: u64, n: u64, idle_for: Durat
         let (mut p99s, mut idle_p99s) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             let ((mut measured, mut idle), _) = ingest(rt, events.clone(), |lookup, done| {
-                http::while_ingesting(rt, lookup, users, n, done, 11 + round as u64, idle_for)
+                http::while_ingesting(serving, lookup, users, n, done, 11 + round as u64, idle_for)
             });
             p99s.push(measured.print("ingest/http"));
             idle_p99s.push(print_latencies("idle/http", &mut idle));

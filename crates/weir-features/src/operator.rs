@@ -18,7 +18,9 @@ use crate::metrics::{Path, SubtaskMetrics, ViewMetrics, timed};
 use crate::state::{Columns, Entity, FeatureState, empty_row, entry_bytes, now_ms};
 use crate::view::{FeatureRow, FeatureView};
 
-type Shard<K, T> = Arc<RwLock<FeatureState<K, T>>>;
+/// A subtask's state. `parking_lot`'s lock, for its fair unlock: the operator hands the lock to
+/// waiting lookups between runs instead of taking it straight back.
+type Shard<K, T> = Arc<parking_lot::RwLock<FeatureState<K, T>>>;
 
 /// The events a subtask applies per hold of its state's write lock: about 10 µs of work, so
 /// that lookups, which take the read lock, wait that long at most; the lock itself costs tens
@@ -74,7 +76,7 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
     /// [`Stream::operator`](weir_runtime::Stream::operator)) is a shard of the state that
     /// [`FeatureOperator::lookup`] reads.
     pub fn new(view: FeatureView<K, T>) -> Self {
-        let shard = Arc::new(RwLock::new(FeatureState::new(view.clone())));
+        let shard = Arc::new(parking_lot::RwLock::new(FeatureState::new(view.clone())));
         let registry = Arc::new(Registry {
             shards: RwLock::new(Vec::new()),
             restored_late: AtomicU64::new(0),
@@ -101,7 +103,7 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
 impl<K: Hash + Eq + Clone, T> Clone for FeatureOperator<K, T> {
     /// A new shard of the same view, registered for lookups after those cloned before it.
     fn clone(&self) -> Self {
-        let shard = Arc::new(RwLock::new(FeatureState::new(self.view.clone())));
+        let shard = Arc::new(parking_lot::RwLock::new(FeatureState::new(self.view.clone())));
         let mut shards = write(&self.registry.shards);
         let subtask = shards.len();
         shards.push(shard.clone());
@@ -135,10 +137,10 @@ where
         for (k, events) in batch.records.chunks(EVENTS_PER_LOCK).enumerate() {
             self.columns.fill(&self.view.def, events);
             self.chunk_late.clear();
-            let mut shard = write(&self.shard);
+            let mut shard = self.shard.write();
             shard.apply_columns(&mut self.columns, &mut self.chunk_late);
             entities = shard.entities();
-            drop(shard);
+            parking_lot::RwLockWriteGuard::unlock_fair(shard);
             self.late.extend(self.chunk_late.iter().map(|i| i + k * EVENTS_PER_LOCK));
         }
         if let (Some(m), Some(arrived)) = (&self.metrics, arrived) {
@@ -171,7 +173,7 @@ where
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<T>) {
         if watermark < Timestamp::MAX {
             let entities = {
-                let mut shard = write(&self.shard);
+                let mut shard = self.shard.write();
                 shard.advance(watermark);
                 shard.entities()
             };
@@ -190,7 +192,7 @@ where
     /// same pass.
     fn snapshot(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
         self.metered();
-        let shard = read(&self.shard);
+        let shard = self.shard.read();
         let (watermark, late) = shard.meta();
         let restored = self.registry.restored_late.load(Ordering::Relaxed);
         state.set_meta::<Meta>(&(watermark, late, restored, self.view.def.layout()))?;
@@ -223,7 +225,7 @@ where
         // Every subtask stores the same total: the count is restored once, at any parallelism.
         self.registry.restored_late.store(late, Ordering::Relaxed);
         let entities = state.entries::<K, Entity>().collect::<weir_runtime::Result<Vec<_>>>()?;
-        write(&self.shard).restore(watermark, 0, entities);
+        self.shard.write().restore(watermark, 0, entities);
         Ok(())
     }
 
@@ -249,7 +251,7 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
     /// Samples the state's bytes if due, under the read lock (lookups go on meanwhile).
     fn sample_if_due(&mut self, entities: usize) {
         if let Some(m) = self.metrics.as_mut().filter(|m| m.sample_due(entities)) {
-            let shard = read(&self.shard);
+            let shard = self.shard.read();
             m.sampled(shard.state_bytes(), shard.entities());
         }
     }
@@ -313,7 +315,7 @@ where
             return Ok(empty_row(&self.view.def, t));
         }
         let shard = &shards[subtask_for_hash(key_hash(entity), shards.len())];
-        read(shard).lookup_at(entity, t)
+        shard.read().lookup_at(entity, t)
     }
 
     /// [`FeatureLookup::lookup_at`] for each of `entities`, at one time, in their order; each
@@ -338,7 +340,7 @@ where
             if !owner.contains(&i) {
                 continue;
             }
-            let state = read(shard);
+            let state = shard.read();
             for (j, k) in entities.iter().enumerate().filter(|(j, _)| owner[*j] == i) {
                 rows[j] = Some(state.lookup_at(k, t)?);
             }
@@ -350,24 +352,24 @@ where
     pub fn late_events(&self) -> u64 {
         let shards = read(&self.registry.shards);
         self.registry.restored_late.load(Ordering::Relaxed)
-            + shards.iter().map(|s| read(s).late_events()).sum::<u64>()
+            + shards.iter().map(|s| s.read().late_events()).sum::<u64>()
     }
 
     /// The events the operator's subtasks handled (applied, or dropped as late) since the
     /// pipeline started in this process (not those of a restored checkpoint): a lookup made
     /// once this reached `n` sees the first `n` events sent to the operator.
     pub fn events_handled(&self) -> u64 {
-        read(&self.registry.shards).iter().map(|s| read(s).events_handled()).sum()
+        read(&self.registry.shards).iter().map(|s| s.read().events_handled()).sum()
     }
 
     /// The entities with state.
     pub fn entities(&self) -> usize {
-        read(&self.registry.shards).iter().map(|s| read(s).entities()).sum()
+        read(&self.registry.shards).iter().map(|s| s.read().entities()).sum()
     }
 
     /// Approximate bytes of state (walks every entity: not for a hot path).
     pub fn state_bytes(&self) -> usize {
-        read(&self.registry.shards).iter().map(|s| read(s).state_bytes()).sum()
+        read(&self.registry.shards).iter().map(|s| s.read().state_bytes()).sum()
     }
 
     /// Exports the view's metrics into `metrics`, labelled `pipeline` (see the
