@@ -28,7 +28,9 @@ pub(crate) struct Txn {
 pub(crate) fn parse(line: &[u8]) -> Result<Txn, String> {
     // The fast path: a typed parse that borrows the strings; any error is explained by the
     // slow path below, which says which field is wrong.
-    if let Ok(raw) = serde_json::from_slice::<Raw<'_>>(line) {
+    // (A derived struct also takes a JSON array of its fields: only an object may pass.)
+    let object = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if let Some(raw) = object.then(|| serde_json::from_slice::<Raw<'_>>(line).ok()).flatten() {
         let ts = match raw.ts {
             RawTs::Ms(ms) => Some(ms),
             RawTs::Text(s) => rfc3339_ms(&s).ok(),
@@ -163,6 +165,7 @@ mod tests {
         for (line, why) in [
             (&b"{"[..], "not JSON"),
             (b"[1]", "not a JSON object"),
+            (br#"["u1","m1",100,1772359200250]"#, "not a JSON object"),
             (br#"{"merchant":"m","amount_cents":1,"ts":1}"#, "no `user`"),
             (br#"{"user":"","merchant":"m","amount_cents":1,"ts":1}"#, "`user`"),
             (br#"{"user":"u","merchant":"m","amount_cents":-1,"ts":1}"#, "non-negative"),
