@@ -260,7 +260,11 @@ async fn main() -> anyhow::Result<()> {
         replay.as_happened(logged.txns, &labels)?
     };
     let computed = replayed.elapsed();
-    output::write_training_set(&args.training_set, &labels, &set.rows)?;
+    // An input without labels (`--input` alone, `--follow`) makes no training set.
+    let written = (!labels.is_empty() || args.labels.is_some()).then_some(&args.training_set);
+    if let Some(out) = written {
+        output::write_training_set(out, &labels, &set.rows)?;
+    }
     let replay_time = replayed.elapsed();
 
     let newest = logged.newest.unwrap_or(0);
@@ -286,16 +290,19 @@ async fn main() -> anyhow::Result<()> {
         online.as_secs_f64(),
         logged.valid as f64 / online.as_secs_f64()
     );
-    eprintln!(
-        "training set   {} rows {} -> {} in {:.2} s (reading the log {:.2} s, replaying {:.2} s, writing {:.2} s)",
-        labels.len(),
-        if args.as_served { "as served" } else { "as happened" },
-        args.training_set.display(),
-        replay_time.as_secs_f64(),
-        read_time.as_secs_f64(),
-        (computed - read_time).as_secs_f64(),
-        (replay_time - computed).as_secs_f64()
-    );
+    match written {
+        Some(out) => eprintln!(
+            "training set   {} rows {} -> {} in {:.2} s (reading the log {:.2} s, replaying {:.2} s, writing {:.2} s)",
+            labels.len(),
+            if args.as_served { "as served" } else { "as happened" },
+            out.display(),
+            replay_time.as_secs_f64(),
+            read_time.as_secs_f64(),
+            (computed - read_time).as_secs_f64(),
+            (replay_time - computed).as_secs_f64()
+        ),
+        None => eprintln!("training set   none: no label rows (--labels FILE)"),
+    }
     if report.has_untold_losses() {
         anyhow::bail!("records were lost without a trace: {report:?}");
     }
@@ -305,7 +312,7 @@ async fn main() -> anyhow::Result<()> {
         "late": lookup.late_events(),
         "users": lookup.entities(),
         "labels": labels.len(),
-        "training_set": args.training_set,
+        "training_set": written,
         "as_served": args.as_served,
         "newest_event": logged.newest,
     });

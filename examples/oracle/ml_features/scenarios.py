@@ -2,7 +2,9 @@
 
 1. `--training-set happened.csv` and `--as-served --training-set served.csv`: the rows, and the
    summary's events, malformed, late and labels;
-2. `--training-set happened.parquet`: read by DuckDB, equal to happened.csv;
+2. `--training-set happened.parquet`: read by DuckDB, equal to happened.csv; `--online-lookups
+   online.csv`: the running pipeline's lookups as the append clock reaches each label's t,
+   equal to the oracle's as served;
 3. the flavours differ exactly on the rows where the oracle's differ (late events in a window,
    or events appended after t), and there are rows of both causes;
 4. per flavour, with `--data-dir`: `kills` runs killed (SIGKILL) after a random delay (within
@@ -130,6 +132,16 @@ def training_runs(c: Checks, exp: Expected, args, ev: str, lb: str) -> tuple[dic
                     f"parquet: {len(got)} rows equal to the CSV's (columns {', '.join(sorted(set(types)))})",
                     f"columns {names}\n{len(got)} rows vs {len(rows['happened'])}; {len(bad)} differ"
                     + "".join(f"\nrow {i + 1}: parquet {got[i]}, csv {rows['happened'][i]}" for i in bad[:5]))
+
+    # Online: each label's features taken from the running pipeline as the append clock
+    # reaches its t, which are the oracle's as served.
+    out = os.path.join(args.work, "online.csv")
+    log = os.path.join(args.work, "online-lookups.stderr")
+    argv = ["--input", ev, "--labels", lb, "--online-lookups", out, "--as-served",
+            "--training-set", os.path.join(args.work, "served-online.csv")]
+    rc, stdout, took = run(args.bin, argv, log)
+    if check_run(c, "online lookups (--online-lookups)", rc, stdout, took, log, exp):
+        compare_csv(c, "online lookups as the append clock reached each label", out, exp, "served")
     return rows, took_by
 
 
