@@ -14,35 +14,10 @@
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-# The one DuckDB version of every oracle in the repository (the SQL expectations too).
-DUCKDB_VERSION="$(tr -d '[:space:]' <"$root/.ci/duckdb-version")"
-
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/weir-oracle.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-
-die() {
-    echo "FAIL $1"
-    [ -n "${2:-}" ] && [ -f "$2" ] && tail -n 20 "$2" | sed 's/^/       /'
-    echo "0 passed, 1 failed"
-    exit 1
-}
-
-started=$SECONDS
-cd "$root" || die "cd $root"
-# `--workspace`: the features of `cargo test --workspace`, so CI reuses its build.
-cargo build --locked --quiet --workspace --example log_analytics >"$tmp/build.log" 2>&1 ||
-    die "cargo build --example log_analytics" "$tmp/build.log"
-target="$(cargo metadata --locked --format-version 1 --no-deps 2>"$tmp/metadata.log" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" ||
-    die "cargo metadata (the target directory)" "$tmp/metadata.log"
-bin="$target/debug/examples/log_analytics"
-[ -x "$bin" ] || die "no $bin after the build"
-echo "(log_analytics built in $((SECONDS - started)) s)" >&2
-
-{ python3 -m venv "$tmp/venv" &&
-    "$tmp/venv/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"; } \
-    >"$tmp/pip.log" 2>&1 || die "python3 -m venv + pip install duckdb==$DUCKDB_VERSION" "$tmp/pip.log"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+oracle_build log_analytics
+oracle_venv
 
 # A: the synthetic log.
 "$bin" --generate "$tmp/A.log" --events 200000 >"$tmp/generate.log" 2>&1 ||
@@ -61,5 +36,5 @@ if [ -z "$blog" ]; then
 fi
 
 # The oracle: runs log_analytics on each input (C is written by edge_cases.py) and compares.
-"$tmp/venv/bin/python" "$here/oracle.py" --bin "$bin" --work "$tmp" A="$tmp/A.log" B="$blog" C=@edge
+"$py" "$here/oracle.py" --bin "$bin" --work "$tmp" A="$tmp/A.log" B="$blog" C=@edge
 exit $?

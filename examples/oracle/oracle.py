@@ -55,6 +55,7 @@ import duckdb
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import edge_cases  # noqa: E402
+from checks import Checks  # noqa: E402
 
 MINUTE = 60_000
 GAP = 30 * MINUTE  # session gap
@@ -268,24 +269,6 @@ SELECT {rfc3339('min(ts)')}, {rfc3339(f'max(ts) + {GAP}')}, client, count(*) AS 
        (max(ts) - min(ts))::DOUBLE / CAST(1000 AS DOUBLE) AS duration_s
 FROM s WHERE client NOT IN (SELECT client FROM ex_clients) GROUP BY client, sid
 """
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, ok: bool, what: str, detail: str = "") -> bool:
-        if ok:
-            self.passed += 1
-            print(f"ok   {what}")
-        else:
-            self.failed += 1
-            print(f"FAIL {what}")
-            for line in detail.splitlines():
-                print(f"       {line}")
-        sys.stdout.flush()
-        return ok
 
 
 def parse_summary(stderr: str) -> dict:

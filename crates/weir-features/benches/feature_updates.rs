@@ -125,6 +125,28 @@ fn generate(n: u64, users: u64) -> Vec<Txn> {
 /// Lookups per round of the `lookup` and `api` rows.
 const LOOKUPS: u64 = 200_000;
 
+/// [`ROUNDS`] rounds of [`LOOKUPS`] lookups with `lookup`, each timed, of users drawn as the
+/// events are (hot users more often); prints each round's latencies under `row` and returns
+/// their p99s.
+fn timed_lookups<R>(row: &str, events: &[Txn], rng: &mut Rng, mut lookup: impl FnMut(u32) -> R) -> Vec<f64> {
+    let n = events.len() as u64;
+    (0..ROUNDS)
+        .map(|_| {
+            let mut latencies: Vec<u64> = (0..LOOKUPS)
+                .map(|_| {
+                    let user = events[rng.below(n) as usize].user;
+                    let t0 = Instant::now();
+                    let found = lookup(user);
+                    let ns = t0.elapsed().as_nanos() as u64;
+                    std::hint::black_box(found);
+                    ns
+                })
+                .collect();
+            print_latencies(row, &mut latencies)
+        })
+        .collect()
+}
+
 /// [`generate`]'s events, but the first `users` of them are one per user, in turn: once they
 /// are handled, every user has state.
 fn generate_warm(n: u64, users: u64) -> Vec<Txn> {
@@ -164,20 +186,7 @@ fn main() {
 
     let at = events.iter().map(|t| t.ts).max().unwrap();
     let mut rng = Rng(7);
-    let mut p99s = Vec::new();
-    for _ in 0..ROUNDS {
-        let mut latencies: Vec<u64> = (0..LOOKUPS)
-            .map(|_| {
-                let user = events[rng.below(n) as usize].user;
-                let t0 = Instant::now();
-                let row = state.lookup_at(&user, at).unwrap();
-                let ns = t0.elapsed().as_nanos() as u64;
-                std::hint::black_box(row);
-                ns
-            })
-            .collect();
-        p99s.push(print_latencies("lookup", &mut latencies));
-    }
+    let p99s = timed_lookups("lookup", &events, &mut rng, |user| state.lookup_at(&user, at).unwrap());
     print_p99s("lookup", &p99s, 20);
     drop(state);
 
@@ -220,20 +229,7 @@ fn main() {
             if metered {
                 lookup.register_metrics(&metrics, "features");
             }
-            let mut p99s = Vec::new();
-            for _ in 0..ROUNDS {
-                let mut latencies: Vec<u64> = (0..LOOKUPS)
-                    .map(|_| {
-                        let user = events[rng.below(n) as usize].user;
-                        let t0 = Instant::now();
-                        let row = lookup.lookup_at(&user, at).unwrap();
-                        let ns = t0.elapsed().as_nanos() as u64;
-                        std::hint::black_box(row);
-                        ns
-                    })
-                    .collect();
-                p99s.push(print_latencies(row, &mut latencies));
-            }
+            let p99s = timed_lookups(row, &events, &mut rng, |user| lookup.lookup_at(&user, at).unwrap());
             print_p99s(row, &p99s, 20);
             best_p99[i] = p99s.iter().copied().fold(f64::INFINITY, f64::min);
         }
@@ -327,6 +323,8 @@ fn ingest_rows(
     }
     print_p99s("ingest/lookup", &p99s, 20);
     print_p99s("idle/lookup", &idle_p99s, 20);
+    #[cfg(not(feature = "http"))]
+    let _ = serving;
 
     #[cfg(feature = "http")]
     {

@@ -7,8 +7,6 @@
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-DUCKDB_VERSION="$(tr -d '[:space:]' <"$root/.ci/duckdb-version")"
 events=2000000
 labels=100000
 while [ $# -gt 0 ]; do
@@ -19,26 +17,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/weir-ml-bench.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-fail() {
-    echo "bench: $1" >&2
-    [ -n "${2:-}" ] && [ -f "$2" ] && tail -n 20 "$2" >&2
-    exit 1
-}
-
-cd "$root" || fail "cd $root"
-cargo build --locked --quiet --release --example ml_features >"$tmp/build.log" 2>&1 ||
-    fail "cargo build --release --example ml_features" "$tmp/build.log"
-target="$(cargo metadata --locked --format-version 1 --no-deps 2>"$tmp/metadata.log" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" ||
-    fail "cargo metadata (the target directory)" "$tmp/metadata.log"
-bin="$target/release/examples/ml_features"
-[ -x "$bin" ] || fail "no $bin after the build"
-
-{ python3 -m venv "$tmp/venv" &&
-    "$tmp/venv/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"; } \
-    >"$tmp/pip.log" 2>&1 || fail "python3 -m venv + pip install duckdb==$DUCKDB_VERSION" "$tmp/pip.log"
-"$tmp/venv/bin/python" -B "$here/generate.py" --out "$tmp/data" --events "$events" --labels "$labels" \
-    >"$tmp/generate.log" 2>&1 || fail "generate.py" "$tmp/generate.log"
-"$tmp/venv/bin/python" -B "$here/bench.py" --bin "$bin" --data "$tmp/data" --work "$tmp"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
+oracle_build ml_features --release
+oracle_venv
+"$py" -B "$here/generate.py" --out "$tmp/data" --events "$events" --labels "$labels" \
+    >"$tmp/generate.log" 2>&1 || die "generate.py" "$tmp/generate.log"
+"$py" -B "$here/bench.py" --bin "$bin" --data "$tmp/data" --work "$tmp"

@@ -13,9 +13,6 @@
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-# The one DuckDB version of every oracle in the repository (the SQL expectations too).
-DUCKDB_VERSION="$(tr -d '[:space:]' <"$root/.ci/duckdb-version")"
 
 events=300000
 labels=100000
@@ -29,36 +26,15 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/weir-ml-oracle.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
+oracle_build ml_features
+oracle_venv
 
-die() {
-    echo "FAIL $1"
-    [ -n "${2:-}" ] && [ -f "$2" ] && tail -n 20 "$2" | sed 's/^/       /'
-    echo "0 passed, 1 failed"
-    exit 1
-}
-
-started=$SECONDS
-cd "$root" || die "cd $root"
-# `--workspace`: the features of `cargo test --workspace`, so CI reuses its build.
-cargo build --locked --quiet --workspace --example ml_features >"$tmp/build.log" 2>&1 ||
-    die "cargo build --example ml_features" "$tmp/build.log"
-target="$(cargo metadata --locked --format-version 1 --no-deps 2>"$tmp/metadata.log" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" ||
-    die "cargo metadata (the target directory)" "$tmp/metadata.log"
-bin="$target/debug/examples/ml_features"
-[ -x "$bin" ] || die "no $bin after the build"
-echo "(ml_features built in $((SECONDS - started)) s)" >&2
-
-{ python3 -m venv "$tmp/venv" &&
-    "$tmp/venv/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"; } \
-    >"$tmp/pip.log" 2>&1 || die "python3 -m venv + pip install duckdb==$DUCKDB_VERSION" "$tmp/pip.log"
-
-"$tmp/venv/bin/python" -B "$here/generate.py" --out "$tmp/data" --events "$events" --labels "$labels" \
+"$py" -B "$here/generate.py" --out "$tmp/data" --events "$events" --labels "$labels" \
     --seed "$seed" >"$tmp/generate.log" 2>&1 || die "generate.py --events $events --labels $labels" "$tmp/generate.log"
 echo "(input: $(cat "$tmp/generate.log"))" >&2
 
 mkdir -p "$tmp/work"
-"$tmp/venv/bin/python" -B "$here/oracle.py" --bin "$bin" --work "$tmp/work" --data "$tmp/data"
+"$py" -B "$here/oracle.py" --bin "$bin" --work "$tmp/work" --data "$tmp/data"
 exit $?

@@ -51,6 +51,8 @@ import sys
 import duckdb
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import Checks  # noqa: E402
 import generate  # noqa: E402
 import model  # noqa: E402
 
@@ -276,24 +278,6 @@ class Expected:
 def csv_row(row: tuple) -> list[str]:
     """An expected row as the example's CSV writes it (without the newest event time)."""
     return [str(v) if v is not None else "" for v in row[:len(COLUMNS)]]
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, ok: bool, what: str, detail: str = "") -> bool:
-        if ok:
-            self.passed += 1
-            print(f"ok   {what}")
-        else:
-            self.failed += 1
-            print(f"FAIL {what}")
-            for line in detail.splitlines():
-                print(f"       {line}")
-        sys.stdout.flush()
-        return ok
 
 
 def distinct_ok(got: int, exact: int) -> bool:
