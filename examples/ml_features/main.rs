@@ -21,8 +21,9 @@
 //! - **Append time.** Lines are appended to the topic `txns` in their order. Each record's
 //!   timestamp is its arrival time: the largest event time of the valid lines up to it (the
 //!   file is a recording of arrivals, each appended when the stream's time reached it).
-//! - **Online**: the pipeline's watermark is the largest event time seen; an event at or
-//!   behind it minus one hour is late: dropped (to `ml_features.late`, counted), never applied.
+//! - **Online**: the pipeline's watermark is the largest event time seen, as of the batch
+//!   before ([`BATCH`] records); an event at or behind it minus one hour is late: dropped (to
+//!   `ml_features.late`, counted), never applied.
 //!   Lookups are served over HTTP while the job runs (`--serve`, default `127.0.0.1:9899`).
 //! - **Offline**: `--labels FILE` (CSV `user,ts`; else synthetic labels) and
 //!   `--training-set OUT` (`.csv`, else Parquet): one row per label, the features *as happened*
