@@ -19,9 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Children, assigned, bootstrap, create_topic, lso_and_high, read_all, wait_until};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, TopicPartitionList};
+use rdkafka::ClientConfig;
 use weir_testkit::Rng;
 
 const EVENTS: u64 = 200_000;
@@ -91,20 +90,9 @@ fn closing_lines(b: &str, topic: &str, at_ms: i64) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-/// The lines the first task group committed (0 while its coordinator is not ready).
+/// The lines the first task group committed (0 before it committed).
 fn parsed(b: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("group.id", "access_stats-parse")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition("access", p);
-    }
-    consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .map_or(0, |c| c.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum())
+    common::committed(b, "access_stats-parse", "access", PARTITIONS).values().map(|(offset, _)| offset).sum()
 }
 
 fn start(cwd: &Path, b: &str, shared: &Path) -> Child {

@@ -179,18 +179,9 @@ fn a_scale_out_group_by_that_is_not_the_topics_key_is_refused_saying_what_to_do(
     }
 }
 
-/// The lines the task group committed on `topic` (0 while its coordinator is not ready).
+/// The lines the task group committed on `topic`.
 fn committed_lines(b: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", b).set("group.id", group).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(tpl, std::time::Duration::from_secs(10))
-        .map_or(0, |c| c.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum())
+    common::committed(b, group, topic, partitions).values().map(|(offset, _)| offset).sum()
 }
 
 #[test]

@@ -164,14 +164,27 @@ pub fn lso_and_high(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) 
     (end("read_committed"), end("read_uncommitted"))
 }
 
-/// The committed offsets of `group` on `topic`, per partition (with their metadata).
+/// The committed offsets of `group` on `topic`, per partition (with their metadata). Retries
+/// for up to 30 s while the broker answers with an error Kafka calls retriable (the group's
+/// coordinator moving or still loading: `NOT_COORDINATOR`, `COORDINATOR_LOAD_IN_PROGRESS`), as
+/// Kafka's clients do.
 pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, (i64, String)> {
     let consumer: BaseConsumer = client(bootstrap).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let c = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed offsets of {group}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets of {group} on {topic}: {e}"),
+        }
+    };
     c.elements()
         .iter()
         .filter_map(|e| {
