@@ -19,8 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Children, assigned, bootstrap, create_topic, lso_and_high, read_all, wait_until};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use weir_testkit::Rng;
 
 const EVENTS: u64 = 200_000;
