@@ -227,14 +227,24 @@ async fn main() -> anyhow::Result<()> {
     } else if let Some(out) = &args.online_lookups {
         let lines = input_lines(&args, spec.as_ref())?;
         let stop = pipeline.stop_handle();
-        let running = tokio::spawn(pipeline.run());
+        let ended = Arc::new(AtomicBool::new(false));
+        let running = {
+            let ended = ended.clone();
+            tokio::spawn(async move {
+                let report = pipeline.run().await;
+                ended.store(true, Ordering::Relaxed);
+                report
+            })
+        };
         let rows = {
             let (ingest, lookup, labels) = (ingest.clone(), lookup.clone(), labels.clone());
-            tokio::task::spawn_blocking(move || ingest.append_with_lookups(&lines, &labels, &lookup))
-                .await??
+            tokio::task::spawn_blocking(move || ingest.append_with_lookups(&lines, &labels, &lookup, &ended))
+                .await?
         };
         stop.stop();
+        // The pipeline's error (or its stop by a signal) first: it explains a failed lookup.
         let report = running.await??;
+        let rows = rows?;
         output::write_training_set(out, &labels, &rows)?;
         eprintln!("online lookups {} rows -> {}", rows.len(), out.display());
         report
@@ -395,12 +405,13 @@ impl Ingest {
     /// Appends `lines` and, whenever the append clock is about to pass label times, waits until
     /// the operator has handled every valid line appended so far and looks those labels up:
     /// the features each label row was served online at its `t`. Returns them in the labels'
-    /// order.
+    /// order; fails if the pipeline `ended` first.
     fn append_with_lookups(
         &self,
         lines: &[u8],
         labels: &[Label<String>],
         lookup: &FeatureLookup<String, Txn>,
+        ended: &AtomicBool,
     ) -> anyhow::Result<Vec<FeatureRow>> {
         let mut order: Vec<usize> = (0..labels.len()).collect();
         order.sort_by_key(|&i| labels[i].at);
@@ -415,6 +426,11 @@ impl Ingest {
             }
             self.flush(batch)?;
             while lookup.events_handled() < valid {
+                // Stopped (Ctrl-C) or failed: the rest will never be handled.
+                anyhow::ensure!(
+                    !ended.load(Ordering::Relaxed),
+                    "the pipeline stopped before the online lookups were taken"
+                );
                 std::thread::sleep(Duration::from_micros(50));
             }
             while let Some(i) = due.next_if(is_due) {
