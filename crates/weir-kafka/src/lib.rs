@@ -24,6 +24,7 @@
 //! | [`KafkaTasks`] with exactly-once sinks, N processes, any killed | every record once, for `read_committed` readers |
 
 pub mod config;
+mod coordinator;
 pub mod metrics;
 pub mod sink;
 pub mod source;

@@ -207,7 +207,7 @@ impl LsoPoller {
             let find = |topic: &str, partition: i32| {
                 partitions.iter().find(|(t, p, _)| t == topic && *p == partition).map(|(_, _, o)| o)
             };
-            match consumer.committed_offsets(tpl.clone(), REQUEST_TIMEOUT) {
+            match crate::coordinator::ask(|| consumer.committed_offsets(tpl.clone(), REQUEST_TIMEOUT)) {
                 Ok(committed) => {
                     for e in committed.elements() {
                         if let (Offset::Offset(o), Some(p)) = (e.offset(), find(e.topic(), e.partition())) {

@@ -412,37 +412,14 @@ impl Txn {
     fn read_marker(&self, topic: &str) -> std::result::Result<u64, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, 0);
-        // The group's coordinator may still be on its way (on a new cluster, the offsets topic is
-        // made by the first request for it): librdkafka reports that, and the request is asked
-        // again until it answers or the timeout passes.
-        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-        let committed = loop {
-            match self.markers.committed_offsets(tpl.clone(), REQUEST_TIMEOUT) {
-                Err(e) if coordinator_moving(&e) && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                result => break result?,
-            }
-        };
+        let committed =
+            crate::coordinator::ask(|| self.markers.committed_offsets(tpl.clone(), REQUEST_TIMEOUT))?;
         Ok(committed
             .elements()
             .first()
             .and_then(|e| e.metadata().strip_prefix(MARKER).and_then(|n| n.parse().ok()))
             .unwrap_or(0))
     }
-}
-
-/// Whether `e` says the group coordinator is not (yet) where the request went: being elected,
-/// loading, or elsewhere. Asking again succeeds once it settles.
-fn coordinator_moving(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::NotCoordinator
-                | RDKafkaErrorCode::CoordinatorNotAvailable
-                | RDKafkaErrorCode::CoordinatorLoadInProgress
-        )
-    )
 }
 
 /// What a pre-committed transaction needs to commit.

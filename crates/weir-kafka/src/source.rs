@@ -481,7 +481,7 @@ impl KafkaSource {
                 self.committer.0.get_or_init(|| made)
             }
         };
-        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| self.error(e))?;
+        crate::coordinator::ask(|| consumer.commit(&tpl, CommitMode::Sync)).map_err(|e| self.error(e))?;
         if let Some(m) = self.kafka_metrics() {
             m.committed(
                 tpl.elements().iter().filter_map(|e| Some((e.topic(), e.partition(), e.offset().to_raw()?))),
@@ -565,7 +565,8 @@ impl Source for KafkaSource {
                 tpl.add_partition(&self.topics[usize::from(t)], p);
             }
         }
-        let committed = consumer.committed_offsets(tpl, REQUEST_TIMEOUT).map_err(|e| self.error(e))?;
+        let committed = crate::coordinator::ask(|| consumer.committed_offsets(tpl.clone(), REQUEST_TIMEOUT))
+            .map_err(|e| self.error(e))?;
         let found: Vec<String> = committed
             .elements()
             .iter()

@@ -139,7 +139,7 @@ impl TaskLink {
         for (topic, partition, offset) in offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
-        m.commit(&tpl, CommitMode::Sync)
+        crate::coordinator::ask(|| m.commit(&tpl, CommitMode::Sync))
     }
 }
 
