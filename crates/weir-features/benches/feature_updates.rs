@@ -21,7 +21,7 @@
 //! - `lookup`: after the `state` row, 200 000 lookups of random users (hot users more often,
 //!   as drawn) as of the newest event time, one at a time: p50 and p99 latency.
 //! - `api`, `api/metered`: after the last pipeline row, 200 000 lookups as in `lookup`, through
-//!   the pipeline's `FeatureLookup` (the subtask's read lock taken per lookup), without and then
+//!   the pipeline's `FeatureLookup` (the entity's stripe read-locked per lookup), without and then
 //!   with the view's metrics (the clock read twice and a histogram observation per lookup), and
 //!   the difference of their best p99s (`metrics`).
 //! - `http` (with the cargo feature `http`): after the last pipeline row, its view served on
@@ -44,7 +44,7 @@
 //!
 //! The lookups are paced, one due every 100 µs (200 µs over HTTP), none made up for when late:
 //! they fall at moments independent of the pipeline's, so that those waiting for a batch being
-//! applied (under the state's write lock) count as often as they happen, rather than as a few
+//! applied (under a stripe's write lock) count as often as they happen, rather than as a few
 //! among many crowded between batches; and they leave the ingestion CPU time. Rows:
 //!
 //! - `ingest/lookup`: `FeatureLookup::lookup_at` on one thread, one at a time: p50, p99 and

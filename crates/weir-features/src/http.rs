@@ -25,7 +25,7 @@
 //! answer's body is `{"error": "<what was wrong>"}`.
 //!
 //! A lookup is the in-process [`FeatureLookup::lookup_at`], with its read-your-writes
-//! guarantee; it takes the read lock of one subtask's state for the time of one lookup. No
+//! guarantee; it read-locks one stripe of one subtask's state for the time of one lookup. No
 //! input makes the server panic. With the view's [metrics](crate::metrics) on, a request for a
 //! served view (with a valid query) is timed as `path="http"`, from its arrival to its JSON body,
 //! whatever its answer.

@@ -94,9 +94,11 @@
 //!
 //! An event costs an append to its entity's columns and an update of one partial per input in
 //! its tile (plus, for busy entities with windowed distinct counts, of its value's newest
-//! occurrence); a pipeline extracts the columns without a lock and applies a batch in runs of
-//! [`EVENTS_PER_LOCK`] events under the subtask's write lock, so that a lookup never waits
-//! for a whole batch. `cargo bench -p weir-features --bench feature_updates`
+//! occurrence). In a pipeline, a subtask's entities are spread by key over 64 stripes, each a
+//! state behind its own read-write lock. The operator extracts a batch's columns without a
+//! lock, then applies them stripe by stripe, at most [`EVENTS_PER_LOCK`] events per hold of a
+//! stripe's write lock: a lookup waits only when its entity's stripe is the one being
+//! written, and then for one hold (microseconds), never for a batch. `cargo bench -p weir-features --bench feature_updates`
 //! prints updates per second per core, state bytes per entity and lookup latency.
 //!
 //! # Checkpoints
@@ -116,12 +118,14 @@ pub mod http;
 pub mod metrics;
 mod operator;
 mod state;
+mod striped;
 pub mod training;
 mod view;
 
 pub use error::{FeatureError, Result};
-pub use operator::{EVENTS_PER_LOCK, FeatureLookup, FeatureOperator};
+pub use operator::{FeatureLookup, FeatureOperator};
 pub use state::FeatureState;
+pub use striped::EVENTS_PER_LOCK;
 pub use training::{Label, Replay, TrainingSet};
 pub use view::{Agg, FeatureRow, FeatureValue, FeatureView, FeatureViewBuilder, Status, Value, Window};
 

@@ -15,17 +15,12 @@ use weir_runtime::{
 
 use crate::error::Result;
 use crate::metrics::{Path, SubtaskMetrics, ViewMetrics, timed};
-use crate::state::{Columns, Entity, FeatureState, empty_row, entry_bytes, now_ms};
+use crate::state::{Columns, Entity, empty_row, entry_bytes, now_ms};
+use crate::striped::{Spread, Striped};
 use crate::view::{FeatureRow, FeatureView};
 
-/// A subtask's state. `parking_lot`'s lock, for its fair unlock: the operator hands the lock to
-/// waiting lookups between runs instead of taking it straight back.
-type Shard<K, T> = Arc<parking_lot::RwLock<FeatureState<K, T>>>;
-
-/// The events a subtask applies per hold of its state's write lock: about 10 µs of work, so
-/// that lookups, which take the read lock, wait that long at most; the lock itself costs tens
-/// of nanoseconds a run.
-pub const EVENTS_PER_LOCK: usize = 16;
+/// A subtask's state, shared with lookups.
+type Shard<K, T> = Arc<Striped<K, T>>;
 
 /// The shards of one attached view, in subtask order, the late count restored from a
 /// checkpoint, and the view's metrics once registered.
@@ -39,18 +34,19 @@ struct Registry<K, T> {
 /// view's entity (see [`FeatureView::attach`], which adds it). Each subtask keeps the entities
 /// of its key groups; [`FeatureLookup`] reads them.
 ///
-/// Per batch, in runs of [`EVENTS_PER_LOCK`] events: the view's columns are extracted without
-/// a lock, then the subtask's state is locked for writing and the run applied. A lookup waits
-/// for at most one run (microseconds), not for a batch. Its output is the late events (dropped,
-/// and counted as the job's late records); watermarks advance the state.
+/// Per batch: the view's columns are extracted without a lock, then applied to the subtask's
+/// state stripe by stripe, at most [`EVENTS_PER_LOCK`](crate::EVENTS_PER_LOCK) events per hold
+/// of a stripe's write lock (see the [crate docs](crate), Cost). A lookup waits only if its
+/// entity's stripe is being written, and then for one hold (microseconds), never for a batch.
+/// Its output is the late events (dropped, and counted as the job's late records); watermarks
+/// advance the state.
 pub struct FeatureOperator<K, T> {
     view: FeatureView<K, T>,
     shard: Shard<K, T>,
     registry: Arc<Registry<K, T>>,
     columns: Columns<K>,
+    spread: Spread,
     late: Vec<usize>,
-    /// The late events of one run.
-    chunk_late: Vec<usize>,
     /// This shard's index in the registry (its subtask).
     subtask: usize,
     /// Made on the first message after the view's metrics were registered.
@@ -76,7 +72,7 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
     /// [`Stream::operator`](weir_runtime::Stream::operator)) is a shard of the state that
     /// [`FeatureOperator::lookup`] reads.
     pub fn new(view: FeatureView<K, T>) -> Self {
-        let shard = Arc::new(parking_lot::RwLock::new(FeatureState::new(view.clone())));
+        let shard = Arc::new(Striped::new(&view));
         let registry = Arc::new(Registry {
             shards: RwLock::new(Vec::new()),
             restored_late: AtomicU64::new(0),
@@ -87,8 +83,8 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
             shard,
             registry,
             columns: Columns::default(),
+            spread: Spread::default(),
             late: Vec::new(),
-            chunk_late: Vec::new(),
             subtask: 0,
             metrics: None,
         }
@@ -103,7 +99,7 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
 impl<K: Hash + Eq + Clone, T> Clone for FeatureOperator<K, T> {
     /// A new shard of the same view, registered for lookups after those cloned before it.
     fn clone(&self) -> Self {
-        let shard = Arc::new(parking_lot::RwLock::new(FeatureState::new(self.view.clone())));
+        let shard = Arc::new(Striped::new(&self.view));
         let mut shards = write(&self.registry.shards);
         let subtask = shards.len();
         shards.push(shard.clone());
@@ -112,8 +108,8 @@ impl<K: Hash + Eq + Clone, T> Clone for FeatureOperator<K, T> {
             shard,
             registry: self.registry.clone(),
             columns: Columns::default(),
+            spread: Spread::default(),
             late: Vec::new(),
-            chunk_late: Vec::new(),
             subtask,
             metrics: None,
         }
@@ -132,17 +128,8 @@ where
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) {
         let arrived = self.metered().then(Instant::now);
         self.late.clear();
-        let mut entities = 0;
-        // A few events per hold of the write lock: a lookup waits for those, not a batch.
-        for (k, events) in batch.records.chunks(EVENTS_PER_LOCK).enumerate() {
-            self.columns.fill(&self.view.def, events);
-            self.chunk_late.clear();
-            let mut shard = self.shard.write();
-            shard.apply_columns(&mut self.columns, &mut self.chunk_late);
-            entities = shard.entities();
-            parking_lot::RwLockWriteGuard::unlock_fair(shard);
-            self.late.extend(self.chunk_late.iter().map(|i| i + k * EVENTS_PER_LOCK));
-        }
+        self.columns.fill(&self.view.def, &batch.records);
+        let entities = self.shard.apply(&self.columns, &mut self.spread, &mut self.late);
         if let (Some(m), Some(arrived)) = (&self.metrics, arrived) {
             let after = batch.read_at().map_or_else(|| arrived.elapsed(), |read| read.elapsed());
             m.applied(after, batch.len() - self.late.len(), self.late.len());
@@ -172,11 +159,7 @@ where
     /// would prune everything: after a bounded job the state stays as of its last watermark.
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<T>) {
         if watermark < Timestamp::MAX {
-            let entities = {
-                let mut shard = self.shard.write();
-                shard.advance(watermark);
-                shard.entities()
-            };
+            let entities = self.shard.advance(watermark);
             if self.metered()
                 && let Some(m) = &self.metrics
             {
@@ -192,17 +175,18 @@ where
     /// same pass.
     fn snapshot(&mut self, state: &mut StateWriter) -> weir_runtime::Result<()> {
         self.metered();
-        let shard = self.shard.read();
-        let (watermark, late) = shard.meta();
+        let (watermark, late) = self.shard.meta();
         let restored = self.registry.restored_late.load(Ordering::Relaxed);
         state.set_meta::<Meta>(&(watermark, late, restored, self.view.def.layout()))?;
         let mut bytes = 0;
-        shard.entries().try_for_each(|(k, e)| {
-            bytes += entry_bytes(k, e);
-            state.put(k, e)
+        self.shard.each(|stripe| {
+            stripe.entries().try_for_each(|(k, e)| {
+                bytes += entry_bytes(k, e);
+                state.put(k, e)
+            })
         })?;
         if let Some(m) = &mut self.metrics {
-            m.sampled(bytes, shard.entities());
+            m.sampled(bytes, self.shard.entities());
         }
         Ok(())
     }
@@ -225,13 +209,13 @@ where
         // Every subtask stores the same total: the count is restored once, at any parallelism.
         self.registry.restored_late.store(late, Ordering::Relaxed);
         let entities = state.entries::<K, Entity>().collect::<weir_runtime::Result<Vec<_>>>()?;
-        self.shard.write().restore(watermark, 0, entities);
+        self.shard.restore(watermark, entities);
         Ok(())
     }
 
     /// The entities, and the bytes of the last sample of the view's metrics (0 without them).
     fn state_stats(&self) -> Option<StateStats> {
-        let keys = self.shard.try_read().map_or(0, |s| s.entities() as u64);
+        let keys = self.shard.entities() as u64;
         let bytes = self.metrics.as_ref().map_or(0, SubtaskMetrics::bytes);
         Some(StateStats { keys, bytes, ..StateStats::default() })
     }
@@ -248,11 +232,11 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
         self.metrics.is_some()
     }
 
-    /// Samples the state's bytes if due, under the read lock (lookups go on meanwhile).
+    /// Samples the state's bytes if due, a stripe at a time under its read lock (lookups go on
+    /// meanwhile).
     fn sample_if_due(&mut self, entities: usize) {
         if let Some(m) = self.metrics.as_mut().filter(|m| m.sample_due(entities)) {
-            let shard = self.shard.read();
-            m.sampled(shard.state_bytes(), shard.entities());
+            m.sampled(self.shard.state_bytes(), self.shard.entities());
         }
     }
 }
@@ -261,7 +245,7 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
 /// runs and after it ended. Cheap to clone.
 ///
 /// Read-your-writes: a lookup made after the operator handled a batch sees its events (each
-/// run of a batch is applied under the subtask's write lock, lookups take its read lock). A lookup
+/// is applied under its stripe's write lock, lookups take the stripe's read lock). A lookup
 /// before the pipeline started sees no entity.
 pub struct FeatureLookup<K, T> {
     view: FeatureView<K, T>,
@@ -293,7 +277,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`FeatureState::lookup_at`].
+    /// As [`FeatureState::lookup_at`](crate::FeatureState::lookup_at).
     pub fn lookup(&self, entity: &K) -> Result<FeatureRow> {
         self.lookup_at(entity, now_ms())
     }
@@ -302,7 +286,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`FeatureState::lookup_at`] (with that subtask's horizon).
+    /// As [`FeatureState::lookup_at`](crate::FeatureState::lookup_at) (with that subtask's horizon).
     pub fn lookup_at(&self, entity: &K, t: i64) -> Result<FeatureRow> {
         timed(self.registry.metrics.get(), Path::InProcess, || self.lookup_untimed(entity, t))
     }
@@ -315,61 +299,42 @@ where
             return Ok(empty_row(&self.view.def, t));
         }
         let shard = &shards[subtask_for_hash(key_hash(entity), shards.len())];
-        shard.read().lookup_at(entity, t)
+        shard.lookup_at(entity, t)
     }
 
-    /// [`FeatureLookup::lookup_at`] for each of `entities`, at one time, in their order; each
-    /// subtask's state is locked once for all of its entities.
+    /// [`FeatureLookup::lookup_at`] for each of `entities`, at one time, in their order.
     ///
     /// # Errors
     ///
-    /// As [`FeatureState::lookup_at`].
+    /// As [`FeatureState::lookup_at`](crate::FeatureState::lookup_at).
     pub fn lookup_many(&self, entities: &[K], t: i64) -> Result<Vec<FeatureRow>> {
-        timed(self.registry.metrics.get(), Path::InProcess, || self.lookup_many_untimed(entities, t))
-    }
-
-    fn lookup_many_untimed(&self, entities: &[K], t: i64) -> Result<Vec<FeatureRow>> {
-        let shards = read(&self.registry.shards);
-        if shards.is_empty() {
-            return Ok(entities.iter().map(|_| empty_row(&self.view.def, t)).collect());
-        }
-        let owner: Vec<usize> =
-            entities.iter().map(|k| subtask_for_hash(key_hash(k), shards.len())).collect();
-        let mut rows: Vec<Option<FeatureRow>> = vec![None; entities.len()];
-        for (i, shard) in shards.iter().enumerate() {
-            if !owner.contains(&i) {
-                continue;
-            }
-            let state = shard.read();
-            for (j, k) in entities.iter().enumerate().filter(|(j, _)| owner[*j] == i) {
-                rows[j] = Some(state.lookup_at(k, t)?);
-            }
-        }
-        Ok(rows.into_iter().flatten().collect())
+        timed(self.registry.metrics.get(), Path::InProcess, || {
+            entities.iter().map(|k| self.lookup_untimed(k, t)).collect()
+        })
     }
 
     /// The late events dropped so far, restored checkpoints included.
     pub fn late_events(&self) -> u64 {
         let shards = read(&self.registry.shards);
         self.registry.restored_late.load(Ordering::Relaxed)
-            + shards.iter().map(|s| s.read().late_events()).sum::<u64>()
+            + shards.iter().map(|s| s.late_events()).sum::<u64>()
     }
 
     /// The events the operator's subtasks handled (applied, or dropped as late) since the
     /// pipeline started in this process (not those of a restored checkpoint): a lookup made
     /// once this reached `n` sees the first `n` events sent to the operator.
     pub fn events_handled(&self) -> u64 {
-        read(&self.registry.shards).iter().map(|s| s.read().events_handled()).sum()
+        read(&self.registry.shards).iter().map(|s| s.events_handled()).sum()
     }
 
     /// The entities with state.
     pub fn entities(&self) -> usize {
-        read(&self.registry.shards).iter().map(|s| s.read().entities()).sum()
+        read(&self.registry.shards).iter().map(|s| s.entities()).sum()
     }
 
     /// Approximate bytes of state (walks every entity: not for a hot path).
     pub fn state_bytes(&self) -> usize {
-        read(&self.registry.shards).iter().map(|s| s.read().state_bytes()).sum()
+        read(&self.registry.shards).iter().map(|s| s.state_bytes()).sum()
     }
 
     /// Exports the view's metrics into `metrics`, labelled `pipeline` (see the

@@ -296,34 +296,41 @@ where
         let mut late = std::mem::take(&mut self.late_scratch);
         columns.fill(&self.view.def, events);
         late.clear();
-        self.apply_columns(&mut columns, &mut late);
+        self.apply_rows(&columns, 0..columns.ts.len(), &mut late);
         let n = late.len();
         self.columns = columns;
         self.late_scratch = late;
         n
     }
 
-    /// Applies extracted columns; pushes the indices of late events to `late`.
-    pub(crate) fn apply_columns(&mut self, c: &mut Columns<K>, late: &mut Vec<usize>) {
+    /// Applies rows `rows` (in that order) of extracted columns; pushes the indices of late
+    /// events to `late`.
+    pub(crate) fn apply_rows(
+        &mut self,
+        c: &Columns<K>,
+        rows: impl IntoIterator<Item = usize>,
+        late: &mut Vec<usize>,
+    ) {
         let def = self.view.def.clone();
         // Before the first watermark nothing is late, not even an event at `i64::MIN`.
         let horizon = if self.watermark == i64::MIN { None } else { Some(self.horizon()) };
         let cut = self.cut();
         let n = c.ts.len();
-        let mut keys = std::mem::take(&mut c.keys);
-        for (i, key) in keys.drain(..).enumerate() {
-            let ts = c.ts[i];
+        let (late_before, mut handled) = (late.len(), 0);
+        for i in rows {
+            handled += 1;
+            let (key, ts) = (&c.keys[i], c.ts[i]);
             if horizon.is_some_and(|h| ts <= h) {
                 late.push(i);
                 continue;
             }
-            match self.entities.get_mut(&key) {
+            match self.entities.get_mut(key) {
                 Some(e) => {
                     if e.ts.front().is_some_and(|&x| x < cut) {
                         prune(&def, e, cut);
                     }
                     if let Some(due) = insert(&def, e, ts, i, n, c) {
-                        self.pending.push((due, key));
+                        self.pending.push((due, key.clone()));
                     }
                 }
                 None => {
@@ -331,13 +338,12 @@ where
                     if let Some(due) = insert(&def, &mut e, ts, i, n, c) {
                         self.pending.push((due, key.clone()));
                     }
-                    self.entities.insert(key, e);
+                    self.entities.insert(key.clone(), e);
                 }
             }
         }
-        c.keys = keys;
-        self.late += late.len() as u64;
-        self.handled += n as u64;
+        self.late += (late.len() - late_before) as u64;
+        self.handled += handled;
         // One queue lookup per tile the batch opened, not per event.
         self.pending.sort_by_key(|p| p.0);
         let mut pending = self.pending.drain(..).peekable();
@@ -383,12 +389,18 @@ where
     /// The horizon, `watermark - allowed lateness`: once a watermark arrived, events at or
     /// before it are late, and lookups before it are refused.
     pub fn horizon(&self) -> i64 {
-        self.watermark.saturating_sub(self.view.def.lateness)
+        horizon(&self.view.def, self.watermark)
     }
 
     /// The newest event time no window of a lookup at or after the horizon can see.
     fn cutoff(&self) -> i64 {
-        self.horizon().saturating_sub(self.view.def.max_window)
+        cutoff(&self.view.def, self.watermark)
+    }
+
+    /// The expiry time of the entities due first ([`FeatureState::advance`] prunes them once its
+    /// cutoff reaches it); `i64::MAX` if none is queued.
+    pub(crate) fn next_due(&self) -> i64 {
+        self.expiry.first_key_value().map_or(i64::MAX, |(&due, _)| due)
     }
 
     /// The first tile start that may not be pruned: events before it are never needed.
@@ -438,13 +450,7 @@ where
     /// longer holds what such a lookup would need.
     pub fn lookup_at(&self, entity: &K, t: i64) -> Result<FeatureRow> {
         let def = &self.view.def;
-        if t < self.horizon() {
-            return Err(FeatureError::BeforeHorizon {
-                view: def.name.clone(),
-                at: t,
-                horizon: self.horizon(),
-            });
-        }
+        check_horizon(def, self.watermark, t)?;
         Ok(match self.entities.get(entity) {
             Some(e) => evaluate(def, e, t),
             None => empty_row(def, t),
@@ -463,11 +469,6 @@ where
     /// Every entity and its state, for checkpoints.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (&K, &Entity)> {
         self.entities.iter()
-    }
-
-    /// Meta for checkpoints: `(watermark, late events)`.
-    pub(crate) fn meta(&self) -> (i64, u64) {
-        (self.watermark, self.late)
     }
 
     /// Restores meta and entities saved by a checkpoint.
@@ -490,6 +491,27 @@ where
             self.entities.insert(key, e);
         }
     }
+}
+
+/// The horizon at `watermark`: `watermark - allowed lateness`.
+pub(crate) fn horizon<K, T>(def: &ViewDef<K, T>, watermark: i64) -> i64 {
+    watermark.saturating_sub(def.lateness)
+}
+
+/// The newest event time no window of a lookup at or after the horizon at `watermark` can see:
+/// history up to it is pruned.
+pub(crate) fn cutoff<K, T>(def: &ViewDef<K, T>, watermark: i64) -> i64 {
+    horizon(def, watermark).saturating_sub(def.max_window)
+}
+
+/// Refuses a lookup at `t` before the horizon at `watermark`: the state no longer holds what
+/// it would need.
+pub(crate) fn check_horizon<K, T>(def: &ViewDef<K, T>, watermark: i64, t: i64) -> Result<()> {
+    let horizon = horizon(def, watermark);
+    if t < horizon {
+        return Err(FeatureError::BeforeHorizon { view: def.name.clone(), at: t, horizon });
+    }
+    Ok(())
 }
 
 /// Approximate bytes of one entity's entry: its key and its state (the terms of

@@ -23,6 +23,26 @@ fn view() -> FeatureView<u32, Txn> {
         .unwrap()
 }
 
+/// A view of one feature: each user's count of events, ever.
+fn lifetime_count() -> FeatureView<u32, Txn> {
+    FeatureView::builder("user_txn")
+        .entity(|t: &Txn| t.0)
+        .event_time(|t| t.1)
+        .feature("count_life", Agg::Count, Window::Lifetime)
+        .build()
+        .unwrap()
+}
+
+/// A pipeline that prints no report.
+fn quiet(name: &str, parallelism: usize) -> Pipeline {
+    Pipeline::builder(name)
+        .parallelism(parallelism)
+        .handle_signals(false)
+        .report_on_stderr(false)
+        .build()
+        .unwrap()
+}
+
 /// 20 000 events of 50 users over 20 minutes, in time order.
 fn txns() -> Vec<Txn> {
     (0..20_000i64).map(|i| ((i * 7 % 50) as u32, i * 60, i % 97)).collect()
@@ -157,18 +177,8 @@ async fn a_checkpoint_of_a_view_whose_state_layout_changed_is_refused_naming_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_while_the_pipeline_runs_never_see_a_count_go_back_and_batched_lookups_match_single_ones() {
-    let view = FeatureView::builder("user_txn")
-        .entity(|t: &Txn| t.0)
-        .event_time(|t| t.1)
-        .feature("count_life", Agg::Count, Window::Lifetime)
-        .build()
-        .unwrap();
-    let p = Pipeline::builder("concurrent")
-        .parallelism(2)
-        .handle_signals(false)
-        .report_on_stderr(false)
-        .build()
-        .unwrap();
+    let view = lifetime_count();
+    let p = quiet("concurrent", 2);
     let events: Vec<Txn> = (0..200_000i64).map(|i| ((i % 5) as u32, i, 1)).collect();
     let stream = p
         .source(MemorySource::new(events).batch_size(256))
@@ -201,4 +211,82 @@ async fn lookups_while_the_pipeline_runs_never_see_a_count_go_back_and_batched_l
     assert_eq!(many, single);
     assert_eq!(many[0].values[0].value, Value::Count(40_000));
     assert_eq!(many[4].values[0].status, Status::Empty);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_the_operator_handled_n_events_a_lookup_of_any_entity_sees_each_of_the_first_n() {
+    // 1 000 users, so that a batch spreads over the stripes of the subtask's state: a lookup
+    // must see the first `n` events however far the operator got into the next batch.
+    const USERS: i64 = 1_000;
+    let view = lifetime_count();
+    let p = quiet("handled", 1);
+    let events: Vec<Txn> = (0..300_000i64).map(|i| ((i % USERS) as u32, i, 1)).collect();
+    let total = events.len() as u64;
+    let stream = p
+        .source(MemorySource::new(events).batch_size(512))
+        .assign_timestamps(|t| t.1, Watermarks::monotonic());
+    let (late, lookup) = view.attach(stream);
+    late.sink(CollectSink::new());
+    let reader = {
+        let lookup = lookup.clone();
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            loop {
+                let handled = lookup.events_handled() as i64;
+                // The users of events just before the front: those a stripe not yet written
+                // would miss.
+                for back in 0..16 {
+                    let user = (handled - 1 - back * 31).rem_euclid(USERS);
+                    let want = if handled > user { (handled - user - 1) / USERS + 1 } else { 0 };
+                    let row = lookup.lookup_at(&(user as u32), i64::MAX).unwrap();
+                    let got = match row.values[0].value {
+                        Value::Count(n) => n as i64,
+                        _ => 0,
+                    };
+                    assert!(
+                        got >= want,
+                        "user {user}: {got} events seen once {handled} were handled, {want} of them theirs"
+                    );
+                    checks += 1;
+                }
+                if handled as u64 == total {
+                    return checks;
+                }
+            }
+        })
+    };
+    p.run().await.unwrap();
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(lookup.events_handled(), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_entities_are_evicted_and_old_lookups_refused_whichever_entities_the_batches_touch() {
+    // 2 000 users in the first minute, then only user 0 for two hours: the watermark moves on
+    // while no batch touches the others' state, which must still be evicted once their 10
+    // minute window and the lateness have passed, and lookups of them behind the horizon
+    // refused.
+    let p = quiet("evict", 1);
+    let mut events: Vec<Txn> = (0..2_000i64).map(|u| (u as u32, u * 30, 1)).collect();
+    events.extend((0..7_200i64).map(|s| (0, 60_000 + s * 1_000, 1)));
+    let end = events.last().unwrap().1;
+    let stream = p
+        .source(MemorySource::new(events).batch_size(64))
+        .assign_timestamps(|t| t.1, Watermarks::bounded_out_of_orderness(Duration::from_secs(5)));
+    let (late, lookup) = view().attach(stream);
+    late.sink(CollectSink::new());
+    p.run().await.unwrap();
+    assert_eq!(lookup.entities(), 1, "only user 0 has events in the last 10 minutes");
+    for user in [1u32, 777, 1_999, 5_000] {
+        assert!(
+            matches!(
+                lookup.lookup_at(&user, end - 1_800_000),
+                Err(weir_features::FeatureError::BeforeHorizon { .. })
+            ),
+            "user {user}: a lookup half an hour behind the watermark is refused"
+        );
+        let row = lookup.lookup_at(&user, end).unwrap();
+        assert!(row.values.iter().all(|v| v.status != Status::Present), "user {user}: {row:?}");
+    }
+    assert_eq!(lookup.lookup_at(&0, end).unwrap().values[0].value, Value::Count(60));
 }
