@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use weir_metrics::catalog::{
 };
 use weir_metrics::{Metrics, MetricsServer, ServerConfig};
 use weir_runtime::{Checkpointing, DiscardSink, JobReport, MemorySource, Pipeline, Watermarks};
+use weir_testkit::prometheus::Scrape;
 
 /// (user, event time ms, amount)
 type Txn = (u32, i64, f64);
@@ -44,55 +44,11 @@ async fn get(addr: SocketAddr, target: &str) -> String {
     out
 }
 
-/// The samples of one scrape of `GET /metrics`, by name and label set.
-struct Scrape {
-    samples: BTreeMap<(String, BTreeMap<String, String>), f64>,
-    text: String,
-}
-
-impl Scrape {
-    async fn of(server: &MetricsServer) -> Scrape {
-        let response = get(server.addr(), "/metrics").await;
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        let text = response.split_once("\r\n\r\n").unwrap().1.to_owned();
-        let mut samples = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let (name, labels) = match series.split_once('{') {
-                Some((name, labels)) => (name, labels.strip_suffix('}').unwrap()),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split(',')
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap();
-                    (k.to_owned(), v.trim_matches('"').to_owned())
-                })
-                .collect();
-            let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
-            assert!(samples.insert((name.to_owned(), labels), value).is_none(), "series twice: {line}");
-        }
-        Scrape { samples, text }
-    }
-
-    /// The value of the series `name` with exactly these labels; fails if it is missing.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let key = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        *self
-            .samples
-            .get(&(name.to_owned(), key))
-            .unwrap_or_else(|| panic!("no {name}{labels:?} in\n{}", self.text))
-    }
-
-    /// The series of `name` whose labels include all of `labels`.
-    fn series(&self, name: &str, labels: &[(&str, &str)]) -> Vec<(&BTreeMap<String, String>, f64)> {
-        self.samples
-            .iter()
-            .filter(|((n, l), _)| n == name && labels.iter().all(|(k, v)| l.get(*k).is_some_and(|x| x == v)))
-            .map(|((_, l), v)| (l, *v))
-            .collect()
-    }
+/// One scrape of `GET /metrics` from `server`.
+async fn scrape_of(server: &MetricsServer) -> Scrape {
+    let response = get(server.addr(), "/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    Scrape::parse(response.split_once("\r\n\r\n").unwrap().1)
 }
 
 async fn metrics_server(metrics: &Metrics) -> MetricsServer {
@@ -137,7 +93,7 @@ async fn a_scrape_shows_lookups_by_path_freshness_entities_and_state_bytes() {
     assert_eq!(report.late_records, 0);
 
     // Before any lookup: the two paths' series exist, at 0.
-    let scrape = Scrape::of(&endpoint).await;
+    let scrape = scrape_of(&endpoint).await;
     let lookups = |s: &Scrape, path| {
         s.value(
             &format!("{}_count", FEATURE_LOOKUP_DURATION.info.name),
@@ -164,7 +120,7 @@ async fn a_scrape_shows_lookups_by_path_freshness_entities_and_state_bytes() {
         assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{target}: {r}");
     }
 
-    let scrape = Scrape::of(&endpoint).await;
+    let scrape = scrape_of(&endpoint).await;
     assert_eq!(lookups(&scrape, "inprocess"), 11.0, "one per lookup_at and lookup_many call");
     assert_eq!(lookups(&scrape, "http"), 3.0, "every request naming the view, not the unknown one");
     let buckets = format!("{}_bucket", FEATURE_LOOKUP_DURATION.info.name);
@@ -216,7 +172,7 @@ async fn late_events_are_counted_per_view() {
     let (lookup, report) = run("late", events, 1, &metrics, None).await;
     assert_eq!((report.late_records, lookup.late_events()), (20, 20));
 
-    let scrape = Scrape::of(&endpoint).await;
+    let scrape = scrape_of(&endpoint).await;
     let view = [("pipeline", "late"), ("view", "user_txn")];
     assert_eq!(scrape.value(FEATURE_LATE_EVENTS.info.name, &view), 20.0, "{}", scrape.text);
     // Without checkpoints, the first batch sampled the state's bytes; the entities follow

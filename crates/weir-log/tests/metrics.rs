@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use weir_log::{
@@ -17,54 +16,11 @@ use weir_metrics::catalog::{
     LOG_APPENDED_RECORDS, LOG_END_OFFSET, LOG_FSYNC_DURATION, LOG_RECOVERY_TRUNCATIONS, LOG_SEGMENTS,
     LOG_SIZE, LOG_START_OFFSET,
 };
+use weir_testkit::prometheus::Scrape;
 
-/// The samples of one scrape, by metric name and label set.
-struct Scrape {
-    samples: BTreeMap<(String, BTreeMap<String, String>), f64>,
-    text: String,
-}
-
-impl Scrape {
-    /// Parses the text format; fails on a series that appears twice.
-    fn of(metrics: &Metrics) -> Scrape {
-        let text = metrics.encode();
-        let mut samples = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let (name, labels) = match series.split_once('{') {
-                Some((name, labels)) => (name, labels.strip_suffix('}').unwrap()),
-                None => (series, ""),
-            };
-            let labels: BTreeMap<String, String> = labels
-                .split(',')
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap();
-                    (k.to_owned(), v.trim_matches('"').to_owned())
-                })
-                .collect();
-            let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
-            let key = (name.to_owned(), labels);
-            assert!(samples.insert(key, value).is_none(), "series twice: {line}\n{text}");
-        }
-        Scrape { samples, text }
-    }
-
-    /// The value of the series `name` with exactly these labels.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        self.samples.get(&(name.to_owned(), labels)).copied()
-    }
-
-    /// As [`Scrape::get`], failing if the series is missing.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.get(name, labels).unwrap_or_else(|| panic!("no {name}{labels:?} in\n{}", self.text))
-    }
-
-    /// Whether any series of `name` has label `key` = `value`.
-    fn any(&self, name: &str, key: &str, value: &str) -> bool {
-        self.samples.keys().any(|(n, l)| n == name && l.get(key).is_some_and(|v| v == value))
-    }
+/// One scrape of the registry.
+fn scrape(metrics: &Metrics) -> Scrape {
+    Scrape::parse(metrics.encode())
 }
 
 fn tp<'a>(topic: &'a str, partition: &'a str) -> [(&'a str, &'a str); 2] {
@@ -129,7 +85,7 @@ fn appends_offsets_and_group_lag_have_exact_values() {
     topic.append(1, &records(4)).unwrap();
     commit(&log, "billing", "orders", &[(0, 4), (1, 4)]);
 
-    let s = Scrape::of(&metrics);
+    let s = scrape(&metrics);
     let (p0, p1) = (tp("orders", "0"), tp("orders", "1"));
     assert_eq!(s.value(LOG_APPENDED_RECORDS.info.name, &p0), 6.0);
     assert_eq!(s.value(LOG_APPENDED_RECORDS.info.name, &p1), 4.0);
@@ -163,7 +119,7 @@ fn appends_offsets_and_group_lag_have_exact_values() {
 
     // The gauges follow the log between scrapes; the counters only go up.
     topic.append(1, &records(2)).unwrap();
-    let s = Scrape::of(&metrics);
+    let s = scrape(&metrics);
     assert_eq!(s.value(LOG_APPENDED_RECORDS.info.name, &p1), 6.0);
     assert_eq!(s.value(&count(LOG_APPEND_DURATION.info.name), &p1), 2.0);
     assert_eq!(s.value(LOG_END_OFFSET.info.name, &p1), 6.0);
@@ -178,7 +134,7 @@ fn every_partition_starts_at_zero() {
     log.create_topic("idle", TopicConfig::with_partitions(2)).unwrap();
     let metrics = Metrics::new();
     log.register_metrics(&metrics);
-    let s = Scrape::of(&metrics);
+    let s = scrape(&metrics);
     for p in ["0", "1"] {
         let labels = tp("idle", p);
         for name in
@@ -208,7 +164,7 @@ fn topics_created_later_appear_and_deleted_topics_disappear() {
     commit(&log, "g", "old", &[(0, 1)]);
     commit(&log, "g", "new", &[(1, 5)]);
 
-    let s = Scrape::of(&metrics);
+    let s = scrape(&metrics);
     assert_eq!(s.value(LOG_APPENDED_RECORDS.info.name, &tp("new", "1")), 5.0);
     assert_eq!(s.value(LOG_APPENDED_RECORDS.info.name, &tp("new", "0")), 0.0);
     assert_eq!(s.value(&count(LOG_APPEND_DURATION.info.name), &tp("new", "1")), 1.0);
@@ -218,7 +174,7 @@ fn topics_created_later_appear_and_deleted_topics_disappear() {
     assert_eq!(s.value(GROUP_LAG.info.name, &gtp("g", "new", "1")), 0.0);
 
     log.delete_topic("old").unwrap();
-    let s = Scrape::of(&metrics);
+    let s = scrape(&metrics);
     for name in [
         LOG_END_OFFSET.info.name,
         LOG_START_OFFSET.info.name,
@@ -248,12 +204,12 @@ fn registering_twice_counts_once() {
     log.register_metrics(&other);
 
     topic.append(0, &records(5)).unwrap();
-    let s = Scrape::of(&metrics); // Fails on a series exported twice.
+    let s = scrape(&metrics); // Fails on a series exported twice.
     assert_eq!(s.value(LOG_APPENDED_RECORDS.info.name, &tp("t", "0")), 5.0);
     assert_eq!(s.value(&count(LOG_APPEND_DURATION.info.name), &tp("t", "0")), 1.0);
     assert_eq!(s.value(LOG_END_OFFSET.info.name, &tp("t", "0")), 5.0);
     assert_eq!(s.value(LOG_RECOVERY_TRUNCATIONS.info.name, &tp("t", "1")), 0.0);
-    assert!(!Scrape::of(&other).any(LOG_END_OFFSET.info.name, "topic", "t"));
+    assert!(!scrape(&other).any(LOG_END_OFFSET.info.name, "topic", "t"));
 }
 
 #[test]
@@ -281,7 +237,7 @@ fn recovery_truncations_are_counted() {
     let metrics = Metrics::new();
     log.register_metrics(&metrics);
     log.register_metrics(&metrics);
-    let s = Scrape::of(&metrics);
+    let s = scrape(&metrics);
     assert_eq!(s.value(LOG_RECOVERY_TRUNCATIONS.info.name, &tp("t", "1")), 1.0);
     assert_eq!(s.value(LOG_RECOVERY_TRUNCATIONS.info.name, &tp("t", "0")), 0.0);
     assert_eq!(s.value(LOG_END_OFFSET.info.name, &tp("t", "1")), 4.0);
@@ -299,7 +255,7 @@ fn an_unreadable_group_file_is_skipped() {
     let metrics = Metrics::new();
     log.register_metrics(&metrics);
 
-    let s = Scrape::of(&metrics);
+    let s = scrape(&metrics);
     assert_eq!(s.value(GROUP_COMMITTED_OFFSET.info.name, &gtp("good", "t", "0")), 3.0);
     assert_eq!(s.value(GROUP_LAG_SECONDS.info.name, &gtp("good", "t", "0")), 0.0);
     assert!(!s.any(GROUP_COMMITTED_OFFSET.info.name, "group", "broken"));
@@ -314,9 +270,9 @@ fn the_registry_does_not_keep_the_log_open() {
         let log = log_with(dir.path(), Durability::None);
         log.register_metrics(&metrics);
         log.create_topic("t", TopicConfig::with_partitions(1)).unwrap().append(0, &records(1)).unwrap();
-        assert_eq!(Scrape::of(&metrics).value(LOG_END_OFFSET.info.name, &tp("t", "0")), 1.0);
+        assert_eq!(scrape(&metrics).value(LOG_END_OFFSET.info.name, &tp("t", "0")), 1.0);
     }
-    let s = Scrape::of(&metrics);
+    let s = scrape(&metrics);
     assert!(!s.any(LOG_END_OFFSET.info.name, "topic", "t"), "gauges of a dropped log:\n{}", s.text);
     assert_eq!(s.value(LOG_APPENDED_RECORDS.info.name, &tp("t", "0")), 1.0, "counters stay");
     // The directory lock was released: nothing but the dropped handle held the log.

@@ -163,13 +163,7 @@ async fn late_records_leave_the_window_chain_intact() {
 
 /// The sum of the samples of `name` whose labels include `operator="<operator>"`.
 fn operator_metric(text: &str, name: &str, operator: &str) -> Option<f64> {
-    let label = format!("operator=\"{operator}\"");
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
+    weir_testkit::prometheus::Scrape::parse(text).sum(name, &[("operator", operator)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

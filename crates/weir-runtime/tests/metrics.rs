@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use weir_runtime::{CollectSink, Count, Metrics, Pipeline, Traceable, TumblingWindows, Watermarks};
+use weir_testkit::prometheus::Scrape;
 
 #[derive(Debug, Clone)]
 struct Line(String);
@@ -21,15 +22,7 @@ impl Traceable for Line {
 
 /// The sum of the samples of `name` whose labels include all of `labels`.
 fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, v) = line.rsplit_once(' ').unwrap();
-        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-        if n == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
-            *found.get_or_insert(0.0) += v.parse::<f64>().unwrap();
-        }
-    }
-    found
+    Scrape::parse(text).sum(name, labels)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,10 +8,12 @@
 //! - [`newest_checkpoint`] and [`missing`]: what crash tests of checkpointed jobs look at.
 //! - [`kafka::broker`]: a real Apache Kafka broker, one per test process, or a printed reason to
 //!   skip (outside CI).
+//! - [`prometheus::Scrape`]: the samples of a scrape of `/metrics`, by name and labels.
 
 #![allow(clippy::unwrap_used)] // Test support fails loudly by design.
 
 pub mod kafka;
+pub mod prometheus;
 
 use std::ffi::OsStr;
 use std::path::Path;
