@@ -379,19 +379,10 @@ impl Ingest {
         let skip = self.topic.end_offset(0)?;
         let mut batch = Vec::with_capacity(4096);
         let mut appended = 0;
-        for line in lines.filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
-            let n = self.lines.fetch_add(1, Ordering::Relaxed);
-            let parsed = txn::parse(line);
-            if let Ok(t) = &parsed {
-                self.newest.fetch_max(t.ts, Ordering::Relaxed);
-            }
+        for line in lines.filter(|l| !blank(l)) {
+            let (n, record, _) = self.record(line);
             if n < skip {
                 continue;
-            }
-            let arrival = self.newest.load(Ordering::Relaxed).max(0);
-            let mut record = Record::new(line.to_vec()).with_timestamp(arrival);
-            if let Ok(t) = parsed {
-                record = record.with_key(t.user);
             }
             batch.push(record);
             if batch.len() == 4096 {
@@ -400,6 +391,24 @@ impl Ingest {
         }
         appended += self.flush(&mut batch)?;
         Ok(appended)
+    }
+
+    /// The record of a (non-blank) input line: numbers the line (from 0), moves the arrival
+    /// clock to its event time if it parses, and stamps the record with the clock, keyed by
+    /// its user if it parses. Returns the line's number, the record and whether it parsed.
+    fn record(&self, line: &[u8]) -> (u64, Record, bool) {
+        let n = self.lines.fetch_add(1, Ordering::Relaxed);
+        let parsed = txn::parse(line).ok();
+        if let Some(t) = &parsed {
+            self.newest.fetch_max(t.ts, Ordering::Relaxed);
+        }
+        let arrival = self.newest.load(Ordering::Relaxed).max(0);
+        let mut record = Record::new(line.to_vec()).with_timestamp(arrival);
+        let valid = parsed.is_some();
+        if let Some(t) = parsed {
+            record = record.with_key(t.user);
+        }
+        (n, record, valid)
     }
 
     /// Appends `lines` and, whenever the append clock is about to pass label times, waits until
@@ -438,20 +447,11 @@ impl Ingest {
             }
             Ok(())
         };
-        for line in lines.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
-            self.lines.fetch_add(1, Ordering::Relaxed);
-            let parsed = txn::parse(line);
-            if let Ok(t) = &parsed {
-                self.newest.fetch_max(t.ts, Ordering::Relaxed);
-            }
-            let arrival = self.newest.load(Ordering::Relaxed).max(0);
+        for line in lines.split(|&b| b == b'\n').filter(|l| !blank(l)) {
+            let (_, record, parsed) = self.record(line);
             // Labels before this arrival have seen everything appended before it.
-            answer(&mut batch, valid, Some(arrival))?;
-            let mut record = Record::new(line.to_vec()).with_timestamp(arrival);
-            if let Ok(t) = parsed {
-                record = record.with_key(t.user);
-                valid += 1;
-            }
+            answer(&mut batch, valid, record.timestamp)?;
+            valid += u64::from(parsed);
             batch.push(record);
             if batch.len() == 4096 {
                 self.flush(&mut batch)?;
@@ -490,6 +490,11 @@ impl Ingest {
         }
         Ok(())
     }
+}
+
+/// Whether an input line is blank (skipped, not counted).
+fn blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
 }
 
 /// Prints `caught up: ...` whenever the pipeline's committed offset (a complete checkpoint:
