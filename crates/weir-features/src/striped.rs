@@ -247,3 +247,114 @@ impl<K: Hash + Eq + Clone, T> Striped<K, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! [`Striped`] against one [`FeatureState`] fed the same batches and watermarks: the same
+    //! late events, entities and lookups, whichever stripes the batches touch.
+
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{Agg, FeatureError, Window};
+
+    /// (user, event time, amount, merchant)
+    type Txn = (u32, i64, i64, u32);
+
+    fn view() -> FeatureView<u32, Txn> {
+        let min = |m: u64| Window::Last(Duration::from_secs(60 * m));
+        FeatureView::builder("striped")
+            .entity(|t: &Txn| t.0)
+            .event_time(|t| t.1)
+            .allowed_lateness(Duration::from_secs(30))
+            .tile(Duration::from_secs(10))
+            .number("amount", |t| t.2 as f64)
+            .category("merchant", |t| t.3)
+            .feature("count_1m", Agg::Count, min(1))
+            .feature("sum_5m", Agg::Sum("amount".into()), min(5))
+            .feature("merchants_5m", Agg::ApproxDistinct("merchant".into()), min(5))
+            .feature("last", Agg::Last("amount".into()), min(5))
+            .build()
+            .unwrap()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Batch(Vec<Txn>),
+        /// The watermark moves this far past the newest event time so far (or back, ignored).
+        Watermark(i64),
+        /// The watermark whose prune cutoff is the last ms of the tile this many tiles before
+        /// the newest event's: the expiry time of the entities whose newest tile that is.
+        Edge(i64),
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        // Users from a few (most stripes empty) to many (most stripes touched); event times
+        // move on by up to 20 s per event, and some go back by up to 2 minutes (late ones).
+        (1u32..600).prop_flat_map(|users| {
+            let txn = (0..users, -120_000i64..20_000, 0i64..100, 0u32..8);
+            let step = prop_oneof![
+                3 => prop::collection::vec(txn, 1..80).prop_map(Step::Batch),
+                1 => (-60_000i64..400_000).prop_map(Step::Watermark),
+                1 => (0i64..40).prop_map(Step::Edge),
+            ];
+            prop::collection::vec(step, 1..40)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn striped_state_answers_as_one_state(steps in steps()) {
+            let (striped, mut one) = (Striped::new(&view()), FeatureState::new(view()));
+            let (mut columns, mut spread, mut late) = (Columns::default(), Spread::default(), Vec::new());
+            let mut front = 1_000_000i64;
+            let mut users = std::collections::BTreeSet::new();
+            for step in steps {
+                match step {
+                    Step::Batch(deltas) => {
+                        let events: Vec<Txn> = deltas
+                            .iter()
+                            .map(|&(u, d, a, m)| {
+                                let ts = if d < 0 { front + d } else { front += d; front };
+                                users.insert(u);
+                                (u, ts, a, m)
+                            })
+                            .collect();
+                        columns.fill(&view().def, &events);
+                        late.clear();
+                        striped.apply(&columns, &mut spread, &mut late);
+                        let mut want = Vec::new();
+                        one.apply_rows(&columns, 0..events.len(), &mut want);
+                        prop_assert_eq!(&late, &want, "late events");
+                    }
+                    Step::Watermark(ahead) => {
+                        striped.advance(front + ahead);
+                        one.advance(front + ahead);
+                    }
+                    Step::Edge(back) => {
+                        // cutoff = watermark - lateness (30 s) - the longest window (5 min).
+                        let tile_end = front - front.rem_euclid(10_000) - back * 10_000 + 9_999;
+                        striped.advance(tile_end + 330_000);
+                        one.advance(tile_end + 330_000);
+                    }
+                }
+                prop_assert_eq!(striped.entities(), one.entities());
+                prop_assert_eq!(striped.late_events(), one.late_events());
+                prop_assert_eq!(striped.meta().0, one.watermark());
+                for &u in users.iter().take(40) {
+                    for t in [one.horizon().saturating_sub(1), one.horizon(), front - 70_000, front, front + 45_000] {
+                        let (got, want) = (striped.lookup_at(&u, t), one.lookup_at(&u, t));
+                        match (&got, &want) {
+                            (Err(FeatureError::BeforeHorizon { .. }), Err(FeatureError::BeforeHorizon { .. })) => {}
+                            _ => prop_assert_eq!(got.ok(), want.ok(), "user {} at {}", u, t),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
