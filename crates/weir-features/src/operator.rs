@@ -16,7 +16,7 @@ use weir_runtime::{
 use crate::error::Result;
 use crate::metrics::{Path, SubtaskMetrics, ViewMetrics, timed};
 use crate::state::{Columns, Entity, empty_row, entry_bytes, now_ms};
-use crate::striped::{Spread, Striped};
+use crate::striped::{Striped, Writer};
 use crate::view::{FeatureRow, FeatureView};
 
 /// A subtask's state, shared with lookups.
@@ -45,7 +45,8 @@ pub struct FeatureOperator<K, T> {
     shard: Shard<K, T>,
     registry: Arc<Registry<K, T>>,
     columns: Columns<K>,
-    spread: Spread,
+    /// What only this writer keeps of the state: its expiry queue, and scratch.
+    writer: Writer<K>,
     late: Vec<usize>,
     /// This shard's index in the registry (its subtask).
     subtask: usize,
@@ -83,7 +84,7 @@ impl<K: Hash + Eq + Clone, T> FeatureOperator<K, T> {
             shard,
             registry,
             columns: Columns::default(),
-            spread: Spread::default(),
+            writer: Writer::default(),
             late: Vec::new(),
             subtask: 0,
             metrics: None,
@@ -108,7 +109,7 @@ impl<K: Hash + Eq + Clone, T> Clone for FeatureOperator<K, T> {
             shard,
             registry: self.registry.clone(),
             columns: Columns::default(),
-            spread: Spread::default(),
+            writer: Writer::default(),
             late: Vec::new(),
             subtask,
             metrics: None,
@@ -129,7 +130,7 @@ where
         let arrived = self.metered().then(Instant::now);
         self.late.clear();
         self.columns.fill(&self.view.def, &batch.records);
-        let entities = self.shard.apply(&self.columns, &mut self.spread, &mut self.late);
+        let entities = self.shard.apply(&self.columns, &mut self.writer, &mut self.late);
         if let (Some(m), Some(arrived)) = (&self.metrics, arrived) {
             let after = batch.read_at().map_or_else(|| arrived.elapsed(), |read| read.elapsed());
             m.applied(after, batch.len() - self.late.len(), self.late.len());
@@ -159,7 +160,7 @@ where
     /// would prune everything: after a bounded job the state stays as of its last watermark.
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<T>) {
         if watermark < Timestamp::MAX {
-            let entities = self.shard.advance(watermark);
+            let entities = self.shard.advance(watermark, &mut self.writer);
             if self.metered()
                 && let Some(m) = &self.metrics
             {
@@ -209,7 +210,7 @@ where
         // Every subtask stores the same total: the count is restored once, at any parallelism.
         self.registry.restored_late.store(late, Ordering::Relaxed);
         let entities = state.entries::<K, Entity>().collect::<weir_runtime::Result<Vec<_>>>()?;
-        self.shard.restore(watermark, entities);
+        self.shard.restore(watermark, entities, &mut self.writer);
         Ok(())
     }
 

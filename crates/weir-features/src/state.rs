@@ -245,13 +245,13 @@ pub struct FeatureState<K, T> {
     late: u64,
     /// Events handled by this state since it was created (applied or late; not restored).
     handled: u64,
-    /// Entities to prune (and evict) once the prune cutoff reaches the key: the last ms of
-    /// their newest tile at the time of queueing.
-    expiry: BTreeMap<i64, Vec<K>>,
+    expiry: Expiry<K>,
     columns: Columns<K>,
     late_scratch: Vec<usize>,
     /// Expiry entries of the batch being applied, queued once per batch.
     pending: Vec<(i64, K)>,
+    /// The keys due at a watermark (scratch).
+    due: Vec<K>,
 }
 
 impl<K, T> std::fmt::Debug for FeatureState<K, T> {
@@ -277,10 +277,11 @@ where
             watermark: i64::MIN,
             late: 0,
             handled: 0,
-            expiry: BTreeMap::new(),
+            expiry: Expiry::default(),
             columns: Columns::default(),
             late_scratch: Vec::new(),
             pending: Vec::new(),
+            due: Vec::new(),
         }
     }
 
@@ -296,20 +297,30 @@ where
         let mut late = std::mem::take(&mut self.late_scratch);
         columns.fill(&self.view.def, events);
         late.clear();
-        self.apply_rows(&columns, 0..columns.ts.len(), &mut late);
+        self.apply_columns(&columns, &mut late);
         let n = late.len();
         self.columns = columns;
         self.late_scratch = late;
         n
     }
 
-    /// Applies rows `rows` (in that order) of extracted columns; pushes the indices of late
+    /// Applies extracted columns, and queues their expiry entries; pushes the indices of late
     /// events to `late`.
+    pub(crate) fn apply_columns(&mut self, c: &Columns<K>, late: &mut Vec<usize>) {
+        let mut pending = std::mem::take(&mut self.pending);
+        self.apply_rows(c, 0..c.ts.len(), late, &mut pending);
+        self.expiry.queue(&mut pending);
+        self.pending = pending;
+    }
+
+    /// Applies rows `rows` (in that order) of extracted columns; pushes the indices of late
+    /// events to `late`, and the expiry entries to queue (see [`Expiry`]) to `pending`.
     pub(crate) fn apply_rows(
         &mut self,
         c: &Columns<K>,
         rows: impl IntoIterator<Item = usize>,
         late: &mut Vec<usize>,
+        pending: &mut Vec<(i64, K)>,
     ) {
         let def = self.view.def.clone();
         // Before the first watermark nothing is late, not even an event at `i64::MIN`.
@@ -330,13 +341,13 @@ where
                         prune(&def, e, cut);
                     }
                     if let Some(due) = insert(&def, e, ts, i, n, c) {
-                        self.pending.push((due, key.clone()));
+                        pending.push((due, key.clone()));
                     }
                 }
                 None => {
                     let mut e = Entity::new(&def);
                     if let Some(due) = insert(&def, &mut e, ts, i, n, c) {
-                        self.pending.push((due, key.clone()));
+                        pending.push((due, key.clone()));
                     }
                     self.entities.insert(key.clone(), e);
                 }
@@ -344,16 +355,6 @@ where
         }
         self.late += (late.len() - late_before) as u64;
         self.handled += handled;
-        // One queue lookup per tile the batch opened, not per event.
-        self.pending.sort_by_key(|p| p.0);
-        let mut pending = self.pending.drain(..).peekable();
-        while let Some((due, key)) = pending.next() {
-            let keys = self.expiry.entry(due).or_default();
-            keys.push(key);
-            while let Some((_, key)) = pending.next_if(|p| p.0 == due) {
-                keys.push(key);
-            }
-        }
     }
 
     /// Advances event time to `watermark` (a lower one is ignored): later events at or behind
@@ -364,19 +365,25 @@ where
             return;
         }
         self.watermark = watermark;
-        let cutoff = self.cutoff();
+        let mut due = std::mem::take(&mut self.due);
+        self.expiry.pop_due(self.cutoff(), &mut due);
+        self.expire(watermark, due.drain(..));
+        self.due = due;
+    }
+
+    /// Advances to `watermark` (a lower one is ignored) and prunes the history of `keys` that
+    /// no lookup from then on can see, evicting those left without any: what
+    /// [`FeatureState::advance`] does for the entities its queue says are due, for keys due in
+    /// a queue kept elsewhere.
+    pub(crate) fn expire(&mut self, watermark: i64, keys: impl IntoIterator<Item = K>) {
+        self.watermark = self.watermark.max(watermark);
         let cut = self.cut();
-        let def = self.view.def.clone();
-        while let Some(entry) = self.expiry.first_entry() {
-            if *entry.key() > cutoff {
-                break;
-            }
-            for key in entry.remove() {
-                let Some(e) = self.entities.get_mut(&key) else { continue };
-                prune(&def, e, cut);
-                if e.ts.is_empty() && !def.has_lifetime {
-                    self.entities.remove(&key);
-                }
+        let def = &self.view.def;
+        for key in keys {
+            let Some(e) = self.entities.get_mut(&key) else { continue };
+            prune(def, e, cut);
+            if e.ts.is_empty() && !def.has_lifetime {
+                self.entities.remove(&key);
             }
         }
     }
@@ -395,12 +402,6 @@ where
     /// The newest event time no window of a lookup at or after the horizon can see.
     fn cutoff(&self) -> i64 {
         cutoff(&self.view.def, self.watermark)
-    }
-
-    /// The expiry time of the entities due first ([`FeatureState::advance`] prunes them once its
-    /// cutoff reaches it); `i64::MAX` if none is queued.
-    pub(crate) fn next_due(&self) -> i64 {
-        self.expiry.first_key_value().map_or(i64::MAX, |(&due, _)| due)
     }
 
     /// The first tile start that may not be pruned: events before it are never needed.
@@ -471,12 +472,14 @@ where
         self.entities.iter()
     }
 
-    /// Restores meta and entities saved by a checkpoint.
+    /// Restores meta and entities saved by a checkpoint; pushes their expiry entries to
+    /// `pending`.
     pub(crate) fn restore(
         &mut self,
         watermark: i64,
         late: u64,
         entities: impl IntoIterator<Item = (K, Entity)>,
+        pending: &mut Vec<(i64, K)>,
     ) {
         self.watermark = watermark;
         self.late = late;
@@ -486,9 +489,49 @@ where
                 e.rebuild_seen(&self.view.def);
             }
             if let Some(&newest) = e.ts.back() {
-                self.expiry.entry(floor(newest, g).saturating_add(g - 1)).or_default().push(key.clone());
+                pending.push((floor(newest, g).saturating_add(g - 1), key.clone()));
             }
             self.entities.insert(key, e);
+        }
+    }
+}
+
+/// Entities to prune (and evict) once the prune cutoff reaches their expiry time: the last ms
+/// of their newest tile when it was opened. An entity may be queued several times (once per
+/// newest tile); pruning it early is harmless, as it keeps whatever a lookup can still see.
+#[derive(Debug)]
+pub(crate) struct Expiry<K> {
+    queue: BTreeMap<i64, Vec<K>>,
+}
+
+impl<K> Default for Expiry<K> {
+    fn default() -> Self {
+        Expiry { queue: BTreeMap::new() }
+    }
+}
+
+impl<K> Expiry<K> {
+    /// Queues the entries of `pending` (left empty): one map entry per expiry time of a batch,
+    /// not one per event.
+    pub(crate) fn queue(&mut self, pending: &mut Vec<(i64, K)>) {
+        pending.sort_by_key(|p| p.0);
+        let mut pending = pending.drain(..).peekable();
+        while let Some((due, key)) = pending.next() {
+            let keys = self.queue.entry(due).or_default();
+            keys.push(key);
+            while let Some((_, key)) = pending.next_if(|p| p.0 == due) {
+                keys.push(key);
+            }
+        }
+    }
+
+    /// Moves the keys due at `cutoff` (expiry time at or before it) to `due`.
+    pub(crate) fn pop_due(&mut self, cutoff: i64, due: &mut Vec<K>) {
+        while let Some(entry) = self.queue.first_entry() {
+            if *entry.key() > cutoff {
+                break;
+            }
+            due.extend(entry.remove());
         }
     }
 }

@@ -11,12 +11,14 @@
 //! - An entity lives in exactly one stripe, [`Striped::stripe_of`] its key, for the life of the
 //!   process (the hasher is chosen when the state is made; checkpoints save entities by key,
 //!   never stripes).
-//! - The subtask's watermark is [`Striped`]'s own. A stripe is advanced to it lazily: before
-//!   events are applied to it (so an event is late or not whichever stripe holds it), and when
-//!   the watermark passes the expiry of the stripe's first queued entity (so idle entities are
-//!   pruned and evicted when a single state would prune them). Lookups are refused before the
-//!   subtask's horizon, not the stripe's. Advancing a stripe with nothing due only moves its
-//!   watermark, so a lazy stripe answers every lookup as an advanced one would.
+//! - The subtask's watermark is [`Striped`]'s own, and so is the queue of entities to prune
+//!   (one [`Expiry`] in the operator's [`Writer`], not one per stripe: a batch queues one entry
+//!   per expiry time, as a single state does). A stripe is advanced to the watermark lazily:
+//!   before events are applied to it (so an event is late or not whichever stripe holds it),
+//!   and when entities of it are due (so idle entities are pruned and evicted when a single
+//!   state would prune them). Lookups are refused before the subtask's horizon, not the
+//!   stripe's. Advancing a stripe with nothing due only moves its watermark, so a lazy stripe
+//!   answers every lookup as an advanced one would.
 //! - A batch's events of one entity are applied in batch order (they are in one stripe, whose
 //!   rows keep batch order), so ties and `Last` keep arrival order as in one state.
 //! - [`Striped::events_handled`] grows by whole batches, after each stripe applied its part:
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::Result;
-use crate::state::{Columns, Entity, FeatureState, check_horizon, cutoff};
+use crate::state::{Columns, Entity, Expiry, FeatureState, check_horizon, cutoff};
 use crate::view::{FeatureRow, FeatureView};
 
 /// How long a lookup spins for a stripe being written before it sleeps on the lock: longer
@@ -51,8 +53,6 @@ pub const EVENTS_PER_LOCK: usize = 16;
 pub(crate) struct Striped<K, T> {
     view: FeatureView<K, T>,
     stripes: Box<[RwLock<FeatureState<K, T>>]>,
-    /// Per stripe, [`FeatureState::next_due`] as of its last write.
-    due: Box<[AtomicI64]>,
     /// The subtask's watermark (`i64::MIN` before the first).
     watermark: AtomicI64,
     hasher: RandomState,
@@ -62,9 +62,16 @@ pub(crate) struct Striped<K, T> {
     entities: AtomicUsize,
 }
 
-/// The operator's scratch for spreading a batch over the stripes.
-#[derive(Debug, Default)]
-pub(crate) struct Spread {
+/// What only the writing operator keeps of a [`Striped`] state: the queue of entities to
+/// prune, and scratch for spreading a batch over the stripes.
+#[derive(Debug)]
+pub(crate) struct Writer<K> {
+    expiry: Expiry<K>,
+    /// The expiry entries of the batch being applied.
+    pending: Vec<(i64, K)>,
+    /// The keys due at a watermark, then per stripe.
+    due: Vec<K>,
+    by_stripe: Vec<Vec<K>>,
     /// The batch's rows, grouped by stripe, in batch order within a stripe.
     rows: Vec<usize>,
     /// Per row, its stripe.
@@ -75,13 +82,27 @@ pub(crate) struct Spread {
     next: Vec<usize>,
 }
 
+impl<K> Default for Writer<K> {
+    fn default() -> Self {
+        Writer {
+            expiry: Expiry::default(),
+            pending: Vec::new(),
+            due: Vec::new(),
+            by_stripe: (0..STRIPES).map(|_| Vec::new()).collect(),
+            rows: Vec::new(),
+            stripe: Vec::new(),
+            starts: Vec::new(),
+            next: Vec::new(),
+        }
+    }
+}
+
 impl<K: Hash + Eq + Clone, T> Striped<K, T> {
     /// Empty state of `view`.
     pub(crate) fn new(view: &FeatureView<K, T>) -> Self {
         Striped {
             view: view.clone(),
             stripes: (0..STRIPES).map(|_| RwLock::new(FeatureState::new(view.clone()))).collect(),
-            due: (0..STRIPES).map(|_| AtomicI64::new(i64::MAX)).collect(),
             watermark: AtomicI64::new(i64::MIN),
             hasher: RandomState::new(),
             handled: AtomicU64::new(0),
@@ -130,8 +151,8 @@ impl<K: Hash + Eq + Clone, T> Striped<K, T> {
     }
 
     /// Write-locks stripe `s`, advanced to the subtask's watermark; runs `f` on it, then keeps
-    /// the entity count and the stripe's next expiry, and hands the lock to a waiting lookup
-    /// rather than taking it straight back.
+    /// the entity count, and hands the lock to a waiting lookup rather than taking it straight
+    /// back.
     fn write<R>(&self, s: usize, f: impl FnOnce(&mut FeatureState<K, T>) -> R) -> R {
         let mut state = self.stripes[s].write();
         let before = state.entities();
@@ -143,7 +164,6 @@ impl<K: Hash + Eq + Clone, T> Striped<K, T> {
         } else {
             self.entities.fetch_sub(before - after, Ordering::Relaxed);
         }
-        self.due[s].store(state.next_due(), Ordering::Relaxed);
         RwLockWriteGuard::unlock_fair(state);
         r
     }
@@ -151,47 +171,50 @@ impl<K: Hash + Eq + Clone, T> Striped<K, T> {
     /// Applies the events of `c`, stripe by stripe, at most [`EVENTS_PER_LOCK`] per hold of a
     /// stripe's lock, each stripe's in batch order; the late events' indices end in `late`,
     /// sorted. Returns the entities with state.
-    pub(crate) fn apply(&self, c: &Columns<K>, spread: &mut Spread, late: &mut Vec<usize>) -> usize {
+    pub(crate) fn apply(&self, c: &Columns<K>, w: &mut Writer<K>, late: &mut Vec<usize>) -> usize {
         let n = c.ts.len();
         // A counting sort of the rows by stripe: stable, so each stripe keeps batch order.
-        spread.stripe.clear();
-        spread.stripe.extend(c.keys.iter().map(|k| self.stripe_of(k) as u8));
-        spread.starts.clear();
-        spread.starts.resize(STRIPES + 1, 0);
-        for &s in &spread.stripe {
-            spread.starts[usize::from(s) + 1] += 1;
+        w.stripe.clear();
+        w.stripe.extend(c.keys.iter().map(|k| self.stripe_of(k) as u8));
+        w.starts.clear();
+        w.starts.resize(STRIPES + 1, 0);
+        for &s in &w.stripe {
+            w.starts[usize::from(s) + 1] += 1;
         }
         for s in 0..STRIPES {
-            spread.starts[s + 1] += spread.starts[s];
+            w.starts[s + 1] += w.starts[s];
         }
-        spread.rows.clear();
-        spread.rows.resize(n, 0);
-        spread.next.clear();
-        spread.next.extend_from_slice(&spread.starts);
-        for (i, &s) in spread.stripe.iter().enumerate() {
-            spread.rows[spread.next[usize::from(s)]] = i;
-            spread.next[usize::from(s)] += 1;
+        w.rows.clear();
+        w.rows.resize(n, 0);
+        w.next.clear();
+        w.next.extend_from_slice(&w.starts);
+        for (i, &s) in w.stripe.iter().enumerate() {
+            w.rows[w.next[usize::from(s)]] = i;
+            w.next[usize::from(s)] += 1;
         }
         for s in 0..STRIPES {
-            for run in spread.rows[spread.starts[s]..spread.starts[s + 1]].chunks(EVENTS_PER_LOCK) {
-                self.write(s, |state| state.apply_rows(c, run.iter().copied(), late));
+            for run in w.rows[w.starts[s]..w.starts[s + 1]].chunks(EVENTS_PER_LOCK) {
+                self.write(s, |state| state.apply_rows(c, run.iter().copied(), late, &mut w.pending));
             }
         }
+        w.expiry.queue(&mut w.pending);
         late.sort_unstable();
         self.handled.fetch_add(n as u64, Ordering::Release);
         self.entities()
     }
 
     /// Advances the subtask to `watermark` (a lower one is ignored), and at once the stripes
-    /// with entities due to be pruned (see the module docs); returns the entities left.
-    pub(crate) fn advance(&self, watermark: i64) -> usize {
+    /// with entities due to be pruned, pruning those (see the module docs); returns the
+    /// entities left.
+    pub(crate) fn advance(&self, watermark: i64, w: &mut Writer<K>) -> usize {
         if watermark > self.watermark() {
             self.watermark.store(watermark, Ordering::Release);
-            let cutoff = cutoff(&self.view.def, watermark);
-            for s in 0..STRIPES {
-                if self.due[s].load(Ordering::Relaxed) <= cutoff {
-                    self.write(s, |_| ());
-                }
+            w.expiry.pop_due(cutoff(&self.view.def, watermark), &mut w.due);
+            for key in w.due.drain(..) {
+                w.by_stripe[self.stripe_of(&key)].push(key);
+            }
+            for (s, keys) in w.by_stripe.iter_mut().enumerate().filter(|(_, keys)| !keys.is_empty()) {
+                self.write(s, |state| state.expire(watermark, keys.drain(..)));
             }
         }
         self.entities()
@@ -235,16 +258,18 @@ impl<K: Hash + Eq + Clone, T> Striped<K, T> {
         self.handled.load(Ordering::Acquire)
     }
 
-    /// Restores a checkpoint's watermark and entities, each into its stripe.
-    pub(crate) fn restore(&self, watermark: i64, entities: Vec<(K, Entity)>) {
+    /// Restores a checkpoint's watermark and entities, each into its stripe, and queues them
+    /// to be pruned.
+    pub(crate) fn restore(&self, watermark: i64, entities: Vec<(K, Entity)>, w: &mut Writer<K>) {
         let mut parts: Vec<Vec<(K, Entity)>> = (0..STRIPES).map(|_| Vec::new()).collect();
         for (k, e) in entities {
             parts[self.stripe_of(&k)].push((k, e));
         }
         self.watermark.store(watermark, Ordering::Release);
         for (s, part) in parts.into_iter().enumerate() {
-            self.write(s, |state| state.restore(watermark, 0, part));
+            self.write(s, |state| state.restore(watermark, 0, part, &mut w.pending));
         }
+        w.expiry.queue(&mut w.pending);
     }
 }
 
@@ -310,7 +335,7 @@ mod tests {
         #[test]
         fn striped_state_answers_as_one_state(steps in steps()) {
             let (striped, mut one) = (Striped::new(&view()), FeatureState::new(view()));
-            let (mut columns, mut spread, mut late) = (Columns::default(), Spread::default(), Vec::new());
+            let (mut columns, mut w, mut late) = (Columns::default(), Writer::default(), Vec::new());
             let mut front = 1_000_000i64;
             let mut users = std::collections::BTreeSet::new();
             for step in steps {
@@ -326,19 +351,19 @@ mod tests {
                             .collect();
                         columns.fill(&view().def, &events);
                         late.clear();
-                        striped.apply(&columns, &mut spread, &mut late);
+                        striped.apply(&columns, &mut w, &mut late);
                         let mut want = Vec::new();
-                        one.apply_rows(&columns, 0..events.len(), &mut want);
+                        one.apply_columns(&columns, &mut want);
                         prop_assert_eq!(&late, &want, "late events");
                     }
                     Step::Watermark(ahead) => {
-                        striped.advance(front + ahead);
+                        striped.advance(front + ahead, &mut w);
                         one.advance(front + ahead);
                     }
                     Step::Edge(back) => {
                         // cutoff = watermark - lateness (30 s) - the longest window (5 min).
                         let tile_end = front - front.rem_euclid(10_000) - back * 10_000 + 9_999;
-                        striped.advance(tile_end + 330_000);
+                        striped.advance(tile_end + 330_000, &mut w);
                         one.advance(tile_end + 330_000);
                     }
                 }
