@@ -13,7 +13,9 @@
 #
 # Optional environment:
 #   CARGO_TARGET_DIR      honoured (the demo is built with the dev profile, like the tests)
-#   WEIR_DEMO_SECS        how long the demo runs (default 90; the checks take about 20 s)
+#   WEIR_DEMO_SECS        how long the demos run at most (default 600: longer than every wait
+#                         below added up, so a slow machine never queries an exited demo;
+#                         the demos are stopped on exit anyway)
 #   WEIR_MONITORING_BIN   run this program (same arguments) instead of building the demo
 #   WEIR_KAFKA_MONITORING_BIN  the same for the Kafka demo
 #   WEIR_KAFKA_BOOTSTRAP  use this Kafka broker instead of starting one (its jars are kept in
@@ -23,7 +25,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 readonly DASHBOARDS=dashboards
-readonly DEMO_SECS=${WEIR_DEMO_SECS:-90}
+readonly DEMO_SECS=${WEIR_DEMO_SECS:-600}
 readonly SAMPLES=10 # seconds of samples (one scrape a second) before querying
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/weir-dashboards.XXXXXX")

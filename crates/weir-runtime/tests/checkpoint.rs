@@ -8,6 +8,8 @@
 
 mod committed;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use committed::Committed;
@@ -23,10 +25,15 @@ fn events() -> Vec<(i64, u32, i64)> {
     (0..40_000i64).map(|i| (i - (i % 7) * 3, (i * 31 % 64) as u32, i % 100)).collect()
 }
 
-/// Builds the job: per key, 1 s windows of count and sum. `slow` makes each batch take a
-/// millisecond, so a stop lands in the middle.
-fn job(p: &Pipeline, out: Committed<Row>, slow: bool) {
-    job_with(p, out, slow, Variant::default());
+/// Records a stopped run lets through before it asks to stop: a quarter of the input. The stop
+/// comes from the data, not a clock, so it lands mid-run on a machine of any speed (behind it,
+/// at most a few channels of batches are in flight).
+const STOP_AT: usize = 10_000;
+
+/// Builds the job: per key, 1 s windows of count and sum. With `stop`, the job asks to stop
+/// once [`STOP_AT`] records went through.
+fn job(p: &Pipeline, out: Committed<Row>, stop: bool) {
+    job_with(p, out, stop, Variant::default());
 }
 
 /// Changes to the program between a savepoint and its restore.
@@ -40,10 +47,13 @@ struct Variant {
     name: Option<&'static str>,
 }
 
-fn job_with(p: &Pipeline, out: Committed<Row>, slow: bool, variant: Variant) {
+fn job_with(p: &Pipeline, out: Committed<Row>, stop: bool, variant: Variant) {
+    let stop = stop.then(|| (p.stop_handle(), Arc::new(AtomicUsize::new(0))));
     let mut events = p.source(MemorySource::new(events()).batch_size(100)).inspect(move |_| {
-        if slow {
-            std::thread::sleep(Duration::from_micros(20));
+        if let Some((handle, seen)) = &stop
+            && seen.fetch_add(1, Ordering::Relaxed) + 1 == STOP_AT
+        {
+            handle.stop();
         }
     });
     if variant.added_upstream {
@@ -70,20 +80,15 @@ fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
     rows
 }
 
-async fn run(
-    dir: &std::path::Path,
-    parallelism: usize,
-    out: Committed<Row>,
-    stop_after: Option<Duration>,
-) -> Result<()> {
-    run_with(dir, parallelism, out, stop_after, Variant::default(), |c| c).await
+async fn run(dir: &std::path::Path, parallelism: usize, out: Committed<Row>, stop: bool) -> Result<()> {
+    run_with(dir, parallelism, out, stop, Variant::default(), |c| c).await
 }
 
 async fn run_with(
     dir: &std::path::Path,
     parallelism: usize,
     out: Committed<Row>,
-    stop_after: Option<Duration>,
+    stop: bool,
     variant: Variant,
     config: impl FnOnce(Checkpointing) -> Checkpointing,
 ) -> Result<()> {
@@ -95,31 +100,14 @@ async fn run_with(
         builder = builder.metrics(Metrics::new());
     }
     let p = builder.build()?;
-    job_with(&p, out, stop_after.is_some(), variant);
-    if let Some(after) = stop_after {
-        // Stop once a checkpoint completed (and at least `after` passed): mid-run, whatever
-        // the machine's speed.
-        let stop = p.stop_handle();
-        let dir = dir.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let complete = |d: &std::path::Path| {
-                std::fs::read_dir(d)
-                    .is_ok_and(|mut it| it.any(|e| e.is_ok_and(|e| e.path().join("_manifest.json").exists())))
-            };
-            while !complete(&dir) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            stop.stop();
-        });
-    }
+    job_with(&p, out, stop, variant);
     p.run().await.map(drop)
 }
 
 async fn reference() -> Vec<Row> {
     let dir = tempfile::tempdir().unwrap();
     let out = Committed::new();
-    run(dir.path(), 2, out.clone(), None).await.unwrap();
+    run(dir.path(), 2, out.clone(), false).await.unwrap();
     sorted(out.output())
 }
 
@@ -129,10 +117,10 @@ async fn a_stopped_job_resumes_from_its_savepoint_with_identical_output() {
     assert!(want.len() > 1000, "{} rows", want.len());
     let dir = tempfile::tempdir().unwrap();
     let out = Committed::new();
-    run(dir.path(), 2, out.clone(), Some(Duration::from_millis(30))).await.unwrap();
+    run(dir.path(), 2, out.clone(), true).await.unwrap();
     let partial = out.output().len();
     assert!(partial < want.len(), "the stop came after the end ({partial} rows)");
-    run(dir.path(), 2, out.clone(), None).await.unwrap();
+    run(dir.path(), 2, out.clone(), false).await.unwrap();
     assert_eq!(sorted(out.output()), want);
 }
 
@@ -144,7 +132,7 @@ async fn a_location_without_a_usable_checkpoint_is_refused_unless_from_scratch()
     std::fs::create_dir_all(&chk).unwrap();
     std::fs::write(chk.join("_manifest.json"), "{\"format_version\": 2, \"pipe").unwrap();
     let out = Committed::new();
-    let err = run(dir.path(), 1, out.clone(), None).await.unwrap_err();
+    let err = run(dir.path(), 1, out.clone(), false).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Checkpoint(_)) && msg.contains("--from-scratch"), "{msg}");
 
@@ -163,7 +151,9 @@ async fn a_location_without_a_usable_checkpoint_is_refused_unless_from_scratch()
 async fn savepoint(variant: Variant) -> (tempfile::TempDir, Committed<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let out = Committed::new();
-    run_with(dir.path(), 2, out.clone(), Some(Duration::from_millis(30)), variant, |c| c).await.unwrap();
+    run_with(dir.path(), 2, out.clone(), true, variant, |c| c).await.unwrap();
+    let (partial, all) = (out.output().len(), reference().await.len());
+    assert!(partial < all, "the stop came after the end ({partial} of {all} rows)");
     (dir, out)
 }
 
@@ -173,7 +163,7 @@ async fn an_operator_added_upstream_does_not_take_over_the_state_of_another() {
     // there, the saved window state belongs to no operator, and the restore says so.
     let (dir, out) = savepoint(Variant::default()).await;
     let changed = Variant { added_upstream: true, ..Variant::default() };
-    let err = run_with(dir.path(), 2, out.clone(), None, changed, |c| c).await.unwrap_err();
+    let err = run_with(dir.path(), 2, out.clone(), false, changed, |c| c).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Checkpoint(_)), "{msg}");
     for needle in
@@ -188,7 +178,7 @@ async fn a_window_with_a_uid_keeps_its_state_when_the_program_changes_upstream()
     let named = Variant { uid: Some("per-key-seconds"), ..Variant::default() };
     let (dir, out) = savepoint(named).await;
     let changed = Variant { added_upstream: true, ..named };
-    run_with(dir.path(), 2, out.clone(), None, changed, |c| c).await.unwrap();
+    run_with(dir.path(), 2, out.clone(), false, changed, |c| c).await.unwrap();
     assert_eq!(sorted(out.output()), reference().await);
 }
 
@@ -197,7 +187,7 @@ async fn a_display_name_given_after_a_savepoint_keeps_the_window_state() {
     // `name` labels metrics only: the window's checkpoint id stays the default one.
     let (dir, out) = savepoint(Variant::default()).await;
     let named = Variant { name: Some("per_key_seconds"), ..Variant::default() };
-    run_with(dir.path(), 2, out.clone(), None, named, |c| c).await.unwrap();
+    run_with(dir.path(), 2, out.clone(), false, named, |c| c).await.unwrap();
     assert_eq!(sorted(out.output()), reference().await);
 }
 
@@ -205,12 +195,12 @@ async fn a_display_name_given_after_a_savepoint_keeps_the_window_state() {
 async fn state_of_a_uid_the_pipeline_lacks_is_refused_unless_dropping_it_is_allowed() {
     let (dir, out) = savepoint(Variant { uid: Some("counts"), ..Variant::default() }).await;
     let renamed = Variant { uid: Some("totals"), ..Variant::default() };
-    let err = run_with(dir.path(), 2, out.clone(), None, renamed, |c| c).await.unwrap_err();
+    let err = run_with(dir.path(), 2, out.clone(), false, renamed, |c| c).await.unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("`counts`") || msg.contains("counts,") || msg.contains("counts;"), "{msg}");
     assert!(msg.contains("totals"), "the pipeline's own ids are listed: {msg}");
     // Opted in: the old state is dropped, the job runs (its windows start empty).
-    run_with(dir.path(), 2, out.clone(), None, renamed, |c| c.allow_non_restored_state(true)).await.unwrap();
+    run_with(dir.path(), 2, out.clone(), false, renamed, |c| c.allow_non_restored_state(true)).await.unwrap();
 }
 
 #[tokio::test]

@@ -7,10 +7,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arrow::array::{AsArray, Int64Array, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use weir_runtime::{Checkpointing, Pipeline};
@@ -19,6 +21,9 @@ use weir_sql::{ParquetSink, StreamContext};
 
 const FILES: i64 = 4;
 const ROWS_PER_FILE: i64 = 10_000;
+/// Rows a stopped run reads before it asks to stop: a quarter of the input. The stop comes
+/// from the data, not a clock, so it lands half way on a machine of any speed.
+const STOP_AT: usize = 10_000;
 
 /// Input files of `ROWS_PER_FILE` rows `(id, v)` (`id` is also the event time, in ms), in row
 /// groups of 3 000 rows (so a position falls inside a row group).
@@ -44,9 +49,37 @@ fn write_input(dir: &Path) {
     }
 }
 
-/// Runs the job at `parallelism`; with `stop`, stops it (a savepoint) at once.
+/// Runs the job at `parallelism`; with `stop`, stops it (a savepoint) once [`STOP_AT`] rows
+/// were read.
 async fn run(dir: &Path, parallelism: usize, stop: bool) {
     let mut ctx = StreamContext::new();
+    let p = Pipeline::builder("parquet-resume")
+        .parallelism(parallelism)
+        .handle_signals(false)
+        .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(Duration::from_millis(20)))
+        .build()
+        .unwrap();
+    // `stop_at(id)` is true for every row; with `stop`, it counts the rows and stops the job
+    // at `STOP_AT`.
+    let handle = stop.then(|| p.stop_handle());
+    let seen = AtomicUsize::new(0);
+    ctx.register_udf(create_udf(
+        "stop_at",
+        vec![DataType::Int64],
+        DataType::Boolean,
+        Volatility::Volatile,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            let before = seen.fetch_add(rows, Ordering::Relaxed);
+            if let Some(handle) = &handle
+                && before < STOP_AT
+                && before + rows >= STOP_AT
+            {
+                handle.stop();
+            }
+            Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(vec![true; rows]))))
+        }),
+    ));
     let Statement::Source(def) = parse_statement(&format!(
         "CREATE SOURCE input (id BIGINT, v BIGINT, WATERMARK FOR id AS id - INTERVAL '1' SECOND) \
          WITH (connector = 'file', path = '{}/in/*.parquet', format = 'parquet')",
@@ -56,27 +89,16 @@ async fn run(dir: &Path, parallelism: usize, stop: bool) {
         panic!()
     };
     ctx.register_source(&def).await.unwrap();
-    let p = Pipeline::builder("parquet-resume")
-        .parallelism(parallelism)
-        .handle_signals(false)
-        .checkpointing(Checkpointing::to_dir(dir.join("checkpoints")).interval(Duration::from_millis(20)))
-        .build()
-        .unwrap();
     // One group per row: every id once, with its own v.
-    ctx.sql("SELECT id, count(*) AS n, sum(v) AS v FROM input GROUP BY tumble(id, INTERVAL '1' SECOND), id")
-        .await
-        .unwrap()
-        .build(&p)
-        .unwrap()
-        .sink(ParquetSink::new(dir.join("out"), 3_000));
-    if stop {
-        let handle = p.stop_handle();
-        // Early: an idle machine reads the whole input in a few tens of milliseconds.
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            handle.stop();
-        });
-    }
+    ctx.sql(
+        "SELECT id, count(*) AS n, sum(v) AS v FROM input WHERE stop_at(id) \
+         GROUP BY tumble(id, INTERVAL '1' SECOND), id",
+    )
+    .await
+    .unwrap()
+    .build(&p)
+    .unwrap()
+    .sink(ParquetSink::new(dir.join("out"), 3_000));
     p.run().await.unwrap();
 }
 
