@@ -26,8 +26,11 @@ const PARALLELISM_ENV: &str = "WEIR_SQL_EXACTLY_ONCE_PARALLELISM";
 /// Set: the script's CREATE SINK statements in reverse order.
 const REVERSED_ENV: &str = "WEIR_SQL_EXACTLY_ONCE_REVERSED";
 
-/// Events in the input.
-const EVENTS: i64 = 60_000;
+/// Events in the input: several times what the channels between the job's tasks hold, so a
+/// checkpoint barrier (queued behind what the source already read) completes with most of
+/// the input still unread, and a restored life has seconds of work left, longer than any kill
+/// delay.
+const EVENTS: i64 = 200_000;
 
 fn open_log(dir: &Path) -> Log {
     Log::open(dir.join("log"), LogOptions::default().durability(Durability::None)).unwrap()
@@ -178,7 +181,7 @@ fn reference() -> &'static Output {
         run_to_end(dir.path(), 2);
         let out = output(dir.path());
         let count = |file: &str| out.0.iter().filter(|(f, _)| f == file).count();
-        // 40 users in each of ~330 one-second windows; 40 users × 30 sessions (+ the header).
+        // 40 users in each of ~1 100 one-second windows; 40 users × 100 sessions (+ the header).
         assert!(count("per_second.jsonl") > 10_000, "{} rows", count("per_second.jsonl"));
         assert!(out.1.len() > 10_000, "{} topic records", out.1.len());
         assert_eq!(count("sessions.csv"), 40 * (EVENTS as usize / 2000) + 1);
