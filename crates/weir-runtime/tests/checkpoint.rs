@@ -4,7 +4,6 @@
 //! connectors, whose positions move between subtasks: `weir-connectors/tests/exactly_once.rs`.)
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
-#![expect(clippy::disallowed_methods, reason = "a test spawns its job or a stopper and ends with it")]
 
 mod committed;
 
