@@ -718,6 +718,38 @@ fn produce_sets_record_timestamps_and_times_are_epoch_ms_or_rfc_3339_everywhere(
 }
 
 #[test]
+fn a_log_append_time_topic_stamps_records_with_the_append_time_not_the_producers() {
+    let weir = Weir::new();
+    weir.ok(&[
+        "topic",
+        "create",
+        "appended",
+        "--partitions",
+        "1",
+        "--message-timestamp-type",
+        "LogAppendTime",
+    ]);
+    weir.ok(&["topic", "create", "created", "--partitions", "1"]);
+    let describe = |topic: &str| weir.ok(&["topic", "describe", topic]);
+    let row_of = |topic: &str| row(&describe(topic), "message.timestamp.type").join(" ");
+    assert_eq!(row_of("appended"), "message.timestamp.type LogAppendTime");
+    assert_eq!(row_of("created"), "message.timestamp.type CreateTime");
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    for topic in ["appended", "created"] {
+        weir.ok_with_input(&["produce", topic, "--timestamp", "2024-05-01T12:00:00Z"], b"a\n");
+    }
+    let stamp =
+        |topic: &str| weir.json_lines(&["consume", topic, "--json"])[0]["timestamp"].as_u64().unwrap();
+    assert!(u128::from(stamp("appended")) >= before, "{} < {before}", stamp("appended"));
+    assert_eq!(stamp("created"), 1_714_564_800_000);
+    let err = weir.fails(
+        &["topic", "create", "t", "--partitions", "1", "--message-timestamp-type", "logappendtime"],
+        2,
+    );
+    assert!(err.contains("expected CreateTime or LogAppendTime"), "{err}");
+}
+
+#[test]
 fn errors_name_the_problem() {
     let weir = Weir::new();
     let err = weir.fails(&["topic", "list"], 1);

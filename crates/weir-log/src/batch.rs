@@ -122,8 +122,9 @@ pub(crate) struct EncodedBatch {
 }
 
 /// Encodes `records` as one or more batches appended to `out`, numbering them from
-/// `base_offset`. A batch is closed before it would grow past `max_batch_bytes`. Records without
-/// a timestamp get `now_ms`.
+/// `base_offset`. A batch is closed before it would grow past `max_batch_bytes`. Records get
+/// `now_ms` as their timestamp when they have none, or every one of them under `log_append_time`
+/// ([`TimestampType::LogAppendTime`](crate::TimestampType::LogAppendTime)).
 ///
 /// Returns the encoded size of a record that alone exceeds `max_batch_bytes`; nothing of the
 /// call is then left in `out`.
@@ -131,15 +132,17 @@ pub(crate) fn encode(
     records: &[Record],
     base_offset: u64,
     now_ms: i64,
+    log_append_time: bool,
     max_batch_bytes: usize,
     out: &mut Vec<u8>,
     batches: &mut Vec<EncodedBatch>,
 ) -> Result<(), usize> {
     let Some(first) = records.first() else { return Ok(()) };
+    let stamp = |r: &Record| if log_append_time { now_ms } else { r.timestamp.unwrap_or(now_ms) };
     let (initial_len, initial_batches) = (out.len(), batches.len());
-    let mut batch = OpenBatch::start(out, base_offset, first.timestamp.unwrap_or(now_ms));
+    let mut batch = OpenBatch::start(out, base_offset, stamp(first));
     for (next, record) in (base_offset..).zip(records) {
-        let ts = record.timestamp.unwrap_or(now_ms);
+        let ts = stamp(record);
         let mut size = record_size(record, ts.wrapping_sub(batch.first_timestamp), next - batch.base_offset);
         if out.len() - batch.start + framed_len(size) > max_batch_bytes {
             // The first record of a batch has zero deltas, so this is its size in a batch alone.
@@ -431,7 +434,7 @@ mod tests {
         ];
         let mut out = Vec::new();
         let mut batches = Vec::new();
-        encode(&records, 42, 5_000, 1 << 20, &mut out, &mut batches).unwrap();
+        encode(&records, 42, 5_000, false, 1 << 20, &mut out, &mut batches).unwrap();
         assert_eq!(batches.len(), 1);
         let header = BatchHeader::parse(&out).unwrap();
         assert_eq!(header.base_offset, 42);
@@ -465,7 +468,7 @@ mod tests {
         let records: Vec<Record> = (0..100).map(|_| Record::new(vec![1u8; 100]).with_timestamp(1)).collect();
         let mut out = Vec::new();
         let mut batches = Vec::new();
-        encode(&records, 0, 0, 1_000, &mut out, &mut batches).unwrap();
+        encode(&records, 0, 0, false, 1_000, &mut out, &mut batches).unwrap();
         assert!(batches.len() > 10, "{} batches", batches.len());
         let mut next = 0;
         for (i, b) in batches.iter().enumerate() {
@@ -480,7 +483,7 @@ mod tests {
 
         let mut out = vec![9u8; 3];
         let mut batches = Vec::new();
-        let err = encode(&[Record::new(vec![0u8; 2_000])], 0, 0, 1_000, &mut out, &mut batches);
+        let err = encode(&[Record::new(vec![0u8; 2_000])], 0, 0, false, 1_000, &mut out, &mut batches);
         assert!(matches!(err, Err(n) if n > 2_000));
         assert_eq!(out, vec![9u8; 3], "a rejected call leaves the buffer as it was");
         assert!(batches.is_empty());
@@ -489,7 +492,8 @@ mod tests {
     #[test]
     fn any_flipped_byte_fails_the_crc() {
         let mut out = Vec::new();
-        encode(&[Record::new("hello").with_key("k")], 7, 1, 1 << 20, &mut out, &mut Vec::new()).unwrap();
+        encode(&[Record::new("hello").with_key("k")], 7, 1, false, 1 << 20, &mut out, &mut Vec::new())
+            .unwrap();
         for i in (0..out.len()).filter(|i| !(12..16).contains(i)) {
             let mut bad = out.clone();
             bad[i] ^= 0x01;
@@ -501,7 +505,8 @@ mod tests {
     #[test]
     fn garbage_never_panics_the_decoder() {
         let mut out = Vec::new();
-        encode(&[Record::new("hello").with_key("k")], 0, 1, 1 << 20, &mut out, &mut Vec::new()).unwrap();
+        encode(&[Record::new("hello").with_key("k")], 0, 1, false, 1 << 20, &mut out, &mut Vec::new())
+            .unwrap();
         let header = BatchHeader::parse(&out).unwrap();
         for i in HEADER_LEN..out.len() {
             for v in [0x00, 0x7f, 0x80, 0xff] {

@@ -103,6 +103,34 @@ pub const MAX_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(365 * 24 
 /// them. "Forever" is `None`, not a large number.
 pub const MAX_MS: u64 = i64::MAX as u64;
 
+/// Which time a topic stores as each record's timestamp (Kafka's `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TimestampType {
+    /// The producer's: [`Record::timestamp`](crate::Record::timestamp), or the append time
+    /// for a record without one.
+    #[default]
+    CreateTime,
+    /// The log's: every record of an append is stamped with the wall clock at that append (in
+    /// milliseconds since the Unix epoch), whatever timestamp the producer gave. Event time
+    /// then travels in the payload, and the stored timestamp says when the log had the
+    /// record: what a consumer could have seen by a given time.
+    LogAppendTime,
+}
+
+impl TimestampType {
+    fn is_create_time(&self) -> bool {
+        *self == TimestampType::CreateTime
+    }
+
+    /// Kafka's name for it: `CreateTime` or `LogAppendTime`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        }
+    }
+}
+
 /// Settings of one topic, fixed at creation and stored with it.
 ///
 /// "No limit" is `None` for every optional setting (the CLI spells it `forever` or
@@ -130,6 +158,12 @@ pub struct TopicConfig {
     /// Largest batch written, 1 KiB to 64 MiB; a larger append is split into several batches, and a
     /// single record that does not fit is refused. Default: 8 MiB.
     pub max_batch_bytes: u32,
+    /// Which time is stored as each record's timestamp. Default:
+    /// [`TimestampType::CreateTime`]. `topic.json` names it only when it is not the default, so
+    /// the file of a topic that keeps the default is the one earlier versions wrote and read,
+    /// and a file without it reads as the default.
+    #[serde(default, skip_serializing_if = "TimestampType::is_create_time")]
+    pub timestamp_type: TimestampType,
 }
 
 impl Default for TopicConfig {
@@ -142,6 +176,7 @@ impl Default for TopicConfig {
             segment_ms: None,
             index_interval_bytes: 4096,
             max_batch_bytes: 8 << 20,
+            timestamp_type: TimestampType::CreateTime,
         }
     }
 }

@@ -237,7 +237,8 @@ mod segment;
 mod topic;
 
 pub use config::{
-    Durability, LogOptions, MAX_MS, MAX_RETENTION_CHECK_INTERVAL, MAX_SYNC_INTERVAL, TopicConfig,
+    Durability, LogOptions, MAX_MS, MAX_RETENTION_CHECK_INTERVAL, MAX_SYNC_INTERVAL, TimestampType,
+    TopicConfig,
 };
 pub use consumer::{AutoOffsetReset, ConsumedBatch, Consumer, ConsumerConfig};
 pub use damage::{DamagePolicy, DamagedRange, SkippingRead};

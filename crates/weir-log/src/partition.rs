@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::batch::{self, EncodedBatch};
-use crate::config::{Durability, TopicConfig};
+use crate::config::{Durability, TimestampType, TopicConfig};
 use crate::damage::DamagedRange;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -363,9 +363,14 @@ impl Partition {
         w.buf.clear();
         w.batches.clear();
         let max = self.config.max_batch_bytes as usize;
-        batch::encode(records, base_offset, now_ms, max, &mut w.buf, &mut w.batches).map_err(|size| {
-            Error::RecordTooLarge { topic: self.origin.topic.clone(), partition: self.id(), size, max }
-        })?;
+        let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        batch::encode(records, base_offset, now_ms, log_append_time, max, &mut w.buf, &mut w.batches)
+            .map_err(|size| Error::RecordTooLarge {
+                topic: self.origin.topic.clone(),
+                partition: self.id(),
+                size,
+                max,
+            })?;
 
         // Write runs of batches that fit the active segment, rolling between them.
         let mut rolled = false;

@@ -3,7 +3,7 @@
 use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use weir::log::{Error, Log, PartitionInfo, TopicConfig, TopicDescription};
+use weir::log::{Error, Log, PartitionInfo, TimestampType, TopicConfig, TopicDescription};
 
 use super::output::{Align, Output, Table, note};
 
@@ -57,6 +57,11 @@ pub(crate) struct CreateArgs {
     /// [default: forever]
     #[arg(long, value_name = "DURATION|forever", value_parser = duration, allow_hyphen_values = true)]
     segment_ms: Option<Limit>,
+    /// Which time each record's stored timestamp is, as Kafka's message.timestamp.type:
+    /// `CreateTime` (the producer's) or `LogAppendTime` (the log's clock at the append).
+    /// [default: CreateTime]
+    #[arg(long, value_name = "TYPE", value_parser = timestamp_type)]
+    message_timestamp_type: Option<TimestampType>,
 }
 
 /// Arguments of `weir topic alter`: the retention settings to change; the others stay.
@@ -92,6 +97,14 @@ struct Limit(Option<u64>);
 /// Parses a duration flag (see the `values` module) into a limit in milliseconds.
 fn duration(s: &str) -> Result<Limit, String> {
     super::values::duration(s).map(Limit)
+}
+
+/// Parses a timestamp type by Kafka's name for it.
+fn timestamp_type(s: &str) -> Result<TimestampType, String> {
+    [TimestampType::CreateTime, TimestampType::LogAppendTime]
+        .into_iter()
+        .find(|t| t.name() == s)
+        .ok_or_else(|| format!("expected CreateTime or LogAppendTime, not {s:?}"))
 }
 
 /// Parses a limit: a non-negative number, or `forever`, `unlimited`, `none` or `-1` for no limit.
@@ -132,6 +145,7 @@ fn create(log: &Log, args: CreateArgs, out: &mut Output) -> Result<()> {
         retention_ms: args.retention_ms.and_then(|l| l.0),
         segment_bytes: args.segment_bytes.unwrap_or(defaults.segment_bytes),
         segment_ms: args.segment_ms.and_then(|l| l.0),
+        timestamp_type: args.message_timestamp_type.unwrap_or_default(),
         ..defaults
     };
     let topic = log.create_topic(&args.name, config).map_err(flag_error)?;
@@ -224,6 +238,7 @@ fn describe(log: &Log, name: &str, out: &mut Output) -> Result<()> {
         ("segment.ms", or(c.segment_ms, "none")),
         ("index.interval.bytes", c.index_interval_bytes.to_string()),
         ("max.batch.bytes", c.max_batch_bytes.to_string()),
+        ("message.timestamp.type", c.timestamp_type.name().to_owned()),
     ] {
         settings.row(vec![key.to_owned(), value]);
     }
