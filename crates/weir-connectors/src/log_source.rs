@@ -6,7 +6,10 @@
 //! assigned consumer ([`ConsumerConfig::partitions`]) that starts from, and commits to, the
 //! group's offsets. Each batch holds records of one partition, and its `split` is the partition
 //! number, so event time is tracked per partition. A subtask with no partition (more subtasks
-//! than partitions) ends at once.
+//! than partitions) ends at once. On a topic that stores append times
+//! ([`TimestampType::LogAppendTime`]), each batch carries its newest record's
+//! ([`Batch::appended_ms`]), from which downstream operators measure how long after the append
+//! their output is (a feature view's freshness).
 //!
 //! A partition the group has no committed offset for starts at the reset policy's offset:
 //! [`AutoOffsetReset::Earliest`] by default here (a new pipeline reads the topic's history;
@@ -45,7 +48,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use weir_log::{AutoOffsetReset, Consumer, ConsumerConfig, Header, Log};
+use weir_log::{AutoOffsetReset, Consumer, ConsumerConfig, Header, Log, TimestampType};
 use weir_runtime::{Batch, Result, Source, SourceReader, SplitPositions, Traceable};
 
 use crate::parse::ParseError;
@@ -261,6 +264,7 @@ impl LogSource {
             bytes_read: 0,
             checkpointed: positions.is_some(),
             handed: BTreeMap::new(),
+            append_time: topic.config().timestamp_type == TimestampType::LogAppendTime,
         };
         if !reader.partitions.is_empty() {
             let mut consumer = reader.consume(reader.partitions.clone())?;
@@ -300,6 +304,9 @@ pub struct LogReader {
     /// Per partition, the offset after the last record handed downstream (the position a
     /// checkpoint saves).
     handed: BTreeMap<u32, u64>,
+    /// The topic stores append times ([`TimestampType::LogAppendTime`]): each batch carries
+    /// its newest record's ([`Batch::appended_ms`]).
+    append_time: bool,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -406,7 +413,11 @@ impl LogReader {
                 if chunk.is_empty() {
                     break;
                 }
-                self.queue.push_back(Batch::from_split(partition, chunk));
+                let mut batch = Batch::from_split(partition, chunk);
+                if self.append_time {
+                    batch.set_appended_ms(batch.records.iter().map(|r| r.timestamp).max());
+                }
+                self.queue.push_back(batch);
             }
         }
         Ok(())

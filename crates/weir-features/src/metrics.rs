@@ -9,7 +9,7 @@
 //! | metric | what | labels |
 //! |---|---|---|
 //! | `weir_feature_lookup_duration_seconds` | histogram: one `lookup`, `lookup_at` or `lookup_many` call (`path="inprocess"`), one `GET /features` request from its arrival to its JSON body (`path="http"`) | `pipeline`, `view`, `path` |
-//! | `weir_feature_freshness_seconds` | histogram: from the source reading a batch's newest event (its arrival at the operator if the batch carries no read time) to the batch being servable | `pipeline`, `view` |
+//! | `weir_feature_freshness_seconds` | histogram: from the log appending a batch's newest event (on a topic that keeps append times), else from the source reading it (its arrival at the operator if the batch carries no read time), to the batch being servable | `pipeline`, `view` |
 //! | `weir_feature_entities` | gauge: entities with state, after every batch and watermark | `pipeline`, `view`, `subtask` |
 //! | `weir_feature_state_bytes` | gauge: approximate bytes of state, sampled by every checkpoint and between them at most every [`STATE_BYTES_INTERVAL`] | `pipeline`, `view`, `subtask` |
 //! | `weir_feature_late_events_total` | counter: events dropped as late | `pipeline`, `view` |

@@ -3,7 +3,7 @@
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -132,7 +132,10 @@ where
         self.columns.fill(&self.view.def, &batch.records);
         let entities = self.shard.apply(&self.columns, &mut self.writer, &mut self.late);
         if let (Some(m), Some(arrived)) = (&self.metrics, arrived) {
-            let after = batch.read_at().map_or_else(|| arrived.elapsed(), |read| read.elapsed());
+            let after = match batch.appended_ms() {
+                Some(ms) => Duration::from_millis(now_ms().saturating_sub(ms).max(0).unsigned_abs()),
+                None => batch.read_at().map_or_else(|| arrived.elapsed(), |read| read.elapsed()),
+            };
             m.applied(after, batch.len() - self.late.len(), self.late.len());
             m.entities(entities);
             self.sample_if_due(entities);

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use weir_connectors::{LogRecord, LogSource};
 use weir_features::http::{ServerConfig as FeatureServerConfig, Views, serve as serve_features};
 use weir_features::{Agg, FeatureLookup, FeatureView, Window};
+use weir_log::{Durability, Log, LogOptions, Record, TimestampType, TopicConfig};
 use weir_metrics::catalog::{
     FEATURE_ENTITIES, FEATURE_FRESHNESS, FEATURE_LATE_EVENTS, FEATURE_LOOKUP_DURATION, FEATURE_STATE_BYTES,
 };
@@ -209,4 +211,52 @@ async fn a_pipeline_without_metrics_exports_nothing_and_registers_later() {
         ),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_counts_from_the_log_append_on_a_topic_that_keeps_append_times() {
+    // The same 1 000 events in two topics, one of them keeping append times; both are read
+    // 600 ms after their append. Freshness counts that wait on that one only: from the append,
+    // not from the read.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default().durability(Durability::None)).unwrap();
+    let records: Vec<Record> = (0..1_000i64)
+        .map(|i| Record::new(serde_json::to_vec(&((i % 50) as u32, i * 10, 1.0)).unwrap()))
+        .collect();
+    for (topic, timestamp_type) in
+        [("appended", TimestampType::LogAppendTime), ("created", TimestampType::CreateTime)]
+    {
+        let config = TopicConfig { timestamp_type, ..TopicConfig::default() };
+        log.create_topic(topic, config).unwrap().append(0, &records).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let metrics = Metrics::new();
+    let endpoint = metrics_server(&metrics).await;
+    for topic in ["appended", "created"] {
+        let p = Pipeline::builder(topic)
+            .parallelism(1)
+            .handle_signals(false)
+            .metrics(metrics.clone())
+            .build()
+            .unwrap();
+        let stream = p
+            .source(LogSource::topic(&log, topic, "features").bounded().batch_size(100))
+            .try_map(LogRecord::parse_json::<Txn>)
+            .assign_timestamps(|t| t.1, Watermarks::monotonic());
+        let (late, lookup) = view().attach(stream);
+        late.sink(DiscardSink);
+        p.run().await.unwrap();
+        assert_eq!(lookup.entities(), 50);
+    }
+
+    let scrape = scrape_of(&endpoint).await;
+    let freshness = |pipeline: &str, le: &str| {
+        let labels = [("pipeline", pipeline), ("view", "user_txn"), ("le", le)];
+        scrape.value(&format!("{}_bucket", FEATURE_FRESHNESS.info.name), &labels)
+    };
+    assert_eq!(freshness("appended", "+Inf"), 10.0, "one observation per batch");
+    assert_eq!(freshness("appended", "0.5"), 0.0, "every batch was appended 600 ms before it was applied");
+    assert_eq!(freshness("created", "+Inf"), 10.0);
+    assert!(freshness("created", "0.5") > 0.0, "without append times, freshness counts from the read");
 }

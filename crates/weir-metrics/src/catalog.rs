@@ -454,8 +454,9 @@ pub const FEATURE_LOOKUP_DURATION: HistogramDef<3> = histogram(
 /// Arrival to servable.
 pub const FEATURE_FRESHNESS: HistogramDef<2> = histogram(
     "weir_feature_freshness_seconds",
-    "From the time a source read the newest event of a batch (its arrival at the feature view's \
-     operator if the batch carries no read time) to the batch being applied: servable by lookups.",
+    "From the log append of the newest event of a batch (on a topic that keeps append times: \
+     LogAppendTime), else from the time a source read it (its arrival at the feature view's \
+     operator if the batch carries no read time), to the batch being applied: servable by lookups.",
     PIPELINE_VIEW,
     LATENCY_BUCKETS,
 );

@@ -23,23 +23,25 @@ pub struct Batch<T> {
     pub split: u32,
     /// When a source read the records this batch stems from.
     read_at: Option<Instant>,
+    /// When a log appended the newest record this batch stems from, if the source knows it.
+    appended_ms: Option<i64>,
 }
 
 impl<T> Batch<T> {
     /// A batch of records without timestamps from split 0.
     pub fn new(records: Vec<T>) -> Self {
-        Batch { records, timestamps: Vec::new(), split: 0, read_at: None }
+        Batch { records, timestamps: Vec::new(), split: 0, read_at: None, appended_ms: None }
     }
 
     /// A batch of records from a source split.
     pub fn from_split(split: u32, records: Vec<T>) -> Self {
-        Batch { records, timestamps: Vec::new(), split, read_at: None }
+        Batch { records, timestamps: Vec::new(), split, read_at: None, appended_ms: None }
     }
 
-    /// A batch of other records made from this one: same split and read time, and
-    /// `timestamps` (one per record, or empty).
+    /// A batch of other records made from this one: same split, read time and append time,
+    /// and `timestamps` (one per record, or empty).
     pub fn derive<U>(&self, records: Vec<U>, timestamps: Vec<Timestamp>) -> Batch<U> {
-        Batch { records, timestamps, split: self.split, read_at: self.read_at }
+        Batch { records, timestamps, split: self.split, read_at: self.read_at, appended_ms: self.appended_ms }
     }
 
     /// When a source read the records this batch stems from (set by the pipeline as a source
@@ -51,6 +53,19 @@ impl<T> Batch<T> {
     /// Sets the time a source read the records this batch stems from.
     pub fn set_read_at(&mut self, at: Option<Instant>) {
         self.read_at = at;
+    }
+
+    /// When a log appended the newest record this batch stems from, in milliseconds since the
+    /// Unix epoch: set by a source reading a topic that keeps append time (a log topic of
+    /// [`TimestampType::LogAppendTime`](weir_log::TimestampType::LogAppendTime)), `None`
+    /// otherwise; kept by [`Batch::derive`].
+    pub fn appended_ms(&self) -> Option<i64> {
+        self.appended_ms
+    }
+
+    /// Sets [`Batch::appended_ms`].
+    pub fn set_appended_ms(&mut self, ms: Option<i64>) {
+        self.appended_ms = ms;
     }
 
     /// Number of records.
