@@ -39,6 +39,13 @@
 //!
 //! With [`KafkaSource::bounded`], each reader notes its partitions' end offsets when it starts
 //! and ends once it has read up to them.
+//!
+//! # Append time
+//!
+//! Records of a topic with `message.timestamp.type=LogAppendTime` carry the broker's append
+//! time as their timestamp, and each batch carries its newest record's
+//! ([`Batch::appended_ms`](weir_runtime::Batch::appended_ms)), from which downstream operators
+//! measure how long after the append their output is (a feature view's freshness).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -47,7 +54,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, Timestamp, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use weir_runtime::{Batch, Error, Result, Source, SourceReader, SplitPositions, Traceable};
 
@@ -702,15 +709,19 @@ impl KafkaReader {
         }
         // Per poll, not per record: group by split (a stable sort keeps each split's order)
         // and cut each split's run into batches.
-        let mut read: Vec<(u32, KafkaRecord)> = read.into_iter().flatten().collect();
-        read.sort_by_key(|(split, _)| *split);
+        let mut read: Vec<Read> = read.into_iter().flatten().collect();
+        read.sort_by_key(|r| r.split);
         let mut records = read.into_iter().peekable();
-        while let Some((split, first)) = records.next() {
+        while let Some(first) = records.next() {
+            let (split, mut appended) = (first.split, first.appended_ms);
             let mut batch = Vec::with_capacity(batch_size.min(1024));
-            batch.push(first);
+            batch.push(first.record);
             while batch.len() < batch_size {
-                match records.next_if(|(s, _)| *s == split) {
-                    Some((_, r)) => batch.push(r),
+                match records.next_if(|r| r.split == split) {
+                    Some(r) => {
+                        appended = appended.max(r.appended_ms);
+                        batch.push(r.record);
+                    }
                     None => break,
                 }
             }
@@ -718,7 +729,9 @@ impl KafkaReader {
                 .iter()
                 .map(|r| (r.value.len() + r.key.as_ref().map_or(0, Vec::len)) as u64)
                 .sum::<u64>();
-            self.queue.push_back(Batch::from_split(split, batch));
+            let mut batch = Batch::from_split(split, batch);
+            batch.set_appended_ms(appended);
+            self.queue.push_back(batch);
         }
         Ok(())
     }
@@ -758,7 +771,7 @@ impl KafkaReader {
         Some(split_of(u16::try_from(t).ok()?, partition))
     }
 
-    fn convert(&self, m: &BorrowedMessage<'_>) -> Result<Option<(u32, KafkaRecord)>> {
+    fn convert(&self, m: &BorrowedMessage<'_>) -> Result<Option<Read>> {
         let Some(t) = self.names.iter().position(|n| &**n == m.topic()) else { return Ok(None) };
         let record = KafkaRecord::from_message(&self.names[t], m);
         let split = if self.source.writers > 0 {
@@ -778,8 +791,21 @@ impl KafkaReader {
         } else {
             split_of(u16::try_from(t).unwrap_or(u16::MAX), m.partition())
         };
-        Ok(Some((split, record)))
+        let appended_ms = match m.timestamp() {
+            Timestamp::LogAppendTime(ms) => Some(ms),
+            Timestamp::CreateTime(_) | Timestamp::NotAvailable => None,
+        };
+        Ok(Some(Read { split, record, appended_ms }))
     }
+}
+
+/// A record as read, before it is batched.
+struct Read {
+    split: u32,
+    record: KafkaRecord,
+    /// The broker's append time, on a topic of `message.timestamp.type=LogAppendTime`: batches
+    /// carry their newest ([`Batch::appended_ms`]).
+    appended_ms: Option<i64>,
 }
 
 impl SourceReader for KafkaReader {

@@ -1,13 +1,20 @@
 //! Kafka source and sink against a real broker: every record read once, offsets committed to
-//! the group when checkpoints complete, keys and timestamps kept.
+//! the group when checkpoints complete, keys and timestamps kept; batches of a LogAppendTime
+//! topic carry the broker's append time.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use weir_kafka::{KafkaRecord, KafkaSink, KafkaSource, StartOffset};
-use weir_runtime::{Checkpointing, CollectSink, Error, MemorySource, Pipeline, Watermarks};
+use weir_runtime::{
+    Batch, Checkpointing, CollectSink, Collector, DiscardSink, Error, MemorySource, Operator, Pipeline,
+    Watermarks,
+};
 
 fn input(n: usize) -> Vec<(String, String)> {
     (0..n).map(|i| (format!("k{}", i % 37), format!("{i}"))).collect()
@@ -127,4 +134,53 @@ async fn an_exactly_once_sink_refuses_parallel_writers_naming_the_setting() {
     let err = p.run().await.unwrap_err();
     assert!(matches!(err, Error::InvalidConfig { field: "delivery", .. }), "{err}");
     assert!(err.to_string().contains("parallelism 1"), "{err}");
+}
+
+/// A batch's append time ([`Batch::appended_ms`]) and its records' timestamps.
+type Seen = (Option<i64>, Vec<Option<i64>>);
+
+/// Forwards batches, noting what each one carried.
+#[derive(Clone, Default)]
+struct AppendTimes(Arc<Mutex<Vec<Seen>>>);
+
+impl Operator<KafkaRecord, KafkaRecord> for AppendTimes {
+    fn process_batch(&mut self, batch: Batch<KafkaRecord>, out: &mut Collector<KafkaRecord>) {
+        let stamps = batch.records.iter().map(|r| r.timestamp).collect();
+        self.0.lock().unwrap().push((batch.appended_ms(), stamps));
+        out.batch(batch);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_a_log_append_time_topic_carry_the_brokers_append_time() {
+    let Some(b) = bootstrap() else { return };
+    let (appended, created) = (unique("appended"), unique("created"));
+    create_topic_with(&b, &appended, 2, &[("message.timestamp.type", "LogAppendTime")]);
+    create_topic(&b, &created, 2);
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    produce(&b, &appended, &input(500));
+    produce(&b, &created, &input(500));
+    for (topic, log_append_time) in [(appended, true), (created, false)] {
+        let p = Pipeline::builder("append-time").parallelism(1).handle_signals(false).build().unwrap();
+        let seen = AppendTimes::default();
+        let source = KafkaSource::new(config(&b), [topic.clone()], unique("group"))
+            .start_offset(StartOffset::Earliest)
+            .batch_size(100)
+            .bounded();
+        p.source(source).operator("append-times", seen.clone()).sink(DiscardSink);
+        p.run().await.unwrap();
+        let seen = seen.0.lock().unwrap();
+        assert_eq!(seen.iter().map(|(_, s)| s.len()).sum::<usize>(), 500, "{topic}");
+        for (appended_ms, stamps) in seen.iter() {
+            if log_append_time {
+                // The broker stamped each record; a batch carries its newest stamp.
+                let newest = stamps.iter().copied().max().flatten();
+                assert_eq!(*appended_ms, newest, "{topic}");
+                assert!(newest.is_some_and(|t| t >= before), "{topic}: {newest:?} before {before}");
+            } else {
+                assert_eq!(*appended_ms, None, "{topic}: producer timestamps are no append times");
+            }
+        }
+    }
 }

@@ -44,6 +44,16 @@ fn client(bootstrap: &str) -> ClientConfig {
 
 /// Creates `topic` with `partitions` partitions.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with(bootstrap, topic, partitions, &[]);
+}
+
+/// Creates `topic` with `partitions` partitions and the topic configs `configs`.
+pub fn create_topic_with(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut new_topic =
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    for (name, value) in configs {
+        new_topic = new_topic.set(name, value);
+    }
     let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
     // On a thread of its own: the caller may be inside a runtime.
     let results = std::thread::scope(|s| {
@@ -52,7 +62,7 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
             rt.block_on(admin.create_topics(
                 // Records carry event time (2023 in tests): time-based retention would delete
                 // them as soon as the broker checks.
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1")],
+                &[new_topic],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
             ))
         })
