@@ -298,12 +298,15 @@ where
     /// [`FeatureLookup::lookup_at`], not counted in the lookup metrics (the HTTP server times
     /// its requests itself).
     pub(crate) fn lookup_untimed(&self, entity: &K, t: i64) -> Result<FeatureRow> {
-        let shards = read(&self.registry.shards);
+        self.lookup_in(&read(&self.registry.shards), entity, t)
+    }
+
+    /// The lookup of `entity` at `t` in the subtask of `shards` that owns it.
+    fn lookup_in(&self, shards: &[Shard<K, T>], entity: &K, t: i64) -> Result<FeatureRow> {
         if shards.is_empty() {
             return Ok(empty_row(&self.view.def, t));
         }
-        let shard = &shards[subtask_for_hash(key_hash(entity), shards.len())];
-        shard.lookup_at(entity, t)
+        shards[subtask_for_hash(key_hash(entity), shards.len())].lookup_at(entity, t)
     }
 
     /// [`FeatureLookup::lookup_at`] for each of `entities`, at one time, in their order.
@@ -313,7 +316,9 @@ where
     /// As [`FeatureState::lookup_at`](crate::FeatureState::lookup_at).
     pub fn lookup_many(&self, entities: &[K], t: i64) -> Result<Vec<FeatureRow>> {
         timed(self.registry.metrics.get(), Path::InProcess, || {
-            entities.iter().map(|k| self.lookup_untimed(k, t)).collect()
+            // The subtasks once for the whole batch, not once per entity.
+            let shards = read(&self.registry.shards);
+            entities.iter().map(|k| self.lookup_in(&shards, k, t)).collect()
         })
     }
 
