@@ -18,29 +18,21 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use weir_kafka::{KafkaRecord, KafkaSink, KafkaSource, KafkaTasks, StartOffset};
 use weir_runtime::{Checkpointing, DiscardSink, Metrics, Pipeline};
+use weir_testkit::prometheus::Scrape;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// How long the lag must match: two polls of the last stable offsets (one a second), so that a
 /// value polled before the input changed cannot pass for one polled after.
 const STEADY: Duration = Duration::from_millis(2_500);
 
-/// The value of the series of `name` whose labels include `labels`, from the registry's text.
+/// The value of the series of `name` whose labels include `labels`, in the registry's text.
 fn sample(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    m.encode().lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (series, value) = rest.split_once("} ")?;
-        let has = |(k, v): &(&str, &str)| series.split(',').any(|kv| kv == format!("{k}=\"{v}\""));
-        labels.iter().all(has).then(|| value.parse().unwrap())
-    })
+    Scrape::parse(m.encode()).series(name, labels).first().map(|(_, v)| *v)
 }
 
 /// The sum of every series of `name`.
 fn total(m: &Metrics, name: &str) -> f64 {
-    m.encode()
-        .lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{')?.split_once("} "))
-        .map(|(_, v)| v.parse::<f64>().unwrap())
-        .sum()
+    Scrape::parse(m.encode()).sum(name, &[]).unwrap_or(0.0)
 }
 
 fn producer(bootstrap: &str, transactional_id: Option<&str>) -> ThreadedProducer<DefaultProducerContext> {
