@@ -111,9 +111,11 @@ pub enum TimestampType {
     #[default]
     CreateTime,
     /// The log's: every record of an append is stamped with the wall clock at that append (in
-    /// milliseconds since the Unix epoch), whatever timestamp the producer gave. Event time
-    /// then travels in the payload, and the stored timestamp says when the log had the
-    /// record: what a consumer could have seen by a given time.
+    /// milliseconds since the Unix epoch), whatever timestamp the producer gave. The clock is
+    /// read once the append holds its partition's writer, and a stamp is never below the
+    /// previous append's, so stamps never decrease with offsets. Event time then travels in
+    /// the payload, and the stored timestamp says when the log had the record: what a
+    /// consumer could have seen by a given time.
     LogAppendTime,
 }
 

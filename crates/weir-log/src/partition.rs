@@ -113,6 +113,9 @@ struct Writer {
     /// and whether the directory has entries not yet synced: the next flush syncs them.
     unsynced: Vec<Arc<Segment>>,
     dir_unsynced: bool,
+    /// The largest timestamp stored: on a [`TimestampType::LogAppendTime`] topic, the stamp
+    /// of the last append, which the next one never goes below.
+    last_stamp: i64,
 }
 
 /// The segments a partition opens with, its known damage, log start and active segment.
@@ -218,6 +221,7 @@ impl Partition {
         read_only: bool,
     ) -> Partition {
         let next_offset = view.active.next_offset();
+        let last_stamp = view.segments.iter().chain([&view.active]).map(|s| s.max_timestamp()).max();
         Partition {
             origin,
             dir,
@@ -233,6 +237,7 @@ impl Partition {
                 dirty: false,
                 unsynced: Vec::new(),
                 dir_unsynced: false,
+                last_stamp: last_stamp.unwrap_or(i64::MIN),
             }),
             segments: RwLock::new(view.segments),
             damaged: RwLock::new(view.damaged),
@@ -364,6 +369,15 @@ impl Partition {
         w.batches.clear();
         let max = self.config.max_batch_bytes as usize;
         let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let now_ms = if log_append_time {
+            // The clock read under the writer's lock, never below the last append's stamp: an
+            // append waiting for the lock is stamped when it gets it, so stamps rise with
+            // offsets, and no record is stamped before a record ahead of it.
+            w.last_stamp = crate::topic::now_ms().max(w.last_stamp);
+            w.last_stamp
+        } else {
+            now_ms
+        };
         batch::encode(records, base_offset, now_ms, log_append_time, max, &mut w.buf, &mut w.batches)
             .map_err(|size| Error::RecordTooLarge {
                 topic: self.origin.topic.clone(),

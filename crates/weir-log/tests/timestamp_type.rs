@@ -61,6 +61,43 @@ fn log_append_time_stamps_every_record_at_its_append_and_survives_a_reopen() {
 }
 
 #[test]
+fn log_append_time_stamps_never_decrease_with_offsets_under_concurrent_appends() {
+    // Appenders race for the partition: one that read the clock and then waited for the lock
+    // must not be stamped before the records written while it waited.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let config = TopicConfig { timestamp_type: TimestampType::LogAppendTime, ..TopicConfig::default() };
+    let topic = log.create_topic("raced", config).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for i in 0..2_000 {
+                    topic.append(0, &[Record::new(vec![b'x'; 64 + i % 512])]).unwrap();
+                }
+            });
+        }
+    });
+    let mut stamps = Vec::new();
+    let mut offset = 0;
+    while offset < topic.end_offset(0).unwrap() {
+        let read = topic.read(0, offset, 1 << 20).unwrap();
+        offset = read.last().unwrap().offset + 1;
+        stamps.extend(read.iter().map(|r| r.timestamp));
+    }
+    assert_eq!(stamps.len(), 8_000);
+    let back = stamps.windows(2).position(|w| w[1] < w[0]);
+    assert_eq!(back, None, "a stamp below the one before it, at offset {back:?}");
+
+    // Across a reopen, too (the stamp of the last append is recovered).
+    drop(topic);
+    drop(log);
+    let log = open(dir.path());
+    log.topic("raced").unwrap().append(0, &[Record::new("after")]).unwrap();
+    let last = log.topic("raced").unwrap().read(0, 8_000, 1 << 20).unwrap()[0].timestamp;
+    assert!(last >= *stamps.last().unwrap());
+}
+
+#[test]
 fn create_time_keeps_the_producers_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
