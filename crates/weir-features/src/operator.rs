@@ -132,8 +132,11 @@ where
         self.columns.fill(&self.view.def, &batch.records);
         let entities = self.shard.apply(&self.columns, &mut self.writer, &mut self.late);
         if let (Some(m), Some(arrived)) = (&self.metrics, arrived) {
-            let after = match batch.appended_ms() {
-                Some(ms) => Duration::from_millis(now_ms().saturating_sub(ms).max(0).unsigned_abs()),
+            // From the append if the batch knows it and the appender's clock is not ahead of
+            // this one (a broker's may be); else from the read.
+            let now = now_ms();
+            let after = match batch.appended_ms().filter(|&ms| ms <= now) {
+                Some(ms) => Duration::from_millis(now.abs_diff(ms)),
                 None => batch.read_at().map_or_else(|| arrived.elapsed(), |read| read.elapsed()),
             };
             m.applied(after, batch.len() - self.late.len(), self.late.len());

@@ -18,7 +18,9 @@ use weir_metrics::catalog::{
     FEATURE_ENTITIES, FEATURE_FRESHNESS, FEATURE_LATE_EVENTS, FEATURE_LOOKUP_DURATION, FEATURE_STATE_BYTES,
 };
 use weir_metrics::{Metrics, MetricsServer, ServerConfig};
-use weir_runtime::{Checkpointing, DiscardSink, JobReport, MemorySource, Pipeline, Watermarks};
+use weir_runtime::{
+    Checkpointing, DiscardSink, JobReport, KeyedProcess, MemorySource, Pipeline, ProcessContext, Watermarks,
+};
 use weir_testkit::prometheus::Scrape;
 
 /// (user, event time ms, amount)
@@ -233,17 +235,22 @@ async fn freshness_counts_from_the_log_append_on_a_topic_that_keeps_append_times
 
     let metrics = Metrics::new();
     let endpoint = metrics_server(&metrics).await;
-    for topic in ["appended", "created"] {
-        let p = Pipeline::builder(topic)
+    // `processed` reads the first topic through a keyed process, whose output batches are
+    // built anew: they take the append time of the input they came from.
+    for (pipeline, topic) in [("appended", "appended"), ("created", "created"), ("processed", "appended")] {
+        let p = Pipeline::builder(pipeline)
             .parallelism(1)
             .handle_signals(false)
             .metrics(metrics.clone())
             .build()
             .unwrap();
-        let stream = p
-            .source(LogSource::topic(&log, topic, "features").bounded().batch_size(100))
+        let mut stream = p
+            .source(LogSource::topic(&log, topic, pipeline).bounded().batch_size(100))
             .try_map(LogRecord::parse_json::<Txn>)
             .assign_timestamps(|t| t.1, Watermarks::monotonic());
+        if pipeline == "processed" {
+            stream = stream.key_by(|t| t.0).process(Forward);
+        }
         let (late, lookup) = view().attach(stream);
         late.sink(DiscardSink);
         p.run().await.unwrap();
@@ -259,4 +266,18 @@ async fn freshness_counts_from_the_log_append_on_a_topic_that_keeps_append_times
     assert_eq!(freshness("appended", "0.5"), 0.0, "every batch was appended 600 ms before it was applied");
     assert_eq!(freshness("created", "+Inf"), 10.0);
     assert!(freshness("created", "0.5") > 0.0, "without append times, freshness counts from the read");
+    assert!(freshness("processed", "+Inf") > 0.0);
+    assert_eq!(freshness("processed", "0.5"), 0.0, "the process output kept its input's append time");
+}
+
+/// A keyed process that emits each record as it came.
+#[derive(Clone)]
+struct Forward;
+
+impl KeyedProcess<u32, Txn> for Forward {
+    type Out = Txn;
+
+    fn process(&mut self, _key: &u32, record: Txn, ctx: &mut ProcessContext<'_, u32, Txn>) {
+        ctx.emit(record);
+    }
 }

@@ -57,8 +57,10 @@ impl<T> Batch<T> {
 
     /// When a log appended the newest record this batch stems from, in milliseconds since the
     /// Unix epoch: set by a source reading a topic that keeps append time (a log topic of
-    /// [`TimestampType::LogAppendTime`](weir_log::TimestampType::LogAppendTime)), `None`
-    /// otherwise; kept by [`Batch::derive`].
+    /// [`TimestampType::LogAppendTime`](weir_log::TimestampType::LogAppendTime), or a Kafka
+    /// topic of `message.timestamp.type=LogAppendTime`), `None` otherwise; kept by
+    /// [`Batch::derive`], and given to the batches an operator builds anew (window results,
+    /// process output) from the newest input it saw.
     pub fn appended_ms(&self) -> Option<i64> {
         self.appended_ms
     }

@@ -35,6 +35,9 @@ pub struct Collector<T> {
     /// When the source read the newest input this operator saw: given to output batches that
     /// do not carry a read time (window results, process output).
     read_at: Option<Instant>,
+    /// The newest input's append time ([`Batch::appended_ms`]), given to output batches the
+    /// same way.
+    appended_ms: Option<i64>,
     /// Records dropped while handling the current message, by [`DropReason`].
     dropped: [u64; 2],
     /// Dead letters of the current message.
@@ -58,6 +61,7 @@ impl<T> Default for Collector<T> {
         Collector {
             messages: Vec::new(),
             read_at: None,
+            appended_ms: None,
             dropped: [0; 2],
             dead: Vec::new(),
             deferred: Deferred::default(),
@@ -71,6 +75,9 @@ impl<T> Collector<T> {
         if !batch.is_empty() {
             if batch.read_at().is_none() {
                 batch.set_read_at(self.read_at);
+            }
+            if batch.appended_ms().is_none() {
+                batch.set_appended_ms(self.appended_ms);
             }
             self.messages.push(Message::Data(batch));
         }
@@ -367,6 +374,9 @@ where
                 records_in = batch.len();
                 if batch.read_at().is_some() {
                     self.out.read_at = batch.read_at();
+                }
+                if batch.appended_ms().is_some() {
+                    self.out.appended_ms = batch.appended_ms();
                 }
                 self.op.process_batch(batch, &mut self.out)
             }
