@@ -734,6 +734,9 @@ fn a_log_append_time_topic_stamps_records_with_the_append_time_not_the_producers
     let row_of = |topic: &str| row(&describe(topic), "message.timestamp.type").join(" ");
     assert_eq!(row_of("appended"), "message.timestamp.type LogAppendTime");
     assert_eq!(row_of("created"), "message.timestamp.type CreateTime");
+    let json = |topic: &str| weir.json_lines(&["topic", "describe", topic, "--json"])[0]["config"].clone();
+    assert_eq!(json("appended")["timestamp_type"], "LogAppendTime");
+    assert_eq!(json("created")["timestamp_type"], "CreateTime");
     let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     for topic in ["appended", "created"] {
         weir.ok_with_input(&["produce", topic, "--timestamp", "2024-05-01T12:00:00Z"], b"a\n");

@@ -276,16 +276,21 @@ struct TopicSummary {
 }
 
 /// `topic describe --json` (and `topic create --json`): the log's [`TopicDescription`], with its
-/// `name` called `topic` as in every other output.
+/// `name` called `topic` as in every other output, and every setting in `config` (the
+/// timestamp type too, which the topic's file leaves out when it is the default).
 #[derive(Serialize)]
 struct TopicJson<'a> {
     topic: &'a str,
-    config: &'a TopicConfig,
+    config: serde_json::Value,
     partitions: &'a [PartitionInfo],
 }
 
 impl<'a> From<&'a TopicDescription> for TopicJson<'a> {
     fn from(d: &'a TopicDescription) -> Self {
-        TopicJson { topic: &d.name, config: &d.config, partitions: &d.partitions }
+        let mut config = serde_json::to_value(&d.config).unwrap_or_default();
+        if let Some(settings) = config.as_object_mut() {
+            settings.insert("timestamp_type".into(), d.config.timestamp_type.name().into());
+        }
+        TopicJson { topic: &d.name, config, partitions: &d.partitions }
     }
 }
