@@ -1,5 +1,5 @@
 //! Parquet in a checkpointed pipeline: a windowed job from Parquet files to a rolling Parquet
-//! sink is stopped half way (a savepoint), and resumed at another parallelism; the committed
+//! sink is stopped mid-run (a savepoint), and resumed at another parallelism; the committed
 //! files hold the result of every input row exactly once, and what the sink left uncommitted is
 //! gone.
 
@@ -19,10 +19,13 @@ use weir_runtime::{Checkpointing, Pipeline};
 use weir_sql::ddl::{Statement, parse_statement};
 use weir_sql::{ParquetSink, StreamContext};
 
-const FILES: i64 = 4;
+/// Files of input: 20 source batches (the Parquet reader's are 8 192 rows), so that the reads
+/// a stop takes to land (a source ready at once and a stop race each other) leave most of the
+/// input unread.
+const FILES: i64 = 16;
 const ROWS_PER_FILE: i64 = 10_000;
-/// Rows a stopped run reads before it asks to stop: a quarter of the input. The stop comes
-/// from the data, not a clock, so it lands half way on a machine of any speed.
+/// Rows a stopped run reads before it asks to stop: a sixteenth of the input. The stop comes
+/// from the data, not a clock, so it lands mid-run on a machine of any speed.
 const STOP_AT: usize = 10_000;
 
 /// Input files of `ROWS_PER_FILE` rows `(id, v)` (`id` is also the event time, in ms), in row
