@@ -5,14 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use weir_features::{Agg, FeatureView, Label, Replay, Value, Window};
 use weir_log::{Durability, Log, LogOptions, Record, TimestampType, TopicConfig};
-
-fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
+use weir_testkit::now_ms as wall_ms;
 
 /// An event: (user, event time in ms), as the payload `user,ts`.
 fn record(user: &str, ts: i64) -> Record {

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use weir_features::http::{FeatureServer, ServeError, ServerConfig, Views, serve};
 use weir_features::{Agg, FeatureLookup, FeatureRow, FeatureView, Status, Value, Window};
 use weir_runtime::{DiscardSink, MemorySource, Pipeline, Watermarks};
+use weir_testkit::now_ms;
 
 /// (user, event time ms, amount)
 type Txn = (u32, i64, i64);
@@ -163,10 +164,6 @@ async fn a_lookup_without_at_is_as_of_the_wall_clock() {
     // The events are from 1970: as of now every window has passed them.
     assert_eq!(body["features"]["count_1m"], json!({ "value": 0, "status": "expired" }));
     server.shutdown().await;
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,8 +157,7 @@ async fn batches_of_a_log_append_time_topic_carry_the_brokers_append_time() {
     let (appended, created) = (unique("appended"), unique("created"));
     create_topic_with(&b, &appended, 2, &[("message.timestamp.type", "LogAppendTime")]);
     create_topic(&b, &created, 2);
-    let before =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let before = weir_testkit::now_ms();
     produce(&b, &appended, &input(500));
     produce(&b, &created, &input(500));
     for (topic, log_append_time) in [(appended, true), (created, false)] {

@@ -16,6 +16,7 @@ use weir_metrics::catalog::{
     LOG_APPENDED_RECORDS, LOG_END_OFFSET, LOG_FSYNC_DURATION, LOG_RECOVERY_TRUNCATIONS, LOG_SEGMENTS,
     LOG_SIZE, LOG_START_OFFSET,
 };
+use weir_testkit::now_ms;
 use weir_testkit::prometheus::Scrape;
 
 /// One scrape of the registry.
@@ -33,10 +34,6 @@ fn gtp<'a>(group: &'a str, topic: &'a str, partition: &'a str) -> [(&'a str, &'a
 
 fn count(name: &str) -> String {
     format!("{name}_count")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// `n` records stamped an hour ago.

@@ -6,16 +6,12 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use weir_log::{Durability, Log, LogOptions, Record, TimestampType, TopicConfig};
+use weir_testkit::now_ms as wall_ms;
 
 fn open(dir: &Path) -> Log {
     Log::open(dir, LogOptions::default().durability(Durability::None)).unwrap()
-}
-
-fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// Records produced at event times in 2001, one without a timestamp.

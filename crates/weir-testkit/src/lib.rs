@@ -19,6 +19,13 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Child, Command};
 
+/// The wall clock in milliseconds since the Unix epoch, as the log and the runtime stamp
+/// records.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A small deterministic generator (SplitMix64): every seed, 0 included, gives a good sequence.
 #[derive(Debug, Clone)]
 pub struct Rng(pub u64);
